@@ -1,0 +1,428 @@
+//! The command line: `run`, `check`, `state`, `simulate`, `demo`. `main.rs` only parses and
+//! calls into here; exit codes follow DESIGN.md (0 ok, 1 run-time failure, 2 usage or config).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{self, Outcome};
+use crate::config::{Config, SinkKind};
+use crate::sources::{self, Http, PageRequest};
+use crate::timefmt::{self, NANOS_PER_SEC};
+
+#[derive(Parser, Debug)]
+#[command(name = "auditship", version, about = "Pulls audit events out of SaaS audit APIs and ships them, normalised, with nothing lost and nothing doubled")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Poll every source on its interval until SIGTERM/SIGINT (or once, with --once).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One catch-up pass: each source up to now − lag, then exit (0 if all completed).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Validate the configuration (secret files included) without network or state.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Also authenticate to each source and check each sink can be written.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Show each source's cursor, lag and counts; `state reset SOURCE` rewinds one.
+    State {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<StateAction>,
+    },
+    /// Serve emulators of all four vendor APIs on loopback.
+    Simulate(auditship_sim::SimArgs),
+    /// Simulator and agent in one process, printing normalised events as they flow.
+    Demo {
+        /// Backfilled events per vendor (the last 30 minutes), before live ones arrive.
+        #[arg(long, default_value_t = 300)]
+        events: u64,
+        /// Stop after this long (default: run until Ctrl-C).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StateAction {
+    /// Rewind one source: its events from --to on are delivered again.
+    Reset {
+        source: String,
+        /// RFC 3339 instant (default: the source's `start`, or now − 24h).
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+/// Loads a config, or prints why not (exit code 2).
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Cancels `cancel` on SIGTERM or SIGINT; a second signal exits at once.
+pub fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut got = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            got += 1;
+            if got == 1 {
+                tracing::info!("shutting down: finishing the pages in flight");
+                cancel.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now; uncommitted pages will be read again");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+pub async fn run(config: &Path, once: bool) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    tracing::info!(config = %config.display(), sources = cfg.sources.len(), sinks = cfg.sinks.len(),
+        state = %cfg.agent.state_path.display(), once, "auditship starting");
+    match agent::run(&cfg, once, cancel).await {
+        Ok(Outcome::Completed) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "auditship failed");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub async fn check(config: &Path, connect: bool) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!(
+        "{}: ok ({} sources, {} sinks)",
+        config.display(),
+        cfg.sources.len(),
+        cfg.sinks.len()
+    );
+    if !connect {
+        return ExitCode::SUCCESS;
+    }
+    let http = match Http::new(cfg.agent.request_timeout) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot build the HTTP client: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut ok = true;
+    for s in &cfg.sources {
+        let src = sources::build(s, http.clone());
+        let unit = src.traits().time_unit;
+        let end = timefmt::floor_to(timefmt::now() - timefmt::dur_nanos(s.lag), unit);
+        let req = PageRequest {
+            start: end - 60 * NANOS_PER_SEC,
+            end,
+            offset: 0,
+            page: 0,
+            limit: 1,
+            max_events: None,
+        };
+        match src.fetch(&req).await {
+            Ok(_) => println!("source {}: ok", s.name),
+            Err(e) => {
+                ok = false;
+                println!("source {}: {e}", s.name);
+            }
+        }
+    }
+    for s in &cfg.sinks {
+        match &s.kind {
+            SinkKind::Stdout => println!("sink {}: ok", s.name),
+            SinkKind::File { path, .. } => {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let probe = tempfile_in(dir);
+                match probe {
+                    Ok(()) => println!("sink {}: ok ({} is writable)", s.name, dir.display()),
+                    Err(e) => {
+                        ok = false;
+                        println!("sink {}: cannot write in {}: {e}", s.name, dir.display());
+                    }
+                }
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Creates and removes a probe file in `dir`.
+fn tempfile_in(dir: &Path) -> std::io::Result<()> {
+    let p = dir.join(format!(".auditship-check-{}", std::process::id()));
+    std::fs::File::create(&p)?;
+    std::fs::remove_file(&p)
+}
+
+pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let path = &cfg.agent.state_path;
+    if let Some(StateAction::Reset { source, to }) = action {
+        let Some(src) = cfg.sources.iter().find(|s| s.name == source) else {
+            eprintln!("error: {source:?} is not a source in {}", config.display());
+            return ExitCode::from(2);
+        };
+        let to = match to.as_deref() {
+            Some(t) => match timefmt::parse_rfc3339(t) {
+                Some(t) => t,
+                None => {
+                    eprintln!("error: --to {t:?} is not an RFC 3339 time");
+                    return ExitCode::from(2);
+                }
+            },
+            None => src
+                .start
+                .unwrap_or(timefmt::now() - 24 * 3600 * NANOS_PER_SEC),
+        };
+        let result = async {
+            let _lock = agent::StateLock::acquire(path)?;
+            let st = agent::open_state(path).await?;
+            let before = st.source(&source).await?.and_then(|r| r.cursor);
+            st.reset(&source, src.kind.as_str(), to).await?;
+            anyhow::Ok(before)
+        }
+        .await;
+        return match result {
+            Ok(before) => {
+                println!(
+                    "{source}: cursor {} -> {}",
+                    before.map(timefmt::human).unwrap_or("(none)".into()),
+                    timefmt::human(to)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let rows = if path.exists() {
+        match async { agent::open_state(path).await?.sources().await.map_err(anyhow::Error::from) }
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let now = timefmt::now();
+    let mut names: Vec<(String, String)> = cfg
+        .sources
+        .iter()
+        .map(|s| (s.name.clone(), s.kind.as_str().to_string()))
+        .collect();
+    for r in &rows {
+        if !names.iter().any(|(n, _)| n == &r.name) {
+            names.push((r.name.clone(), r.kind.clone()));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        let list: Vec<serde_json::Value> = names
+            .iter()
+            .map(|(n, k)| {
+                let r = rows.iter().find(|r| &r.name == n);
+                let cursor = r.and_then(|r| r.cursor);
+                serde_json::json!({
+                    "source": n,
+                    "kind": k,
+                    "configured": cfg.sources.iter().any(|s| &s.name == n),
+                    "cursor": cursor.map(timefmt::rfc3339_ms),
+                    "lag_seconds": cursor.map(|c| (now - c) / NANOS_PER_SEC),
+                    "delivered": r.map_or(0, |r| r.delivered),
+                    "duplicates": r.map_or(0, |r| r.duplicates),
+                    "keys": r.map_or(0, |r| r.keys),
+                })
+            })
+            .collect();
+        let _ = writeln!(out, "{}", serde_json::Value::Array(list));
+        return ExitCode::SUCCESS;
+    }
+    let _ = writeln!(
+        out,
+        "{:<20} {:<18} {:<24} {:>12} {:>10} {:>10} {:>8}",
+        "SOURCE", "KIND", "CURSOR", "LAG", "DELIVERED", "DUPLICATES", "KEYS"
+    );
+    for (n, k) in &names {
+        let r = rows.iter().find(|r| &r.name == n);
+        let cursor = r.and_then(|r| r.cursor);
+        let lag = cursor
+            .map(|c| {
+                humantime::format_duration(Duration::from_secs(((now - c) / NANOS_PER_SEC).max(0) as u64))
+                    .to_string()
+            })
+            .unwrap_or_else(|| "-".into());
+        let mut name = n.clone();
+        if !cfg.sources.iter().any(|s| &s.name == n) {
+            name.push_str(" (removed)");
+        }
+        let _ = writeln!(
+            out,
+            "{:<20} {:<18} {:<24} {:>12} {:>10} {:>10} {:>8}",
+            name,
+            k,
+            cursor.map(timefmt::human).unwrap_or_else(|| "never polled".into()),
+            lag,
+            r.map_or(0, |r| r.delivered),
+            r.map_or(0, |r| r.duplicates),
+            r.map_or(0, |r| r.keys),
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+pub async fn simulate(args: auditship_sim::SimArgs) -> ExitCode {
+    let cfg = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let handle = match auditship_sim::start(cfg, args.listen()).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", args.listen());
+            return ExitCode::from(1);
+        }
+    };
+    println!("simulator listening on {}", handle.url());
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    cancel.cancelled().await;
+    handle.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+pub async fn demo(events: u64, duration: Option<Duration>) -> ExitCode {
+    use auditship_sim::{SimConfig, Vendor};
+    let now = chrono::Utc::now();
+    let live = chrono::Duration::hours(2);
+    // `events` over the last 30 minutes, and the same rate on for two more hours, live.
+    let per_vendor = events.saturating_mul(5);
+    let sim_cfg = SimConfig {
+        start: now - chrono::Duration::minutes(30),
+        end: now + live,
+        events: per_vendor,
+        late_fraction: 0.1,
+        late_max: Duration::from_secs(20),
+        ..SimConfig::default()
+    };
+    let api_key = sim_cfg.api_key.clone();
+    let (cid, csecret) = (
+        sim_cfg.domo_client_id.clone(),
+        sim_cfg.domo_client_secret.clone(),
+    );
+    let sim = match auditship_sim::start(sim_cfg, "127.0.0.1:0".parse().expect("address")).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot start the simulator: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot make a temporary directory: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let url = sim.url();
+    let start = timefmt::rfc3339_ms(timefmt::now() - 30 * 60 * NANOS_PER_SEC);
+    let mut text = format!(
+        "[agent]\nstate_path = {state:?}\npoll_interval = \"2s\"\nlag = \"2s\"\noverlap = \"30s\"\n\n",
+        state = dir.path().join("state.db").display().to_string()
+    );
+    for v in Vendor::ALL {
+        let kind = v.as_str();
+        let auth = if v == Vendor::Domo {
+            format!("client_id = {cid:?}\nclient_secret = {csecret:?}\n")
+        } else {
+            format!("api_key = {api_key:?}\n")
+        };
+        text.push_str(&format!(
+            "[[sources]]\nname = \"{name}\"\nkind = \"{kind}\"\nurl = {url:?}\nstart = {start:?}\n{auth}\n",
+            name = kind.replace('_', "-")
+        ));
+    }
+    text.push_str("[[sinks]]\nname = \"console\"\nkind = \"stdout\"\ninclude_raw = false\n");
+    let cfg = match Config::parse(&text, &dir.path().join("demo.toml")) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: the demo's own config is invalid: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!(
+        "auditship demo: emulators of Domino, Domo and Wasabi AiR on {url}; events from the last 30 minutes, then live (10% arrive late). Ctrl-C to stop."
+    );
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    if let Some(d) = duration {
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            c.cancel();
+        });
+    }
+    let result = agent::run(&cfg, false, cancel).await;
+    sim.shutdown().await;
+    match result {
+        Ok(Outcome::Completed) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,1058 @@
+//! The TOML configuration: read it, expand `${ENV}` and `X_file` secrets, and validate it into
+//! typed settings without any network or state I/O.
+//!
+//! Two steps, as ripgrep's LowArgs/HiArgs: [`RawConfig`] is what the file says (unknown keys are
+//! rejected by serde), [`Config`] is what the agent runs on. Validation collects every problem so
+//! the user sees them all at once, each naming its key.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::timefmt::{self, Nanos};
+
+/// A secret value (API key, client secret, header). Never printed: `Debug` shows `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(s: impl Into<Arc<str>>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A configuration that could not be used: every problem found, each naming its key.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file the problems are in.
+    pub file: PathBuf,
+    /// One line a problem: `key: what is wrong`.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration {}:", self.file.display())?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the file says.
+
+/// `[agent]`: settings of the whole agent, and defaults for every source.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    /// SQLite file holding cursors, dedupe keys and sink positions; created if missing.
+    pub state_path: Option<String>,
+    /// How often each source polls (default 60s).
+    pub poll_interval: Option<String>,
+    /// Never ask for events newer than now − lag (default 2m).
+    pub lag: Option<String>,
+    /// Each poll re-reads this much before the cursor, for late arrivals (default 15m).
+    pub overlap: Option<String>,
+    /// Largest sub-window one read covers (default 1h; Domo 30m; Domino data-source 5m).
+    pub window: Option<String>,
+    /// Events per page requested (1–1000, default 1000).
+    pub page_size: Option<i64>,
+    /// Address of the /healthz, /readyz and /metrics server (optional).
+    pub listen: Option<String>,
+    /// Timeout of one HTTP request (default 30s).
+    pub request_timeout: Option<String>,
+    /// First retry delay (default 1s); each retry doubles it, with full jitter.
+    pub retry_initial: Option<String>,
+    /// Longest retry delay (default 60s).
+    pub retry_max_delay: Option<String>,
+    /// Attempts per request before a poll gives up (default 8; the next poll tries again).
+    pub retry_max_attempts: Option<i64>,
+}
+
+/// `[[sources]]`: one audit API to read. One flat table for all kinds, so that a key that does
+/// not belong to a kind can be named as such.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub api_key: Option<String>,
+    pub api_key_file: Option<String>,
+    pub jwt: Option<String>,
+    pub jwt_file: Option<String>,
+    pub client_id: Option<String>,
+    pub client_id_file: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub token_url: Option<String>,
+    pub time_zone: Option<String>,
+    pub start: Option<String>,
+    pub poll_interval: Option<String>,
+    pub lag: Option<String>,
+    pub overlap: Option<String>,
+    pub window: Option<String>,
+    pub page_size: Option<i64>,
+    pub max_response_events: Option<i64>,
+    pub filters: Option<BTreeMap<String, FilterValue>>,
+}
+
+/// A filter's value: one or several (sent as a repeated parameter).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FilterValue {
+    One(ScalarValue),
+    Many(Vec<ScalarValue>),
+}
+
+/// A scalar in a filter table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ScalarValue {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+}
+
+impl ScalarValue {
+    fn text(&self) -> String {
+        match self {
+            ScalarValue::Str(s) => s.clone(),
+            ScalarValue::Int(i) => i.to_string(),
+            ScalarValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// `[[sinks]]`: where events go.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub fsync: Option<bool>,
+    pub sources: Option<Vec<String>>,
+    pub include_raw: Option<bool>,
+    pub format: Option<String>,
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub agent: RawAgent,
+    #[serde(default)]
+    pub sources: Vec<RawSource>,
+    #[serde(default)]
+    pub sinks: Vec<RawSink>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the agent runs on.
+
+/// The kinds of source, each one file in `src/sources/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    DominoAudit,
+    DominoDatasource,
+    Domo,
+    WasabiAir,
+}
+
+impl SourceKind {
+    pub const ALL: [SourceKind; 4] = [
+        SourceKind::DominoAudit,
+        SourceKind::DominoDatasource,
+        SourceKind::Domo,
+        SourceKind::WasabiAir,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::DominoAudit => "domino_audit",
+            SourceKind::DominoDatasource => "domino_datasource",
+            SourceKind::Domo => "domo",
+            SourceKind::WasabiAir => "wasabi_air",
+        }
+    }
+
+    fn parse(s: &str) -> Option<SourceKind> {
+        SourceKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The default and the largest sub-window of this kind.
+    fn window_limits(self) -> (Duration, Option<Duration>) {
+        match self {
+            // Domo prints wall-clock time without an offset: a window no longer than the
+            // shortest daylight-saving shift (30 minutes, Lord Howe) holds at most one of the
+            // two instants an ambiguous time can mean.
+            SourceKind::Domo => (Duration::from_secs(1800), Some(Duration::from_secs(1800))),
+            SourceKind::DominoDatasource => (Duration::from_secs(300), None),
+            _ => (Duration::from_secs(3600), None),
+        }
+    }
+
+    /// Query parameters the agent itself sets, which a filter must not override.
+    fn reserved_params(self) -> &'static [&'static str] {
+        match self {
+            SourceKind::DominoAudit => &["startTimestamp", "endTimestamp", "limit", "offset", "sort"],
+            SourceKind::DominoDatasource => &["startTime", "endTime"],
+            SourceKind::Domo => &["start", "end", "limit", "offset"],
+            SourceKind::WasabiAir => &["from", "to", "page", "count", "order"],
+        }
+    }
+
+    /// Options that only some kinds take.
+    fn accepts(self, key: &str) -> bool {
+        match key {
+            "api_key" => self != SourceKind::Domo,
+            "jwt" => self == SourceKind::DominoAudit,
+            "client_id" | "client_secret" | "token_url" | "time_zone" => self == SourceKind::Domo,
+            "max_response_events" => self == SourceKind::DominoDatasource,
+            _ => true,
+        }
+    }
+}
+
+/// How a source authenticates. Which fields are set depends on the kind (validated).
+#[derive(Debug, Clone, Default)]
+pub struct SourceAuth {
+    pub api_key: Option<Secret>,
+    pub jwt: Option<Secret>,
+    pub client_id: Option<Secret>,
+    pub client_secret: Option<Secret>,
+    pub token_url: Option<Url>,
+}
+
+/// One validated `[[sources]]` entry, with the agent's defaults folded in.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Unique name; appears as `source` in every event and keys its state.
+    pub name: String,
+    pub kind: SourceKind,
+    /// Base URL of the vendor's API.
+    pub url: Url,
+    pub auth: SourceAuth,
+    /// Where the very first run begins (default now − 24h, decided at first poll).
+    pub start: Option<Nanos>,
+    pub poll_interval: Duration,
+    pub lag: Duration,
+    pub overlap: Duration,
+    /// Largest sub-window.
+    pub window: Duration,
+    pub page_size: u32,
+    /// Domino data-source: a response with more events than this is fetched again in halves.
+    pub max_response_events: usize,
+    /// Domo: the zone its wall-clock times are in.
+    pub time_zone: chrono_tz::Tz,
+    /// Vendor query parameters, passed through in order (repeated for lists).
+    pub filters: Vec<(String, String)>,
+}
+
+/// Kinds of sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    Stdout,
+    File {
+        path: PathBuf,
+        /// fdatasync the file before each commit, so a power loss cannot leave the state ahead
+        /// of the file (default true).
+        fsync: bool,
+    },
+}
+
+/// One validated `[[sinks]]` entry.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub name: String,
+    pub kind: SinkKind,
+    /// Only these sources' events (default: all).
+    pub sources: Option<Vec<String>>,
+    /// Keep the vendor's event under `raw` (default true).
+    pub include_raw: bool,
+}
+
+impl SinkConfig {
+    /// Whether events of `source` go to this sink.
+    pub fn takes(&self, source: &str) -> bool {
+        self.sources
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|n| n == source))
+    }
+}
+
+/// Retry policy of every HTTP call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    pub initial: Duration,
+    pub max_delay: Duration,
+    /// Attempts of one request before the poll gives up; `None` retries while the agent runs.
+    pub max_attempts: Option<usize>,
+}
+
+/// `[agent]`, validated.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub state_path: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub request_timeout: Duration,
+    pub retry: RetryConfig,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for messages and reload).
+    pub path: PathBuf,
+    pub agent: AgentConfig,
+    pub sources: Vec<SourceConfig>,
+    pub sinks: Vec<SinkConfig>,
+}
+
+impl Config {
+    /// Reads, expands and validates a config file. No network, no state.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![format!("cannot read the file: {e}")],
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses TOML text as if read from `path` (relative secret files resolve against its dir).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems: Vec<String>| ConfigError {
+            file: path.to_path_buf(),
+            problems,
+        };
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| fail(vec![format!("not valid TOML: {}", first_line(&e.to_string()))]))?;
+        let mut tree: serde_json::Value = built
+            .try_deserialize()
+            .map_err(|e| fail(vec![format!("not valid TOML: {}", first_line(&e.to_string()))]))?;
+        let mut problems = Vec::new();
+        expand_env(&mut tree, &mut String::new(), &mut problems);
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        let raw: RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            fail(vec![if key == "." {
+                msg
+            } else {
+                format!("{key}: {msg}")
+            }])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        validate(raw, path, base).map_err(fail)
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// Replaces `${NAME}` with the environment variable in every string of the tree (`$${` stays a
+/// literal `${`). A variable that is not set is an error naming the key.
+fn expand_env(v: &mut serde_json::Value, key: &mut String, problems: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) if s.contains('$') => match expand_str(s) {
+            Ok(e) => *s = e,
+            Err(name) => problems.push(format!(
+                "{key}: environment variable {name} is not set (referenced as ${{{name}}})"
+            )),
+        },
+        serde_json::Value::Array(a) => {
+            for (i, item) in a.iter_mut().enumerate() {
+                let len = key.len();
+                key.push_str(&format!("[{i}]"));
+                expand_env(item, key, problems);
+                key.truncate(len);
+            }
+        }
+        serde_json::Value::Object(m) => {
+            for (k, item) in m.iter_mut() {
+                let len = key.len();
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(k);
+                expand_env(item, key, problems);
+                key.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expand_str(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(after2) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = after2;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                out.push('$');
+                rest = after;
+                continue;
+            };
+            let name = &body[..end];
+            match std::env::var(name) {
+                Ok(v) => out.push_str(&v),
+                Err(_) => return Err(name.to_string()),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Collects problems for one config; each helper pushes `key: message`.
+struct Check<'a> {
+    problems: Vec<String>,
+    base: &'a Path,
+}
+
+impl Check<'_> {
+    fn fail(&mut self, key: &str, msg: impl fmt::Display) {
+        self.problems.push(format!("{key}: {msg}"));
+    }
+
+    fn duration(&mut self, key: &str, v: &Option<String>, positive: bool) -> Option<Duration> {
+        let s = v.as_deref()?;
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) if positive && d.is_zero() => {
+                self.fail(key, "must be longer than zero");
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.fail(
+                    key,
+                    format_args!("{s:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn time(&mut self, key: &str, v: &Option<String>) -> Option<Nanos> {
+        let s = v.as_deref()?;
+        let t = timefmt::parse_rfc3339(s.trim());
+        if t.is_none() {
+            self.fail(
+                key,
+                format_args!("{s:?} is not an RFC 3339 time; write e.g. \"2024-10-18T00:00:00Z\""),
+            );
+        }
+        t
+    }
+
+    fn url(&mut self, key: &str, v: &Option<String>) -> Option<Url> {
+        let s = v.as_deref()?;
+        match Url::parse(s.trim()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
+            Ok(_) => {
+                self.fail(key, format_args!("{s:?} is not an http(s) URL"));
+                None
+            }
+            Err(e) => {
+                self.fail(key, format_args!("{s:?} is not a URL ({e})"));
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, key: &str, v: &Option<String>, seen: &mut HashSet<String>) -> String {
+        let Some(n) = v.clone() else {
+            self.fail(key, "missing: every entry needs a unique name");
+            return String::new();
+        };
+        if n.is_empty()
+            || !n
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+        {
+            self.fail(key, format_args!("{n:?} must match [a-z0-9_-]+"));
+        } else if !seen.insert(n.clone()) {
+            self.fail(key, format_args!("{n:?} is used twice; names must be unique"));
+        }
+        n
+    }
+
+    /// A secret given either inline (`key`) or as a file (`key_file`), not both.
+    fn secret(
+        &mut self,
+        prefix: &str,
+        key: &str,
+        inline: &Option<String>,
+        file: &Option<String>,
+    ) -> Option<Secret> {
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.fail(
+                    &format!("{prefix}.{key}"),
+                    format_args!("set either {key} or {key}_file, not both"),
+                );
+                None
+            }
+            (Some(v), None) => {
+                if v.is_empty() {
+                    self.fail(&format!("{prefix}.{key}"), "is empty");
+                    return None;
+                }
+                Some(Secret::new(v.as_str()))
+            }
+            (None, Some(f)) => {
+                let p = self.base.join(f);
+                match std::fs::read_to_string(&p) {
+                    Ok(s) => {
+                        let s = s.strip_suffix('\n').unwrap_or(&s);
+                        let s = s.strip_suffix('\r').unwrap_or(s);
+                        if s.is_empty() {
+                            self.fail(
+                                &format!("{prefix}.{key}_file"),
+                                format_args!("{} is empty", p.display()),
+                            );
+                            None
+                        } else {
+                            Some(Secret::new(s))
+                        }
+                    }
+                    Err(e) => {
+                        self.fail(
+                            &format!("{prefix}.{key}_file"),
+                            format_args!("cannot read {}: {e}", p.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<String>> {
+    let mut c = Check {
+        problems: Vec::new(),
+        base,
+    };
+    let a = &raw.agent;
+    let d_poll = c.duration("agent.poll_interval", &a.poll_interval, true);
+    let d_lag = c.duration("agent.lag", &a.lag, false);
+    let d_overlap = c.duration("agent.overlap", &a.overlap, false);
+    let d_window = c.duration("agent.window", &a.window, true);
+    let d_page = page_size(&mut c, "agent.page_size", a.page_size);
+    let request_timeout = c
+        .duration("agent.request_timeout", &a.request_timeout, true)
+        .unwrap_or(Duration::from_secs(30));
+    let retry = RetryConfig {
+        initial: c
+            .duration("agent.retry_initial", &a.retry_initial, true)
+            .unwrap_or(Duration::from_secs(1)),
+        max_delay: c
+            .duration("agent.retry_max_delay", &a.retry_max_delay, true)
+            .unwrap_or(Duration::from_secs(60)),
+        max_attempts: match a.retry_max_attempts {
+            None => Some(8),
+            Some(n) if n >= 1 => Some(n as usize),
+            Some(n) => {
+                c.fail("agent.retry_max_attempts", format_args!("{n} must be at least 1"));
+                None
+            }
+        },
+    };
+    let listen = a.listen.as_deref().and_then(|s| match s.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            c.fail(
+                "agent.listen",
+                format_args!("{s:?} is not an address; write e.g. \"127.0.0.1:9464\""),
+            );
+            None
+        }
+    });
+    let state_path = match a.state_path.as_deref() {
+        Some("") => {
+            c.fail("agent.state_path", "is empty");
+            PathBuf::new()
+        }
+        Some(p) => base.join(p),
+        None => PathBuf::from("/var/lib/auditship/state.db"),
+    };
+
+    let mut names = HashSet::new();
+    let mut sources = Vec::new();
+    if raw.sources.is_empty() {
+        c.fail("sources", "no [[sources]]: there is nothing to read");
+    }
+    for (i, s) in raw.sources.iter().enumerate() {
+        let key = format!("sources[{i}]");
+        let name = c.name(&format!("{key}.name"), &s.name, &mut names);
+        let Some(kind_s) = s.kind.as_deref() else {
+            c.fail(
+                &format!("{key}.kind"),
+                "missing; one of domino_audit, domino_datasource, domo, wasabi_air",
+            );
+            continue;
+        };
+        let Some(kind) = SourceKind::parse(kind_s) else {
+            c.fail(
+                &format!("{key}.kind"),
+                format_args!(
+                    "{kind_s:?} is not a source kind; one of domino_audit, domino_datasource, domo, wasabi_air"
+                ),
+            );
+            continue;
+        };
+        for (opt, set) in [
+            ("api_key", s.api_key.is_some() || s.api_key_file.is_some()),
+            ("jwt", s.jwt.is_some() || s.jwt_file.is_some()),
+            ("client_id", s.client_id.is_some() || s.client_id_file.is_some()),
+            (
+                "client_secret",
+                s.client_secret.is_some() || s.client_secret_file.is_some(),
+            ),
+            ("token_url", s.token_url.is_some()),
+            ("time_zone", s.time_zone.is_some()),
+            ("max_response_events", s.max_response_events.is_some()),
+        ] {
+            if set && !kind.accepts(opt) {
+                c.fail(
+                    &format!("{key}.{opt}"),
+                    format_args!("not an option of kind {}", kind.as_str()),
+                );
+            }
+        }
+        let url = match &s.url {
+            None => {
+                c.fail(&format!("{key}.url"), "missing: the vendor API's base URL");
+                None
+            }
+            u => c.url(&format!("{key}.url"), u),
+        };
+        let auth = SourceAuth {
+            api_key: c.secret(&key, "api_key", &s.api_key, &s.api_key_file),
+            jwt: c.secret(&key, "jwt", &s.jwt, &s.jwt_file),
+            client_id: c.secret(&key, "client_id", &s.client_id, &s.client_id_file),
+            client_secret: c.secret(&key, "client_secret", &s.client_secret, &s.client_secret_file),
+            token_url: c.url(&format!("{key}.token_url"), &s.token_url),
+        };
+        match kind {
+            SourceKind::DominoAudit => match (&auth.api_key, &auth.jwt) {
+                (None, None) => c.fail(
+                    &format!("{key}.api_key"),
+                    "missing: domino_audit needs api_key (or api_key_file) or jwt (or jwt_file)",
+                ),
+                (Some(_), Some(_)) => {
+                    c.fail(&format!("{key}.jwt"), "set either api_key or jwt, not both")
+                }
+                _ => {}
+            },
+            SourceKind::DominoDatasource | SourceKind::WasabiAir => {
+                if auth.api_key.is_none() && s.api_key.is_none() && s.api_key_file.is_none() {
+                    c.fail(
+                        &format!("{key}.api_key"),
+                        format_args!("missing: {} needs api_key (or api_key_file)", kind.as_str()),
+                    );
+                }
+            }
+            SourceKind::Domo => {
+                for (opt, v, raw_set) in [
+                    ("client_id", &auth.client_id, s.client_id.is_some() || s.client_id_file.is_some()),
+                    (
+                        "client_secret",
+                        &auth.client_secret,
+                        s.client_secret.is_some() || s.client_secret_file.is_some(),
+                    ),
+                ] {
+                    if v.is_none() && !raw_set {
+                        c.fail(
+                            &format!("{key}.{opt}"),
+                            format_args!("missing: domo needs {opt} (or {opt}_file)"),
+                        );
+                    }
+                }
+            }
+        }
+        let time_zone = match s.time_zone.as_deref() {
+            None => chrono_tz::UTC,
+            Some(z) => z.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                c.fail(
+                    &format!("{key}.time_zone"),
+                    format_args!("{z:?} is not an IANA time zone; write e.g. \"America/Denver\""),
+                );
+                chrono_tz::UTC
+            }),
+        };
+        let start = c.time(&format!("{key}.start"), &s.start);
+        let poll_interval = c
+            .duration(&format!("{key}.poll_interval"), &s.poll_interval, true)
+            .or(d_poll)
+            .unwrap_or(Duration::from_secs(60));
+        let lag = c
+            .duration(&format!("{key}.lag"), &s.lag, false)
+            .or(d_lag)
+            .unwrap_or(Duration::from_secs(120));
+        let overlap = c
+            .duration(&format!("{key}.overlap"), &s.overlap, false)
+            .or(d_overlap)
+            .unwrap_or(Duration::from_secs(900));
+        let (default_window, max_window) = kind.window_limits();
+        let window_set = c.duration(&format!("{key}.window"), &s.window, true);
+        let window = match (window_set, max_window) {
+            (Some(w), Some(max)) if w > max => {
+                c.fail(
+                    &format!("{key}.window"),
+                    format_args!(
+                        "at most {} for kind {}: its times carry no offset, and a longer window could hold both instants of a daylight-saving repeat",
+                        humantime::format_duration(max),
+                        kind.as_str()
+                    ),
+                );
+                max
+            }
+            (Some(w), _) => w,
+            (None, max) => {
+                let w = d_window.unwrap_or(default_window);
+                max.map_or(w, |m| w.min(m))
+            }
+        };
+        if kind == SourceKind::Domo && window.as_nanos() % 1_000_000_000 != 0 {
+            c.fail(
+                &format!("{key}.window"),
+                "must be whole seconds for kind domo (its times have one-second resolution)",
+            );
+        }
+        let page_size = page_size(&mut c, &format!("{key}.page_size"), s.page_size)
+            .or(d_page)
+            .unwrap_or(1000);
+        let max_response_events = match s.max_response_events {
+            None => 10_000,
+            Some(n) if n >= 1 => n as usize,
+            Some(n) => {
+                c.fail(
+                    &format!("{key}.max_response_events"),
+                    format_args!("{n} must be at least 1"),
+                );
+                10_000
+            }
+        };
+        let mut filters = Vec::new();
+        for (fk, fv) in s.filters.iter().flatten() {
+            if kind.reserved_params().contains(&fk.as_str()) {
+                c.fail(
+                    &format!("{key}.filters.{fk}"),
+                    "is set by the agent itself (from the window and paging); remove it",
+                );
+                continue;
+            }
+            match fv {
+                FilterValue::One(v) => filters.push((fk.clone(), v.text())),
+                FilterValue::Many(vs) => {
+                    filters.extend(vs.iter().map(|v| (fk.clone(), v.text())));
+                }
+            }
+        }
+        if let Some(url) = url {
+            sources.push(SourceConfig {
+                name,
+                kind,
+                url,
+                auth,
+                start,
+                poll_interval,
+                lag,
+                overlap,
+                window,
+                page_size,
+                max_response_events,
+                time_zone,
+                filters,
+            });
+        }
+    }
+
+    let mut sink_names = HashSet::new();
+    let mut sinks = Vec::new();
+    if raw.sinks.is_empty() {
+        c.fail(
+            "sinks",
+            "no [[sinks]]: events would go nowhere; add e.g. [[sinks]] name = \"out\" kind = \"stdout\"",
+        );
+    }
+    for (i, s) in raw.sinks.iter().enumerate() {
+        let key = format!("sinks[{i}]");
+        let name = c.name(&format!("{key}.name"), &s.name, &mut sink_names);
+        let kind = match s.kind.as_deref() {
+            Some("stdout") => {
+                if s.path.is_some() {
+                    c.fail(&format!("{key}.path"), "not an option of kind stdout");
+                }
+                if s.fsync.is_some() {
+                    c.fail(&format!("{key}.fsync"), "not an option of kind stdout");
+                }
+                Some(SinkKind::Stdout)
+            }
+            Some("file") => match s.path.as_deref() {
+                None | Some("") => {
+                    c.fail(&format!("{key}.path"), "missing: the file to append events to");
+                    None
+                }
+                Some(p) => Some(SinkKind::File {
+                    path: base.join(p),
+                    fsync: s.fsync.unwrap_or(true),
+                }),
+            },
+            Some(other) => {
+                c.fail(
+                    &format!("{key}.kind"),
+                    format_args!("{other:?} is not a sink kind; one of stdout, file"),
+                );
+                None
+            }
+            None => {
+                c.fail(&format!("{key}.kind"), "missing; one of stdout, file");
+                None
+            }
+        };
+        match s.format.as_deref() {
+            None | Some("native") => {}
+            Some(f) => c.fail(
+                &format!("{key}.format"),
+                format_args!("{f:?} is not supported by this version; use \"native\""),
+            ),
+        }
+        if let Some(list) = &s.sources {
+            for n in list {
+                if !names.contains(n) {
+                    c.fail(
+                        &format!("{key}.sources"),
+                        format_args!("{n:?} is not the name of a configured source"),
+                    );
+                }
+            }
+        }
+        if let Some(kind) = kind {
+            sinks.push(SinkConfig {
+                name,
+                kind,
+                sources: s.sources.clone(),
+                include_raw: s.include_raw.unwrap_or(true),
+            });
+        }
+    }
+    // Two file sinks on one path would each truncate the other's uncommitted tail.
+    let mut paths = HashSet::new();
+    for s in &sinks {
+        if let SinkKind::File { path, .. } = &s.kind {
+            if !paths.insert(path.clone()) {
+                c.fail(
+                    &format!("sinks.{}.path", s.name),
+                    format_args!("{} is used by two file sinks", path.display()),
+                );
+            }
+        }
+    }
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        agent: AgentConfig {
+            state_path,
+            listen,
+            request_timeout,
+            retry,
+        },
+        sources,
+        sinks,
+    })
+}
+
+fn page_size(c: &mut Check<'_>, key: &str, v: Option<i64>) -> Option<u32> {
+    match v {
+        None => None,
+        Some(n) if (1..=1000).contains(&n) => Some(n as u32),
+        Some(n) => {
+            c.fail(key, format_args!("{n} is out of range; 1 to 1000 (the vendors' largest page)"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/auditship/test.toml"))
+    }
+
+    fn problems(text: &str) -> String {
+        parse(text).unwrap_err().problems.join("\n")
+    }
+
+    const MINIMAL: &str = r#"
+        [agent]
+        state_path = "/tmp/x.db"
+        [[sources]]
+        name = "air"
+        kind = "wasabi_air"
+        url = "http://127.0.0.1:1"
+        api_key = "k"
+        [[sinks]]
+        name = "out"
+        kind = "stdout"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        let s = &c.sources[0];
+        assert_eq!(s.poll_interval, Duration::from_secs(60));
+        assert_eq!(s.lag, Duration::from_secs(120));
+        assert_eq!(s.overlap, Duration::from_secs(900));
+        assert_eq!(s.window, Duration::from_secs(3600));
+        assert_eq!(s.page_size, 1000);
+        assert_eq!(s.auth.api_key.as_ref().unwrap().expose(), "k");
+        assert_eq!(c.agent.state_path, PathBuf::from("/tmp/x.db"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let p = problems(&MINIMAL.replace("api_key = \"k\"", "api_key = \"k\"\npol_interval = \"1s\""));
+        assert!(p.contains("sources[0]") && p.contains("pol_interval"), "{p}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let p = problems(
+            r#"
+            [agent]
+            lag = "soon"
+            page_size = 5000
+            [[sources]]
+            name = "A"
+            kind = "wasabi_air"
+            url = "ftp://x"
+            start = "yesterday"
+            [[sources]]
+            name = "b"
+            kind = "domo"
+            url = "http://x"
+            client_id = "c"
+            time_zone = "Mars/Base"
+            window = "2h"
+        "#,
+        );
+        for want in [
+            "agent.lag:",
+            "agent.page_size: 5000 is out of range",
+            "sources[0].name:",
+            "sources[0].url:",
+            "sources[0].start:",
+            "sources[0].api_key: missing",
+            "sources[1].client_secret: missing",
+            "sources[1].time_zone:",
+            "sources[1].window: at most 30m",
+            "sinks: no [[sinks]]",
+        ] {
+            assert!(p.contains(want), "missing {want:?} in:\n{p}");
+        }
+    }
+
+    #[test]
+    fn duplicate_names_and_foreign_options_are_errors() {
+        let dup = format!(
+            "{MINIMAL}\n[[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\nurl = \"http://x\"\napi_key = \"k\"\ntime_zone = \"UTC\"\n"
+        );
+        let p = problems(&dup);
+        assert!(p.contains("sources[1].name: \"air\" is used twice"), "{p}");
+        assert!(p.contains("sources[1].time_zone: not an option of kind wasabi_air"), "{p}");
+    }
+
+    #[test]
+    fn env_expansion_and_missing_variables() {
+        std::env::set_var("AUDITSHIP_TEST_KEY", "from-env");
+        let c = parse(&MINIMAL.replace("\"k\"", "\"${AUDITSHIP_TEST_KEY}\"")).unwrap();
+        assert_eq!(c.sources[0].auth.api_key.as_ref().unwrap().expose(), "from-env");
+        let p = problems(&MINIMAL.replace("\"k\"", "\"${AUDITSHIP_TEST_UNSET_VAR}\""));
+        assert!(
+            p.contains("sources[0].api_key: environment variable AUDITSHIP_TEST_UNSET_VAR is not set"),
+            "{p}"
+        );
+        assert_eq!(expand_str("a$${b}c$d").unwrap(), "a${b}c$d");
+    }
+
+    #[test]
+    fn secret_files_are_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key"), "s3cret\n").unwrap();
+        let path = dir.path().join("a.toml");
+        let text = MINIMAL.replace("api_key = \"k\"", "api_key_file = \"key\"");
+        let c = Config::parse(&text, &path).unwrap();
+        assert_eq!(c.sources[0].auth.api_key.as_ref().unwrap().expose(), "s3cret");
+        let e = Config::parse(&text.replace("\"key\"", "\"nope\""), &path).unwrap_err();
+        assert!(e.problems[0].starts_with("sources[0].api_key_file: cannot read"), "{e}");
+        assert!(!format!("{:?}", c.sources[0].auth).contains("s3cret"));
+    }
+
+    #[test]
+    fn filters_pass_through_and_reserved_ones_are_refused() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[sources.filters]\naction_key = \"login\"\nuser_id = [\"a\", \"b\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.sources[0].filters,
+            vec![
+                ("action_key".to_string(), "login".to_string()),
+                ("user_id".to_string(), "a".to_string()),
+                ("user_id".to_string(), "b".to_string()),
+            ]
+        );
+        let p = problems(&format!("{MINIMAL}\n[sources.filters]\npage = 3\n"));
+        assert!(p.contains("sources[0].filters.page: is set by the agent"), "{p}");
+    }
+
+    #[test]
+    fn bad_toml_is_a_short_message() {
+        let e = parse("[agent\nx=").unwrap_err();
+        assert_eq!(e.problems.len(), 1);
+        assert!(e.to_string().lines().count() <= 3, "{e}");
+    }
+}

@@ -1,0 +1,283 @@
+//! Process-wide metrics in the Prometheus text format.
+//!
+//! Updated a few times per page (never per event), so one mutex over small maps is cheap and
+//! keeps this dependency-free. Labels are few and bounded: source and sink names from the config,
+//! status classes, never URLs or user names.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::sinks::SinkSlot;
+use crate::sources::{Page, SourceError};
+use crate::timefmt::{self, Nanos, NANOS_PER_SEC};
+
+/// Upper bounds (seconds) of the page fetch latency histogram.
+const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Registry {
+    counters: BTreeMap<(&'static str, Labels), u64>,
+    gauges: BTreeMap<(&'static str, Labels), f64>,
+    /// Per source: the cursor, for `auditship_cursor_lag_seconds` computed at scrape time.
+    cursors: BTreeMap<String, Nanos>,
+    latency: BTreeMap<String, Histogram>,
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+fn with<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
+    f(&mut r)
+}
+
+fn add(r: &mut Registry, name: &'static str, labels: Labels, n: u64) {
+    *r.counters.entry((name, labels)).or_default() += n;
+}
+
+/// HELP texts, in output order.
+const HELP: &[(&str, &str, &str)] = &[
+    ("auditship_events_fetched_total", "counter", "Events read from vendor APIs."),
+    ("auditship_events_delivered_total", "counter", "Events delivered to a sink and committed."),
+    ("auditship_events_duplicate_total", "counter", "Events dropped because they were already delivered."),
+    ("auditship_api_requests_total", "counter", "Vendor API requests by outcome class (2xx, 4xx, 5xx, error)."),
+    ("auditship_retries_total", "counter", "Retried requests, by component (source or sink)."),
+    ("auditship_sink_errors_total", "counter", "Failed deliveries to a sink."),
+    ("auditship_polls_total", "counter", "Completed polls, by outcome (ok, error)."),
+    ("auditship_last_poll_success_timestamp_seconds", "gauge", "When the source last completed a poll."),
+    ("auditship_source_up", "gauge", "1 while the source polls, 0 once stopped by a permanent error."),
+];
+
+/// A page request's outcome.
+pub fn source_request(source: &str, _kind: &str, r: &Result<Page, SourceError>) {
+    let class = match r {
+        Ok(_) => "2xx",
+        Err(SourceError::Status { status, .. }) if *status < 500 => "4xx",
+        Err(SourceError::Status { .. }) => "5xx",
+        Err(SourceError::TooLarge(_)) => "2xx",
+        Err(_) => "error",
+    };
+    with(|reg| {
+        add(
+            reg,
+            "auditship_api_requests_total",
+            vec![("source", source.into()), ("class", class.into())],
+            1,
+        );
+        if let Ok(p) = r {
+            add(
+                reg,
+                "auditship_events_fetched_total",
+                vec![("source", source.into())],
+                p.events.len() as u64,
+            );
+        }
+    });
+}
+
+/// A source request is being retried.
+pub fn source_retry(source: &str, _kind: &str, _e: &SourceError) {
+    retry("source", source);
+}
+
+/// A request of `component` (`source` or `sink`) named `name` is being retried.
+pub fn retry(component: &'static str, name: &str) {
+    with(|r| {
+        add(
+            r,
+            "auditship_retries_total",
+            vec![("component", component.into()), ("name", name.into())],
+            1,
+        )
+    });
+}
+
+/// Time to fetch one page, retries included.
+pub fn page_latency(source: &str, _kind: &str, d: Duration) {
+    let s = d.as_secs_f64();
+    with(|r| {
+        let h = r.latency.entry(source.to_string()).or_default();
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            if s <= *b {
+                h.buckets[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += s;
+    });
+}
+
+/// A page was delivered to `sinks` and committed.
+pub fn delivered(source: &str, sinks: &[Arc<SinkSlot>], n: u64, duplicates: u64) {
+    with(|r| {
+        for s in sinks {
+            add(
+                r,
+                "auditship_events_delivered_total",
+                vec![("source", source.into()), ("sink", s.config.name.clone())],
+                n,
+            );
+        }
+        add(
+            r,
+            "auditship_events_duplicate_total",
+            vec![("source", source.into())],
+            duplicates,
+        );
+    });
+}
+
+/// A delivery to a sink failed.
+pub fn sink_error(sink: &str) {
+    with(|r| add(r, "auditship_sink_errors_total", vec![("sink", sink.into())], 1));
+}
+
+/// A poll ended.
+pub fn poll_done(source: &str, ok: bool, cursor: Option<Nanos>) {
+    with(|r| {
+        add(
+            r,
+            "auditship_polls_total",
+            vec![
+                ("source", source.into()),
+                ("outcome", if ok { "ok" } else { "error" }.into()),
+            ],
+            1,
+        );
+        if ok {
+            r.gauges.insert(
+                (
+                    "auditship_last_poll_success_timestamp_seconds",
+                    vec![("source", source.into())],
+                ),
+                timefmt::now() as f64 / NANOS_PER_SEC as f64,
+            );
+        }
+        if let Some(c) = cursor {
+            r.cursors.insert(source.to_string(), c);
+        }
+    });
+}
+
+/// Whether a source is polling (1) or stopped by a permanent error (0).
+pub fn source_up(source: &str, up: bool) {
+    with(|r| {
+        r.gauges.insert(
+            ("auditship_source_up", vec![("source", source.into())]),
+            if up { 1.0 } else { 0.0 },
+        );
+    });
+}
+
+fn labels_text(labels: &Labels) -> String {
+    let mut s = String::new();
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let _ = write!(s, "{k}=\"{v}\"");
+    }
+    s
+}
+
+/// The whole registry in the Prometheus text exposition format.
+pub fn render() -> String {
+    let now = timefmt::now();
+    with(|r| {
+        let mut out = String::new();
+        for (name, kind, help) in HELP {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for ((n, l), v) in r.counters.iter().filter(|((n, _), _)| n == name) {
+                let _ = writeln!(out, "{n}{{{}}} {v}", labels_text(l));
+            }
+            for ((n, l), v) in r.gauges.iter().filter(|((n, _), _)| n == name) {
+                let _ = writeln!(out, "{n}{{{}}} {v}", labels_text(l));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP auditship_cursor_lag_seconds How far the source's cursor is behind now.\n# TYPE auditship_cursor_lag_seconds gauge"
+        );
+        for (s, c) in &r.cursors {
+            let lag = (now - c).max(0) as f64 / NANOS_PER_SEC as f64;
+            let _ = writeln!(out, "auditship_cursor_lag_seconds{{source=\"{s}\"}} {lag:.3}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP auditship_page_fetch_seconds Time to fetch one page, retries included.\n# TYPE auditship_page_fetch_seconds histogram"
+        );
+        for (s, h) in &r.latency {
+            for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "auditship_page_fetch_seconds_bucket{{source=\"{s}\",le=\"{b}\"}} {}",
+                    h.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "auditship_page_fetch_seconds_bucket{{source=\"{s}\",le=\"+Inf\"}} {}\nauditship_page_fetch_seconds_sum{{source=\"{s}\"}} {:.6}\nauditship_page_fetch_seconds_count{{source=\"{s}\"}} {}",
+                h.count, h.sum, h.count
+            );
+        }
+        out
+    })
+}
+
+/// Reads one counter (tests and the demo's summary).
+pub fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
+    with(|r| {
+        r.counters
+            .iter()
+            .filter(|((n, l), _)| {
+                *n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, v)| *v)
+            .sum()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_lag() {
+        source_request("m-test", "domo", &Err(SourceError::Body("x".into())));
+        source_request(
+            "m-test",
+            "domo",
+            &Ok(Page {
+                events: vec![],
+                returned: 0,
+                more: false,
+            }),
+        );
+        page_latency("m-test", "domo", Duration::from_millis(20));
+        poll_done("m-test", true, Some(timefmt::now() - 5 * NANOS_PER_SEC));
+        let text = render();
+        assert!(text.contains("auditship_api_requests_total{source=\"m-test\",class=\"error\"} 1"), "{text}");
+        assert!(text.contains("auditship_api_requests_total{source=\"m-test\",class=\"2xx\"} 1"));
+        assert!(text.contains("auditship_page_fetch_seconds_bucket{source=\"m-test\",le=\"0.025\"} 1"));
+        assert!(text.contains("auditship_page_fetch_seconds_bucket{source=\"m-test\",le=\"0.01\"} 0"));
+        assert!(text.contains("auditship_cursor_lag_seconds{source=\"m-test\"} 5."));
+        assert_eq!(counter("auditship_api_requests_total", &[("source", "m-test")]), 2);
+    }
+}

@@ -1,0 +1,426 @@
+//! The generic poller: one per source. It owns what every vendor shares — the window plan, paging,
+//! retries, dedupe, delivery and the commit — and asks the vendor file only for pages.
+//!
+//! A poll reads the closed window `[cursor − overlap, now − lag)` in sub-windows of at most
+//! `window`, oldest first. For each page: normalise, key, drop what the state already knows,
+//! deliver to every sink, then commit keys, sink positions and (after a sub-window's last page)
+//! the cursor in one transaction. A crash between delivery and commit repeats a page; it never
+//! skips one.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{RetryConfig, SourceConfig};
+use crate::dedupe::{self, Key, Occurrences};
+use crate::event::Event;
+use crate::metrics;
+use crate::retry::{self, Gave, Retryable, Verdict};
+use crate::sinks::{SinkError, SinkSlot};
+use crate::sources::{Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
+use crate::state::{Commit, State, StateError};
+use crate::timefmt::{self, dur_nanos, floor_to, Nanos, NANOS_PER_SEC};
+
+/// Why a poll stopped before reaching now − lag.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("cancelled by shutdown")]
+    Cancelled,
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Sink(#[from] SinkError),
+}
+
+impl PollError {
+    /// A permanent error stops the source until the config changes; others are retried at the
+    /// next poll.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, PollError::Source(e) if e.verdict() == Verdict::Stop && !matches!(e, SourceError::TooLarge(_)))
+    }
+}
+
+/// What one poll did, for the progress line and tests.
+#[derive(Debug, Default, Clone)]
+pub struct PollSummary {
+    pub windows: u64,
+    pub pages: u64,
+    pub fetched: u64,
+    pub delivered: u64,
+    pub duplicates: u64,
+    /// The cursor after the poll.
+    pub cursor: Option<Nanos>,
+}
+
+/// Reads one source into its sinks.
+pub struct Poller {
+    cfg: SourceConfig,
+    source: Box<dyn Source>,
+    traits: Traits,
+    state: State,
+    /// The sinks that take this source, in the agent's sink order (locks are taken in it).
+    sinks: Vec<Arc<SinkSlot>>,
+    retry: RetryConfig,
+    cancel: CancellationToken,
+    /// The current sub-window length; shrinks when a whole-window response is too large.
+    window: Nanos,
+    occurrences: Occurrences,
+    /// Set once an API was seen not sorting newest first (so keyset narrowing is off).
+    unordered_warned: bool,
+}
+
+impl Poller {
+    pub fn new(
+        cfg: SourceConfig,
+        source: Box<dyn Source>,
+        state: State,
+        sinks: Vec<Arc<SinkSlot>>,
+        retry: RetryConfig,
+        cancel: CancellationToken,
+    ) -> Poller {
+        let traits = source.traits();
+        let window = max_window(&cfg, &traits);
+        Poller {
+            cfg,
+            source,
+            traits,
+            state,
+            sinks,
+            retry,
+            cancel,
+            window,
+            occurrences: Occurrences::default(),
+            unordered_warned: false,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    pub fn config(&self) -> &SourceConfig {
+        &self.cfg
+    }
+
+    /// One poll: every sub-window from the cursor up to now − lag.
+    pub async fn poll(&mut self) -> Result<PollSummary, PollError> {
+        let unit = self.traits.time_unit;
+        let now = timefmt::now();
+        let row = self.state.source(&self.cfg.name).await?;
+        let cursor = row.as_ref().and_then(|r| r.cursor);
+        let from = match cursor {
+            Some(c) => c.saturating_sub(dur_nanos(self.cfg.overlap)),
+            None => self.cfg.start.unwrap_or(now - 24 * 3600 * NANOS_PER_SEC),
+        };
+        let mut from = floor_to(from, unit);
+        let end = floor_to(now - dur_nanos(self.cfg.lag), unit);
+        let max = max_window(&self.cfg, &self.traits);
+        let mut summary = PollSummary {
+            cursor,
+            ..Default::default()
+        };
+        while from < end {
+            if self.cancel.is_cancelled() {
+                return Err(PollError::Cancelled);
+            }
+            let w_end = from.saturating_add(self.window).min(end);
+            match self.read_window(from, w_end, &mut summary).await {
+                Ok(events) => {
+                    summary.windows += 1;
+                    summary.cursor = Some(summary.cursor.map_or(w_end, |c| c.max(w_end)));
+                    from = w_end;
+                    // Grow a shrunken window back while responses stay small.
+                    if self.window < max && events.saturating_mul(4) < self.cfg.max_response_events
+                    {
+                        self.window = floor_to(self.window.saturating_mul(2), unit).min(max);
+                    }
+                }
+                Err(PollError::Source(SourceError::TooLarge(n))) if self.window > unit => {
+                    self.window = floor_to(self.window / 2, unit).max(unit);
+                    tracing::debug!(source = %self.cfg.name, max_events = n,
+                        window_ms = self.window / 1_000_000, "response too large; halving the window");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Reads the sub-window `[start, end)` page by page; returns the events it fetched.
+    async fn read_window(
+        &mut self,
+        start: Nanos,
+        end: Nanos,
+        summary: &mut PollSummary,
+    ) -> Result<usize, PollError> {
+        let unit = self.traits.time_unit;
+        self.occurrences.clear();
+        let mut req = PageRequest {
+            start,
+            end,
+            offset: 0,
+            page: 0,
+            limit: self.cfg.page_size,
+            max_events: (self.traits.paging == Paging::Whole && end - start > unit)
+                .then_some(self.cfg.max_response_events),
+        };
+        let mut fetched = 0;
+        let mut keyset = true;
+        loop {
+            let page = self.fetch(&req).await?;
+            summary.pages += 1;
+            summary.fetched += page.events.len() as u64;
+            fetched += page.events.len();
+            let mut next = req.clone();
+            let last = match self.traits.paging {
+                Paging::Whole => true,
+                Paging::Numbered => {
+                    next.page += 1;
+                    !page.more
+                }
+                Paging::Offset { newest_first } => {
+                    let last = page.returned < req.limit as usize;
+                    if !last {
+                        match newest_first
+                            .then(|| keyset_step(&page, req.start, req.end, unit))
+                            .flatten()
+                            .filter(|_| keyset)
+                        {
+                            // Narrow the window to end just after the oldest time seen, and skip
+                            // only what was read at that time. Late events inserted at newer
+                            // times can then no longer shift the offsets of what is unread.
+                            Some((new_end, at_min)) if new_end < req.end => {
+                                next.end = new_end;
+                                next.offset = at_min;
+                            }
+                            Some(_) => next.offset = req.offset + page.returned as u64,
+                            None => {
+                                if newest_first && !self.unordered_warned {
+                                    self.unordered_warned = true;
+                                    tracing::warn!(source = %self.cfg.name,
+                                        "the API did not return newest first; paging by offset alone");
+                                }
+                                keyset = false;
+                                next.offset = req.offset + page.returned as u64;
+                            }
+                        }
+                    }
+                    last
+                }
+            };
+            self.deliver_and_commit(page.events, start, end, last.then_some(end), summary)
+                .await?;
+            if last {
+                break;
+            }
+            req = next;
+        }
+        self.occurrences.clear();
+        Ok(fetched)
+    }
+
+    async fn fetch(&self, req: &PageRequest) -> Result<Page, PollError> {
+        let name = self.cfg.name.as_str();
+        let kind = self.cfg.kind.as_str();
+        let started = Instant::now();
+        let result = retry::retry(
+            &self.retry,
+            &self.cancel,
+            |e: &SourceError, delay| {
+                metrics::source_retry(name, kind, e);
+                tracing::warn!(source = %name, error = %e, delay_ms = delay.as_millis() as u64, "retrying request");
+            },
+            || async {
+                let r = self.source.fetch(req).await;
+                metrics::source_request(name, kind, &r);
+                r
+            },
+        )
+        .await;
+        metrics::page_latency(name, kind, started.elapsed());
+        result.map_err(|g| match g {
+            Gave::Cancelled => PollError::Cancelled,
+            Gave::Up(e) => PollError::Source(e),
+        })
+    }
+
+    /// Keys a page, delivers what is new to every sink, and commits.
+    async fn deliver_and_commit(
+        &mut self,
+        mut events: Vec<Event>,
+        start: Nanos,
+        end: Nanos,
+        cursor: Option<Nanos>,
+        summary: &mut PollSummary,
+    ) -> Result<(), PollError> {
+        let keys = self.key(&mut events)?;
+        let known = self
+            .state
+            .known(&self.cfg.name, keys.clone())
+            .await?;
+        let mut in_page = HashSet::with_capacity(keys.len());
+        let mut fresh = Vec::with_capacity(events.len());
+        let mut fresh_keys = Vec::with_capacity(events.len());
+        let mut duplicates = 0u64;
+        for ((ev, key), known) in events.into_iter().zip(keys).zip(known) {
+            if known || !in_page.insert(key) {
+                duplicates += 1;
+                continue;
+            }
+            // Keys are pruned by event time; an event the vendor placed outside the window we
+            // asked for (a clock or zone mismatch) is kept by the window's start instead, which
+            // is never later than its true time by more than a window.
+            let key_time = if (start..end).contains(&ev.time) {
+                ev.time
+            } else {
+                start
+            };
+            fresh_keys.push((key, key_time));
+            fresh.push(ev);
+        }
+
+        // Hold every sink from delivery through commit: a sink's commits follow its writes.
+        let mut guards = Vec::with_capacity(self.sinks.len());
+        for slot in &self.sinks {
+            guards.push(slot.sink.lock().await);
+        }
+        if !fresh.is_empty() {
+            for i in 0..guards.len() {
+                if let Err(e) = guards[i].deliver(&fresh, &self.cancel).await {
+                    for g in guards[..i].iter_mut() {
+                        g.rollback();
+                    }
+                    metrics::sink_error(&self.sinks[i].config.name);
+                    return Err(e.into());
+                }
+            }
+        }
+        let positions = self
+            .sinks
+            .iter()
+            .zip(&guards)
+            .filter_map(|(slot, g)| g.position().map(|p| (slot.config.name.clone(), p)))
+            .collect();
+        let max = max_window(&self.cfg, &self.traits);
+        let commit = Commit {
+            source: self.cfg.name.clone(),
+            kind: self.cfg.kind.as_str(),
+            delivered: fresh.len() as u64,
+            duplicates,
+            keys: fresh_keys,
+            positions,
+            cursor,
+            prune_before: cursor.map(|c| c - dur_nanos(self.cfg.overlap) - max),
+        };
+        match self.state.commit(commit).await {
+            Ok(()) => {
+                for g in guards.iter_mut() {
+                    g.committed();
+                }
+            }
+            Err(e) => {
+                for g in guards.iter_mut() {
+                    g.rollback();
+                }
+                return Err(e.into());
+            }
+        }
+        drop(guards);
+        summary.delivered += fresh.len() as u64;
+        summary.duplicates += duplicates;
+        metrics::delivered(&self.cfg.name, &self.sinks, fresh.len() as u64, duplicates);
+        Ok(())
+    }
+
+    /// The dedupe key of each event; content-keyed events get their `id` from it.
+    fn key(&mut self, events: &mut [Event]) -> Result<Vec<Key>, PollError> {
+        let mut keys = Vec::with_capacity(events.len());
+        for ev in events.iter_mut() {
+            let key = match self.traits.identity {
+                Identity::VendorId => dedupe::id_key(&ev.id),
+                Identity::Content => {
+                    let h = dedupe::content_hash(&ev.raw)
+                        .map_err(|e| SourceError::Body(format!("event is not JSON: {e}")))?;
+                    let k = dedupe::occurrence_key(&h, self.occurrences.next(h));
+                    ev.id = dedupe::hex(&k);
+                    k
+                }
+            };
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+}
+
+/// The configured window, on whole time units of the vendor.
+fn max_window(cfg: &SourceConfig, traits: &Traits) -> Nanos {
+    floor_to(dur_nanos(cfg.window), traits.time_unit).max(traits.time_unit)
+}
+
+/// For a full page of a newest-first API: the narrowed window end (just after the oldest time
+/// unit on the page) and how many entries of that unit the page held. `None` when the page is not
+/// sorted newest first or holds times outside the window, so narrowing cannot be trusted.
+fn keyset_step(page: &Page, start: Nanos, end: Nanos, unit: Nanos) -> Option<(Nanos, u64)> {
+    let times: Vec<Nanos> = page.events.iter().map(|e| floor_to(e.time, unit)).collect();
+    let oldest = *times.last()?;
+    if times.len() != page.returned
+        || times.windows(2).any(|w| w[0] < w[1])
+        || times.iter().any(|t| *t < start || *t >= end)
+    {
+        return None;
+    }
+    let at_oldest = times.iter().rev().take_while(|t| **t == oldest).count() as u64;
+    Some((oldest + unit, at_oldest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use serde_json::value::RawValue;
+
+    fn ev(t: Nanos) -> Event {
+        Event {
+            id: String::new(),
+            source: Arc::from("s"),
+            kind: "domo",
+            vendor: "domo",
+            time: t,
+            action: None,
+            actor: None,
+            target: None,
+            project: None,
+            src_ip: None,
+            user_agent: None,
+            raw: RawValue::from_string("{}".into()).unwrap(),
+        }
+    }
+
+    fn page(times: &[Nanos]) -> Page {
+        Page {
+            events: times.iter().map(|t| ev(*t)).collect(),
+            returned: times.len(),
+            more: true,
+        }
+    }
+
+    #[test]
+    fn keyset_narrows_to_just_after_the_oldest_unit() {
+        // Newest first, units of 10: the oldest unit is 30 and holds two entries.
+        assert_eq!(keyset_step(&page(&[95, 71, 50, 33, 31]), 0, 100, 10), Some((40, 2)));
+        // All on the last unit: the end cannot move (caller adds to the offset instead).
+        assert_eq!(keyset_step(&page(&[99, 95, 90]), 0, 100, 10), Some((100, 3)));
+    }
+
+    #[test]
+    fn keyset_refuses_unsorted_or_out_of_window_pages() {
+        assert_eq!(keyset_step(&page(&[31, 95, 50]), 0, 100, 10), None);
+        assert_eq!(keyset_step(&page(&[95, 50, -5]), 0, 100, 10), None);
+        assert_eq!(keyset_step(&page(&[150, 50]), 0, 100, 10), None);
+        assert_eq!(keyset_step(&page(&[]), 0, 100, 10), None);
+    }
+}

@@ -1,0 +1,73 @@
+//! Sinks: where delivered events go, behind one small trait. The poller hands a sink a page of
+//! new events, then commits; a sink with a position (the file) has it recorded in that commit.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SinkConfig, SinkKind};
+use crate::event::Event;
+use crate::sources::BoxFuture;
+
+pub mod file;
+pub mod stdout;
+
+/// Why a sink could not take a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink {sink}: {msg}")]
+    Io { sink: String, msg: String },
+    #[error("sink {sink}: delivery cancelled by shutdown")]
+    Cancelled { sink: String },
+}
+
+/// A destination for events.
+pub trait Sink: Send {
+    /// Delivers a batch. On error nothing of the batch counts as delivered, and the sink has
+    /// undone what it could of a partial write.
+    fn deliver<'a>(
+        &'a mut self,
+        events: &'a [Event],
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// The position to record in the commit that follows a delivery, if this sink keeps one.
+    fn position(&self) -> Option<u64> {
+        None
+    }
+
+    /// The commit after the last delivery succeeded.
+    fn committed(&mut self) {}
+
+    /// The commit after the last delivery failed: undo the delivery where possible.
+    fn rollback(&mut self) {}
+}
+
+/// A configured sink, shared by the pollers of the sources it takes. The mutex is held from
+/// delivery through commit, so that commits of one sink happen in the order of its writes.
+pub struct SinkSlot {
+    pub config: SinkConfig,
+    pub sink: tokio::sync::Mutex<Box<dyn Sink>>,
+}
+
+/// Opens a sink. `committed` is the position the state last recorded for it.
+pub async fn open(cfg: &SinkConfig, committed: Option<u64>) -> Result<Arc<SinkSlot>, SinkError> {
+    let sink: Box<dyn Sink> = match &cfg.kind {
+        SinkKind::Stdout => Box::new(stdout::Stdout::new(cfg.include_raw)),
+        SinkKind::File { path, fsync } => Box::new(
+            file::FileSink::open(&cfg.name, path.clone(), *fsync, cfg.include_raw, committed).await?,
+        ),
+    };
+    Ok(Arc::new(SinkSlot {
+        config: cfg.clone(),
+        sink: tokio::sync::Mutex::new(sink),
+    }))
+}
+
+/// Encodes a batch as native NDJSON into `buf` (cleared first).
+pub fn encode_ndjson(events: &[Event], include_raw: bool, buf: &mut Vec<u8>) {
+    buf.clear();
+    for e in events {
+        e.write_ndjson(buf, include_raw);
+    }
+}

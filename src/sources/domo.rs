@@ -1,0 +1,358 @@
+//! Domo activity log: `GET {url}/v1/audit`, with an OAuth client-credentials token.
+//!
+//! `start`/`end` in unix milliseconds, `limit` ≤ 1000 and `offset`, a bare array, newest first.
+//! `time` is wall-clock text with whole seconds and no offset (`2017-12-13 10:57:35 PM`) in the
+//! instance's zone (`time_zone`). Entries carry no id, and two genuine ones can be identical to
+//! the second: the poller keys them by content plus occurrence, on whole-second windows.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{LocalResult, NaiveDate, NaiveDateTime, TimeZone};
+use reqwest::header::HeaderValue;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::Mutex;
+
+use super::{BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
+use crate::config::{Secret, SourceConfig};
+use crate::event::{Entity, Event};
+use crate::timefmt::{Nanos, NANOS_PER_MS, NANOS_PER_SEC};
+
+/// Renew a token this long before the vendor says it expires.
+const RENEW_EARLY: Duration = Duration::from_secs(60);
+
+pub struct Domo {
+    name: Arc<str>,
+    endpoint: url::Url,
+    token_url: url::Url,
+    client_id: Option<Secret>,
+    client_secret: Option<Secret>,
+    time_zone: chrono_tz::Tz,
+    http: Http,
+    /// The cached access token (sensitive header value) and when to renew it.
+    token: Mutex<Option<(HeaderValue, Instant)>>,
+}
+
+impl Domo {
+    pub fn new(cfg: &SourceConfig, http: Http) -> Domo {
+        let mut token_url = cfg
+            .auth
+            .token_url
+            .clone()
+            .unwrap_or_else(|| super::endpoint(&cfg.url, "/oauth/token"));
+        if token_url.query().is_none() {
+            token_url.set_query(Some("grant_type=client_credentials&scope=audit"));
+        }
+        Domo {
+            name: super::source_name(cfg),
+            endpoint: super::endpoint(&cfg.url, "/v1/audit"),
+            token_url,
+            client_id: cfg.auth.client_id.clone(),
+            client_secret: cfg.auth.client_secret.clone(),
+            time_zone: cfg.time_zone,
+            http,
+            token: Mutex::new(None),
+        }
+    }
+
+    /// A valid token: the cached one unless it is about to expire or `renew` is set.
+    async fn token(&self, renew: bool) -> Result<HeaderValue, SourceError> {
+        let mut slot = self.token.lock().await;
+        if let Some((tok, renew_at)) = slot.as_ref() {
+            if !renew && Instant::now() < *renew_at {
+                return Ok(tok.clone());
+            }
+        }
+        *slot = None;
+        let (Some(id), Some(secret)) = (&self.client_id, &self.client_secret) else {
+            return Err(SourceError::Permanent("domo needs client_id and client_secret".into()));
+        };
+        let body = self
+            .http
+            .send(
+                self.http
+                    .client()
+                    .get(self.token_url.clone())
+                    .headers(super::json_headers())
+                    .basic_auth(id.expose(), Some(secret.expose())),
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                SourceError::Status { status: 401 | 403, .. } => SourceError::Permanent(format!(
+                    "domo refused the client credentials at the token endpoint ({e}); check client_id and client_secret"
+                )),
+                other => other,
+            })?;
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            access_token: String,
+            expires_in: Option<u64>,
+        }
+        let t: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| SourceError::Body(format!("domo token response: {e}")))?;
+        let lifetime = Duration::from_secs(t.expires_in.unwrap_or(3600));
+        // Renew a minute early, or at half-life for very short-lived tokens.
+        let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_EARLY.min(lifetime / 2));
+        let header = super::secret_header("bearer ", &Secret::new(t.access_token))?;
+        *slot = Some((header.clone(), renew_at));
+        tracing::debug!(source = %self.name, expires_in_s = lifetime.as_secs(), "domo token issued");
+        Ok(header)
+    }
+
+    async fn get_page(&self, req: &PageRequest, token: HeaderValue) -> Result<Vec<u8>, SourceError> {
+        let query = [
+            ("start", (req.start / NANOS_PER_MS).to_string()),
+            ("end", (req.end / NANOS_PER_MS).to_string()),
+            ("limit", req.limit.to_string()),
+            ("offset", req.offset.to_string()),
+        ];
+        self.http
+            .send(
+                self.http
+                    .client()
+                    .get(self.endpoint.clone())
+                    .headers(super::json_headers())
+                    .header(reqwest::header::AUTHORIZATION, token)
+                    .query(&query),
+                None,
+            )
+            .await
+    }
+}
+
+/// Parses Domo's `2017-12-13 10:57:35 PM` (12-hour clock, no offset).
+pub fn parse_wall_clock(s: &str) -> Option<NaiveDateTime> {
+    let (date, rest) = s.trim().split_once(' ')?;
+    let (clock, meridiem) = rest.trim().split_once(' ')?;
+    let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    let mut parts = clock.split(':');
+    let h: u32 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let sec: u32 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !(1..=12).contains(&h) {
+        return None;
+    }
+    let h24 = match meridiem.trim().to_ascii_uppercase().as_str() {
+        "AM" => h % 12,
+        "PM" => h % 12 + 12,
+        _ => return None,
+    };
+    date.and_hms_opt(h24, m, sec)
+}
+
+/// The instant of a wall-clock time in `tz`. In the repeated hour of a daylight-saving change a
+/// wall-clock time means two instants: the one inside the requested window `[start, end)` is
+/// chosen (windows are at most 30 minutes, so at most one is). In the skipped hour, which a
+/// correct clock never shows, the offset from before the change is used.
+pub fn resolve(tz: chrono_tz::Tz, local: NaiveDateTime, start: Nanos, end: Nanos) -> Option<Nanos> {
+    let nanos = |dt: chrono::DateTime<chrono_tz::Tz>| dt.timestamp().checked_mul(NANOS_PER_SEC);
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) => nanos(t),
+        LocalResult::Ambiguous(a, b) => {
+            let (a, b) = (nanos(a)?, nanos(b)?);
+            let inside = |t: Nanos| start <= t && t < end;
+            Some(if inside(b) && !inside(a) { b } else { a })
+        }
+        LocalResult::None => {
+            let before = tz
+                .from_local_datetime(&(local - chrono::Duration::hours(1)))
+                .earliest()?;
+            nanos(before)?.checked_add(3600 * NANOS_PER_SEC)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEntry {
+    user_name: Option<String>,
+    user_id: Option<serde_json::Value>,
+    user_type: Option<String>,
+    object_name: Option<String>,
+    object_id: Option<serde_json::Value>,
+    object_type: Option<String>,
+    time: String,
+    event_text: Option<String>,
+    action_type: Option<String>,
+    browser_details: Option<String>,
+    ip_address: Option<String>,
+}
+
+/// Ids arrive as strings or numbers: text either way.
+fn id_text(v: Option<serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+/// Normalises one Domo entry read for the window `[start, end)`.
+pub fn normalise(
+    source: &Arc<str>,
+    tz: chrono_tz::Tz,
+    raw: &RawValue,
+    start: Nanos,
+    end: Nanos,
+) -> Result<Event, SourceError> {
+    let e: RawEntry = serde_json::from_str(raw.get())
+        .map_err(|err| SourceError::Body(format!("domo entry: {err}")))?;
+    let local = parse_wall_clock(&e.time).ok_or_else(|| {
+        SourceError::Body(format!(
+            "domo time {:?} is not \"YYYY-MM-DD hh:mm:ss AM\"",
+            e.time
+        ))
+    })?;
+    let time = resolve(tz, local, start, end)
+        .ok_or_else(|| SourceError::Body(format!("domo time {:?} is out of range", e.time)))?;
+    Ok(Event {
+        id: String::new(),
+        source: source.clone(),
+        kind: "domo",
+        vendor: "domo",
+        time,
+        action: non_empty(e.event_text).or(non_empty(e.action_type)),
+        actor: Entity {
+            kind: non_empty(e.user_type),
+            id: id_text(e.user_id),
+            name: non_empty(e.user_name),
+        }
+        .non_empty(),
+        target: Entity {
+            kind: non_empty(e.object_type),
+            id: id_text(e.object_id),
+            name: non_empty(e.object_name),
+        }
+        .non_empty(),
+        project: None,
+        src_ip: non_empty(e.ip_address),
+        user_agent: non_empty(e.browser_details),
+        raw: raw.to_owned(),
+    })
+}
+
+impl Source for Domo {
+    fn traits(&self) -> Traits {
+        Traits {
+            paging: Paging::Offset { newest_first: true },
+            identity: Identity::Content,
+            time_unit: NANOS_PER_SEC,
+        }
+    }
+
+    fn fetch<'a>(&'a self, req: &'a PageRequest) -> BoxFuture<'a, Result<Page, SourceError>> {
+        Box::pin(async move {
+            let token = self.token(false).await?;
+            let body = match self.get_page(req, token).await {
+                // The token was revoked or expired early: renew it once and try again.
+                Err(SourceError::Status { status: 401, .. }) => {
+                    tracing::info!(source = %self.name, "domo answered 401: renewing the token");
+                    let token = self.token(true).await?;
+                    self.get_page(req, token).await.map_err(|e| match e {
+                        SourceError::Status { status: 401, .. } => SourceError::Permanent(format!(
+                            "domo refused a freshly issued token ({e}); does the client have the audit scope?"
+                        )),
+                        other => other,
+                    })?
+                }
+                other => other?,
+            };
+            let raws = super::parse_array(&body)?;
+            let returned = raws.len();
+            let events = raws
+                .iter()
+                .map(|raw| normalise(&self.name, self.time_zone, raw, req.start, req.end))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Page {
+                events,
+                returned,
+                more: returned >= req.limit as usize,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timefmt::{parse_rfc3339, rfc3339_ms};
+
+    fn at(s: &str) -> Nanos {
+        parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn parses_the_twelve_hour_clock() {
+        let p = |s| parse_wall_clock(s).map(|d| d.to_string());
+        assert_eq!(p("2017-12-13 10:57:35 PM").as_deref(), Some("2017-12-13 22:57:35"));
+        assert_eq!(p("2017-12-13 12:00:01 AM").as_deref(), Some("2017-12-13 00:00:01"));
+        assert_eq!(p("2017-12-13 12:00:01 PM").as_deref(), Some("2017-12-13 12:00:01"));
+        assert_eq!(p("2017-12-13 13:00:01 PM"), None);
+        assert_eq!(p("2017-12-13 10:57 PM"), None);
+        assert_eq!(p("2017-12-13T10:57:35Z"), None);
+    }
+
+    #[test]
+    fn utc_and_fixed_zones() {
+        let local = parse_wall_clock("2017-12-13 10:57:35 PM").unwrap();
+        let t = resolve(chrono_tz::UTC, local, 0, i64::MAX).unwrap();
+        assert_eq!(rfc3339_ms(t), "2017-12-13T22:57:35.000Z");
+        let denver: chrono_tz::Tz = "America/Denver".parse().unwrap();
+        // The vendor's own sample: MST is UTC−7 in December.
+        let t = resolve(denver, local, 0, i64::MAX).unwrap();
+        assert_eq!(rfc3339_ms(t), "2017-12-14T05:57:35.000Z");
+    }
+
+    #[test]
+    fn the_repeated_hour_is_resolved_by_the_window() {
+        let denver: chrono_tz::Tz = "America/Denver".parse().unwrap();
+        // 2024-11-03 01:30 happens twice in Denver: 07:30Z (MDT) and 08:30Z (MST).
+        let local = parse_wall_clock("2024-11-03 01:30:00 AM").unwrap();
+        let first = resolve(denver, local, at("2024-11-03T07:15:00Z"), at("2024-11-03T07:45:00Z"));
+        let second = resolve(denver, local, at("2024-11-03T08:15:00Z"), at("2024-11-03T08:45:00Z"));
+        assert_eq!(rfc3339_ms(first.unwrap()), "2024-11-03T07:30:00.000Z");
+        assert_eq!(rfc3339_ms(second.unwrap()), "2024-11-03T08:30:00.000Z");
+    }
+
+    #[test]
+    fn the_skipped_hour_uses_the_offset_before_the_change() {
+        let denver: chrono_tz::Tz = "America/Denver".parse().unwrap();
+        // 2024-03-10 02:30 does not exist in Denver (02:00 MST jumps to 03:00 MDT).
+        let local = parse_wall_clock("2024-03-10 02:30:00 AM").unwrap();
+        let t = resolve(denver, local, 0, i64::MAX).unwrap();
+        assert_eq!(rfc3339_ms(t), "2024-03-10T09:30:00.000Z");
+        // Either side of the gap is unambiguous.
+        let before = parse_wall_clock("2024-03-10 01:59:59 AM").unwrap();
+        let after = parse_wall_clock("2024-03-10 03:00:00 AM").unwrap();
+        assert_eq!(rfc3339_ms(resolve(denver, before, 0, i64::MAX).unwrap()), "2024-03-10T08:59:59.000Z");
+        assert_eq!(rfc3339_ms(resolve(denver, after, 0, i64::MAX).unwrap()), "2024-03-10T09:00:00.000Z");
+    }
+
+    #[test]
+    fn normalises_the_documented_entry() {
+        let raw = RawValue::from_string(
+            r#"{"actionType":"VIEWED","actorId":0,"actorName":"","additionalComment":"Leonard Euler viewed page Intro to Domo.",
+                "browserDetails":"Mozilla/5.0","device":"desktop","eventText":"Viewed page","ipAddress":"50.207.2.1",
+                "objectId":"1552855497","objectName":"Intro to Domo","objectType":"PAGE","time":"2017-12-13 10:57:35 PM",
+                "userId":"1619916076","userName":"Leonard Euler","userType":"USER"}"#
+                .into(),
+        )
+        .unwrap();
+        let e = normalise(&Arc::from("domo"), chrono_tz::UTC, &raw, 0, i64::MAX).unwrap();
+        assert_eq!(e.action.as_deref(), Some("Viewed page"));
+        assert_eq!(e.src_ip.as_deref(), Some("50.207.2.1"));
+        assert_eq!(e.user_agent.as_deref(), Some("Mozilla/5.0"));
+        let t = e.target.unwrap();
+        assert_eq!(
+            (t.kind.as_deref(), t.id.as_deref(), t.name.as_deref()),
+            (Some("PAGE"), Some("1552855497"), Some("Intro to Domo"))
+        );
+        assert_eq!(e.actor.unwrap().name.as_deref(), Some("Leonard Euler"));
+    }
+}

@@ -1,0 +1,308 @@
+//! Sources: one file a vendor, each knowing only how to ask for a page of a window and how to
+//! read what comes back. The generic poller (`pipeline.rs`) owns intervals, windows, paging,
+//! retries, dedupe and commits.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::value::RawValue;
+
+use crate::config::{Secret, SourceConfig, SourceKind};
+use crate::event::Event;
+use crate::retry::{self, Retryable, Verdict};
+use crate::timefmt::Nanos;
+
+pub mod domino_audit;
+pub mod domino_datasource;
+pub mod domo;
+pub mod wasabi_air;
+
+/// A boxed future, so that [`Source`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a vendor pages through a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paging {
+    /// `limit`/`offset`; the page is full when it holds `limit` entries. `newest_first` says the
+    /// API sorts by time descending, which lets the poller narrow the window as it goes (see
+    /// `pipeline.rs`) instead of trusting offsets while late events are inserted.
+    Offset { newest_first: bool },
+    /// Numbered pages with a total.
+    Numbered,
+    /// One response holds the whole window.
+    Whole,
+}
+
+/// How a source's events are told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// By the vendor's id, in `Event::id`.
+    VendorId,
+    /// By canonical content plus occurrence; the poller fills in `Event::id`.
+    Content,
+}
+
+/// What the poller needs to know about a source.
+#[derive(Debug, Clone, Copy)]
+pub struct Traits {
+    pub paging: Paging,
+    pub identity: Identity,
+    /// The vendor's time resolution: windows start and end on multiples of it.
+    pub time_unit: Nanos,
+}
+
+/// One request: a page of the window `[start, end)`.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub start: Nanos,
+    pub end: Nanos,
+    /// Entries to skip (`Paging::Offset`).
+    pub offset: u64,
+    /// Page number from 0 (`Paging::Numbered`).
+    pub page: u64,
+    pub limit: u32,
+    /// `Paging::Whole`: a response with more events than this is refused with
+    /// [`SourceError::TooLarge`] so the poller can halve the window.
+    pub max_events: Option<usize>,
+}
+
+/// One page as read.
+#[derive(Debug)]
+pub struct Page {
+    /// Normalised events, in the order the API returned them.
+    pub events: Vec<Event>,
+    /// Entries the API returned (before anything was left out).
+    pub returned: usize,
+    /// `Paging::Numbered`: whether the API says more pages follow.
+    pub more: bool,
+}
+
+/// Why a page could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("HTTP {status}{}: {body}", if *.retry_after_ms > 0 { format!(" (Retry-After {}ms)", .retry_after_ms) } else { String::new() })]
+    Status {
+        status: u16,
+        retry_after_ms: u64,
+        has_retry_after: bool,
+        body: String,
+    },
+    #[error("unreadable response: {0}")]
+    Body(String),
+    #[error("response holds more than {0} events")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl Retryable for SourceError {
+    fn verdict(&self) -> Verdict {
+        match self {
+            SourceError::Transport(_) | SourceError::Body(_) => Verdict::Retry { after: None },
+            SourceError::Status {
+                status,
+                retry_after_ms,
+                has_retry_after,
+                ..
+            } => retry::classify_status(
+                *status,
+                has_retry_after.then(|| Duration::from_millis(*retry_after_ms)),
+            ),
+            SourceError::TooLarge(_) | SourceError::Permanent(_) => Verdict::Stop,
+        }
+    }
+}
+
+/// A vendor's audit API.
+pub trait Source: Send + Sync {
+    fn traits(&self) -> Traits;
+    /// Reads one page. One HTTP exchange (plus a token renewal where the vendor needs one);
+    /// the poller retries.
+    fn fetch<'a>(&'a self, req: &'a PageRequest) -> BoxFuture<'a, Result<Page, SourceError>>;
+}
+
+/// Builds the source of a config entry: the one place where kinds are registered.
+pub fn build(cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
+    match cfg.kind {
+        SourceKind::DominoAudit => Box::new(domino_audit::DominoAudit::new(cfg, http)),
+        SourceKind::DominoDatasource => {
+            Box::new(domino_datasource::DominoDatasource::new(cfg, http))
+        }
+        SourceKind::Domo => Box::new(domo::Domo::new(cfg, http)),
+        SourceKind::WasabiAir => Box::new(wasabi_air::WasabiAir::new(cfg, http)),
+    }
+}
+
+/// Largest response body read from a vendor, whatever the page size (a runaway guard).
+const MAX_BODY: usize = 256 << 20;
+
+/// The HTTP client of the sources, with the helpers every vendor file uses.
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new(timeout: Duration) -> Result<Http, reqwest::Error> {
+        Ok(Http {
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(10)))
+                .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
+                .build()?,
+        })
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends a request and returns the body of a 2xx answer, read up to `max_bytes` (more is
+    /// `TooLarge` with `max_events`, so the caller can shrink its window). Anything else is a
+    /// classified [`SourceError`].
+    pub async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        max_bytes: Option<(usize, usize)>,
+    ) -> Result<Vec<u8>, SourceError> {
+        let mut resp = req.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+            let body = resp.text().await.unwrap_or_default();
+            return Err(SourceError::Status {
+                status,
+                retry_after_ms: retry_after.map_or(0, |d| d.as_millis() as u64),
+                has_retry_after: retry_after.is_some(),
+                body: snippet(&body),
+            });
+        }
+        let (cap, events) = max_bytes.unwrap_or((MAX_BODY, 0));
+        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0).min(cap as u64) as usize);
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > cap {
+                return Err(if events > 0 {
+                    SourceError::TooLarge(events)
+                } else {
+                    SourceError::Body(format!("body larger than {cap} bytes"))
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+fn transport(e: reqwest::Error) -> SourceError {
+    // reqwest's message names the URL (our query: times and paging, never a secret) and cause.
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    SourceError::Transport(msg)
+}
+
+/// The first 200 characters of an error body, on one line.
+fn snippet(body: &str) -> String {
+    let one_line: String = body
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.is_empty() {
+        "(empty body)".into()
+    } else {
+        one_line
+    }
+}
+
+/// A header value carrying a secret: marked sensitive so no debug output ever shows it.
+pub fn secret_header(prefix: &str, secret: &Secret) -> Result<HeaderValue, SourceError> {
+    let mut v = HeaderValue::from_str(&format!("{prefix}{}", secret.expose()))
+        .map_err(|_| SourceError::Permanent("a credential holds characters not allowed in an HTTP header".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Headers every vendor request carries.
+pub fn json_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
+    h
+}
+
+/// Splits a JSON array body into its elements without parsing them.
+pub fn parse_array(body: &[u8]) -> Result<Vec<Box<RawValue>>, SourceError> {
+    serde_json::from_slice(body).map_err(|e| SourceError::Body(format!("expected a JSON array: {e}")))
+}
+
+/// A base URL joined with an API path (the base may carry a path prefix of its own).
+pub fn endpoint(base: &url::Url, path: &str) -> url::Url {
+    let mut u = base.clone();
+    let joined = format!("{}{}", u.path().trim_end_matches('/'), path);
+    u.set_path(&joined);
+    u
+}
+
+/// The source name as events carry it.
+pub fn source_name(cfg: &SourceConfig) -> Arc<str> {
+    Arc::from(cfg.name.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_keeps_a_base_path() {
+        let u = url::Url::parse("https://x.example.com/prefix/").unwrap();
+        assert_eq!(
+            endpoint(&u, "/v1/audit").as_str(),
+            "https://x.example.com/prefix/v1/audit"
+        );
+        let u = url::Url::parse("https://x.example.com").unwrap();
+        assert_eq!(endpoint(&u, "/v1/audit").as_str(), "https://x.example.com/v1/audit");
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let st = |status, ra: Option<u64>| SourceError::Status {
+            status,
+            retry_after_ms: ra.unwrap_or(0),
+            has_retry_after: ra.is_some(),
+            body: String::new(),
+        };
+        assert_eq!(
+            st(429, Some(2000)).verdict(),
+            Verdict::Retry {
+                after: Some(Duration::from_secs(2))
+            }
+        );
+        assert_eq!(st(503, None).verdict(), Verdict::Retry { after: None });
+        assert_eq!(st(403, None).verdict(), Verdict::Stop);
+        assert_eq!(
+            SourceError::Body("x".into()).verdict(),
+            Verdict::Retry { after: None }
+        );
+        assert_eq!(SourceError::TooLarge(5).verdict(), Verdict::Stop);
+    }
+
+    #[test]
+    fn secret_headers_are_sensitive() {
+        let h = secret_header("Bearer ", &Secret::new("tok")).unwrap();
+        assert!(h.is_sensitive());
+        assert!(!format!("{h:?}").contains("tok"));
+    }
+}

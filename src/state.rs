@@ -1,0 +1,404 @@
+//! Durable state in SQLite: per-source cursors and counts, dedupe keys, sink positions.
+//!
+//! rusqlite blocks, so one dedicated thread owns the connection and async code sends it closures
+//! ([`State::call`]). A page's keys, the sink positions and (at the end of a window) the cursor
+//! are written in one transaction ([`State::commit`]): a crash leaves either all or none.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use crate::dedupe::Key;
+use crate::timefmt::Nanos;
+
+/// Failures of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state {path} was written by a newer auditship (schema {found}, this one knows {known}); upgrade, or point state_path elsewhere")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("state: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("state: the state thread has stopped")]
+    Gone,
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is how many have run. Append only.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE sources (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        cursor INTEGER,              -- ns; every event before it has been delivered
+        delivered INTEGER NOT NULL DEFAULT 0,
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER              -- ns wall clock of the last commit
+     );
+     CREATE TABLE keys (
+        source INTEGER NOT NULL,
+        key BLOB NOT NULL,
+        time INTEGER NOT NULL,       -- ns; pruned once older than cursor - overlap - window
+        PRIMARY KEY (source, key)
+     ) WITHOUT ROWID;
+     CREATE INDEX keys_by_time ON keys (source, time);
+     CREATE TABLE sinks (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL    -- file sink: committed byte length
+     );",
+];
+
+/// One source's row, as `state` shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceRow {
+    pub name: String,
+    pub kind: String,
+    pub cursor: Option<Nanos>,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub keys: u64,
+    pub updated: Option<Nanos>,
+}
+
+/// What one page's delivery commits.
+#[derive(Debug, Default)]
+pub struct Commit {
+    pub source: String,
+    pub kind: &'static str,
+    /// Keys of the delivered events, with the time that decides when they are pruned.
+    pub keys: Vec<(Key, Nanos)>,
+    pub delivered: u64,
+    pub duplicates: u64,
+    /// Sink name → committed position.
+    pub positions: Vec<(String, u64)>,
+    /// The new cursor, when a window is complete (never moves backwards).
+    pub cursor: Option<Nanos>,
+    /// Drop this source's keys older than this.
+    pub prune_before: Option<Nanos>,
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A handle to the state thread. Cheap to clone.
+#[derive(Clone)]
+pub struct State {
+    tx: mpsc::Sender<Job>,
+}
+
+impl State {
+    /// Opens (creating if missing) and migrates the state file. Blocking: call it before the
+    /// runtime gets busy, or inside `spawn_blocking`.
+    pub fn open(path: &Path) -> Result<State, StateError> {
+        let conn = open_conn(path)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("auditship-state".into())
+            .spawn(move || {
+                let mut conn = conn;
+                for job in rx {
+                    job(&mut conn);
+                }
+            })
+            .expect("spawning the state thread");
+        Ok(State { tx })
+    }
+
+    /// Runs `f` on the state thread.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StateError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, StateError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            }))
+            .map_err(|_| StateError::Gone)?;
+        rx.await.map_err(|_| StateError::Gone)?
+    }
+
+    /// The row of one source, if it has ever committed.
+    pub async fn source(&self, name: &str) -> Result<Option<SourceRow>, StateError> {
+        let name = name.to_string();
+        self.call(move |c| source_row(c, &name)).await
+    }
+
+    /// All sources ever seen, by name.
+    pub async fn sources(&self) -> Result<Vec<SourceRow>, StateError> {
+        self.call(|c| {
+            let names: Vec<String> = c
+                .prepare("SELECT name FROM sources ORDER BY name")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut rows = Vec::new();
+            for n in names {
+                rows.extend(source_row(c, &n)?);
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// For each key, whether it is already recorded for this source.
+    pub async fn known(&self, source: &str, keys: Vec<Key>) -> Result<Vec<bool>, StateError> {
+        let source = source.to_string();
+        self.call(move |c| {
+            let Some(id) = source_id(c, &source)? else {
+                return Ok(vec![false; keys.len()]);
+            };
+            let mut st = c.prepare_cached("SELECT 1 FROM keys WHERE source = ?1 AND key = ?2")?;
+            keys.iter()
+                .map(|k| Ok(st.exists(params![id, &k[..]])?))
+                .collect()
+        })
+        .await
+    }
+
+    /// Commits one page: keys, counts, sink positions and perhaps the cursor, atomically.
+    pub async fn commit(&self, commit: Commit) -> Result<(), StateError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let id = ensure_source(&tx, &commit.source, commit.kind)?;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO keys (source, key, time) VALUES (?1, ?2, ?3)",
+                )?;
+                for (k, t) in &commit.keys {
+                    ins.execute(params![id, &k[..], t])?;
+                }
+            }
+            tx.execute(
+                "UPDATE sources SET delivered = delivered + ?2, duplicates = duplicates + ?3,
+                    cursor = CASE WHEN ?4 IS NULL THEN cursor
+                                  WHEN cursor IS NULL OR ?4 > cursor THEN ?4 ELSE cursor END,
+                    updated = ?5
+                 WHERE id = ?1",
+                params![
+                    id,
+                    commit.delivered as i64,
+                    commit.duplicates as i64,
+                    commit.cursor,
+                    crate::timefmt::now()
+                ],
+            )?;
+            for (sink, pos) in &commit.positions {
+                tx.execute(
+                    "INSERT INTO sinks (name, position) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                    params![sink, *pos as i64],
+                )?;
+            }
+            if let Some(before) = commit.prune_before {
+                tx.execute(
+                    "DELETE FROM keys WHERE source = ?1 AND time < ?2",
+                    params![id, before],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The committed position of a sink, if it has one.
+    pub async fn sink_position(&self, sink: &str) -> Result<Option<u64>, StateError> {
+        let sink = sink.to_string();
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT position FROM sinks WHERE name = ?1",
+                params![sink],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|p| p as u64))
+        })
+        .await
+    }
+
+    /// Rewinds a source's cursor to `to` and forgets its keys at or after `to`, so the events
+    /// from there on are delivered again. Returns false when the source has no state.
+    pub async fn reset(&self, source: &str, kind: &'static str, to: Nanos) -> Result<(), StateError> {
+        let source = source.to_string();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let id = ensure_source(&tx, &source, kind)?;
+            tx.execute(
+                "UPDATE sources SET cursor = ?2, updated = ?3 WHERE id = ?1",
+                params![id, to, crate::timefmt::now()],
+            )?;
+            tx.execute(
+                "DELETE FROM keys WHERE source = ?1 AND time >= ?2",
+                params![id, to],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StateError> {
+    let err = |source| StateError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| StateError::Open {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        }
+    }
+    let mut conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(err)?;
+    // WAL: readers (`auditship state`) never block the agent; NORMAL: durable across a process
+    // crash, which is what a commit must survive (the file sink fsyncs its own data first).
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StateError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn source_id(c: &Connection, name: &str) -> Result<Option<i64>, StateError> {
+    Ok(c.prepare_cached("SELECT id FROM sources WHERE name = ?1")?
+        .query_row(params![name], |r| r.get(0))
+        .optional()?)
+}
+
+fn ensure_source(c: &Connection, name: &str, kind: &str) -> Result<i64, StateError> {
+    if let Some(id) = source_id(c, name)? {
+        return Ok(id);
+    }
+    c.execute(
+        "INSERT INTO sources (name, kind) VALUES (?1, ?2)",
+        params![name, kind],
+    )?;
+    Ok(c.last_insert_rowid())
+}
+
+fn source_row(c: &Connection, name: &str) -> Result<Option<SourceRow>, StateError> {
+    let row = c
+        .query_row(
+            "SELECT id, kind, cursor, delivered, duplicates, updated FROM sources WHERE name = ?1",
+            params![name],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    SourceRow {
+                        name: name.to_string(),
+                        kind: r.get(1)?,
+                        cursor: r.get(2)?,
+                        delivered: r.get::<_, i64>(3)? as u64,
+                        duplicates: r.get::<_, i64>(4)? as u64,
+                        keys: 0,
+                        updated: r.get(5)?,
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    let Some((id, mut row)) = row else {
+        return Ok(None);
+    };
+    row.keys = c.query_row(
+        "SELECT count(*) FROM keys WHERE source = ?1",
+        params![id],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
+    Ok(Some(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commit_is_atomic_and_cursor_only_moves_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let st = State::open(&path).unwrap();
+        assert_eq!(st.source("a").await.unwrap(), None);
+        st.commit(Commit {
+            source: "a".into(),
+            kind: "domo",
+            keys: vec![([1; 16], 100), ([2; 16], 200)],
+            delivered: 2,
+            duplicates: 1,
+            positions: vec![("file".into(), 42)],
+            cursor: Some(1000),
+            prune_before: None,
+        })
+        .await
+        .unwrap();
+        st.commit(Commit {
+            source: "a".into(),
+            kind: "domo",
+            cursor: Some(500),
+            prune_before: Some(150),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let row = st.source("a").await.unwrap().unwrap();
+        assert_eq!(row.cursor, Some(1000));
+        assert_eq!((row.delivered, row.duplicates, row.keys), (2, 1, 1));
+        assert_eq!(
+            st.known("a", vec![[1; 16], [2; 16]]).await.unwrap(),
+            vec![false, true]
+        );
+        assert_eq!(st.known("b", vec![[2; 16]]).await.unwrap(), vec![false]);
+        assert_eq!(st.sink_position("file").await.unwrap(), Some(42));
+        drop(st);
+        // Reopening keeps everything and does not re-run migrations.
+        let st = State::open(&path).unwrap();
+        assert_eq!(st.source("a").await.unwrap().unwrap().cursor, Some(1000));
+        st.reset("a", "domo", 150).await.unwrap();
+        let row = st.source("a").await.unwrap().unwrap();
+        assert_eq!((row.cursor, row.keys), (Some(150), 0));
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        assert!(matches!(
+            State::open(&path),
+            Err(StateError::TooNew { found: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,278 @@
+//! Instants as nanoseconds since the Unix epoch, and the few text forms the vendors use.
+//!
+//! Parsing and printing are hand-written: they sit on the per-event hot path, accept exactly what
+//! the vendors send (RFC 3339 with 0–9 fraction digits, `Z` or an offset), and need no allocation.
+
+/// Nanoseconds since 1970-01-01T00:00:00Z. Covers the years 1677–2262.
+pub type Nanos = i64;
+
+pub const NANOS_PER_MS: i64 = 1_000_000;
+pub const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// Days since the epoch of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number since the epoch.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn digits(b: &[u8]) -> Option<u32> {
+    let mut v: u32 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (c - b'0') as u32;
+    }
+    Some(v)
+}
+
+/// Parses an RFC 3339 timestamp (`2024-10-18T14:10:04.123456789Z`, `...+02:00`; a space is
+/// accepted for `T`, and 0–9 fraction digits) into nanoseconds.
+pub fn parse_rfc3339(s: &str) -> Option<Nanos> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let year = digits(&b[0..4])? as i64;
+    let month = digits(&b[5..7])?;
+    let day = digits(&b[8..10])?;
+    let hour = digits(&b[11..13])?;
+    let min = digits(&b[14..16])?;
+    let sec = digits(&b[17..19])?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac: i64 = 0;
+    if b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 || n > 9 {
+            return None;
+        }
+        frac = digits(&b[start..i])? as i64 * 10i64.pow(9 - n as u32);
+    }
+    let offset_secs: i64 = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let oh = digits(&b[i + 1..i + 3])? as i64;
+            let om = digits(&b[i + 4..i + 6])? as i64;
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let o = oh * 3600 + om * 60;
+            if *sign == b'+' {
+                o
+            } else {
+                -o
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour as i64 * 3600 + min as i64 * 60 + sec.min(59) as i64 - offset_secs;
+    secs.checked_mul(NANOS_PER_SEC)?.checked_add(frac)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Nanoseconds of a civil UTC date and time (used by the Domo parser after zone resolution).
+pub fn from_civil(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Nanos {
+    (days_from_civil(y, mo, d) * 86_400 + h as i64 * 3600 + mi as i64 * 60 + s as i64)
+        * NANOS_PER_SEC
+}
+
+fn push2(out: &mut String, v: u32) {
+    out.push((b'0' + (v / 10) as u8) as char);
+    out.push((b'0' + (v % 10) as u8) as char);
+}
+
+fn push_date_time(out: &mut String, t: Nanos) {
+    let secs = t.div_euclid(NANOS_PER_SEC);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    let (y, m, d) = civil_from_days(days);
+    let y = y.clamp(0, 9999) as u32;
+    push2(out, y / 100);
+    push2(out, y % 100);
+    out.push('-');
+    push2(out, m);
+    out.push('-');
+    push2(out, d);
+    out.push('T');
+    push2(out, sod / 3600);
+    out.push(':');
+    push2(out, sod / 60 % 60);
+    out.push(':');
+    push2(out, sod % 60);
+}
+
+/// Appends `2024-10-18T14:10:04.123Z` (milliseconds, truncated): the native event's `time`.
+pub fn push_rfc3339_ms(out: &mut String, t: Nanos) {
+    push_date_time(out, t);
+    let ms = (t.rem_euclid(NANOS_PER_SEC) / NANOS_PER_MS) as u32;
+    out.push('.');
+    out.push((b'0' + (ms / 100) as u8) as char);
+    push2(out, ms % 100);
+    out.push('Z');
+}
+
+/// `2024-10-18T14:10:04.123Z`.
+pub fn rfc3339_ms(t: Nanos) -> String {
+    let mut s = String::with_capacity(24);
+    push_rfc3339_ms(&mut s, t);
+    s
+}
+
+/// `2024-10-18T14:10:04.123456789Z`: all nine fraction digits, for query parameters.
+pub fn rfc3339_nanos(t: Nanos) -> String {
+    let mut s = String::with_capacity(30);
+    push_date_time(&mut s, t);
+    let f = t.rem_euclid(NANOS_PER_SEC);
+    s.push('.');
+    s.push_str(&format!("{f:09}"));
+    s.push('Z');
+    s
+}
+
+/// `2024-10-18T14:10:04Z` when whole seconds, otherwise milliseconds: for people (state output).
+pub fn human(t: Nanos) -> String {
+    if t.rem_euclid(NANOS_PER_SEC) == 0 {
+        let mut s = String::with_capacity(20);
+        push_date_time(&mut s, t);
+        s.push('Z');
+        s
+    } else {
+        rfc3339_ms(t)
+    }
+}
+
+/// The wall clock now.
+pub fn now() -> Nanos {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    d.as_nanos().min(i64::MAX as u128) as i64
+}
+
+/// Rounds down to a multiple of `unit` nanoseconds.
+pub fn floor_to(t: Nanos, unit: i64) -> Nanos {
+    t - t.rem_euclid(unit)
+}
+
+/// Saturating conversion of a duration to nanoseconds.
+pub fn dur_nanos(d: std::time::Duration) -> i64 {
+    d.as_nanos().min(i64::MAX as u128) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_varying_fraction_digits() {
+        let base = parse_rfc3339("2017-10-11T16:49:52Z").unwrap();
+        assert_eq!(
+            parse_rfc3339("2017-10-11T16:49:52.758191Z").unwrap() - base,
+            758_191_000
+        );
+        assert_eq!(
+            parse_rfc3339("2017-10-13T20:54:43.14061Z").unwrap() % NANOS_PER_SEC,
+            140_610_000
+        );
+        assert_eq!(parse_rfc3339("2017-10-11T16:49:52.7Z").unwrap() - base, 700_000_000);
+        assert_eq!(
+            parse_rfc3339("2017-10-11T16:49:52.123456789Z").unwrap() - base,
+            123_456_789
+        );
+        assert_eq!(base, 1_507_740_592 * NANOS_PER_SEC);
+    }
+
+    #[test]
+    fn parses_offsets_and_rejects_garbage() {
+        assert_eq!(
+            parse_rfc3339("2024-10-18T16:10:04.123+02:00"),
+            parse_rfc3339("2024-10-18T14:10:04.123Z")
+        );
+        assert_eq!(
+            parse_rfc3339("2024-10-18T09:10:04-05:00"),
+            parse_rfc3339("2024-10-18T14:10:04Z")
+        );
+        for bad in [
+            "",
+            "2024-10-18",
+            "2024-13-01T00:00:00Z",
+            "2024-02-30T00:00:00Z",
+            "2024-10-18T24:00:00Z",
+            "2024-10-18T14:10:04.Z",
+            "2024-10-18T14:10:04.1234567890Z",
+            "2024-10-18T14:10:04",
+            "2024-10-18T14:10:04Zjunk",
+            "2024-1x-18T14:10:04Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats_round_trip_and_agree_with_chrono() {
+        for s in [
+            "1970-01-01T00:00:00.000Z",
+            "2000-02-29T23:59:59.999Z",
+            "2024-10-18T14:10:04.123Z",
+            "2262-04-11T23:47:16.854Z",
+            "1969-12-31T23:59:59.999Z",
+        ] {
+            let t = parse_rfc3339(s).unwrap();
+            assert_eq!(rfc3339_ms(t), s);
+            let c = chrono::DateTime::parse_from_rfc3339(s).unwrap();
+            assert_eq!(c.timestamp_nanos_opt().unwrap(), t);
+        }
+        let t = parse_rfc3339("2017-10-11T16:49:52.758191Z").unwrap();
+        assert_eq!(rfc3339_nanos(t), "2017-10-11T16:49:52.758191000Z");
+        assert_eq!(parse_rfc3339(&rfc3339_nanos(t - 1)), Some(t - 1));
+        assert_eq!(human(parse_rfc3339("2024-01-01T00:00:00Z").unwrap()), "2024-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn floors() {
+        assert_eq!(floor_to(1_999, 1_000), 1_000);
+        assert_eq!(floor_to(-1, 1_000), -1_000);
+    }
+}
