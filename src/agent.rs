@@ -105,7 +105,11 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
     for h in handles {
         ok &= h.await.unwrap_or(false);
     }
-    Ok(if ok { Outcome::Completed } else { Outcome::Failed })
+    Ok(if ok {
+        Outcome::Completed
+    } else {
+        Outcome::Failed
+    })
 }
 
 /// One source's life: poll, wait, poll... Returns whether it ended well.

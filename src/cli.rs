@@ -15,7 +15,11 @@ use crate::sources::{self, Http, PageRequest};
 use crate::timefmt::{self, NANOS_PER_SEC};
 
 #[derive(Parser, Debug)]
-#[command(name = "auditship", version, about = "Pulls audit events out of SaaS audit APIs and ships them, normalised, with nothing lost and nothing doubled")]
+#[command(
+    name = "auditship",
+    version,
+    about = "Pulls audit events out of SaaS audit APIs and ships them, normalised, with nothing lost and nothing doubled"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -41,7 +45,7 @@ pub enum Command {
     },
     /// Show each source's cursor, lag and counts; `state reset SOURCE` rewinds one.
     State {
-        #[arg(long, short)]
+        #[arg(long, short, global = true)]
         config: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -243,8 +247,14 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
         };
     }
     let rows = if path.exists() {
-        match async { agent::open_state(path).await?.sources().await.map_err(anyhow::Error::from) }
-            .await
+        match async {
+            agent::open_state(path)
+                .await?
+                .sources()
+                .await
+                .map_err(anyhow::Error::from)
+        }
+        .await
         {
             Ok(r) => r,
             Err(e) => {
@@ -298,8 +308,10 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
         let cursor = r.and_then(|r| r.cursor);
         let lag = cursor
             .map(|c| {
-                humantime::format_duration(Duration::from_secs(((now - c) / NANOS_PER_SEC).max(0) as u64))
-                    .to_string()
+                humantime::format_duration(Duration::from_secs(
+                    ((now - c) / NANOS_PER_SEC).max(0) as u64
+                ))
+                .to_string()
             })
             .unwrap_or_else(|| "-".into());
         let mut name = n.clone();
@@ -311,7 +323,9 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             "{:<20} {:<18} {:<24} {:>12} {:>10} {:>10} {:>8}",
             name,
             k,
-            cursor.map(timefmt::human).unwrap_or_else(|| "never polled".into()),
+            cursor
+                .map(timefmt::human)
+                .unwrap_or_else(|| "never polled".into()),
             lag,
             r.map_or(0, |r| r.delivered),
             r.map_or(0, |r| r.duplicates),

@@ -215,7 +215,9 @@ impl SourceKind {
     /// Query parameters the agent itself sets, which a filter must not override.
     fn reserved_params(self) -> &'static [&'static str] {
         match self {
-            SourceKind::DominoAudit => &["startTimestamp", "endTimestamp", "limit", "offset", "sort"],
+            SourceKind::DominoAudit => {
+                &["startTimestamp", "endTimestamp", "limit", "offset", "sort"]
+            }
             SourceKind::DominoDatasource => &["startTime", "endTime"],
             SourceKind::Domo => &["start", "end", "limit", "offset"],
             SourceKind::WasabiAir => &["from", "to", "page", "count", "order"],
@@ -348,10 +350,18 @@ impl Config {
         let built = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
-            .map_err(|e| fail(vec![format!("not valid TOML: {}", first_line(&e.to_string()))]))?;
-        let mut tree: serde_json::Value = built
-            .try_deserialize()
-            .map_err(|e| fail(vec![format!("not valid TOML: {}", first_line(&e.to_string()))]))?;
+            .map_err(|e| {
+                fail(vec![format!(
+                    "not valid TOML: {}",
+                    first_line(&e.to_string())
+                )])
+            })?;
+        let mut tree: serde_json::Value = built.try_deserialize().map_err(|e| {
+            fail(vec![format!(
+                "not valid TOML: {}",
+                first_line(&e.to_string())
+            )])
+        })?;
         let mut problems = Vec::new();
         expand_env(&mut tree, &mut String::new(), &mut problems);
         if !problems.is_empty() {
@@ -460,7 +470,9 @@ impl Check<'_> {
             Err(e) => {
                 self.fail(
                     key,
-                    format_args!("{s:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\""),
+                    format_args!(
+                        "{s:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\""
+                    ),
                 );
                 None
             }
@@ -506,7 +518,10 @@ impl Check<'_> {
         {
             self.fail(key, format_args!("{n:?} must match [a-z0-9_-]+"));
         } else if !seen.insert(n.clone()) {
-            self.fail(key, format_args!("{n:?} is used twice; names must be unique"));
+            self.fail(
+                key,
+                format_args!("{n:?} is used twice; names must be unique"),
+            );
         }
         n
     }
@@ -589,21 +604,27 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
             None => Some(8),
             Some(n) if n >= 1 => Some(n as usize),
             Some(n) => {
-                c.fail("agent.retry_max_attempts", format_args!("{n} must be at least 1"));
+                c.fail(
+                    "agent.retry_max_attempts",
+                    format_args!("{n} must be at least 1"),
+                );
                 None
             }
         },
     };
-    let listen = a.listen.as_deref().and_then(|s| match s.parse::<SocketAddr>() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            c.fail(
-                "agent.listen",
-                format_args!("{s:?} is not an address; write e.g. \"127.0.0.1:9464\""),
-            );
-            None
-        }
-    });
+    let listen = a
+        .listen
+        .as_deref()
+        .and_then(|s| match s.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                c.fail(
+                    "agent.listen",
+                    format_args!("{s:?} is not an address; write e.g. \"127.0.0.1:9464\""),
+                );
+                None
+            }
+        });
     let state_path = match a.state_path.as_deref() {
         Some("") => {
             c.fail("agent.state_path", "is empty");
@@ -640,7 +661,10 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
         for (opt, set) in [
             ("api_key", s.api_key.is_some() || s.api_key_file.is_some()),
             ("jwt", s.jwt.is_some() || s.jwt_file.is_some()),
-            ("client_id", s.client_id.is_some() || s.client_id_file.is_some()),
+            (
+                "client_id",
+                s.client_id.is_some() || s.client_id_file.is_some(),
+            ),
             (
                 "client_secret",
                 s.client_secret.is_some() || s.client_secret_file.is_some(),
@@ -667,7 +691,12 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
             api_key: c.secret(&key, "api_key", &s.api_key, &s.api_key_file),
             jwt: c.secret(&key, "jwt", &s.jwt, &s.jwt_file),
             client_id: c.secret(&key, "client_id", &s.client_id, &s.client_id_file),
-            client_secret: c.secret(&key, "client_secret", &s.client_secret, &s.client_secret_file),
+            client_secret: c.secret(
+                &key,
+                "client_secret",
+                &s.client_secret,
+                &s.client_secret_file,
+            ),
             token_url: c.url(&format!("{key}.token_url"), &s.token_url),
         };
         match kind {
@@ -691,7 +720,11 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
             }
             SourceKind::Domo => {
                 for (opt, v, raw_set) in [
-                    ("client_id", &auth.client_id, s.client_id.is_some() || s.client_id_file.is_some()),
+                    (
+                        "client_id",
+                        &auth.client_id,
+                        s.client_id.is_some() || s.client_id_file.is_some(),
+                    ),
                     (
                         "client_secret",
                         &auth.client_secret,
@@ -828,7 +861,10 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
             }
             Some("file") => match s.path.as_deref() {
                 None | Some("") => {
-                    c.fail(&format!("{key}.path"), "missing: the file to append events to");
+                    c.fail(
+                        &format!("{key}.path"),
+                        "missing: the file to append events to",
+                    );
                     None
                 }
                 Some(p) => Some(SinkKind::File {
@@ -908,7 +944,10 @@ fn page_size(c: &mut Check<'_>, key: &str, v: Option<i64>) -> Option<u32> {
         None => None,
         Some(n) if (1..=1000).contains(&n) => Some(n as u32),
         Some(n) => {
-            c.fail(key, format_args!("{n} is out of range; 1 to 1000 (the vendors' largest page)"));
+            c.fail(
+                key,
+                format_args!("{n} is out of range; 1 to 1000 (the vendors' largest page)"),
+            );
             None
         }
     }
@@ -954,8 +993,12 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let p = problems(&MINIMAL.replace("api_key = \"k\"", "api_key = \"k\"\npol_interval = \"1s\""));
-        assert!(p.contains("sources[0]") && p.contains("pol_interval"), "{p}");
+        let p =
+            problems(&MINIMAL.replace("api_key = \"k\"", "api_key = \"k\"\npol_interval = \"1s\""));
+        assert!(
+            p.contains("sources[0]") && p.contains("pol_interval"),
+            "{p}"
+        );
     }
 
     #[test]
@@ -1002,17 +1045,25 @@ mod tests {
         );
         let p = problems(&dup);
         assert!(p.contains("sources[1].name: \"air\" is used twice"), "{p}");
-        assert!(p.contains("sources[1].time_zone: not an option of kind wasabi_air"), "{p}");
+        assert!(
+            p.contains("sources[1].time_zone: not an option of kind wasabi_air"),
+            "{p}"
+        );
     }
 
     #[test]
     fn env_expansion_and_missing_variables() {
         std::env::set_var("AUDITSHIP_TEST_KEY", "from-env");
         let c = parse(&MINIMAL.replace("\"k\"", "\"${AUDITSHIP_TEST_KEY}\"")).unwrap();
-        assert_eq!(c.sources[0].auth.api_key.as_ref().unwrap().expose(), "from-env");
+        assert_eq!(
+            c.sources[0].auth.api_key.as_ref().unwrap().expose(),
+            "from-env"
+        );
         let p = problems(&MINIMAL.replace("\"k\"", "\"${AUDITSHIP_TEST_UNSET_VAR}\""));
         assert!(
-            p.contains("sources[0].api_key: environment variable AUDITSHIP_TEST_UNSET_VAR is not set"),
+            p.contains(
+                "sources[0].api_key: environment variable AUDITSHIP_TEST_UNSET_VAR is not set"
+            ),
             "{p}"
         );
         assert_eq!(expand_str("a$${b}c$d").unwrap(), "a${b}c$d");
@@ -1025,9 +1076,15 @@ mod tests {
         let path = dir.path().join("a.toml");
         let text = MINIMAL.replace("api_key = \"k\"", "api_key_file = \"key\"");
         let c = Config::parse(&text, &path).unwrap();
-        assert_eq!(c.sources[0].auth.api_key.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(
+            c.sources[0].auth.api_key.as_ref().unwrap().expose(),
+            "s3cret"
+        );
         let e = Config::parse(&text.replace("\"key\"", "\"nope\""), &path).unwrap_err();
-        assert!(e.problems[0].starts_with("sources[0].api_key_file: cannot read"), "{e}");
+        assert!(
+            e.problems[0].starts_with("sources[0].api_key_file: cannot read"),
+            "{e}"
+        );
         assert!(!format!("{:?}", c.sources[0].auth).contains("s3cret"));
     }
 
@@ -1046,7 +1103,10 @@ mod tests {
             ]
         );
         let p = problems(&format!("{MINIMAL}\n[sources.filters]\npage = 3\n"));
-        assert!(p.contains("sources[0].filters.page: is set by the agent"), "{p}");
+        assert!(
+            p.contains("sources[0].filters.page: is set by the agent"),
+            "{p}"
+        );
     }
 
     #[test]

@@ -110,8 +110,10 @@ mod tests {
 
     #[test]
     fn twins_get_distinct_stable_keys() {
-        let h = content_hash(&raw(r#"{"time":"2017-12-13 10:57:35 PM","eventText":"Viewed"}"#))
-            .unwrap();
+        let h = content_hash(&raw(
+            r#"{"time":"2017-12-13 10:57:35 PM","eventText":"Viewed"}"#,
+        ))
+        .unwrap();
         let mut first_poll = Occurrences::default();
         let k1 = [
             occurrence_key(&h, first_poll.next(h)),
@@ -134,7 +136,9 @@ mod tests {
         assert_ne!(k, id_key("59de4bb09221034b071d83db64950d35"));
         let s = hex(&k);
         assert_eq!(s.len(), 32);
-        assert!(s.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(s
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_eq!(hex(&[0xab; 16]), "ab".repeat(16));
     }
 }

@@ -50,15 +50,51 @@ fn add(r: &mut Registry, name: &'static str, labels: Labels, n: u64) {
 
 /// HELP texts, in output order.
 const HELP: &[(&str, &str, &str)] = &[
-    ("auditship_events_fetched_total", "counter", "Events read from vendor APIs."),
-    ("auditship_events_delivered_total", "counter", "Events delivered to a sink and committed."),
-    ("auditship_events_duplicate_total", "counter", "Events dropped because they were already delivered."),
-    ("auditship_api_requests_total", "counter", "Vendor API requests by outcome class (2xx, 4xx, 5xx, error)."),
-    ("auditship_retries_total", "counter", "Retried requests, by component (source or sink)."),
-    ("auditship_sink_errors_total", "counter", "Failed deliveries to a sink."),
-    ("auditship_polls_total", "counter", "Completed polls, by outcome (ok, error)."),
-    ("auditship_last_poll_success_timestamp_seconds", "gauge", "When the source last completed a poll."),
-    ("auditship_source_up", "gauge", "1 while the source polls, 0 once stopped by a permanent error."),
+    (
+        "auditship_events_fetched_total",
+        "counter",
+        "Events read from vendor APIs.",
+    ),
+    (
+        "auditship_events_delivered_total",
+        "counter",
+        "Events delivered to a sink and committed.",
+    ),
+    (
+        "auditship_events_duplicate_total",
+        "counter",
+        "Events dropped because they were already delivered.",
+    ),
+    (
+        "auditship_api_requests_total",
+        "counter",
+        "Vendor API requests by outcome class (2xx, 4xx, 5xx, error).",
+    ),
+    (
+        "auditship_retries_total",
+        "counter",
+        "Retried requests, by component (source or sink).",
+    ),
+    (
+        "auditship_sink_errors_total",
+        "counter",
+        "Failed deliveries to a sink.",
+    ),
+    (
+        "auditship_polls_total",
+        "counter",
+        "Completed polls, by outcome (ok, error).",
+    ),
+    (
+        "auditship_last_poll_success_timestamp_seconds",
+        "gauge",
+        "When the source last completed a poll.",
+    ),
+    (
+        "auditship_source_up",
+        "gauge",
+        "1 while the source polls, 0 once stopped by a permanent error.",
+    ),
 ];
 
 /// A page request's outcome.
@@ -142,7 +178,14 @@ pub fn delivered(source: &str, sinks: &[Arc<SinkSlot>], n: u64, duplicates: u64)
 
 /// A delivery to a sink failed.
 pub fn sink_error(sink: &str) {
-    with(|r| add(r, "auditship_sink_errors_total", vec![("sink", sink.into())], 1));
+    with(|r| {
+        add(
+            r,
+            "auditship_sink_errors_total",
+            vec![("sink", sink.into())],
+            1,
+        )
+    });
 }
 
 /// A poll ended.
@@ -188,7 +231,10 @@ fn labels_text(labels: &Labels) -> String {
         if i > 0 {
             s.push(',');
         }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let _ = write!(s, "{k}=\"{v}\"");
     }
     s
@@ -214,7 +260,10 @@ pub fn render() -> String {
         );
         for (s, c) in &r.cursors {
             let lag = (now - c).max(0) as f64 / NANOS_PER_SEC as f64;
-            let _ = writeln!(out, "auditship_cursor_lag_seconds{{source=\"{s}\"}} {lag:.3}");
+            let _ = writeln!(
+                out,
+                "auditship_cursor_lag_seconds{{source=\"{s}\"}} {lag:.3}"
+            );
         }
         let _ = writeln!(
             out,
@@ -273,11 +322,21 @@ mod tests {
         page_latency("m-test", "domo", Duration::from_millis(20));
         poll_done("m-test", true, Some(timefmt::now() - 5 * NANOS_PER_SEC));
         let text = render();
-        assert!(text.contains("auditship_api_requests_total{source=\"m-test\",class=\"error\"} 1"), "{text}");
+        assert!(
+            text.contains("auditship_api_requests_total{source=\"m-test\",class=\"error\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("auditship_api_requests_total{source=\"m-test\",class=\"2xx\"} 1"));
-        assert!(text.contains("auditship_page_fetch_seconds_bucket{source=\"m-test\",le=\"0.025\"} 1"));
-        assert!(text.contains("auditship_page_fetch_seconds_bucket{source=\"m-test\",le=\"0.01\"} 0"));
+        assert!(
+            text.contains("auditship_page_fetch_seconds_bucket{source=\"m-test\",le=\"0.025\"} 1")
+        );
+        assert!(
+            text.contains("auditship_page_fetch_seconds_bucket{source=\"m-test\",le=\"0.01\"} 0")
+        );
         assert!(text.contains("auditship_cursor_lag_seconds{source=\"m-test\"} 5."));
-        assert_eq!(counter("auditship_api_requests_total", &[("source", "m-test")]), 2);
+        assert_eq!(
+            counter("auditship_api_requests_total", &[("source", "m-test")]),
+            2
+        );
     }
 }

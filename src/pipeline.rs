@@ -258,10 +258,7 @@ impl Poller {
         summary: &mut PollSummary,
     ) -> Result<(), PollError> {
         let keys = self.key(&mut events)?;
-        let known = self
-            .state
-            .known(&self.cfg.name, keys.clone())
-            .await?;
+        let known = self.state.known(&self.cfg.name, keys.clone()).await?;
         let mut in_page = HashSet::with_capacity(keys.len());
         let mut fresh = Vec::with_capacity(events.len());
         let mut fresh_keys = Vec::with_capacity(events.len());
@@ -411,9 +408,15 @@ mod tests {
     #[test]
     fn keyset_narrows_to_just_after_the_oldest_unit() {
         // Newest first, units of 10: the oldest unit is 30 and holds two entries.
-        assert_eq!(keyset_step(&page(&[95, 71, 50, 33, 31]), 0, 100, 10), Some((40, 2)));
+        assert_eq!(
+            keyset_step(&page(&[95, 71, 50, 33, 31]), 0, 100, 10),
+            Some((40, 2))
+        );
         // All on the last unit: the end cannot move (caller adds to the offset instead).
-        assert_eq!(keyset_step(&page(&[99, 95, 90]), 0, 100, 10), Some((100, 3)));
+        assert_eq!(
+            keyset_step(&page(&[99, 95, 90]), 0, 100, 10),
+            Some((100, 3))
+        );
     }
 
     #[test]

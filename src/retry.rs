@@ -134,7 +134,10 @@ mod tests {
     #[test]
     fn statuses_are_classified() {
         for s in [408, 429, 500, 502, 503, 504, 599] {
-            assert!(matches!(classify_status(s, None), Verdict::Retry { .. }), "{s}");
+            assert!(
+                matches!(classify_status(s, None), Verdict::Retry { .. }),
+                "{s}"
+            );
         }
         for s in [400, 401, 403, 404, 409, 422] {
             assert_eq!(classify_status(s, None), Verdict::Stop, "{s}");
@@ -167,22 +170,32 @@ mod tests {
     #[tokio::test]
     async fn retries_transient_then_succeeds_and_stops_on_permanent() {
         let n = AtomicU32::new(0);
-        let r: Result<u32, Gave<E>> = retry(&policy(Some(5)), &CancellationToken::new(), |_, _| {}, || async {
-            let i = n.fetch_add(1, Ordering::SeqCst);
-            if i < 3 {
-                Err(E(Verdict::Retry { after: None }))
-            } else {
-                Ok(i)
-            }
-        })
+        let r: Result<u32, Gave<E>> = retry(
+            &policy(Some(5)),
+            &CancellationToken::new(),
+            |_, _| {},
+            || async {
+                let i = n.fetch_add(1, Ordering::SeqCst);
+                if i < 3 {
+                    Err(E(Verdict::Retry { after: None }))
+                } else {
+                    Ok(i)
+                }
+            },
+        )
         .await;
         assert_eq!(r.ok(), Some(3));
 
         let n = AtomicU32::new(0);
-        let r: Result<(), Gave<E>> = retry(&policy(Some(5)), &CancellationToken::new(), |_, _| {}, || async {
-            n.fetch_add(1, Ordering::SeqCst);
-            Err(E(Verdict::Stop))
-        })
+        let r: Result<(), Gave<E>> = retry(
+            &policy(Some(5)),
+            &CancellationToken::new(),
+            |_, _| {},
+            || async {
+                n.fetch_add(1, Ordering::SeqCst);
+                Err(E(Verdict::Stop))
+            },
+        )
         .await;
         assert!(matches!(r, Err(Gave::Up(E(Verdict::Stop)))));
         assert_eq!(n.load(Ordering::SeqCst), 1);
@@ -218,11 +231,16 @@ mod tests {
             c2.cancel();
         });
         let started = std::time::Instant::now();
-        let r: Result<(), Gave<E>> = retry(&policy(None), &cancel, |_, _| {}, || async {
-            Err(E(Verdict::Retry {
-                after: Some(Duration::from_secs(3600)),
-            }))
-        })
+        let r: Result<(), Gave<E>> = retry(
+            &policy(None),
+            &cancel,
+            |_, _| {},
+            || async {
+                Err(E(Verdict::Retry {
+                    after: Some(Duration::from_secs(3600)),
+                }))
+            },
+        )
         .await;
         assert!(matches!(r, Err(Gave::Cancelled)));
         assert!(started.elapsed() < Duration::from_secs(5));

@@ -228,7 +228,12 @@ impl State {
 
     /// Rewinds a source's cursor to `to` and forgets its keys at or after `to`, so the events
     /// from there on are delivered again. Returns false when the source has no state.
-    pub async fn reset(&self, source: &str, kind: &'static str, to: Nanos) -> Result<(), StateError> {
+    pub async fn reset(
+        &self,
+        source: &str,
+        kind: &'static str,
+        to: Nanos,
+    ) -> Result<(), StateError> {
         let source = source.to_string();
         self.call(move |c| {
             let tx = c.transaction()?;
@@ -266,8 +271,10 @@ fn open_conn(path: &Path) -> Result<Connection, StateError> {
         .map_err(err)?;
     // WAL: readers (`auditship state`) never block the agent; NORMAL: durable across a process
     // crash, which is what a commit must survive (the file sink fsyncs its own data first).
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err)?;
     migrate(&mut conn, path)?;
     Ok(conn)
 }

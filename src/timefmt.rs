@@ -99,7 +99,8 @@ pub fn parse_rfc3339(s: &str) -> Option<Nanos> {
         _ => return None,
     };
     let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour as i64 * 3600 + min as i64 * 60 + sec.min(59) as i64 - offset_secs;
+    let secs =
+        days * 86_400 + hour as i64 * 3600 + min as i64 * 60 + sec.min(59) as i64 - offset_secs;
     secs.checked_mul(NANOS_PER_SEC)?.checked_add(frac)
 }
 
@@ -216,7 +217,10 @@ mod tests {
             parse_rfc3339("2017-10-13T20:54:43.14061Z").unwrap() % NANOS_PER_SEC,
             140_610_000
         );
-        assert_eq!(parse_rfc3339("2017-10-11T16:49:52.7Z").unwrap() - base, 700_000_000);
+        assert_eq!(
+            parse_rfc3339("2017-10-11T16:49:52.7Z").unwrap() - base,
+            700_000_000
+        );
         assert_eq!(
             parse_rfc3339("2017-10-11T16:49:52.123456789Z").unwrap() - base,
             123_456_789
@@ -267,7 +271,10 @@ mod tests {
         let t = parse_rfc3339("2017-10-11T16:49:52.758191Z").unwrap();
         assert_eq!(rfc3339_nanos(t), "2017-10-11T16:49:52.758191000Z");
         assert_eq!(parse_rfc3339(&rfc3339_nanos(t - 1)), Some(t - 1));
-        assert_eq!(human(parse_rfc3339("2024-01-01T00:00:00Z").unwrap()), "2024-01-01T00:00:00Z");
+        assert_eq!(
+            human(parse_rfc3339("2024-01-01T00:00:00Z").unwrap()),
+            "2024-01-01T00:00:00Z"
+        );
     }
 
     #[test]

@@ -137,7 +137,13 @@ impl Sink for FileSink {
                             (f, l)
                         }
                         Err(e) => {
-                            return (buf, Written { reopened, result: Err(e) });
+                            return (
+                                buf,
+                                Written {
+                                    reopened,
+                                    result: Err(e),
+                                },
+                            );
                         }
                     }
                 };

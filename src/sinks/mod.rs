@@ -55,7 +55,8 @@ pub async fn open(cfg: &SinkConfig, committed: Option<u64>) -> Result<Arc<SinkSl
     let sink: Box<dyn Sink> = match &cfg.kind {
         SinkKind::Stdout => Box::new(stdout::Stdout::new(cfg.include_raw)),
         SinkKind::File { path, fsync } => Box::new(
-            file::FileSink::open(&cfg.name, path.clone(), *fsync, cfg.include_raw, committed).await?,
+            file::FileSink::open(&cfg.name, path.clone(), *fsync, cfg.include_raw, committed)
+                .await?,
         ),
     };
     Ok(Arc::new(SinkSlot {

@@ -25,8 +25,12 @@ pub struct DominoAudit {
 impl DominoAudit {
     pub fn new(cfg: &SourceConfig, http: Http) -> DominoAudit {
         let auth = match (&cfg.auth.api_key, &cfg.auth.jwt) {
-            (Some(k), _) => super::secret_header("", k)
-                .map(|v| (reqwest::header::HeaderName::from_static("x-domino-api-key"), v)),
+            (Some(k), _) => super::secret_header("", k).map(|v| {
+                (
+                    reqwest::header::HeaderName::from_static("x-domino-api-key"),
+                    v,
+                )
+            }),
             (None, Some(j)) => {
                 super::secret_header("Bearer ", j).map(|v| (reqwest::header::AUTHORIZATION, v))
             }
@@ -150,9 +154,8 @@ impl Source for DominoAudit {
                     None,
                 )
                 .await?;
-            let env: Envelope<'_> = serde_json::from_slice(&body).map_err(|e| {
-                SourceError::Body(format!("expected {{\"events\": [...]}}: {e}"))
-            })?;
+            let env: Envelope<'_> = serde_json::from_slice(&body)
+                .map_err(|e| SourceError::Body(format!("expected {{\"events\": [...]}}: {e}")))?;
             let returned = env.events.len();
             let events = env
                 .events
@@ -186,11 +189,17 @@ mod tests {
         )
         .unwrap();
         let e = normalise(&Arc::from("dom"), &raw).unwrap();
-        assert_eq!(crate::timefmt::rfc3339_ms(e.time), "2024-10-17T17:16:00.064Z");
+        assert_eq!(
+            crate::timefmt::rfc3339_ms(e.time),
+            "2024-10-17T17:16:00.064Z"
+        );
         assert_eq!(e.action.as_deref(), Some("Create Dataset"));
         assert_eq!(e.actor.unwrap().name.as_deref(), Some("alice"));
         let t = e.target.unwrap();
-        assert_eq!((t.kind.as_deref(), t.id.as_deref()), (Some("dataset"), Some("d1")));
+        assert_eq!(
+            (t.kind.as_deref(), t.id.as_deref()),
+            (Some("dataset"), Some("d1"))
+        );
         assert_eq!(e.project.unwrap().name.as_deref(), Some("proj"));
     }
 
@@ -203,6 +212,9 @@ mod tests {
         let e = normalise(&Arc::from("dom"), &raw).unwrap();
         assert!(e.target.is_none() && e.project.is_none());
         let bad = RawValue::from_string(r#"{"actor": {}}"#.into()).unwrap();
-        assert!(matches!(normalise(&Arc::from("d"), &bad), Err(SourceError::Body(_))));
+        assert!(matches!(
+            normalise(&Arc::from("d"), &bad),
+            Err(SourceError::Body(_))
+        ));
     }
 }

@@ -73,7 +73,10 @@ pub fn normalise(source: &Arc<str>, raw: &RawValue) -> Result<Event, SourceError
     let e: RawEvent = serde_json::from_str(raw.get())
         .map_err(|err| SourceError::Body(format!("domino data-source event: {err}")))?;
     let time = timefmt::parse_rfc3339(&e.timestamp).ok_or_else(|| {
-        SourceError::Body(format!("data-source timestamp {:?} is not ISO 8601", e.timestamp))
+        SourceError::Body(format!(
+            "data-source timestamp {:?} is not ISO 8601",
+            e.timestamp
+        ))
     })?;
     Ok(Event {
         id: String::new(),

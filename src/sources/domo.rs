@@ -66,7 +66,9 @@ impl Domo {
         }
         *slot = None;
         let (Some(id), Some(secret)) = (&self.client_id, &self.client_secret) else {
-            return Err(SourceError::Permanent("domo needs client_id and client_secret".into()));
+            return Err(SourceError::Permanent(
+                "domo needs client_id and client_secret".into(),
+            ));
         };
         let body = self
             .http
@@ -101,7 +103,11 @@ impl Domo {
         Ok(header)
     }
 
-    async fn get_page(&self, req: &PageRequest, token: HeaderValue) -> Result<Vec<u8>, SourceError> {
+    async fn get_page(
+        &self,
+        req: &PageRequest,
+        token: HeaderValue,
+    ) -> Result<Vec<u8>, SourceError> {
         let query = [
             ("start", (req.start / NANOS_PER_MS).to_string()),
             ("end", (req.end / NANOS_PER_MS).to_string()),
@@ -290,9 +296,18 @@ mod tests {
     #[test]
     fn parses_the_twelve_hour_clock() {
         let p = |s| parse_wall_clock(s).map(|d| d.to_string());
-        assert_eq!(p("2017-12-13 10:57:35 PM").as_deref(), Some("2017-12-13 22:57:35"));
-        assert_eq!(p("2017-12-13 12:00:01 AM").as_deref(), Some("2017-12-13 00:00:01"));
-        assert_eq!(p("2017-12-13 12:00:01 PM").as_deref(), Some("2017-12-13 12:00:01"));
+        assert_eq!(
+            p("2017-12-13 10:57:35 PM").as_deref(),
+            Some("2017-12-13 22:57:35")
+        );
+        assert_eq!(
+            p("2017-12-13 12:00:01 AM").as_deref(),
+            Some("2017-12-13 00:00:01")
+        );
+        assert_eq!(
+            p("2017-12-13 12:00:01 PM").as_deref(),
+            Some("2017-12-13 12:00:01")
+        );
         assert_eq!(p("2017-12-13 13:00:01 PM"), None);
         assert_eq!(p("2017-12-13 10:57 PM"), None);
         assert_eq!(p("2017-12-13T10:57:35Z"), None);
@@ -314,8 +329,18 @@ mod tests {
         let denver: chrono_tz::Tz = "America/Denver".parse().unwrap();
         // 2024-11-03 01:30 happens twice in Denver: 07:30Z (MDT) and 08:30Z (MST).
         let local = parse_wall_clock("2024-11-03 01:30:00 AM").unwrap();
-        let first = resolve(denver, local, at("2024-11-03T07:15:00Z"), at("2024-11-03T07:45:00Z"));
-        let second = resolve(denver, local, at("2024-11-03T08:15:00Z"), at("2024-11-03T08:45:00Z"));
+        let first = resolve(
+            denver,
+            local,
+            at("2024-11-03T07:15:00Z"),
+            at("2024-11-03T07:45:00Z"),
+        );
+        let second = resolve(
+            denver,
+            local,
+            at("2024-11-03T08:15:00Z"),
+            at("2024-11-03T08:45:00Z"),
+        );
         assert_eq!(rfc3339_ms(first.unwrap()), "2024-11-03T07:30:00.000Z");
         assert_eq!(rfc3339_ms(second.unwrap()), "2024-11-03T08:30:00.000Z");
     }
@@ -330,8 +355,14 @@ mod tests {
         // Either side of the gap is unambiguous.
         let before = parse_wall_clock("2024-03-10 01:59:59 AM").unwrap();
         let after = parse_wall_clock("2024-03-10 03:00:00 AM").unwrap();
-        assert_eq!(rfc3339_ms(resolve(denver, before, 0, i64::MAX).unwrap()), "2024-03-10T08:59:59.000Z");
-        assert_eq!(rfc3339_ms(resolve(denver, after, 0, i64::MAX).unwrap()), "2024-03-10T09:00:00.000Z");
+        assert_eq!(
+            rfc3339_ms(resolve(denver, before, 0, i64::MAX).unwrap()),
+            "2024-03-10T08:59:59.000Z"
+        );
+        assert_eq!(
+            rfc3339_ms(resolve(denver, after, 0, i64::MAX).unwrap()),
+            "2024-03-10T09:00:00.000Z"
+        );
     }
 
     #[test]

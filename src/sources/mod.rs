@@ -187,7 +187,8 @@ impl Http {
             });
         }
         let (cap, events) = max_bytes.unwrap_or((MAX_BODY, 0));
-        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0).min(cap as u64) as usize);
+        let mut body =
+            Vec::with_capacity(resp.content_length().unwrap_or(0).min(cap as u64) as usize);
         while let Some(chunk) = resp.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > cap {
                 return Err(if events > 0 {
@@ -230,8 +231,9 @@ fn snippet(body: &str) -> String {
 
 /// A header value carrying a secret: marked sensitive so no debug output ever shows it.
 pub fn secret_header(prefix: &str, secret: &Secret) -> Result<HeaderValue, SourceError> {
-    let mut v = HeaderValue::from_str(&format!("{prefix}{}", secret.expose()))
-        .map_err(|_| SourceError::Permanent("a credential holds characters not allowed in an HTTP header".into()))?;
+    let mut v = HeaderValue::from_str(&format!("{prefix}{}", secret.expose())).map_err(|_| {
+        SourceError::Permanent("a credential holds characters not allowed in an HTTP header".into())
+    })?;
     v.set_sensitive(true);
     Ok(v)
 }
@@ -239,13 +241,17 @@ pub fn secret_header(prefix: &str, secret: &Secret) -> Result<HeaderValue, Sourc
 /// Headers every vendor request carries.
 pub fn json_headers() -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
+    h.insert(
+        reqwest::header::ACCEPT,
+        HeaderValue::from_static("application/json"),
+    );
     h
 }
 
 /// Splits a JSON array body into its elements without parsing them.
 pub fn parse_array(body: &[u8]) -> Result<Vec<Box<RawValue>>, SourceError> {
-    serde_json::from_slice(body).map_err(|e| SourceError::Body(format!("expected a JSON array: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| SourceError::Body(format!("expected a JSON array: {e}")))
 }
 
 /// A base URL joined with an API path (the base may carry a path prefix of its own).
@@ -273,7 +279,10 @@ mod tests {
             "https://x.example.com/prefix/v1/audit"
         );
         let u = url::Url::parse("https://x.example.com").unwrap();
-        assert_eq!(endpoint(&u, "/v1/audit").as_str(), "https://x.example.com/v1/audit");
+        assert_eq!(
+            endpoint(&u, "/v1/audit").as_str(),
+            "https://x.example.com/v1/audit"
+        );
     }
 
     #[test]

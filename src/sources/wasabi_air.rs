@@ -59,10 +59,13 @@ pub fn normalise(source: &Arc<str>, raw: &RawValue) -> Result<Event, SourceError
     let e: RawEvent = serde_json::from_str(raw.get())
         .map_err(|err| SourceError::Body(format!("wasabi air event: {err}")))?;
     if e.id.is_empty() {
-        return Err(SourceError::Body("wasabi air event with an empty id".into()));
+        return Err(SourceError::Body(
+            "wasabi air event with an empty id".into(),
+        ));
     }
-    let time = timefmt::parse_rfc3339(&e.time)
-        .ok_or_else(|| SourceError::Body(format!("wasabi air time {:?} is not RFC 3339", e.time)))?;
+    let time = timefmt::parse_rfc3339(&e.time).ok_or_else(|| {
+        SourceError::Body(format!("wasabi air time {:?} is not RFC 3339", e.time))
+    })?;
     Ok(Event {
         id: e.id,
         source: source.clone(),
@@ -172,7 +175,10 @@ mod tests {
             r#"{"id": "", "time": "2017-10-13T20:54:43Z"}"#,
         ] {
             let raw = RawValue::from_string(bad.into()).unwrap();
-            assert!(matches!(normalise(&Arc::from("a"), &raw), Err(SourceError::Body(_))), "{bad}");
+            assert!(
+                matches!(normalise(&Arc::from("a"), &raw), Err(SourceError::Body(_))),
+                "{bad}"
+            );
         }
     }
 }

@@ -1,0 +1,1003 @@
+//! `kind = "http"`: batches POSTed to a SIEM or collector — Splunk HEC, Elasticsearch/OpenSearch
+//! `_bulk`, or any endpoint that takes NDJSON or a JSON array.
+//!
+//! The poller hands over one page at a time and commits only after every sink took it, so there
+//! is no buffer here: a page is cut into requests within `batch_max_events` and
+//! `batch_max_bytes`, and each request is sent until the receiver acknowledges it. Transient
+//! failures (connection errors, timeouts, 408, 429, 5xx, an unreadable `_bulk` answer) are
+//! retried without limit through [`retry::retry`], honouring `Retry-After`; only shutdown cuts
+//! that short. While a sink retries, its sources stop fetching: memory stays at one page per
+//! source however long the outage lasts. Any other 4xx is permanent for that delivery: the
+//! poll fails without a commit, so nothing is skipped, and the next poll sends the page again.
+//!
+//! Delivery is at-least-once (a page that failed half-way, or whose commit did not happen, is
+//! sent again). Every event carries its stable `id`, `_bulk` creates use it as `_id` (a repeat
+//! is a 409, counted as delivered), and every request carries an `Idempotency-Key` derived from
+//! the ids it holds.
+
+use std::io::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{Sink, SinkError};
+use crate::config::{HttpEncoding, HttpSinkConfig, RetryConfig, Secret};
+use crate::event::{Event, NativeJson};
+use crate::metrics;
+use crate::retry::{self, Gave, Retryable, Verdict};
+use crate::sources::BoxFuture;
+use crate::timefmt::{NANOS_PER_MS, NANOS_PER_SEC};
+
+/// Largest `_bulk` answer read (it lists every document sent); a larger one is retried as
+/// unreadable.
+const MAX_BULK_RESPONSE: usize = 64 << 20;
+/// How much of an error answer is kept for the log line.
+const MAX_ERROR_BODY: usize = 16 << 10;
+/// Characters of a receiver's answer quoted in a log line or error.
+const SNIPPET_CHARS: usize = 200;
+
+/// The `Idempotency-Key` request header.
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// An HTTP sink: one client, one encoder, and the retry policy of the agent without its limit
+/// on attempts.
+pub struct HttpSink {
+    /// The sink's configured name, for logs, metrics and errors.
+    name: String,
+    /// Where every batch is POSTed.
+    url: url::Url,
+    /// Connection pool, TLS settings and timeout of this sink.
+    client: reqwest::Client,
+    /// Turns events into request bodies.
+    encoder: Encoder,
+    /// `Content-Type` of the bodies `encoder` writes.
+    content_type: HeaderValue,
+    /// Compress bodies with gzip (`Content-Encoding: gzip`).
+    gzip: bool,
+    /// The configured headers; every value is marked sensitive.
+    headers: HeaderMap,
+    /// The configured header values, scrubbed from anything a receiver echoes back.
+    secrets: Vec<Secret>,
+    /// The agent's backoff, with unlimited attempts: only shutdown stops a delivery's retries.
+    retry: RetryConfig,
+    /// Most events in one request.
+    max_events: usize,
+    /// Most bytes in one (uncompressed) request body.
+    max_bytes: usize,
+}
+
+impl HttpSink {
+    /// Builds the client (reading the CA and client certificate files) and the encoder.
+    pub fn new(
+        name: &str,
+        cfg: &HttpSinkConfig,
+        include_raw: bool,
+        retry: &RetryConfig,
+    ) -> Result<HttpSink, SinkError> {
+        let fail = |msg: String| SinkError::Io {
+            sink: name.to_string(),
+            msg,
+        };
+        let mut builder = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
+            // A redirect of a POST is a misconfigured URL: say so rather than follow it.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&cfg.client_cert, &cfg.client_key) {
+            let mut pem = std::fs::read(cert)
+                .map_err(|e| fail(format!("client_cert {}: {e}", cert.display())))?;
+            pem.push(b'\n');
+            pem.extend(
+                std::fs::read(key)
+                    .map_err(|e| fail(format!("client_key {}: {e}", key.display())))?,
+            );
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|_| fail("client_cert/client_key: not a PEM certificate and private key".into()))?;
+            builder = builder.identity(identity);
+        }
+        if cfg.insecure_skip_verify {
+            tracing::warn!(sink = %name,
+                "insecure_skip_verify = true: the receiver's TLS certificate is NOT verified; anyone on \
+                 the network path can impersonate it, read the events and take the credentials. Use \
+                 ca_file instead");
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| fail(format!("cannot build the HTTP client: {}", chain(&e))))?;
+
+        let mut headers = HeaderMap::new();
+        let mut secrets = Vec::new();
+        for (k, v) in &cfg.headers {
+            let key = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| fail(format!("header {k:?}: not a valid header name")))?;
+            let mut value = HeaderValue::from_str(v.expose())
+                .map_err(|_| fail(format!("header {k}: value holds characters not allowed in HTTP")))?;
+            value.set_sensitive(true);
+            headers.insert(key, value);
+            secrets.push(v.clone());
+        }
+        let encoder = Encoder::new(&cfg.encoding, include_raw);
+        tracing::info!(sink = %name, encoding = encoder.name(),
+            endpoint = %format!("{}://{}{}", cfg.url.scheme(), cfg.url.host_str().unwrap_or(""), cfg.url.path()),
+            gzip = cfg.gzip, batch_max_events = cfg.batch_max_events, batch_max_bytes = cfg.batch_max_bytes,
+            "http sink ready");
+        Ok(HttpSink {
+            name: name.to_string(),
+            url: cfg.url.clone(),
+            client,
+            content_type: HeaderValue::from_static(encoder.content_type()),
+            encoder,
+            gzip: cfg.gzip,
+            headers,
+            secrets,
+            retry: RetryConfig {
+                max_attempts: None,
+                ..retry.clone()
+            },
+            max_events: cfg.batch_max_events.max(1),
+            max_bytes: cfg.batch_max_bytes.max(1),
+        })
+    }
+
+    /// Sends one batch until the receiver has every event of it, a permanent error, or shutdown.
+    async fn send_batch(
+        &self,
+        batch: &[Event],
+        body: Vec<u8>,
+        cancel: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let first = Request {
+            left: (0..batch.len()).collect(),
+            key: idempotency_key(batch.iter()),
+            body: self.finish_body(body).await.map_err(|e| SinkError::Io {
+                sink: self.name.clone(),
+                msg: format!("compressing a batch: {e}"),
+            })?,
+        };
+        let current = &Mutex::new(first);
+        let this = &*self;
+        let name = self.name.as_str();
+        let result = retry::retry(
+            &self.retry,
+            cancel,
+            |e: &Failure, delay| {
+                metrics::retry("sink", name);
+                tracing::warn!(sink = %name, error = %e, delay_ms = delay.as_millis() as u64,
+                    "retrying delivery");
+            },
+            || async move {
+                let (body, key, sent) = {
+                    let r = current.lock().unwrap_or_else(|p| p.into_inner());
+                    (r.body.clone(), r.key.clone(), r.left.len())
+                };
+                let answer = this.post(body, &key).await?;
+                let Encoder::Bulk { .. } = this.encoder else {
+                    return Ok(());
+                };
+                let report = read_bulk(&answer, sent).map_err(Failure::Body)?;
+                if let Some((status, reason)) = report.rejected {
+                    return Err(Failure::Refused {
+                        status,
+                        body: this.scrub(&reason),
+                    });
+                }
+                if report.conflicts > 0 {
+                    tracing::debug!(sink = %name, conflicts = report.conflicts,
+                        "documents already indexed (409 on create): delivered before");
+                }
+                if report.retry.is_empty() {
+                    return Ok(());
+                }
+                // Send again only what was not indexed; its `_id`s keep a repeat harmless.
+                let left: Vec<usize> = {
+                    let r = current.lock().unwrap_or_else(|p| p.into_inner());
+                    report.retry.iter().map(|&i| r.left[i]).collect()
+                };
+                let mut body = Vec::new();
+                this.encoder
+                    .encode_all(left.iter().map(|&i| &batch[i]), &mut body);
+                let next = Request {
+                    key: idempotency_key(left.iter().map(|&i| &batch[i])),
+                    body: this
+                        .finish_body(body)
+                        .await
+                        .map_err(|e| Failure::Transport(format!("compressing a batch: {e}")))?,
+                    left,
+                };
+                let retried = next.left.len();
+                *current.lock().unwrap_or_else(|p| p.into_inner()) = next;
+                Err(Failure::Items {
+                    sent,
+                    retried,
+                    first: report.first_retry.unwrap_or_default(),
+                })
+            },
+        )
+        .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(Gave::Cancelled) => Err(SinkError::Cancelled {
+                sink: self.name.clone(),
+            }),
+            Err(Gave::Up(e)) => {
+                let (status, detail) = match e {
+                    Failure::Status { status, body, .. } | Failure::Refused { status, body } => {
+                        (status, body)
+                    }
+                    // Only statuses stop the retries; anything else reaching here is a bug.
+                    other => (0, other.to_string()),
+                };
+                tracing::error!(sink = %self.name, status, body = %detail,
+                    "the receiver refused the batch; not retried (check the sink's url, headers and \
+                     credentials). Nothing was committed: the next poll sends it again");
+                Err(SinkError::Rejected {
+                    sink: self.name.clone(),
+                    status,
+                    detail,
+                })
+            }
+        }
+    }
+
+    /// Compresses a body if configured (off the async threads: it is CPU work).
+    async fn finish_body(&self, body: Vec<u8>) -> std::io::Result<bytes::Bytes> {
+        if !self.gzip {
+            return Ok(body.into());
+        }
+        tokio::task::spawn_blocking(move || gzip(&body))
+            .await
+            .map_err(std::io::Error::other)?
+            .map(Into::into)
+    }
+
+    /// One POST. A 2xx answer's body is returned (read only for `_bulk`, whose answer matters).
+    async fn post(&self, body: bytes::Bytes, key: &HeaderValue) -> Result<Vec<u8>, Failure> {
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(header::CONTENT_TYPE, self.content_type.clone())
+            .header(IDEMPOTENCY_KEY.clone(), key.clone());
+        if self.gzip {
+            req = req.header(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Failure::Transport(chain(&e.without_url())))?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            if let Encoder::Bulk { .. } = self.encoder {
+                let (body, more) = read_body(resp, MAX_BULK_RESPONSE)
+                    .await
+                    .map_err(|e| Failure::Transport(chain(&e.without_url())))?;
+                if more {
+                    return Err(Failure::Body(format!(
+                        "_bulk answer larger than {MAX_BULK_RESPONSE} bytes"
+                    )));
+                }
+                return Ok(body);
+            }
+            return Ok(Vec::new());
+        }
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+        let body = read_body(resp, MAX_ERROR_BODY)
+            .await
+            .map(|(b, _)| b)
+            .unwrap_or_default();
+        Err(Failure::Status {
+            status,
+            retry_after,
+            body: self.scrub(&snippet(&String::from_utf8_lossy(&body))),
+        })
+    }
+
+    /// Replaces any configured header value (or a long word of one, such as the token after
+    /// `Splunk `) that a receiver echoed back.
+    fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            let v = s.expose();
+            for part in std::iter::once(v).chain(v.split_whitespace().filter(|w| w.len() >= 8)) {
+                if part.len() >= 4 && out.contains(part) {
+                    out = out.replace(part, "***");
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The request of a batch now being sent: what is left of it, its key and its body.
+struct Request {
+    /// Positions in the batch of the events this request carries.
+    left: Vec<usize>,
+    /// Its `Idempotency-Key`.
+    key: HeaderValue,
+    /// The body as sent (compressed if configured).
+    body: bytes::Bytes,
+}
+
+impl Sink for HttpSink {
+    fn deliver<'a>(
+        &'a mut self,
+        events: &'a [Event],
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let mut start = 0;
+            while start < events.len() {
+                let mut body = Vec::new();
+                let end = self
+                    .encoder
+                    .fill(events, start, self.max_events, self.max_bytes, &mut body);
+                self.send_batch(&events[start..end], body, cancel).await?;
+                start = end;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Why one attempt at a request failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// Connecting, sending or reading failed (including the timeout).
+    #[error("request failed: {0}")]
+    Transport(String),
+    /// The receiver answered with a status other than 2xx.
+    #[error("HTTP {status}: {body}")]
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: String,
+    },
+    /// A 2xx answer that is not what the encoding's receiver sends.
+    #[error("unreadable answer: {0}")]
+    Body(String),
+    /// `_bulk`: some documents were not indexed for a transient reason; they are sent again.
+    #[error("{retried} of {sent} documents were not indexed ({first}); sending them again")]
+    Items {
+        sent: usize,
+        retried: usize,
+        first: String,
+    },
+    /// `_bulk`: a document was refused for good (a mapping error, say).
+    #[error("a document was refused with HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+}
+
+impl Retryable for Failure {
+    fn verdict(&self) -> Verdict {
+        match self {
+            Failure::Transport(_) | Failure::Body(_) | Failure::Items { .. } => {
+                Verdict::Retry { after: None }
+            }
+            Failure::Status {
+                status,
+                retry_after,
+                ..
+            } => retry::classify_status(*status, *retry_after),
+            Failure::Refused { .. } => Verdict::Stop,
+        }
+    }
+}
+
+/// Reads at most `cap` bytes of a body; the flag says whether there was more.
+async fn read_body(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if out.len() + chunk.len() > cap {
+            let room = cap - out.len();
+            out.extend_from_slice(&chunk[..room]);
+            return Ok((out, true));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out, false))
+}
+
+/// An error with its causes, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_msg = s.to_string();
+        if !msg.contains(&s_msg) {
+            msg.push_str(": ");
+            msg.push_str(&s_msg);
+        }
+        src = s.source();
+    }
+    msg
+}
+
+/// The first characters of a receiver's answer, on one line.
+fn snippet(body: &str) -> String {
+    let mut out: String = body
+        .trim()
+        .chars()
+        .take(SNIPPET_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if body.trim().chars().count() > SNIPPET_CHARS {
+        out.push('…');
+    }
+    if out.is_empty() {
+        "(empty body)".into()
+    } else {
+        out
+    }
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::default(),
+    );
+    enc.write_all(body)?;
+    enc.finish()
+}
+
+/// The `Idempotency-Key` of a request: hex BLAKE3 over its events' ids, each length-prefixed.
+/// The same events in the same order give the same key, in this process or the next.
+fn idempotency_key<'e>(events: impl Iterator<Item = &'e Event>) -> HeaderValue {
+    let mut h = blake3::Hasher::new();
+    for e in events {
+        h.update(&(e.id.len() as u64).to_le_bytes());
+        h.update(e.id.as_bytes());
+    }
+    HeaderValue::from_str(h.finalize().to_hex().as_str()).expect("hex is a valid header value")
+}
+
+/// This machine's name, for Splunk's `host` field.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// How a batch of events becomes a request body.
+enum Encoder {
+    /// One native event per line.
+    Ndjson { include_raw: bool },
+    /// `[native,native,...]`.
+    JsonArray { include_raw: bool },
+    /// Splunk HEC event objects one after another. `fields` is the constant JSON between `time`
+    /// and `source`: `,"host":…`; `after_source` that between `source` and the event.
+    SplunkHec {
+        include_raw: bool,
+        fields: String,
+        after_source: String,
+    },
+    /// `_bulk` create action and document pairs; `action` is `{"create":{"_index":…,"_id":`.
+    Bulk { include_raw: bool, action: String },
+}
+
+impl Encoder {
+    fn new(enc: &HttpEncoding, include_raw: bool) -> Encoder {
+        let json = |s: &str| serde_json::to_string(s).expect("a string serialises");
+        match enc {
+            HttpEncoding::Ndjson => Encoder::Ndjson { include_raw },
+            HttpEncoding::JsonArray => Encoder::JsonArray { include_raw },
+            HttpEncoding::SplunkHec {
+                index,
+                sourcetype,
+                host,
+            } => {
+                let host = host.clone().unwrap_or_else(hostname);
+                let mut after_source = format!(",\"sourcetype\":{}", json(sourcetype));
+                if let Some(i) = index {
+                    after_source.push_str(&format!(",\"index\":{}", json(i)));
+                }
+                after_source.push_str(",\"event\":");
+                Encoder::SplunkHec {
+                    include_raw,
+                    fields: format!(",\"host\":{},\"source\":", json(&host)),
+                    after_source,
+                }
+            }
+            HttpEncoding::ElasticsearchBulk { index } => Encoder::Bulk {
+                include_raw,
+                action: format!("{{\"create\":{{\"_index\":{},\"_id\":", json(index)),
+            },
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Encoder::Ndjson { .. } => "ndjson",
+            Encoder::JsonArray { .. } => "json_array",
+            Encoder::SplunkHec { .. } => "splunk_hec",
+            Encoder::Bulk { .. } => "elasticsearch_bulk",
+        }
+    }
+
+    fn content_type(&self) -> &'static str {
+        match self {
+            Encoder::Ndjson { .. } | Encoder::Bulk { .. } => "application/x-ndjson",
+            Encoder::JsonArray { .. } | Encoder::SplunkHec { .. } => "application/json",
+        }
+    }
+
+    /// Bytes before the first record, between records, and after the last.
+    fn framing(&self) -> (&'static [u8], &'static [u8], &'static [u8]) {
+        match self {
+            Encoder::JsonArray { .. } => (b"[", b",", b"]"),
+            _ => (b"", b"", b""),
+        }
+    }
+
+    /// Appends one event's record.
+    fn record(&self, e: &Event, out: &mut Vec<u8>) {
+        let native = |include_raw: bool, out: &mut Vec<u8>| {
+            let json = NativeJson {
+                event: e,
+                include_raw,
+            };
+            serde_json::to_writer(&mut *out, &json).expect("serialising to memory");
+        };
+        match self {
+            Encoder::Ndjson { include_raw } => e.write_ndjson(out, *include_raw),
+            Encoder::JsonArray { include_raw } => native(*include_raw, out),
+            Encoder::SplunkHec {
+                include_raw,
+                fields,
+                after_source,
+            } => {
+                let secs = e.time.div_euclid(NANOS_PER_SEC);
+                let ms = e.time.rem_euclid(NANOS_PER_SEC) / NANOS_PER_MS;
+                let _ = write!(out, "{{\"time\":{secs}.{ms:03}");
+                out.extend_from_slice(fields.as_bytes());
+                serde_json::to_writer(&mut *out, &*e.source).expect("serialising to memory");
+                out.extend_from_slice(after_source.as_bytes());
+                native(*include_raw, out);
+                out.push(b'}');
+            }
+            Encoder::Bulk {
+                include_raw,
+                action,
+            } => {
+                out.extend_from_slice(action.as_bytes());
+                serde_json::to_writer(&mut *out, &e.id).expect("serialising to memory");
+                out.extend_from_slice(b"}}\n");
+                e.write_ndjson(out, *include_raw);
+            }
+        }
+    }
+
+    /// Encodes `events[start..]` into `body` (cleared first) until the next event would pass
+    /// `max_events` or `max_bytes`; returns where it stopped. An event is always taken, even one
+    /// larger than `max_bytes` on its own.
+    fn fill(
+        &self,
+        events: &[Event],
+        start: usize,
+        max_events: usize,
+        max_bytes: usize,
+        body: &mut Vec<u8>,
+    ) -> usize {
+        let (open, sep, close) = self.framing();
+        body.clear();
+        body.extend_from_slice(open);
+        let mut end = start;
+        while end < events.len() && end - start < max_events {
+            let mark = body.len();
+            if end > start {
+                body.extend_from_slice(sep);
+            }
+            self.record(&events[end], body);
+            if end > start && body.len() + close.len() > max_bytes {
+                body.truncate(mark);
+                break;
+            }
+            end += 1;
+        }
+        body.extend_from_slice(close);
+        end
+    }
+
+    /// Encodes every event given into `body`.
+    fn encode_all<'e>(&self, events: impl Iterator<Item = &'e Event>, body: &mut Vec<u8>) {
+        let (open, sep, close) = self.framing();
+        body.clear();
+        body.extend_from_slice(open);
+        for (i, e) in events.enumerate() {
+            if i > 0 {
+                body.extend_from_slice(sep);
+            }
+            self.record(e, body);
+        }
+        body.extend_from_slice(close);
+    }
+}
+
+/// What an `_bulk` answer says about the documents of the request, in request order.
+#[derive(Debug, Default, PartialEq)]
+struct BulkReport {
+    /// Positions of the documents to send again (408, 429, 5xx).
+    retry: Vec<usize>,
+    /// The first of those, as `status type: reason`, for the log line.
+    first_retry: Option<String>,
+    /// Documents that already existed (409 on `create`): delivered before, by us.
+    conflicts: usize,
+    /// The first document refused for good (another 4xx): its status and reason.
+    rejected: Option<(u16, String)>,
+}
+
+#[derive(Deserialize)]
+struct BulkHead {
+    errors: bool,
+}
+
+#[derive(Deserialize)]
+struct BulkBody {
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+/// Reads an `_bulk` answer to a request of `sent` documents.
+fn read_bulk(body: &[u8], sent: usize) -> Result<BulkReport, String> {
+    let head: BulkHead = serde_json::from_slice(body)
+        .map_err(|e| format!("not an _bulk answer ({e}): {}", snippet(&String::from_utf8_lossy(body))))?;
+    let mut report = BulkReport::default();
+    if !head.errors {
+        return Ok(report);
+    }
+    let full: BulkBody =
+        serde_json::from_slice(body).map_err(|e| format!("_bulk answer without items: {e}"))?;
+    if full.items.len() != sent {
+        return Err(format!(
+            "_bulk answer lists {} items for {sent} documents",
+            full.items.len()
+        ));
+    }
+    for (i, item) in full.items.iter().enumerate() {
+        let Some(item) = item.values().next() else {
+            return Err(format!("_bulk answer item {i} is empty"));
+        };
+        let why = || {
+            let e = item.error.as_ref();
+            let kind = e.and_then(|e| e.get("type")).and_then(|t| t.as_str());
+            let reason = e.and_then(|e| e.get("reason")).and_then(|t| t.as_str());
+            snippet(&format!(
+                "{} {}: {}",
+                item.status,
+                kind.unwrap_or("error"),
+                reason.unwrap_or("")
+            ))
+        };
+        match item.status {
+            200..=299 => {}
+            409 => report.conflicts += 1,
+            s => match retry::classify_status(s, None) {
+                Verdict::Retry { .. } => {
+                    report.retry.push(i);
+                    if report.first_retry.is_none() {
+                        report.first_retry = Some(why());
+                    }
+                }
+                Verdict::Stop => {
+                    if report.rejected.is_none() {
+                        report.rejected = Some((s, why()));
+                    }
+                }
+            },
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+    use serde_json::Value;
+    use std::sync::Arc;
+
+    fn ev(id: &str, time_ms: i64) -> Event {
+        Event {
+            id: id.into(),
+            source: Arc::from("air"),
+            kind: "wasabi_air",
+            vendor: "wasabi",
+            time: time_ms * NANOS_PER_MS,
+            action: Some("login".into()),
+            actor: None,
+            target: None,
+            project: None,
+            src_ip: None,
+            user_agent: None,
+            raw: RawValue::from_string(format!(r#"{{"id":"{id}"}}"#)).unwrap(),
+        }
+    }
+
+    fn encode(enc: &HttpEncoding, events: &[Event]) -> String {
+        let mut body = Vec::new();
+        let end = Encoder::new(enc, true).fill(events, 0, 1000, 1 << 20, &mut body);
+        assert_eq!(end, events.len());
+        String::from_utf8(body).unwrap()
+    }
+
+    const NATIVE_A: &str = r#"{"id":"a","source":"air","kind":"wasabi_air","vendor":"wasabi","time":"2023-11-14T22:13:20.123Z","action":"login","raw":{"id":"a"}}"#;
+    const NATIVE_B: &str = r#"{"id":"b","source":"air","kind":"wasabi_air","vendor":"wasabi","time":"2023-11-14T22:13:20.004Z","action":"login","raw":{"id":"b"}}"#;
+
+    fn two() -> Vec<Event> {
+        vec![ev("a", 1_700_000_000_123), ev("b", 1_700_000_000_004)]
+    }
+
+    #[test]
+    fn ndjson_is_one_native_event_a_line() {
+        assert_eq!(
+            encode(&HttpEncoding::Ndjson, &two()),
+            format!("{NATIVE_A}\n{NATIVE_B}\n")
+        );
+    }
+
+    #[test]
+    fn json_array_is_one_array() {
+        assert_eq!(
+            encode(&HttpEncoding::JsonArray, &two()),
+            format!("[{NATIVE_A},{NATIVE_B}]")
+        );
+        let mut body = Vec::new();
+        Encoder::new(&HttpEncoding::JsonArray, true).encode_all(std::iter::empty(), &mut body);
+        assert_eq!(body, b"[]");
+    }
+
+    #[test]
+    fn splunk_hec_objects_follow_one_another() {
+        let enc = HttpEncoding::SplunkHec {
+            index: Some("audit".into()),
+            sourcetype: "auditship".into(),
+            host: Some("h1".into()),
+        };
+        assert_eq!(
+            encode(&enc, &two()),
+            format!(
+                r#"{{"time":1700000000.123,"host":"h1","source":"air","sourcetype":"auditship","index":"audit","event":{NATIVE_A}}}{{"time":1700000000.004,"host":"h1","source":"air","sourcetype":"auditship","index":"audit","event":{NATIVE_B}}}"#
+            )
+        );
+        // No index: the token's default; time is a number with milliseconds.
+        let enc = HttpEncoding::SplunkHec {
+            index: None,
+            sourcetype: "st".into(),
+            host: Some("h".into()),
+        };
+        let body = encode(&enc, &two());
+        let objs: Vec<Value> = serde_json::Deserializer::from_str(&body)
+            .into_iter::<Value>()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(objs.len(), 2);
+        assert!(objs[0].get("index").is_none());
+        assert_eq!(objs[1]["time"].as_f64(), Some(1_700_000_000.004));
+        assert_eq!(objs[1]["sourcetype"], "st");
+    }
+
+    #[test]
+    fn bulk_is_create_action_and_document_pairs() {
+        let enc = HttpEncoding::ElasticsearchBulk {
+            index: "audit-x".into(),
+        };
+        assert_eq!(
+            encode(&enc, &two()),
+            format!(
+                "{{\"create\":{{\"_index\":\"audit-x\",\"_id\":\"a\"}}}}\n{NATIVE_A}\n\
+                 {{\"create\":{{\"_index\":\"audit-x\",\"_id\":\"b\"}}}}\n{NATIVE_B}\n"
+            )
+        );
+    }
+
+    #[test]
+    fn include_raw_false_drops_raw_in_every_encoding() {
+        for enc in [
+            HttpEncoding::Ndjson,
+            HttpEncoding::JsonArray,
+            HttpEncoding::ElasticsearchBulk { index: "i".into() },
+        ] {
+            let mut body = Vec::new();
+            Encoder::new(&enc, false).fill(&two(), 0, 10, 1 << 20, &mut body);
+            assert!(!String::from_utf8(body).unwrap().contains("\"raw\""));
+        }
+    }
+
+    /// Splits every encoding's page into requests and checks each stays within both limits and
+    /// that together they hold every event once, in order.
+    #[test]
+    fn pages_are_split_within_both_limits() {
+        let events: Vec<Event> = (0..57).map(|i| ev(&format!("id{i:03}"), i)).collect();
+        for enc in [
+            HttpEncoding::Ndjson,
+            HttpEncoding::JsonArray,
+            HttpEncoding::SplunkHec {
+                index: None,
+                sourcetype: "s".into(),
+                host: Some("h".into()),
+            },
+            HttpEncoding::ElasticsearchBulk { index: "i".into() },
+        ] {
+            let encoder = Encoder::new(&enc, true);
+            let mut one = Vec::new();
+            encoder.fill(&events, 0, 1, usize::MAX, &mut one);
+            for (max_events, max_bytes) in [(10, usize::MAX), (1000, one.len() * 4), (7, one.len() * 3 + 5)] {
+                let mut start = 0;
+                let mut ends = Vec::new();
+                let mut body = Vec::new();
+                while start < events.len() {
+                    let end = encoder.fill(&events, start, max_events, max_bytes, &mut body);
+                    assert!(end > start);
+                    assert!(end - start <= max_events);
+                    assert!(body.len() <= max_bytes, "{} > {max_bytes}", body.len());
+                    let mut expect = Vec::new();
+                    encoder.encode_all(events[start..end].iter(), &mut expect);
+                    assert_eq!(body, expect);
+                    ends.push(end);
+                    start = end;
+                }
+                assert_eq!(*ends.last().unwrap(), events.len());
+                // Each request but the last is full: by count, or the next event did not fit.
+                let sizes: Vec<usize> = ends
+                    .iter()
+                    .scan(0, |s, &e| {
+                        let n = e - *s;
+                        *s = e;
+                        Some(n)
+                    })
+                    .collect();
+                let expect = if max_bytes == usize::MAX {
+                    max_events
+                } else {
+                    max_events.min(if max_bytes == one.len() * 4 { 4 } else { 3 })
+                };
+                assert!(sizes[..sizes.len() - 1].iter().all(|&n| n == expect), "{sizes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_event_larger_than_max_bytes_goes_alone() {
+        let events: Vec<Event> = (0..3).map(|i| ev(&format!("{i}"), i)).collect();
+        let enc = Encoder::new(&HttpEncoding::Ndjson, true);
+        let mut body = Vec::new();
+        assert_eq!(enc.fill(&events, 0, 10, 5, &mut body), 1);
+        assert_eq!(enc.fill(&events, 1, 10, 5, &mut body), 2);
+    }
+
+    #[test]
+    fn idempotency_key_is_stable_and_depends_on_ids_and_order() {
+        let a = two();
+        let k = idempotency_key(a.iter());
+        assert_eq!(k, idempotency_key(two().iter()));
+        assert_eq!(k.len(), 64);
+        // Known value: a change in the derivation would make receivers see new keys.
+        assert_eq!(
+            k.to_str().unwrap(),
+            {
+                let mut h = blake3::Hasher::new();
+                h.update(&1u64.to_le_bytes());
+                h.update(b"a");
+                h.update(&1u64.to_le_bytes());
+                h.update(b"b");
+                h.finalize().to_hex().to_string()
+            }
+        );
+        assert_ne!(k, idempotency_key(a.iter().rev()));
+        assert_ne!(k, idempotency_key(a.iter().take(1)));
+        // Length prefixes: ["ab"] and ["a","b"] differ.
+        assert_ne!(idempotency_key([ev("ab", 0)].iter()), idempotency_key([ev("a", 0), ev("b", 0)].iter()));
+    }
+
+    #[test]
+    fn bulk_answer_without_errors_is_all_delivered() {
+        let r = read_bulk(br#"{"took":3,"errors":false,"items":[{"create":{"status":201}}]}"#, 1).unwrap();
+        assert_eq!(r, BulkReport::default());
+    }
+
+    #[test]
+    fn bulk_item_errors_are_sorted_into_conflicts_retries_and_refusals() {
+        let body = br#"{"took":3,"errors":true,"items":[
+            {"create":{"_index":"i","_id":"a","status":201}},
+            {"create":{"_index":"i","_id":"b","status":409,"error":{"type":"version_conflict_engine_exception","reason":"[b]: version conflict, document already exists"}}},
+            {"create":{"_index":"i","_id":"c","status":429,"error":{"type":"es_rejected_execution_exception","reason":"rejected execution"}}},
+            {"create":{"_index":"i","_id":"d","status":503,"error":{"type":"unavailable_shards_exception","reason":"primary shard is not active"}}}
+        ]}"#;
+        let r = read_bulk(body, 4).unwrap();
+        assert_eq!(r.retry, vec![2, 3]);
+        assert_eq!(r.conflicts, 1);
+        assert_eq!(r.rejected, None);
+        assert_eq!(
+            r.first_retry.as_deref(),
+            Some("429 es_rejected_execution_exception: rejected execution")
+        );
+        let body = br#"{"errors":true,"items":[
+            {"create":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [time]"}}},
+            {"create":{"status":500,"error":{"type":"x","reason":"y"}}}
+        ]}"#;
+        let r = read_bulk(body, 2).unwrap();
+        assert_eq!(
+            r.rejected,
+            Some((400, "400 mapper_parsing_exception: failed to parse field [time]".into()))
+        );
+        assert_eq!(r.retry, vec![1]);
+    }
+
+    #[test]
+    fn unreadable_bulk_answers_are_errors() {
+        assert!(read_bulk(b"<html>proxy error</html>", 1).is_err());
+        assert!(read_bulk(br#"{"errors":true,"items":[]}"#, 1).is_err());
+        assert!(read_bulk(br#"{"errors":true}"#, 1).is_err());
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        let st = |status, after| Failure::Status {
+            status,
+            retry_after: after,
+            body: String::new(),
+        };
+        let two_s = Some(Duration::from_secs(2));
+        assert_eq!(st(429, two_s).verdict(), Verdict::Retry { after: two_s });
+        assert_eq!(st(503, None).verdict(), Verdict::Retry { after: None });
+        assert_eq!(st(408, None).verdict(), Verdict::Retry { after: None });
+        assert_eq!(st(401, None).verdict(), Verdict::Stop);
+        assert_eq!(st(413, None).verdict(), Verdict::Stop);
+        assert_eq!(Failure::Transport("refused".into()).verdict(), Verdict::Retry { after: None });
+        assert_eq!(Failure::Body("x".into()).verdict(), Verdict::Retry { after: None });
+        assert_eq!(
+            Failure::Refused {
+                status: 400,
+                body: String::new()
+            }
+            .verdict(),
+            Verdict::Stop
+        );
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        let body = encode(&HttpEncoding::Ndjson, &two());
+        let z = gzip(body.as_bytes()).unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&z[..]), &mut out).unwrap();
+        assert_eq!(out, body);
+    }
+
+    #[test]
+    fn snippets_are_short_and_on_one_line() {
+        assert_eq!(snippet("  a\nb "), "a b");
+        assert_eq!(snippet(""), "(empty body)");
+        assert_eq!(snippet(&"x".repeat(500)).chars().count(), SNIPPET_CHARS + 1);
+    }
+}

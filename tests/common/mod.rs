@@ -1,0 +1,217 @@
+//! Shared helpers of the integration tests: the emulator in-process, the real binary as a child
+//! process, and comparisons of what was delivered with the emulator's truth.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use auditship_sim::{SimConfig, SimHandle, Vendor};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_auditship");
+
+/// Starts the emulator on a free loopback port.
+pub async fn sim(cfg: SimConfig) -> SimHandle {
+    auditship_sim::start(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("starting the simulator")
+}
+
+/// A backfill-only emulator config: `events` per vendor over `days` days ending a minute ago.
+pub fn backfill(vendors: &[Vendor], events: u64, days: i64, seed: u64) -> SimConfig {
+    let end = Utc::now() - chrono::Duration::minutes(1);
+    SimConfig {
+        seed,
+        start: end - chrono::Duration::days(days),
+        end,
+        events,
+        vendors: vendors.to_vec(),
+        late_fraction: 0.0,
+        twin_fraction: 0.03,
+        ..SimConfig::default()
+    }
+}
+
+/// The `[[sources]]` entry reading `vendor` from the emulator, named after the vendor.
+pub fn source_toml(sim: &SimHandle, cfg: &SimConfig, vendor: Vendor, extra: &str) -> String {
+    let auth = match vendor {
+        Vendor::Domo => format!(
+            "client_id = {:?}\nclient_secret = {:?}\n",
+            cfg.domo_client_id, cfg.domo_client_secret
+        ),
+        _ => format!("api_key = {:?}\n", cfg.api_key),
+    };
+    format!(
+        "[[sources]]\nname = {:?}\nkind = {:?}\nurl = {:?}\nstart = {:?}\n{auth}{extra}\n",
+        name(vendor),
+        vendor.as_str(),
+        sim.url(),
+        cfg.start
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
+/// The source name used for a vendor in tests.
+pub fn name(v: Vendor) -> String {
+    v.as_str().replace('_', "-")
+}
+
+/// A test directory with a config, a state file and a file sink.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub out: PathBuf,
+}
+
+/// Writes a config with fast retries and a file sink `out.ndjson`.
+pub fn setup(agent_extra: &str, sources: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let config = dir.path().join("auditship.toml");
+    let text = format!(
+        "[agent]\nstate_path = \"state.db\"\nlag = \"1s\"\noverlap = \"10s\"\npoll_interval = \"1s\"\n\
+         retry_initial = \"20ms\"\nretry_max_delay = \"200ms\"\nretry_max_attempts = 20\n{agent_extra}\n\
+         {sources}\n[[sinks]]\nname = \"file\"\nkind = \"file\"\npath = \"out.ndjson\"\nfsync = false\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    Setup { dir, config, out }
+}
+
+/// Runs the binary to completion.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("AUDITSHIP_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running auditship")
+}
+
+/// Runs `run --once` and asserts it succeeded.
+pub fn once_ok(s: &Setup) -> Output {
+    let out = run(
+        &["run", "--once", "--config", s.config.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "run --once failed: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Starts the binary in the background.
+pub fn spawn(args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .env("AUDITSHIP_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning auditship")
+}
+
+/// Sends a signal to a child.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+/// Waits for a child to exit, at most `limit`.
+pub fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("auditship did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every line of an NDJSON file, parsed (a torn last line is a failure).
+pub fn read_lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+/// Canonical text of a JSON value (object keys sorted).
+fn canon(v: &Value) -> String {
+    v.to_string()
+}
+
+/// Asserts the events delivered for `source` are exactly the truth: the same multiset of raw
+/// vendor entries (twins included), and no id twice.
+pub fn assert_exactly(delivered: &[Value], source: &str, truth: &[String]) {
+    let mine: Vec<&Value> = delivered.iter().filter(|e| e["source"] == source).collect();
+    let mut ids = HashSet::new();
+    for e in &mine {
+        assert!(
+            ids.insert(e["id"].as_str().unwrap().to_string()),
+            "{source}: id {} delivered twice",
+            e["id"]
+        );
+    }
+    let mut got: BTreeMap<String, i64> = BTreeMap::new();
+    for e in &mine {
+        *got.entry(canon(&e["raw"])).or_default() += 1;
+    }
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    for t in truth {
+        let v: Value = serde_json::from_str(t).unwrap();
+        *want.entry(canon(&v)).or_default() += 1;
+    }
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|(k, n)| got.get(*k).copied().unwrap_or(0) < **n)
+        .take(3)
+        .collect();
+    let extra: Vec<_> = got
+        .iter()
+        .filter(|(k, n)| want.get(*k).copied().unwrap_or(0) < **n)
+        .take(3)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{source}: delivered {} events, truth {}; missing (e.g.) {missing:?}; extra or doubled (e.g.) {extra:?}",
+        mine.len(),
+        truth.len()
+    );
+}
+
+/// The emulator's truth for a vendor over the whole generated span.
+pub fn truth(sim: &SimHandle, cfg: &SimConfig, v: Vendor) -> Vec<String> {
+    sim.events(v, cfg.start, cfg.end)
+}
+
+/// `state --json` parsed.
+pub fn state_json(s: &Setup) -> Value {
+    let out = run(
+        &["state", "--json", "--config", s.config.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}

@@ -1,0 +1,403 @@
+//! The core promises, end to end: the real binary against the vendor emulators over loopback
+//! HTTP, with a real SQLite state file and a real file sink.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use auditship_sim::{Fault, SimConfig, Vendor};
+use chrono::Utc;
+use common::*;
+
+const CORE: [Vendor; 2] = [Vendor::WasabiAir, Vendor::DominoAudit];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_is_complete_without_duplicates_and_a_second_once_adds_nothing() {
+    let cfg = backfill(&CORE, 20_000, 3, 11);
+    let sim = sim(cfg.clone()).await;
+    let sources: String = CORE
+        .iter()
+        .map(|v| source_toml(&sim, &cfg, *v, ""))
+        .collect();
+    let s = setup("", &sources);
+    once_ok(&s);
+    let lines = read_lines(&s.out);
+    for v in CORE {
+        let truth = truth(&sim, &cfg, v);
+        assert!(
+            truth.len() >= 20_000,
+            "{} truth {}",
+            v.as_str(),
+            truth.len()
+        );
+        assert_exactly(&lines, &name(v), &truth);
+    }
+    // Native shape: every event has the contract's fields, `time` in RFC 3339 with ms.
+    for e in lines.iter().take(100) {
+        for k in ["id", "source", "kind", "vendor", "time", "raw"] {
+            assert!(e.get(k).is_some(), "missing {k} in {e}");
+        }
+        assert_eq!(e["time"].as_str().unwrap().len(), 24, "{e}");
+    }
+    let len = std::fs::metadata(&s.out).unwrap().len();
+    let before = state_json(&s);
+
+    once_ok(&s);
+    assert_eq!(
+        std::fs::metadata(&s.out).unwrap().len(),
+        len,
+        "second --once wrote events"
+    );
+    let after = state_json(&s);
+    for (b, a) in before
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(after.as_array().unwrap())
+    {
+        assert_eq!(b["delivered"], a["delivered"], "{a}");
+        assert!(a["duplicates"].as_u64() >= b["duplicates"].as_u64());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_arrivals_inside_overlap_are_caught_and_a_rotated_file_is_recreated() {
+    let now = Utc::now();
+    let cfg = SimConfig {
+        seed: 5,
+        start: now - chrono::Duration::seconds(20),
+        end: now + chrono::Duration::seconds(12),
+        events: 1500,
+        vendors: CORE.to_vec(),
+        late_fraction: 0.25,
+        late_max: Duration::from_secs(4),
+        twin_fraction: 0.03,
+        ..SimConfig::default()
+    };
+    let sim = sim(cfg.clone()).await;
+    let sources: String = CORE
+        .iter()
+        .map(|v| source_toml(&sim, &cfg, *v, ""))
+        .collect();
+    // lag 1s < late_max 4s < overlap 10s: late events land in windows already read.
+    let s = setup("", &sources);
+    let mut child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    // Rotate the file while the agent runs: it must write on into a new file.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let rotated = s.dir.path().join("out.ndjson.1");
+    std::fs::rename(&s.out, &rotated).unwrap();
+    // Until every event (late ones included) is visible, plus lag and a couple of polls.
+    let until = cfg.end + chrono::Duration::seconds(4 + 1 + 3);
+    while Utc::now() < until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    signal(&child, "TERM");
+    let status = wait_for(&mut child, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).to_string();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("rotated or removed"), "{stderr}");
+    let mut lines = read_lines(&rotated);
+    lines.extend(read_lines(&s.out));
+    for v in CORE {
+        let truth = truth(&sim, &cfg, v);
+        assert!(truth.len() >= 1500);
+        assert_exactly(&lines, &name(v), &truth);
+    }
+    let late = lines.len();
+    assert!(late > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_then_restart_is_exactly_once() {
+    let cfg = backfill(&CORE, 30_000, 2, 23);
+    let sim = sim(cfg.clone()).await;
+    let sources: String = CORE
+        .iter()
+        .map(|v| source_toml(&sim, &cfg, *v, "page_size = 200\n"))
+        .collect();
+    let s = setup("", &sources);
+    // fsync on, as in production: the state must never run ahead of the file.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, text.replace("fsync = false", "fsync = true")).unwrap();
+    let seed = std::env::var("KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("KILL_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut kills = 0;
+    let mut sizes = Vec::new();
+    while kills < 12 {
+        let mut child = spawn(&["run", "--once", "--config", s.config.to_str().unwrap()]);
+        std::thread::sleep(Duration::from_millis(rng.u64(20..450)));
+        if child.try_wait().unwrap().is_some() {
+            break; // the backfill is done: nothing left to interrupt
+        }
+        signal(&child, "KILL");
+        let _ = child.wait();
+        kills += 1;
+        sizes.push(std::fs::metadata(&s.out).map(|m| m.len()).unwrap_or(0));
+    }
+    eprintln!("{kills} kills; file sizes after each: {sizes:?}");
+    assert!(
+        kills >= 10,
+        "only {kills} kills landed before the backfill finished"
+    );
+    assert!(
+        sizes.windows(2).any(|w| w[0] != w[1]),
+        "no progress between kills: {sizes:?}"
+    );
+    once_ok(&s);
+    let lines = read_lines(&s.out);
+    for v in CORE {
+        assert_exactly(&lines, &name(v), &truth(&sim, &cfg, v));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rides_out_a_429_with_retry_after_and_a_burst_of_5xx_and_a_bad_body() {
+    let cfg = backfill(&[Vendor::WasabiAir], 3_000, 1, 3);
+    let sim = sim(cfg.clone()).await;
+    let wasabi = Some("wasabi_air".to_string());
+    sim.inject_fault(Fault {
+        vendor: wasabi.clone(),
+        status: 429,
+        retry_after: Some("1".into()),
+        body: None,
+        count: 1,
+    });
+    sim.inject_fault(Fault {
+        vendor: wasabi.clone(),
+        status: 503,
+        retry_after: None,
+        body: None,
+        count: 5,
+    });
+    sim.inject_fault(Fault {
+        vendor: wasabi,
+        status: 200,
+        retry_after: None,
+        body: Some("{\"audit_events\": [ truncated".into()),
+        count: 2,
+    });
+    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let started = Instant::now();
+    let out = once_ok(&s);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After not honoured"
+    );
+    assert_eq!(sim.stats().faults_served, 8);
+    assert!(stderr.contains("HTTP 429"), "{stderr}");
+    assert!(stderr.contains("HTTP 503"), "{stderr}");
+    assert!(stderr.contains("unreadable response"), "{stderr}");
+    assert_exactly(
+        &read_lines(&s.out),
+        "wasabi-air",
+        &truth(&sim, &cfg, Vendor::WasabiAir),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_stops_the_source_and_nothing_is_skipped() {
+    let cfg = backfill(&[Vendor::WasabiAir], 500, 1, 4);
+    let sim = sim(cfg.clone()).await;
+    let good = source_toml(&sim, &cfg, Vendor::WasabiAir, "");
+    let s = setup("", &good.replace(&cfg.api_key, "wrong-key"));
+    let out = run(
+        &["run", "--once", "--config", s.config.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("HTTP 401") && stderr.contains("source stopped"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-key"), "the key leaked: {stderr}");
+    assert_eq!(state_json(&s)[0]["cursor"], serde_json::Value::Null);
+    // Fixed, the next run delivers everything.
+    std::fs::write(
+        &s.config,
+        std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replace("wrong-key", &cfg.api_key),
+    )
+    .unwrap();
+    once_ok(&s);
+    assert_exactly(
+        &read_lines(&s.out),
+        "wasabi-air",
+        &truth(&sim, &cfg, Vendor::WasabiAir),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_backfill_exits_0_and_a_restart_finishes_exactly_once() {
+    let cfg = backfill(&CORE, 20_000, 2, 31);
+    let sim = sim(cfg.clone()).await;
+    let sources: String = CORE
+        .iter()
+        .map(|v| source_toml(&sim, &cfg, *v, "page_size = 200\n"))
+        .collect();
+    let s = setup("", &sources);
+    let mut child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(600));
+    signal(&child, "TERM");
+    let began = Instant::now();
+    let status = wait_for(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+    assert!(began.elapsed() < Duration::from_secs(10));
+    let partial = read_lines(&s.out).len();
+    once_ok(&s);
+    let lines = read_lines(&s.out);
+    assert!(
+        partial < lines.len(),
+        "the backfill finished before SIGTERM: {partial}"
+    );
+    for v in CORE {
+        assert_exactly(&lines, &name(v), &truth(&sim, &cfg, v));
+    }
+}
+
+#[test]
+fn a_bad_config_exits_2_naming_the_key_and_writes_nothing() {
+    let base = "[agent]\nstate_path = \"state.db\"\n\
+        [[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n\
+        [[sinks]]\nname = \"out\"\nkind = \"file\"\npath = \"out.ndjson\"\n";
+    let cases: &[(&str, &str, &str)] = &[
+        ("unknown key", "api_key = \"k\"\n", "api_key = \"k\"\npoll_intervall = \"1s\"\n"),
+        ("bad duration", "api_key = \"k\"\n", "api_key = \"k\"\nlag = \"2 fortnights\"\n"),
+        ("bad time", "api_key = \"k\"\n", "api_key = \"k\"\nstart = \"last tuesday\"\n"),
+        ("bad url", "url = \"http://127.0.0.1:9\"", "url = \"not a url\""),
+        ("missing secret", "api_key = \"k\"\n", "api_key_file = \"/nonexistent/key\"\n"),
+        ("missing env", "api_key = \"k\"\n", "api_key = \"${AUDITSHIP_TEST_NOT_SET}\"\n"),
+        ("page size", "api_key = \"k\"\n", "api_key = \"k\"\npage_size = 5000\n"),
+        ("no sinks", "[[sinks]]\nname = \"out\"\nkind = \"file\"\npath = \"out.ndjson\"\n", ""),
+        ("duplicate names", "[[sinks]]", "[[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\nurl = \"http://x\"\napi_key = \"k\"\n[[sinks]]"),
+        ("not toml", "[agent]", "[agent"),
+    ];
+    let keys = [
+        "poll_intervall",
+        "sources[0].lag",
+        "sources[0].start",
+        "sources[0].url",
+        "sources[0].api_key_file",
+        "sources[0].api_key",
+        "sources[0].page_size",
+        "sinks",
+        "sources[1].name",
+        "TOML",
+    ];
+    for ((what, from, to), key) in cases.iter().zip(keys) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let text = base.replacen(from, to, 1);
+        assert_ne!(text, base, "{what}: the case changed nothing");
+        std::fs::write(&path, text).unwrap();
+        for cmd in [&["run", "--once"][..], &["run"], &["check"], &["state"]] {
+            let mut args = cmd.to_vec();
+            args.extend(["--config", path.to_str().unwrap()]);
+            let out = run(&args, &[]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{what} / {cmd:?}: {stderr}");
+            assert!(
+                stderr.contains(key),
+                "{what}: {key:?} not named in {stderr}"
+            );
+            assert!(
+                !stderr.contains("panicked") && stderr.lines().count() <= 6,
+                "{what}: {stderr}"
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "{what}: files were written: {left:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_appears_in_any_output_at_trace_level() {
+    let api_key = "SEKRET-api-key-4f1a";
+    let domo_secret = "SEKRET-domo-secret-9c2b";
+    let cfg = SimConfig {
+        api_key: api_key.into(),
+        domo_client_secret: domo_secret.into(),
+        domo_token_ttl: Duration::from_secs(2),
+        ..backfill(&Vendor::ALL, 300, 1, 8)
+    };
+    let sim = sim(cfg.clone()).await;
+    let sources: String = Vendor::ALL
+        .iter()
+        .map(|v| source_toml(&sim, &cfg, *v, ""))
+        .collect();
+    let s = setup("", &sources);
+    sim.inject_fault(Fault {
+        vendor: None,
+        status: 503,
+        retry_after: None,
+        body: None,
+        count: 3,
+    });
+    let config = s.config.to_str().unwrap();
+    let mut outputs = vec![
+        run(
+            &["run", "--once", "--config", config],
+            &[("AUDITSHIP_LOG", "trace")],
+        ),
+        run(
+            &["run", "--once", "--config", config],
+            &[("AUDITSHIP_LOG", "trace"), ("AUDITSHIP_LOG_FORMAT", "json")],
+        ),
+        run(
+            &["state", "--config", config],
+            &[("AUDITSHIP_LOG", "trace")],
+        ),
+        run(
+            &["state", "--json", "--config", config],
+            &[("AUDITSHIP_LOG", "trace")],
+        ),
+        run(
+            &["check", "--connect", "--config", config],
+            &[("AUDITSHIP_LOG", "trace")],
+        ),
+    ];
+    // A wrong secret in an error path.
+    std::fs::write(
+        &s.config,
+        std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replace(api_key, "SEKRET-wrong-key-77"),
+    )
+    .unwrap();
+    outputs.push(run(
+        &["run", "--once", "--config", config],
+        &[("AUDITSHIP_LOG", "trace")],
+    ));
+    outputs.push(run(
+        &["check", "--connect", "--config", config],
+        &[("AUDITSHIP_LOG", "trace")],
+    ));
+    let mut bytes = 0;
+    for o in &outputs {
+        for stream in [&o.stdout, &o.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            bytes += text.len();
+            assert!(
+                !text.contains("SEKRET"),
+                "a secret leaked:\n{}",
+                &text[text.find("SEKRET").unwrap().saturating_sub(300)..]
+            );
+            // Domo access tokens are secrets too; the emulator's are long random strings that
+            // never appear in events, so any bearer value in the logs would be a leak.
+            assert!(
+                !text.to_lowercase().contains("bearer "),
+                "a bearer token leaked"
+            );
+        }
+    }
+    assert!(
+        bytes > 10_000,
+        "trace logging produced too little to be a test: {bytes} bytes"
+    );
+}
