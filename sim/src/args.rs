@@ -1,0 +1,209 @@
+//! The flags of `auditship simulate`, flattened into the main binary's subcommand.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::{SimConfig, Vendor};
+
+/// Options of the vendor API simulator (`auditship simulate`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct SimArgs {
+    /// Address to serve all four emulated APIs on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8480")]
+    pub listen: SocketAddr,
+    /// Seed of the generated events: the same seed gives the same events.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Events per vendor over the whole span.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u64,
+    /// How far back from now events reach, e.g. "7d", "90m".
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub span: Duration,
+    /// Live mode: the span also runs this far into the future, so events keep appearing as
+    /// time passes.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub live: Option<Duration>,
+    /// Vendors that get events (the others serve empty results), comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "VENDORS",
+        default_value = "domino_audit,domino_datasource,domo,wasabi_air"
+    )]
+    pub vendors: Vec<String>,
+    /// Fraction (0–1) of events that become visible late.
+    #[arg(long, default_value_t = 0.0)]
+    pub late_fraction: f64,
+    /// Longest delay of a late event.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub late_max: Duration,
+    /// Fraction (0–1) of Domo and Domino entries that get an identical twin.
+    #[arg(long, default_value_t = 0.02)]
+    pub twin_fraction: f64,
+    /// IANA time zone in which Domo prints its wall-clock times.
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
+    pub domo_time_zone: String,
+    /// Lifetime (`expires_in`) of issued Domo tokens.
+    #[arg(long, value_name = "DURATION", default_value = "3599s", value_parser = humantime::parse_duration)]
+    pub domo_token_ttl: Duration,
+    /// API key accepted by Domino and Wasabi AiR.
+    #[arg(long, default_value = "sim-api-key")]
+    pub api_key: String,
+    /// Domo OAuth client id.
+    #[arg(long, default_value = "sim-client")]
+    pub domo_client_id: String,
+    /// Domo OAuth client secret.
+    #[arg(long, default_value = "sim-secret")]
+    pub domo_client_secret: String,
+}
+
+impl SimArgs {
+    /// The simulator configuration these flags describe, or every problem found, joined by "; ".
+    pub fn to_config(&self) -> Result<SimConfig, String> {
+        let mut problems = Vec::new();
+        let mut vendors = Vec::new();
+        for name in &self.vendors {
+            match Vendor::parse(name) {
+                Some(v) if !vendors.contains(&v) => vendors.push(v),
+                Some(_) => {}
+                None => problems.push(format!(
+                    "--vendors: unknown vendor {name:?} (expected domino_audit, domino_datasource, domo or wasabi_air)"
+                )),
+            }
+        }
+        for (flag, v) in [
+            ("--late-fraction", self.late_fraction),
+            ("--twin-fraction", self.twin_fraction),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                problems.push(format!("{flag}: must be between 0 and 1, got {v}"));
+            }
+        }
+        let tz = self.domo_time_zone.parse::<chrono_tz::Tz>();
+        if tz.is_err() {
+            problems.push(format!(
+                "--domo-time-zone: unknown IANA time zone {:?} (e.g. UTC, America/Denver)",
+                self.domo_time_zone
+            ));
+        }
+        let live = self.live.unwrap_or_default();
+        if self.span.is_zero() && live.is_zero() {
+            problems.push("--span: must be positive unless --live is given".to_string());
+        }
+        let span = chrono::Duration::from_std(self.span);
+        let ahead = chrono::Duration::from_std(live);
+        if span.is_err() || ahead.is_err() {
+            problems.push("--span/--live: too long".to_string());
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let now = Utc::now();
+        Ok(SimConfig {
+            seed: self.seed,
+            start: now - span.unwrap_or_default(),
+            end: now + ahead.unwrap_or_default(),
+            events: self.events,
+            vendors,
+            late_fraction: self.late_fraction,
+            late_max: self.late_max,
+            twin_fraction: self.twin_fraction,
+            domo_time_zone: tz.unwrap_or(chrono_tz::UTC),
+            domo_token_ttl: self.domo_token_ttl,
+            api_key: self.api_key.clone(),
+            domo_client_id: self.domo_client_id.clone(),
+            domo_client_secret: self.domo_client_secret.clone(),
+        })
+    }
+
+    /// The address to listen on.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    fn parse(args: &[&str]) -> SimArgs {
+        Cli::try_parse_from(std::iter::once("simulate").chain(args.iter().copied()))
+            .unwrap()
+            .sim
+    }
+
+    #[test]
+    fn defaults_match_sim_config_defaults() {
+        let a = parse(&[]);
+        assert_eq!(a.listen().to_string(), "127.0.0.1:8480");
+        let c = a.to_config().unwrap();
+        let d = SimConfig::default();
+        assert_eq!(c.seed, d.seed);
+        assert_eq!(c.events, d.events);
+        assert_eq!(c.vendors, d.vendors);
+        assert_eq!(c.twin_fraction, d.twin_fraction);
+        assert_eq!(c.domo_token_ttl, d.domo_token_ttl);
+        assert_eq!(c.api_key, d.api_key);
+        assert_eq!((c.end - c.start).num_days(), 7);
+    }
+
+    #[test]
+    fn flags_build_a_config() {
+        let a = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "9",
+            "--events",
+            "10",
+            "--span",
+            "2h",
+            "--live",
+            "30m",
+            "--vendors",
+            "domo,wasabi_air",
+            "--late-fraction",
+            "0.5",
+            "--late-max",
+            "10s",
+            "--domo-time-zone",
+            "America/Denver",
+            "--domo-token-ttl",
+            "60s",
+        ]);
+        let c = a.to_config().unwrap();
+        assert_eq!(c.vendors, vec![Vendor::Domo, Vendor::WasabiAir]);
+        assert_eq!(c.domo_time_zone, chrono_tz::America::Denver);
+        assert_eq!(c.late_max, Duration::from_secs(10));
+        assert_eq!(c.domo_token_ttl, Duration::from_secs(60));
+        assert_eq!((c.end - c.start).num_minutes(), 150);
+        assert!(c.end > Utc::now());
+    }
+
+    #[test]
+    fn bad_flags_are_all_reported() {
+        let a = parse(&[
+            "--vendors",
+            "domo,okta",
+            "--twin-fraction",
+            "2",
+            "--domo-time-zone",
+            "Mars/Olympus",
+        ]);
+        let e = a.to_config().unwrap_err();
+        assert!(
+            e.contains("okta") && e.contains("--twin-fraction") && e.contains("Mars/Olympus"),
+            "{e}"
+        );
+    }
+}

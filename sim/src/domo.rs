@@ -1,0 +1,501 @@
+//! Domo activity log: `GET|POST /oauth/token` and `GET /v1/audit`.
+//!
+//! Tokens: HTTP Basic `client_id:client_secret`, `grant_type=client_credentials` in the query or
+//! a form body; each token is random and valid for `domo_token_ttl` (or until
+//! `expire_tokens`). Data: `start` ≤ time < `end` (unix ms; `start` required, `end` optional),
+//! `limit` (default 50, 1..=1000), `offset`, `user` (a userId); newest first, ties in a stable
+//! order; a bare JSON array with no total. `time` is the instant (whole seconds) as local
+//! wall-clock time in `domo_time_zone`, `"2017-12-13 10:57:35 PM"`, with no offset.
+
+use std::fmt::Write;
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use chrono::TimeZone;
+use chrono_tz::Tz;
+use fastrand::Rng;
+
+use crate::gen::{self, push_field, Plan, MS, SEC};
+use crate::server::{self, auth_token, Params, Sim};
+use crate::store::Store;
+use crate::{SimConfig, Vendor};
+
+/// Kinds of activity: actionType, objectType, eventText, comment verb, weight.
+const ACTIONS: &[(&str, &str, &str, &str, u32)] = &[
+    ("VIEWED", "PAGE", "Viewed page", "viewed page", 30),
+    ("VIEWED", "CARD", "Viewed card", "viewed card", 25),
+    ("CREATED", "CARD", "Created card", "created card", 3),
+    ("UPDATED", "CARD", "Edited card", "edited card", 4),
+    ("DELETED", "CARD", "Deleted card", "deleted card", 1),
+    ("EXPORTED", "CARD", "Exported card", "exported card", 2),
+    ("SHARED", "PAGE", "Shared page", "shared page", 2),
+    (
+        "CREATED",
+        "DATA_SOURCE",
+        "Created DataSet",
+        "created DataSet",
+        2,
+    ),
+    (
+        "UPDATED",
+        "DATA_SOURCE",
+        "Updated DataSet",
+        "updated DataSet",
+        3,
+    ),
+    ("RAN", "DATAFLOW_TYPE", "Ran DataFlow", "ran DataFlow", 2),
+    ("LOGGED_IN", "USER", "Logged in", "logged in", 8),
+    ("LOGGED_OUT", "USER", "Logged out", "logged out", 2),
+    ("UPDATED", "USER", "Updated user", "updated user", 1),
+    ("UPDATED", "GROUP", "Updated group", "updated group", 1),
+];
+
+/// Desktop browser user agents.
+const DESKTOP_UA: &[&str] = &[
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_12_6) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/62.0.3202.94 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4_1) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Safari/605.1.15",
+];
+
+/// Mobile user agents.
+const MOBILE_UA: &[&str] = &[
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Domo/5.4",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36",
+];
+
+/// A Domo user.
+struct User {
+    /// Numeric id, as a string.
+    id: String,
+    /// Full name.
+    name: String,
+    /// Usual IP address.
+    ip: String,
+}
+
+/// A Domo object (page, card, data set, ...).
+struct Object {
+    /// Its id.
+    id: String,
+    /// Its title.
+    name: String,
+}
+
+/// Filter fields of one entry.
+#[derive(Clone)]
+pub(crate) struct Meta {
+    /// Index into the users.
+    user: u16,
+}
+
+/// The generated activity log.
+pub(crate) struct Data {
+    /// The entries.
+    pub store: Store<Meta>,
+    /// The users entries refer to.
+    users: Vec<User>,
+}
+
+/// `"2017-12-13 10:57:35 PM"`: the instant (seconds since the epoch) as wall-clock time in `tz`.
+pub(crate) fn wall_clock(secs: i64, tz: Tz) -> String {
+    match tz.timestamp_opt(secs, 0) {
+        chrono::LocalResult::Single(t) => t.format("%Y-%m-%d %I:%M:%S %p").to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A random IPv4 address.
+fn ip(r: &mut Rng) -> String {
+    format!(
+        "{}.{}.{}.{}",
+        r.u8(1..224),
+        r.u8(0..=255),
+        r.u8(0..=255),
+        r.u8(1..255)
+    )
+}
+
+/// A title like "Churn Forecast".
+fn title(r: &mut Rng) -> String {
+    let cap = |w: &str| {
+        let mut c = w.chars();
+        c.next()
+            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+            .unwrap_or_default()
+    };
+    format!(
+        "{} {}",
+        cap(gen::pick_str(r, gen::WORDS)),
+        cap(gen::pick_str(r, gen::WORDS))
+    )
+}
+
+impl Data {
+    /// Generates the entries of `cfg` (none when the vendor is not selected).
+    pub fn generate(cfg: &SimConfig) -> Data {
+        let plan = Plan::new(cfg, Vendor::Domo);
+        let mut rng = gen::rng(cfg.seed, Vendor::Domo);
+        let users: Vec<User> = gen::people(&mut rng, 60)
+            .into_iter()
+            .map(|p| User {
+                id: rng.u64(1_000_000_000..2_000_000_000).to_string(),
+                name: format!("{} {}", p.first, p.last),
+                ip: ip(&mut rng),
+            })
+            .collect();
+        let mut objects = |n: usize, numeric: bool| -> Vec<Object> {
+            (0..n)
+                .map(|_| Object {
+                    id: if numeric {
+                        rng.u64(100_000_000..2_000_000_000).to_string()
+                    } else {
+                        let h = gen::hex(&mut rng, 32);
+                        format!(
+                            "{}-{}-{}-{}-{}",
+                            &h[..8],
+                            &h[8..12],
+                            &h[12..16],
+                            &h[16..20],
+                            &h[20..]
+                        )
+                    },
+                    name: title(&mut rng),
+                })
+                .collect()
+        };
+        let pages = objects(40, true);
+        let cards = objects(150, true);
+        let datasets = objects(50, false);
+        let dataflows = objects(20, true);
+        let groups = objects(10, true);
+        let weights: Vec<u32> = ACTIONS.iter().map(|a| a.4).collect();
+        let tz = cfg.domo_time_zone;
+        let raw = gen::generate(
+            &mut rng,
+            &plan,
+            true,
+            |r| gen::uniform_time(r, plan.start, plan.end, SEC),
+            |r, t, _| {
+                let a = ACTIONS[gen::weighted(r, &weights)];
+                let user_ix = r.usize(0..users.len());
+                let user = &users[user_ix];
+                let other = gen::pick(r, &users);
+                let (object_id, object_name) = match a.1 {
+                    "PAGE" => {
+                        let o = gen::pick(r, &pages);
+                        (o.id.as_str(), o.name.as_str())
+                    }
+                    "CARD" => {
+                        let o = gen::pick(r, &cards);
+                        (o.id.as_str(), o.name.as_str())
+                    }
+                    "DATA_SOURCE" => {
+                        let o = gen::pick(r, &datasets);
+                        (o.id.as_str(), o.name.as_str())
+                    }
+                    "DATAFLOW_TYPE" => {
+                        let o = gen::pick(r, &dataflows);
+                        (o.id.as_str(), o.name.as_str())
+                    }
+                    "GROUP" => {
+                        let o = gen::pick(r, &groups);
+                        (o.id.as_str(), o.name.as_str())
+                    }
+                    _ if a.3.starts_with("logged") => (user.id.as_str(), user.name.as_str()),
+                    _ => (other.id.as_str(), other.name.as_str()),
+                };
+                let comment = if a.3.starts_with("logged") {
+                    format!("{} {}.", user.name, a.3)
+                } else {
+                    format!("{} {} {}.", user.name, a.3, object_name)
+                };
+                let roll = r.u8(0..100);
+                let (device, browser) = match roll {
+                    0..=79 => ("desktop", *gen::pick(r, DESKTOP_UA)),
+                    80..=91 => ("mobile", *gen::pick(r, MOBILE_UA)),
+                    _ => ("API", "Apache-HttpClient/4.5.13 (Java/11.0.21)"),
+                };
+                let proxy = (r.u8(0..100) < 3).then_some(other);
+                let address = if r.u8(0..10) == 0 {
+                    ip(r)
+                } else {
+                    user.ip.clone()
+                };
+                let mut s = String::with_capacity(640);
+                s.push('{');
+                push_field(&mut s, "actionType", a.0);
+                let _ = write!(s, ",\"actorId\":{},", proxy.map_or("0", |p| p.id.as_str()));
+                push_field(&mut s, "actorName", proxy.map_or("", |p| p.name.as_str()));
+                s.push(',');
+                push_field(&mut s, "additionalComment", &comment);
+                s.push(',');
+                push_field(&mut s, "browserDetails", browser);
+                s.push(',');
+                push_field(&mut s, "device", device);
+                s.push(',');
+                push_field(&mut s, "eventText", a.2);
+                s.push(',');
+                push_field(&mut s, "ipAddress", &address);
+                s.push(',');
+                push_field(&mut s, "objectId", object_id);
+                s.push(',');
+                push_field(&mut s, "objectName", object_name);
+                s.push(',');
+                push_field(&mut s, "objectType", a.1);
+                s.push(',');
+                push_field(&mut s, "time", &wall_clock(t.div_euclid(SEC), tz));
+                s.push(',');
+                push_field(&mut s, "userId", &user.id);
+                s.push(',');
+                push_field(&mut s, "userName", &user.name);
+                s.push(',');
+                push_field(&mut s, "userType", "USER");
+                s.push('}');
+                (
+                    s,
+                    Meta {
+                        user: user_ix as u16,
+                    },
+                )
+            },
+        );
+        Data {
+            store: Store::new(raw),
+            users,
+        }
+    }
+}
+
+/// A Domo error answer `{"status","statusReason","message","path","toe"}`.
+fn error(status: StatusCode, msg: &str, path: &str) -> Response {
+    let toe = gen::hex(&mut Rng::new(), 20).to_ascii_uppercase();
+    let body = serde_json::json!({
+        "status": status.as_u16(),
+        "statusReason": status.canonical_reason().unwrap_or(""),
+        "message": msg,
+        "path": path,
+        "toe": toe,
+    });
+    server::json(status, body.to_string())
+}
+
+/// Decodes standard base64 (padding optional); `None` if malformed.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim().trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// `GET|POST /oauth/token`.
+pub(crate) async fn token(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+    body: String,
+) -> Response {
+    const PATH: &str = "/oauth/token";
+    let mut params = q;
+    params.extend(
+        form_urlencoded::parse(body.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())),
+    );
+    let params = Params(params);
+    let credentials = auth_token(&headers, "basic")
+        .and_then(base64_decode)
+        .and_then(|b| String::from_utf8(b).ok());
+    let ok = credentials
+        .as_deref()
+        .and_then(|c| c.split_once(':'))
+        .is_some_and(|(id, secret)| {
+            id == sim.cfg.domo_client_id && secret == sim.cfg.domo_client_secret
+        });
+    if !ok {
+        return error(StatusCode::UNAUTHORIZED, "Bad credentials", PATH);
+    }
+    if params.get("grant_type") != Some("client_credentials") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "grant_type must be client_credentials",
+            PATH,
+        );
+    }
+    let mut r = Rng::new();
+    let token = format!("{}.{}", gen::hex(&mut r, 48), gen::hex(&mut r, 32));
+    let h = gen::hex(&mut r, 32);
+    let jti = format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    );
+    let ttl = sim.cfg.domo_token_ttl;
+    {
+        let mut tokens = sim.tokens.lock().expect("token map poisoned");
+        let now = Instant::now();
+        tokens.retain(|_, expiry| *expiry > now);
+        tokens.insert(token.clone(), now + ttl);
+    }
+    sim.tokens_issued.fetch_add(1, Ordering::Relaxed);
+    let body = serde_json::json!({
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": ttl.as_secs(),
+        "scope": "audit",
+        "customer": "sim",
+        "role": "Admin",
+        "userId": 1,
+        "jti": jti,
+    });
+    server::json(StatusCode::OK, body.to_string())
+}
+
+/// `GET /v1/audit`.
+pub(crate) async fn list(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    const PATH: &str = "/v1/audit";
+    if let Some(fault) = sim.begin(Vendor::Domo) {
+        return fault;
+    }
+    let Some(token) = auth_token(&headers, "bearer") else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Full authentication is required to access this resource",
+            PATH,
+        );
+    };
+    let valid = sim
+        .tokens
+        .lock()
+        .expect("token map poisoned")
+        .get(token)
+        .is_some_and(|expiry| *expiry > Instant::now());
+    if !valid {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Invalid or expired access token",
+            PATH,
+        );
+    }
+    match answer(&sim.domo, &Params(q)) {
+        Ok(body) => server::json(StatusCode::OK, body),
+        Err(msg) => error(StatusCode::BAD_REQUEST, &msg, PATH),
+    }
+}
+
+/// The response body for a query, or a message for a bad request.
+fn answer(data: &Data, q: &Params) -> Result<String, String> {
+    let now = gen::now_ns();
+    let Some(start) = q.int("start")? else {
+        return Err("Required parameter 'start' is not present".to_string());
+    };
+    let from = Bound::Included(start.saturating_mul(MS));
+    let to = q.int("end")?.map_or(Bound::Unbounded, |ms| {
+        Bound::Excluded(ms.saturating_mul(MS))
+    });
+    let limit = q.limit("limit", 50)?;
+    let offset = q.offset("offset")?;
+    let user = q.get("user");
+    let filter = |m: &Meta| user.is_none_or(|u| data.users[m.user as usize].id == u);
+    let sel = data.store.select(
+        from,
+        to,
+        now,
+        user.is_some().then_some(&filter as &dyn Fn(&Meta) -> bool),
+    );
+    Ok(data
+        .store
+        .render_array(&data.store.page_desc(&sel, offset, limit, now)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_clock_matches_the_documented_sample() {
+        // 2017-12-14T05:57:35Z is 10:57:35 PM the day before at UTC−7 (the doc's sample).
+        let t = chrono::DateTime::parse_from_rfc3339("2017-12-14T05:57:35Z")
+            .unwrap()
+            .timestamp();
+        assert_eq!(
+            wall_clock(t, chrono_tz::America::Denver),
+            "2017-12-13 10:57:35 PM"
+        );
+        assert_eq!(wall_clock(t, chrono_tz::UTC), "2017-12-14 05:57:35 AM");
+    }
+
+    #[test]
+    fn wall_clock_repeats_and_skips_hours_at_dst_changes() {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp();
+        let den = chrono_tz::America::Denver;
+        // November: 01:00–02:00 local happens twice (MDT, then MST).
+        assert_eq!(
+            wall_clock(at("2024-11-03T07:30:00Z"), den),
+            "2024-11-03 01:30:00 AM"
+        );
+        assert_eq!(
+            wall_clock(at("2024-11-03T08:30:00Z"), den),
+            "2024-11-03 01:30:00 AM"
+        );
+        assert_eq!(
+            wall_clock(at("2024-11-03T09:30:00Z"), den),
+            "2024-11-03 02:30:00 AM"
+        );
+        // March: 02:00–03:00 local never happens.
+        assert_eq!(
+            wall_clock(at("2024-03-10T08:59:59Z"), den),
+            "2024-03-10 01:59:59 AM"
+        );
+        assert_eq!(
+            wall_clock(at("2024-03-10T09:00:00Z"), den),
+            "2024-03-10 03:00:00 AM"
+        );
+        // Noon and midnight on a 12-hour clock.
+        assert_eq!(
+            wall_clock(at("2024-06-01T18:00:00Z"), den),
+            "2024-06-01 12:00:00 PM"
+        );
+        assert_eq!(
+            wall_clock(at("2024-06-01T06:00:00Z"), den),
+            "2024-06-01 12:00:00 AM"
+        );
+    }
+
+    #[test]
+    fn base64_decodes_basic_credentials() {
+        assert_eq!(
+            base64_decode("c2ltLWNsaWVudDpzaW0tc2VjcmV0").unwrap(),
+            b"sim-client:sim-secret"
+        );
+        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
+        assert!(base64_decode("a b").is_none());
+    }
+}

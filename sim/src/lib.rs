@@ -1,0 +1,279 @@
+//! Faithful emulators of the four vendor audit APIs that auditship reads, served together on one
+//! loopback port for demos, tests and benchmarks.
+//!
+//! - `domino_audit`: Domino audit trail, `GET /api/audittrail/v1/auditevents` (offset paging,
+//!   newest first by default, `{"events":[...],"estimatedMatches":N}`).
+//! - `domino_datasource`: Domino data-source audit, `GET /api/datasource/v1/audit` (a bare
+//!   array, no paging).
+//! - `domo`: Domo activity log, `/oauth/token` and `GET /v1/audit` (bearer tokens that expire,
+//!   local wall-clock times without an offset).
+//! - `wasabi`: Wasabi AiR audit, `GET /api/data/audit` (page/count paging, ids, times with a
+//!   varying number of fraction digits).
+//! - `server`: the shared HTTP plumbing (auth helpers, injected faults, statistics) and the
+//!   `/_sim/*` admin endpoints.
+//! - `store`: the time-sorted, pre-rendered event vector every emulator pages through.
+//! - `gen`: deterministic generation helpers; `args`: the `auditship simulate` flags.
+//!
+//! Everything is generated up front from a [`SimConfig`] (same seed, same events) and each event
+//! is rendered to JSON once. An event is served only once the wall clock has passed its
+//! visibility instant (its own time, or later for "late" events), so a span that ends in the
+//! future behaves like a live system. [`SimHandle::events`] is the ground truth tests compare
+//! an agent's output with.
+
+#![warn(missing_docs)]
+
+mod args;
+mod domino_audit;
+mod domino_datasource;
+mod domo;
+mod gen;
+mod server;
+mod store;
+mod wasabi;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use args::SimArgs;
+
+/// One of the four emulated vendor APIs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Vendor {
+    /// Domino audit trail (`/api/audittrail/v1/auditevents`).
+    DominoAudit,
+    /// Domino data-source audit (`/api/datasource/v1/audit`).
+    DominoDatasource,
+    /// Domo activity log (`/v1/audit`).
+    Domo,
+    /// Wasabi AiR audit (`/api/data/audit`).
+    WasabiAir,
+}
+
+impl Vendor {
+    /// Every vendor, in a fixed order.
+    pub const ALL: [Vendor; 4] = [
+        Vendor::DominoAudit,
+        Vendor::DominoDatasource,
+        Vendor::Domo,
+        Vendor::WasabiAir,
+    ];
+
+    /// The vendor's name as used in configuration and statistics, e.g. `"domino_audit"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Vendor::DominoAudit => "domino_audit",
+            Vendor::DominoDatasource => "domino_datasource",
+            Vendor::Domo => "domo",
+            Vendor::WasabiAir => "wasabi_air",
+        }
+    }
+
+    /// The vendor with this name (see [`Vendor::as_str`]), if any.
+    pub fn parse(s: &str) -> Option<Vendor> {
+        Vendor::ALL.into_iter().find(|v| v.as_str() == s.trim())
+    }
+}
+
+impl std::fmt::Display for Vendor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything that determines what the simulator serves.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seed of all generated content: the same config gives the same events.
+    pub seed: u64,
+    /// Events get times uniformly random in `[start, end)`.
+    pub start: DateTime<Utc>,
+    /// End of the span; may lie in the future, in which case events become visible as wall time
+    /// passes ("live" mode).
+    pub end: DateTime<Utc>,
+    /// Events per generated vendor over the span (twins included).
+    pub events: u64,
+    /// Which vendors get events; the others answer with empty results.
+    pub vendors: Vec<Vendor>,
+    /// Fraction of events that become visible late.
+    pub late_fraction: f64,
+    /// A late event becomes visible at its time + uniform(0, `late_max`].
+    pub late_max: Duration,
+    /// Fraction of Domo, Domino data-source and Domino audit entries that get an identical twin
+    /// (same content, same time unit). Wasabi AiR events have unique ids and never have twins.
+    pub twin_fraction: f64,
+    /// Domo prints local wall-clock time in this zone, without an offset.
+    pub domo_time_zone: chrono_tz::Tz,
+    /// `expires_in` of issued Domo tokens; a token stops working after it.
+    pub domo_token_ttl: Duration,
+    /// API key accepted by Domino audit (`X-Domino-Api-Key: K` or `Authorization: Bearer K`),
+    /// Domino data-source (`X-Domino-Api-Key`) and Wasabi AiR (`Authorization: Bearer K`).
+    pub api_key: String,
+    /// Domo OAuth client id (HTTP Basic user of `/oauth/token`).
+    pub domo_client_id: String,
+    /// Domo OAuth client secret (HTTP Basic password of `/oauth/token`).
+    pub domo_client_secret: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        let end = Utc::now();
+        SimConfig {
+            seed: 1,
+            start: end - chrono::Duration::days(7),
+            end,
+            events: 20_000,
+            vendors: Vendor::ALL.to_vec(),
+            late_fraction: 0.0,
+            late_max: Duration::from_secs(300),
+            twin_fraction: 0.02,
+            domo_time_zone: chrono_tz::UTC,
+            domo_token_ttl: Duration::from_secs(3599),
+            api_key: "sim-api-key".to_string(),
+            domo_client_id: "sim-client".to_string(),
+            domo_client_secret: "sim-secret".to_string(),
+        }
+    }
+}
+
+/// Request counters of a running simulator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimStats {
+    /// Calls to each vendor's endpoints (token endpoint excluded), keyed by [`Vendor::as_str`];
+    /// rejected and faulted calls count too.
+    pub requests: HashMap<String, u64>,
+    /// Domo tokens issued.
+    pub tokens_issued: u64,
+    /// Injected faults served.
+    pub faults_served: u64,
+}
+
+/// A canned answer served instead of the real one to the next `count` data requests.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Fault {
+    /// The vendor ([`Vendor::as_str`]) whose data endpoint gets the fault; `None` for any vendor.
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// HTTP status of the answer.
+    pub status: u16,
+    /// Value of the `Retry-After` header, if any (seconds or an HTTP date).
+    #[serde(default)]
+    pub retry_after: Option<String>,
+    /// Response body; `{"error":"injected"}` when `None`. Need not be JSON.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// How many requests get this answer.
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A running simulator. Dropping it stops the server without waiting; prefer
+/// [`SimHandle::shutdown`].
+pub struct SimHandle {
+    /// The address the server listens on (the real port when started on port 0).
+    pub addr: SocketAddr,
+    /// Shared state, also held by the server task.
+    sim: Arc<server::Sim>,
+    /// Cancelled to stop the server.
+    cancel: CancellationToken,
+    /// The server task.
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// The base URL of every emulated API, e.g. `http://127.0.0.1:8480`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The truth for tests: every event of `vendor` whose time is in `[from, to)` and that is
+    /// visible now, ascending by time (twins adjacent), each exactly as the API renders it.
+    pub fn events(&self, vendor: Vendor, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
+        self.sim
+            .events(vendor, Some(from), Some(to), gen::now_ns())
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Number of generated events of `vendor`, visible or not.
+    pub fn total_events(&self, vendor: Vendor) -> usize {
+        self.sim.total_events(vendor)
+    }
+
+    /// Request counters so far.
+    pub fn stats(&self) -> SimStats {
+        self.sim.stats()
+    }
+
+    /// Queues a fault: the next `fault.count` requests to the vendor's data endpoint (any
+    /// vendor's if `fault.vendor` is `None`) get its answer. Faults are served in queue order.
+    pub fn inject_fault(&self, fault: Fault) {
+        self.sim.inject_fault(fault);
+    }
+
+    /// Invalidates every Domo token issued so far: the next data call with one gets a 401.
+    pub fn expire_tokens(&self) {
+        self.sim.expire_tokens();
+    }
+
+    /// Stops accepting connections, lets requests in flight finish and waits for the server.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Binds `listen` (port 0 picks a free port), generates the events of `cfg` and serves all four
+/// emulators plus the `/_sim/*` admin endpoints in a spawned task.
+pub async fn start(cfg: SimConfig, listen: SocketAddr) -> std::io::Result<SimHandle> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let began = std::time::Instant::now();
+    let sim = tokio::task::spawn_blocking(move || server::Sim::new(cfg))
+        .await
+        .map_err(std::io::Error::other)?;
+    let sim = Arc::new(sim);
+    tracing::info!(
+        %addr,
+        events = sim.cfg.events,
+        vendors = ?sim.cfg.vendors,
+        elapsed_ms = began.elapsed().as_millis() as u64,
+        "simulator listening"
+    );
+    let cancel = CancellationToken::new();
+    let app = server::router(sim.clone());
+    let stop = cancel.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "simulator server failed");
+        }
+    });
+    Ok(SimHandle {
+        addr,
+        sim,
+        cancel,
+        task: Some(task),
+    })
+}

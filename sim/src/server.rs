@@ -1,0 +1,364 @@
+//! The shared HTTP plumbing: simulator state, query and auth helpers, injected faults,
+//! statistics, the router and the `/_sim/*` admin endpoints.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{Query, State};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+
+use crate::store::Store;
+use crate::{domino_audit, domino_datasource, domo, gen, wasabi};
+use crate::{Fault, SimConfig, SimStats, Vendor};
+
+/// Everything a running simulator knows: generated data plus mutable counters and queues.
+pub(crate) struct Sim {
+    /// The configuration the data was generated from.
+    pub cfg: SimConfig,
+    /// Domino audit trail events.
+    pub domino_audit: domino_audit::Data,
+    /// Domino data-source audit events.
+    pub domino_datasource: domino_datasource::Data,
+    /// Domo activity log entries.
+    pub domo: domo::Data,
+    /// Wasabi AiR audit events.
+    pub wasabi: wasabi::Data,
+    /// Data calls per vendor, in [`Vendor::ALL`] order.
+    requests: [AtomicU64; 4],
+    /// Domo tokens issued.
+    pub tokens_issued: AtomicU64,
+    /// Injected faults served.
+    faults_served: AtomicU64,
+    /// Queued faults, served front first.
+    faults: Mutex<VecDeque<Fault>>,
+    /// Valid Domo tokens and when each expires.
+    pub tokens: Mutex<HashMap<String, Instant>>,
+}
+
+impl Sim {
+    /// Generates every vendor's events (in parallel) for `cfg`.
+    pub fn new(cfg: SimConfig) -> Sim {
+        let (da, ds, dm, wa) = std::thread::scope(|s| {
+            let da = s.spawn(|| domino_audit::Data::generate(&cfg));
+            let ds = s.spawn(|| domino_datasource::Data::generate(&cfg));
+            let dm = s.spawn(|| domo::Data::generate(&cfg));
+            let wa = wasabi::Data::generate(&cfg);
+            (
+                da.join().expect("domino audit generation panicked"),
+                ds.join().expect("domino data-source generation panicked"),
+                dm.join().expect("domo generation panicked"),
+                wa,
+            )
+        });
+        Sim {
+            cfg,
+            domino_audit: da,
+            domino_datasource: ds,
+            domo: dm,
+            wasabi: wa,
+            requests: Default::default(),
+            tokens_issued: AtomicU64::new(0),
+            faults_served: AtomicU64::new(0),
+            faults: Mutex::new(VecDeque::new()),
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Visible events of `vendor` with time in `[from, to)`, ascending, as rendered.
+    pub fn events(
+        &self,
+        vendor: Vendor,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        now: i64,
+    ) -> Vec<&str> {
+        fn window<M>(s: &Store<M>, from: Bound<i64>, to: Bound<i64>, now: i64) -> Vec<&str> {
+            let sel = s.select(from, to, now, None);
+            s.all(&sel, now).into_iter().map(|i| s.json(i)).collect()
+        }
+        let from = from.map_or(Bound::Unbounded, |t| Bound::Included(gen::to_ns(t)));
+        let to = to.map_or(Bound::Unbounded, |t| Bound::Excluded(gen::to_ns(t)));
+        match vendor {
+            Vendor::DominoAudit => window(&self.domino_audit.store, from, to, now),
+            Vendor::DominoDatasource => window(&self.domino_datasource.store, from, to, now),
+            Vendor::Domo => window(&self.domo.store, from, to, now),
+            Vendor::WasabiAir => window(&self.wasabi.store, from, to, now),
+        }
+    }
+
+    /// Number of generated events of `vendor`, visible or not.
+    pub fn total_events(&self, vendor: Vendor) -> usize {
+        match vendor {
+            Vendor::DominoAudit => self.domino_audit.store.len(),
+            Vendor::DominoDatasource => self.domino_datasource.store.len(),
+            Vendor::Domo => self.domo.store.len(),
+            Vendor::WasabiAir => self.wasabi.store.len(),
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SimStats {
+        SimStats {
+            requests: Vendor::ALL
+                .iter()
+                .zip(&self.requests)
+                .map(|(v, n)| (v.as_str().to_string(), n.load(Ordering::Relaxed)))
+                .collect(),
+            tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
+            faults_served: self.faults_served.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queues a fault (a zero count is ignored).
+    pub fn inject_fault(&self, fault: Fault) {
+        if fault.count > 0 {
+            self.faults
+                .lock()
+                .expect("fault queue poisoned")
+                .push_back(fault);
+        }
+    }
+
+    /// Forgets every issued Domo token.
+    pub fn expire_tokens(&self) {
+        self.tokens.lock().expect("token map poisoned").clear();
+    }
+
+    /// Counts a call to one of `vendor`'s endpoints.
+    pub fn count(&self, vendor: Vendor) {
+        let i = Vendor::ALL.iter().position(|v| *v == vendor).unwrap_or(0);
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a data call and takes the first queued fault that applies to `vendor`, rendered
+    /// as the response to serve instead of the real answer.
+    pub fn begin(&self, vendor: Vendor) -> Option<Response> {
+        self.count(vendor);
+        let fault = {
+            let mut q = self.faults.lock().expect("fault queue poisoned");
+            let pos = q.iter().position(|f| {
+                f.vendor
+                    .as_deref()
+                    .is_none_or(|v| v.trim() == vendor.as_str())
+            })?;
+            let f = q[pos].clone();
+            if q[pos].count <= 1 {
+                q.remove(pos);
+            } else {
+                q[pos].count -= 1;
+            }
+            f
+        };
+        self.faults_served.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            vendor = vendor.as_str(),
+            status = fault.status,
+            "serving injected fault"
+        );
+        let status =
+            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = fault
+            .body
+            .unwrap_or_else(|| r#"{"error":"injected"}"#.to_string());
+        let mut resp = json(status, body);
+        if let Some(v) = fault
+            .retry_after
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            resp.headers_mut().insert(RETRY_AFTER, v);
+        }
+        Some(resp)
+    }
+}
+
+/// A response with a JSON content type.
+pub(crate) fn json(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+/// The query string as name/value pairs, repeated names kept.
+pub(crate) struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    /// The first value of `name`, trimmed; `None` when absent or empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Every non-empty value of `name`.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    /// The first value of `name` as an integer; an error message when it is not one.
+    pub fn int(&self, name: &str) -> Result<Option<i64>, String> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| format!("invalid value for {name}: {v:?}")),
+        }
+    }
+
+    /// A page-size parameter: `default` when absent, an error outside `1..=1000`.
+    pub fn limit(&self, name: &str, default: i64) -> Result<usize, String> {
+        let v = self.int(name)?.unwrap_or(default);
+        if !(1..=1000).contains(&v) {
+            return Err(format!("{name} must be between 1 and 1000, got {v}"));
+        }
+        Ok(v as usize)
+    }
+
+    /// A non-negative offset parameter (0 when absent).
+    pub fn offset(&self, name: &str) -> Result<usize, String> {
+        let v = self.int(name)?.unwrap_or(0);
+        usize::try_from(v).map_err(|_| format!("{name} must not be negative, got {v}"))
+    }
+}
+
+/// The token of an `Authorization: <scheme> <token>` header whose scheme matches
+/// (case-insensitively).
+pub(crate) fn auth_token<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (s, token) = value.trim().split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(token.trim())
+}
+
+/// The value of a header, if present and text.
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name)?.to_str().ok().map(str::trim)
+}
+
+/// Parses an RFC 3339 instant to ns since the epoch; a naive `YYYY-MM-DDTHH:MM:SS[.f]` is UTC.
+pub(crate) fn parse_instant(s: &str) -> Option<i64> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(gen::to_ns(t.with_timezone(&Utc)));
+    }
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| gen::to_ns(t.and_utc()))
+}
+
+/// Every route of the simulator.
+pub(crate) fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/api/audittrail/v1/auditevents", get(domino_audit::list))
+        .route("/api/datasource/v1/audit", get(domino_datasource::list))
+        .route("/api/datasource/v1/audit/", get(domino_datasource::list))
+        .route("/oauth/token", get(domo::token).post(domo::token))
+        .route("/v1/audit", get(domo::list))
+        .route("/api/data/audit", get(wasabi::list))
+        .route("/api/data/audit/filters", get(wasabi::filters))
+        .route("/api/data/audit/{id}", get(wasabi::one))
+        .route("/_sim/events", get(admin_events))
+        .route("/_sim/stats", get(admin_stats))
+        .route("/_sim/faults", post(admin_faults))
+        .route("/_sim/expire_tokens", post(admin_expire_tokens))
+        .fallback(not_found)
+        .with_state(sim)
+}
+
+/// Unknown paths.
+async fn not_found() -> Response {
+    json(
+        StatusCode::NOT_FOUND,
+        r#"{"error":"not found"}"#.to_string(),
+    )
+}
+
+/// An admin error `{"error": msg}`.
+fn admin_error(msg: &str) -> Response {
+    json(
+        StatusCode::BAD_REQUEST,
+        serde_json::json!({ "error": msg }).to_string(),
+    )
+}
+
+/// `GET /_sim/events?vendor=V&from=RFC3339&to=RFC3339`: the truth, as a JSON array.
+async fn admin_events(
+    State(sim): State<Arc<Sim>>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    let q = Params(q);
+    let Some(vendor) = q.get("vendor").and_then(Vendor::parse) else {
+        return admin_error(
+            "vendor must be one of domino_audit, domino_datasource, domo, wasabi_air",
+        );
+    };
+    let mut bounds = [None, None];
+    for (slot, name) in bounds.iter_mut().zip(["from", "to"]) {
+        if let Some(v) = q.get(name) {
+            match parse_instant(v) {
+                Some(ns) => *slot = Some(gen::from_ns(ns)),
+                None => return admin_error(&format!("{name} is not an RFC 3339 time: {v:?}")),
+            }
+        }
+    }
+    let events = sim.events(vendor, bounds[0], bounds[1], gen::now_ns());
+    let mut body = String::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
+    body.push('[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(e);
+    }
+    body.push(']');
+    json(StatusCode::OK, body)
+}
+
+/// `GET /_sim/stats`.
+async fn admin_stats(State(sim): State<Arc<Sim>>) -> Response {
+    Json(sim.stats()).into_response()
+}
+
+/// `POST /_sim/faults` with a [`Fault`] body.
+async fn admin_faults(State(sim): State<Arc<Sim>>, Json(fault): Json<Fault>) -> Response {
+    if let Some(v) = &fault.vendor {
+        if Vendor::parse(v).is_none() {
+            return admin_error(&format!("unknown vendor {v:?}"));
+        }
+    }
+    if StatusCode::from_u16(fault.status).is_err() {
+        return admin_error(&format!("invalid status {}", fault.status));
+    }
+    if let Some(v) = &fault.retry_after {
+        if HeaderValue::from_str(v).is_err() {
+            return admin_error("retry_after is not a valid header value");
+        }
+    }
+    sim.inject_fault(fault);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /_sim/expire_tokens`.
+async fn admin_expire_tokens(State(sim): State<Arc<Sim>>) -> Response {
+    sim.expire_tokens();
+    StatusCode::NO_CONTENT.into_response()
+}

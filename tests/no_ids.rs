@@ -1,0 +1,210 @@
+//! The two sources without event ids — Domo's activity log and Domino's data-source audit —
+//! end to end against their emulators: content + occurrence keys, identical twins, tokens that
+//! expire, wall-clock times across daylight-saving changes, and adaptive windows.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use auditship_sim::{SimConfig, Vendor};
+use common::*;
+use serde_json::Value;
+
+const NO_IDS: [Vendor; 2] = [Vendor::Domo, Vendor::DominoDatasource];
+
+/// How many raw entries of the truth occur more than once (identical twins).
+fn twins(truth: &[String]) -> usize {
+    let mut n: HashMap<&str, usize> = HashMap::new();
+    for t in truth {
+        *n.entry(t.as_str()).or_default() += 1;
+    }
+    n.values().filter(|c| **c > 1).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_day_backfill_with_identical_twins_is_complete_and_a_second_once_adds_nothing() {
+    let cfg = SimConfig {
+        twin_fraction: 0.05,
+        ..backfill(&NO_IDS, 12_000, 3, 41)
+    };
+    let sim = sim(cfg.clone()).await;
+    let sources: String = NO_IDS
+        .iter()
+        .map(|v| source_toml(&sim, &cfg, *v, ""))
+        .collect();
+    let s = setup("", &sources);
+    once_ok(&s);
+    let lines = read_lines(&s.out);
+    for v in NO_IDS {
+        let truth = truth(&sim, &cfg, v);
+        assert!(
+            twins(&truth) > 100,
+            "{}: the data set has too few twins to test",
+            v.as_str()
+        );
+        assert_exactly(&lines, &name(v), &truth);
+    }
+    let len = std::fs::metadata(&s.out).unwrap().len();
+    once_ok(&s);
+    assert_eq!(
+        std::fs::metadata(&s.out).unwrap().len(),
+        len,
+        "second --once delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domo_token_that_expires_mid_run_is_renewed() {
+    let cfg = SimConfig {
+        domo_token_ttl: Duration::from_secs(3),
+        ..backfill(&[Vendor::Domo], 20_000, 2, 42)
+    };
+    let sim = sim(cfg.clone()).await;
+    let s = setup(
+        "",
+        &source_toml(&sim, &cfg, Vendor::Domo, "page_size = 100\n"),
+    );
+    let config = s.config.to_str().unwrap().to_string();
+    let runner = std::thread::spawn(move || run(&["run", "--once", "--config", &config], &[]));
+    // Revoke every token a few times while the backfill runs (the 401 path), on top of the
+    // short lifetime (the renew-before-expiry path).
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        sim.expire_tokens();
+    }
+    let out = runner.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("renewing the token"),
+        "the 401 path was not taken:\n{stderr}"
+    );
+    assert!(sim.stats().tokens_issued >= 3, "{:?}", sim.stats());
+    assert_exactly(
+        &read_lines(&s.out),
+        "domo",
+        &truth(&sim, &cfg, Vendor::Domo),
+    );
+}
+
+/// Checks every delivered Domo event's `time` is the instant the emulator generated it at.
+fn assert_true_instants(sim: &auditship_sim::SimHandle, lines: &[Value]) {
+    for e in lines {
+        let t = t(e["time"].as_str().unwrap());
+        let at_that_second = sim.events(Vendor::Domo, t, t + chrono::Duration::seconds(1));
+        let raw = e["raw"].to_string();
+        assert!(
+            at_that_second
+                .iter()
+                .any(|r| serde_json::from_str::<Value>(r).unwrap().to_string() == raw),
+            "{} was generated at another instant than {t}",
+            e["raw"]["time"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domo_in_america_denver_across_both_dst_changes_yields_the_right_instants() {
+    let denver: chrono_tz::Tz = "America/Denver".parse().unwrap();
+    // The autumn change repeats 01:00–02:00; the spring change skips 02:00–03:00.
+    for (from, to) in [
+        ("2024-11-02T18:00:00Z", "2024-11-03T18:00:00Z"),
+        ("2024-03-09T18:00:00Z", "2024-03-10T18:00:00Z"),
+    ] {
+        let cfg = SimConfig {
+            start: t(from),
+            end: t(to),
+            events: 8_000,
+            vendors: vec![Vendor::Domo],
+            domo_time_zone: denver,
+            twin_fraction: 0.03,
+            ..SimConfig::default()
+        };
+        let sim = sim(cfg.clone()).await;
+        let s = setup(
+            "",
+            &source_toml(&sim, &cfg, Vendor::Domo, "time_zone = \"America/Denver\"\n"),
+        );
+        once_ok(&s);
+        let lines = read_lines(&s.out);
+        let truth = truth(&sim, &cfg, Vendor::Domo);
+        assert_exactly(&lines, "domo", &truth);
+        assert_true_instants(&sim, &lines);
+        // The repeated hour really held events on both sides of the change.
+        if from.starts_with("2024-11") {
+            let in_repeat = |lo: &str, hi: &str| {
+                lines
+                    .iter()
+                    .filter(|e| {
+                        let s = e["time"].as_str().unwrap();
+                        s >= lo && s < hi
+                    })
+                    .count()
+            };
+            assert!(in_repeat("2024-11-03T07:00", "2024-11-03T08:00") > 50);
+            assert!(in_repeat("2024-11-03T08:00", "2024-11-03T09:00") > 50);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_data_source_shrinks_its_window_and_loses_nothing() {
+    let cfg = backfill(&[Vendor::DominoDatasource], 15_000, 1, 43);
+    let sim = sim(cfg.clone()).await;
+    // ~52 events per default 5-minute window; a cap of 20 forces halving, again and again.
+    let s = setup(
+        "",
+        &source_toml(
+            &sim,
+            &cfg,
+            Vendor::DominoDatasource,
+            "max_response_events = 20\n",
+        ),
+    );
+    once_ok(&s);
+    assert_exactly(
+        &read_lines(&s.out),
+        "domino-datasource",
+        &truth(&sim, &cfg, Vendor::DominoDatasource),
+    );
+    let requests = sim.stats().requests["domino_datasource"];
+    assert!(
+        requests > 288 * 2,
+        "the window did not shrink: {requests} requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_backfill_then_restart_loses_and_doubles_nothing() {
+    let cfg = SimConfig {
+        twin_fraction: 0.05,
+        ..backfill(&NO_IDS, 25_000, 2, 44)
+    };
+    let sim = sim(cfg.clone()).await;
+    let sources: String = NO_IDS
+        .iter()
+        .map(|v| source_toml(&sim, &cfg, *v, "page_size = 200\n"))
+        .collect();
+    let s = setup("", &sources);
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, text.replace("fsync = false", "fsync = true")).unwrap();
+    let mut rng = fastrand::Rng::new();
+    let mut kills = 0;
+    while kills < 8 {
+        let mut child = spawn(&["run", "--once", "--config", s.config.to_str().unwrap()]);
+        std::thread::sleep(Duration::from_millis(rng.u64(20..400)));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        signal(&child, "KILL");
+        let _ = child.wait();
+        kills += 1;
+    }
+    assert!(kills >= 5, "only {kills} kills landed");
+    once_ok(&s);
+    let lines = read_lines(&s.out);
+    for v in NO_IDS {
+        assert_exactly(&lines, &name(v), &truth(&sim, &cfg, v));
+    }
+}
