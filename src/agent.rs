@@ -1,17 +1,19 @@
 //! The agent: state, sinks and one poller task per source, until shutdown (or one pass).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
+use crate::health::{Health, SourceHealth};
 use crate::metrics;
 use crate::pipeline::{PollError, Poller};
+use crate::server::{self, Probe};
 use crate::sinks::{self, SinkSlot};
 use crate::sources::{self, Http};
 use crate::state::State;
@@ -71,39 +73,149 @@ pub async fn open_sinks(cfg: &Config, state: &State) -> anyhow::Result<Vec<Arc<S
     let mut slots = Vec::new();
     for s in &cfg.sinks {
         let pos = state.sink_position(&s.name).await?;
-        slots.push(sinks::open(s, pos).await?);
+        slots.push(sinks::open(s, pos, &cfg.agent.retry).await?);
     }
     Ok(slots)
 }
 
-/// Runs every source until `cancel` fires (or, with `once`, one pass each).
-pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow::Result<Outcome> {
-    let _lock = StateLock::acquire(&cfg.agent.state_path)?;
-    let state = open_state(&cfg.agent.state_path).await?;
-    let slots = open_sinks(cfg, &state).await?;
-    let http = Http::new(cfg.agent.request_timeout).context("cannot build the HTTP client")?;
-    let tracker = TaskTracker::new();
-    let mut handles = Vec::new();
-    for src in &cfg.sources {
-        let sinks: Vec<_> = slots
+/// A source task of the running generation.
+struct Running {
+    config: SourceConfig,
+    /// Cancels this source alone (a child of the agent's token).
+    cancel: CancellationToken,
+    handle: tokio::task::JoinHandle<bool>,
+}
+
+/// What the agent runs: the sinks and one task per source.
+struct Generation {
+    config: Config,
+    http: Http,
+    sinks: Vec<Arc<SinkSlot>>,
+    sources: BTreeMap<String, Running>,
+}
+
+/// Everything a generation is started from.
+struct Shared {
+    state: State,
+    health: Arc<Health>,
+    once: bool,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    fn start_source(&self, g: &Generation, src: &SourceConfig) -> Running {
+        let sinks: Vec<_> = g
+            .sinks
             .iter()
             .filter(|s| s.config.takes(&src.name))
             .cloned()
             .collect();
+        let cancel = self.cancel.child_token();
+        let health = self.health.register(&src.name);
         let poller = Poller::new(
             src.clone(),
-            sources::build(src, http.clone()),
-            state.clone(),
+            sources::build(src, g.http.clone()),
+            self.state.clone(),
             sinks,
-            cfg.agent.retry.clone(),
+            g.config.agent.retry.clone(),
             cancel.clone(),
+            health.clone(),
         );
-        handles.push(tracker.spawn(source_loop(poller, once, cancel.clone())));
+        Running {
+            config: src.clone(),
+            cancel: cancel.clone(),
+            handle: tokio::spawn(source_loop(poller, self.once, cancel, health)),
+        }
     }
-    tracker.close();
+
+    async fn start(&self, config: Config) -> anyhow::Result<Generation> {
+        let http =
+            Http::new(config.agent.request_timeout).context("cannot build the HTTP client")?;
+        let sinks = open_sinks(&config, &self.state).await?;
+        let mut g = Generation {
+            config,
+            http,
+            sinks,
+            sources: BTreeMap::new(),
+        };
+        for src in g.config.sources.clone() {
+            let r = self.start_source(&g, &src);
+            g.sources.insert(src.name.clone(), r);
+        }
+        Ok(g)
+    }
+}
+
+/// Stops source tasks and waits for them: each finishes (delivers and commits) the page in
+/// flight or leaves it uncommitted, never half-committed.
+async fn stop(running: Vec<Running>) {
+    for r in &running {
+        r.cancel.cancel();
+    }
+    for r in running {
+        let _ = r.handle.await;
+    }
+}
+
+/// Runs every source until `cancel` fires (or, with `once`, one pass each). The daemon reloads
+/// its configuration when the file changes or on SIGHUP.
+pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow::Result<Outcome> {
+    let _lock = StateLock::acquire(&cfg.agent.state_path)?;
+    let state = open_state(&cfg.agent.state_path).await?;
+    let health = Arc::new(Health::default());
+    if let Some(addr) = cfg.agent.listen {
+        let probe = Probe {
+            health: health.clone(),
+            state: state.clone(),
+            unready_after: cfg.agent.unready_after,
+            stale: stale_after(cfg),
+        };
+        server::serve(addr, probe, cancel.clone())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (agent.listen)"))?;
+    }
+    let shared = Shared {
+        state,
+        health,
+        once,
+        cancel: cancel.clone(),
+    };
+    let mut current = shared.start(cfg.clone()).await?;
+
+    if !once {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(16);
+        let _watcher = match watch(&cfg.path, tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(config = %cfg.path.display(), error = %e,
+                    "cannot watch the configuration for changes; SIGHUP still reloads");
+                None
+            }
+        };
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
+        let mut text = std::fs::read_to_string(&cfg.path).unwrap_or_default();
+        loop {
+            let why = tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = hup.recv() => "SIGHUP",
+                Some(why) = rx.recv() => why,
+            };
+            // Let a burst of file events settle (editors write in several steps).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            while rx.try_recv().is_ok() {}
+            let new_text = std::fs::read_to_string(&cfg.path).unwrap_or_default();
+            if why != "SIGHUP" && new_text == text {
+                continue;
+            }
+            text = new_text;
+            current = reload(&shared, current, why).await?;
+        }
+    }
+
     let mut ok = true;
-    for h in handles {
-        ok &= h.await.unwrap_or(false);
+    for (_, r) in std::mem::take(&mut current.sources) {
+        ok &= r.handle.await.unwrap_or(false);
     }
     Ok(if ok {
         Outcome::Completed
@@ -112,15 +224,134 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
     })
 }
 
+/// How long a source loop may go without turning before `/healthz` calls it stuck: longer than
+/// any wait the loop makes on purpose.
+fn stale_after(cfg: &Config) -> Duration {
+    let longest_poll = cfg
+        .sources
+        .iter()
+        .map(|s| s.poll_interval)
+        .max()
+        .unwrap_or_default();
+    longest_poll.max(cfg.agent.retry.max_delay)
+        + cfg.agent.request_timeout * 2
+        + Duration::from_secs(60)
+}
+
+/// Applies a changed configuration file. An invalid one, or one that changes what cannot change
+/// live, is refused and the running generation kept. Otherwise sources that were removed or
+/// changed are stopped (their pages in flight committed or left to be read again), and new or
+/// changed ones started; a change to sinks or `[agent]` restarts every source on new sinks.
+async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::Result<Generation> {
+    let path = current.config.path.clone();
+    let new = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(trigger = why, error = %e, "reload refused: the new configuration is invalid; the running one is kept");
+            return Ok(current);
+        }
+    };
+    let old = &current.config;
+    if new.agent.state_path != old.agent.state_path || new.agent.listen != old.agent.listen {
+        tracing::error!(trigger = why,
+            "reload refused: agent.state_path and agent.listen cannot change while running; restart to apply them (the running configuration is kept)");
+        return Ok(current);
+    }
+    if new.agent == old.agent && new.sinks == old.sinks && new.sources == old.sources {
+        tracing::info!(trigger = why, "configuration unchanged");
+        return Ok(current);
+    }
+    let everything = new.agent != old.agent || new.sinks != old.sinks;
+    let (mut removed, mut changed) = (Vec::new(), Vec::new());
+    let mut stopping = Vec::new();
+    for name in current.sources.keys().cloned().collect::<Vec<_>>() {
+        let keep = new.sources.iter().find(|s| s.name == name);
+        let running = &current.sources[&name];
+        if keep.is_none() {
+            removed.push(name.clone());
+        } else if everything || keep != Some(&running.config) {
+            changed.push(name.clone());
+        } else {
+            continue;
+        }
+        if let Some(r) = current.sources.remove(&name) {
+            stopping.push(r);
+        }
+    }
+    stop(stopping).await;
+    for name in &removed {
+        shared.health.remove(name);
+    }
+    let added: Vec<String> = new
+        .sources
+        .iter()
+        .filter(|s| !old.sources.iter().any(|o| o.name == s.name))
+        .map(|s| s.name.clone())
+        .collect();
+    if everything {
+        // No task holds the old sinks any more: reopen them at their committed positions.
+        current.sinks.clear();
+        current.sinks = open_sinks(&new, &shared.state).await?;
+        current.http =
+            Http::new(new.agent.request_timeout).context("cannot build the HTTP client")?;
+    }
+    current.config = new;
+    for src in current.config.sources.clone() {
+        if !current.sources.contains_key(&src.name) {
+            let r = shared.start_source(&current, &src);
+            current.sources.insert(src.name.clone(), r);
+        }
+    }
+    tracing::info!(trigger = why, added = ?added, removed = ?removed, restarted = ?changed,
+        sinks_reopened = everything, "configuration reloaded");
+    Ok(current)
+}
+
+/// Watches the configuration's directory (a Kubernetes ConfigMap changes by swapping a symlink
+/// there, not by writing the file) and reports changes that may concern the file.
+fn watch(
+    path: &Path,
+    tx: tokio::sync::mpsc::Sender<&'static str>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let name = path.file_name().map(|n| n.to_os_string());
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let Ok(ev) = ev else { return };
+        let relevant = ev.paths.iter().any(|p| {
+            let f = p.file_name();
+            f == name.as_deref()
+                || f.and_then(|f| f.to_str())
+                    .is_some_and(|f| f.starts_with(".."))
+        });
+        if relevant {
+            let _ = tx.try_send("file change");
+        }
+    })?;
+    w.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(w)
+}
+
 /// One source's life: poll, wait, poll... Returns whether it ended well.
-pub async fn source_loop(mut poller: Poller, once: bool, cancel: CancellationToken) -> bool {
+pub async fn source_loop(
+    mut poller: Poller,
+    once: bool,
+    cancel: CancellationToken,
+    health: SourceHealth,
+) -> bool {
     let name = poller.name().to_string();
     let interval = poller.config().poll_interval;
     metrics::source_up(&name, true);
     loop {
         let started = Instant::now();
+        health.beat();
         match poller.poll().await {
             Ok(s) => {
+                health.polled();
                 metrics::poll_done(&name, true, s.cursor);
                 let lag_s = s
                     .cursor
@@ -143,10 +374,11 @@ pub async fn source_loop(mut poller: Poller, once: bool, cancel: CancellationTok
                 }
             }
             Err(PollError::Cancelled) => {
-                tracing::info!(source = %name, "stopped by shutdown; uncommitted pages will be read again");
+                tracing::info!(source = %name, "stopped; uncommitted pages will be read again");
                 return !once;
             }
             Err(e) if e.is_permanent() => {
+                health.stopped(&e);
                 metrics::poll_done(&name, false, None);
                 metrics::source_up(&name, false);
                 tracing::error!(source = %name, error = %e,
@@ -154,6 +386,7 @@ pub async fn source_loop(mut poller: Poller, once: bool, cancel: CancellationTok
                 return false;
             }
             Err(e) => {
+                health.failed(&e);
                 metrics::poll_done(&name, false, None);
                 tracing::warn!(source = %name, error = %e, next_poll_s = interval.as_secs(),
                     "poll failed; nothing after the last commit was skipped, the next poll resumes there");
@@ -162,9 +395,17 @@ pub async fn source_loop(mut poller: Poller, once: bool, cancel: CancellationTok
                 }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = cancel.cancelled() => return true,
+        // Sleep until the next poll, beating so /healthz sees the loop turn.
+        let wake = tokio::time::Instant::now() + interval;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.min(tokio::time::Instant::now() + Duration::from_secs(5))) => {}
+                _ = cancel.cancelled() => return true,
+            }
+            health.beat();
+            if tokio::time::Instant::now() >= wake {
+                break;
+            }
         }
     }
 }

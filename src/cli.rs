@@ -173,6 +173,10 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
     for s in &cfg.sinks {
         match &s.kind {
             SinkKind::Stdout => println!("sink {}: ok", s.name),
+            SinkKind::Http(_) => println!(
+                "sink {}: ok (not contacted: an http sink is tried on delivery)",
+                s.name
+            ),
             SinkKind::File { path, .. } => {
                 let dir = path.parent().unwrap_or(Path::new("."));
                 let probe = tempfile_in(dir);

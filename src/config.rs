@@ -85,6 +85,8 @@ pub struct RawAgent {
     pub retry_max_delay: Option<String>,
     /// Attempts per request before a poll gives up (default 8; the next poll tries again).
     pub retry_max_attempts: Option<i64>,
+    /// `/readyz` answers 503 once a source has been failing for longer than this (default 5m).
+    pub unready_after: Option<String>,
 }
 
 /// `[[sources]]`: one audit API to read. One flat table for all kinds, so that a key that does
@@ -153,6 +155,36 @@ pub struct RawSink {
     pub sources: Option<Vec<String>>,
     pub include_raw: Option<bool>,
     pub format: Option<String>,
+    /// `http`: where batches are POSTed.
+    pub url: Option<String>,
+    /// `http`: `ndjson` (default), `json_array`, `splunk_hec` or `elasticsearch_bulk`.
+    pub encoding: Option<String>,
+    /// `http`: the Splunk index (optional) or the Elasticsearch index (required).
+    pub index: Option<String>,
+    /// `http`, `splunk_hec`: `sourcetype` of every event (default `auditship`).
+    pub sourcetype: Option<String>,
+    /// `http`, `splunk_hec`: `host` of every event (default this machine's hostname).
+    pub host: Option<String>,
+    /// `http`: most events in one request (default 500).
+    pub batch_max_events: Option<i64>,
+    /// `http`: most bytes in one request body, before compression (default 4 MiB).
+    pub batch_max_bytes: Option<i64>,
+    /// `http`: gzip request bodies (default false).
+    pub gzip: Option<bool>,
+    /// `http`: extra request headers; the values are secrets, never logged.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// `http`: header name → file whose content (one trailing newline trimmed) is the value.
+    pub header_files: Option<BTreeMap<String, String>>,
+    /// `http`: timeout of one request (default 30s).
+    pub timeout: Option<String>,
+    /// `http`: PEM file of CA certificates trusted besides the system's roots.
+    pub ca_file: Option<String>,
+    /// `http`: PEM client certificate (chain) for mutual TLS; needs `client_key`.
+    pub client_cert: Option<String>,
+    /// `http`: PEM private key of `client_cert`.
+    pub client_key: Option<String>,
+    /// `http`: do not verify the receiver's TLS certificate (warned about loudly at start).
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// The file as written.
@@ -237,7 +269,7 @@ impl SourceKind {
 }
 
 /// How a source authenticates. Which fields are set depends on the kind (validated).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SourceAuth {
     pub api_key: Option<Secret>,
     pub jwt: Option<Secret>,
@@ -247,7 +279,7 @@ pub struct SourceAuth {
 }
 
 /// One validated `[[sources]]` entry, with the agent's defaults folded in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     /// Unique name; appears as `source` in every event and keys its state.
     pub name: String,
@@ -281,10 +313,63 @@ pub enum SinkKind {
         /// of the file (default true).
         fsync: bool,
     },
+    /// POSTs batches to a SIEM or collector (`src/sinks/http.rs`).
+    Http(Box<HttpSinkConfig>),
+}
+
+/// How an HTTP sink writes a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpEncoding {
+    /// One native event per line (`application/x-ndjson`).
+    Ndjson,
+    /// One JSON array of native events.
+    JsonArray,
+    /// Splunk HEC event objects one after another, the native event under `event`.
+    SplunkHec {
+        /// `index` of every event (default: the HEC token's default index).
+        index: Option<String>,
+        /// `sourcetype` of every event.
+        sourcetype: String,
+        /// `host` of every event (`None`: this machine's hostname, looked up at start).
+        host: Option<String>,
+    },
+    /// Elasticsearch/OpenSearch `_bulk` `create` actions with `_id` = the event id, so a batch
+    /// sent twice cannot double a document.
+    ElasticsearchBulk {
+        /// The index (or data stream) the documents are created in.
+        index: String,
+    },
+}
+
+/// A validated `kind = "http"` sink. Header files are read; TLS files are checked here and read
+/// again when the sink starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSinkConfig {
+    /// Where every batch is POSTed.
+    pub url: Url,
+    pub encoding: HttpEncoding,
+    /// Most events in one request.
+    pub batch_max_events: usize,
+    /// Most bytes in one request body, before compression (one larger event goes alone).
+    pub batch_max_bytes: usize,
+    /// Compress bodies (`Content-Encoding: gzip`).
+    pub gzip: bool,
+    /// Extra headers (from `headers` and `header_files`), sent as sensitive values.
+    pub headers: Vec<(String, Secret)>,
+    /// Timeout of one request, connection included.
+    pub timeout: Duration,
+    /// PEM CA certificates trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// Accept any certificate from the receiver (warned about at start).
+    pub insecure_skip_verify: bool,
 }
 
 /// One validated `[[sinks]]` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkConfig {
     pub name: String,
     pub kind: SinkKind,
@@ -313,12 +398,14 @@ pub struct RetryConfig {
 }
 
 /// `[agent]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
     pub state_path: PathBuf,
     pub listen: Option<SocketAddr>,
     pub request_timeout: Duration,
     pub retry: RetryConfig,
+    /// A source failing for longer than this makes `/readyz` answer 503.
+    pub unready_after: Duration,
 }
 
 /// The whole validated configuration.
@@ -612,6 +699,9 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
             }
         },
     };
+    let unready_after = c
+        .duration("agent.unready_after", &a.unready_after, true)
+        .unwrap_or(Duration::from_secs(300));
     let listen = a
         .listen
         .as_deref()
@@ -872,18 +962,29 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
                     fsync: s.fsync.unwrap_or(true),
                 }),
             },
+            Some("http") => http_sink(&mut c, &key, s).map(|h| SinkKind::Http(Box::new(h))),
             Some(other) => {
                 c.fail(
                     &format!("{key}.kind"),
-                    format_args!("{other:?} is not a sink kind; one of stdout, file"),
+                    format_args!("{other:?} is not a sink kind; one of stdout, file, http"),
                 );
                 None
             }
             None => {
-                c.fail(&format!("{key}.kind"), "missing; one of stdout, file");
+                c.fail(&format!("{key}.kind"), "missing; one of stdout, file, http");
                 None
             }
         };
+        if s.kind.as_deref() != Some("http") {
+            for (opt, set) in http_options(s) {
+                if set {
+                    c.fail(
+                        &format!("{key}.{opt}"),
+                        format_args!("not an option of kind {}", s.kind.as_deref().unwrap_or("?")),
+                    );
+                }
+            }
+        }
         match s.format.as_deref() {
             None | Some("native") => {}
             Some(f) => c.fail(
@@ -933,9 +1034,278 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
             listen,
             request_timeout,
             retry,
+            unready_after,
         },
         sources,
         sinks,
+    })
+}
+
+/// The options only `kind = "http"` takes, and whether each is set.
+fn http_options(s: &RawSink) -> [(&'static str, bool); 15] {
+    [
+        ("url", s.url.is_some()),
+        ("encoding", s.encoding.is_some()),
+        ("index", s.index.is_some()),
+        ("sourcetype", s.sourcetype.is_some()),
+        ("host", s.host.is_some()),
+        ("batch_max_events", s.batch_max_events.is_some()),
+        ("batch_max_bytes", s.batch_max_bytes.is_some()),
+        ("gzip", s.gzip.is_some()),
+        ("headers", s.headers.is_some()),
+        ("header_files", s.header_files.is_some()),
+        ("timeout", s.timeout.is_some()),
+        ("ca_file", s.ca_file.is_some()),
+        ("client_cert", s.client_cert.is_some()),
+        ("client_key", s.client_key.is_some()),
+        ("insecure_skip_verify", s.insecure_skip_verify.is_some()),
+    ]
+}
+
+/// Headers the HTTP sink sets itself, which `headers` must not override.
+const RESERVED_HEADERS: [&str; 6] = [
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "host",
+    "idempotency-key",
+];
+
+/// Validates a `kind = "http"` sink: reads its header files and checks its TLS files parse.
+fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    for (opt, set) in [("path", s.path.is_some()), ("fsync", s.fsync.is_some())] {
+        if set {
+            c.fail(&format!("{key}.{opt}"), "not an option of kind http");
+        }
+    }
+    let url = match &s.url {
+        None => {
+            c.fail(
+                &format!("{key}.url"),
+                "missing: the receiver's URL, e.g. \"https://splunk.example.com:8088/services/collector/event\"",
+            );
+            None
+        }
+        u => c.url(&format!("{key}.url"), u),
+    };
+    let enc = s.encoding.as_deref().unwrap_or("ndjson");
+    for (opt, set, takes) in [
+        (
+            "index",
+            s.index.is_some(),
+            matches!(enc, "splunk_hec" | "elasticsearch_bulk"),
+        ),
+        ("sourcetype", s.sourcetype.is_some(), enc == "splunk_hec"),
+        ("host", s.host.is_some(), enc == "splunk_hec"),
+    ] {
+        if set && !takes {
+            c.fail(
+                &format!("{key}.{opt}"),
+                format_args!("not an option of encoding {enc}"),
+            );
+        }
+    }
+    for (opt, v) in [
+        ("index", &s.index),
+        ("sourcetype", &s.sourcetype),
+        ("host", &s.host),
+    ] {
+        if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            c.fail(&format!("{key}.{opt}"), "is empty");
+        }
+    }
+    let encoding = match enc {
+        "ndjson" => Some(HttpEncoding::Ndjson),
+        "json_array" => Some(HttpEncoding::JsonArray),
+        "splunk_hec" => Some(HttpEncoding::SplunkHec {
+            index: s.index.clone(),
+            sourcetype: s.sourcetype.clone().unwrap_or_else(|| "auditship".into()),
+            host: s.host.clone(),
+        }),
+        "elasticsearch_bulk" => match s.index.as_deref() {
+            None => {
+                c.fail(
+                    &format!("{key}.index"),
+                    "missing: elasticsearch_bulk needs the index (or data stream) to create documents in",
+                );
+                None
+            }
+            Some(i)
+                if i.chars().any(|ch| {
+                    ch.is_uppercase() || ch.is_whitespace() || "\\/*?\"<>|,#".contains(ch)
+                }) =>
+            {
+                c.fail(
+                    &format!("{key}.index"),
+                    format_args!("{i:?} is not a valid index name: lowercase, without spaces or \\/*?\"<>|,#"),
+                );
+                None
+            }
+            Some(i) => Some(HttpEncoding::ElasticsearchBulk {
+                index: i.to_string(),
+            }),
+        },
+        other => {
+            c.fail(
+                &format!("{key}.encoding"),
+                format_args!("{other:?} is not an encoding; one of ndjson, json_array, splunk_hec, elasticsearch_bulk"),
+            );
+            None
+        }
+    };
+    let mut bounded = |opt: &str, v: Option<i64>, default: usize, max: usize, what: &str| match v {
+        None => default,
+        Some(n) if n >= 1 && n as u64 <= max as u64 => n as usize,
+        Some(n) => {
+            c.fail(
+                &format!("{key}.{opt}"),
+                format_args!("{n} is out of range; 1 to {max} {what}"),
+            );
+            default
+        }
+    };
+    let batch_max_events = bounded(
+        "batch_max_events",
+        s.batch_max_events,
+        500,
+        100_000,
+        "events",
+    );
+    let batch_max_bytes = bounded(
+        "batch_max_bytes",
+        s.batch_max_bytes,
+        4 << 20,
+        1 << 30,
+        "bytes",
+    );
+    let timeout = c
+        .duration(&format!("{key}.timeout"), &s.timeout, true)
+        .unwrap_or(Duration::from_secs(30));
+
+    let mut headers: Vec<(String, Secret)> = Vec::new();
+    let mut seen = HashSet::new();
+    let inline = s
+        .headers
+        .iter()
+        .flatten()
+        .map(|(k, v)| ("headers", k, Ok(v.clone())));
+    let files = s.header_files.iter().flatten().map(|(k, f)| {
+        let p = c.base.join(f);
+        let v = std::fs::read_to_string(&p)
+            .map(|v| {
+                let v = v.strip_suffix('\n').unwrap_or(&v);
+                v.strip_suffix('\r').unwrap_or(v).to_string()
+            })
+            .map_err(|e| format!("cannot read {}: {e}", p.display()));
+        ("header_files", k, v)
+    });
+    let entries: Vec<_> = inline.chain(files).collect();
+    for (table, name, value) in entries {
+        let hkey = format!("{key}.{table}.{name}");
+        let Ok(hname) = HeaderName::from_bytes(name.as_bytes()) else {
+            c.fail(&hkey, "not a valid HTTP header name");
+            continue;
+        };
+        if RESERVED_HEADERS.contains(&hname.as_str()) {
+            c.fail(&hkey, "is set by the sink itself; remove it");
+            continue;
+        }
+        if !seen.insert(hname.as_str().to_string()) {
+            c.fail(
+                &hkey,
+                "is set twice (names are case-insensitive; headers and header_files share them)",
+            );
+            continue;
+        }
+        match value {
+            Err(e) => c.fail(&hkey, e),
+            Ok(v) if v.is_empty() => c.fail(&hkey, "is empty"),
+            // The value is a secret: say what is wrong without showing it.
+            Ok(v) if HeaderValue::from_str(&v).is_err() => c.fail(
+                &hkey,
+                "the value holds characters not allowed in an HTTP header (a newline?)",
+            ),
+            Ok(v) => headers.push((name.clone(), Secret::new(v))),
+        }
+    }
+
+    let https = url.as_ref().is_none_or(|u| u.scheme() == "https");
+    let mut tls_file = |opt: &str, v: &Option<String>| -> Option<(PathBuf, Vec<u8>)> {
+        let f = v.as_deref()?;
+        if !https {
+            c.fail(&format!("{key}.{opt}"), "only used with an https:// url");
+            return None;
+        }
+        let p = c.base.join(f);
+        match std::fs::read(&p) {
+            Ok(b) => Some((p, b)),
+            Err(e) => {
+                c.fail(
+                    &format!("{key}.{opt}"),
+                    format_args!("cannot read {}: {e}", p.display()),
+                );
+                None
+            }
+        }
+    };
+    let ca = tls_file("ca_file", &s.ca_file);
+    let cert = tls_file("client_cert", &s.client_cert);
+    let client_key = tls_file("client_key", &s.client_key);
+    if let Some((p, pem)) = &ca {
+        if !reqwest::Certificate::from_pem_bundle(pem).is_ok_and(|v| !v.is_empty()) {
+            c.fail(
+                &format!("{key}.ca_file"),
+                format_args!("{} holds no PEM certificate", p.display()),
+            );
+        }
+    }
+    match (
+        &cert,
+        &client_key,
+        s.client_cert.is_some(),
+        s.client_key.is_some(),
+    ) {
+        (Some((_, cert_pem)), Some((_, key_pem)), ..) => {
+            let mut pem = cert_pem.clone();
+            pem.push(b'\n');
+            pem.extend_from_slice(key_pem);
+            if reqwest::Identity::from_pem(&pem).is_err() {
+                c.fail(
+                    &format!("{key}.client_cert"),
+                    "client_cert and client_key must be a PEM certificate and its PEM private key",
+                );
+            }
+        }
+        (_, _, true, false) => c.fail(
+            &format!("{key}.client_key"),
+            "missing: client_cert needs client_key",
+        ),
+        (_, _, false, true) => c.fail(
+            &format!("{key}.client_cert"),
+            "missing: client_key needs client_cert",
+        ),
+        _ => {}
+    }
+    if s.insecure_skip_verify == Some(true) && !https {
+        c.fail(
+            &format!("{key}.insecure_skip_verify"),
+            "only used with an https:// url",
+        );
+    }
+    Some(HttpSinkConfig {
+        url: url?,
+        encoding: encoding?,
+        batch_max_events,
+        batch_max_bytes,
+        gzip: s.gzip.unwrap_or(false),
+        headers,
+        timeout,
+        ca_file: ca.map(|(p, _)| p),
+        client_cert: cert.map(|(p, _)| p),
+        client_key: client_key.map(|(p, _)| p),
+        insecure_skip_verify: s.insecure_skip_verify.unwrap_or(false),
     })
 }
 
@@ -1114,5 +1484,37 @@ mod tests {
         let e = parse("[agent\nx=").unwrap_err();
         assert_eq!(e.problems.len(), 1);
         assert!(e.to_string().lines().count() <= 3, "{e}");
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// `config/auditship.toml` documents every option: it must stay a valid config.
+    #[test]
+    fn the_annotated_example_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/auditship.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for secret in ["domino_api_key", "domo_client_secret"] {
+            let p = dir.path().join(secret);
+            std::fs::write(&p, "s3cret\n").unwrap();
+            text = text.replace(
+                &format!("/run/secrets/auditship/{secret}"),
+                p.to_str().unwrap(),
+            );
+        }
+        for var in [
+            "DOMINO_API_KEY",
+            "DOMO_CLIENT_ID",
+            "AIR_API_KEY",
+            "HEC_TOKEN",
+        ] {
+            std::env::set_var(var, "from-env");
+        }
+        let c = Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sources.len(), 4);
+        assert!(c.sinks.len() >= 2);
     }
 }

@@ -5,23 +5,25 @@
 //! The map:
 //! - [`cli`]: the commands (`run`, `check`, `state`, `simulate`, `demo`); `main.rs` only parses.
 //! - [`config`]: TOML in, validated settings out; `${ENV}` and `X_file` secrets.
-//! - [`agent`]: state, sinks and one poller task per source, until shutdown.
+//! - [`agent`]: state, sinks and one poller task per source, until shutdown; config reload.
 //! - [`pipeline`]: the generic poller — windows, paging, retries, dedupe, deliver, commit.
 //! - [`sources`]: one file per vendor API, behind the small [`sources::Source`] trait.
 //! - [`sinks`]: stdout and file, behind [`sinks::Sink`].
 //! - [`state`]: SQLite on its own thread: cursors, dedupe keys, sink positions, migrations.
 //! - [`event`], [`dedupe`], [`timefmt`]: the native event, its keys, and time text.
 //! - [`retry`]: the one retry policy of every HTTP call.
-//! - [`metrics`]: counters for `/metrics`.
+//! - [`metrics`], [`health`], [`server`]: `/metrics`, `/healthz` and `/readyz`.
 
 pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod dedupe;
 pub mod event;
+pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod retry;
+pub mod server;
 pub mod sinks;
 pub mod sources;
 pub mod state;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{RetryConfig, SourceConfig};
 use crate::dedupe::{self, Key, Occurrences};
 use crate::event::Event;
+use crate::health::SourceHealth;
 use crate::metrics;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::sinks::{SinkError, SinkSlot};
@@ -71,6 +72,8 @@ pub struct Poller {
     occurrences: Occurrences,
     /// Set once an API was seen not sorting newest first (so keyset narrowing is off).
     unordered_warned: bool,
+    /// Progress and failures, for `/healthz` and `/readyz`.
+    health: SourceHealth,
 }
 
 impl Poller {
@@ -81,6 +84,7 @@ impl Poller {
         sinks: Vec<Arc<SinkSlot>>,
         retry: RetryConfig,
         cancel: CancellationToken,
+        health: SourceHealth,
     ) -> Poller {
         let traits = source.traits();
         let window = max_window(&cfg, &traits);
@@ -95,6 +99,7 @@ impl Poller {
             window,
             occurrences: Occurrences::default(),
             unordered_warned: false,
+            health,
         }
     }
 
@@ -237,6 +242,10 @@ impl Poller {
             || async {
                 let r = self.source.fetch(req).await;
                 metrics::source_request(name, kind, &r);
+                match &r {
+                    Ok(_) => self.health.progress(),
+                    Err(e) => self.health.failed(e),
+                }
                 r
             },
         )
@@ -287,7 +296,8 @@ impl Poller {
         }
         if !fresh.is_empty() {
             for i in 0..guards.len() {
-                if let Err(e) = guards[i].deliver(&fresh, &self.cancel).await {
+                let delivery = beating(&self.health, guards[i].deliver(&fresh, &self.cancel));
+                if let Err(e) = delivery.await {
                     for g in guards[..i].iter_mut() {
                         g.rollback();
                     }
@@ -318,6 +328,7 @@ impl Poller {
                 for g in guards.iter_mut() {
                     g.committed();
                 }
+                self.health.progress();
             }
             Err(e) => {
                 for g in guards.iter_mut() {
@@ -350,6 +361,19 @@ impl Poller {
             keys.push(key);
         }
         Ok(keys)
+    }
+}
+
+/// Awaits `fut`, beating `health` every second meanwhile: a sink that retries through an outage
+/// keeps the loop alive (backpressure, not a hang).
+async fn beating<F: std::future::Future>(health: &SourceHealth, fut: F) -> F::Output {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => health.beat(),
+        }
     }
 }
 

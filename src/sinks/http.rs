@@ -53,11 +53,10 @@ pub struct HttpSink {
     client: reqwest::Client,
     /// Turns events into request bodies.
     encoder: Encoder,
-    /// `Content-Type` of the bodies `encoder` writes.
-    content_type: HeaderValue,
     /// Compress bodies with gzip (`Content-Encoding: gzip`).
     gzip: bool,
-    /// The configured headers; every value is marked sensitive.
+    /// `Content-Type` for the encoding, then the configured headers (which may replace it);
+    /// every configured value is marked sensitive.
     headers: HeaderMap,
     /// The configured header values, scrubbed from anything a receiver echoes back.
     secrets: Vec<Secret>,
@@ -104,8 +103,9 @@ impl HttpSink {
                 std::fs::read(key)
                     .map_err(|e| fail(format!("client_key {}: {e}", key.display())))?,
             );
-            let identity = reqwest::Identity::from_pem(&pem)
-                .map_err(|_| fail("client_cert/client_key: not a PEM certificate and private key".into()))?;
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+                fail("client_cert/client_key: not a PEM certificate and private key".into())
+            })?;
             builder = builder.identity(identity);
         }
         if cfg.insecure_skip_verify {
@@ -119,18 +119,25 @@ impl HttpSink {
             .build()
             .map_err(|e| fail(format!("cannot build the HTTP client: {}", chain(&e))))?;
 
+        let encoder = Encoder::new(&cfg.encoding, include_raw);
         let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(encoder.content_type()),
+        );
         let mut secrets = Vec::new();
         for (k, v) in &cfg.headers {
             let key = HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| fail(format!("header {k:?}: not a valid header name")))?;
-            let mut value = HeaderValue::from_str(v.expose())
-                .map_err(|_| fail(format!("header {k}: value holds characters not allowed in HTTP")))?;
+            let mut value = HeaderValue::from_str(v.expose()).map_err(|_| {
+                fail(format!(
+                    "header {k}: value holds characters not allowed in HTTP"
+                ))
+            })?;
             value.set_sensitive(true);
             headers.insert(key, value);
             secrets.push(v.clone());
         }
-        let encoder = Encoder::new(&cfg.encoding, include_raw);
         tracing::info!(sink = %name, encoding = encoder.name(),
             endpoint = %format!("{}://{}{}", cfg.url.scheme(), cfg.url.host_str().unwrap_or(""), cfg.url.path()),
             gzip = cfg.gzip, batch_max_events = cfg.batch_max_events, batch_max_bytes = cfg.batch_max_bytes,
@@ -139,7 +146,6 @@ impl HttpSink {
             name: name.to_string(),
             url: cfg.url.clone(),
             client,
-            content_type: HeaderValue::from_static(encoder.content_type()),
             encoder,
             gzip: cfg.gzip,
             headers,
@@ -270,7 +276,6 @@ impl HttpSink {
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
-            .header(header::CONTENT_TYPE, self.content_type.clone())
             .header(IDEMPOTENCY_KEY.clone(), key.clone());
         if self.gzip {
             req = req.header(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -347,9 +352,9 @@ impl Sink for HttpSink {
             let mut start = 0;
             while start < events.len() {
                 let mut body = Vec::new();
-                let end = self
-                    .encoder
-                    .fill(events, start, self.max_events, self.max_bytes, &mut body);
+                let end =
+                    self.encoder
+                        .fill(events, start, self.max_events, self.max_bytes, &mut body);
                 self.send_batch(&events[start..end], body, cancel).await?;
                 start = end;
             }
@@ -669,8 +674,12 @@ struct BulkItem {
 
 /// Reads an `_bulk` answer to a request of `sent` documents.
 fn read_bulk(body: &[u8], sent: usize) -> Result<BulkReport, String> {
-    let head: BulkHead = serde_json::from_slice(body)
-        .map_err(|e| format!("not an _bulk answer ({e}): {}", snippet(&String::from_utf8_lossy(body))))?;
+    let head: BulkHead = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "not an _bulk answer ({e}): {}",
+            snippet(&String::from_utf8_lossy(body))
+        )
+    })?;
     let mut report = BulkReport::default();
     if !head.errors {
         return Ok(report);
@@ -851,7 +860,11 @@ mod tests {
             let encoder = Encoder::new(&enc, true);
             let mut one = Vec::new();
             encoder.fill(&events, 0, 1, usize::MAX, &mut one);
-            for (max_events, max_bytes) in [(10, usize::MAX), (1000, one.len() * 4), (7, one.len() * 3 + 5)] {
+            for (max_events, max_bytes) in [
+                (10, usize::MAX),
+                (1000, one.len() * 4),
+                (7, one.len() * 3 + 5),
+            ] {
                 let mut start = 0;
                 let mut ends = Vec::new();
                 let mut body = Vec::new();
@@ -881,7 +894,10 @@ mod tests {
                 } else {
                     max_events.min(if max_bytes == one.len() * 4 { 4 } else { 3 })
                 };
-                assert!(sizes[..sizes.len() - 1].iter().all(|&n| n == expect), "{sizes:?}");
+                assert!(
+                    sizes[..sizes.len() - 1].iter().all(|&n| n == expect),
+                    "{sizes:?}"
+                );
             }
         }
     }
@@ -902,26 +918,30 @@ mod tests {
         assert_eq!(k, idempotency_key(two().iter()));
         assert_eq!(k.len(), 64);
         // Known value: a change in the derivation would make receivers see new keys.
-        assert_eq!(
-            k.to_str().unwrap(),
-            {
-                let mut h = blake3::Hasher::new();
-                h.update(&1u64.to_le_bytes());
-                h.update(b"a");
-                h.update(&1u64.to_le_bytes());
-                h.update(b"b");
-                h.finalize().to_hex().to_string()
-            }
-        );
+        assert_eq!(k.to_str().unwrap(), {
+            let mut h = blake3::Hasher::new();
+            h.update(&1u64.to_le_bytes());
+            h.update(b"a");
+            h.update(&1u64.to_le_bytes());
+            h.update(b"b");
+            h.finalize().to_hex().to_string()
+        });
         assert_ne!(k, idempotency_key(a.iter().rev()));
         assert_ne!(k, idempotency_key(a.iter().take(1)));
         // Length prefixes: ["ab"] and ["a","b"] differ.
-        assert_ne!(idempotency_key([ev("ab", 0)].iter()), idempotency_key([ev("a", 0), ev("b", 0)].iter()));
+        assert_ne!(
+            idempotency_key([ev("ab", 0)].iter()),
+            idempotency_key([ev("a", 0), ev("b", 0)].iter())
+        );
     }
 
     #[test]
     fn bulk_answer_without_errors_is_all_delivered() {
-        let r = read_bulk(br#"{"took":3,"errors":false,"items":[{"create":{"status":201}}]}"#, 1).unwrap();
+        let r = read_bulk(
+            br#"{"took":3,"errors":false,"items":[{"create":{"status":201}}]}"#,
+            1,
+        )
+        .unwrap();
         assert_eq!(r, BulkReport::default());
     }
 
@@ -948,7 +968,10 @@ mod tests {
         let r = read_bulk(body, 2).unwrap();
         assert_eq!(
             r.rejected,
-            Some((400, "400 mapper_parsing_exception: failed to parse field [time]".into()))
+            Some((
+                400,
+                "400 mapper_parsing_exception: failed to parse field [time]".into()
+            ))
         );
         assert_eq!(r.retry, vec![1]);
     }
@@ -973,8 +996,14 @@ mod tests {
         assert_eq!(st(408, None).verdict(), Verdict::Retry { after: None });
         assert_eq!(st(401, None).verdict(), Verdict::Stop);
         assert_eq!(st(413, None).verdict(), Verdict::Stop);
-        assert_eq!(Failure::Transport("refused".into()).verdict(), Verdict::Retry { after: None });
-        assert_eq!(Failure::Body("x".into()).verdict(), Verdict::Retry { after: None });
+        assert_eq!(
+            Failure::Transport("refused".into()).verdict(),
+            Verdict::Retry { after: None }
+        );
+        assert_eq!(
+            Failure::Body("x".into()).verdict(),
+            Verdict::Retry { after: None }
+        );
         assert_eq!(
             Failure::Refused {
                 status: 400,
@@ -992,6 +1021,135 @@ mod tests {
         let mut out = String::new();
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&z[..]), &mut out).unwrap();
         assert_eq!(out, body);
+    }
+
+    const AGENT: &str = "[agent]\nstate_path = \"s.db\"\n[[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:1\"\napi_key = \"k\"\n";
+
+    fn parse(dir: &std::path::Path, sink: &str) -> Result<crate::config::Config, String> {
+        crate::config::Config::parse(
+            &format!("{AGENT}[[sinks]]\nname = \"siem\"\n{sink}"),
+            &dir.join("a.toml"),
+        )
+        .map_err(|e| e.problems.join("\n"))
+    }
+
+    fn http_cfg(c: &crate::config::Config) -> &HttpSinkConfig {
+        match &c.sinks[0].kind {
+            crate::config::SinkKind::Http(h) => h,
+            k => panic!("{k:?}"),
+        }
+    }
+
+    #[test]
+    fn config_defaults_and_secret_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "Splunk s3cret-token\n").unwrap();
+        let c = parse(
+            dir.path(),
+            "kind = \"http\"\nurl = \"https://hec.example.com:8088/services/collector/event\"\n\
+             encoding = \"splunk_hec\"\n[sinks.header_files]\nAuthorization = \"tok\"\n\
+             [sinks.headers]\nX-Splunk-Request-Channel = \"c0ffee\"\n",
+        )
+        .unwrap();
+        let h = http_cfg(&c);
+        assert_eq!(h.batch_max_events, 500);
+        assert_eq!(h.batch_max_bytes, 4 << 20);
+        assert!(!h.gzip && !h.insecure_skip_verify);
+        assert_eq!(h.timeout, Duration::from_secs(30));
+        assert_eq!(
+            h.encoding,
+            HttpEncoding::SplunkHec {
+                index: None,
+                sourcetype: "auditship".into(),
+                host: None
+            }
+        );
+        let auth = h
+            .headers
+            .iter()
+            .find(|(k, _)| k == "Authorization")
+            .unwrap();
+        assert_eq!(auth.1.expose(), "Splunk s3cret-token");
+        assert!(!format!("{c:?}").contains("s3cret"));
+
+        let sink = HttpSink::new("siem", h, true, &c.agent.retry).unwrap();
+        assert_eq!(sink.retry.max_attempts, None);
+        let v = sink.headers.get("authorization").unwrap();
+        assert!(v.is_sensitive());
+        assert!(!format!("{:?}", sink.headers).contains("s3cret"));
+        assert_eq!(
+            sink.headers.get("content-type").unwrap(),
+            "application/json"
+        );
+        assert_eq!(
+            sink.scrub("{\"text\":\"Invalid token s3cret-token\",\"code\":4}"),
+            "{\"text\":\"Invalid token ***\",\"code\":4}"
+        );
+    }
+
+    #[test]
+    fn config_problems_name_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = parse(
+            dir.path(),
+            "kind = \"http\"\nencoding = \"elasticsearch_bulk\"\npath = \"x\"\nbatch_max_events = 0\n\
+             batch_max_bytes = -1\ntimeout = \"soon\"\nsourcetype = \"x\"\nclient_cert = \"c.pem\"\n\
+             [sinks.headers]\nContent-Length = \"1\"\nX-A = \"bad\\nvalue-secret\"\nx-b = \"1\"\nX-B = \"2\"\n",
+        )
+        .unwrap_err();
+        for want in [
+            "sinks[0].url: missing",
+            "sinks[0].index: missing: elasticsearch_bulk needs the index",
+            "sinks[0].path: not an option of kind http",
+            "sinks[0].batch_max_events: 0 is out of range",
+            "sinks[0].batch_max_bytes: -1 is out of range",
+            "sinks[0].timeout:",
+            "sinks[0].sourcetype: not an option of encoding elasticsearch_bulk",
+            "sinks[0].client_cert: cannot read",
+            "sinks[0].client_key: missing: client_cert needs client_key",
+            "sinks[0].headers.Content-Length: is set by the sink itself",
+            "sinks[0].headers.X-A: the value holds characters not allowed",
+            "is set twice",
+        ] {
+            assert!(p.contains(want), "missing {want:?} in:\n{p}");
+        }
+        assert!(!p.contains("value-secret"), "{p}");
+
+        let p = parse(
+            dir.path(),
+            "kind = \"http\"\nurl = \"http://x\"\nencoding = \"xml\"\nca_file = \"ca.pem\"\n\
+             [sinks.header_files]\nAuthorization = \"missing-file\"\n",
+        )
+        .unwrap_err();
+        for want in [
+            "sinks[0].encoding: \"xml\" is not an encoding",
+            "sinks[0].ca_file: only used with an https:// url",
+            "sinks[0].header_files.Authorization: cannot read",
+        ] {
+            assert!(p.contains(want), "missing {want:?} in:\n{p}");
+        }
+        let p = parse(
+            dir.path(),
+            "kind = \"file\"\npath = \"o\"\nurl = \"http://x\"\ngzip = true\n",
+        )
+        .unwrap_err();
+        assert!(
+            p.contains("sinks[0].url: not an option of kind file"),
+            "{p}"
+        );
+        assert!(
+            p.contains("sinks[0].gzip: not an option of kind file"),
+            "{p}"
+        );
+        let p = parse(
+            dir.path(),
+            "kind = \"http\"\nurl = \"http://x\"\nencoding = \"elasticsearch_bulk\"\nindex = \"Audit\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            p.contains("sinks[0].index: \"Audit\" is not a valid index name"),
+            "{p}"
+        );
     }
 
     #[test]

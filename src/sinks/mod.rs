@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{SinkConfig, SinkKind};
+use crate::config::{RetryConfig, SinkConfig, SinkKind};
 use crate::event::Event;
 use crate::sources::BoxFuture;
 
 pub mod file;
+pub mod http;
 pub mod stdout;
 
 /// Why a sink could not take a batch.
@@ -19,6 +20,13 @@ pub enum SinkError {
     Io { sink: String, msg: String },
     #[error("sink {sink}: delivery cancelled by shutdown")]
     Cancelled { sink: String },
+    /// The receiver refused a batch for good (a 4xx other than 408/429); nothing is committed.
+    #[error("sink {sink}: the receiver refused the batch with HTTP {status} (not retried; fix the sink's url, headers or credentials): {detail}")]
+    Rejected {
+        sink: String,
+        status: u16,
+        detail: String,
+    },
 }
 
 /// A destination for events.
@@ -50,14 +58,20 @@ pub struct SinkSlot {
     pub sink: tokio::sync::Mutex<Box<dyn Sink>>,
 }
 
-/// Opens a sink. `committed` is the position the state last recorded for it.
-pub async fn open(cfg: &SinkConfig, committed: Option<u64>) -> Result<Arc<SinkSlot>, SinkError> {
+/// Opens a sink. `committed` is the position the state last recorded for it; `retry` is the
+/// agent's backoff, which the HTTP sink uses without a limit on attempts.
+pub async fn open(
+    cfg: &SinkConfig,
+    committed: Option<u64>,
+    retry: &RetryConfig,
+) -> Result<Arc<SinkSlot>, SinkError> {
     let sink: Box<dyn Sink> = match &cfg.kind {
         SinkKind::Stdout => Box::new(stdout::Stdout::new(cfg.include_raw)),
         SinkKind::File { path, fsync } => Box::new(
             file::FileSink::open(&cfg.name, path.clone(), *fsync, cfg.include_raw, committed)
                 .await?,
         ),
+        SinkKind::Http(h) => Box::new(http::HttpSink::new(&cfg.name, h, cfg.include_raw, retry)?),
     };
     Ok(Arc::new(SinkSlot {
         config: cfg.clone(),

@@ -1,0 +1,222 @@
+//! What `/healthz` and `/readyz` answer from: each source's progress, failures and heartbeat.
+//!
+//! Pollers report into a [`SourceHealth`] at each attempt, commit and completed poll; the server
+//! only reads. Readiness is per source: ready while it completes polls or makes progress, not
+//! ready once it has been failing for longer than `unready_after`, or was stopped by a permanent
+//! error. Liveness asks whether every source's loop still turns.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+#[derive(Debug)]
+struct Inner {
+    /// When the loop last did anything (attempt, retry, commit, sleep tick).
+    heartbeat: Instant,
+    last_success: Option<Instant>,
+    /// Set at the first failed attempt, cleared by the next success.
+    failing_since: Option<Instant>,
+    last_error: Option<String>,
+    /// Stopped by a permanent error (the message).
+    stopped: Option<String>,
+}
+
+/// One source's health, shared by its poller (writer) and the server (reader).
+#[derive(Debug, Clone)]
+pub struct SourceHealth(Arc<Mutex<Inner>>);
+
+impl SourceHealth {
+    fn new() -> SourceHealth {
+        SourceHealth(Arc::new(Mutex::new(Inner {
+            heartbeat: Instant::now(),
+            last_success: None,
+            failing_since: None,
+            last_error: None,
+            stopped: None,
+        })))
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Inner)) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g);
+    }
+
+    /// The loop turned.
+    pub fn beat(&self) {
+        self.with(|i| i.heartbeat = Instant::now());
+    }
+
+    /// A request succeeded or a page was committed.
+    pub fn progress(&self) {
+        self.with(|i| {
+            i.heartbeat = Instant::now();
+            i.failing_since = None;
+        });
+    }
+
+    /// An attempt failed (transiently or not).
+    pub fn failed(&self, error: &dyn std::fmt::Display) {
+        self.with(|i| {
+            let now = Instant::now();
+            i.heartbeat = now;
+            i.failing_since.get_or_insert(now);
+            i.last_error = Some(error.to_string());
+        });
+    }
+
+    /// A poll completed.
+    pub fn polled(&self) {
+        self.with(|i| {
+            let now = Instant::now();
+            i.heartbeat = now;
+            i.last_success = Some(now);
+            i.failing_since = None;
+            i.last_error = None;
+        });
+    }
+
+    /// A permanent error stopped the source.
+    pub fn stopped(&self, error: &dyn std::fmt::Display) {
+        self.with(|i| {
+            i.heartbeat = Instant::now();
+            i.stopped = Some(error.to_string());
+        });
+    }
+}
+
+/// A source's state as `/readyz` reports it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct SourceStatus {
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success_seconds_ago: Option<u64>,
+}
+
+/// Health of every running source.
+#[derive(Debug, Default)]
+pub struct Health {
+    sources: Mutex<BTreeMap<String, SourceHealth>>,
+}
+
+impl Health {
+    /// Registers (or re-registers, after a reload) a source and returns its handle.
+    pub fn register(&self, name: &str) -> SourceHealth {
+        let h = SourceHealth::new();
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), h.clone());
+        h
+    }
+
+    /// Forgets a source removed by a reload.
+    pub fn remove(&self, name: &str) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    fn snapshot(&self) -> Vec<(String, SourceHealth)> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Readiness of each source: not ready when stopped, or failing for longer than
+    /// `unready_after`.
+    pub fn readiness(&self, unready_after: Duration) -> BTreeMap<String, SourceStatus> {
+        let now = Instant::now();
+        self.snapshot()
+            .into_iter()
+            .map(|(name, h)| {
+                let i = h.0.lock().unwrap_or_else(|p| p.into_inner());
+                let last = i.last_success.map(|t| now.duration_since(t).as_secs());
+                let reason = if let Some(e) = &i.stopped {
+                    Some(format!("stopped by a permanent error: {e}"))
+                } else {
+                    match i.failing_since {
+                        Some(since) if now.duration_since(since) > unready_after => Some(format!(
+                            "failing for {}s: {}",
+                            now.duration_since(since).as_secs(),
+                            i.last_error.as_deref().unwrap_or("unknown error")
+                        )),
+                        _ => None,
+                    }
+                };
+                (
+                    name,
+                    SourceStatus {
+                        ready: reason.is_none(),
+                        reason,
+                        last_success_seconds_ago: last,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Sources whose loop has not turned for longer than `stale` (a stuck task).
+    pub fn stuck(&self, stale: Duration) -> Vec<String> {
+        let now = Instant::now();
+        self.snapshot()
+            .into_iter()
+            .filter(|(_, h)| {
+                let i = h.0.lock().unwrap_or_else(|p| p.into_inner());
+                i.stopped.is_none() && now.duration_since(i.heartbeat) > stale
+            })
+            .map(|(n, _)| n)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_until_failing_too_long_and_again_after_a_success() {
+        let health = Health::default();
+        let h = health.register("a");
+        assert!(health.readiness(Duration::from_millis(20))["a"].ready);
+        h.failed(&"HTTP 503: down");
+        assert!(
+            health.readiness(Duration::from_millis(20))["a"].ready,
+            "a short failure is tolerated"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        let r = health.readiness(Duration::from_millis(20));
+        assert!(!r["a"].ready);
+        assert!(
+            r["a"].reason.as_deref().unwrap().contains("HTTP 503"),
+            "{r:?}"
+        );
+        h.progress();
+        assert!(health.readiness(Duration::from_millis(20))["a"].ready);
+        h.stopped(&"HTTP 401");
+        assert!(!health.readiness(Duration::from_secs(60))["a"].ready);
+    }
+
+    #[test]
+    fn a_loop_that_stops_beating_is_stuck() {
+        let health = Health::default();
+        let h = health.register("a");
+        assert!(health.stuck(Duration::from_millis(20)).is_empty());
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(
+            health.stuck(Duration::from_millis(20)),
+            vec!["a".to_string()]
+        );
+        h.beat();
+        assert!(health.stuck(Duration::from_millis(20)).is_empty());
+        health.remove("a");
+        assert!(health.readiness(Duration::from_secs(1)).is_empty());
+    }
+}

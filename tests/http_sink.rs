@@ -1,0 +1,618 @@
+//! The HTTP sink end to end: the real binary reads the Wasabi AiR emulator (whose events carry
+//! vendor ids) and delivers to a receiver on loopback that parses each encoding as Splunk HEC,
+//! Elasticsearch `_bulk` or an NDJSON / JSON-array collector would, with scripted faults.
+
+mod http_receiver;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use auditship_sim::{SimConfig, SimHandle, Vendor};
+use chrono::{DateTime, Utc};
+use http_receiver::{Canned, Mode, Receiver};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_auditship");
+
+/// The emulator with Wasabi AiR events over `days` days ending a minute ago, and a test dir.
+struct World {
+    sim: SimHandle,
+    cfg: SimConfig,
+    dir: tempfile::TempDir,
+}
+
+async fn world(events: u64, days: i64, seed: u64) -> World {
+    let end = Utc::now() - chrono::Duration::minutes(1);
+    let cfg = SimConfig {
+        seed,
+        start: end - chrono::Duration::days(days),
+        end,
+        events,
+        vendors: vec![Vendor::WasabiAir],
+        late_fraction: 0.0,
+        twin_fraction: 0.0,
+        ..SimConfig::default()
+    };
+    let sim = auditship_sim::start(cfg.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("starting the simulator");
+    World {
+        sim,
+        cfg,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl World {
+    /// Writes `auditship.toml`: fast retries, one Wasabi AiR source, and `sinks`.
+    fn config(&self, sinks: &str) -> PathBuf {
+        let path = self.dir.path().join("auditship.toml");
+        let text = format!(
+            "[agent]\nstate_path = \"state.db\"\npoll_interval = \"1s\"\nlag = \"1s\"\noverlap = \"10s\"\n\
+             page_size = 1000\nretry_initial = \"50ms\"\nretry_max_delay = \"500ms\"\n\n\
+             [[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\nurl = {url:?}\napi_key = {key:?}\n\
+             start = {start:?}\n\n{sinks}\n",
+            url = self.sim.url(),
+            key = self.cfg.api_key,
+            start = self
+                .cfg
+                .start
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Every event the emulator serves, as its raw JSON.
+    fn truth(&self) -> Vec<Value> {
+        self.sim
+            .events(Vendor::WasabiAir, self.cfg.start, self.cfg.end)
+            .iter()
+            .map(|s| serde_json::from_str(s).unwrap())
+            .collect()
+    }
+}
+
+/// The binary, with no proxy from the environment (the receiver is on loopback).
+fn agent(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args)
+        .env("AUDITSHIP_LOG", "info")
+        .env("NO_PROXY", "127.0.0.1,localhost");
+    for k in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+async fn run_once(config: &Path, env: &[(&str, &str)]) -> Output {
+    let started = Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        agent(
+            &["run", "--once", "--config", config.to_str().unwrap()],
+            env,
+        )
+        .output(),
+    )
+    .await
+    .expect("run --once took more than 60s")
+    .expect("running auditship");
+    eprintln!("run --once: {:?} in {:?}", out.status, started.elapsed());
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "run --once failed: {:?}\n{}",
+        out.status,
+        stderr(out)
+    );
+}
+
+/// The cursor of source `air`, from `auditship state --json`.
+async fn cursor(config: &Path) -> Option<DateTime<Utc>> {
+    let out = agent(
+        &["state", "--config", config.to_str().unwrap(), "--json"],
+        &[],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == "air")
+        .cloned()
+        .unwrap();
+    row["cursor"]
+        .as_str()
+        .map(|c| DateTime::parse_from_rfc3339(c).unwrap().with_timezone(&Utc))
+}
+
+/// JSON text with object keys sorted, so equal values compare equal as strings.
+fn canon(v: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<_> = m.keys().collect();
+                keys.sort();
+                let mut out = serde_json::Map::new();
+                for k in keys {
+                    out.insert(k.clone(), sorted(&m[k]));
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            x => x.clone(),
+        }
+    }
+    sorted(v).to_string()
+}
+
+/// Asserts every truth event arrived (as `raw` of a delivered native event, found at `native`
+/// in what the receiver parsed) and nothing else did; returns how many arrived more than once.
+fn assert_all_arrived(
+    received: &[Value],
+    native: impl Fn(&Value) -> &Value,
+    truth: &[Value],
+) -> usize {
+    let want: HashSet<String> = truth.iter().map(canon).collect();
+    assert_eq!(want.len(), truth.len(), "the truth holds repeats");
+    let mut got: HashMap<String, usize> = HashMap::new();
+    for r in received {
+        let n = native(r);
+        assert_eq!(n["source"], "air", "{n}");
+        assert_eq!(
+            n["id"], n["raw"]["id"],
+            "the native id is the vendor's: {n}"
+        );
+        *got.entry(canon(&n["raw"])).or_default() += 1;
+    }
+    let missing: Vec<_> = want.iter().filter(|w| !got.contains_key(*w)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} events missing, e.g. {}",
+        missing.len(),
+        want.len(),
+        missing[0]
+    );
+    let extra: Vec<_> = got.keys().filter(|g| !want.contains(*g)).collect();
+    assert!(
+        extra.is_empty(),
+        "events that the API does not have: {extra:?}"
+    );
+    got.values().map(|n| n - 1).sum()
+}
+
+fn event_time(raw: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(raw["time"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// Splunk HEC through a receiver that is down (connection refused) when the run starts, then
+/// answers 503 to every fifth request and, after 30 requests, 503 to everything for 1.5 s:
+/// every event arrives, each HEC object is well-formed, and the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splunk_hec_through_refusals_503s_and_an_outage_loses_nothing() {
+    let w = world(4000, 2, 41).await;
+    let mut recv = Receiver::down(Mode::SplunkHec {
+        token: "hec-token-0123456789".into(),
+    });
+    {
+        let mut f = recv.faults();
+        f.fail_every = Some(5);
+        f.outage = Some((30, Duration::from_millis(1500)));
+    }
+    let config = w.config(&format!(
+        "[[sinks]]\nname = \"splunk\"\nkind = \"http\"\nurl = \"{}/services/collector/event\"\n\
+         encoding = \"splunk_hec\"\nindex = \"main\"\nhost = \"test-host\"\nbatch_max_events = 25\n\
+         [sinks.headers]\nAuthorization = \"Splunk hec-token-0123456789\"\n",
+        recv.base()
+    ));
+    let run = tokio::spawn({
+        let config = config.clone();
+        async move { run_once(&config, &[]).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    recv.up().await;
+    let out = run.await.unwrap();
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(err.contains("retrying delivery"), "{err}");
+    assert!(
+        !err.contains("hec-token-0123456789"),
+        "the token was logged:\n{err}"
+    );
+
+    let d = recv.data();
+    let truth = w.truth();
+    assert!(truth.len() >= 3900, "{}", truth.len());
+    let dups = assert_all_arrived(&d.events, |o| &o["event"], &truth);
+    let s503 = d.requests.iter().filter(|r| r.status == 503).count();
+    assert!(s503 >= 10, "only {s503} requests got a 503");
+    assert!(d.malformed.is_empty(), "{:?}", d.malformed);
+    assert_eq!(
+        d.bad_keys, 0,
+        "requests whose Idempotency-Key is not derived from their ids"
+    );
+    assert!(d.requests.iter().all(|r| r.ids.len() <= 25));
+    for o in &d.events {
+        assert_eq!(o["host"], "test-host");
+        assert_eq!(o["sourcetype"], "auditship");
+        assert_eq!(o["index"], "main");
+        assert_eq!(o["source"], "air");
+        let ms = (o["time"].as_f64().unwrap() * 1000.0).round() as i64;
+        assert_eq!(ms, event_time(&o["event"]["raw"]).timestamp_millis(), "{o}");
+    }
+    eprintln!(
+        "{} requests, {s503} answered 503, {} events, {dups} repeats",
+        d.requests.len(),
+        d.events.len()
+    );
+    drop(d);
+    recv.stop().await;
+}
+
+/// `_bulk` per-item errors: documents that already exist come back 409 and count as delivered;
+/// 429/503 items are sent again, alone; no `_id` is created twice. Bodies are gzipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_conflicts_count_as_delivered_and_failed_items_are_resent() {
+    let w = world(3000, 2, 42).await;
+    let recv = Receiver::start(Mode::Bulk { api_key: None }).await;
+    let truth = w.truth();
+    // Every tenth event is already indexed, as after a crash between delivery and commit.
+    let preseeded: Vec<String> = truth
+        .iter()
+        .step_by(10)
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    {
+        let mut d = recv.data();
+        for id in &preseeded {
+            d.docs.insert(id.clone(), Value::Null);
+        }
+        recv.faults().item_fault_requests = 6;
+    }
+    let config = w.config(&format!(
+        "[[sinks]]\nname = \"es\"\nkind = \"http\"\nurl = \"{}/_bulk\"\nencoding = \"elasticsearch_bulk\"\n\
+         index = \"audit-events\"\ngzip = true\nbatch_max_events = 40\n",
+        recv.base()
+    ));
+    let out = run_once(&config, &[]).await;
+    assert_ok(&out);
+    assert!(stderr(&out).contains("not indexed"), "{}", stderr(&out));
+
+    let d = recv.data();
+    assert!(d.malformed.is_empty(), "{:?}", d.malformed);
+    assert_eq!(d.bad_keys, 0);
+    assert!(d.requests.iter().all(|r| r.gzip), "a body was not gzipped");
+    // The stored documents are exactly the truth (pre-seeded ones were not overwritten).
+    let ids: HashSet<&str> = truth.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(d.docs.len(), ids.len());
+    assert!(d.docs.keys().all(|k| ids.contains(k.as_str())));
+    assert!(
+        d.creates.values().all(|&n| n == 1),
+        "an _id was created twice"
+    );
+    assert_eq!(d.creates.len() + preseeded.len(), ids.len());
+    assert!(
+        d.conflicts >= preseeded.len(),
+        "{} conflicts for {} pre-seeded",
+        d.conflicts,
+        preseeded.len()
+    );
+    let created: Vec<Value> = d.events.clone();
+    let fresh: Vec<Value> = truth
+        .iter()
+        .filter(|r| !preseeded.iter().any(|p| r["id"] == p.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(assert_all_arrived(&created, |v| v, &fresh), 0);
+    // After a request with item errors, the next one carries exactly the failed items.
+    let mut checked = 0;
+    for pair in d.requests.windows(2).take(6) {
+        let failed: Vec<&String> = pair[0]
+            .ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 5 == 1 || i % 5 == 3)
+            .map(|(_, id)| id)
+            .collect();
+        if pair[0].status == 200 && !failed.is_empty() && checked < 5 {
+            assert_eq!(pair[1].ids.iter().collect::<Vec<_>>(), failed);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked}");
+}
+
+/// Two sinks at once: NDJSON with gzip and a JSON array cut by bytes; both get everything and
+/// every body parses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_gzip_and_json_array_bodies_parse_at_two_sinks() {
+    let w = world(2500, 1, 43).await;
+    let nd = Receiver::start(Mode::Ndjson).await;
+    let arr = Receiver::start(Mode::JsonArray).await;
+    let config = w.config(&format!(
+        "[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{}/ingest\"\ngzip = true\n\n\
+         [[sinks]]\nname = \"array\"\nkind = \"http\"\nurl = \"{}/ingest\"\nencoding = \"json_array\"\n\
+         batch_max_bytes = 20000\ntimeout = \"5s\"\n",
+        nd.base(),
+        arr.base()
+    ));
+    let out = run_once(&config, &[]).await;
+    assert_ok(&out);
+    let truth = w.truth();
+    for (r, gz) in [(&nd, true), (&arr, false)] {
+        let d = r.data();
+        assert!(d.malformed.is_empty(), "{:?}", d.malformed);
+        assert_eq!(d.bad_keys, 0);
+        assert!(d.requests.iter().all(|q| q.gzip == gz && q.status == 200));
+        assert_eq!(assert_all_arrived(&d.events, |v| v, &truth), 0);
+    }
+    let a = arr.data();
+    assert!(
+        a.requests.iter().all(|q| q.bytes <= 20000),
+        "a body passed batch_max_bytes"
+    );
+    assert!(
+        a.requests.len() > truth.len() * 300 / 20000,
+        "{}",
+        a.requests.len()
+    );
+}
+
+/// A 401 (a revoked API key) stops delivery with a clear error and exit code 1; the cursor does
+/// not pass what was not delivered, the file sink before it was rolled back to what was
+/// committed, no secret is logged even at trace level, and after the key is fixed a rerun
+/// delivers everything, each document once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_skips_nothing_and_a_fixed_key_delivers_everything() {
+    let w = world(3000, 2, 44).await;
+    let recv = Receiver::start(Mode::Bulk {
+        api_key: Some("first-key-8d1f2a".into()),
+    })
+    .await;
+    recv.faults().revoke = Some((3, "second-key-77c0e1".into()));
+    let config = w.config(&format!(
+        "[[sinks]]\nname = \"archive\"\nkind = \"file\"\npath = \"out.ndjson\"\nfsync = false\n\n\
+         [[sinks]]\nname = \"siem\"\nkind = \"http\"\nurl = \"{}/_bulk\"\nencoding = \"elasticsearch_bulk\"\n\
+         index = \"audit\"\n[sinks.headers]\nAuthorization = \"ApiKey ${{AUDITSHIP_TEST_ES_KEY}}\"\n",
+        recv.base()
+    ));
+    let out = run_once(
+        &config,
+        &[
+            ("AUDITSHIP_TEST_ES_KEY", "first-key-8d1f2a"),
+            ("AUDITSHIP_LOG", "trace"),
+        ],
+    )
+    .await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().any(|l| l.contains("siem") && l.contains("401")),
+        "no line names the sink and the 401:\n{}",
+        &err[err.len().saturating_sub(3000)..]
+    );
+    assert!(!err.contains("first-key-8d1f2a"), "the key was logged");
+
+    let truth = w.truth();
+    let cursor = cursor(&config).await.expect("three windows were committed");
+    let received: HashSet<String> = recv.data().docs.keys().cloned().collect();
+    assert!(received.len() < truth.len());
+    let before: Vec<&Value> = truth.iter().filter(|r| event_time(r) < cursor).collect();
+    assert!(!before.is_empty());
+    for r in &before {
+        assert!(
+            received.contains(r["id"].as_str().unwrap()),
+            "{r} is before the cursor but was not delivered"
+        );
+    }
+    // The file sink holds what was committed: everything before the cursor, nothing unsent.
+    let lines: Vec<Value> = std::fs::read_to_string(w.dir.path().join("out.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let in_file: HashSet<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(in_file.len(), lines.len());
+    assert!(in_file.iter().all(|id| received.contains(*id)));
+    assert!(before
+        .iter()
+        .all(|r| in_file.contains(r["id"].as_str().unwrap())));
+
+    let out = run_once(&config, &[("AUDITSHIP_TEST_ES_KEY", "second-key-77c0e1")]).await;
+    assert_ok(&out);
+    let d = recv.data();
+    assert_eq!(assert_all_arrived(&d.events, |v| v, &truth), 0);
+    assert!(d.creates.values().all(|&n| n == 1));
+    let lines = std::fs::read_to_string(w.dir.path().join("out.ndjson")).unwrap();
+    let lines: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(assert_all_arrived(&lines, |v| v, &truth), 0);
+}
+
+/// A 429 with `Retry-After: 2` is waited out: the retry, with the same Idempotency-Key, comes at
+/// least two seconds later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_is_waited_out() {
+    let w = world(300, 1, 45).await;
+    let recv = Receiver::start(Mode::Ndjson).await;
+    recv.faults().canned.push_back(Canned {
+        status: 429,
+        retry_after: Some("2".into()),
+        body: "{\"error\":\"slow down\"}".into(),
+    });
+    let config = w.config(&format!(
+        "[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{}/ingest\"\n",
+        recv.base()
+    ));
+    let out = run_once(&config, &[]).await;
+    assert_ok(&out);
+    let d = recv.data();
+    assert_eq!(d.requests[0].status, 429);
+    let waited = d.requests[1].at - d.requests[0].at;
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
+    assert!(waited < Duration::from_secs(4), "retried after {waited:?}");
+    assert_eq!(d.requests[1].idempotency_key, d.requests[0].idempotency_key);
+    assert_eq!(assert_all_arrived(&d.events, |v| v, &w.truth()), 0);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+fn sigterm(pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM {pid}");
+}
+
+/// While the receiver is down the daemon holds one page and retries: its memory stays small
+/// and flat however large the backlog (20,000 events). When the receiver comes up everything
+/// arrives, and SIGTERM then ends the daemon with exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_outage_keeps_memory_bounded_and_delivery_resumes() {
+    let w = world(20_000, 2, 46).await;
+    let mut recv = Receiver::down(Mode::Ndjson);
+    let config = w.config(&format!(
+        "[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{}/ingest\"\n",
+        recv.base()
+    ));
+    let log = std::fs::File::create(w.dir.path().join("agent.log")).unwrap();
+    let mut child = agent(&["run", "--config", config.to_str().unwrap()], &[])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut samples = Vec::new();
+    for _ in 0..6 {
+        samples.push(rss_kib(pid));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    eprintln!("RSS during the outage (KiB): {samples:?}");
+    assert!(
+        samples.iter().all(|&s| s < 64 * 1024),
+        "RSS over 64 MiB: {samples:?}"
+    );
+    let early = samples[..3].iter().max().unwrap();
+    let late = samples[3..].iter().max().unwrap();
+    assert!(
+        late <= &(early + 4 * 1024),
+        "RSS keeps climbing: {samples:?}"
+    );
+    assert!(recv.data().requests.is_empty());
+
+    recv.up().await;
+    let truth = w.truth();
+    let started = Instant::now();
+    loop {
+        let ids: HashSet<String> = recv
+            .data()
+            .events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect();
+        if ids.len() >= truth.len() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {} of {} events after the receiver came back",
+            ids.len(),
+            truth.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(assert_all_arrived(&recv.data().events, |v| v, &truth), 0);
+    sigterm(pid);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the daemon did not stop within 10s of SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(w.dir.path().join("agent.log")).unwrap();
+    assert!(log.contains("retrying delivery"), "{log}");
+    recv.stop().await;
+}
+
+/// Shutdown cuts a long `Retry-After` short: SIGTERM while the sink waits an hour ends the
+/// daemon within seconds, with exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_long_retry_after_exits_promptly() {
+    let w = world(200, 1, 47).await;
+    let recv = Receiver::start(Mode::Ndjson).await;
+    recv.faults().canned.push_back(Canned {
+        status: 503,
+        retry_after: Some("3600".into()),
+        body: "maintenance".into(),
+    });
+    let config = w.config(&format!(
+        "[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{}/ingest\"\n",
+        recv.base()
+    ));
+    let mut child = agent(&["run", "--config", config.to_str().unwrap()], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while recv.data().requests.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no request arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = Instant::now();
+    sigterm(child.id().unwrap());
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("the daemon did not stop within 5s of SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(stopping.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        recv.data().requests.len(),
+        1,
+        "nothing is sent after shutdown"
+    );
+    assert!(recv.data().events.is_empty());
+}

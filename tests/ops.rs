@@ -1,0 +1,341 @@
+//! Operations: `/healthz`, `/readyz`, `/metrics`, hot reload (file edits, a ConfigMap-style
+//! symlink swap, SIGHUP), JSON logs — the real binary against the emulators.
+
+mod common;
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use auditship_sim::{Fault, SimConfig, SimHandle, Vendor};
+use chrono::Utc;
+use common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A live emulator: events from `back` seconds ago until `ahead` seconds from now.
+fn live(vendors: &[Vendor], events: u64, back: i64, ahead: i64, seed: u64) -> SimConfig {
+    let now = Utc::now();
+    SimConfig {
+        seed,
+        start: now - chrono::Duration::seconds(back),
+        end: now + chrono::Duration::seconds(ahead),
+        events,
+        vendors: vendors.to_vec(),
+        twin_fraction: 0.02,
+        ..SimConfig::default()
+    }
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let r = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.text().await.ok()?))
+}
+
+/// Polls `url` until `want` holds for its answer, at most `limit`.
+async fn until(url: &str, limit: Duration, want: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    let started = Instant::now();
+    loop {
+        if let Some((s, b)) = get(url).await {
+            if want(s, &b) {
+                return (s, b);
+            }
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{url}: condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+fn metric(text: &str, name_and_labels: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+fn stop(mut child: Child) -> String {
+    signal(&child, "TERM");
+    let status = wait_for(&mut child, Duration::from_secs(20));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_answer_and_ready_flips_while_the_api_is_down() {
+    let cfg = live(&[Vendor::WasabiAir], 2_000, 60, 120, 51);
+    let sim = sim(cfg.clone()).await;
+    let port = free_port();
+    let s = setup(
+        &format!("listen = \"127.0.0.1:{port}\"\nunready_after = \"2s\"\n"),
+        &source_toml(&sim, &cfg, Vendor::WasabiAir, ""),
+    );
+    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    let base = format!("http://127.0.0.1:{port}");
+    until(
+        &format!("{base}/healthz"),
+        Duration::from_secs(20),
+        |s, _| s == 200,
+    )
+    .await;
+    let (_, body) = until(
+        &format!("{base}/readyz"),
+        Duration::from_secs(20),
+        |s, _| s == 200,
+    )
+    .await;
+    assert!(body.contains("\"wasabi-air\""), "{body}");
+
+    // A metric moves when events flow.
+    let delivered = "auditship_events_delivered_total{source=\"wasabi-air\",sink=\"file\"}";
+    let (_, first) = until(
+        &format!("{base}/metrics"),
+        Duration::from_secs(20),
+        |_, b| metric(b, delivered) > 0,
+    )
+    .await;
+    for name in [
+        "auditship_events_fetched_total{source=\"wasabi-air\"}",
+        "auditship_api_requests_total{source=\"wasabi-air\",class=\"2xx\"}",
+        "auditship_page_fetch_seconds_count{source=\"wasabi-air\"}",
+        "auditship_cursor_lag_seconds{source=\"wasabi-air\"}",
+        "auditship_last_poll_success_timestamp_seconds{source=\"wasabi-air\"}",
+    ] {
+        assert!(first.contains(name), "{name} missing from:\n{first}");
+    }
+    let n = metric(&first, delivered);
+    until(
+        &format!("{base}/metrics"),
+        Duration::from_secs(20),
+        |_, b| metric(b, delivered) > n,
+    )
+    .await;
+
+    // The API goes down: after unready_after, /readyz says so, with the reason.
+    sim.inject_fault(Fault {
+        vendor: Some("wasabi_air".into()),
+        status: 503,
+        retry_after: None,
+        body: None,
+        count: 40,
+    });
+    let (_, body) = until(
+        &format!("{base}/readyz"),
+        Duration::from_secs(30),
+        |s, _| s == 503,
+    )
+    .await;
+    assert!(
+        body.contains("wasabi-air") && body.contains("HTTP 503"),
+        "{body}"
+    );
+    assert!(body.contains("\"reason\""), "{body}");
+    // Liveness is about the loop turning, not the API: still 200.
+    assert_eq!(get(&format!("{base}/healthz")).await.unwrap().0, 200);
+    let (_, m) = get(&format!("{base}/metrics")).await.unwrap();
+    assert!(
+        metric(
+            &m,
+            "auditship_api_requests_total{source=\"wasabi-air\",class=\"5xx\"}"
+        ) > 0
+    );
+    assert!(
+        metric(
+            &m,
+            "auditship_retries_total{component=\"source\",name=\"wasabi-air\"}"
+        ) > 0
+    );
+    // ... and back once it recovers (the queued faults run out).
+    until(
+        &format!("{base}/readyz"),
+        Duration::from_secs(60),
+        |s, _| s == 200,
+    )
+    .await;
+    stop(child);
+    let truth = sim.events(
+        Vendor::WasabiAir,
+        cfg.start,
+        Utc::now() - chrono::Duration::seconds(30),
+    );
+    let lines = read_lines(&s.out);
+    assert!(lines.len() >= truth.len());
+    let ids: std::collections::HashSet<_> = lines.iter().map(|l| l["id"].to_string()).collect();
+    assert_eq!(ids.len(), lines.len(), "an event was delivered twice");
+}
+
+fn config_with(text: &str, sim: &SimHandle, cfg: &SimConfig, vendors: &[Vendor]) -> String {
+    let head = &text[..text.find("[[sources]]").unwrap()];
+    let sink = &text[text.find("[[sinks]]").unwrap()..];
+    let sources: String = vendors
+        .iter()
+        .map(|v| source_toml(sim, cfg, *v, ""))
+        .collect();
+    format!("{head}{sources}\n{sink}")
+}
+
+/// Writes a file the way editors and ConfigMaps do: a new file renamed over the old one.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_edits_add_and_remove_sources_live_and_a_broken_edit_is_refused() {
+    let vendors = [Vendor::WasabiAir, Vendor::DominoAudit];
+    let cfg = live(&vendors, 3_000, 60, 25, 52);
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let original = std::fs::read_to_string(&s.config).unwrap();
+    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Remove wasabi, add domino: live, no restart.
+    replace(
+        &s.config,
+        &config_with(&original, &sim, &cfg, &[Vendor::DominoAudit]),
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let domino_seen = read_lines(&s.out)
+        .iter()
+        .any(|e| e["source"] == "domino-audit");
+    assert!(domino_seen, "the added source delivered nothing");
+
+    // A broken edit is refused; the running configuration keeps delivering.
+    replace(&s.config, "[agent\nthis is not toml");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = read_lines(&s.out).len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        read_lines(&s.out).len() > before,
+        "nothing flowed after a refused reload"
+    );
+
+    // Both again: wasabi resumes from its cursor.
+    replace(&s.config, &config_with(&original, &sim, &cfg, &vendors));
+    // Until the live span and its lag have passed.
+    while Utc::now() < cfg.end + chrono::Duration::seconds(4) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stderr = stop(child);
+    assert!(stderr.contains("reload refused"), "{stderr}");
+    assert!(stderr.contains("configuration reloaded"), "{stderr}");
+    let lines = read_lines(&s.out);
+    for v in vendors {
+        assert_exactly(&lines, &name(v), &truth(&sim, &cfg, v));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_style_symlink_swap_and_sighup_reload() {
+    let cfg = live(&[Vendor::WasabiAir, Vendor::DominoAudit], 1_000, 30, 10, 53);
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    // Kubernetes mounts a ConfigMap as DIR/auditship.toml -> ..data/auditship.toml, with
+    // ..data -> ..2024_01 swapped atomically on update.
+    let dir = s.dir.path();
+    let v1 = dir.join("..v1");
+    std::fs::create_dir(&v1).unwrap();
+    // Relative paths resolve against the directory of the path given, as Kubernetes users
+    // would expect of DIR/cm.toml.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(v1.join("auditship.toml"), &text).unwrap();
+    std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+    let link = dir.join("cm.toml");
+    std::os::unix::fs::symlink("..data/auditship.toml", &link).unwrap();
+    let child = spawn(&["run", "--config", link.to_str().unwrap()]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let v2 = dir.join("..v2");
+    std::fs::create_dir(&v2).unwrap();
+    let both: String = [Vendor::WasabiAir, Vendor::DominoAudit]
+        .iter()
+        .map(|v| source_toml(&sim, &cfg, *v, ""))
+        .collect();
+    let text2 = format!(
+        "{}{both}\n{}",
+        &text[..text.find("[[sources]]").unwrap()],
+        &text[text.find("[[sinks]]").unwrap()..]
+    );
+    std::fs::write(v2.join("auditship.toml"), &text2).unwrap();
+    std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(&child, "HUP");
+    while Utc::now() < cfg.end + chrono::Duration::seconds(4) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stderr = stop(child);
+    assert!(
+        stderr.contains("trigger=\"file change\"") || stderr.contains("trigger=file change"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("SIGHUP"), "{stderr}");
+    let lines = read_lines(&dir.join("out.ndjson"));
+    for v in [Vendor::WasabiAir, Vendor::DominoAudit] {
+        assert_exactly(&lines, &name(v), &truth(&sim, &cfg, v));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_move_the_state_file() {
+    let cfg = backfill(&[Vendor::WasabiAir], 100, 1, 54);
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    replace(&s.config, &text.replace("state.db", "other.db"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stderr = stop(child);
+    assert!(
+        stderr.contains("agent.state_path and agent.listen cannot change"),
+        "{stderr}"
+    );
+    assert!(!s.dir.path().join("other.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line_with_fields() {
+    let cfg = backfill(&[Vendor::WasabiAir], 500, 1, 55);
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let out = run(
+        &["run", "--once", "--config", s.config.to_str().unwrap()],
+        &[("AUDITSHIP_LOG_FORMAT", "json")],
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut summaries = 0;
+    for line in stderr.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        if v["message"] == "poll complete" {
+            summaries += 1;
+            assert_eq!(v["source"], "wasabi-air");
+            assert_eq!(v["delivered"], 500);
+        }
+    }
+    assert_eq!(summaries, 1, "{stderr}");
+}
