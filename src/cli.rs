@@ -45,8 +45,9 @@ pub enum Command {
     },
     /// Show each source's cursor, lag and counts; `state reset SOURCE` rewinds one.
     State {
+        /// Required; may also follow `reset SOURCE`.
         #[arg(long, short, global = true)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,

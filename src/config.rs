@@ -347,6 +347,7 @@ pub enum HttpEncoding {
 pub struct HttpSinkConfig {
     /// Where every batch is POSTed.
     pub url: Url,
+    /// How a batch becomes a request body.
     pub encoding: HttpEncoding,
     /// Most events in one request.
     pub batch_max_events: usize,

@@ -24,10 +24,14 @@ fn main() -> ExitCode {
             Command::Run { config, once } => cli::run(&config, once).await,
             Command::Check { config, connect } => cli::check(&config, connect).await,
             Command::State {
-                config,
+                config: Some(config),
                 json,
                 action,
             } => cli::state(&config, json, action).await,
+            Command::State { config: None, .. } => {
+                eprintln!("error: the argument '--config <CONFIG>' is required");
+                ExitCode::from(2)
+            }
             Command::Simulate(sim) => cli::simulate(sim).await,
             Command::Demo { events, duration } => cli::demo(events, duration).await,
         }

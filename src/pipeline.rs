@@ -301,6 +301,9 @@ impl Poller {
                     for g in guards[..i].iter_mut() {
                         g.rollback();
                     }
+                    if let SinkError::Cancelled { .. } = e {
+                        return Err(PollError::Cancelled);
+                    }
                     metrics::sink_error(&self.sinks[i].config.name);
                     return Err(e.into());
                 }

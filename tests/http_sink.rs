@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use auditship_sim::{SimConfig, SimHandle, Vendor};
 use chrono::{DateTime, Utc};
+use http_receiver::tls::{Pki, TlsServer};
 use http_receiver::{Canned, Mode, Receiver};
 use serde_json::Value;
 
@@ -48,7 +49,14 @@ async fn world(events: u64, days: i64, seed: u64) -> World {
 impl World {
     /// Writes `auditship.toml`: fast retries, one Wasabi AiR source, and `sinks`.
     fn config(&self, sinks: &str) -> PathBuf {
-        let path = self.dir.path().join("auditship.toml");
+        self.config_in("", sinks)
+    }
+
+    /// Writes `SUB/auditship.toml`, with its own state file.
+    fn config_in(&self, sub: &str, sinks: &str) -> PathBuf {
+        let dir = self.dir.path().join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("auditship.toml");
         let text = format!(
             "[agent]\nstate_path = \"state.db\"\npoll_interval = \"1s\"\nlag = \"1s\"\noverlap = \"10s\"\n\
              page_size = 1000\nretry_initial = \"50ms\"\nretry_max_delay = \"500ms\"\n\n\
@@ -129,10 +137,10 @@ fn assert_ok(out: &Output) {
 }
 
 /// The cursor of source `air`, from `auditship state --json`.
-async fn cursor(config: &Path) -> Option<DateTime<Utc>> {
+async fn cursor(config: &Path, env: &[(&str, &str)]) -> Option<DateTime<Utc>> {
     let out = agent(
         &["state", "--config", config.to_str().unwrap(), "--json"],
-        &[],
+        env,
     )
     .output()
     .await
@@ -247,32 +255,33 @@ async fn splunk_hec_through_refusals_503s_and_an_outage_loses_nothing() {
         "the token was logged:\n{err}"
     );
 
-    let d = recv.data();
-    let truth = w.truth();
-    assert!(truth.len() >= 3900, "{}", truth.len());
-    let dups = assert_all_arrived(&d.events, |o| &o["event"], &truth);
-    let s503 = d.requests.iter().filter(|r| r.status == 503).count();
-    assert!(s503 >= 10, "only {s503} requests got a 503");
-    assert!(d.malformed.is_empty(), "{:?}", d.malformed);
-    assert_eq!(
-        d.bad_keys, 0,
-        "requests whose Idempotency-Key is not derived from their ids"
-    );
-    assert!(d.requests.iter().all(|r| r.ids.len() <= 25));
-    for o in &d.events {
-        assert_eq!(o["host"], "test-host");
-        assert_eq!(o["sourcetype"], "auditship");
-        assert_eq!(o["index"], "main");
-        assert_eq!(o["source"], "air");
-        let ms = (o["time"].as_f64().unwrap() * 1000.0).round() as i64;
-        assert_eq!(ms, event_time(&o["event"]["raw"]).timestamp_millis(), "{o}");
+    {
+        let d = recv.data();
+        let truth = w.truth();
+        assert!(truth.len() >= 3900, "{}", truth.len());
+        let dups = assert_all_arrived(&d.events, |o| &o["event"], &truth);
+        let s503 = d.requests.iter().filter(|r| r.status == 503).count();
+        assert!(s503 >= 10, "only {s503} requests got a 503");
+        assert!(d.malformed.is_empty(), "{:?}", d.malformed);
+        assert_eq!(
+            d.bad_keys, 0,
+            "requests whose Idempotency-Key is not derived from their ids"
+        );
+        assert!(d.requests.iter().all(|r| r.ids.len() <= 25));
+        for o in &d.events {
+            assert_eq!(o["host"], "test-host");
+            assert_eq!(o["sourcetype"], "auditship");
+            assert_eq!(o["index"], "main");
+            assert_eq!(o["source"], "air");
+            let ms = (o["time"].as_f64().unwrap() * 1000.0).round() as i64;
+            assert_eq!(ms, event_time(&o["event"]["raw"]).timestamp_millis(), "{o}");
+        }
+        eprintln!(
+            "{} requests, {s503} answered 503, {} events, {dups} repeats",
+            d.requests.len(),
+            d.events.len()
+        );
     }
-    eprintln!(
-        "{} requests, {s503} answered 503, {} events, {dups} repeats",
-        d.requests.len(),
-        d.events.len()
-    );
-    drop(d);
     recv.stop().await;
 }
 
@@ -419,9 +428,17 @@ async fn a_401_skips_nothing_and_a_fixed_key_delivers_everything() {
         &err[err.len().saturating_sub(3000)..]
     );
     assert!(!err.contains("first-key-8d1f2a"), "the key was logged");
+    for l in err
+        .lines()
+        .filter(|l| l.contains("siem") && (l.contains("ERROR") || l.contains("WARN")))
+    {
+        eprintln!("{l}");
+    }
 
     let truth = w.truth();
-    let cursor = cursor(&config).await.expect("three windows were committed");
+    let cursor = cursor(&config, &[("AUDITSHIP_TEST_ES_KEY", "first-key-8d1f2a")])
+        .await
+        .expect("three windows were committed");
     let received: HashSet<String> = recv.data().docs.keys().cloned().collect();
     assert!(received.len() < truth.len());
     let before: Vec<&Value> = truth.iter().filter(|r| event_time(r) < cursor).collect();
@@ -615,4 +632,81 @@ async fn sigterm_during_a_long_retry_after_exits_promptly() {
         "nothing is sent after shutdown"
     );
     assert!(recv.data().events.is_empty());
+}
+
+/// TLS: a receiver that requires a client certificate, with a server certificate from a private
+/// CA. With `ca_file` and `client_cert`/`client_key` everything arrives; without `ca_file` the
+/// server's certificate is refused (the system roots do not know that CA) and the sink keeps
+/// retrying; `insecure_skip_verify = true` delivers but warns at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_a_private_ca_and_insecure_skip_verify() {
+    let w = world(300, 1, 48).await;
+    let pki = Pki::new();
+    pki.write(w.dir.path());
+    let server = TlsServer::start(&pki).await;
+    let truth = w.truth();
+    let file = |f: &str| w.dir.path().join(f).display().to_string();
+    let sink = |extra: &str| {
+        format!(
+            "[[sinks]]\nname = \"tls\"\nkind = \"http\"\nurl = \"https://127.0.0.1:{}/ingest\"\n\
+             client_cert = {:?}\nclient_key = {:?}\n{extra}",
+            server.addr.port(),
+            file("client.pem"),
+            file("client.key"),
+        )
+    };
+
+    let config = w.config_in(
+        "verified",
+        &sink(&format!("ca_file = {:?}\n", file("ca.pem"))),
+    );
+    let out = run_once(&config, &[]).await;
+    assert_ok(&out);
+    assert!(!stderr(&out).contains("NOT verified"));
+    {
+        let mut d = server.data.lock().unwrap();
+        assert_eq!(assert_all_arrived(&d.events, |v| v, &truth), 0);
+        assert_eq!(d.handshake_failures, 0);
+        d.events.clear();
+    }
+
+    let config = w.config_in("unknown-ca", &sink(""));
+    let log = std::fs::File::create(w.dir.path().join("unknown-ca.log")).unwrap();
+    let mut child = agent(&["run", "--config", config.to_str().unwrap()], &[])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while server.data.lock().unwrap().handshake_failures < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no refused handshake"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sigterm(child.id().unwrap());
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("the daemon did not stop within 5s of SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(w.dir.path().join("unknown-ca.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("retrying delivery") && l.to_lowercase().contains("certificate")),
+        "{log}"
+    );
+    assert!(server.data.lock().unwrap().events.is_empty());
+
+    let config = w.config_in("insecure", &sink("insecure_skip_verify = true\n"));
+    let out = run_once(&config, &[]).await;
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("insecure_skip_verify = true"),
+        "{}",
+        stderr(&out)
+    );
+    let d = server.data.lock().unwrap();
+    assert_eq!(assert_all_arrived(&d.events, |v| v, &truth), 0);
 }

@@ -175,7 +175,7 @@ impl HttpSink {
             })?,
         };
         let current = &Mutex::new(first);
-        let this = &*self;
+        let this = self;
         let name = self.name.as_str();
         let result = retry::retry(
             &self.retry,
@@ -249,7 +249,7 @@ impl HttpSink {
                 };
                 tracing::error!(sink = %self.name, status, body = %detail,
                     "the receiver refused the batch; not retried (check the sink's url, headers and \
-                     credentials). Nothing was committed: the next poll sends it again");
+                     credentials). Nothing was committed: the next poll (or run) sends it again");
                 Err(SinkError::Rejected {
                     sink: self.name.clone(),
                     status,
@@ -312,7 +312,8 @@ impl HttpSink {
         Err(Failure::Status {
             status,
             retry_after,
-            body: self.scrub(&snippet(&String::from_utf8_lossy(&body))),
+            // Scrub before cutting, so that no part of a secret survives at the cut.
+            body: snippet(&self.scrub(&String::from_utf8_lossy(&body))),
         })
     }
 

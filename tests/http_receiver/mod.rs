@@ -6,6 +6,8 @@
 //! credential, per-item `_bulk` errors, and a listener that is stopped and started again.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::Read as _;
 use std::net::SocketAddr;
@@ -224,7 +226,7 @@ async fn handle(
     };
     let fault = if let Some(c) = canned {
         Some(c)
-    } else if outage || faults.fail_every.is_some_and(|k| n % k == 0) {
+    } else if outage || faults.fail_every.is_some_and(|k| n.is_multiple_of(k)) {
         Some(Canned {
             status: 503,
             retry_after: None,
@@ -408,7 +410,7 @@ async fn handle(
                 let faulted = data.accepted < faults.item_fault_requests;
                 let mut items = Vec::new();
                 let mut errors = false;
-                let mut ok = lines.len() % 2 == 0;
+                let mut ok = lines.len().is_multiple_of(2);
                 for (pos, pair) in lines.chunks(2).enumerate() {
                     let (Ok(action), Some(Ok(doc))) = (
                         serde_json::from_str::<Value>(pair[0]),

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: the release binary's `run --once` against the built-in emulator.
+
+For each vendor and size it starts `auditship simulate` serving a fixed data set (pre-rendered,
+seeded), runs `auditship run --once` into a file sink with a fresh state, and reports events/s,
+CPU microseconds per event (user+sys of the agent process alone, from wait4), the agent's peak
+RSS, the emulator's CPU, and the requests made. Each figure is the median of --runs runs.
+Then, with --idle SECONDS, it measures four sources polling every 60 s: CPU share and RSS.
+
+    python3 benches/e2e.py                      # 100k and 1M of every vendor, 3 runs each
+    python3 benches/e2e.py --sizes 100000 --vendors wasabi_air --runs 1
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "auditship")
+VENDORS = ["wasabi_air", "domino_audit", "domo", "domino_datasource"]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_cpu(pid):
+    """User+sys CPU seconds of a running process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def proc_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def stats(url):
+    with urllib.request.urlopen(url + "/_sim/stats", timeout=10) as r:
+        return json.load(r)
+
+
+class Sim:
+    def __init__(self, vendors, events, span_days, seed=7):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.p = subprocess.Popen(
+            [BIN, "simulate", "--listen", f"127.0.0.1:{self.port}", "--events", str(events),
+             "--vendors", ",".join(vendors), "--span", f"{span_days}d", "--seed", str(seed),
+             "--twin-fraction", "0.02"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.p.stdout.readline()
+        if "listening" not in line:
+            raise SystemExit(f"simulator did not start: {line!r}")
+
+    def close(self):
+        self.p.terminate()
+        self.p.wait()
+
+
+def source_toml(vendor, url, start):
+    auth = ('client_id = "sim-client"\nclient_secret = "sim-secret"\n' if vendor == "domo"
+            else 'api_key = "sim-api-key"\n')
+    return (f'[[sources]]\nname = "{vendor.replace("_", "-")}"\nkind = "{vendor}"\n'
+            f'url = "{url}"\nstart = "{start}"\n{auth}\n')
+
+
+def run_once(vendor, sim, start, fsync):
+    with tempfile.TemporaryDirectory() as d:
+        cfg = os.path.join(d, "c.toml")
+        with open(cfg, "w") as f:
+            f.write('[agent]\nstate_path = "state.db"\nlag = "1s"\n\n')
+            f.write(source_toml(vendor, sim.url, start))
+            f.write(f'[[sinks]]\nname = "file"\nkind = "file"\npath = "out.ndjson"\n'
+                    f'fsync = {"true" if fsync else "false"}\n')
+        before_req = sum(stats(sim.url)["requests"].values())
+        sim_cpu0 = proc_cpu(sim.p.pid)
+        t0 = time.monotonic()
+        p = subprocess.Popen([BIN, "run", "--once", "--config", cfg],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env={**os.environ, "AUDITSHIP_LOG": "warn"})
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.monotonic() - t0
+        err = p.stderr.read().decode()
+        if status != 0:
+            raise SystemExit(f"{vendor}: run --once failed ({status}): {err}")
+        lines = sum(1 for _ in open(os.path.join(d, "out.ndjson"), "rb"))
+        return {
+            "events": lines,
+            "wall": wall,
+            "cpu": ru.ru_utime + ru.ru_stime,
+            "rss_mb": ru.ru_maxrss / 1024,
+            "sim_cpu": proc_cpu(sim.p.pid) - sim_cpu0,
+            "requests": sum(stats(sim.url)["requests"].values()) - before_req,
+        }
+
+
+def bench(vendors, sizes, runs, fsync):
+    rows = []
+    for vendor in vendors:
+        for n in sizes:
+            days = 30
+            sim = Sim([vendor], n, days)
+            start = (datetime.now(timezone.utc) - timedelta(days=days, hours=1)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+            try:
+                res = [run_once(vendor, sim, start, fsync) for _ in range(runs)]
+            finally:
+                sim.close()
+            med = lambda k: statistics.median(r[k] for r in res)
+            ev = med("events")
+            row = {
+                "vendor": vendor, "events": int(ev),
+                "events_per_s": ev / med("wall"),
+                "cpu_us_per_event": med("cpu") / ev * 1e6,
+                "peak_rss_mb": med("rss_mb"),
+                "requests": int(med("requests")),
+                "sim_cpu_s": med("sim_cpu"),
+                "wall_s": med("wall"),
+            }
+            rows.append(row)
+            print(f"{vendor:18} {int(ev):>8} events  {row['events_per_s']:>9.0f} ev/s  "
+                  f"{row['cpu_us_per_event']:6.2f} us/ev CPU  {row['peak_rss_mb']:6.1f} MB peak  "
+                  f"{row['requests']:>6} requests  emulator {row['sim_cpu_s']:.2f}s CPU",
+                  flush=True)
+    return rows
+
+
+def idle(seconds):
+    """Four sources polling every 60 s against a quiet emulator: CPU share and RSS."""
+    sim = Sim(VENDORS, 1000, 1)
+    start = (datetime.now(timezone.utc) - timedelta(days=1, hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with tempfile.TemporaryDirectory() as d:
+        cfg = os.path.join(d, "c.toml")
+        with open(cfg, "w") as f:
+            f.write('[agent]\nstate_path = "state.db"\npoll_interval = "60s"\n\n')
+            for v in VENDORS:
+                f.write(source_toml(v, sim.url, start))
+            f.write('[[sinks]]\nname = "file"\nkind = "file"\npath = "out.ndjson"\n')
+        p = subprocess.Popen([BIN, "run", "--config", cfg], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(5)  # the catch-up of the first poll
+        c0, t0 = proc_cpu(p.pid), time.monotonic()
+        rss = []
+        while time.monotonic() - t0 < seconds:
+            time.sleep(1)
+            rss.append(proc_rss_kb(p.pid))
+        c1, t1 = proc_cpu(p.pid), time.monotonic()
+        p.terminate()
+        p.wait()
+    sim.close()
+    share = (c1 - c0) / (t1 - t0) * 100
+    print(f"idle: 4 sources, poll every 60s, {seconds}s measured: {share:.3f}% of a core, "
+          f"RSS {max(rss) / 1024:.1f} MB max")
+    return {"cpu_percent": share, "rss_mb": max(rss) / 1024}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vendors", default=",".join(VENDORS))
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-fsync", action="store_true", help="file sink with fsync = false")
+    ap.add_argument("--idle", type=int, default=0, help="also measure idle cost for N seconds")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--json", help="write the results here")
+    a = ap.parse_args()
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    print(f"machine: {os.cpu_count()} cores, {os.uname().release}; fsync={'off' if a.no_fsync else 'on'}; "
+          f"median of {a.runs} run(s)", flush=True)
+    rows = bench(a.vendors.split(","), [int(s) for s in a.sizes.split(",")], a.runs, not a.no_fsync)
+    out = {"rows": rows}
+    if a.idle:
+        out["idle"] = idle(a.idle)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

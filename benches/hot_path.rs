@@ -1,0 +1,227 @@
+//! Micro-benchmarks of the per-event hot path, one page (1000 events) at a time:
+//! page parse, normalise, dedupe key, encode, and the SQLite commit of a page.
+//!
+//!     cargo bench --bench hot_path
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use auditship::dedupe;
+use auditship::event::Event;
+use auditship::sinks::encode_ndjson;
+use auditship::sources::{domino_audit, domo, wasabi_air};
+use auditship::state::{Commit, State};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use serde_json::value::RawValue;
+
+const PAGE: usize = 1000;
+
+fn wasabi_page() -> String {
+    let events: Vec<String> = (0..PAGE)
+        .map(|i| {
+            format!(
+                r#"{{"id":"{:032x}","user_id":"59790c0f1ab46239e59188bed540bfc7","action_key":"login","target_kind":"authenticate","target_id":"{:032x}","time":"2024-10-11T16:49:{:02}.{}Z"}}"#,
+                i * 7919,
+                i,
+                i % 60,
+                758191 + i
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"audit_events":[{}],"total":{},"page":0}}"#,
+        events.join(","),
+        PAGE
+    )
+}
+
+fn domino_page() -> String {
+    let events: Vec<String> = (0..PAGE)
+        .map(|i| {
+            format!(
+                r#"{{"timestamp":{},"actor":{{"id":"u{i}","name":"alice","firstName":"Alice","lastName":"X"}},"action":{{"eventName":"Create Dataset","using":[],"traceId":"t{i}"}},"targets":[{{"entity":{{"entityType":"dataset","id":"d{i}","name":"ds1"}},"fieldChanges":[{{"fieldName":"filePath","before":null,"after":"a.csv","added":[],"removed":[]}}]}}],"affecting":[],"in":{{"entityType":"project","id":"p1","name":"proj"}},"metadata":{{}}}}"#,
+                1_729_185_360_064i64 + i as i64
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"events":[{}],"estimatedMatches":{}}}"#,
+        events.join(","),
+        PAGE
+    )
+}
+
+fn domo_page() -> String {
+    let events: Vec<String> = (0..PAGE)
+        .map(|i| {
+            format!(
+                r#"{{"actionType":"VIEWED","actorId":0,"actorName":"","additionalComment":"Leonard Euler viewed page Intro.","browserDetails":"Mozilla/5.0 (Macintosh)","device":"desktop","eventText":"Viewed page","ipAddress":"50.207.2.{}","objectId":"{i}","objectName":"Intro to Domo","objectType":"PAGE","time":"2017-12-13 10:{:02}:{:02} PM","userId":"1619916076","userName":"Leonard Euler","userType":"USER"}}"#,
+                i % 255,
+                i / 60 % 60,
+                i % 60
+            )
+        })
+        .collect();
+    format!("[{}]", events.join(","))
+}
+
+#[derive(serde::Deserialize)]
+struct WasabiEnvelope<'a> {
+    #[serde(borrow)]
+    audit_events: Vec<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct DominoEnvelope<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
+fn parse_and_normalise(c: &mut Criterion) {
+    let src: Arc<str> = Arc::from("bench");
+    let mut g = c.benchmark_group("page");
+    g.throughput(Throughput::Elements(PAGE as u64));
+    let w = wasabi_page();
+    g.bench_function("wasabi_parse", |b| {
+        b.iter(|| {
+            serde_json::from_str::<WasabiEnvelope>(black_box(&w))
+                .unwrap()
+                .audit_events
+                .len()
+        })
+    });
+    g.bench_function("wasabi_parse_normalise", |b| {
+        b.iter(|| {
+            let env: WasabiEnvelope = serde_json::from_str(black_box(&w)).unwrap();
+            env.audit_events
+                .into_iter()
+                .map(|r| wasabi_air::normalise(&src, r).unwrap())
+                .count()
+        })
+    });
+    let d = domino_page();
+    g.bench_function("domino_parse_normalise", |b| {
+        b.iter(|| {
+            let env: DominoEnvelope = serde_json::from_str(black_box(&d)).unwrap();
+            env.events
+                .into_iter()
+                .map(|r| domino_audit::normalise(&src, r).unwrap())
+                .count()
+        })
+    });
+    let m = domo_page();
+    g.bench_function("domo_parse_normalise", |b| {
+        b.iter(|| {
+            let raws: Vec<&RawValue> = serde_json::from_str(black_box(&m)).unwrap();
+            raws.into_iter()
+                .map(|r| domo::normalise(&src, chrono_tz::UTC, r, 0, i64::MAX).unwrap())
+                .count()
+        })
+    });
+    g.finish();
+}
+
+fn events(page: &str) -> Vec<Event> {
+    let src: Arc<str> = Arc::from("bench");
+    let env: DominoEnvelope = serde_json::from_str(page).unwrap();
+    env.events
+        .into_iter()
+        .map(|r| domino_audit::normalise(&src, r).unwrap())
+        .collect()
+}
+
+fn keys_and_encoding(c: &mut Criterion) {
+    let evs = events(&domino_page());
+    let mut g = c.benchmark_group("event");
+    g.throughput(Throughput::Elements(PAGE as u64));
+    g.bench_function("id_key", |b| {
+        b.iter(|| {
+            evs.iter()
+                .map(|e| dedupe::id_key(black_box(&e.action.as_deref().unwrap_or("x")))[0])
+                .count()
+        })
+    });
+    g.bench_function("content_key", |b| {
+        b.iter(|| {
+            let mut occ = dedupe::Occurrences::default();
+            evs.iter()
+                .map(|e| {
+                    let h = dedupe::content_hash(black_box(&e.raw)).unwrap();
+                    dedupe::hex(&dedupe::occurrence_key(&h, occ.next(h)))
+                })
+                .count()
+        })
+    });
+    let mut buf = Vec::with_capacity(1 << 20);
+    g.bench_function("encode_ndjson_with_raw", |b| {
+        b.iter(|| {
+            encode_ndjson(black_box(&evs), true, &mut buf);
+            buf.len()
+        })
+    });
+    g.bench_function("encode_ndjson_without_raw", |b| {
+        b.iter(|| {
+            encode_ndjson(black_box(&evs), false, &mut buf);
+            buf.len()
+        })
+    });
+    g.finish();
+}
+
+fn sqlite_commit(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = State::open(&dir.path().join("bench.db")).unwrap();
+    let mut g = c.benchmark_group("state");
+    g.throughput(Throughput::Elements(PAGE as u64));
+    let mut n: u64 = 0;
+    g.bench_function("lookup_and_commit_page", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                (0..PAGE as u64)
+                    .map(|i| {
+                        let mut k = [0u8; 16];
+                        k[..8].copy_from_slice(&n.to_le_bytes());
+                        k[8..].copy_from_slice(&i.to_le_bytes());
+                        (k, (n * PAGE as u64 + i) as i64)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |keys| {
+                rt.block_on(async {
+                    let known = state
+                        .known("bench", keys.iter().map(|(k, _)| *k).collect())
+                        .await
+                        .unwrap();
+                    state
+                        .commit(Commit {
+                            source: "bench".into(),
+                            kind: "wasabi_air",
+                            delivered: known.len() as u64,
+                            keys,
+                            positions: vec![("file".into(), n)],
+                            cursor: Some(n as i64),
+                            prune_before: Some(n as i64 * PAGE as i64 - 50_000),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap()
+                })
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    parse_and_normalise,
+    keys_and_encoding,
+    sqlite_commit
+);
+criterion_main!(benches);
