@@ -42,6 +42,17 @@ def proc_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def proc_hwm_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def proc_rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -94,7 +105,15 @@ def run_once(vendor, sim, start, fsync):
         p = subprocess.Popen([BIN, "run", "--once", "--config", cfg],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              env={**os.environ, "AUDITSHIP_LOG": "warn"})
-        _, status, ru = os.wait4(p.pid, 0)
+        # ru_maxrss of a forked child keeps the parent's (Python's) RSS from before exec, so the
+        # agent's own peak is read from /proc/PID/status (VmHWM) while it runs.
+        hwm = 0
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            hwm = max(hwm, proc_hwm_kb(p.pid))
+            time.sleep(0.005)
         wall = time.monotonic() - t0
         err = p.stderr.read().decode()
         if status != 0:
@@ -104,7 +123,7 @@ def run_once(vendor, sim, start, fsync):
             "events": lines,
             "wall": wall,
             "cpu": ru.ru_utime + ru.ru_stime,
-            "rss_mb": ru.ru_maxrss / 1024,
+            "rss_mb": hwm / 1024,
             "sim_cpu": proc_cpu(sim.p.pid) - sim_cpu0,
             "requests": sum(stats(sim.url)["requests"].values()) - before_req,
         }
@@ -114,7 +133,7 @@ def bench(vendors, sizes, runs, fsync):
     rows = []
     for vendor in vendors:
         for n in sizes:
-            days = 30
+            days = int(os.environ.get("BENCH_DAYS", "30"))
             sim = Sim([vendor], n, days)
             start = (datetime.now(timezone.utc) - timedelta(days=days, hours=1)).strftime(
                 "%Y-%m-%dT%H:%M:%SZ")

@@ -71,7 +71,7 @@ pub struct RawAgent {
     pub lag: Option<String>,
     /// Each poll re-reads this much before the cursor, for late arrivals (default 15m).
     pub overlap: Option<String>,
-    /// Largest sub-window one read covers (default 1h; Domo 30m; Domino data-source 5m).
+    /// Largest sub-window one read covers (default 1h; Domo 30m).
     pub window: Option<String>,
     /// Events per page requested (1–1000, default 1000).
     pub page_size: Option<i64>,
@@ -239,7 +239,6 @@ impl SourceKind {
             // shortest daylight-saving shift (30 minutes, Lord Howe) holds at most one of the
             // two instants an ambiguous time can mean.
             SourceKind::Domo => (Duration::from_secs(1800), Some(Duration::from_secs(1800))),
-            SourceKind::DominoDatasource => (Duration::from_secs(300), None),
             _ => (Duration::from_secs(3600), None),
         }
     }
@@ -884,14 +883,14 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
             .or(d_page)
             .unwrap_or(1000);
         let max_response_events = match s.max_response_events {
-            None => 10_000,
+            None => 5_000,
             Some(n) if n >= 1 => n as usize,
             Some(n) => {
                 c.fail(
                     &format!("{key}.max_response_events"),
                     format_args!("{n} must be at least 1"),
                 );
-                10_000
+                5_000
             }
         };
         let mut filters = Vec::new();

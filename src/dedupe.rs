@@ -23,36 +23,167 @@ pub fn id_key(id: &str) -> Key {
     truncate(h.finalize())
 }
 
-/// The hash of a vendor entry's canonical content. Fails only on JSON the parser rejects, which
-/// the source has already parsed once, so in practice never.
+/// The hash of a vendor entry's canonical content: the same entry hashes the same however the
+/// vendor formatted it (key order, whitespace, escapes). Fails only on JSON the parser rejects,
+/// which the source has already parsed once, so in practice never.
 pub fn content_hash(raw: &RawValue) -> Result<ContentHash, serde_json::Error> {
-    // serde_json's Value keeps objects in a BTreeMap: re-serialising it sorts keys and drops
-    // whitespace, so the same entry hashes the same however the vendor formatted it.
-    let value: serde_json::Value = serde_json::from_str(raw.get())?;
-    let mut w = HashWriter(blake3::Hasher::new());
-    serde_json::to_writer(&mut w, &value)?;
-    Ok(*w.0.finalize().as_bytes())
+    // One pass over the text into a borrowed tree (strings without escapes are not copied),
+    // then a canonical, injective encoding into the hasher: objects with sorted keys, every
+    // value tagged and every string length-prefixed.
+    let mut value: Canon<'_> = serde_json::from_str(raw.get())?;
+    // Encode into a reused buffer and hash it once: many tiny hasher updates cost more than
+    // the hashing itself.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    Ok(SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        value.encode(buf);
+        *blake3::hash(buf).as_bytes()
+    }))
 }
 
-struct HashWriter(blake3::Hasher);
+/// A JSON value borrowed from the text it was parsed from.
+enum Canon<'a> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Str(std::borrow::Cow<'a, str>),
+    Array(Vec<Canon<'a>>),
+    Object(Vec<(std::borrow::Cow<'a, str>, Canon<'a>)>),
+}
 
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
+impl Canon<'_> {
+    fn encode(&mut self, h: &mut Vec<u8>) {
+        match self {
+            Canon::Null => {
+                h.push(b'n');
+            }
+            Canon::Bool(b) => {
+                h.push(if *b { b't' } else { b'f' });
+            }
+            Canon::U64(v) => {
+                h.push(b'u');
+                h.extend_from_slice(&v.to_le_bytes());
+            }
+            Canon::I64(v) => {
+                h.push(b'i');
+                h.extend_from_slice(&v.to_le_bytes());
+            }
+            Canon::F64(v) => {
+                h.push(b'd');
+                h.extend_from_slice(&v.to_bits().to_le_bytes());
+            }
+            Canon::Str(s) => hash_str(h, b's', s),
+            Canon::Array(items) => {
+                h.push(b'[');
+                h.extend_from_slice(&(items.len() as u64).to_le_bytes());
+                for i in items {
+                    i.encode(h);
+                }
+            }
+            Canon::Object(entries) => {
+                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                h.push(b'{');
+                h.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+                for (k, v) in entries {
+                    hash_str(h, b'k', k);
+                    v.encode(h);
+                }
+            }
+        }
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+}
+
+fn hash_str(h: &mut Vec<u8>, tag: u8, s: &str) {
+    h.push(tag);
+    h.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    h.extend_from_slice(s.as_bytes());
+}
+
+impl<'de> serde::Deserialize<'de> for Canon<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CanonVisitor)
+    }
+}
+
+struct CanonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CanonVisitor {
+    type Value = Canon<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Canon<'de>, E> {
+        Ok(Canon::Null)
+    }
+    fn visit_none<E>(self) -> Result<Canon<'de>, E> {
+        Ok(Canon::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Canon<'de>, E> {
+        Ok(Canon::Bool(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Canon<'de>, E> {
+        Ok(Canon::U64(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Canon<'de>, E> {
+        // Non-negative integers always arrive as u64: keep one encoding per number.
+        Ok(if v >= 0 {
+            Canon::U64(v as u64)
+        } else {
+            Canon::I64(v)
+        })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Canon<'de>, E> {
+        Ok(Canon::F64(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Canon<'de>, E> {
+        Ok(Canon::Str(std::borrow::Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Canon<'de>, E> {
+        Ok(Canon::Str(std::borrow::Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Canon<'de>, E> {
+        Ok(Canon::Str(std::borrow::Cow::Owned(v)))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Canon<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Canon::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Canon<'de>, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some((k, v)) = map.next_entry::<CanonKey<'de>, Canon<'de>>()? {
+            entries.push((k.0, v));
+        }
+        Ok(Canon::Object(entries))
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct CanonKey<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for CanonKey<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Canon::deserialize(d)? {
+            Canon::Str(s) => Ok(CanonKey(s)),
+            _ => Err(serde::de::Error::custom("object key is not a string")),
+        }
     }
 }
 
 /// The key of the `n`th (from 0) occurrence of a content.
 pub fn occurrence_key(hash: &ContentHash, n: u32) -> Key {
-    let mut h = blake3::Hasher::new();
-    h.update(b"content\0");
-    h.update(hash);
-    h.update(&n.to_le_bytes());
-    truncate(h.finalize())
+    let mut buf = [0u8; 44];
+    buf[..8].copy_from_slice(b"content\0");
+    buf[8..40].copy_from_slice(hash);
+    buf[40..].copy_from_slice(&n.to_le_bytes());
+    truncate(blake3::hash(&buf))
 }
 
 fn truncate(h: blake3::Hash) -> Key {
@@ -106,6 +237,25 @@ mod tests {
         assert_eq!(a, b);
         let c = content_hash(&raw(r#"{"a":1,"b":{"x":"y","c":[2,1]}}"#)).unwrap();
         assert_ne!(a, c, "array order is content");
+    }
+
+    #[test]
+    fn content_hash_sees_through_escapes_and_tells_types_apart() {
+        let plain = content_hash(&raw(r#"{"a":"x/y","n":1}"#)).unwrap();
+        let escaped = content_hash(&raw(r#"{"a":"x\/y","n":1}"#)).unwrap();
+        assert_eq!(plain, escaped, "the same string, written two ways");
+        for other in [
+            r#"{"a":"x/y","n":"1"}"#,
+            r#"{"a":"x/y","n":1.0}"#,
+            r#"{"a":"x/y","n":-1}"#,
+            r#"{"a":"x/y","n":null}"#,
+            r#"{"a":"x/y"}"#,
+            r#"{"a":"x/","n":1}"#,
+            r#"{"a":["x/y"],"n":1}"#,
+            r#"{"ax":"/y","n":1}"#,
+        ] {
+            assert_ne!(plain, content_hash(&raw(other)).unwrap(), "{other}");
+        }
     }
 
     #[test]

@@ -74,6 +74,12 @@ pub struct Poller {
     unordered_warned: bool,
     /// Progress and failures, for `/healthz` and `/readyz`.
     health: SourceHealth,
+    /// The newest event time ever delivered (from the state at each poll, then kept current):
+    /// events newer than it cannot have keys yet and are not looked up.
+    max_event: Option<Nanos>,
+    /// How far before the window it was read for the vendor has placed an event (a clock or
+    /// zone mismatch); keys are kept that much longer, so a re-read still finds them.
+    skew: Nanos,
 }
 
 impl Poller {
@@ -100,6 +106,8 @@ impl Poller {
             occurrences: Occurrences::default(),
             unordered_warned: false,
             health,
+            max_event: None,
+            skew: 0,
         }
     }
 
@@ -117,8 +125,13 @@ impl Poller {
         let now = timefmt::now();
         let row = self.state.source(&self.cfg.name).await?;
         let cursor = row.as_ref().and_then(|r| r.cursor);
+        self.max_event = row.as_ref().and_then(|r| r.max_event);
         let from = match cursor {
-            Some(c) => c.saturating_sub(dur_nanos(self.cfg.overlap)),
+            // Re-read `overlap` for late arrivals, but never before the configured start: the
+            // user asked for nothing older.
+            Some(c) => c
+                .saturating_sub(dur_nanos(self.cfg.overlap))
+                .max(self.cfg.start.unwrap_or(i64::MIN).min(c)),
             None => self.cfg.start.unwrap_or(now - 24 * 3600 * NANOS_PER_SEC),
         };
         let mut from = floor_to(from, unit);
@@ -217,7 +230,7 @@ impl Poller {
                     last
                 }
             };
-            self.deliver_and_commit(page.events, start, end, last.then_some(end), summary)
+            self.deliver_and_commit(page.events, start, last.then_some(end), summary)
                 .await?;
             if last {
                 break;
@@ -262,12 +275,28 @@ impl Poller {
         &mut self,
         mut events: Vec<Event>,
         start: Nanos,
-        end: Nanos,
         cursor: Option<Nanos>,
         summary: &mut PollSummary,
     ) -> Result<(), PollError> {
         let keys = self.key(&mut events)?;
-        let known = self.state.known(&self.cfg.name, keys.clone()).await?;
+        // Only events not newer than everything ever delivered can be known already.
+        let old: Vec<usize> = match self.max_event {
+            None => Vec::new(),
+            Some(m) => (0..events.len()).filter(|i| events[*i].time <= m).collect(),
+        };
+        let mut known = vec![false; keys.len()];
+        if !old.is_empty() {
+            let found = self
+                .state
+                .known(
+                    &self.cfg.name,
+                    old.iter().map(|i| (keys[*i], events[*i].time)).collect(),
+                )
+                .await?;
+            for (i, k) in old.into_iter().zip(found) {
+                known[i] = k;
+            }
+        }
         let mut in_page = HashSet::with_capacity(keys.len());
         let mut fresh = Vec::with_capacity(events.len());
         let mut fresh_keys = Vec::with_capacity(events.len());
@@ -277,15 +306,13 @@ impl Poller {
                 duplicates += 1;
                 continue;
             }
-            // Keys are pruned by event time; an event the vendor placed outside the window we
-            // asked for (a clock or zone mismatch) is kept by the window's start instead, which
-            // is never later than its true time by more than a window.
-            let key_time = if (start..end).contains(&ev.time) {
-                ev.time
-            } else {
-                start
-            };
-            fresh_keys.push((key, key_time));
+            if ev.time < start && start - ev.time > self.skew {
+                self.skew = start - ev.time;
+                tracing::warn!(source = %self.cfg.name, event_time = %timefmt::human(ev.time),
+                    window_start = %timefmt::human(start),
+                    "the vendor returned an event older than the window asked for; is time_zone right?");
+            }
+            fresh_keys.push((key, ev.time));
             fresh.push(ev);
         }
 
@@ -316,6 +343,7 @@ impl Poller {
             .filter_map(|(slot, g)| g.position().map(|p| (slot.config.name.clone(), p)))
             .collect();
         let max = max_window(&self.cfg, &self.traits);
+        let newest = fresh.iter().map(|e| e.time).max();
         let commit = Commit {
             source: self.cfg.name.clone(),
             kind: self.cfg.kind.as_str(),
@@ -324,13 +352,15 @@ impl Poller {
             keys: fresh_keys,
             positions,
             cursor,
-            prune_before: cursor.map(|c| c - dur_nanos(self.cfg.overlap) - max),
+            prune_before: cursor.map(|c| c - dur_nanos(self.cfg.overlap) - max - self.skew),
+            max_event: newest,
         };
         match self.state.commit(commit).await {
             Ok(()) => {
                 for g in guards.iter_mut() {
                     g.committed();
                 }
+                self.max_event = self.max_event.max(newest);
                 self.health.progress();
             }
             Err(e) => {

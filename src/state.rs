@@ -56,6 +56,21 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         position INTEGER NOT NULL    -- file sink: committed byte length
      );",
+    // 2: the newest event time ever delivered per source. A page's events newer than it cannot
+    // have keys yet, so the poller looks up only the older ones (a backfill looks up nothing).
+    "ALTER TABLE sources ADD COLUMN max_event INTEGER;",
+    // 3: keys clustered by (source, time): one B-tree instead of a table plus a time index,
+    // inserts land near the end (events arrive roughly in time order) and pruning deletes a
+    // prefix. Lookups give the event's time, which is part of its content anyway.
+    "CREATE TABLE keys_v3 (
+        source INTEGER NOT NULL,
+        time INTEGER NOT NULL,       -- ns, the event's time
+        key BLOB NOT NULL,
+        PRIMARY KEY (source, time, key)
+     ) WITHOUT ROWID;
+     INSERT INTO keys_v3 (source, time, key) SELECT source, time, key FROM keys;
+     DROP TABLE keys;
+     ALTER TABLE keys_v3 RENAME TO keys;",
 ];
 
 /// One source's row, as `state` shows it.
@@ -68,6 +83,8 @@ pub struct SourceRow {
     pub duplicates: u64,
     pub keys: u64,
     pub updated: Option<Nanos>,
+    /// The newest event time ever delivered.
+    pub max_event: Option<Nanos>,
 }
 
 /// What one page's delivery commits.
@@ -85,6 +102,8 @@ pub struct Commit {
     pub cursor: Option<Nanos>,
     /// Drop this source's keys older than this.
     pub prune_before: Option<Nanos>,
+    /// The newest time among the delivered events.
+    pub max_event: Option<Nanos>,
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -150,16 +169,22 @@ impl State {
         .await
     }
 
-    /// For each key, whether it is already recorded for this source.
-    pub async fn known(&self, source: &str, keys: Vec<Key>) -> Result<Vec<bool>, StateError> {
+    /// For each (key, event time), whether it is already recorded for this source.
+    pub async fn known(
+        &self,
+        source: &str,
+        keys: Vec<(Key, Nanos)>,
+    ) -> Result<Vec<bool>, StateError> {
         let source = source.to_string();
         self.call(move |c| {
             let Some(id) = source_id(c, &source)? else {
                 return Ok(vec![false; keys.len()]);
             };
-            let mut st = c.prepare_cached("SELECT 1 FROM keys WHERE source = ?1 AND key = ?2")?;
+            let mut st = c.prepare_cached(
+                "SELECT 1 FROM keys WHERE source = ?1 AND time = ?2 AND key = ?3",
+            )?;
             keys.iter()
-                .map(|k| Ok(st.exists(params![id, &k[..]])?))
+                .map(|(k, t)| Ok(st.exists(params![id, t, &k[..]])?))
                 .collect()
         })
         .await
@@ -170,18 +195,13 @@ impl State {
         self.call(move |c| {
             let tx = c.transaction()?;
             let id = ensure_source(&tx, &commit.source, commit.kind)?;
-            {
-                let mut ins = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO keys (source, key, time) VALUES (?1, ?2, ?3)",
-                )?;
-                for (k, t) in &commit.keys {
-                    ins.execute(params![id, &k[..], t])?;
-                }
-            }
+            insert_keys(&tx, id, &commit.keys)?;
             tx.execute(
                 "UPDATE sources SET delivered = delivered + ?2, duplicates = duplicates + ?3,
                     cursor = CASE WHEN ?4 IS NULL THEN cursor
                                   WHEN cursor IS NULL OR ?4 > cursor THEN ?4 ELSE cursor END,
+                    max_event = CASE WHEN ?6 IS NULL THEN max_event
+                                  WHEN max_event IS NULL OR ?6 > max_event THEN ?6 ELSE max_event END,
                     updated = ?5
                  WHERE id = ?1",
                 params![
@@ -189,7 +209,8 @@ impl State {
                     commit.delivered as i64,
                     commit.duplicates as i64,
                     commit.cursor,
-                    crate::timefmt::now()
+                    crate::timefmt::now(),
+                    commit.max_event
                 ],
             )?;
             for (sink, pos) in &commit.positions {
@@ -298,6 +319,27 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Rows per multi-row INSERT: one statement execution per chunk instead of per key.
+const INSERT_CHUNK: usize = 100;
+
+fn insert_keys(tx: &Connection, source: i64, keys: &[(Key, Nanos)]) -> Result<(), StateError> {
+    for chunk in keys.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "INSERT OR IGNORE INTO keys (source, time, key) VALUES {}",
+            vec!["(?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut st = tx.prepare_cached(&sql)?;
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 3);
+        for (k, t) in chunk {
+            values.push(&source);
+            values.push(t);
+            values.push(k);
+        }
+        st.execute(values.as_slice())?;
+    }
+    Ok(())
+}
+
 fn source_id(c: &Connection, name: &str) -> Result<Option<i64>, StateError> {
     Ok(c.prepare_cached("SELECT id FROM sources WHERE name = ?1")?
         .query_row(params![name], |r| r.get(0))
@@ -318,7 +360,7 @@ fn ensure_source(c: &Connection, name: &str, kind: &str) -> Result<i64, StateErr
 fn source_row(c: &Connection, name: &str) -> Result<Option<SourceRow>, StateError> {
     let row = c
         .query_row(
-            "SELECT id, kind, cursor, delivered, duplicates, updated FROM sources WHERE name = ?1",
+            "SELECT id, kind, cursor, delivered, duplicates, updated, max_event FROM sources WHERE name = ?1",
             params![name],
             |r| {
                 Ok((
@@ -331,6 +373,7 @@ fn source_row(c: &Connection, name: &str) -> Result<Option<SourceRow>, StateErro
                         duplicates: r.get::<_, i64>(4)? as u64,
                         keys: 0,
                         updated: r.get(5)?,
+                        max_event: r.get(6)?,
                     },
                 ))
             },
@@ -366,6 +409,7 @@ mod tests {
             positions: vec![("file".into(), 42)],
             cursor: Some(1000),
             prune_before: None,
+            max_event: Some(200),
         })
         .await
         .unwrap();
@@ -382,10 +426,15 @@ mod tests {
         assert_eq!(row.cursor, Some(1000));
         assert_eq!((row.delivered, row.duplicates, row.keys), (2, 1, 1));
         assert_eq!(
-            st.known("a", vec![[1; 16], [2; 16]]).await.unwrap(),
-            vec![false, true]
+            st.known("a", vec![([1; 16], 100), ([2; 16], 200), ([2; 16], 201)])
+                .await
+                .unwrap(),
+            vec![false, true, false]
         );
-        assert_eq!(st.known("b", vec![[2; 16]]).await.unwrap(), vec![false]);
+        assert_eq!(
+            st.known("b", vec![([2; 16], 200)]).await.unwrap(),
+            vec![false]
+        );
         assert_eq!(st.sink_position("file").await.unwrap(), Some(42));
         drop(st);
         // Reopening keeps everything and does not re-run migrations.
@@ -394,6 +443,51 @@ mod tests {
         st.reset("a", "domo", 150).await.unwrap();
         let row = st.source("a").await.unwrap().unwrap();
         assert_eq!((row.cursor, row.keys), (Some(150), 0));
+    }
+
+    #[tokio::test]
+    async fn a_state_of_schema_1_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute(
+            "INSERT INTO sources (name, kind, cursor, delivered) VALUES ('a', 'domo', 77, 5)",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let st = State::open(&path).unwrap();
+        let row = st.source("a").await.unwrap().unwrap();
+        assert_eq!(
+            (row.cursor, row.delivered, row.max_event),
+            (Some(77), 5, None)
+        );
+        st.commit(Commit {
+            source: "a".into(),
+            kind: "domo",
+            keys: vec![([9; 16], 90)],
+            delivered: 1,
+            max_event: Some(90),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        st.commit(Commit {
+            source: "a".into(),
+            kind: "domo",
+            max_event: Some(10),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(st.source("a").await.unwrap().unwrap().max_event, Some(90));
+        let v: i64 = st
+            .call(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
     }
 
     #[test]

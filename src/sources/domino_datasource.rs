@@ -17,7 +17,7 @@ use crate::timefmt::{self, NANOS_PER_MS};
 
 /// Bytes allowed per event in a response before it is treated as too large (entries are a few
 /// hundred bytes; this only bounds memory).
-const BYTES_PER_EVENT: usize = 4096;
+const BYTES_PER_EVENT: usize = 1024;
 
 pub struct DominoDatasource {
     name: Arc<str>,
