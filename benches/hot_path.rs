@@ -96,7 +96,7 @@ fn parse_and_normalise(c: &mut Criterion) {
             env.audit_events
                 .into_iter()
                 .map(|r| wasabi_air::normalise(&src, r).unwrap())
-                .count()
+                .collect::<Vec<_>>()
         })
     });
     let d = domino_page();
@@ -106,7 +106,7 @@ fn parse_and_normalise(c: &mut Criterion) {
             env.events
                 .into_iter()
                 .map(|r| domino_audit::normalise(&src, r).unwrap())
-                .count()
+                .collect::<Vec<_>>()
         })
     });
     let m = domo_page();
@@ -115,7 +115,7 @@ fn parse_and_normalise(c: &mut Criterion) {
             let raws: Vec<&RawValue> = serde_json::from_str(black_box(&m)).unwrap();
             raws.into_iter()
                 .map(|r| domo::normalise(&src, chrono_tz::UTC, r, 0, i64::MAX).unwrap())
-                .count()
+                .collect::<Vec<_>>()
         })
     });
     g.finish();
@@ -137,8 +137,8 @@ fn keys_and_encoding(c: &mut Criterion) {
     g.bench_function("id_key", |b| {
         b.iter(|| {
             evs.iter()
-                .map(|e| dedupe::id_key(black_box(&e.action.as_deref().unwrap_or("x")))[0])
-                .count()
+                .map(|e| dedupe::id_key(black_box(e.action.as_deref().unwrap_or("x"))))
+                .collect::<Vec<_>>()
         })
     });
     g.bench_function("content_key", |b| {
@@ -149,7 +149,7 @@ fn keys_and_encoding(c: &mut Criterion) {
                     let h = dedupe::content_hash(black_box(&e.raw)).unwrap();
                     dedupe::hex(&dedupe::occurrence_key(&h, occ.next(h)))
                 })
-                .count()
+                .collect::<Vec<_>>()
         })
     });
     let mut buf = Vec::with_capacity(1 << 20);
@@ -182,21 +182,19 @@ fn sqlite_commit(c: &mut Criterion) {
         b.iter_batched(
             || {
                 n += 1;
-                (0..PAGE as u64)
+                let keys = (0..PAGE as u64)
                     .map(|i| {
                         let mut k = [0u8; 16];
                         k[..8].copy_from_slice(&n.to_le_bytes());
                         k[8..].copy_from_slice(&i.to_le_bytes());
                         (k, (n * PAGE as u64 + i) as i64)
                     })
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>();
+                (n, keys)
             },
-            |keys| {
+            |(n, keys)| {
                 rt.block_on(async {
-                    let known = state
-                        .known("bench", keys.iter().map(|(k, _)| *k).collect())
-                        .await
-                        .unwrap();
+                    let known = state.known("bench", keys.clone()).await.unwrap();
                     state
                         .commit(Commit {
                             source: "bench".into(),
