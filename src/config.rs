@@ -1023,6 +1023,20 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
             }
         }
     }
+    // A source no sink takes would have its cursor advance over events delivered nowhere.
+    if !sinks.is_empty() && sinks.len() == raw.sinks.len() {
+        for (i, src) in sources.iter().enumerate() {
+            if !sinks.iter().any(|s| s.takes(&src.name)) {
+                c.fail(
+                    &format!("sources[{i}]"),
+                    format_args!(
+                        "no sink takes the events of {:?}: add it to a sink's `sources`",
+                        src.name
+                    ),
+                );
+            }
+        }
+    }
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -1477,6 +1491,15 @@ mod tests {
             p.contains("sources[0].filters.page: is set by the agent"),
             "{p}"
         );
+    }
+
+    #[test]
+    fn a_source_that_no_sink_takes_is_an_error() {
+        let p = problems(&MINIMAL.replace(
+            "kind = \"stdout\"",
+            "kind = \"stdout\"\nsources = []",
+        ));
+        assert!(p.contains("sources[0]: no sink takes the events of \"air\""), "{p}");
     }
 
     #[test]

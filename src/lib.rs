@@ -39,6 +39,10 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr (a pipe whose reader went away) must not take the agent down: by
+        // default a failed log write is reported with eprintln!, which panics the task that
+        // logged — and a dead signal-handling task would ignore SIGTERM.
+        .log_internal_errors(false)
         .with_target(false);
     if std::env::var("AUDITSHIP_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
         builder.json().flatten_event(true).init();

@@ -401,3 +401,23 @@ async fn no_secret_appears_in_any_output_at_trace_level() {
         "trace logging produced too little to be a test: {bytes} bytes"
     );
 }
+
+/// Regression: a failed log write used to panic the task that logged (tracing reports its own
+/// write errors with eprintln!), so with stderr closed the signal task died and SIGTERM was
+/// ignored forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_honoured_when_stderr_is_a_closed_pipe() {
+    let cfg = backfill(&[Vendor::WasabiAir], 200, 1, 61);
+    let sim = sim(cfg.clone()).await;
+    // A source that keeps failing keeps logging.
+    let sources = source_toml(&sim, &cfg, Vendor::WasabiAir, "")
+        .replace(&sim.url(), "http://127.0.0.1:1");
+    let s = setup("", &sources);
+    let mut child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    drop(child.stderr.take());
+    drop(child.stdout.take());
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, "TERM");
+    let status = wait_for(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+}
