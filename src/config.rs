@@ -1495,11 +1495,11 @@ mod tests {
 
     #[test]
     fn a_source_that_no_sink_takes_is_an_error() {
-        let p = problems(&MINIMAL.replace(
-            "kind = \"stdout\"",
-            "kind = \"stdout\"\nsources = []",
-        ));
-        assert!(p.contains("sources[0]: no sink takes the events of \"air\""), "{p}");
+        let p = problems(&MINIMAL.replace("kind = \"stdout\"", "kind = \"stdout\"\nsources = []"));
+        assert!(
+            p.contains("sources[0]: no sink takes the events of \"air\""),
+            "{p}"
+        );
     }
 
     #[test]

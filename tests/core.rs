@@ -410,8 +410,8 @@ async fn sigterm_is_honoured_when_stderr_is_a_closed_pipe() {
     let cfg = backfill(&[Vendor::WasabiAir], 200, 1, 61);
     let sim = sim(cfg.clone()).await;
     // A source that keeps failing keeps logging.
-    let sources = source_toml(&sim, &cfg, Vendor::WasabiAir, "")
-        .replace(&sim.url(), "http://127.0.0.1:1");
+    let sources =
+        source_toml(&sim, &cfg, Vendor::WasabiAir, "").replace(&sim.url(), "http://127.0.0.1:1");
     let s = setup("", &sources);
     let mut child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
     drop(child.stderr.take());
