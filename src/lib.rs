@@ -1,6 +1,6 @@
 //! auditship: pulls audit events out of SaaS audit APIs, keeps a durable time-window cursor per
 //! source in SQLite, drops duplicates, normalises four vendor schemas into one, and ships the
-//! result to stdout or files.
+//! result to stdout, files or HTTP endpoints.
 //!
 //! The map:
 //! - [`cli`]: the commands (`run`, `check`, `state`, `simulate`, `demo`); `main.rs` only parses.
@@ -8,7 +8,7 @@
 //! - [`agent`]: state, sinks and one poller task per source, until shutdown; config reload.
 //! - [`pipeline`]: the generic poller — windows, paging, retries, dedupe, deliver, commit.
 //! - [`sources`]: one file per vendor API, behind the small [`sources::Source`] trait.
-//! - [`sinks`]: stdout and file, behind [`sinks::Sink`].
+//! - [`sinks`]: stdout, file and HTTP, behind [`sinks::Sink`].
 //! - [`state`]: SQLite on its own thread: cursors, dedupe keys, sink positions, migrations.
 //! - [`event`], [`dedupe`], [`timefmt`]: the native event, its keys, and time text.
 //! - [`retry`]: the one retry policy of every HTTP call.

@@ -17,7 +17,7 @@ pub struct DominoAudit {
     name: Arc<str>,
     endpoint: url::Url,
     /// `X-Domino-Api-Key` or `Authorization: Bearer` (marked sensitive).
-    auth: Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), String>,
+    auth: super::Credential,
     filters: Vec<(String, String)>,
     http: Http,
 }
@@ -25,18 +25,19 @@ pub struct DominoAudit {
 impl DominoAudit {
     pub fn new(cfg: &SourceConfig, http: Http) -> DominoAudit {
         let auth = match (&cfg.auth.api_key, &cfg.auth.jwt) {
-            (Some(k), _) => super::secret_header("", k).map(|v| {
-                (
-                    reqwest::header::HeaderName::from_static("x-domino-api-key"),
-                    v,
-                )
-            }),
-            (None, Some(j)) => {
-                super::secret_header("Bearer ", j).map(|v| (reqwest::header::AUTHORIZATION, v))
-            }
-            (None, None) => Err(SourceError::Permanent("no api_key or jwt".into())),
-        }
-        .map_err(|e| e.to_string());
+            (None, Some(j)) => super::credential(
+                reqwest::header::AUTHORIZATION,
+                "Bearer ",
+                Some(j),
+                "no api_key or jwt",
+            ),
+            (k, _) => super::credential(
+                reqwest::header::HeaderName::from_static("x-domino-api-key"),
+                "",
+                k.as_ref(),
+                "no api_key or jwt",
+            ),
+        };
         DominoAudit {
             name: super::source_name(cfg),
             endpoint: super::endpoint(&cfg.url, "/api/audittrail/v1/auditevents"),
@@ -133,26 +134,16 @@ impl Source for DominoAudit {
 
     fn fetch<'a>(&'a self, req: &'a PageRequest) -> BoxFuture<'a, Result<Page, SourceError>> {
         Box::pin(async move {
-            let (hname, hval) = self.auth.clone().map_err(SourceError::Permanent)?;
-            let mut query: Vec<(&str, String)> = vec![
+            let query = [
                 ("startTimestamp", (req.start / NANOS_PER_MS).to_string()),
                 ("endTimestamp", (req.end / NANOS_PER_MS).to_string()),
                 ("limit", req.limit.to_string()),
                 ("offset", req.offset.to_string()),
                 ("sort", "-timestamp".to_string()),
             ];
-            query.extend(self.filters.iter().map(|(k, v)| (k.as_str(), v.clone())));
             let body = self
                 .http
-                .send(
-                    self.http
-                        .client()
-                        .get(self.endpoint.clone())
-                        .headers(super::json_headers())
-                        .header(hname, hval)
-                        .query(&query),
-                    None,
-                )
+                .get(&self.endpoint, &self.auth, &query, &self.filters, None)
                 .await?;
             let env: Envelope<'_> = serde_json::from_slice(&body)
                 .map_err(|e| SourceError::Body(format!("expected {{\"events\": [...]}}: {e}")))?;

@@ -22,17 +22,19 @@ const BYTES_PER_EVENT: usize = 1024;
 pub struct DominoDatasource {
     name: Arc<str>,
     endpoint: url::Url,
-    auth: Result<reqwest::header::HeaderValue, String>,
+    auth: super::Credential,
     filters: Vec<(String, String)>,
     http: Http,
 }
 
 impl DominoDatasource {
     pub fn new(cfg: &SourceConfig, http: Http) -> DominoDatasource {
-        let auth = match &cfg.auth.api_key {
-            Some(k) => super::secret_header("", k).map_err(|e| e.to_string()),
-            None => Err("no api_key".to_string()),
-        };
+        let auth = super::credential(
+            reqwest::header::HeaderName::from_static("x-domino-api-key"),
+            "",
+            cfg.auth.api_key.as_ref(),
+            "no api_key",
+        );
         DominoDatasource {
             name: super::source_name(cfg),
             endpoint: super::endpoint(&cfg.url, "/api/datasource/v1/audit"),
@@ -120,26 +122,16 @@ impl Source for DominoDatasource {
 
     fn fetch<'a>(&'a self, req: &'a PageRequest) -> BoxFuture<'a, Result<Page, SourceError>> {
         Box::pin(async move {
-            let auth = self.auth.clone().map_err(SourceError::Permanent)?;
-            let mut query: Vec<(&str, String)> = vec![
+            let query = [
                 ("startTime", timefmt::rfc3339_ms(req.start)),
                 ("endTime", timefmt::rfc3339_ms(req.end)),
             ];
-            query.extend(self.filters.iter().map(|(k, v)| (k.as_str(), v.clone())));
             let cap = req
                 .max_events
                 .map(|n| (n.saturating_mul(BYTES_PER_EVENT), n));
             let body = self
                 .http
-                .send(
-                    self.http
-                        .client()
-                        .get(self.endpoint.clone())
-                        .headers(super::json_headers())
-                        .header("x-domino-api-key", auth)
-                        .query(&query),
-                    cap,
-                )
+                .get(&self.endpoint, &self.auth, &query, &self.filters, cap)
                 .await?;
             let raws = super::parse_array(&body)?;
             if let Some(max) = req.max_events {

@@ -114,16 +114,9 @@ impl Domo {
             ("limit", req.limit.to_string()),
             ("offset", req.offset.to_string()),
         ];
+        let auth = Ok((reqwest::header::AUTHORIZATION, token));
         self.http
-            .send(
-                self.http
-                    .client()
-                    .get(self.endpoint.clone())
-                    .headers(super::json_headers())
-                    .header(reqwest::header::AUTHORIZATION, token)
-                    .query(&query),
-                None,
-            )
+            .get(&self.endpoint, &auth, &query, &[], None)
             .await
     }
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::value::RawValue;
 
 use crate::config::{Secret, SourceConfig, SourceKind};
@@ -162,6 +162,31 @@ impl Http {
         &self.client
     }
 
+    /// GETs `url` with `Accept: application/json`, the source's credential header, the query and
+    /// the configured filters (passed through after it); the body of a 2xx answer, as [`send`].
+    ///
+    /// [`send`]: Http::send
+    pub async fn get(
+        &self,
+        url: &url::Url,
+        auth: &Credential,
+        query: &[(&str, String)],
+        filters: &[(String, String)],
+        max_bytes: Option<(usize, usize)>,
+    ) -> Result<Vec<u8>, SourceError> {
+        let (name, value) = auth.clone().map_err(SourceError::Permanent)?;
+        let mut req = self
+            .client
+            .get(url.clone())
+            .headers(json_headers())
+            .header(name, value)
+            .query(query);
+        if !filters.is_empty() {
+            req = req.query(filters);
+        }
+        self.send(req, max_bytes).await
+    }
+
     /// Sends a request and returns the body of a 2xx answer, read up to `max_bytes` (more is
     /// `TooLarge` with `max_events`, so the caller can shrink its window). Anything else is a
     /// classified [`SourceError`].
@@ -227,6 +252,22 @@ fn snippet(body: &str) -> String {
     } else {
         one_line
     }
+}
+
+/// A source's credential header, or why it has none (reported when a request is due).
+pub type Credential = Result<(HeaderName, HeaderValue), String>;
+
+/// The credential header `name: {prefix}{secret}`, marked sensitive.
+pub fn credential(
+    name: HeaderName,
+    prefix: &str,
+    secret: Option<&Secret>,
+    missing: &str,
+) -> Credential {
+    let secret = secret.ok_or_else(|| missing.to_string())?;
+    secret_header(prefix, secret)
+        .map(|v| (name, v))
+        .map_err(|e| e.to_string())
 }
 
 /// A header value carrying a secret: marked sensitive so no debug output ever shows it.

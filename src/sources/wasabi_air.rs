@@ -16,17 +16,19 @@ use crate::timefmt::{self, NANOS_PER_MS};
 pub struct WasabiAir {
     name: Arc<str>,
     endpoint: url::Url,
-    auth: Result<reqwest::header::HeaderValue, String>,
+    auth: super::Credential,
     filters: Vec<(String, String)>,
     http: Http,
 }
 
 impl WasabiAir {
     pub fn new(cfg: &SourceConfig, http: Http) -> WasabiAir {
-        let auth = match &cfg.auth.api_key {
-            Some(k) => super::secret_header("Bearer ", k).map_err(|e| e.to_string()),
-            None => Err("no api_key".to_string()),
-        };
+        let auth = super::credential(
+            reqwest::header::AUTHORIZATION,
+            "Bearer ",
+            cfg.auth.api_key.as_ref(),
+            "no api_key",
+        );
         WasabiAir {
             name: super::source_name(cfg),
             endpoint: super::endpoint(&cfg.url, "/api/data/audit"),
@@ -103,28 +105,18 @@ impl Source for WasabiAir {
 
     fn fetch<'a>(&'a self, req: &'a PageRequest) -> BoxFuture<'a, Result<Page, SourceError>> {
         Box::pin(async move {
-            let auth = self.auth.clone().map_err(SourceError::Permanent)?;
             // `from` means "newer than": ask from one nanosecond before the window so an event
             // exactly at its start is included (dedupe absorbs any overlap at the edges).
-            let mut query: Vec<(&str, String)> = vec![
+            let query = [
                 ("from", timefmt::rfc3339_nanos(req.start - 1)),
                 ("to", timefmt::rfc3339_nanos(req.end)),
                 ("order", "ctime".to_string()),
                 ("page", req.page.to_string()),
                 ("count", req.limit.to_string()),
             ];
-            query.extend(self.filters.iter().map(|(k, v)| (k.as_str(), v.clone())));
             let body = self
                 .http
-                .send(
-                    self.http
-                        .client()
-                        .get(self.endpoint.clone())
-                        .headers(super::json_headers())
-                        .header(reqwest::header::AUTHORIZATION, auth)
-                        .query(&query),
-                    None,
-                )
+                .get(&self.endpoint, &self.auth, &query, &self.filters, None)
                 .await?;
             let env: Envelope<'_> = serde_json::from_slice(&body).map_err(|e| {
                 SourceError::Body(format!(
