@@ -257,7 +257,10 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
             "reload refused: agent.state_path and agent.listen cannot change while running; restart to apply them (the running configuration is kept)");
         return Ok(current);
     }
-    if new.agent == old.agent && new.sinks == old.sinks && new.sources == old.sources {
+    // A source that stopped (a permanent error, say a revoked key since renewed) is started
+    // again by any reload, even of an unchanged file: SIGHUP is the way to retry it.
+    let stopped = current.sources.values().any(|r| r.handle.is_finished());
+    if new.agent == old.agent && new.sinks == old.sinks && new.sources == old.sources && !stopped {
         tracing::info!(trigger = why, "configuration unchanged");
         return Ok(current);
     }
@@ -269,7 +272,7 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
         let running = &current.sources[&name];
         if keep.is_none() {
             removed.push(name.clone());
-        } else if everything || keep != Some(&running.config) {
+        } else if everything || keep != Some(&running.config) || running.handle.is_finished() {
             changed.push(name.clone());
         } else {
             continue;

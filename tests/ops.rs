@@ -339,3 +339,31 @@ async fn json_logs_are_one_object_a_line_with_fields() {
     }
     assert_eq!(summaries, 1, "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_restarts_a_source_stopped_by_a_permanent_error() {
+    let cfg = backfill(&[Vendor::WasabiAir], 300, 1, 56);
+    let sim = sim(cfg.clone()).await;
+    // The vendor refuses the first request (a key revoked, then restored on its side).
+    sim.inject_fault(Fault {
+        vendor: Some("wasabi_air".into()),
+        status: 401,
+        retry_after: None,
+        body: None,
+        count: 1,
+    });
+    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(read_lines(&s.out).is_empty(), "the source should have stopped");
+    // The file is unchanged: SIGHUP alone starts the stopped source again.
+    signal(&child, "HUP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stderr = stop(child);
+    assert!(stderr.contains("source stopped"), "{stderr}");
+    assert_exactly(
+        &read_lines(&s.out),
+        "wasabi-air",
+        &truth(&sim, &cfg, Vendor::WasabiAir),
+    );
+}
