@@ -355,7 +355,10 @@ async fn sighup_restarts_a_source_stopped_by_a_permanent_error() {
     let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
     let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(read_lines(&s.out).is_empty(), "the source should have stopped");
+    assert!(
+        read_lines(&s.out).is_empty(),
+        "the source should have stopped"
+    );
     // The file is unchanged: SIGHUP alone starts the stopped source again.
     signal(&child, "HUP");
     tokio::time::sleep(Duration::from_secs(3)).await;
