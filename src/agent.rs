@@ -138,10 +138,7 @@ impl Shared {
             sinks,
             sources: BTreeMap::new(),
         };
-        for src in g.config.sources.clone() {
-            let r = self.start_source(&g, &src);
-            g.sources.insert(src.name.clone(), r);
-        }
+        start_missing(self, &mut g);
         Ok(g)
     }
 }
@@ -292,22 +289,45 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
         .map(|s| s.name.clone())
         .collect();
     if everything {
-        // No task holds the old sinks any more: reopen them at their committed positions.
+        // No task holds the old sinks any more: open the new ones at their committed positions.
         current.sinks.clear();
-        current.sinks = open_sinks(&new, &shared.state).await?;
-        current.http =
-            Http::new(new.agent.request_timeout).context("cannot build the HTTP client")?;
-    }
-    current.config = new;
-    for src in current.config.sources.clone() {
-        if !current.sources.contains_key(&src.name) {
-            let r = shared.start_source(&current, &src);
-            current.sources.insert(src.name.clone(), r);
+        let opened = async {
+            let sinks = open_sinks(&new, &shared.state).await?;
+            let http =
+                Http::new(new.agent.request_timeout).context("cannot build the HTTP client")?;
+            anyhow::Ok((sinks, http))
+        }
+        .await;
+        match opened {
+            Ok((sinks, http)) => {
+                current.sinks = sinks;
+                current.http = http;
+            }
+            Err(e) => {
+                // Refused like any invalid config: the old generation comes back as it was.
+                tracing::error!(trigger = why, error = %format!("{e:#}"),
+                    "reload refused: the new sinks cannot be opened; the running configuration is kept");
+                current.sinks = open_sinks(&current.config, &shared.state).await?;
+                start_missing(shared, &mut current);
+                return Ok(current);
+            }
         }
     }
+    current.config = new;
+    start_missing(shared, &mut current);
     tracing::info!(trigger = why, added = ?added, removed = ?removed, restarted = ?changed,
         sinks_reopened = everything, "configuration reloaded");
     Ok(current)
+}
+
+/// Starts every source of the generation's config that has no running task.
+fn start_missing(shared: &Shared, g: &mut Generation) {
+    for src in g.config.sources.clone() {
+        if !g.sources.contains_key(&src.name) {
+            let r = shared.start_source(g, &src);
+            g.sources.insert(src.name.clone(), r);
+        }
+    }
 }
 
 /// Watches the configuration's directory (a Kubernetes ConfigMap changes by swapping a symlink

@@ -98,7 +98,7 @@ const HELP: &[(&str, &str, &str)] = &[
 ];
 
 /// A page request's outcome.
-pub fn source_request(source: &str, _kind: &str, r: &Result<Page, SourceError>) {
+pub fn source_request(source: &str, r: &Result<Page, SourceError>) {
     let class = match r {
         Ok(_) => "2xx",
         Err(SourceError::Status { status, .. }) if *status < 500 => "4xx",
@@ -124,11 +124,6 @@ pub fn source_request(source: &str, _kind: &str, r: &Result<Page, SourceError>) 
     });
 }
 
-/// A source request is being retried.
-pub fn source_retry(source: &str, _kind: &str, _e: &SourceError) {
-    retry("source", source);
-}
-
 /// A request of `component` (`source` or `sink`) named `name` is being retried.
 pub fn retry(component: &'static str, name: &str) {
     with(|r| {
@@ -142,7 +137,7 @@ pub fn retry(component: &'static str, name: &str) {
 }
 
 /// Time to fetch one page, retries included.
-pub fn page_latency(source: &str, _kind: &str, d: Duration) {
+pub fn page_latency(source: &str, d: Duration) {
     let s = d.as_secs_f64();
     with(|r| {
         let h = r.latency.entry(source.to_string()).or_default();
@@ -287,7 +282,8 @@ pub fn render() -> String {
     })
 }
 
-/// Reads one counter (tests and the demo's summary).
+/// Reads one counter.
+#[cfg(test)]
 pub fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
     with(|r| {
         r.counters
@@ -309,17 +305,16 @@ mod tests {
 
     #[test]
     fn renders_counters_histograms_and_lag() {
-        source_request("m-test", "domo", &Err(SourceError::Body("x".into())));
+        source_request("m-test", &Err(SourceError::Body("x".into())));
         source_request(
             "m-test",
-            "domo",
             &Ok(Page {
                 events: vec![],
                 returned: 0,
                 more: false,
             }),
         );
-        page_latency("m-test", "domo", Duration::from_millis(20));
+        page_latency("m-test", Duration::from_millis(20));
         poll_done("m-test", true, Some(timefmt::now() - 5 * NANOS_PER_SEC));
         let text = render();
         assert!(

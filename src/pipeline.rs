@@ -243,18 +243,17 @@ impl Poller {
 
     async fn fetch(&self, req: &PageRequest) -> Result<Page, PollError> {
         let name = self.cfg.name.as_str();
-        let kind = self.cfg.kind.as_str();
         let started = Instant::now();
         let result = retry::retry(
             &self.retry,
             &self.cancel,
             |e: &SourceError, delay| {
-                metrics::source_retry(name, kind, e);
+                metrics::retry("source", name);
                 tracing::warn!(source = %name, error = %e, delay_ms = delay.as_millis() as u64, "retrying request");
             },
             || async {
                 let r = self.source.fetch(req).await;
-                metrics::source_request(name, kind, &r);
+                metrics::source_request(name, &r);
                 match &r {
                     Ok(_) => self.health.progress(),
                     Err(e) => self.health.failed(e),
@@ -263,7 +262,7 @@ impl Poller {
             },
         )
         .await;
-        metrics::page_latency(name, kind, started.elapsed());
+        metrics::page_latency(name, started.elapsed());
         result.map_err(|g| match g {
             Gave::Cancelled => PollError::Cancelled,
             Gave::Up(e) => PollError::Source(e),
@@ -297,12 +296,15 @@ impl Poller {
                 known[i] = k;
             }
         }
-        let mut in_page = HashSet::with_capacity(keys.len());
+        // A vendor id can repeat within a page (offsets shifted by a late insert); content keys
+        // cannot (occurrence numbers tell twins apart), so only vendor ids are checked.
+        let by_id = self.traits.identity == Identity::VendorId;
+        let mut in_page = HashSet::with_capacity(if by_id { keys.len() } else { 0 });
         let mut fresh = Vec::with_capacity(events.len());
         let mut fresh_keys = Vec::with_capacity(events.len());
         let mut duplicates = 0u64;
         for ((ev, key), known) in events.into_iter().zip(keys).zip(known) {
-            if known || !in_page.insert(key) {
+            if known || (by_id && !in_page.insert(key)) {
                 duplicates += 1;
                 continue;
             }

@@ -248,7 +248,7 @@ impl State {
     }
 
     /// Rewinds a source's cursor to `to` and forgets its keys at or after `to`, so the events
-    /// from there on are delivered again. Returns false when the source has no state.
+    /// from there on are delivered again. A source without state gets a row.
     pub async fn reset(
         &self,
         source: &str,

@@ -125,19 +125,8 @@ async fn sigkill_at_random_points_then_restart_is_exactly_once() {
         .unwrap_or_else(|| fastrand::u64(..));
     eprintln!("KILL_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut kills = 0;
-    let mut sizes = Vec::new();
-    while kills < 12 {
-        let mut child = spawn(&["run", "--once", "--config", s.config.to_str().unwrap()]);
-        std::thread::sleep(Duration::from_millis(rng.u64(20..450)));
-        if child.try_wait().unwrap().is_some() {
-            break; // the backfill is done: nothing left to interrupt
-        }
-        signal(&child, "KILL");
-        let _ = child.wait();
-        kills += 1;
-        sizes.push(std::fs::metadata(&s.out).map(|m| m.len()).unwrap_or(0));
-    }
+    let sizes = kill_at_random_points(&s, &mut rng, 12, 450);
+    let kills = sizes.len();
     eprintln!("{kills} kills; file sizes after each: {sizes:?}");
     assert!(
         kills >= 10,

@@ -189,17 +189,7 @@ async fn sigkill_mid_backfill_then_restart_loses_and_doubles_nothing() {
     let text = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(&s.config, text.replace("fsync = false", "fsync = true")).unwrap();
     let mut rng = fastrand::Rng::new();
-    let mut kills = 0;
-    while kills < 8 {
-        let mut child = spawn(&["run", "--once", "--config", s.config.to_str().unwrap()]);
-        std::thread::sleep(Duration::from_millis(rng.u64(20..400)));
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        signal(&child, "KILL");
-        let _ = child.wait();
-        kills += 1;
-    }
+    let kills = kill_at_random_points(&s, &mut rng, 8, 400).len();
     assert!(kills >= 5, "only {kills} kills landed");
     once_ok(&s);
     let lines = read_lines(&s.out);

@@ -370,3 +370,36 @@ async fn sighup_restarts_a_source_stopped_by_a_permanent_error() {
         &truth(&sim, &cfg, Vendor::WasabiAir),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_whose_sink_cannot_be_opened_is_refused_and_delivery_goes_on() {
+    let cfg = live(&[Vendor::WasabiAir], 1_000, 20, 12, 57);
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let original = std::fs::read_to_string(&s.config).unwrap();
+    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A file sink whose directory cannot be created (its parent is a file): valid config, but
+    // the sink cannot open. The reload must not take the agent down.
+    std::fs::write(s.dir.path().join("blocker"), "").unwrap();
+    replace(
+        &s.config,
+        &original.replace("path = \"out.ndjson\"", "path = \"blocker/out.ndjson\""),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = read_lines(&s.out).len();
+    while Utc::now() < cfg.end + chrono::Duration::seconds(4) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stderr = stop(child);
+    assert!(
+        stderr.contains("the new sinks cannot be opened"),
+        "{stderr}"
+    );
+    let lines = read_lines(&s.out);
+    assert!(
+        lines.len() > before,
+        "nothing flowed after the refused reload"
+    );
+    assert_exactly(&lines, "wasabi-air", &truth(&sim, &cfg, Vendor::WasabiAir));
+}

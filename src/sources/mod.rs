@@ -85,11 +85,11 @@ pub struct Page {
 pub enum SourceError {
     #[error("request failed: {0}")]
     Transport(String),
-    #[error("HTTP {status}{}: {body}", if *.retry_after_ms > 0 { format!(" (Retry-After {}ms)", .retry_after_ms) } else { String::new() })]
+    #[error("HTTP {status}{}: {body}", retry_after.map(|d| format!(" (Retry-After {}ms)", d.as_millis())).unwrap_or_default())]
     Status {
         status: u16,
-        retry_after_ms: u64,
-        has_retry_after: bool,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
         body: String,
     },
     #[error("unreadable response: {0}")]
@@ -106,13 +106,9 @@ impl Retryable for SourceError {
             SourceError::Transport(_) | SourceError::Body(_) => Verdict::Retry { after: None },
             SourceError::Status {
                 status,
-                retry_after_ms,
-                has_retry_after,
+                retry_after,
                 ..
-            } => retry::classify_status(
-                *status,
-                has_retry_after.then(|| Duration::from_millis(*retry_after_ms)),
-            ),
+            } => retry::classify_status(*status, *retry_after),
             SourceError::TooLarge(_) | SourceError::Permanent(_) => Verdict::Stop,
         }
     }
@@ -206,8 +202,7 @@ impl Http {
             let body = resp.text().await.unwrap_or_default();
             return Err(SourceError::Status {
                 status,
-                retry_after_ms: retry_after.map_or(0, |d| d.as_millis() as u64),
-                has_retry_after: retry_after.is_some(),
+                retry_after,
                 body: snippet(&body),
             });
         }
@@ -330,8 +325,7 @@ mod tests {
     fn errors_are_classified() {
         let st = |status, ra: Option<u64>| SourceError::Status {
             status,
-            retry_after_ms: ra.unwrap_or(0),
-            has_retry_after: ra.is_some(),
+            retry_after: ra.map(Duration::from_millis),
             body: String::new(),
         };
         assert_eq!(

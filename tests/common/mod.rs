@@ -215,3 +215,26 @@ pub fn state_json(s: &Setup) -> Value {
 pub fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
+
+/// Runs `run --once` again and again, each time SIGKILLed after a random delay below
+/// `max_delay_ms`, until `want` kills have landed or a run finishes first. Returns the file
+/// sink's size after each kill.
+pub fn kill_at_random_points(
+    s: &Setup,
+    rng: &mut fastrand::Rng,
+    want: usize,
+    max_delay_ms: u64,
+) -> Vec<u64> {
+    let mut sizes = Vec::new();
+    while sizes.len() < want {
+        let mut child = spawn(&["run", "--once", "--config", s.config.to_str().unwrap()]);
+        std::thread::sleep(Duration::from_millis(rng.u64(20..max_delay_ms)));
+        if child.try_wait().unwrap().is_some() {
+            break; // the backfill is done: nothing left to interrupt
+        }
+        signal(&child, "KILL");
+        let _ = child.wait();
+        sizes.push(std::fs::metadata(&s.out).map(|m| m.len()).unwrap_or(0));
+    }
+    sizes
+}
