@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use auditship::dedupe;
-use auditship::event::Event;
+use auditship::event::{Event, PageText};
 use auditship::sinks::encode_ndjson;
 use auditship::sources::{domino_audit, domo, wasabi_air};
 use auditship::state::{Commit, State};
@@ -81,7 +81,7 @@ fn parse_and_normalise(c: &mut Criterion) {
     let src: Arc<str> = Arc::from("bench");
     let mut g = c.benchmark_group("page");
     g.throughput(Throughput::Elements(PAGE as u64));
-    let w = wasabi_page();
+    let w: PageText = Arc::new(wasabi_page());
     g.bench_function("wasabi_parse", |b| {
         b.iter(|| {
             serde_json::from_str::<WasabiEnvelope>(black_box(&w))
@@ -95,49 +95,50 @@ fn parse_and_normalise(c: &mut Criterion) {
             let env: WasabiEnvelope = serde_json::from_str(black_box(&w)).unwrap();
             env.audit_events
                 .into_iter()
-                .map(|r| wasabi_air::normalise(&src, r).unwrap())
+                .map(|r| wasabi_air::normalise(&src, &w, r).unwrap())
                 .collect::<Vec<_>>()
         })
     });
-    let d = domino_page();
+    let d: PageText = Arc::new(domino_page());
     g.bench_function("domino_parse_normalise", |b| {
         b.iter(|| {
             let env: DominoEnvelope = serde_json::from_str(black_box(&d)).unwrap();
             env.events
                 .into_iter()
-                .map(|r| domino_audit::normalise(&src, r).unwrap())
+                .map(|r| domino_audit::normalise(&src, &d, r).unwrap())
                 .collect::<Vec<_>>()
         })
     });
-    let m = domo_page();
+    let m: PageText = Arc::new(domo_page());
     g.bench_function("domo_parse_normalise", |b| {
         b.iter(|| {
             let raws: Vec<&RawValue> = serde_json::from_str(black_box(&m)).unwrap();
             raws.into_iter()
-                .map(|r| domo::normalise(&src, chrono_tz::UTC, r, 0, i64::MAX).unwrap())
+                .map(|r| domo::normalise(&src, chrono_tz::UTC, &m, r, 0, i64::MAX).unwrap())
                 .collect::<Vec<_>>()
         })
     });
     g.finish();
 }
 
-fn events(page: &str) -> Vec<Event> {
+fn events(page: String) -> Vec<Event> {
     let src: Arc<str> = Arc::from("bench");
-    let env: DominoEnvelope = serde_json::from_str(page).unwrap();
+    let page: PageText = Arc::new(page);
+    let env: DominoEnvelope = serde_json::from_str(&page).unwrap();
     env.events
         .into_iter()
-        .map(|r| domino_audit::normalise(&src, r).unwrap())
+        .map(|r| domino_audit::normalise(&src, &page, r).unwrap())
         .collect()
 }
 
 fn keys_and_encoding(c: &mut Criterion) {
-    let evs = events(&domino_page());
+    let evs = events(domino_page());
     let mut g = c.benchmark_group("event");
     g.throughput(Throughput::Elements(PAGE as u64));
     g.bench_function("id_key", |b| {
         b.iter(|| {
             evs.iter()
-                .map(|e| dedupe::id_key(black_box(e.action.as_deref().unwrap_or("x"))))
+                .map(|e| dedupe::id_key(black_box(e.action().unwrap_or("x"))))
                 .collect::<Vec<_>>()
         })
     });
@@ -146,7 +147,7 @@ fn keys_and_encoding(c: &mut Criterion) {
             let mut occ = dedupe::Occurrences::default();
             evs.iter()
                 .map(|e| {
-                    let h = dedupe::content_hash(black_box(&e.raw)).unwrap();
+                    let h = dedupe::content_hash(black_box(e.raw())).unwrap();
                     dedupe::hex(&dedupe::occurrence_key(&h, occ.next(h)))
                 })
                 .collect::<Vec<_>>()

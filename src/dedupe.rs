@@ -7,8 +7,6 @@
 
 use std::collections::HashMap;
 
-use serde_json::value::RawValue;
-
 /// A dedupe key as stored in SQLite: 16 bytes of BLAKE3.
 pub type Key = [u8; 16];
 
@@ -26,18 +24,18 @@ pub fn id_key(id: &str) -> Key {
 /// The hash of a vendor entry's canonical content: the same entry hashes the same however the
 /// vendor formatted it (key order, whitespace, escapes). Fails only on JSON the parser rejects,
 /// which the source has already parsed once, so in practice never.
-pub fn content_hash(raw: &RawValue) -> Result<ContentHash, serde_json::Error> {
+pub fn content_hash(raw: &str) -> Result<ContentHash, serde_json::Error> {
     // A canonical, injective encoding — objects with sorted keys, every value tagged, every
     // string length-prefixed, escapes resolved — written by one scan of the text into a reused
     // buffer, then hashed once.
     thread_local! {
         static SCRATCH: std::cell::RefCell<canon::Scratch> = std::cell::RefCell::new(canon::Scratch::default());
     }
-    SCRATCH.with_borrow_mut(|scratch| match canon::encode(raw.get(), scratch) {
+    SCRATCH.with_borrow_mut(|scratch| match canon::encode(raw, scratch) {
         Ok(bytes) => Ok(*blake3::hash(bytes).as_bytes()),
         // The text passed serde_json once already, so this does not happen; if it did, the
         // parser's own error says what is wrong.
-        Err(()) => Err(serde_json::from_str::<serde::de::IgnoredAny>(raw.get())
+        Err(()) => Err(serde_json::from_str::<serde::de::IgnoredAny>(raw)
             .err()
             .unwrap_or_else(|| serde::de::Error::custom("JSON the canonical encoder cannot read"))),
     })
@@ -357,13 +355,18 @@ fn truncate(h: blake3::Hash) -> Key {
 
 /// Lower-case hex of a key: the `id` of an event without a vendor id.
 pub fn hex(key: &Key) -> String {
+    String::from_utf8(hex_bytes(key).to_vec()).expect("hex is ASCII")
+}
+
+/// The lower-case hex of a key, as bytes.
+pub fn hex_bytes(key: &Key) -> [u8; 32] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(32);
-    for b in key {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
+    let mut out = [0u8; 32];
+    for (i, b) in key.iter().enumerate() {
+        out[2 * i] = DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(b & 15) as usize];
     }
-    s
+    out
 }
 
 /// Occurrence numbers of contents seen so far in one window. The content hash covers the event's
@@ -541,8 +544,8 @@ mod reference {
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_string()).unwrap()
+    fn raw(s: &str) -> String {
+        s.to_string()
     }
 
     #[test]

@@ -1,36 +1,75 @@
 //! The native event: one shape for all four vendors, written as one JSON object per line.
+//!
+//! An event does not copy its text. It shares the page it was read from (`Arc<String>`, the
+//! response body) and records where in it its raw JSON and its string fields are; only text that
+//! is not verbatim in the page (an unescaped string, a number turned into an id) is copied, into
+//! a small buffer of the event's own. Reading a page therefore allocates per page, not per field,
+//! and writing an event is a series of copies out of the page.
 
 use std::sync::Arc;
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::value::RawValue;
-
 use crate::timefmt::{self, Nanos};
 
-/// Who or what an event is about: `actor`, `target` and `project` all take this shape.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Entity {
-    /// The vendor's kind of entity (`dataset`, `user`, `feature`, ...), when it says.
-    pub kind: Option<String>,
-    /// The vendor's id of the entity.
-    pub id: Option<String>,
-    /// A human name, when the vendor gives one.
-    pub name: Option<String>,
+/// The text of a page as received: the events read from it point into it.
+pub type PageText = Arc<String>;
+
+/// A string field of the normalised event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Field {
+    /// The vendor's id of the event (content-keyed events get theirs from `set_content_id`).
+    Id,
+    /// What happened, in the vendor's words.
+    Action,
+    ActorKind,
+    ActorId,
+    ActorName,
+    TargetKind,
+    TargetId,
+    TargetName,
+    ProjectKind,
+    ProjectId,
+    ProjectName,
+    /// The client's IP address, where the vendor records it.
+    SrcIp,
+    /// The client's user agent, where the vendor records it.
+    UserAgent,
 }
 
-impl Entity {
-    /// `None` when every field is absent, so an empty entity is left out rather than written `{}`.
-    pub fn non_empty(self) -> Option<Entity> {
-        (self.kind.is_some() || self.id.is_some() || self.name.is_some()).then_some(self)
-    }
+const FIELDS: usize = Field::UserAgent as usize + 1;
+
+/// Where a piece of text is: `len == ABSENT` for none; otherwise `start` in the page, or in the
+/// event's own buffer when `start` has the `OWN` bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+const OWN: u32 = 1 << 31;
+const ABSENT: u32 = u32::MAX;
+
+impl Span {
+    const NONE: Span = Span {
+        start: 0,
+        len: ABSENT,
+    };
+}
+
+/// Who or what an event is about: `actor`, `target` and `project` all take this shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Entity<'a> {
+    /// The vendor's kind of entity (`dataset`, `user`, `feature`, ...), when it says.
+    pub kind: Option<&'a str>,
+    /// The vendor's id of the entity.
+    pub id: Option<&'a str>,
+    /// A human name, when the vendor gives one.
+    pub name: Option<&'a str>,
 }
 
 /// One normalised audit event.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// Stable id: the vendor's own where it has one, otherwise derived from content and
-    /// occurrence (see `dedupe`). Receivers that cannot promise exactly-once drop repeats by it.
-    pub id: String,
     /// The configured name of the source that read the event.
     pub source: Arc<str>,
     /// The source's `kind` (`domino_audit`, ...).
@@ -39,93 +78,270 @@ pub struct Event {
     pub vendor: &'static str,
     /// The event's instant in UTC; written with millisecond precision.
     pub time: Nanos,
-    /// What happened, in the vendor's words.
-    pub action: Option<String>,
-    /// Who did it.
-    pub actor: Option<Entity>,
-    /// What it was done to.
-    pub target: Option<Entity>,
-    /// The project or workspace it happened in.
-    pub project: Option<Entity>,
-    /// The client's IP address, where the vendor records it.
-    pub src_ip: Option<String>,
-    /// The client's user agent, where the vendor records it.
-    pub user_agent: Option<String>,
+    page: PageText,
+    /// Text that is not verbatim in the page; usually empty (no allocation).
+    own: String,
     /// The vendor's event exactly as received (bytes untouched).
-    pub raw: Box<RawValue>,
-}
-
-struct EntityJson<'a>(&'a Entity);
-
-impl Serialize for EntityJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        if let Some(v) = &self.0.kind {
-            m.serialize_entry("type", v)?;
-        }
-        if let Some(v) = &self.0.id {
-            m.serialize_entry("id", v)?;
-        }
-        if let Some(v) = &self.0.name {
-            m.serialize_entry("name", v)?;
-        }
-        m.end()
-    }
-}
-
-/// An event as its native JSON, with or without `raw`.
-pub struct NativeJson<'a> {
-    pub event: &'a Event,
-    pub include_raw: bool,
-}
-
-impl Serialize for NativeJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let e = self.event;
-        let mut time = String::with_capacity(24);
-        timefmt::push_rfc3339_ms(&mut time, e.time);
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("id", &e.id)?;
-        m.serialize_entry("source", &*e.source)?;
-        m.serialize_entry("kind", e.kind)?;
-        m.serialize_entry("vendor", e.vendor)?;
-        m.serialize_entry("time", &time)?;
-        if let Some(v) = &e.action {
-            m.serialize_entry("action", v)?;
-        }
-        for (k, v) in [
-            ("actor", &e.actor),
-            ("target", &e.target),
-            ("project", &e.project),
-        ] {
-            if let Some(v) = v {
-                m.serialize_entry(k, &EntityJson(v))?;
-            }
-        }
-        if let Some(v) = &e.src_ip {
-            m.serialize_entry("src_ip", v)?;
-        }
-        if let Some(v) = &e.user_agent {
-            m.serialize_entry("user_agent", v)?;
-        }
-        if self.include_raw {
-            m.serialize_entry("raw", &e.raw)?;
-        }
-        m.end()
-    }
+    raw: Span,
+    fields: [Span; FIELDS],
+    /// The id derived from content and occurrence (lower-case hex), for content-keyed vendors.
+    content_id: Option<[u8; 32]>,
 }
 
 impl Event {
+    /// An event whose vendor JSON is `raw`, normally a slice of `page` (anything else is copied).
+    pub fn new(
+        source: &Arc<str>,
+        kind: &'static str,
+        vendor: &'static str,
+        time: Nanos,
+        page: &PageText,
+        raw: &str,
+    ) -> Event {
+        let mut e = Event {
+            source: source.clone(),
+            kind,
+            vendor,
+            time,
+            page: page.clone(),
+            own: String::new(),
+            raw: Span::NONE,
+            fields: [Span::NONE; FIELDS],
+            content_id: None,
+        };
+        e.raw = e.span_of(raw);
+        e
+    }
+
+    /// An event that is its own page: for tests and tools.
+    pub fn standalone(
+        source: &str,
+        kind: &'static str,
+        vendor: &'static str,
+        time: Nanos,
+        raw: &str,
+    ) -> Event {
+        let page = Arc::new(raw.to_string());
+        Event::new(&Arc::from(source), kind, vendor, time, &page, &page)
+    }
+
+    fn span_of(&mut self, s: &str) -> Span {
+        let base = self.page.as_ptr() as usize;
+        let at = s.as_ptr() as usize;
+        if at >= base && at + s.len() <= base + self.page.len() && self.page.len() < OWN as usize {
+            return Span {
+                start: (at - base) as u32,
+                len: s.len() as u32,
+            };
+        }
+        let start = self.own.len();
+        assert!(start + s.len() < OWN as usize, "event text over 2 GiB");
+        self.own.push_str(s);
+        Span {
+            start: start as u32 | OWN,
+            len: s.len() as u32,
+        }
+    }
+
+    fn text(&self, span: Span) -> Option<&str> {
+        if span.len == ABSENT {
+            return None;
+        }
+        let (buf, start) = if span.start & OWN != 0 {
+            (self.own.as_str(), (span.start & !OWN) as usize)
+        } else {
+            (self.page.as_str(), span.start as usize)
+        };
+        Some(&buf[start..start + span.len as usize])
+    }
+
+    /// Sets a field; `None` leaves it out of the event.
+    pub fn set(&mut self, field: Field, value: Option<&str>) {
+        self.fields[field as usize] = match value {
+            Some(v) => self.span_of(v),
+            None => Span::NONE,
+        };
+    }
+
+    /// Sets a field unless the value is absent or empty.
+    pub fn set_non_empty(&mut self, field: Field, value: Option<&str>) {
+        self.set(field, value.filter(|v| !v.is_empty()));
+    }
+
+    pub fn get(&self, field: Field) -> Option<&str> {
+        self.text(self.fields[field as usize])
+    }
+
+    /// Makes the event's id the hex of a content-and-occurrence key.
+    pub fn set_content_id(&mut self, key: &crate::dedupe::Key) {
+        self.content_id = Some(crate::dedupe::hex_bytes(key));
+    }
+
+    /// Stable id: the vendor's own where it has one, otherwise derived from content and
+    /// occurrence (see `dedupe`). Receivers that cannot promise exactly-once drop repeats by it.
+    pub fn id(&self) -> &str {
+        match &self.content_id {
+            Some(hex) => std::str::from_utf8(hex).expect("hex is ASCII"),
+            None => self.get(Field::Id).unwrap_or(""),
+        }
+    }
+
+    /// The vendor's event exactly as received.
+    pub fn raw(&self) -> &str {
+        self.text(self.raw).unwrap_or("null")
+    }
+
+    pub fn action(&self) -> Option<&str> {
+        self.get(Field::Action)
+    }
+
+    fn entity(&self, first: Field) -> Option<Entity<'_>> {
+        let i = first as usize;
+        let e = Entity {
+            kind: self.text(self.fields[i]),
+            id: self.text(self.fields[i + 1]),
+            name: self.text(self.fields[i + 2]),
+        };
+        (e != Entity::default()).then_some(e)
+    }
+
+    /// Who did it.
+    pub fn actor(&self) -> Option<Entity<'_>> {
+        self.entity(Field::ActorKind)
+    }
+
+    /// What it was done to.
+    pub fn target(&self) -> Option<Entity<'_>> {
+        self.entity(Field::TargetKind)
+    }
+
+    /// The project or workspace it happened in.
+    pub fn project(&self) -> Option<Entity<'_>> {
+        self.entity(Field::ProjectKind)
+    }
+
+    pub fn src_ip(&self) -> Option<&str> {
+        self.get(Field::SrcIp)
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.get(Field::UserAgent)
+    }
+
+    /// Appends the event's native JSON object to `out`, with or without `raw`.
+    pub fn write_json(&self, out: &mut Vec<u8>, include_raw: bool) {
+        out.extend_from_slice(b"{\"id\":");
+        push_json_str(out, self.id());
+        out.extend_from_slice(b",\"source\":");
+        push_json_str(out, &self.source);
+        out.extend_from_slice(b",\"kind\":");
+        push_json_str(out, self.kind);
+        out.extend_from_slice(b",\"vendor\":");
+        push_json_str(out, self.vendor);
+        out.extend_from_slice(b",\"time\":\"");
+        timefmt::push_rfc3339_ms(out, self.time);
+        out.push(b'"');
+        if let Some(v) = self.action() {
+            out.extend_from_slice(b",\"action\":");
+            push_json_str(out, v);
+        }
+        for (name, first) in [
+            (&b",\"actor\":{"[..], Field::ActorKind),
+            (b",\"target\":{", Field::TargetKind),
+            (b",\"project\":{", Field::ProjectKind),
+        ] {
+            if let Some(e) = self.entity(first) {
+                out.extend_from_slice(name);
+                let mut sep = &b"\""[..];
+                for (k, v) in [("type", e.kind), ("id", e.id), ("name", e.name)] {
+                    if let Some(v) = v {
+                        out.extend_from_slice(sep);
+                        out.extend_from_slice(k.as_bytes());
+                        out.extend_from_slice(b"\":");
+                        push_json_str(out, v);
+                        sep = b",\"";
+                    }
+                }
+                out.push(b'}');
+            }
+        }
+        if let Some(v) = self.src_ip() {
+            out.extend_from_slice(b",\"src_ip\":");
+            push_json_str(out, v);
+        }
+        if let Some(v) = self.user_agent() {
+            out.extend_from_slice(b",\"user_agent\":");
+            push_json_str(out, v);
+        }
+        if include_raw {
+            out.extend_from_slice(b",\"raw\":");
+            out.extend_from_slice(self.raw().as_bytes());
+        }
+        out.push(b'}');
+    }
+
     /// Appends the event's native JSON and a newline to `out`.
     pub fn write_ndjson(&self, out: &mut Vec<u8>, include_raw: bool) {
-        let json = NativeJson {
-            event: self,
-            include_raw,
-        };
-        // Writing to a Vec cannot fail, and every field serialises infallibly.
-        serde_json::to_writer(&mut *out, &json).expect("serialising to memory");
+        self.write_json(out, include_raw);
         out.push(b'\n');
     }
+}
+
+/// Whether any of the 8 bytes of `w` is `"`, `\` or a control character (< 0x20): the bytes a
+/// JSON string must escape. Bytes from 0x80 up (UTF-8) never match.
+#[inline]
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (below_space | zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64))) != 0
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json escapes it. Text without anything to
+/// escape, the common case, is checked eight bytes at a time and copied whole.
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut clean = 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in chunks.by_ref() {
+        if needs_escape(u64::from_le_bytes(c.try_into().expect("8 bytes"))) {
+            break;
+        }
+        clean += 8;
+    }
+    if clean == bytes.len() {
+        out.extend_from_slice(bytes);
+    } else {
+        out.extend_from_slice(&bytes[..clean]);
+        let mut from = clean;
+        for (i, &b) in bytes.iter().enumerate().skip(clean) {
+            let esc: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0..=0x1f => b"",
+                _ => continue,
+            };
+            out.extend_from_slice(&bytes[from..i]);
+            if esc.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            } else {
+                out.extend_from_slice(esc);
+            }
+            from = i + 1;
+        }
+        out.extend_from_slice(&bytes[from..]);
+    }
+    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -133,24 +349,17 @@ mod tests {
     use super::*;
 
     fn sample() -> Event {
-        Event {
-            id: "abc".into(),
-            source: Arc::from("air"),
-            kind: "wasabi_air",
-            vendor: "wasabi",
-            time: timefmt::parse_rfc3339("2017-10-11T16:49:52.758191Z").unwrap(),
-            action: Some("login".into()),
-            actor: Some(Entity {
-                kind: None,
-                id: Some("u1".into()),
-                name: None,
-            }),
-            target: Entity::default().non_empty(),
-            project: None,
-            src_ip: None,
-            user_agent: None,
-            raw: RawValue::from_string(r#"{"id": "abc",  "x":1}"#.into()).unwrap(),
-        }
+        let mut e = Event::standalone(
+            "air",
+            "wasabi_air",
+            "wasabi",
+            timefmt::parse_rfc3339("2017-10-11T16:49:52.758191Z").unwrap(),
+            r#"{"id": "abc",  "x":1}"#,
+        );
+        e.set(Field::Id, Some("abc"));
+        e.set(Field::Action, Some("login"));
+        e.set(Field::ActorId, Some("u1"));
+        e
     }
 
     #[test]
@@ -172,5 +381,66 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert!(v.get("raw").is_none());
         assert_eq!(v["time"], "2017-10-11T16:49:52.758Z");
+    }
+
+    #[test]
+    fn fields_point_into_the_page_and_other_text_is_copied() {
+        let page: PageText = Arc::new(r#"{"who":"alice","n":7}"#.to_string());
+        let mut e = Event::new(&Arc::from("s"), "domo", "domo", 0, &page, &page[..]);
+        let who = &page[8..13];
+        e.set(Field::ActorName, Some(who));
+        e.set(Field::ActorId, Some(&7.to_string()));
+        e.set_non_empty(Field::Action, Some(""));
+        assert_eq!(e.own, "7", "only the number was copied");
+        assert_eq!(e.actor().unwrap().name, Some("alice"));
+        assert_eq!(e.actor().unwrap().id, Some("7"));
+        assert_eq!(e.action(), None);
+        assert_eq!(e.target(), None);
+        assert_eq!(e.raw(), page.as_str());
+        e.set_content_id(&[0xab; 16]);
+        assert_eq!(e.id(), "ab".repeat(16));
+    }
+
+    #[test]
+    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        let mut cases: Vec<String> = [
+            "",
+            "plain ascii text longer than eight",
+            "quote\" and back\\slash",
+            "tab\tnewline\nreturn\rbell\u{7}nul\u{0}esc\u{1b}\u{8}\u{c}\u{1f}",
+            "ünïcödé → 𝄞 and \u{7f} del",
+            "1234567\"",
+            "12345678\\",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every single byte value that is a char, at every offset within a word.
+        for c in (0u8..0x80).map(char::from) {
+            for pad in 0..9 {
+                cases.push(format!("{}{c}{}", "a".repeat(pad), "b".repeat(9 - pad)));
+            }
+        }
+        for s in cases {
+            let mut out = Vec::new();
+            push_json_str(&mut out, &s);
+            assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn the_word_check_finds_exactly_the_bytes_to_escape() {
+        for b in 0..=255u8 {
+            let expect = b < 0x20 || b == b'"' || b == b'\\';
+            for pos in 0..8 {
+                let mut w = [b'a'; 8];
+                w[pos] = b;
+                assert_eq!(
+                    needs_escape(u64::from_le_bytes(w)),
+                    expect,
+                    "{b:#x} at {pos}"
+                );
+            }
+        }
     }
 }

@@ -196,7 +196,7 @@ impl State {
             let tx = c.transaction()?;
             let id = ensure_source(&tx, &commit.source, commit.kind)?;
             insert_keys(&tx, id, &commit.keys)?;
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE sources SET delivered = delivered + ?2, duplicates = duplicates + ?3,
                     cursor = CASE WHEN ?4 IS NULL THEN cursor
                                   WHEN cursor IS NULL OR ?4 > cursor THEN ?4 ELSE cursor END,
@@ -204,27 +204,25 @@ impl State {
                                   WHEN max_event IS NULL OR ?6 > max_event THEN ?6 ELSE max_event END,
                     updated = ?5
                  WHERE id = ?1",
-                params![
-                    id,
-                    commit.delivered as i64,
-                    commit.duplicates as i64,
-                    commit.cursor,
-                    crate::timefmt::now(),
-                    commit.max_event
-                ],
-            )?;
+            )?
+            .execute(params![
+                id,
+                commit.delivered as i64,
+                commit.duplicates as i64,
+                commit.cursor,
+                crate::timefmt::now(),
+                commit.max_event
+            ])?;
             for (sink, pos) in &commit.positions {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO sinks (name, position) VALUES (?1, ?2)
                      ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                    params![sink, *pos as i64],
-                )?;
+                )?
+                .execute(params![sink, *pos as i64])?;
             }
             if let Some(before) = commit.prune_before {
-                tx.execute(
-                    "DELETE FROM keys WHERE source = ?1 AND time < ?2",
-                    params![id, before],
-                )?;
+                tx.prepare_cached("DELETE FROM keys WHERE source = ?1 AND time < ?2")?
+                    .execute(params![id, before])?;
             }
             tx.commit()?;
             Ok(())
@@ -259,10 +257,8 @@ impl State {
         self.call(move |c| {
             let tx = c.transaction()?;
             let id = ensure_source(&tx, &source, kind)?;
-            tx.execute(
-                "UPDATE sources SET cursor = ?2, updated = ?3 WHERE id = ?1",
-                params![id, to, crate::timefmt::now()],
-            )?;
+            tx.prepare_cached("UPDATE sources SET cursor = ?2, updated = ?3 WHERE id = ?1")?
+                .execute(params![id, to, crate::timefmt::now()])?;
             tx.execute(
                 "DELETE FROM keys WHERE source = ?1 AND time >= ?2",
                 params![id, to],
@@ -296,6 +292,8 @@ fn open_conn(path: &Path) -> Result<Connection, StateError> {
         .map_err(err)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(err)?;
+    // The commit's statements, including every size of multi-row key insert.
+    conn.set_prepared_statement_cache_capacity(32);
     migrate(&mut conn, path)?;
     Ok(conn)
 }
@@ -322,8 +320,17 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
 /// Rows per multi-row INSERT: one statement execution per chunk instead of per key.
 const INSERT_CHUNK: usize = 100;
 
-fn insert_keys(tx: &Connection, source: i64, keys: &[(Key, Nanos)]) -> Result<(), StateError> {
-    for chunk in keys.chunks(INSERT_CHUNK) {
+fn insert_keys(tx: &Connection, source: i64, mut keys: &[(Key, Nanos)]) -> Result<(), StateError> {
+    // Chunks of INSERT_CHUNK, then the rest in power-of-two chunks: at most eight distinct
+    // statements, all of which stay in the statement cache.
+    while !keys.is_empty() {
+        let n = if keys.len() >= INSERT_CHUNK {
+            INSERT_CHUNK
+        } else {
+            1 << keys.len().ilog2()
+        };
+        let (chunk, rest) = keys.split_at(n);
+        keys = rest;
         let sql = format!(
             "INSERT OR IGNORE INTO keys (source, time, key) VALUES {}",
             vec!["(?, ?, ?)"; chunk.len()].join(", ")

@@ -119,12 +119,11 @@ pub fn from_civil(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Nanos {
         * NANOS_PER_SEC
 }
 
-fn push2(out: &mut String, v: u32) {
-    out.push((b'0' + (v / 10) as u8) as char);
-    out.push((b'0' + (v % 10) as u8) as char);
+fn push2(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
 }
 
-fn push_date_time(out: &mut String, t: Nanos) {
+fn push_date_time(out: &mut Vec<u8>, t: Nanos) {
     let secs = t.div_euclid(NANOS_PER_SEC);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u32;
@@ -132,53 +131,55 @@ fn push_date_time(out: &mut String, t: Nanos) {
     let y = y.clamp(0, 9999) as u32;
     push2(out, y / 100);
     push2(out, y % 100);
-    out.push('-');
+    out.push(b'-');
     push2(out, m);
-    out.push('-');
+    out.push(b'-');
     push2(out, d);
-    out.push('T');
+    out.push(b'T');
     push2(out, sod / 3600);
-    out.push(':');
+    out.push(b':');
     push2(out, sod / 60 % 60);
-    out.push(':');
+    out.push(b':');
     push2(out, sod % 60);
 }
 
 /// Appends `2024-10-18T14:10:04.123Z` (milliseconds, truncated): the native event's `time`.
-pub fn push_rfc3339_ms(out: &mut String, t: Nanos) {
+pub fn push_rfc3339_ms(out: &mut Vec<u8>, t: Nanos) {
     push_date_time(out, t);
     let ms = (t.rem_euclid(NANOS_PER_SEC) / NANOS_PER_MS) as u32;
-    out.push('.');
-    out.push((b'0' + (ms / 100) as u8) as char);
+    out.extend_from_slice(&[b'.', b'0' + (ms / 100) as u8]);
     push2(out, ms % 100);
-    out.push('Z');
+    out.push(b'Z');
+}
+
+/// The text the push helpers wrote: ASCII digits and punctuation only.
+fn ascii(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).expect("timestamps are ASCII")
 }
 
 /// `2024-10-18T14:10:04.123Z`.
 pub fn rfc3339_ms(t: Nanos) -> String {
-    let mut s = String::with_capacity(24);
+    let mut s = Vec::with_capacity(24);
     push_rfc3339_ms(&mut s, t);
-    s
+    ascii(s)
 }
 
 /// `2024-10-18T14:10:04.123456789Z`: all nine fraction digits, for query parameters.
 pub fn rfc3339_nanos(t: Nanos) -> String {
-    let mut s = String::with_capacity(30);
+    let mut s = Vec::with_capacity(30);
     push_date_time(&mut s, t);
     let f = t.rem_euclid(NANOS_PER_SEC);
-    s.push('.');
-    s.push_str(&format!("{f:09}"));
-    s.push('Z');
-    s
+    s.extend_from_slice(format!(".{f:09}Z").as_bytes());
+    ascii(s)
 }
 
 /// `2024-10-18T14:10:04Z` when whole seconds, otherwise milliseconds: for people (state output).
 pub fn human(t: Nanos) -> String {
     if t.rem_euclid(NANOS_PER_SEC) == 0 {
-        let mut s = String::with_capacity(20);
+        let mut s = Vec::with_capacity(20);
         push_date_time(&mut s, t);
-        s.push('Z');
-        s
+        s.push(b'Z');
+        ascii(s)
     } else {
         rfc3339_ms(t)
     }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Sink, SinkError};
 use crate::config::{HttpEncoding, HttpSinkConfig, RetryConfig, Secret};
-use crate::event::{Event, NativeJson};
+use crate::event::{push_json_str, Event};
 use crate::metrics;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::sources::BoxFuture;
@@ -472,8 +472,9 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
 fn idempotency_key<'e>(events: impl Iterator<Item = &'e Event>) -> HeaderValue {
     let mut h = blake3::Hasher::new();
     for e in events {
-        h.update(&(e.id.len() as u64).to_le_bytes());
-        h.update(e.id.as_bytes());
+        let id = e.id();
+        h.update(&(id.len() as u64).to_le_bytes());
+        h.update(id.as_bytes());
     }
     HeaderValue::from_str(h.finalize().to_hex().as_str()).expect("hex is a valid header value")
 }
@@ -561,16 +562,9 @@ impl Encoder {
 
     /// Appends one event's record.
     fn record(&self, e: &Event, out: &mut Vec<u8>) {
-        let native = |include_raw: bool, out: &mut Vec<u8>| {
-            let json = NativeJson {
-                event: e,
-                include_raw,
-            };
-            serde_json::to_writer(&mut *out, &json).expect("serialising to memory");
-        };
         match self {
             Encoder::Ndjson { include_raw } => e.write_ndjson(out, *include_raw),
-            Encoder::JsonArray { include_raw } => native(*include_raw, out),
+            Encoder::JsonArray { include_raw } => e.write_json(out, *include_raw),
             Encoder::SplunkHec {
                 include_raw,
                 fields,
@@ -580,9 +574,9 @@ impl Encoder {
                 let ms = e.time.rem_euclid(NANOS_PER_SEC) / NANOS_PER_MS;
                 let _ = write!(out, "{{\"time\":{secs}.{ms:03}");
                 out.extend_from_slice(fields.as_bytes());
-                serde_json::to_writer(&mut *out, &*e.source).expect("serialising to memory");
+                push_json_str(out, &e.source);
                 out.extend_from_slice(after_source.as_bytes());
-                native(*include_raw, out);
+                e.write_json(out, *include_raw);
                 out.push(b'}');
             }
             Encoder::Bulk {
@@ -590,7 +584,7 @@ impl Encoder {
                 action,
             } => {
                 out.extend_from_slice(action.as_bytes());
-                serde_json::to_writer(&mut *out, &e.id).expect("serialising to memory");
+                push_json_str(out, e.id());
                 out.extend_from_slice(b"}}\n");
                 e.write_ndjson(out, *include_raw);
             }
@@ -732,25 +726,20 @@ fn read_bulk(body: &[u8], sent: usize) -> Result<BulkReport, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::value::RawValue;
+    use crate::event::Field;
     use serde_json::Value;
-    use std::sync::Arc;
 
     fn ev(id: &str, time_ms: i64) -> Event {
-        Event {
-            id: id.into(),
-            source: Arc::from("air"),
-            kind: "wasabi_air",
-            vendor: "wasabi",
-            time: time_ms * NANOS_PER_MS,
-            action: Some("login".into()),
-            actor: None,
-            target: None,
-            project: None,
-            src_ip: None,
-            user_agent: None,
-            raw: RawValue::from_string(format!(r#"{{"id":"{id}"}}"#)).unwrap(),
-        }
+        let mut e = Event::standalone(
+            "air",
+            "wasabi_air",
+            "wasabi",
+            time_ms * NANOS_PER_MS,
+            &format!(r#"{{"id":"{id}"}}"#),
+        );
+        e.set(Field::Id, Some(id));
+        e.set(Field::Action, Some("login"));
+        e
     }
 
     fn encode(enc: &HttpEncoding, events: &[Event]) -> String {

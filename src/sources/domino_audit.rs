@@ -3,6 +3,7 @@
 //! Windows in unix milliseconds (`startTimestamp`, `endTimestamp`), offset paging newest first,
 //! `X-Domino-Api-Key` or a bearer JWT. Events carry no id: they are told apart by content.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -10,7 +11,7 @@ use serde_json::value::RawValue;
 
 use super::{BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::config::SourceConfig;
-use crate::event::{Entity, Event};
+use crate::event::{Event, Field, PageText};
 use crate::timefmt::NANOS_PER_MS;
 
 pub struct DominoAudit {
@@ -55,72 +56,78 @@ struct Envelope<'a> {
 }
 
 #[derive(Deserialize)]
-struct RawEvent {
+struct RawEvent<'a> {
     timestamp: i64,
-    actor: Option<RawEntity>,
-    action: Option<RawAction>,
-    #[serde(default)]
-    targets: Vec<RawTarget>,
-    #[serde(rename = "in")]
-    within: Option<RawEntity>,
+    #[serde(borrow)]
+    actor: Option<RawEntity<'a>>,
+    #[serde(borrow)]
+    action: Option<RawAction<'a>>,
+    #[serde(borrow, default)]
+    targets: super::First<RawTarget<'a>>,
+    #[serde(borrow, rename = "in")]
+    within: Option<RawEntity<'a>>,
 }
 
 #[derive(Deserialize)]
-struct RawAction {
-    #[serde(rename = "eventName")]
-    event_name: Option<String>,
+struct RawAction<'a> {
+    #[serde(borrow, rename = "eventName")]
+    event_name: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct RawTarget {
-    entity: Option<RawEntity>,
+struct RawTarget<'a> {
+    #[serde(borrow)]
+    entity: Option<RawEntity<'a>>,
 }
 
 #[derive(Deserialize)]
-struct RawEntity {
-    #[serde(rename = "entityType")]
-    entity_type: Option<String>,
-    id: Option<String>,
-    name: Option<String>,
+struct RawEntity<'a> {
+    #[serde(borrow, rename = "entityType")]
+    entity_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
 }
 
-impl RawEntity {
-    fn into_entity(self, with_type: bool) -> Option<Entity> {
-        Entity {
-            kind: if with_type { self.entity_type } else { None },
-            id: self.id,
-            name: self.name,
+impl RawEntity<'_> {
+    /// Sets the entity whose kind field is `kind` (`None`: the type is not kept).
+    fn set(&self, ev: &mut Event, kind: Option<Field>, id: Field, name: Field) {
+        if let Some(k) = kind {
+            ev.set(k, self.entity_type.as_deref());
         }
-        .non_empty()
+        ev.set(id, self.id.as_deref());
+        ev.set(name, self.name.as_deref());
     }
 }
 
-/// Normalises one Domino audit event.
-pub fn normalise(source: &Arc<str>, raw: &RawValue) -> Result<Event, SourceError> {
-    let e: RawEvent = serde_json::from_str(raw.get())
-        .map_err(|err| SourceError::Body(format!("domino audit event: {err}")))?;
-    Ok(Event {
-        id: String::new(),
-        source: source.clone(),
-        kind: "domino_audit",
-        vendor: "domino",
-        time: e
-            .timestamp
-            .checked_mul(NANOS_PER_MS)
-            .ok_or_else(|| SourceError::Body(format!("timestamp {} out of range", e.timestamp)))?,
-        action: e.action.and_then(|a| a.event_name),
-        actor: e.actor.and_then(|a| a.into_entity(false)),
-        target: e
-            .targets
-            .into_iter()
-            .next()
-            .and_then(|t| t.entity)
-            .and_then(|t| t.into_entity(true)),
-        project: e.within.and_then(|p| p.into_entity(false)),
-        src_ip: None,
-        user_agent: None,
-        raw: raw.to_owned(),
-    })
+/// Normalises one Domino audit event, `raw` being part of `page`.
+pub fn normalise(source: &Arc<str>, page: &PageText, raw: &RawValue) -> Result<Event, SourceError> {
+    let e: RawEvent = super::parse_entry(raw, "domino audit event")?;
+    let time = e
+        .timestamp
+        .checked_mul(NANOS_PER_MS)
+        .ok_or_else(|| SourceError::Body(format!("timestamp {} out of range", e.timestamp)))?;
+    let mut ev = Event::new(source, "domino_audit", "domino", time, page, raw.get());
+    ev.set(
+        Field::Action,
+        e.action.as_ref().and_then(|a| a.event_name.as_deref()),
+    );
+    if let Some(a) = &e.actor {
+        a.set(&mut ev, None, Field::ActorId, Field::ActorName);
+    }
+    if let Some(t) = e.targets.0.as_ref().and_then(|t| t.entity.as_ref()) {
+        t.set(
+            &mut ev,
+            Some(Field::TargetKind),
+            Field::TargetId,
+            Field::TargetName,
+        );
+    }
+    if let Some(p) = &e.within {
+        p.set(&mut ev, None, Field::ProjectId, Field::ProjectName);
+    }
+    Ok(ev)
 }
 
 impl Source for DominoAudit {
@@ -145,13 +152,14 @@ impl Source for DominoAudit {
                 .http
                 .get(&self.endpoint, &self.auth, &query, &self.filters, None)
                 .await?;
-            let env: Envelope<'_> = serde_json::from_slice(&body)
+            let page = super::page_text(body)?;
+            let env: Envelope<'_> = serde_json::from_str(&page)
                 .map_err(|e| SourceError::Body(format!("expected {{\"events\": [...]}}: {e}")))?;
             let returned = env.events.len();
             let events = env
                 .events
                 .into_iter()
-                .map(|raw| normalise(&self.name, raw))
+                .map(|raw| normalise(&self.name, &page, raw))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Page {
                 events,
@@ -168,43 +176,39 @@ mod tests {
 
     #[test]
     fn normalises_the_documented_shape() {
-        let raw = RawValue::from_string(
-            r#"{"timestamp": 1729185360064,
+        let json = r#"{"timestamp": 1729185360064,
                "actor": {"id": "u1", "name": "alice", "firstName": "Alice", "lastName": "X"},
                "action": {"eventName": "Create Dataset", "using": [], "traceId": "t"},
                "targets": [{"entity": {"entityType": "dataset", "id": "d1", "name": "ds1"},
                             "fieldChanges": []}],
                "affecting": [], "in": {"entityType": "project", "id": "p1", "name": "proj"},
-               "metadata": {}}"#
-                .into(),
-        )
-        .unwrap();
-        let e = normalise(&Arc::from("dom"), &raw).unwrap();
+               "metadata": {}}"#;
+        let e =
+            super::super::normalise_one(json, |p, r| normalise(&Arc::from("dom"), p, r)).unwrap();
         assert_eq!(
             crate::timefmt::rfc3339_ms(e.time),
             "2024-10-17T17:16:00.064Z"
         );
-        assert_eq!(e.action.as_deref(), Some("Create Dataset"));
-        assert_eq!(e.actor.unwrap().name.as_deref(), Some("alice"));
-        let t = e.target.unwrap();
-        assert_eq!(
-            (t.kind.as_deref(), t.id.as_deref()),
-            (Some("dataset"), Some("d1"))
-        );
-        assert_eq!(e.project.unwrap().name.as_deref(), Some("proj"));
+        assert_eq!(e.action(), Some("Create Dataset"));
+        assert_eq!(e.actor().unwrap().name, Some("alice"));
+        assert_eq!(e.actor().unwrap().kind, None);
+        let t = e.target().unwrap();
+        assert_eq!((t.kind, t.id), (Some("dataset"), Some("d1")));
+        assert_eq!(e.project().unwrap().name, Some("proj"));
     }
 
     #[test]
     fn missing_in_and_empty_targets_are_absent_and_no_timestamp_is_an_error() {
-        let raw = RawValue::from_string(
-            r#"{"timestamp": 1, "actor": {"id": "u"}, "action": {"eventName": "Login"}, "targets": []}"#.into(),
-        )
-        .unwrap();
-        let e = normalise(&Arc::from("dom"), &raw).unwrap();
-        assert!(e.target.is_none() && e.project.is_none());
-        let bad = RawValue::from_string(r#"{"actor": {}}"#.into()).unwrap();
+        let n = |json| super::super::normalise_one(json, |p, r| normalise(&Arc::from("dom"), p, r));
+        let e = n(r#"{"timestamp": 1, "actor": {"id": "u"}, "action": {"eventName": "Login"}, "targets": []}"#).unwrap();
+        assert!(e.target().is_none() && e.project().is_none());
+        let e =
+            n(r#"{"timestamp": 1, "targets": [{"entity": {"id": "a"}}, {"entity": {"id": "b"}}]}"#)
+                .unwrap();
+        assert_eq!(e.target().unwrap().id, Some("a"), "the first target");
+        assert!(matches!(n(r#"{"actor": {}}"#), Err(SourceError::Body(_))));
         assert!(matches!(
-            normalise(&Arc::from("d"), &bad),
+            n(r#"{"timestamp": 1, "targets": {}}"#),
             Err(SourceError::Body(_))
         ));
     }

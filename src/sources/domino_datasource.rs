@@ -5,6 +5,7 @@
 //! whole window, so the poller keeps windows small and halves one whose response is too large.
 //! No event id: events are told apart by content.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -12,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::{BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::config::SourceConfig;
-use crate::event::{Entity, Event};
+use crate::event::{Event, Field, PageText};
 use crate::timefmt::{self, NANOS_PER_MS};
 
 /// Bytes allowed per event in a response before it is treated as too large (entries are a few
@@ -46,69 +47,54 @@ impl DominoDatasource {
 }
 
 #[derive(Deserialize)]
-struct RawEvent {
-    #[serde(rename = "dataSourceId")]
-    data_source_id: Option<String>,
-    #[serde(rename = "dataSourceName")]
-    data_source_name: Option<String>,
-    #[serde(rename = "dataSourceType")]
-    data_source_type: Option<String>,
-    #[serde(rename = "eventKind")]
-    event_kind: Option<String>,
-    #[serde(default)]
-    metadata: Metadata,
-    #[serde(rename = "performedBy")]
-    performed_by: Option<String>,
-    timestamp: String,
+#[serde(rename_all = "camelCase")]
+struct RawEvent<'a> {
+    #[serde(borrow)]
+    data_source_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data_source_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data_source_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event_kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    metadata: Metadata<'a>,
+    #[serde(borrow)]
+    performed_by: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    timestamp: Cow<'a, str>,
 }
 
 #[derive(Deserialize, Default)]
-struct Metadata {
-    #[serde(rename = "performedByUsername")]
-    performed_by_username: Option<String>,
-    #[serde(rename = "projectId")]
-    project_id: Option<String>,
+#[serde(rename_all = "camelCase")]
+struct Metadata<'a> {
+    #[serde(borrow)]
+    performed_by_username: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    project_id: Option<Cow<'a, str>>,
 }
 
-/// Normalises one data-source audit entry.
-pub fn normalise(source: &Arc<str>, raw: &RawValue) -> Result<Event, SourceError> {
-    let e: RawEvent = serde_json::from_str(raw.get())
-        .map_err(|err| SourceError::Body(format!("domino data-source event: {err}")))?;
+/// Normalises one data-source audit entry, `raw` being part of `page`.
+pub fn normalise(source: &Arc<str>, page: &PageText, raw: &RawValue) -> Result<Event, SourceError> {
+    let e: RawEvent = super::parse_entry(raw, "domino data-source event")?;
     let time = timefmt::parse_rfc3339(&e.timestamp).ok_or_else(|| {
         SourceError::Body(format!(
             "data-source timestamp {:?} is not ISO 8601",
             e.timestamp
         ))
     })?;
-    Ok(Event {
-        id: String::new(),
-        source: source.clone(),
-        kind: "domino_datasource",
-        vendor: "domino",
-        time,
-        action: e.event_kind,
-        actor: Entity {
-            kind: None,
-            id: e.performed_by,
-            name: e.metadata.performed_by_username,
-        }
-        .non_empty(),
-        target: Entity {
-            kind: e.data_source_type,
-            id: e.data_source_id,
-            name: e.data_source_name,
-        }
-        .non_empty(),
-        project: Entity {
-            kind: None,
-            id: e.metadata.project_id,
-            name: None,
-        }
-        .non_empty(),
-        src_ip: None,
-        user_agent: None,
-        raw: raw.to_owned(),
-    })
+    let mut ev = Event::new(source, "domino_datasource", "domino", time, page, raw.get());
+    ev.set(Field::Action, e.event_kind.as_deref());
+    ev.set(Field::ActorId, e.performed_by.as_deref());
+    ev.set(
+        Field::ActorName,
+        e.metadata.performed_by_username.as_deref(),
+    );
+    ev.set(Field::TargetKind, e.data_source_type.as_deref());
+    ev.set(Field::TargetId, e.data_source_id.as_deref());
+    ev.set(Field::TargetName, e.data_source_name.as_deref());
+    ev.set(Field::ProjectId, e.metadata.project_id.as_deref());
+    Ok(ev)
 }
 
 impl Source for DominoDatasource {
@@ -133,7 +119,8 @@ impl Source for DominoDatasource {
                 .http
                 .get(&self.endpoint, &self.auth, &query, &self.filters, cap)
                 .await?;
-            let raws = super::parse_array(&body)?;
+            let page = super::page_text(body)?;
+            let raws = super::parse_array(&page)?;
             if let Some(max) = req.max_events {
                 if raws.len() > max {
                     return Err(SourceError::TooLarge(max));
@@ -141,8 +128,8 @@ impl Source for DominoDatasource {
             }
             let returned = raws.len();
             let events = raws
-                .iter()
-                .map(|raw| normalise(&self.name, raw))
+                .into_iter()
+                .map(|raw| normalise(&self.name, &page, raw))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Page {
                 events,
@@ -159,19 +146,16 @@ mod tests {
 
     #[test]
     fn normalises_the_documented_shape() {
-        let raw = RawValue::from_string(
-            r#"{"dataSourceId":"ds1","dataSourceName":"snowflake-prod","dataSourceType":"SnowflakeConfig",
+        let json = r#"{"dataSourceId":"ds1","dataSourceName":"snowflake-prod","dataSourceType":"SnowflakeConfig",
                 "eventKind":"AccessDataSource","metadata":{"performedByUsername":"alice","runType":"Workspace",
                 "projectId":"p1","runId":"r1","dataPlaneId":"dp"},"performedBy":"u1",
-                "timestamp":"2023-08-23T21:40:21.669Z"}"#
-                .into(),
-        )
-        .unwrap();
-        let e = normalise(&Arc::from("ds"), &raw).unwrap();
+                "timestamp":"2023-08-23T21:40:21.669Z"}"#;
+        let e =
+            crate::sources::normalise_one(json, |p, r| normalise(&Arc::from("ds"), p, r)).unwrap();
         assert_eq!(timefmt::rfc3339_ms(e.time), "2023-08-23T21:40:21.669Z");
-        assert_eq!(e.action.as_deref(), Some("AccessDataSource"));
-        assert_eq!(e.actor.unwrap().name.as_deref(), Some("alice"));
-        assert_eq!(e.target.unwrap().name.as_deref(), Some("snowflake-prod"));
-        assert_eq!(e.project.unwrap().id.as_deref(), Some("p1"));
+        assert_eq!(e.action(), Some("AccessDataSource"));
+        assert_eq!(e.actor().unwrap().name, Some("alice"));
+        assert_eq!(e.target().unwrap().name, Some("snowflake-prod"));
+        assert_eq!(e.project().unwrap().id, Some("p1"));
     }
 }

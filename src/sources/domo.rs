@@ -5,6 +5,7 @@
 //! instance's zone (`time_zone`). Entries carry no id, and two genuine ones can be identical to
 //! the second: the poller keys them by content plus occurrence, on whole-second windows.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use tokio::sync::Mutex;
 
 use super::{BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::config::{Secret, SourceConfig};
-use crate::event::{Entity, Event};
+use crate::event::{Event, Field, PageText};
 use crate::timefmt::{Nanos, NANOS_PER_MS, NANOS_PER_SEC};
 
 /// Renew a token this long before the vendor says it expires.
@@ -165,43 +166,102 @@ pub fn resolve(tz: chrono_tz::Tz, local: NaiveDateTime, start: Nanos, end: Nanos
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawEntry {
-    user_name: Option<String>,
-    user_id: Option<serde_json::Value>,
-    user_type: Option<String>,
-    object_name: Option<String>,
-    object_id: Option<serde_json::Value>,
-    object_type: Option<String>,
-    time: String,
-    event_text: Option<String>,
-    action_type: Option<String>,
-    browser_details: Option<String>,
-    ip_address: Option<String>,
+struct RawEntry<'a> {
+    #[serde(borrow)]
+    user_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user_id: IdText<'a>,
+    #[serde(borrow)]
+    user_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    object_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    object_id: IdText<'a>,
+    #[serde(borrow)]
+    object_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(borrow)]
+    event_text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    action_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    browser_details: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ip_address: Option<Cow<'a, str>>,
 }
 
-/// Ids arrive as strings or numbers: text either way.
-fn id_text(v: Option<serde_json::Value>) -> Option<String> {
-    match v? {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// An id that arrives as a string or a number: its text either way (anything else: none).
+#[derive(Default)]
+struct IdText<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for IdText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = IdText<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an id")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<IdText<'a>, E> {
+                Ok(IdText(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<IdText<'a>, E> {
+                Ok(IdText(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<IdText<'a>, E> {
+                Ok(IdText(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<IdText<'a>, E> {
+                Ok(IdText(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<IdText<'a>, E> {
+                Ok(IdText(
+                    serde_json::Number::from_f64(v).map(|n| Cow::Owned(n.to_string())),
+                ))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<IdText<'a>, E> {
+                Ok(IdText(None))
+            }
+            fn visit_unit<E>(self) -> Result<IdText<'a>, E> {
+                Ok(IdText(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<IdText<'a>, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(IdText(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<IdText<'a>, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(IdText(None))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
-fn non_empty(s: Option<String>) -> Option<String> {
-    s.filter(|s| !s.is_empty())
+fn non_empty<'s>(s: &'s Option<Cow<'_, str>>) -> Option<&'s str> {
+    s.as_deref().filter(|s| !s.is_empty())
 }
 
-/// Normalises one Domo entry read for the window `[start, end)`.
+/// Normalises one Domo entry read for the window `[start, end)`, `raw` being part of `page`.
 pub fn normalise(
     source: &Arc<str>,
     tz: chrono_tz::Tz,
+    page: &PageText,
     raw: &RawValue,
     start: Nanos,
     end: Nanos,
 ) -> Result<Event, SourceError> {
-    let e: RawEntry = serde_json::from_str(raw.get())
-        .map_err(|err| SourceError::Body(format!("domo entry: {err}")))?;
+    let e: RawEntry = super::parse_entry(raw, "domo entry")?;
     let local = parse_wall_clock(&e.time).ok_or_else(|| {
         SourceError::Body(format!(
             "domo time {:?} is not \"YYYY-MM-DD hh:mm:ss AM\"",
@@ -210,30 +270,20 @@ pub fn normalise(
     })?;
     let time = resolve(tz, local, start, end)
         .ok_or_else(|| SourceError::Body(format!("domo time {:?} is out of range", e.time)))?;
-    Ok(Event {
-        id: String::new(),
-        source: source.clone(),
-        kind: "domo",
-        vendor: "domo",
-        time,
-        action: non_empty(e.event_text).or(non_empty(e.action_type)),
-        actor: Entity {
-            kind: non_empty(e.user_type),
-            id: id_text(e.user_id),
-            name: non_empty(e.user_name),
-        }
-        .non_empty(),
-        target: Entity {
-            kind: non_empty(e.object_type),
-            id: id_text(e.object_id),
-            name: non_empty(e.object_name),
-        }
-        .non_empty(),
-        project: None,
-        src_ip: non_empty(e.ip_address),
-        user_agent: non_empty(e.browser_details),
-        raw: raw.to_owned(),
-    })
+    let mut ev = Event::new(source, "domo", "domo", time, page, raw.get());
+    ev.set(
+        Field::Action,
+        non_empty(&e.event_text).or(non_empty(&e.action_type)),
+    );
+    ev.set(Field::ActorKind, non_empty(&e.user_type));
+    ev.set(Field::ActorId, non_empty(&e.user_id.0));
+    ev.set(Field::ActorName, non_empty(&e.user_name));
+    ev.set(Field::TargetKind, non_empty(&e.object_type));
+    ev.set(Field::TargetId, non_empty(&e.object_id.0));
+    ev.set(Field::TargetName, non_empty(&e.object_name));
+    ev.set(Field::SrcIp, non_empty(&e.ip_address));
+    ev.set(Field::UserAgent, non_empty(&e.browser_details));
+    Ok(ev)
 }
 
 impl Source for Domo {
@@ -262,11 +312,12 @@ impl Source for Domo {
                 }
                 other => other?,
             };
-            let raws = super::parse_array(&body)?;
+            let page = super::page_text(body)?;
+            let raws = super::parse_array(&page)?;
             let returned = raws.len();
             let events = raws
-                .iter()
-                .map(|raw| normalise(&self.name, self.time_zone, raw, req.start, req.end))
+                .into_iter()
+                .map(|raw| normalise(&self.name, self.time_zone, &page, raw, req.start, req.end))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Page {
                 events,
@@ -360,23 +411,42 @@ mod tests {
 
     #[test]
     fn normalises_the_documented_entry() {
-        let raw = RawValue::from_string(
-            r#"{"actionType":"VIEWED","actorId":0,"actorName":"","additionalComment":"Leonard Euler viewed page Intro to Domo.",
+        let json = r#"{"actionType":"VIEWED","actorId":0,"actorName":"","additionalComment":"Leonard Euler viewed page Intro to Domo.",
                 "browserDetails":"Mozilla/5.0","device":"desktop","eventText":"Viewed page","ipAddress":"50.207.2.1",
                 "objectId":"1552855497","objectName":"Intro to Domo","objectType":"PAGE","time":"2017-12-13 10:57:35 PM",
-                "userId":"1619916076","userName":"Leonard Euler","userType":"USER"}"#
-                .into(),
-        )
-        .unwrap();
-        let e = normalise(&Arc::from("domo"), chrono_tz::UTC, &raw, 0, i64::MAX).unwrap();
-        assert_eq!(e.action.as_deref(), Some("Viewed page"));
-        assert_eq!(e.src_ip.as_deref(), Some("50.207.2.1"));
-        assert_eq!(e.user_agent.as_deref(), Some("Mozilla/5.0"));
-        let t = e.target.unwrap();
+                "userId":"1619916076","userName":"Leonard Euler","userType":"USER"}"#;
+        let n = |json: &str| {
+            crate::sources::normalise_one(json, |p, r| {
+                normalise(&Arc::from("domo"), chrono_tz::UTC, p, r, 0, i64::MAX)
+            })
+        };
+        let e = n(json).unwrap();
+        assert_eq!(e.action(), Some("Viewed page"));
+        assert_eq!(e.src_ip(), Some("50.207.2.1"));
+        assert_eq!(e.user_agent(), Some("Mozilla/5.0"));
+        let t = e.target().unwrap();
         assert_eq!(
-            (t.kind.as_deref(), t.id.as_deref(), t.name.as_deref()),
+            (t.kind, t.id, t.name),
             (Some("PAGE"), Some("1552855497"), Some("Intro to Domo"))
         );
-        assert_eq!(e.actor.unwrap().name.as_deref(), Some("Leonard Euler"));
+        assert_eq!(e.actor().unwrap().name, Some("Leonard Euler"));
+        // Ids as numbers, other JSON or nothing; an empty event text gives way to the type.
+        for (user_id, want) in [
+            ("42", Some("42")),
+            ("-7", Some("-7")),
+            ("1.5", Some("1.5")),
+            ("\"\"", None),
+            ("null", None),
+            ("{\"a\": [1]}", None),
+            ("[1, 2]", None),
+            ("true", None),
+        ] {
+            let e = n(&format!(
+                r#"{{"userId": {user_id}, "eventText": "", "actionType": "LOGIN", "time": "2017-12-13 10:57:35 PM"}}"#
+            ))
+            .unwrap();
+            assert_eq!(e.actor().and_then(|a| a.id), want, "{user_id}");
+            assert_eq!(e.action(), Some("LOGIN"));
+        }
     }
 }

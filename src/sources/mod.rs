@@ -11,7 +11,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::value::RawValue;
 
 use crate::config::{Secret, SourceConfig, SourceKind};
-use crate::event::Event;
+use crate::event::{Event, PageText};
 use crate::retry::{self, Retryable, Verdict};
 use crate::timefmt::Nanos;
 
@@ -284,10 +284,24 @@ pub fn json_headers() -> HeaderMap {
     h
 }
 
-/// Splits a JSON array body into its elements without parsing them.
-pub fn parse_array(body: &[u8]) -> Result<Vec<Box<RawValue>>, SourceError> {
-    serde_json::from_slice(body)
-        .map_err(|e| SourceError::Body(format!("expected a JSON array: {e}")))
+/// A response body as the text its events will point into.
+pub fn page_text(body: Vec<u8>) -> Result<PageText, SourceError> {
+    String::from_utf8(body)
+        .map(Arc::new)
+        .map_err(|e| SourceError::Body(format!("the response is not UTF-8: {}", e.utf8_error())))
+}
+
+/// Splits a JSON array page into its elements without parsing them.
+pub fn parse_array(page: &str) -> Result<Vec<&RawValue>, SourceError> {
+    serde_json::from_str(page).map_err(|e| SourceError::Body(format!("expected a JSON array: {e}")))
+}
+
+/// Parses one vendor entry into its borrowed shape; `what` names it in the error.
+pub fn parse_entry<'a, T: serde::Deserialize<'a>>(
+    raw: &'a RawValue,
+    what: &str,
+) -> Result<T, SourceError> {
+    serde_json::from_str(raw.get()).map_err(|e| SourceError::Body(format!("{what}: {e}")))
 }
 
 /// A base URL joined with an API path (the base may carry a path prefix of its own).
@@ -301,6 +315,46 @@ pub fn endpoint(base: &url::Url, path: &str) -> url::Url {
 /// The source name as events carry it.
 pub fn source_name(cfg: &SourceConfig) -> Arc<str> {
     Arc::from(cfg.name.as_str())
+}
+
+/// The first element of a JSON array (the rest are checked to be JSON and skipped): for a field
+/// where only the first entry is normalised, without collecting the others.
+#[derive(Debug)]
+pub struct First<T>(pub Option<T>);
+
+impl<T> Default for First<T> {
+    fn default() -> Self {
+        First(None)
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for First<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Seq<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Seq<T> {
+            type Value = First<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<First<T>, A::Error> {
+                let first = seq.next_element()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(First(first))
+            }
+        }
+        d.deserialize_seq(Seq(std::marker::PhantomData))
+    }
+}
+
+/// Runs `normalise` on one entry given as JSON text, as a source would on a page holding it.
+#[cfg(test)]
+pub fn normalise_one<R>(json: &str, normalise: impl FnOnce(&PageText, &RawValue) -> R) -> R {
+    let page: PageText = Arc::new(json.to_string());
+    let raw: &RawValue = serde_json::from_str(&page).expect("test entry is JSON");
+    normalise(&page, raw)
 }
 
 #[cfg(test)]

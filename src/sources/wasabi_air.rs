@@ -3,6 +3,7 @@
 //! `from`/`to` in RFC 3339 ("newer than", "older than"), numbered pages with a total,
 //! `Authorization: Bearer`. Every event has an id: the dedupe key.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -10,7 +11,7 @@ use serde_json::value::RawValue;
 
 use super::{BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::config::SourceConfig;
-use crate::event::{Entity, Event};
+use crate::event::{Event, Field, PageText};
 use crate::timefmt::{self, NANOS_PER_MS};
 
 pub struct WasabiAir {
@@ -47,19 +48,24 @@ struct Envelope<'a> {
 }
 
 #[derive(Deserialize)]
-struct RawEvent {
-    id: String,
-    user_id: Option<String>,
-    action_key: Option<String>,
-    target_kind: Option<String>,
-    target_id: Option<String>,
-    time: String,
+struct RawEvent<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    action_key: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    target_kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    target_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
 }
 
-/// Normalises one Wasabi AiR event.
-pub fn normalise(source: &Arc<str>, raw: &RawValue) -> Result<Event, SourceError> {
-    let e: RawEvent = serde_json::from_str(raw.get())
-        .map_err(|err| SourceError::Body(format!("wasabi air event: {err}")))?;
+/// Normalises one Wasabi AiR event, `raw` being part of `page`.
+pub fn normalise(source: &Arc<str>, page: &PageText, raw: &RawValue) -> Result<Event, SourceError> {
+    let e: RawEvent = super::parse_entry(raw, "wasabi air event")?;
     if e.id.is_empty() {
         return Err(SourceError::Body(
             "wasabi air event with an empty id".into(),
@@ -68,30 +74,13 @@ pub fn normalise(source: &Arc<str>, raw: &RawValue) -> Result<Event, SourceError
     let time = timefmt::parse_rfc3339(&e.time).ok_or_else(|| {
         SourceError::Body(format!("wasabi air time {:?} is not RFC 3339", e.time))
     })?;
-    Ok(Event {
-        id: e.id,
-        source: source.clone(),
-        kind: "wasabi_air",
-        vendor: "wasabi",
-        time,
-        action: e.action_key,
-        actor: Entity {
-            kind: None,
-            id: e.user_id,
-            name: None,
-        }
-        .non_empty(),
-        target: Entity {
-            kind: e.target_kind,
-            id: e.target_id,
-            name: None,
-        }
-        .non_empty(),
-        project: None,
-        src_ip: None,
-        user_agent: None,
-        raw: raw.to_owned(),
-    })
+    let mut ev = Event::new(source, "wasabi_air", "wasabi", time, page, raw.get());
+    ev.set(Field::Id, Some(&e.id));
+    ev.set(Field::Action, e.action_key.as_deref());
+    ev.set(Field::ActorId, e.user_id.as_deref());
+    ev.set(Field::TargetKind, e.target_kind.as_deref());
+    ev.set(Field::TargetId, e.target_id.as_deref());
+    Ok(ev)
 }
 
 impl Source for WasabiAir {
@@ -118,7 +107,8 @@ impl Source for WasabiAir {
                 .http
                 .get(&self.endpoint, &self.auth, &query, &self.filters, None)
                 .await?;
-            let env: Envelope<'_> = serde_json::from_slice(&body).map_err(|e| {
+            let page = super::page_text(body)?;
+            let env: Envelope<'_> = serde_json::from_str(&page).map_err(|e| {
                 SourceError::Body(format!(
                     "expected {{\"audit_events\": [...], \"total\": N}}: {e}"
                 ))
@@ -127,7 +117,7 @@ impl Source for WasabiAir {
             let events = env
                 .audit_events
                 .into_iter()
-                .map(|raw| normalise(&self.name, raw))
+                .map(|raw| normalise(&self.name, &page, raw))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Page {
                 events,
@@ -144,19 +134,22 @@ mod tests {
 
     #[test]
     fn normalises_the_documented_shape() {
-        let raw = RawValue::from_string(
-            r#"{"id": "59e12813db0201953dfe7214c4750e88", "user_id": "u1", "action_key": "enable",
-                "target_kind": "feature", "target_id": "disabled_live_harvesting",
-                "time": "2017-10-13T20:54:43.14061Z"}"#
-                .into(),
-        )
-        .unwrap();
-        let e = normalise(&Arc::from("air"), &raw).unwrap();
-        assert_eq!(e.id, "59e12813db0201953dfe7214c4750e88");
+        let json = r#"{"id": "59e12813db0201953dfe7214c4750e88", "user_id": "u1", "action_key": "enable",
+                "target_kind": "feature", "target_id": "disabled_live_\u0068arvesting",
+                "time": "2017-10-13T20:54:43.14061Z"}"#;
+        let e =
+            super::super::normalise_one(json, |p, r| normalise(&Arc::from("air"), p, r)).unwrap();
+        assert_eq!(e.id(), "59e12813db0201953dfe7214c4750e88");
         assert_eq!(timefmt::rfc3339_ms(e.time), "2017-10-13T20:54:43.140Z");
         assert_eq!(e.time % timefmt::NANOS_PER_SEC, 140_610_000);
-        assert_eq!(e.target.unwrap().kind.as_deref(), Some("feature"));
-        assert_eq!(e.raw.get(), raw.get());
+        let target = e.target().unwrap();
+        assert_eq!(target.kind, Some("feature"));
+        assert_eq!(
+            target.id,
+            Some("disabled_live_harvesting"),
+            "escapes resolved"
+        );
+        assert_eq!(e.raw(), json);
     }
 
     #[test]
@@ -166,9 +159,11 @@ mod tests {
             r#"{"time": "2017-10-13T20:54:43Z"}"#,
             r#"{"id": "", "time": "2017-10-13T20:54:43Z"}"#,
         ] {
-            let raw = RawValue::from_string(bad.into()).unwrap();
             assert!(
-                matches!(normalise(&Arc::from("a"), &raw), Err(SourceError::Body(_))),
+                matches!(
+                    super::super::normalise_one(bad, |p, r| normalise(&Arc::from("a"), p, r)),
+                    Err(SourceError::Body(_))
+                ),
                 "{bad}"
             );
         }
