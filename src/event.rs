@@ -155,6 +155,11 @@ impl Event {
         Some(&buf[start..start + span.len as usize])
     }
 
+    /// Bytes of text the event holds beyond its page (unescaped or synthesised fields).
+    pub fn copied_len(&self) -> usize {
+        self.own.len()
+    }
+
     /// Sets a field; `None` leaves it out of the event.
     pub fn set(&mut self, field: Field, value: Option<&str>) {
         self.fields[field as usize] = match value {

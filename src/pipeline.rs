@@ -427,8 +427,7 @@ struct Lookup {
 
 impl Lookup {
     fn may_be_known(&self, t: Nanos) -> bool {
-        self.before.is_some_and(|m| t <= m)
-            || self.since.is_some_and(|(lo, hi)| lo <= t && t <= hi)
+        self.before.is_some_and(|m| t <= m) || self.since.is_some_and(|(lo, hi)| lo <= t && t <= hi)
     }
 
     fn delivered(&mut self, lo: Nanos, hi: Nanos) {
@@ -516,7 +515,13 @@ mod tests {
         };
         l.delivered(550, 600);
         l.delivered(500, 520);
-        for (t, known) in [(99, true), (100, true), (101, false), (499, false), (500, true)] {
+        for (t, known) in [
+            (99, true),
+            (100, true),
+            (101, false),
+            (499, false),
+            (500, true),
+        ] {
             assert_eq!(l.may_be_known(t), known, "{t}");
         }
         assert!(l.may_be_known(600) && !l.may_be_known(601));

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
@@ -71,7 +72,61 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO keys_v3 (source, time, key) SELECT source, time, key FROM keys;
      DROP TABLE keys;
      ALTER TABLE keys_v3 RENAME TO keys;",
+    // 4: keys stored a commit at a time: one row per page holding its keys as sorted records
+    // (see `KeyRecords`) instead of one B-tree row per key. Storing a page's keys is one insert
+    // and pruning deletes whole rows; the few events that need a lookup read the rows whose
+    // time range covers them. Existing keys move over one record per row.
+    "CREATE TABLE key_pages (
+        id INTEGER PRIMARY KEY,
+        source INTEGER NOT NULL,
+        min_time INTEGER NOT NULL,   -- ns, the oldest and newest event time in `keys`
+        max_time INTEGER NOT NULL,
+        keys BLOB NOT NULL           -- records of 24 bytes: time (i64 big-endian), key
+     );
+     CREATE INDEX key_pages_by_time ON key_pages (source, max_time);
+     INSERT INTO key_pages (source, min_time, max_time, keys)
+        SELECT source, time, time, CAST(unhex(printf('%016x', time)) || key AS BLOB)
+        FROM keys ORDER BY source, time;
+     DROP TABLE keys;",
 ];
+
+/// Bytes of one stored key record: the event time, big-endian, then the key.
+const RECORD: usize = 24;
+
+/// Encodes keys as the records of one `key_pages` row, sorted by (time, key).
+fn encode_records(keys: &[(Key, Nanos)]) -> Vec<u8> {
+    let mut sorted: Vec<(Nanos, Key)> = keys.iter().map(|(k, t)| (*t, *k)).collect();
+    sorted.sort_unstable();
+    let mut out = Vec::with_capacity(sorted.len() * RECORD);
+    for (t, k) in sorted {
+        out.extend_from_slice(&t.to_be_bytes());
+        out.extend_from_slice(&k);
+    }
+    out
+}
+
+/// One record of a `key_pages` row.
+fn record(blob: &[u8], i: usize) -> (Nanos, &[u8]) {
+    let r = &blob[i * RECORD..(i + 1) * RECORD];
+    (
+        Nanos::from_be_bytes(r[..8].try_into().expect("8 bytes")),
+        &r[8..],
+    )
+}
+
+/// Whether the records of a row hold (time, key): a binary search.
+fn records_hold(blob: &[u8], time: Nanos, key: &Key) -> bool {
+    let (mut lo, mut hi) = (0, blob.len() / RECORD);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match record(blob, mid).cmp(&(time, &key[..])) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return true,
+        }
+    }
+    false
+}
 
 /// One source's row, as `state` shows it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -180,12 +235,32 @@ impl State {
             let Some(id) = source_id(c, &source)? else {
                 return Ok(vec![false; keys.len()]);
             };
+            let mut found = vec![false; keys.len()];
+            let (Some(lo), Some(hi)) = (
+                keys.iter().map(|k| k.1).min(),
+                keys.iter().map(|k| k.1).max(),
+            ) else {
+                return Ok(found);
+            };
+            // The rows whose time range meets the keys' one at a time (a row is one page).
             let mut st = c.prepare_cached(
-                "SELECT 1 FROM keys WHERE source = ?1 AND time = ?2 AND key = ?3",
+                "SELECT min_time, max_time, keys FROM key_pages
+                 WHERE source = ?1 AND max_time >= ?2 AND min_time <= ?3",
             )?;
-            keys.iter()
-                .map(|(k, t)| Ok(st.exists(params![id, t, &k[..]])?))
-                .collect()
+            let mut rows = st.query(params![id, lo, hi])?;
+            while let Some(row) = rows.next()? {
+                let (min, max): (Nanos, Nanos) = (row.get(0)?, row.get(1)?);
+                let blob = match row.get_ref(2)? {
+                    ValueRef::Blob(b) | ValueRef::Text(b) => b,
+                    _ => continue,
+                };
+                for ((k, t), f) in keys.iter().zip(found.iter_mut()) {
+                    if !*f && min <= *t && *t <= max {
+                        *f = records_hold(blob, *t, k);
+                    }
+                }
+            }
+            Ok(found)
         })
         .await
     }
@@ -221,7 +296,8 @@ impl State {
                 .execute(params![sink, *pos as i64])?;
             }
             if let Some(before) = commit.prune_before {
-                tx.prepare_cached("DELETE FROM keys WHERE source = ?1 AND time < ?2")?
+                // Whole rows: a row that straddles the line keeps its older keys a little longer.
+                tx.prepare_cached("DELETE FROM key_pages WHERE source = ?1 AND max_time < ?2")?
                     .execute(params![id, before])?;
             }
             tx.commit()?;
@@ -259,10 +335,7 @@ impl State {
             let id = ensure_source(&tx, &source, kind)?;
             tx.prepare_cached("UPDATE sources SET cursor = ?2, updated = ?3 WHERE id = ?1")?
                 .execute(params![id, to, crate::timefmt::now()])?;
-            tx.execute(
-                "DELETE FROM keys WHERE source = ?1 AND time >= ?2",
-                params![id, to],
-            )?;
+            forget_keys_from(&tx, id, to)?;
             tx.commit()?;
             Ok(())
         })
@@ -292,8 +365,6 @@ fn open_conn(path: &Path) -> Result<Connection, StateError> {
         .map_err(err)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(err)?;
-    // The commit's statements, including every size of multi-row key insert.
-    conn.set_prepared_statement_cache_capacity(32);
     migrate(&mut conn, path)?;
     Ok(conn)
 }
@@ -317,32 +388,47 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Rows per multi-row INSERT: one statement execution per chunk instead of per key.
-const INSERT_CHUNK: usize = 100;
+fn insert_keys(tx: &Connection, source: i64, keys: &[(Key, Nanos)]) -> Result<(), StateError> {
+    let (Some(min), Some(max)) = (
+        keys.iter().map(|k| k.1).min(),
+        keys.iter().map(|k| k.1).max(),
+    ) else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT INTO key_pages (source, min_time, max_time, keys) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![source, min, max, encode_records(keys)])?;
+    Ok(())
+}
 
-fn insert_keys(tx: &Connection, source: i64, mut keys: &[(Key, Nanos)]) -> Result<(), StateError> {
-    // Chunks of INSERT_CHUNK, then the rest in power-of-two chunks: at most eight distinct
-    // statements, all of which stay in the statement cache.
-    while !keys.is_empty() {
-        let n = if keys.len() >= INSERT_CHUNK {
-            INSERT_CHUNK
-        } else {
-            1 << keys.len().ilog2()
-        };
-        let (chunk, rest) = keys.split_at(n);
-        keys = rest;
-        let sql = format!(
-            "INSERT OR IGNORE INTO keys (source, time, key) VALUES {}",
-            vec!["(?, ?, ?)"; chunk.len()].join(", ")
-        );
-        let mut st = tx.prepare_cached(&sql)?;
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 3);
-        for (k, t) in chunk {
-            values.push(&source);
-            values.push(t);
-            values.push(k);
-        }
-        st.execute(values.as_slice())?;
+/// Removes a source's keys at or after `to`, rewriting the rows that hold keys on both sides.
+fn forget_keys_from(tx: &Connection, source: i64, to: Nanos) -> Result<(), StateError> {
+    let straddling: Vec<(i64, Vec<u8>)> = tx
+        .prepare(
+            "SELECT id, keys FROM key_pages WHERE source = ?1 AND min_time < ?2 AND max_time >= ?2",
+        )?
+        .query_map(params![source, to], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    tx.execute(
+        "DELETE FROM key_pages WHERE source = ?1 AND min_time >= ?2",
+        params![source, to],
+    )?;
+    for (row, blob) in straddling {
+        let kept: Vec<(Key, Nanos)> = (0..blob.len() / RECORD)
+            .map(|i| record(&blob, i))
+            .filter(|(t, _)| *t < to)
+            .map(|(t, k)| (k.try_into().expect("16 bytes"), t))
+            .collect();
+        let max = kept
+            .iter()
+            .map(|k| k.1)
+            .max()
+            .expect("the row straddles `to`");
+        tx.execute(
+            "UPDATE key_pages SET max_time = ?2, keys = ?3 WHERE id = ?1",
+            params![row, max, encode_records(&kept)],
+        )?;
     }
     Ok(())
 }
@@ -390,7 +476,7 @@ fn source_row(c: &Connection, name: &str) -> Result<Option<SourceRow>, StateErro
         return Ok(None);
     };
     row.keys = c.query_row(
-        "SELECT count(*) FROM keys WHERE source = ?1",
+        "SELECT coalesce(sum(length(keys)), 0) / 24 FROM key_pages WHERE source = ?1",
         params![id],
         |r| r.get::<_, i64>(0),
     )? as u64;
@@ -410,13 +496,23 @@ mod tests {
         st.commit(Commit {
             source: "a".into(),
             kind: "domo",
-            keys: vec![([1; 16], 100), ([2; 16], 200)],
-            delivered: 2,
+            keys: vec![([1; 16], 100)],
+            delivered: 1,
             duplicates: 1,
             positions: vec![("file".into(), 42)],
             cursor: Some(1000),
             prune_before: None,
+            max_event: Some(100),
+        })
+        .await
+        .unwrap();
+        st.commit(Commit {
+            source: "a".into(),
+            kind: "domo",
+            keys: vec![([2; 16], 200)],
+            delivered: 1,
             max_event: Some(200),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -450,6 +546,91 @@ mod tests {
         st.reset("a", "domo", 150).await.unwrap();
         let row = st.source("a").await.unwrap().unwrap();
         assert_eq!((row.cursor, row.keys), (Some(150), 0));
+    }
+
+    #[tokio::test]
+    async fn keys_are_stored_a_page_at_a_time_pruned_whole_and_reset_precisely() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::open(&dir.path().join("s.db")).unwrap();
+        let page = |keys: Vec<(Key, Nanos)>| Commit {
+            source: "a".into(),
+            kind: "domo",
+            keys,
+            ..Default::default()
+        };
+        // Out of order within a page, and negative times, as they come.
+        st.commit(page(vec![
+            ([3; 16], 30),
+            ([1; 16], -10),
+            ([2; 16], 20),
+            ([4; 16], 20),
+        ]))
+        .await
+        .unwrap();
+        st.commit(page(vec![([5; 16], 50), ([6; 16], 60)]))
+            .await
+            .unwrap();
+        let all = vec![
+            ([1; 16], -10),
+            ([2; 16], 20),
+            ([4; 16], 20),
+            ([3; 16], 30),
+            ([5; 16], 50),
+            ([6; 16], 60),
+        ];
+        assert_eq!(st.known("a", all.clone()).await.unwrap(), vec![true; 6]);
+        let strangers = vec![([1; 16], 20), ([4; 16], -10), ([7; 16], 50), ([6; 16], 61)];
+        assert_eq!(st.known("a", strangers).await.unwrap(), vec![false; 4]);
+        // Pruning before 25 keeps the first page whole (it reaches 30), older keys included.
+        let prune = |before| Commit {
+            prune_before: Some(before),
+            ..page(vec![])
+        };
+        st.commit(prune(25)).await.unwrap();
+        assert_eq!(st.known("a", all.clone()).await.unwrap(), vec![true; 6]);
+        assert_eq!(st.source("a").await.unwrap().unwrap().keys, 6);
+        // Reset to 20 forgets 20 and later, rewriting the straddling page.
+        st.reset("a", "domo", 20).await.unwrap();
+        assert_eq!(
+            st.known("a", all.clone()).await.unwrap(),
+            vec![true, false, false, false, false, false]
+        );
+        st.commit(page(vec![([2; 16], 20)])).await.unwrap();
+        st.commit(prune(31)).await.unwrap();
+        // The first page now ends at -10: gone; the new one at 20: gone too.
+        assert_eq!(st.known("a", all).await.unwrap(), vec![false; 6]);
+        assert_eq!(st.source("a").await.unwrap().unwrap().keys, 0);
+    }
+
+    #[tokio::test]
+    async fn keys_of_schema_3_move_to_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let c = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..3] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 3).unwrap();
+        c.execute("INSERT INTO sources (name, kind) VALUES ('a', 'domo')", [])
+            .unwrap();
+        let keys = [
+            ([1u8; 16], -5i64),
+            ([2; 16], 0),
+            ([3; 16], 1_700_000_000_123_456_789),
+        ];
+        for (k, t) in keys {
+            c.execute(
+                "INSERT INTO keys (source, time, key) VALUES (1, ?1, ?2)",
+                params![t, &k[..]],
+            )
+            .unwrap();
+        }
+        drop(c);
+        let st = State::open(&path).unwrap();
+        assert_eq!(st.known("a", keys.to_vec()).await.unwrap(), vec![true; 3]);
+        let moved = keys.iter().map(|(k, t)| (*k, t + 1)).collect();
+        assert_eq!(st.known("a", moved).await.unwrap(), vec![false; 3]);
+        assert_eq!(st.source("a").await.unwrap().unwrap().keys, 3);
     }
 
     #[tokio::test]

@@ -3,13 +3,14 @@
 //! Windows in unix milliseconds (`startTimestamp`, `endTimestamp`), offset paging newest first,
 //! `X-Domino-Api-Key` or a bearer JWT. Events carry no id: they are told apart by content.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
+use super::{
+    BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
+};
 use crate::config::SourceConfig;
 use crate::event::{Event, Field, PageText};
 use crate::timefmt::NANOS_PER_MS;
@@ -71,7 +72,7 @@ struct RawEvent<'a> {
 #[derive(Deserialize)]
 struct RawAction<'a> {
     #[serde(borrow, rename = "eventName")]
-    event_name: Option<Cow<'a, str>>,
+    event_name: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -83,11 +84,11 @@ struct RawTarget<'a> {
 #[derive(Deserialize)]
 struct RawEntity<'a> {
     #[serde(borrow, rename = "entityType")]
-    entity_type: Option<Cow<'a, str>>,
+    entity_type: Option<Text<'a>>,
     #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Text<'a>>,
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Text<'a>>,
 }
 
 impl RawEntity<'_> {
@@ -156,11 +157,7 @@ impl Source for DominoAudit {
             let env: Envelope<'_> = serde_json::from_str(&page)
                 .map_err(|e| SourceError::Body(format!("expected {{\"events\": [...]}}: {e}")))?;
             let returned = env.events.len();
-            let events = env
-                .events
-                .into_iter()
-                .map(|raw| normalise(&self.name, &page, raw))
-                .collect::<Result<Vec<_>, _>>()?;
+            let events = super::normalise_all(env.events, |raw| normalise(&self.name, &page, raw))?;
             Ok(Page {
                 events,
                 returned,
@@ -195,6 +192,7 @@ mod tests {
         let t = e.target().unwrap();
         assert_eq!((t.kind, t.id), (Some("dataset"), Some("d1")));
         assert_eq!(e.project().unwrap().name, Some("proj"));
+        assert_eq!(e.copied_len(), 0, "every field points into the page");
     }
 
     #[test]

@@ -5,13 +5,14 @@
 //! whole window, so the poller keeps windows small and halves one whose response is too large.
 //! No event id: events are told apart by content.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
+use super::{
+    BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
+};
 use crate::config::SourceConfig;
 use crate::event::{Event, Field, PageText};
 use crate::timefmt::{self, NANOS_PER_MS};
@@ -50,28 +51,28 @@ impl DominoDatasource {
 #[serde(rename_all = "camelCase")]
 struct RawEvent<'a> {
     #[serde(borrow)]
-    data_source_id: Option<Cow<'a, str>>,
+    data_source_id: Option<Text<'a>>,
     #[serde(borrow)]
-    data_source_name: Option<Cow<'a, str>>,
+    data_source_name: Option<Text<'a>>,
     #[serde(borrow)]
-    data_source_type: Option<Cow<'a, str>>,
+    data_source_type: Option<Text<'a>>,
     #[serde(borrow)]
-    event_kind: Option<Cow<'a, str>>,
+    event_kind: Option<Text<'a>>,
     #[serde(borrow, default)]
     metadata: Metadata<'a>,
     #[serde(borrow)]
-    performed_by: Option<Cow<'a, str>>,
+    performed_by: Option<Text<'a>>,
     #[serde(borrow)]
-    timestamp: Cow<'a, str>,
+    timestamp: Text<'a>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Metadata<'a> {
     #[serde(borrow)]
-    performed_by_username: Option<Cow<'a, str>>,
+    performed_by_username: Option<Text<'a>>,
     #[serde(borrow)]
-    project_id: Option<Cow<'a, str>>,
+    project_id: Option<Text<'a>>,
 }
 
 /// Normalises one data-source audit entry, `raw` being part of `page`.
@@ -127,10 +128,7 @@ impl Source for DominoDatasource {
                 }
             }
             let returned = raws.len();
-            let events = raws
-                .into_iter()
-                .map(|raw| normalise(&self.name, &page, raw))
-                .collect::<Result<Vec<_>, _>>()?;
+            let events = super::normalise_all(raws, |raw| normalise(&self.name, &page, raw))?;
             Ok(Page {
                 events,
                 returned,
@@ -157,5 +155,6 @@ mod tests {
         assert_eq!(e.actor().unwrap().name, Some("alice"));
         assert_eq!(e.target().unwrap().name, Some("snowflake-prod"));
         assert_eq!(e.project().unwrap().id, Some("p1"));
+        assert_eq!(e.copied_len(), 0, "every field points into the page");
     }
 }

@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
-use super::{BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
+use super::{
+    BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
+};
 use crate::config::{Secret, SourceConfig};
 use crate::event::{Event, Field, PageText};
 use crate::timefmt::{Nanos, NANOS_PER_MS, NANOS_PER_SEC};
@@ -168,27 +170,27 @@ pub fn resolve(tz: chrono_tz::Tz, local: NaiveDateTime, start: Nanos, end: Nanos
 #[serde(rename_all = "camelCase")]
 struct RawEntry<'a> {
     #[serde(borrow)]
-    user_name: Option<Cow<'a, str>>,
+    user_name: Option<Text<'a>>,
     #[serde(borrow, default)]
     user_id: IdText<'a>,
     #[serde(borrow)]
-    user_type: Option<Cow<'a, str>>,
+    user_type: Option<Text<'a>>,
     #[serde(borrow)]
-    object_name: Option<Cow<'a, str>>,
+    object_name: Option<Text<'a>>,
     #[serde(borrow, default)]
     object_id: IdText<'a>,
     #[serde(borrow)]
-    object_type: Option<Cow<'a, str>>,
+    object_type: Option<Text<'a>>,
     #[serde(borrow)]
-    time: Cow<'a, str>,
+    time: Text<'a>,
     #[serde(borrow)]
-    event_text: Option<Cow<'a, str>>,
+    event_text: Option<Text<'a>>,
     #[serde(borrow)]
-    action_type: Option<Cow<'a, str>>,
+    action_type: Option<Text<'a>>,
     #[serde(borrow)]
-    browser_details: Option<Cow<'a, str>>,
+    browser_details: Option<Text<'a>>,
     #[serde(borrow)]
-    ip_address: Option<Cow<'a, str>>,
+    ip_address: Option<Text<'a>>,
 }
 
 /// An id that arrives as a string or a number: its text either way (anything else: none).
@@ -248,8 +250,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for IdText<'a> {
     }
 }
 
-fn non_empty<'s>(s: &'s Option<Cow<'_, str>>) -> Option<&'s str> {
-    s.as_deref().filter(|s| !s.is_empty())
+fn non_empty(s: Option<&str>) -> Option<&str> {
+    s.filter(|s| !s.is_empty())
 }
 
 /// Normalises one Domo entry read for the window `[start, end)`, `raw` being part of `page`.
@@ -273,16 +275,16 @@ pub fn normalise(
     let mut ev = Event::new(source, "domo", "domo", time, page, raw.get());
     ev.set(
         Field::Action,
-        non_empty(&e.event_text).or(non_empty(&e.action_type)),
+        non_empty(e.event_text.as_deref()).or(non_empty(e.action_type.as_deref())),
     );
-    ev.set(Field::ActorKind, non_empty(&e.user_type));
-    ev.set(Field::ActorId, non_empty(&e.user_id.0));
-    ev.set(Field::ActorName, non_empty(&e.user_name));
-    ev.set(Field::TargetKind, non_empty(&e.object_type));
-    ev.set(Field::TargetId, non_empty(&e.object_id.0));
-    ev.set(Field::TargetName, non_empty(&e.object_name));
-    ev.set(Field::SrcIp, non_empty(&e.ip_address));
-    ev.set(Field::UserAgent, non_empty(&e.browser_details));
+    ev.set(Field::ActorKind, non_empty(e.user_type.as_deref()));
+    ev.set(Field::ActorId, non_empty(e.user_id.0.as_deref()));
+    ev.set(Field::ActorName, non_empty(e.user_name.as_deref()));
+    ev.set(Field::TargetKind, non_empty(e.object_type.as_deref()));
+    ev.set(Field::TargetId, non_empty(e.object_id.0.as_deref()));
+    ev.set(Field::TargetName, non_empty(e.object_name.as_deref()));
+    ev.set(Field::SrcIp, non_empty(e.ip_address.as_deref()));
+    ev.set(Field::UserAgent, non_empty(e.browser_details.as_deref()));
     Ok(ev)
 }
 
@@ -315,10 +317,9 @@ impl Source for Domo {
             let page = super::page_text(body)?;
             let raws = super::parse_array(&page)?;
             let returned = raws.len();
-            let events = raws
-                .into_iter()
-                .map(|raw| normalise(&self.name, self.time_zone, &page, raw, req.start, req.end))
-                .collect::<Result<Vec<_>, _>>()?;
+            let events = super::normalise_all(raws, |raw| {
+                normalise(&self.name, self.time_zone, &page, raw, req.start, req.end)
+            })?;
             Ok(Page {
                 events,
                 returned,
@@ -430,6 +431,7 @@ mod tests {
             (Some("PAGE"), Some("1552855497"), Some("Intro to Domo"))
         );
         assert_eq!(e.actor().unwrap().name, Some("Leonard Euler"));
+        assert_eq!(e.copied_len(), 0, "every field points into the page");
         // Ids as numbers, other JSON or nothing; an empty event text gives way to the type.
         for (user_id, want) in [
             ("42", Some("42")),

@@ -2,6 +2,7 @@
 //! read what comes back. The generic poller (`pipeline.rs`) owns intervals, windows, paging,
 //! retries, dedupe and commits.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -296,6 +297,18 @@ pub fn parse_array(page: &str) -> Result<Vec<&RawValue>, SourceError> {
     serde_json::from_str(page).map_err(|e| SourceError::Body(format!("expected a JSON array: {e}")))
 }
 
+/// Normalises every entry of a page, in order (into a vector allocated once).
+pub fn normalise_all<'p>(
+    raws: Vec<&'p RawValue>,
+    mut normalise: impl FnMut(&'p RawValue) -> Result<Event, SourceError>,
+) -> Result<Vec<Event>, SourceError> {
+    let mut events = Vec::with_capacity(raws.len());
+    for raw in raws {
+        events.push(normalise(raw)?);
+    }
+    Ok(events)
+}
+
 /// Parses one vendor entry into its borrowed shape; `what` names it in the error.
 pub fn parse_entry<'a, T: serde::Deserialize<'a>>(
     raw: &'a RawValue,
@@ -315,6 +328,41 @@ pub fn endpoint(base: &url::Url, path: &str) -> url::Url {
 /// The source name as events carry it.
 pub fn source_name(cfg: &SourceConfig) -> Arc<str> {
     Arc::from(cfg.name.as_str())
+}
+
+/// A JSON string field of a vendor entry: borrowed from the page when it holds no escapes.
+/// (serde borrows a bare `Cow<str>` field but never one inside an `Option`; this type borrows
+/// in either place.)
+#[derive(Debug)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
 }
 
 /// The first element of a JSON array (the rest are checked to be JSON and skipped): for a field

@@ -3,13 +3,14 @@
 //! `from`/`to` in RFC 3339 ("newer than", "older than"), numbered pages with a total,
 //! `Authorization: Bearer`. Every event has an id: the dedupe key.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
+use super::{
+    BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
+};
 use crate::config::SourceConfig;
 use crate::event::{Event, Field, PageText};
 use crate::timefmt::{self, NANOS_PER_MS};
@@ -50,17 +51,17 @@ struct Envelope<'a> {
 #[derive(Deserialize)]
 struct RawEvent<'a> {
     #[serde(borrow)]
-    id: Cow<'a, str>,
+    id: Text<'a>,
     #[serde(borrow)]
-    user_id: Option<Cow<'a, str>>,
+    user_id: Option<Text<'a>>,
     #[serde(borrow)]
-    action_key: Option<Cow<'a, str>>,
+    action_key: Option<Text<'a>>,
     #[serde(borrow)]
-    target_kind: Option<Cow<'a, str>>,
+    target_kind: Option<Text<'a>>,
     #[serde(borrow)]
-    target_id: Option<Cow<'a, str>>,
+    target_id: Option<Text<'a>>,
     #[serde(borrow)]
-    time: Cow<'a, str>,
+    time: Text<'a>,
 }
 
 /// Normalises one Wasabi AiR event, `raw` being part of `page`.
@@ -114,11 +115,8 @@ impl Source for WasabiAir {
                 ))
             })?;
             let returned = env.audit_events.len();
-            let events = env
-                .audit_events
-                .into_iter()
-                .map(|raw| normalise(&self.name, &page, raw))
-                .collect::<Result<Vec<_>, _>>()?;
+            let events =
+                super::normalise_all(env.audit_events, |raw| normalise(&self.name, &page, raw))?;
             Ok(Page {
                 events,
                 returned,
