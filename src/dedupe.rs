@@ -169,7 +169,8 @@ mod canon {
                     self.i += 1;
                     // Items are encoded before their count is known: encode them after a gap,
                     // then move them up behind the count.
-                    out.push(b'[');
+                    // One byte is kept for the count, which is enough below 128 items.
+                    out.extend_from_slice(b"[\0");
                     let items_at = out.len();
                     let mut n: u64 = 0;
                     self.ws();
@@ -190,9 +191,13 @@ mod canon {
                             }
                         }
                     }
-                    let mut count = Vec::with_capacity(10);
-                    super::put_len(&mut count, n);
-                    out.splice(items_at..items_at, count);
+                    if n < 0x80 {
+                        out[items_at - 1] = n as u8;
+                    } else {
+                        let mut count = Vec::with_capacity(10);
+                        super::put_len(&mut count, n);
+                        out.splice(items_at - 1..items_at, count);
+                    }
                     Ok(())
                 }
                 b'"' => {
@@ -674,6 +679,17 @@ mod tests {
             }
             let fast = canon::encode(&text, &mut scratch).map(|b| b.to_vec());
             assert_eq!(fast, Ok(reference::encode(&text)), "{text}");
+        }
+        // Counts whose varint takes one, two and three bytes, nested and at the top.
+        for n in [0, 1, 127, 128, 129, 300, 16_383, 16_384, 20_000] {
+            let items = vec!["[1,\"x\"]"; n].join(",");
+            for text in [
+                format!("[{items}]"),
+                format!(r#"{{"b":[{items}],"a":{{"z":[{items}],"y":[]}}}}"#),
+            ] {
+                let fast = canon::encode(&text, &mut scratch).map(|b| b.to_vec());
+                assert_eq!(fast, Ok(reference::encode(&text)), "{n} items");
+            }
         }
     }
 

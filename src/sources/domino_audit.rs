@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::{
     BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
@@ -48,12 +47,6 @@ impl DominoAudit {
             http,
         }
     }
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    events: Vec<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -102,14 +95,30 @@ impl RawEntity<'_> {
     }
 }
 
-/// Normalises one Domino audit event, `raw` being part of `page`.
-pub fn normalise(source: &Arc<str>, page: &PageText, raw: &RawValue) -> Result<Event, SourceError> {
-    let e: RawEvent = super::parse_entry(raw, "domino audit event")?;
+/// Reads a response: `{"events": [...]}`.
+pub fn read_page(
+    source: &Arc<str>,
+    page: &PageText,
+    capacity: usize,
+) -> Result<Vec<Event>, SourceError> {
+    super::read_entries(page, Some("events"), capacity, |raw, e| {
+        normalise(source, page, raw, e)
+    })
+    .map(|(events, _)| events)
+}
+
+/// Normalises one Domino audit event, `raw` (its text) being part of `page`.
+fn normalise(
+    source: &Arc<str>,
+    page: &PageText,
+    raw: &str,
+    e: RawEvent<'_>,
+) -> Result<Event, SourceError> {
     let time = e
         .timestamp
         .checked_mul(NANOS_PER_MS)
         .ok_or_else(|| SourceError::Body(format!("timestamp {} out of range", e.timestamp)))?;
-    let mut ev = Event::new(source, "domino_audit", "domino", time, page, raw.get());
+    let mut ev = Event::new(source, "domino_audit", "domino", time, page, raw);
     ev.set(
         Field::Action,
         e.action.as_ref().and_then(|a| a.event_name.as_deref()),
@@ -154,10 +163,8 @@ impl Source for DominoAudit {
                 .get(&self.endpoint, &self.auth, &query, &self.filters, None)
                 .await?;
             let page = super::page_text(body)?;
-            let env: Envelope<'_> = serde_json::from_str(&page)
-                .map_err(|e| SourceError::Body(format!("expected {{\"events\": [...]}}: {e}")))?;
-            let returned = env.events.len();
-            let events = super::normalise_all(env.events, |raw| normalise(&self.name, &page, raw))?;
+            let events = read_page(&self.name, &page, req.limit as usize)?;
+            let returned = events.len();
             Ok(Page {
                 events,
                 returned,
@@ -171,6 +178,14 @@ impl Source for DominoAudit {
 mod tests {
     use super::*;
 
+    /// Reads a page holding one entry.
+    fn one(json: &str) -> Result<Event, SourceError> {
+        let page: PageText = Arc::new(format!(r#"{{"events": [{json}]}}"#));
+        let mut events = read_page(&Arc::from("dom"), &page, 1)?;
+        assert_eq!(events.len(), 1);
+        Ok(events.remove(0))
+    }
+
     #[test]
     fn normalises_the_documented_shape() {
         let json = r#"{"timestamp": 1729185360064,
@@ -180,8 +195,7 @@ mod tests {
                             "fieldChanges": []}],
                "affecting": [], "in": {"entityType": "project", "id": "p1", "name": "proj"},
                "metadata": {}}"#;
-        let e =
-            super::super::normalise_one(json, |p, r| normalise(&Arc::from("dom"), p, r)).unwrap();
+        let e = one(json).unwrap();
         assert_eq!(
             crate::timefmt::rfc3339_ms(e.time),
             "2024-10-17T17:16:00.064Z"
@@ -197,7 +211,7 @@ mod tests {
 
     #[test]
     fn missing_in_and_empty_targets_are_absent_and_no_timestamp_is_an_error() {
-        let n = |json| super::super::normalise_one(json, |p, r| normalise(&Arc::from("dom"), p, r));
+        let n = one;
         let e = n(r#"{"timestamp": 1, "actor": {"id": "u"}, "action": {"eventName": "Login"}, "targets": []}"#).unwrap();
         assert!(e.target().is_none() && e.project().is_none());
         let e =

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::{
     BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
@@ -75,16 +74,32 @@ struct Metadata<'a> {
     project_id: Option<Text<'a>>,
 }
 
-/// Normalises one data-source audit entry, `raw` being part of `page`.
-pub fn normalise(source: &Arc<str>, page: &PageText, raw: &RawValue) -> Result<Event, SourceError> {
-    let e: RawEvent = super::parse_entry(raw, "domino data-source event")?;
+/// Reads a response (a bare array).
+pub fn read_page(
+    source: &Arc<str>,
+    page: &PageText,
+    capacity: usize,
+) -> Result<Vec<Event>, SourceError> {
+    super::read_entries(page, None, capacity, |raw, e| {
+        normalise(source, page, raw, e)
+    })
+    .map(|(events, _)| events)
+}
+
+/// Normalises one data-source audit entry, `raw` (its text) being part of `page`.
+fn normalise(
+    source: &Arc<str>,
+    page: &PageText,
+    raw: &str,
+    e: RawEvent<'_>,
+) -> Result<Event, SourceError> {
     let time = timefmt::parse_rfc3339(&e.timestamp).ok_or_else(|| {
         SourceError::Body(format!(
             "data-source timestamp {:?} is not ISO 8601",
             e.timestamp
         ))
     })?;
-    let mut ev = Event::new(source, "domino_datasource", "domino", time, page, raw.get());
+    let mut ev = Event::new(source, "domino_datasource", "domino", time, page, raw);
     ev.set(Field::Action, e.event_kind.as_deref());
     ev.set(Field::ActorId, e.performed_by.as_deref());
     ev.set(
@@ -121,14 +136,13 @@ impl Source for DominoDatasource {
                 .get(&self.endpoint, &self.auth, &query, &self.filters, cap)
                 .await?;
             let page = super::page_text(body)?;
-            let raws = super::parse_array(&page)?;
+            let events = read_page(&self.name, &page, req.max_events.unwrap_or(1000))?;
             if let Some(max) = req.max_events {
-                if raws.len() > max {
+                if events.len() > max {
                     return Err(SourceError::TooLarge(max));
                 }
             }
-            let returned = raws.len();
-            let events = super::normalise_all(raws, |raw| normalise(&self.name, &page, raw))?;
+            let returned = events.len();
             Ok(Page {
                 events,
                 returned,
@@ -148,8 +162,8 @@ mod tests {
                 "eventKind":"AccessDataSource","metadata":{"performedByUsername":"alice","runType":"Workspace",
                 "projectId":"p1","runId":"r1","dataPlaneId":"dp"},"performedBy":"u1",
                 "timestamp":"2023-08-23T21:40:21.669Z"}"#;
-        let e =
-            crate::sources::normalise_one(json, |p, r| normalise(&Arc::from("ds"), p, r)).unwrap();
+        let page: PageText = Arc::new(format!("[{json}]"));
+        let e = read_page(&Arc::from("ds"), &page, 1).unwrap().remove(0);
         assert_eq!(timefmt::rfc3339_ms(e.time), "2023-08-23T21:40:21.669Z");
         assert_eq!(e.action(), Some("AccessDataSource"));
         assert_eq!(e.actor().unwrap().name, Some("alice"));

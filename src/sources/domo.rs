@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use chrono::{LocalResult, NaiveDate, NaiveDateTime, TimeZone};
 use reqwest::header::HeaderValue;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
 use super::{
@@ -254,16 +253,31 @@ fn non_empty(s: Option<&str>) -> Option<&str> {
     s.filter(|s| !s.is_empty())
 }
 
-/// Normalises one Domo entry read for the window `[start, end)`, `raw` being part of `page`.
-pub fn normalise(
+/// Reads a response (a bare array) for the window `[start, end)`.
+pub fn read_page(
     source: &Arc<str>,
     tz: chrono_tz::Tz,
     page: &PageText,
-    raw: &RawValue,
+    capacity: usize,
+    (start, end): (Nanos, Nanos),
+) -> Result<Vec<Event>, SourceError> {
+    super::read_entries(page, None, capacity, |raw, e| {
+        normalise(source, tz, page, raw, e, start, end)
+    })
+    .map(|(events, _)| events)
+}
+
+/// Normalises one Domo entry read for the window `[start, end)`, `raw` (its text) being part
+/// of `page`.
+fn normalise(
+    source: &Arc<str>,
+    tz: chrono_tz::Tz,
+    page: &PageText,
+    raw: &str,
+    e: RawEntry<'_>,
     start: Nanos,
     end: Nanos,
 ) -> Result<Event, SourceError> {
-    let e: RawEntry = super::parse_entry(raw, "domo entry")?;
     let local = parse_wall_clock(&e.time).ok_or_else(|| {
         SourceError::Body(format!(
             "domo time {:?} is not \"YYYY-MM-DD hh:mm:ss AM\"",
@@ -272,7 +286,7 @@ pub fn normalise(
     })?;
     let time = resolve(tz, local, start, end)
         .ok_or_else(|| SourceError::Body(format!("domo time {:?} is out of range", e.time)))?;
-    let mut ev = Event::new(source, "domo", "domo", time, page, raw.get());
+    let mut ev = Event::new(source, "domo", "domo", time, page, raw);
     ev.set(
         Field::Action,
         non_empty(e.event_text.as_deref()).or(non_empty(e.action_type.as_deref())),
@@ -315,11 +329,14 @@ impl Source for Domo {
                 other => other?,
             };
             let page = super::page_text(body)?;
-            let raws = super::parse_array(&page)?;
-            let returned = raws.len();
-            let events = super::normalise_all(raws, |raw| {
-                normalise(&self.name, self.time_zone, &page, raw, req.start, req.end)
-            })?;
+            let events = read_page(
+                &self.name,
+                self.time_zone,
+                &page,
+                req.limit as usize,
+                (req.start, req.end),
+            )?;
+            let returned = events.len();
             Ok(Page {
                 events,
                 returned,
@@ -417,9 +434,9 @@ mod tests {
                 "objectId":"1552855497","objectName":"Intro to Domo","objectType":"PAGE","time":"2017-12-13 10:57:35 PM",
                 "userId":"1619916076","userName":"Leonard Euler","userType":"USER"}"#;
         let n = |json: &str| {
-            crate::sources::normalise_one(json, |p, r| {
-                normalise(&Arc::from("domo"), chrono_tz::UTC, p, r, 0, i64::MAX)
-            })
+            let page: PageText = Arc::new(format!("[{json}]"));
+            read_page(&Arc::from("domo"), chrono_tz::UTC, &page, 1, (0, i64::MAX))
+                .map(|mut events| events.remove(0))
         };
         let e = n(json).unwrap();
         assert_eq!(e.action(), Some("Viewed page"));

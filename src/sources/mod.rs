@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::value::RawValue;
 
 use crate::config::{Secret, SourceConfig, SourceKind};
 use crate::event::{Event, PageText};
@@ -19,6 +18,7 @@ use crate::timefmt::Nanos;
 pub mod domino_audit;
 pub mod domino_datasource;
 pub mod domo;
+pub mod json;
 pub mod wasabi_air;
 
 /// A boxed future, so that [`Source`] can be used as a trait object.
@@ -292,29 +292,26 @@ pub fn page_text(body: Vec<u8>) -> Result<PageText, SourceError> {
         .map_err(|e| SourceError::Body(format!("the response is not UTF-8: {}", e.utf8_error())))
 }
 
-/// Splits a JSON array page into its elements without parsing them.
-pub fn parse_array(page: &str) -> Result<Vec<&RawValue>, SourceError> {
-    serde_json::from_str(page).map_err(|e| SourceError::Body(format!("expected a JSON array: {e}")))
-}
-
-/// Normalises every entry of a page, in order (into a vector allocated once).
-pub fn normalise_all<'p>(
-    raws: Vec<&'p RawValue>,
-    mut normalise: impl FnMut(&'p RawValue) -> Result<Event, SourceError>,
-) -> Result<Vec<Event>, SourceError> {
-    let mut events = Vec::with_capacity(raws.len());
-    for raw in raws {
-        events.push(normalise(raw)?);
-    }
-    Ok(events)
-}
-
-/// Parses one vendor entry into its borrowed shape; `what` names it in the error.
-pub fn parse_entry<'a, T: serde::Deserialize<'a>>(
-    raw: &'a RawValue,
-    what: &str,
-) -> Result<T, SourceError> {
-    serde_json::from_str(raw.get()).map_err(|e| SourceError::Body(format!("{what}: {e}")))
+/// Reads a page in one pass: each entry is parsed as `T` and handed, with its raw text, to
+/// `normalise`. The entries are the array under `field` of the envelope object, or the page
+/// itself when `field` is `None`; `capacity` is how many entries to make room for. Returns the
+/// events and the envelope's `total`, if it has one.
+pub fn read_entries<'p, T: serde::Deserialize<'p>>(
+    page: &'p str,
+    field: Option<&str>,
+    capacity: usize,
+    mut normalise: impl FnMut(&'p str, T) -> Result<Event, SourceError>,
+) -> Result<(Vec<Event>, Option<u64>), SourceError> {
+    let mut events = Vec::with_capacity(capacity.min(10_000));
+    let each = |raw, entry| {
+        events.push(normalise(raw, entry)?);
+        Ok(())
+    };
+    let total = match field {
+        Some(f) => json::enveloped(page, f, each)?.1,
+        None => json::bare_array(page, each).map(|_| None)?,
+    };
+    Ok((events, total))
 }
 
 /// A base URL joined with an API path (the base may carry a path prefix of its own).
@@ -395,14 +392,6 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for First<T> {
         }
         d.deserialize_seq(Seq(std::marker::PhantomData))
     }
-}
-
-/// Runs `normalise` on one entry given as JSON text, as a source would on a page holding it.
-#[cfg(test)]
-pub fn normalise_one<R>(json: &str, normalise: impl FnOnce(&PageText, &RawValue) -> R) -> R {
-    let page: PageText = Arc::new(json.to_string());
-    let raw: &RawValue = serde_json::from_str(&page).expect("test entry is JSON");
-    normalise(&page, raw)
 }
 
 #[cfg(test)]

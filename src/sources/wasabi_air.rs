@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::{
     BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
@@ -42,13 +41,6 @@ impl WasabiAir {
 }
 
 #[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    audit_events: Vec<&'a RawValue>,
-    total: u64,
-}
-
-#[derive(Deserialize)]
 struct RawEvent<'a> {
     #[serde(borrow)]
     id: Text<'a>,
@@ -64,9 +56,27 @@ struct RawEvent<'a> {
     time: Text<'a>,
 }
 
-/// Normalises one Wasabi AiR event, `raw` being part of `page`.
-pub fn normalise(source: &Arc<str>, page: &PageText, raw: &RawValue) -> Result<Event, SourceError> {
-    let e: RawEvent = super::parse_entry(raw, "wasabi air event")?;
+/// Reads a response: `{"audit_events": [...], "total": N}`. Returns the normalised events and
+/// the total.
+pub fn read_page(
+    source: &Arc<str>,
+    page: &PageText,
+    capacity: usize,
+) -> Result<(Vec<Event>, u64), SourceError> {
+    let (events, total) = super::read_entries(page, Some("audit_events"), capacity, |raw, e| {
+        normalise(source, page, raw, e)
+    })?;
+    let total = total.ok_or_else(|| SourceError::Body("missing field \"total\"".into()))?;
+    Ok((events, total))
+}
+
+/// Normalises one Wasabi AiR event, `raw` (its text) being part of `page`.
+fn normalise(
+    source: &Arc<str>,
+    page: &PageText,
+    raw: &str,
+    e: RawEvent<'_>,
+) -> Result<Event, SourceError> {
     if e.id.is_empty() {
         return Err(SourceError::Body(
             "wasabi air event with an empty id".into(),
@@ -75,7 +85,7 @@ pub fn normalise(source: &Arc<str>, page: &PageText, raw: &RawValue) -> Result<E
     let time = timefmt::parse_rfc3339(&e.time).ok_or_else(|| {
         SourceError::Body(format!("wasabi air time {:?} is not RFC 3339", e.time))
     })?;
-    let mut ev = Event::new(source, "wasabi_air", "wasabi", time, page, raw.get());
+    let mut ev = Event::new(source, "wasabi_air", "wasabi", time, page, raw);
     ev.set(Field::Id, Some(&e.id));
     ev.set(Field::Action, e.action_key.as_deref());
     ev.set(Field::ActorId, e.user_id.as_deref());
@@ -109,18 +119,12 @@ impl Source for WasabiAir {
                 .get(&self.endpoint, &self.auth, &query, &self.filters, None)
                 .await?;
             let page = super::page_text(body)?;
-            let env: Envelope<'_> = serde_json::from_str(&page).map_err(|e| {
-                SourceError::Body(format!(
-                    "expected {{\"audit_events\": [...], \"total\": N}}: {e}"
-                ))
-            })?;
-            let returned = env.audit_events.len();
-            let events =
-                super::normalise_all(env.audit_events, |raw| normalise(&self.name, &page, raw))?;
+            let (events, total) = read_page(&self.name, &page, req.limit as usize)?;
+            let returned = events.len();
             Ok(Page {
                 events,
                 returned,
-                more: ((req.page + 1) * req.limit as u64) < env.total && returned > 0,
+                more: ((req.page + 1) * req.limit as u64) < total && returned > 0,
             })
         })
     }
@@ -130,13 +134,20 @@ impl Source for WasabiAir {
 mod tests {
     use super::*;
 
+    /// Reads a page holding one entry.
+    fn one(json: &str) -> Result<Event, SourceError> {
+        let page: PageText = Arc::new(format!(r#"{{"audit_events": [{json}], "total": 1}}"#));
+        let (mut events, total) = read_page(&Arc::from("air"), &page, 1)?;
+        assert_eq!((events.len(), total), (1, 1));
+        Ok(events.remove(0))
+    }
+
     #[test]
     fn normalises_the_documented_shape() {
         let json = r#"{"id": "59e12813db0201953dfe7214c4750e88", "user_id": "u1", "action_key": "enable",
                 "target_kind": "feature", "target_id": "disabled_live_\u0068arvesting",
                 "time": "2017-10-13T20:54:43.14061Z"}"#;
-        let e =
-            super::super::normalise_one(json, |p, r| normalise(&Arc::from("air"), p, r)).unwrap();
+        let e = one(json).unwrap();
         assert_eq!(e.id(), "59e12813db0201953dfe7214c4750e88");
         assert_eq!(timefmt::rfc3339_ms(e.time), "2017-10-13T20:54:43.140Z");
         assert_eq!(e.time % timefmt::NANOS_PER_SEC, 140_610_000);
@@ -148,6 +159,8 @@ mod tests {
             "escapes resolved"
         );
         assert_eq!(e.raw(), json);
+        // Only the field with an escape was copied; the rest point into the page.
+        assert_eq!(e.copied_len(), "disabled_live_harvesting".len());
     }
 
     #[test]
@@ -157,13 +170,11 @@ mod tests {
             r#"{"time": "2017-10-13T20:54:43Z"}"#,
             r#"{"id": "", "time": "2017-10-13T20:54:43Z"}"#,
         ] {
-            assert!(
-                matches!(
-                    super::super::normalise_one(bad, |p, r| normalise(&Arc::from("a"), p, r)),
-                    Err(SourceError::Body(_))
-                ),
-                "{bad}"
-            );
+            assert!(matches!(one(bad), Err(SourceError::Body(_))), "{bad}");
         }
+        let page: PageText = Arc::new(r#"{"audit_events": []}"#.into());
+        assert!(
+            matches!(read_page(&Arc::from("a"), &page, 1), Err(SourceError::Body(m)) if m.contains("total"))
+        );
     }
 }

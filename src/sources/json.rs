@@ -1,0 +1,243 @@
+//! One pass over a page: each entry of the events array is parsed into its vendor shape and its
+//! raw text is taken at the same time, instead of splitting the array into raw values first and
+//! parsing each again.
+//!
+//! serde_json does the parsing (and so the validation) of every value; this module only walks the
+//! punctuation between them: the envelope object's braces, keys and commas, and the array's
+//! brackets and commas. Entry values come from a `StreamDeserializer`, which says where a value
+//! ends.
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use super::{SourceError, Text};
+
+/// A position in a page's text.
+pub struct Cursor<'p> {
+    text: &'p str,
+    pos: usize,
+}
+
+impl<'p> Cursor<'p> {
+    pub fn new(text: &'p str) -> Cursor<'p> {
+        Cursor { text, pos: 0 }
+    }
+
+    fn ws(&mut self) {
+        let b = self.text.as_bytes();
+        while self.pos < b.len() && matches!(b[self.pos], b' ' | b'\t' | b'\n' | b'\r') {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    fn error(&self, what: &str) -> SourceError {
+        SourceError::Body(format!("{what} at byte {}", self.pos))
+    }
+
+    fn expect(&mut self, c: u8, what: &str) -> Result<(), SourceError> {
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(what))
+        }
+    }
+
+    /// The JSON value at the cursor, parsed as `T`, and its text.
+    pub fn value<T: Deserialize<'p>>(&mut self) -> Result<(&'p str, T), SourceError> {
+        self.ws();
+        let rest = &self.text[self.pos..];
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<T>();
+        let value = match values.next() {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => return Err(self.error(&e.to_string())),
+            None => return Err(self.error("expected a value")),
+        };
+        let len = values.byte_offset();
+        self.pos += len;
+        Ok((&rest[..len], value))
+    }
+
+    /// Calls `each` with every element of the array at the cursor (text and parsed value);
+    /// returns how many there were.
+    pub fn array<T: Deserialize<'p>>(
+        &mut self,
+        mut each: impl FnMut(&'p str, T) -> Result<(), SourceError>,
+    ) -> Result<usize, SourceError> {
+        self.expect(b'[', "expected an array")?;
+        let mut n = 0;
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(0);
+        }
+        loop {
+            let (text, value) = self.value::<T>()?;
+            each(text, value)?;
+            n += 1;
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(n);
+                }
+                _ => return Err(self.error("expected ',' or ']' in the array")),
+            }
+        }
+    }
+
+    /// Walks the object at the cursor: `member` gets each key with the cursor at its value, and
+    /// returns whether it read the value (a value it leaves is checked to be JSON and skipped).
+    pub fn object(
+        &mut self,
+        mut member: impl FnMut(&str, &mut Cursor<'p>) -> Result<bool, SourceError>,
+    ) -> Result<(), SourceError> {
+        self.expect(b'{', "expected an object")?;
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(self.error("expected a key"));
+            }
+            let (_, key) = self.value::<Text>()?;
+            self.expect(b':', "expected ':' after a key")?;
+            if !member(&key, self)? {
+                self.value::<IgnoredAny>()?;
+            }
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.error("expected ',' or '}' in the object")),
+            }
+        }
+    }
+
+    /// Checks that nothing but whitespace follows.
+    pub fn end(&mut self) -> Result<(), SourceError> {
+        match self.peek() {
+            None => Ok(()),
+            Some(_) => Err(self.error("trailing characters")),
+        }
+    }
+}
+
+/// Reads a page that is a bare array of entries.
+pub fn bare_array<'p, T: Deserialize<'p>>(
+    page: &'p str,
+    each: impl FnMut(&'p str, T) -> Result<(), SourceError>,
+) -> Result<usize, SourceError> {
+    let mut c = Cursor::new(page);
+    let n = c.array(each)?;
+    c.end()?;
+    Ok(n)
+}
+
+/// Reads a page that is an object holding the entries under `field` (required, once), and
+/// perhaps a count under `total`.
+pub fn enveloped<'p, T: Deserialize<'p>>(
+    page: &'p str,
+    field: &str,
+    mut each: impl FnMut(&'p str, T) -> Result<(), SourceError>,
+) -> Result<(usize, Option<u64>), SourceError> {
+    let mut c = Cursor::new(page);
+    let mut entries = None;
+    let mut total = None;
+    c.object(|key, c| {
+        if key == field {
+            if entries.is_some() {
+                return Err(SourceError::Body(format!("duplicate field {field:?}")));
+            }
+            entries = Some(c.array(&mut each)?);
+            Ok(true)
+        } else if key == "total" {
+            total = Some(c.value::<u64>()?.1);
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    })?;
+    c.end()?;
+    let n = entries.ok_or_else(|| SourceError::Body(format!("missing field {field:?}")))?;
+    Ok((n, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct E<'a> {
+        #[serde(borrow)]
+        id: Text<'a>,
+    }
+
+    fn read(page: &str) -> Result<(Vec<(String, String)>, Option<u64>), SourceError> {
+        let mut got = Vec::new();
+        let (n, total) = enveloped(page, "events", |raw, e: E| {
+            got.push((raw.to_string(), e.id.to_string()));
+            Ok(())
+        })?;
+        assert_eq!(n, got.len());
+        Ok((got, total))
+    }
+
+    #[test]
+    fn entries_come_with_their_exact_text() {
+        let (got, total) = read(
+            " {\"page\": {\"x\": [1, \"]\"]}, \"events\" : [ {\"id\": \"a\", \"n\": [1,{}]} ,{\"id\":\"b\\u0020c\"}\n], \"total\": 7 } ",
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (r#"{"id": "a", "n": [1,{}]}"#.into(), "a".into()),
+                (r#"{"id":"b\u0020c"}"#.into(), "b c".into()),
+            ]
+        );
+        assert_eq!(total, Some(7));
+        assert_eq!(read(r#"{"events": []}"#).unwrap(), (vec![], None));
+        let mut ids = Vec::new();
+        let n = bare_array(r#"[{"id":"x"},{"id":"y"}]"#, |_, e: E| {
+            ids.push(e.id.to_string());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((n, ids), (2, vec!["x".to_string(), "y".to_string()]));
+    }
+
+    #[test]
+    fn anything_that_is_not_the_expected_json_is_refused() {
+        for bad in [
+            "",
+            "[]",
+            "{}",
+            r#"{"events": {}}"#,
+            r#"{"events": [], "events": []}"#,
+            r#"{"events": [{"id": "a"}"#,
+            r#"{"events": [{"id": "a"},]}"#,
+            r#"{"events": [{"id": "a"} {"id": "b"}]}"#,
+            r#"{"events": [{"id": 1}]}"#,
+            r#"{"events": [{"x": 1}]}"#,
+            r#"{"events": [{"id": "a", "x": tru}]}"#,
+            r#"{"events": [], "other": [1,]}"#,
+            r#"{"events": [], "total": -1}"#,
+            r#"{"events": []} x"#,
+            r#"{"events": [] "total": 1}"#,
+            r#"{events: []}"#,
+        ] {
+            assert!(matches!(read(bad), Err(SourceError::Body(_))), "{bad}");
+        }
+        for bad in ["", "{}", "[", r#"[{"id":"a"}"#, r#"[{"id":"a"}]]"#] {
+            assert!(bare_array(bad, |_, _: E| Ok(())).is_err(), "{bad}");
+        }
+    }
+}
