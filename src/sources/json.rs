@@ -180,7 +180,10 @@ mod tests {
         id: Text<'a>,
     }
 
-    fn read(page: &str) -> Result<(Vec<(String, String)>, Option<u64>), SourceError> {
+    /// Each entry's text and id, and the total.
+    type Read = (Vec<(String, String)>, Option<u64>);
+
+    fn read(page: &str) -> Result<Read, SourceError> {
         let mut got = Vec::new();
         let (n, total) = enveloped(page, "events", |raw, e: E| {
             got.push((raw.to_string(), e.id.to_string()));
