@@ -70,6 +70,17 @@ mod canon {
         /// range in `values`.
         members: Vec<(Key, Range<usize>)>,
         owned: Vec<String>,
+        /// The members' sort order: each key's first eight bytes as a number, and its index.
+        order: Vec<(u64, u32)>,
+    }
+
+    /// The first eight bytes of `k`, zero-padded, as a big-endian number: comparing two of these
+    /// orders keys as comparing the keys does, except that equal ones need the whole keys.
+    fn prefix(k: &str) -> u64 {
+        let mut b = [0u8; 8];
+        let n = k.len().min(8);
+        b[..n].copy_from_slice(&k.as_bytes()[..n]);
+        u64::from_be_bytes(b)
     }
 
     enum Key {
@@ -121,7 +132,10 @@ mod canon {
             i += 8;
         }
         if i < 64 {
-            return b[i..].iter().position(|c| *c == b'"' || *c == b'\\').map(|k| i + k);
+            return b[i..]
+                .iter()
+                .position(|c| *c == b'"' || *c == b'\\')
+                .map(|k| i + k);
         }
         memchr::memchr2(b'"', b'\\', &b[i..]).map(|k| i + k)
     }
@@ -308,10 +322,27 @@ mod canon {
                         Key::Owned(i) => &owned[*i],
                     }
                 };
-                level.members.sort_by(|a, b| key(&a.0).cmp(key(&b.0)));
+                let members = &level.members;
+                let order = &mut level.order;
+                order.clear();
+                order.extend(
+                    members
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (k, _))| (prefix(key(k)), i as u32)),
+                );
+                // Keys in order; equal keys (JSON allows them) keep their text order.
+                order.sort_unstable_by(|a, b| {
+                    a.0.cmp(&b.0)
+                        .then_with(|| {
+                            key(&members[a.1 as usize].0).cmp(key(&members[b.1 as usize].0))
+                        })
+                        .then(a.1.cmp(&b.1))
+                });
                 out.push(b'{');
-                super::put_len(out, level.members.len() as u64);
-                for (k, v) in &level.members {
+                super::put_len(out, members.len() as u64);
+                for (_, i) in order.iter() {
+                    let (k, v) = &members[*i as usize];
                     put_str(out, b'k', key(k));
                     out.extend_from_slice(&level.values[v.clone()]);
                 }
@@ -702,6 +733,13 @@ mod tests {
             let fast = canon::encode(&text, &mut scratch).map(|b| b.to_vec());
             assert_eq!(fast, Ok(reference::encode(&text)), "{text}");
         }
+        // Keys alike in their first eight bytes, prefixes of each other, NULs, repeats.
+        let text = r#"{"abcdefghX":1,"abcdefghA":2,"abcdefgh":3,"abcdefgh\u0000":4,"abcdefgh":5,
+                       "abcdefg":6,"abcdefgh\u0000\u0000":7,"b":8,"a\u0000":9,"a":10,"":11,"":12}"#;
+        assert_eq!(
+            canon::encode(text, &mut scratch).map(|b| b.to_vec()),
+            Ok(reference::encode(text))
+        );
         // Counts whose varint takes one, two and three bytes, nested and at the top.
         for n in [0, 1, 127, 128, 129, 300, 16_383, 16_384, 20_000] {
             let items = vec!["[1,\"x\"]"; n].join(",");
