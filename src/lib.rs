@@ -7,10 +7,12 @@
 //! - [`config`]: TOML in, validated settings out; `${ENV}` and `X_file` secrets.
 //! - [`agent`]: state, sinks and one poller task per source, until shutdown; config reload.
 //! - [`pipeline`]: the generic poller — windows, paging, retries, dedupe, deliver, commit.
-//! - [`sources`]: one file per vendor API, behind the small [`sources::Source`] trait.
+//! - [`sources`]: one file per vendor API, behind the small [`sources::Source`] trait;
+//!   `sources::json` reads a page in one pass.
 //! - [`sinks`]: stdout, file and HTTP, behind [`sinks::Sink`].
 //! - [`state`]: SQLite on its own thread: cursors, dedupe keys, sink positions, migrations.
-//! - [`event`], [`dedupe`], [`timefmt`]: the native event, its keys, and time text.
+//! - [`event`], [`dedupe`], [`timefmt`]: the native event (spans into the page it came in), its
+//!   keys, and time text.
 //! - [`retry`]: the one retry policy of every HTTP call.
 //! - [`metrics`], [`health`], [`server`]: `/metrics`, `/healthz` and `/readyz`.
 

@@ -127,7 +127,13 @@ impl Domo {
 pub fn parse_wall_clock(s: &str) -> Option<NaiveDateTime> {
     let (date, rest) = s.trim().split_once(' ')?;
     let (clock, meridiem) = rest.trim().split_once(' ')?;
-    let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    let mut ymd = date.split('-');
+    let (y, mo, d) = (ymd.next()?, ymd.next()?, ymd.next()?);
+    let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit());
+    if ymd.next().is_some() || y.len() != 4 || ![y, mo, d].into_iter().all(all_digits) {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(y.parse().ok()?, mo.parse().ok()?, d.parse().ok()?)?;
     let mut parts = clock.split(':');
     let h: u32 = parts.next()?.parse().ok()?;
     let m: u32 = parts.next()?.parse().ok()?;
@@ -373,6 +379,22 @@ mod tests {
         assert_eq!(p("2017-12-13 13:00:01 PM"), None);
         assert_eq!(p("2017-12-13 10:57 PM"), None);
         assert_eq!(p("2017-12-13T10:57:35Z"), None);
+        // Dates that are not a calendar day or not YYYY-MM-DD.
+        for bad in [
+            "2017-02-30 10:57:35 PM",
+            "2017-13-01 10:57:35 PM",
+            "17-12-13 10:57:35 PM",
+            "2017-12 10:57:35 PM",
+            "2017-12-13-01 10:57:35 PM",
+            "2017-+2-13 10:57:35 PM",
+            "2017--13 10:57:35 PM",
+        ] {
+            assert_eq!(p(bad), None, "{bad}");
+        }
+        assert_eq!(
+            p("2024-02-29 01:02:03 AM").as_deref(),
+            Some("2024-02-29 01:02:03")
+        );
     }
 
     #[test]
