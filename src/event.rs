@@ -168,11 +168,6 @@ impl Event {
         };
     }
 
-    /// Sets a field unless the value is absent or empty.
-    pub fn set_non_empty(&mut self, field: Field, value: Option<&str>) {
-        self.set(field, value.filter(|v| !v.is_empty()));
-    }
-
     pub fn get(&self, field: Field) -> Option<&str> {
         self.text(self.fields[field as usize])
     }
@@ -395,7 +390,7 @@ mod tests {
         let who = &page[8..13];
         e.set(Field::ActorName, Some(who));
         e.set(Field::ActorId, Some(&7.to_string()));
-        e.set_non_empty(Field::Action, Some(""));
+        e.set(Field::Action, None);
         assert_eq!(e.own, "7", "only the number was copied");
         assert_eq!(e.actor().unwrap().name, Some("alice"));
         assert_eq!(e.actor().unwrap().id, Some("7"));

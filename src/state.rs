@@ -73,7 +73,7 @@ const MIGRATIONS: &[&str] = &[
      DROP TABLE keys;
      ALTER TABLE keys_v3 RENAME TO keys;",
     // 4: keys stored a commit at a time: one row per page holding its keys as sorted records
-    // (see `KeyRecords`) instead of one B-tree row per key. Storing a page's keys is one insert
+    // (see `encode_records`) instead of one B-tree row per key. Storing a page's keys is one insert
     // and pruning deletes whole rows; the few events that need a lookup read the rows whose
     // time range covers them. Existing keys move over one record per row.
     "CREATE TABLE key_pages (
@@ -420,15 +420,14 @@ fn forget_keys_from(tx: &Connection, source: i64, to: Nanos) -> Result<(), State
             .filter(|(t, _)| *t < to)
             .map(|(t, k)| (k.try_into().expect("16 bytes"), t))
             .collect();
-        let max = kept
-            .iter()
-            .map(|k| k.1)
-            .max()
-            .expect("the row straddles `to`");
-        tx.execute(
-            "UPDATE key_pages SET max_time = ?2, keys = ?3 WHERE id = ?1",
-            params![row, max, encode_records(&kept)],
-        )?;
+        match kept.iter().map(|k| k.1).max() {
+            Some(max) => tx.execute(
+                "UPDATE key_pages SET max_time = ?2, keys = ?3 WHERE id = ?1",
+                params![row, max, encode_records(&kept)],
+            )?,
+            // Only a damaged row can claim an older key and hold none.
+            None => tx.execute("DELETE FROM key_pages WHERE id = ?1", params![row])?,
+        };
     }
     Ok(())
 }
