@@ -345,6 +345,11 @@ fn watch(
     let name = path.file_name().map(|n| n.to_os_string());
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let Ok(ev) = ev else { return };
+        // Opening and reading the file are events too: the agent's own reads must not count,
+        // or each read would schedule the next.
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
         let relevant = ev.paths.iter().any(|p| {
             let f = p.file_name();
             f == name.as_deref()
@@ -430,5 +435,28 @@ pub async fn source_loop(
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reading_the_config_is_not_a_change_but_writing_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auditship.toml");
+        std::fs::write(&path, "# v1\n").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let _w = watch(&path, tx).unwrap();
+        // What the reload loop does after each event: read the file.
+        for _ in 0..5 {
+            std::fs::read_to_string(&path).unwrap();
+        }
+        let quiet = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+        assert!(quiet.is_err(), "a read was reported as a change");
+        std::fs::write(&path, "# v2\n").unwrap();
+        let change = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(change.unwrap(), Some("file change"));
     }
 }
