@@ -9,6 +9,7 @@ Then, with --idle SECONDS, it measures four sources polling every 60 s: CPU shar
 
     python3 benches/e2e.py                      # 100k and 1M of every vendor, 3 runs each
     python3 benches/e2e.py --sizes 100000 --vendors wasabi_air --runs 1
+    python3 benches/e2e.py --sizes 100000 --runs 1 --callgrind   # + instructions per event
 """
 
 import argparse
@@ -91,7 +92,7 @@ def source_toml(vendor, url, start):
             f'url = "{url}"\nstart = "{start}"\n{auth}\n')
 
 
-def run_once(vendor, sim, start, fsync):
+def run_once(vendor, sim, start, fsync, callgrind=False):
     with tempfile.TemporaryDirectory() as d:
         cfg = os.path.join(d, "c.toml")
         with open(cfg, "w") as f:
@@ -102,7 +103,9 @@ def run_once(vendor, sim, start, fsync):
         before_req = sum(stats(sim.url)["requests"].values())
         sim_cpu0 = proc_cpu(sim.p.pid)
         t0 = time.monotonic()
-        p = subprocess.Popen([BIN, "run", "--once", "--config", cfg],
+        wrap = (["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+                if callgrind else [])
+        p = subprocess.Popen(wrap + [BIN, "run", "--once", "--config", cfg],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              env={**os.environ, "AUDITSHIP_LOG": "warn"})
         # ru_maxrss of a forked child keeps the parent's (Python's) RSS from before exec, so the
@@ -119,6 +122,10 @@ def run_once(vendor, sim, start, fsync):
         if status != 0:
             raise SystemExit(f"{vendor}: run --once failed ({status}): {err}")
         lines = sum(1 for _ in open(os.path.join(d, "out.ndjson"), "rb"))
+        if callgrind:
+            # "Collected : N": user-space instructions, the same whatever the neighbours do.
+            n = next(int(l.split(":")[1]) for l in err.splitlines() if "Collected :" in l)
+            return {"events": lines, "instructions": n}
         return {
             "events": lines,
             "wall": wall,
@@ -129,7 +136,7 @@ def run_once(vendor, sim, start, fsync):
         }
 
 
-def bench(vendors, sizes, runs, fsync):
+def bench(vendors, sizes, runs, fsync, callgrind=False):
     rows = []
     for vendor in vendors:
         for n in sizes:
@@ -139,6 +146,7 @@ def bench(vendors, sizes, runs, fsync):
                 "%Y-%m-%dT%H:%M:%SZ")
             try:
                 res = [run_once(vendor, sim, start, fsync) for _ in range(runs)]
+                ir = run_once(vendor, sim, start, fsync, True) if callgrind else None
             finally:
                 sim.close()
             med = lambda k: statistics.median(r[k] for r in res)
@@ -152,10 +160,13 @@ def bench(vendors, sizes, runs, fsync):
                 "sim_cpu_s": med("sim_cpu"),
                 "wall_s": med("wall"),
             }
+            if ir:
+                row["instructions_per_event"] = ir["instructions"] / ir["events"]
             rows.append(row)
             print(f"{vendor:18} {int(ev):>8} events  {row['events_per_s']:>9.0f} ev/s  "
                   f"{row['cpu_us_per_event']:6.2f} us/ev CPU  {row['peak_rss_mb']:6.1f} MB peak  "
-                  f"{row['requests']:>6} requests  emulator {row['sim_cpu_s']:.2f}s CPU",
+                  f"{row['requests']:>6} requests  emulator {row['sim_cpu_s']:.2f}s CPU"
+                  + (f"  {row['instructions_per_event']:,.0f} instructions/event" if ir else ""),
                   flush=True)
     return rows
 
@@ -197,13 +208,17 @@ def main():
     ap.add_argument("--no-fsync", action="store_true", help="file sink with fsync = false")
     ap.add_argument("--idle", type=int, default=0, help="also measure idle cost for N seconds")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="also count the agent's instructions per event once, under valgrind "
+                         "(about 30x slower; unaffected by other load on the machine)")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     print(f"machine: {os.cpu_count()} cores, {os.uname().release}; fsync={'off' if a.no_fsync else 'on'}; "
           f"median of {a.runs} run(s)", flush=True)
-    rows = bench(a.vendors.split(","), [int(s) for s in a.sizes.split(",")], a.runs, not a.no_fsync)
+    rows = bench(a.vendors.split(","), [int(s) for s in a.sizes.split(",")], a.runs,
+                 not a.no_fsync, a.callgrind)
     out = {"rows": rows}
     if a.idle:
         out["idle"] = idle(a.idle)
