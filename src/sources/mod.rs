@@ -303,15 +303,35 @@ pub fn read_entries<'p, T: serde::Deserialize<'p>>(
     mut normalise: impl FnMut(&'p str, T) -> Result<Event, SourceError>,
 ) -> Result<(Vec<Event>, Option<u64>), SourceError> {
     let mut events = Vec::with_capacity(capacity.min(10_000));
-    let each = |raw, entry| {
-        events.push(normalise(raw, entry)?);
-        Ok(())
+    // An entry the vendor file refuses is reported as it is; anything wrong with the page's
+    // JSON says what shape was expected.
+    let mut refused = None;
+    let each = |raw, entry| match normalise(raw, entry) {
+        Ok(e) => {
+            events.push(e);
+            Ok(())
+        }
+        Err(e) => {
+            refused = Some(e);
+            Err(SourceError::Body(String::new()))
+        }
     };
-    let total = match field {
-        Some(f) => json::enveloped(page, f, each)?.1,
-        None => json::bare_array(page, each).map(|_| None)?,
+    let read = match field {
+        Some(f) => json::enveloped(page, f, each).map(|(_, total)| total),
+        None => json::bare_array(page, each).map(|_| None),
     };
-    Ok((events, total))
+    match (read, refused) {
+        (Ok(total), _) => Ok((events, total)),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(SourceError::Body(format!(
+            "expected {}: {}",
+            field.map_or("[...]".to_string(), |f| format!("{{\"{f}\": [...]}}")),
+            match e {
+                SourceError::Body(m) => m,
+                other => other.to_string(),
+            }
+        ))),
+    }
 }
 
 /// A base URL joined with an API path (the base may carry a path prefix of its own).

@@ -172,6 +172,14 @@ mod tests {
         ] {
             assert!(matches!(one(bad), Err(SourceError::Body(_))), "{bad}");
         }
+        let page: PageText = Arc::new("<html>502 Bad Gateway</html>".into());
+        let err = read_page(&Arc::from("a"), &page, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"expected {"audit_events": [...]}: "#),
+            "{err}"
+        );
         let page: PageText = Arc::new(r#"{"audit_events": []}"#.into());
         assert!(
             matches!(read_page(&Arc::from("a"), &page, 1), Err(SourceError::Body(m)) if m.contains("total"))
