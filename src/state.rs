@@ -88,6 +88,12 @@ const MIGRATIONS: &[&str] = &[
         SELECT source, time, time, CAST(unhex(printf('%016x', time)) || key AS BLOB)
         FROM keys ORDER BY source, time;
      DROP TABLE keys;",
+    // 5: a source whose state predates `max_event` (schema 1) has keys but no max_event, and the
+    // poller looks up only events at or before max_event: without this its first poll after the
+    // upgrade would look nothing up and deliver the overlap again. Take it from the keys.
+    "UPDATE sources SET max_event =
+        (SELECT max(max_time) FROM key_pages WHERE key_pages.source = sources.id)
+     WHERE max_event IS NULL;",
 ];
 
 /// Bytes of one stored key record: the event time, big-endian, then the key.
@@ -644,12 +650,34 @@ mod tests {
             [],
         )
         .unwrap();
+        // A source with keys from before max_event existed.
+        c.execute(
+            "INSERT INTO sources (name, kind, cursor, delivered) VALUES ('k', 'domo', 900, 2)",
+            [],
+        )
+        .unwrap();
+        for (k, t) in [([4u8; 16], 700i64), ([5; 16], 650)] {
+            c.execute(
+                "INSERT INTO keys (source, key, time) VALUES (2, ?1, ?2)",
+                params![&k[..], t],
+            )
+            .unwrap();
+        }
         drop(c);
         let st = State::open(&path).unwrap();
         let row = st.source("a").await.unwrap().unwrap();
         assert_eq!(
             (row.cursor, row.delivered, row.max_event),
             (Some(77), 5, None)
+        );
+        // Its keys are kept, and max_event covers them, so the poller will look them up.
+        let row = st.source("k").await.unwrap().unwrap();
+        assert_eq!((row.max_event, row.keys), (Some(700), 2));
+        assert_eq!(
+            st.known("k", vec![([4; 16], 700), ([5; 16], 650)])
+                .await
+                .unwrap(),
+            vec![true, true]
         );
         st.commit(Commit {
             source: "a".into(),
