@@ -122,7 +122,7 @@ fn keys_and_encoding(c: &mut Criterion) {
             evs.iter()
                 .map(|e| {
                     let h = dedupe::content_hash(black_box(e.raw())).unwrap();
-                    dedupe::hex(&dedupe::occurrence_key(&h, occ.next(h)))
+                    dedupe::hex_bytes(&dedupe::occurrence_key(&h, occ.next(h)))
                 })
                 .collect::<Vec<_>>()
         })

@@ -88,6 +88,34 @@ async fn a_domo_token_that_expires_mid_run_is_renewed() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domo_filters_reach_the_api() {
+    let cfg = backfill(&[Vendor::Domo], 3_000, 1, 9);
+    let sim = sim(cfg.clone()).await;
+    let all = truth(&sim, &cfg, Vendor::Domo);
+    let user_of = |raw: &String| {
+        let v: Value = serde_json::from_str(raw).unwrap();
+        v["userId"].as_str().unwrap().to_string()
+    };
+    let user = user_of(&all[0]);
+    let theirs: Vec<String> = all.iter().filter(|r| user_of(r) == user).cloned().collect();
+    assert!(
+        theirs.len() < all.len(),
+        "the filter must leave something out"
+    );
+    let s = setup(
+        "",
+        &source_toml(
+            &sim,
+            &cfg,
+            Vendor::Domo,
+            &format!("[sources.filters]\nuser = {user:?}\n"),
+        ),
+    );
+    once_ok(&s);
+    assert_exactly(&read_lines(&s.out), "domo", &theirs);
+}
+
 /// Checks every delivered Domo event's `time` is the instant the emulator generated it at.
 fn assert_true_instants(sim: &auditship_sim::SimHandle, lines: &[Value]) {
     for e in lines {

@@ -80,7 +80,7 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<Vec<Event>, SourceError> {
-    super::read_entries(page, None, capacity, |raw, e| {
+    super::read_entries(page, super::Layout::Array, capacity, |raw, e| {
         normalise(source, page, raw, e)
     })
     .map(|(events, _)| events)
@@ -131,11 +131,10 @@ impl Source for DominoDatasource {
             let cap = req
                 .max_events
                 .map(|n| (n.saturating_mul(BYTES_PER_EVENT), n));
-            let body = self
+            let page = self
                 .http
                 .get(&self.endpoint, &self.auth, &query, &self.filters, cap)
                 .await?;
-            let page = super::page_text(body)?;
             let events = read_page(&self.name, &page, req.max_events.unwrap_or(1000))?;
             if let Some(max) = req.max_events {
                 if events.len() > max {

@@ -31,6 +31,7 @@ pub struct Domo {
     client_id: Option<Secret>,
     client_secret: Option<Secret>,
     time_zone: chrono_tz::Tz,
+    filters: Vec<(String, String)>,
     http: Http,
     /// The cached access token (sensitive header value) and when to renew it.
     token: Mutex<Option<(HeaderValue, Instant)>>,
@@ -53,6 +54,7 @@ impl Domo {
             client_id: cfg.auth.client_id.clone(),
             client_secret: cfg.auth.client_secret.clone(),
             time_zone: cfg.time_zone,
+            filters: cfg.filters.clone(),
             http,
             token: Mutex::new(None),
         }
@@ -109,7 +111,7 @@ impl Domo {
         &self,
         req: &PageRequest,
         token: HeaderValue,
-    ) -> Result<Vec<u8>, SourceError> {
+    ) -> Result<PageText, SourceError> {
         let query = [
             ("start", (req.start / NANOS_PER_MS).to_string()),
             ("end", (req.end / NANOS_PER_MS).to_string()),
@@ -118,7 +120,7 @@ impl Domo {
         ];
         let auth = Ok((reqwest::header::AUTHORIZATION, token));
         self.http
-            .get(&self.endpoint, &auth, &query, &[], None)
+            .get(&self.endpoint, &auth, &query, &self.filters, None)
             .await
     }
 }
@@ -267,7 +269,7 @@ pub fn read_page(
     capacity: usize,
     (start, end): (Nanos, Nanos),
 ) -> Result<Vec<Event>, SourceError> {
-    super::read_entries(page, None, capacity, |raw, e| {
+    super::read_entries(page, super::Layout::Array, capacity, |raw, e| {
         normalise(source, tz, page, raw, e, start, end)
     })
     .map(|(events, _)| events)
@@ -320,7 +322,7 @@ impl Source for Domo {
     fn fetch<'a>(&'a self, req: &'a PageRequest) -> BoxFuture<'a, Result<Page, SourceError>> {
         Box::pin(async move {
             let token = self.token(false).await?;
-            let body = match self.get_page(req, token).await {
+            let page = match self.get_page(req, token).await {
                 // The token was revoked or expired early: renew it once and try again.
                 Err(SourceError::Status { status: 401, .. }) => {
                     tracing::info!(source = %self.name, "domo answered 401: renewing the token");
@@ -334,7 +336,6 @@ impl Source for Domo {
                 }
                 other => other?,
             };
-            let page = super::page_text(body)?;
             let events = read_page(
                 &self.name,
                 self.time_zone,

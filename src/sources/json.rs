@@ -141,16 +141,18 @@ pub fn bare_array<'p, T: Deserialize<'p>>(
     Ok(n)
 }
 
-/// Reads a page that is an object holding the entries under `field` (required, once), and
-/// perhaps a count under `total`.
+/// Reads a page that is an object holding the entries under `field` (required, once) and, when
+/// `total` names one, a count under that key. Other members are checked to be JSON and skipped,
+/// whatever they hold.
 pub fn enveloped<'p, T: Deserialize<'p>>(
     page: &'p str,
     field: &str,
+    total: Option<&str>,
     mut each: impl FnMut(&'p str, T) -> Result<(), SourceError>,
 ) -> Result<(usize, Option<u64>), SourceError> {
     let mut c = Cursor::new(page);
     let mut entries = None;
-    let mut total = None;
+    let mut count = None;
     c.object(|key, c| {
         if key == field {
             if entries.is_some() {
@@ -158,8 +160,8 @@ pub fn enveloped<'p, T: Deserialize<'p>>(
             }
             entries = Some(c.array(&mut each)?);
             Ok(true)
-        } else if key == "total" {
-            total = Some(c.value::<u64>()?.1);
+        } else if Some(key) == total {
+            count = Some(c.value::<u64>()?.1);
             Ok(true)
         } else {
             Ok(false)
@@ -167,7 +169,7 @@ pub fn enveloped<'p, T: Deserialize<'p>>(
     })?;
     c.end()?;
     let n = entries.ok_or_else(|| SourceError::Body(format!("missing field {field:?}")))?;
-    Ok((n, total))
+    Ok((n, count))
 }
 
 #[cfg(test)]
@@ -185,7 +187,7 @@ mod tests {
 
     fn read(page: &str) -> Result<Read, SourceError> {
         let mut got = Vec::new();
-        let (n, total) = enveloped(page, "events", |raw, e: E| {
+        let (n, total) = enveloped(page, "events", Some("total"), |raw, e: E| {
             got.push((raw.to_string(), e.id.to_string()));
             Ok(())
         })?;
@@ -208,6 +210,14 @@ mod tests {
         );
         assert_eq!(total, Some(7));
         assert_eq!(read(r#"{"events": []}"#).unwrap(), (vec![], None));
+        // A count nobody asked for is any JSON at all.
+        let n = enveloped(
+            r#"{"total": null, "events": [{"id": "a"}]}"#,
+            "events",
+            None,
+            |_, _: E| Ok(()),
+        );
+        assert_eq!(n.unwrap(), (1, None));
         let mut ids = Vec::new();
         let n = bare_array(r#"[{"id":"x"},{"id":"y"}]"#, |_, e: E| {
             ids.push(e.id.to_string());

@@ -160,7 +160,8 @@ impl Http {
     }
 
     /// GETs `url` with `Accept: application/json`, the source's credential header, the query and
-    /// the configured filters (passed through after it); the body of a 2xx answer, as [`send`].
+    /// the configured filters (passed through after it); the body of a 2xx answer, as [`send`],
+    /// as the text the page's events will point into.
     ///
     /// [`send`]: Http::send
     pub async fn get(
@@ -170,7 +171,7 @@ impl Http {
         query: &[(&str, String)],
         filters: &[(String, String)],
         max_bytes: Option<(usize, usize)>,
-    ) -> Result<Vec<u8>, SourceError> {
+    ) -> Result<PageText, SourceError> {
         let (name, value) = auth.clone().map_err(SourceError::Permanent)?;
         let mut req = self
             .client
@@ -181,7 +182,7 @@ impl Http {
         if !filters.is_empty() {
             req = req.query(filters);
         }
-        self.send(req, max_bytes).await
+        page_text(self.send(req, max_bytes).await?)
     }
 
     /// Sends a request and returns the body of a 2xx answer, read up to `max_bytes` (more is
@@ -286,19 +287,30 @@ pub fn json_headers() -> HeaderMap {
 }
 
 /// A response body as the text its events will point into.
-pub fn page_text(body: Vec<u8>) -> Result<PageText, SourceError> {
+fn page_text(body: Vec<u8>) -> Result<PageText, SourceError> {
     String::from_utf8(body)
         .map(Arc::new)
         .map_err(|e| SourceError::Body(format!("the response is not UTF-8: {}", e.utf8_error())))
 }
 
+/// Where a page keeps its entries.
+#[derive(Debug, Clone, Copy)]
+pub enum Layout<'a> {
+    /// The page is a bare array.
+    Array,
+    /// The array under `field` of an object, with perhaps a count under `total`.
+    Envelope {
+        field: &'a str,
+        total: Option<&'a str>,
+    },
+}
+
 /// Reads a page in one pass: each entry is parsed as `T` and handed, with its raw text, to
-/// `normalise`. The entries are the array under `field` of the envelope object, or the page
-/// itself when `field` is `None`; `capacity` is how many entries to make room for. Returns the
-/// events and the envelope's `total`, if it has one.
+/// `normalise`; `capacity` is how many entries to make room for. Returns the events and the
+/// envelope's count, when the layout names one and the page has it.
 pub fn read_entries<'p, T: serde::Deserialize<'p>>(
     page: &'p str,
-    field: Option<&str>,
+    layout: Layout<'_>,
     capacity: usize,
     mut normalise: impl FnMut(&'p str, T) -> Result<Event, SourceError>,
 ) -> Result<(Vec<Event>, Option<u64>), SourceError> {
@@ -316,16 +328,21 @@ pub fn read_entries<'p, T: serde::Deserialize<'p>>(
             Err(SourceError::Body(String::new()))
         }
     };
-    let read = match field {
-        Some(f) => json::enveloped(page, f, each).map(|(_, total)| total),
-        None => json::bare_array(page, each).map(|_| None),
+    let read = match layout {
+        Layout::Envelope { field, total } => {
+            json::enveloped(page, field, total, each).map(|(_, n)| n)
+        }
+        Layout::Array => json::bare_array(page, each).map(|_| None),
     };
     match (read, refused) {
         (Ok(total), _) => Ok((events, total)),
         (Err(_), Some(e)) => Err(e),
         (Err(e), None) => Err(SourceError::Body(format!(
             "expected {}: {}",
-            field.map_or("[...]".to_string(), |f| format!("{{\"{f}\": [...]}}")),
+            match layout {
+                Layout::Array => "[...]".to_string(),
+                Layout::Envelope { field, .. } => format!("{{\"{field}\": [...]}}"),
+            },
             match e {
                 SourceError::Body(m) => m,
                 other => other.to_string(),

@@ -63,9 +63,15 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<(Vec<Event>, u64), SourceError> {
-    let (events, total) = super::read_entries(page, Some("audit_events"), capacity, |raw, e| {
-        normalise(source, page, raw, e)
-    })?;
+    let (events, total) = super::read_entries(
+        page,
+        super::Layout::Envelope {
+            field: "audit_events",
+            total: Some("total"),
+        },
+        capacity,
+        |raw, e| normalise(source, page, raw, e),
+    )?;
     let total = total.ok_or_else(|| SourceError::Body("missing field \"total\"".into()))?;
     Ok((events, total))
 }
@@ -114,11 +120,10 @@ impl Source for WasabiAir {
                 ("page", req.page.to_string()),
                 ("count", req.limit.to_string()),
             ];
-            let body = self
+            let page = self
                 .http
                 .get(&self.endpoint, &self.auth, &query, &self.filters, None)
                 .await?;
-            let page = super::page_text(body)?;
             let (events, total) = read_page(&self.name, &page, req.limit as usize)?;
             let returned = events.len();
             Ok(Page {
