@@ -52,56 +52,55 @@ fn put_len(out: &mut Vec<u8>, mut n: u64) {
 
 /// The canonical encoding, by direct scan of JSON text. Produces exactly what encoding the
 /// parsed tree ([`Canon`]) produces — the tests hold it to that — at a fraction of the cost.
+///
+/// Everything is written once, in text order, into one buffer: an object's members (key, then
+/// value) follow its header, and when the object closes its members are put in key order in
+/// place. Objects whose keys are already in order (most small ones) are not moved at all.
 mod canon {
-    use std::ops::Range;
-
-    /// Buffers reused from event to event, one set per nesting depth.
+    /// Buffers reused from event to event.
     #[derive(Default)]
     pub struct Scratch {
         out: Vec<u8>,
-        levels: Vec<Level>,
+        /// The members of the objects being encoded, innermost object's last.
+        members: Vec<Member>,
+        /// Where an object's members are copied while they are put in order.
+        tmp: Vec<u8>,
     }
 
-    #[derive(Default)]
-    struct Level {
-        /// Encoded values of the object's members, in text order.
-        values: Vec<u8>,
-        /// Per member: the key (a range of the text, or an unescaped copy) and its value's
-        /// range in `values`.
-        members: Vec<(Key, Range<usize>)>,
-        owned: Vec<String>,
-        /// The members' sort order: each key's first eight bytes as a number, and its index.
-        order: Vec<(u64, u32)>,
+    /// One member of an object, as encoded in the output.
+    #[derive(Clone, Copy)]
+    struct Member {
+        /// The key's first eight bytes as a number (see [`prefix`]).
+        prefix: u64,
+        /// The member's encoding (key, then value) is `out[start..end]`.
+        start: usize,
+        end: usize,
+        /// The key's bytes are `out[key..key + key_len]`.
+        key: usize,
+        key_len: usize,
     }
 
     /// The first eight bytes of `k`, zero-padded, as a big-endian number: comparing two of these
     /// orders keys as comparing the keys does, except that equal ones need the whole keys.
-    fn prefix(k: &str) -> u64 {
+    fn prefix(k: &[u8]) -> u64 {
         let mut b = [0u8; 8];
         let n = k.len().min(8);
-        b[..n].copy_from_slice(&k.as_bytes()[..n]);
+        b[..n].copy_from_slice(&k[..n]);
         u64::from_be_bytes(b)
-    }
-
-    enum Key {
-        Text(Range<usize>),
-        Owned(usize),
     }
 
     const MAX_DEPTH: usize = 128;
 
     /// Encodes `text` (valid JSON) into the scratch buffer and returns the bytes.
     pub fn encode<'s>(text: &str, scratch: &'s mut Scratch) -> Result<&'s [u8], ()> {
-        let mut out = std::mem::take(&mut scratch.out);
-        out.clear();
+        scratch.out.clear();
+        scratch.members.clear();
         let mut sc = Scanner {
             t: text,
             b: text.as_bytes(),
             i: 0,
         };
-        let r = sc.value(&mut out, &mut scratch.levels, 0);
-        scratch.out = out;
-        r?;
+        sc.value(scratch, 0)?;
         sc.ws();
         if sc.i != sc.b.len() {
             return Err(());
@@ -140,10 +139,15 @@ mod canon {
         memchr::memchr2(b'"', b'\\', &b[i..]).map(|k| i + k)
     }
 
-    fn put_str(out: &mut Vec<u8>, tag: u8, s: &str) {
-        out.push(tag);
-        super::put_len(out, s.len() as u64);
-        out.extend_from_slice(s.as_bytes());
+    /// Writes a count into the byte reserved for it at `at`, making room when it needs more.
+    fn patch_count(out: &mut Vec<u8>, at: usize, n: usize) {
+        if n < 0x80 {
+            out[at] = n as u8;
+        } else {
+            let mut count = Vec::with_capacity(10);
+            super::put_len(&mut count, n as u64);
+            out.splice(at..at + 1, count);
+        }
     }
 
     impl<'a> Scanner<'a> {
@@ -162,9 +166,9 @@ mod canon {
             }
         }
 
-        /// A string at `self.i` (the opening quote): its text range when it has no escapes,
-        /// or its unescaped copy.
-        fn string(&mut self) -> Result<Result<Range<usize>, String>, ()> {
+        /// Encodes the string at `self.i` (its opening quote) with `tag`, escapes resolved;
+        /// returns where its bytes are in `out` and how many there are.
+        fn string(&mut self, out: &mut Vec<u8>, tag: u8) -> Result<(usize, usize), ()> {
             let start = self.i + 1;
             let mut j = start;
             let mut escaped = false;
@@ -180,41 +184,43 @@ mod canon {
                 return Err(());
             }
             self.i = j + 1;
+            out.push(tag);
             if escaped {
-                serde_json::from_str::<String>(&self.t[start - 1..j + 1])
-                    .map(Err)
-                    .map_err(|_| ())
+                let s =
+                    serde_json::from_str::<String>(&self.t[start - 1..j + 1]).map_err(|_| ())?;
+                super::put_len(out, s.len() as u64);
+                let at = out.len();
+                out.extend_from_slice(s.as_bytes());
+                Ok((at, s.len()))
             } else {
-                Ok(Ok(start..j))
+                let s = &self.b[start..j];
+                super::put_len(out, s.len() as u64);
+                let at = out.len();
+                out.extend_from_slice(s);
+                Ok((at, s.len()))
             }
         }
 
-        fn value(
-            &mut self,
-            out: &mut Vec<u8>,
-            levels: &mut Vec<Level>,
-            depth: usize,
-        ) -> Result<(), ()> {
+        fn value(&mut self, sc: &mut Scratch, depth: usize) -> Result<(), ()> {
             self.ws();
+            let out = &mut sc.out;
             match *self.b.get(self.i).ok_or(())? {
-                b'{' => self.object(out, levels, depth),
+                b'{' => self.object(sc, depth),
                 b'[' => {
                     if depth >= MAX_DEPTH {
                         return Err(());
                     }
                     self.i += 1;
-                    // Items are encoded before their count is known: encode them after a gap,
-                    // then move them up behind the count.
-                    // One byte is kept for the count, which is enough below 128 items.
+                    // One byte is reserved for the count, which is enough below 128 items.
                     out.extend_from_slice(b"[\0");
-                    let items_at = out.len();
-                    let mut n: u64 = 0;
+                    let count_at = out.len() - 1;
+                    let mut n = 0;
                     self.ws();
                     if self.b.get(self.i) == Some(&b']') {
                         self.i += 1;
                     } else {
                         loop {
-                            self.value(out, levels, depth + 1)?;
+                            self.value(sc, depth + 1)?;
                             n += 1;
                             self.ws();
                             match self.b.get(self.i) {
@@ -227,139 +233,77 @@ mod canon {
                             }
                         }
                     }
-                    if n < 0x80 {
-                        out[items_at - 1] = n as u8;
-                    } else {
-                        let mut count = Vec::with_capacity(10);
-                        super::put_len(&mut count, n);
-                        out.splice(items_at - 1..items_at, count);
-                    }
+                    patch_count(&mut sc.out, count_at, n);
                     Ok(())
                 }
-                b'"' => {
-                    match self.string()? {
-                        Ok(r) => put_str(out, b's', &self.t[r]),
-                        Err(s) => put_str(out, b's', &s),
-                    }
-                    Ok(())
-                }
+                b'"' => self.string(out, b's').map(|_| ()),
                 b't' => self.lit(b"true").map(|_| out.push(b't')),
                 b'f' => self.lit(b"false").map(|_| out.push(b'f')),
                 b'n' => self.lit(b"null").map(|_| out.push(b'n')),
-                b'-' | b'0'..=b'9' => {
-                    let start = self.i;
-                    while self.i < self.b.len()
-                        && matches!(
-                            self.b[self.i],
-                            b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
-                        )
-                    {
-                        self.i += 1;
-                    }
-                    let n = &self.t[start..self.i];
-                    // As serde_json reads numbers: integers that fit are integers (non-negative
-                    // ones unsigned), everything else a float.
-                    let float = |out: &mut Vec<u8>| -> Result<(), ()> {
-                        let f: f64 = n.parse().map_err(|_| ())?;
-                        out.push(b'd');
-                        out.extend_from_slice(&f.to_bits().to_le_bytes());
-                        Ok(())
-                    };
-                    if n.bytes().any(|c| matches!(c, b'.' | b'e' | b'E')) {
-                        float(out)
-                    } else if let Ok(u) = n.parse::<u64>() {
-                        out.push(b'u');
-                        out.extend_from_slice(&u.to_le_bytes());
-                        Ok(())
-                    } else if let Ok(i) = n.parse::<i64>().map_err(|_| ()).and_then(|i| {
-                        // serde_json reads "-0" as the float -0.0.
-                        if i == 0 {
-                            Err(())
-                        } else {
-                            Ok(i)
-                        }
-                    }) {
-                        if i >= 0 {
-                            out.push(b'u');
-                            out.extend_from_slice(&(i as u64).to_le_bytes());
-                        } else {
-                            out.push(b'i');
-                            out.extend_from_slice(&i.to_le_bytes());
-                        }
-                        Ok(())
-                    } else {
-                        float(out)
-                    }
-                }
+                b'-' | b'0'..=b'9' => self.number(out),
                 _ => Err(()),
             }
         }
 
-        fn object(
-            &mut self,
-            out: &mut Vec<u8>,
-            levels: &mut Vec<Level>,
-            depth: usize,
-        ) -> Result<(), ()> {
+        fn number(&mut self, out: &mut Vec<u8>) -> Result<(), ()> {
+            let start = self.i;
+            while self.i < self.b.len()
+                && matches!(
+                    self.b[self.i],
+                    b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+                )
+            {
+                self.i += 1;
+            }
+            let n = &self.t[start..self.i];
+            // As serde_json reads numbers: integers that fit are integers (non-negative ones
+            // unsigned), everything else a float.
+            let float = |out: &mut Vec<u8>| -> Result<(), ()> {
+                let f: f64 = n.parse().map_err(|_| ())?;
+                out.push(b'd');
+                out.extend_from_slice(&f.to_bits().to_le_bytes());
+                Ok(())
+            };
+            if n.bytes().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+                float(out)
+            } else if let Ok(u) = n.parse::<u64>() {
+                out.push(b'u');
+                out.extend_from_slice(&u.to_le_bytes());
+                Ok(())
+            } else if let Ok(i) = n.parse::<i64>().map_err(|_| ()).and_then(|i| {
+                // serde_json reads "-0" as the float -0.0.
+                if i == 0 {
+                    Err(())
+                } else {
+                    Ok(i)
+                }
+            }) {
+                if i >= 0 {
+                    out.push(b'u');
+                    out.extend_from_slice(&(i as u64).to_le_bytes());
+                } else {
+                    out.push(b'i');
+                    out.extend_from_slice(&i.to_le_bytes());
+                }
+                Ok(())
+            } else {
+                float(out)
+            }
+        }
+
+        fn object(&mut self, sc: &mut Scratch, depth: usize) -> Result<(), ()> {
             if depth >= MAX_DEPTH {
                 return Err(());
             }
             self.i += 1;
-            if levels.len() <= depth {
-                levels.resize_with(depth + 1, Level::default);
-            }
-            let mut level = std::mem::take(&mut levels[depth]);
-            level.values.clear();
-            level.members.clear();
-            level.owned.clear();
-            let r = self.members(&mut level, levels, depth);
-            if r.is_ok() {
-                let t = self.t;
-                let owned = &level.owned;
-                let key = |k: &Key| -> &str {
-                    match k {
-                        Key::Text(r) => &t[r.clone()],
-                        Key::Owned(i) => &owned[*i],
-                    }
-                };
-                let members = &level.members;
-                let order = &mut level.order;
-                order.clear();
-                order.extend(
-                    members
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (k, _))| (prefix(key(k)), i as u32)),
-                );
-                // Keys in order; equal keys (JSON allows them) keep their text order.
-                order.sort_unstable_by(|a, b| {
-                    a.0.cmp(&b.0)
-                        .then_with(|| {
-                            key(&members[a.1 as usize].0).cmp(key(&members[b.1 as usize].0))
-                        })
-                        .then(a.1.cmp(&b.1))
-                });
-                out.push(b'{');
-                super::put_len(out, members.len() as u64);
-                for (_, i) in order.iter() {
-                    let (k, v) = &members[*i as usize];
-                    put_str(out, b'k', key(k));
-                    out.extend_from_slice(&level.values[v.clone()]);
-                }
-            }
-            levels[depth] = level;
-            r
-        }
-
-        fn members(
-            &mut self,
-            level: &mut Level,
-            levels: &mut Vec<Level>,
-            depth: usize,
-        ) -> Result<(), ()> {
+            sc.out.extend_from_slice(b"{\0");
+            let count_at = sc.out.len() - 1;
+            let base = sc.members.len();
+            let mut in_order = true;
             self.ws();
             if self.b.get(self.i) == Some(&b'}') {
                 self.i += 1;
+                sc.out[count_at] = 0;
                 return Ok(());
             }
             loop {
@@ -367,31 +311,63 @@ mod canon {
                 if self.b.get(self.i) != Some(&b'"') {
                     return Err(());
                 }
-                let key = match self.string()? {
-                    Ok(r) => Key::Text(r),
-                    Err(s) => {
-                        level.owned.push(s);
-                        Key::Owned(level.owned.len() - 1)
-                    }
-                };
+                let start = sc.out.len();
+                let (key, key_len) = self.string(&mut sc.out, b'k')?;
+                let k = &sc.out[key..key + key_len];
+                let p = prefix(k);
+                if in_order && sc.members.len() > base {
+                    let last = sc.members[sc.members.len() - 1];
+                    // Equal keys (JSON allows them) stay in text order, so they are in order.
+                    in_order = last.prefix < p
+                        || (last.prefix == p && sc.out[last.key..last.key + last.key_len] <= *k);
+                }
                 self.ws();
                 if self.b.get(self.i) != Some(&b':') {
                     return Err(());
                 }
                 self.i += 1;
-                let start = level.values.len();
-                self.value(&mut level.values, levels, depth + 1)?;
-                level.members.push((key, start..level.values.len()));
+                self.value(sc, depth + 1)?;
+                sc.members.push(Member {
+                    prefix: p,
+                    start,
+                    end: sc.out.len(),
+                    key,
+                    key_len,
+                });
                 self.ws();
                 match self.b.get(self.i) {
                     Some(b',') => self.i += 1,
                     Some(b'}') => {
                         self.i += 1;
-                        return Ok(());
+                        break;
                     }
                     _ => return Err(()),
                 }
             }
+            let Scratch { out, members, tmp } = sc;
+            let mine = &mut members[base..];
+            let n = mine.len();
+            if !in_order {
+                let key = |m: &Member| &out[m.key..m.key + m.key_len];
+                mine.sort_unstable_by(|a, b| {
+                    a.prefix
+                        .cmp(&b.prefix)
+                        .then_with(|| key(a).cmp(key(b)))
+                        .then(a.start.cmp(&b.start))
+                });
+                let first = count_at + 1;
+                tmp.clear();
+                tmp.extend_from_slice(&out[first..]);
+                let mut w = first;
+                for m in mine.iter() {
+                    let len = m.end - m.start;
+                    out[w..w + len].copy_from_slice(&tmp[m.start - first..m.end - first]);
+                    w += len;
+                }
+            }
+            members.truncate(base);
+            patch_count(out, count_at, n);
+            Ok(())
         }
     }
 }
@@ -787,6 +763,44 @@ mod tests {
         }
         let deep = "[".repeat(1000) + &"]".repeat(1000);
         assert!(canon::encode(&deep, &mut scratch).is_err());
+    }
+
+    /// Keys are stored: a change to the encoding would make an upgraded agent deliver its overlap
+    /// again. These were computed by the first release's encoder and must never change.
+    #[test]
+    fn content_keys_are_those_of_earlier_releases() {
+        let domino = r#"{"timestamp":1795328233784,"actor":{"id":"68f1e00c0232d736e43bb2e3","name":"mallory.smith34","firstName":"Mallory","lastName":"Smith"},"action":{"eventName":"Create Dataset Snapshot","using":[],"traceId":"691a2b1e324fb6dc5758c9d3c9992da1"},"targets":[{"entity":{"entityType":"datasetSnapshot","id":"6b0288e9a0c4786ac438f7dd","name":"snapshot-21"},"fieldChanges":[]}],"affecting":[],"in":{"entityType":"project","id":"68f1e00cf03a4891975edf40","name":"ops-sales-69"},"metadata":{}}"#;
+        let many = format!(
+            r#"{{"z":[{}],"a\u00e9\n":-1.5e3,"m":{{{}}},"b":[true,false,null,-7,18446744073709551616]}}"#,
+            vec!["\"x\\/y\""; 200].join(","),
+            (0..150)
+                .rev()
+                .map(|i| format!(r#""k{i}":{i}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        for (text, want) in [
+            (
+                domino,
+                "0e5756946f36095e3a985b88b658a197/0a06c0a5717cc8e17093df2598df9991",
+            ),
+            (
+                many.as_str(),
+                "f2d72f6e08e2c552392bebff605c5afd/05f3c2266c8a091e5b44a7e979f8b57a",
+            ),
+        ] {
+            let mut scratch = canon::Scratch::default();
+            let fast = canon::encode(text, &mut scratch).map(|b| b.to_vec());
+            assert_eq!(fast, Ok(reference::encode(text)));
+            let h = content_hash(text).unwrap();
+            let k = occurrence_key(&h, 1);
+            let got = format!(
+                "{}/{}",
+                String::from_utf8(hex_bytes(h[..16].try_into().unwrap()).to_vec()).unwrap(),
+                String::from_utf8(hex_bytes(&k).to_vec()).unwrap()
+            );
+            assert_eq!(got, want, "{text}");
+        }
     }
 
     #[test]
