@@ -83,10 +83,14 @@ mod canon {
     /// The first eight bytes of `k`, zero-padded, as a big-endian number: comparing two of these
     /// orders keys as comparing the keys does, except that equal ones need the whole keys.
     fn prefix(k: &[u8]) -> u64 {
-        let mut b = [0u8; 8];
-        let n = k.len().min(8);
-        b[..n].copy_from_slice(&k[..n]);
-        u64::from_be_bytes(b)
+        match k.first_chunk::<8>() {
+            Some(b) => u64::from_be_bytes(*b),
+            // Shorter keys byte by byte: a copy of a variable length would call memcpy.
+            None => k
+                .iter()
+                .enumerate()
+                .fold(0, |p, (i, c)| p | (*c as u64) << (56 - 8 * i)),
+        }
     }
 
     const MAX_DEPTH: usize = 128;
@@ -150,6 +154,19 @@ mod canon {
         }
     }
 
+    /// [`Scanner::string`] for a string with escapes (`quoted` includes its quotes): rare, so
+    /// kept out of line, where its frame does not weigh on every other string.
+    #[cold]
+    #[inline(never)]
+    fn unescaped(out: &mut Vec<u8>, tag: u8, quoted: &str) -> Result<(usize, usize), ()> {
+        let s = serde_json::from_str::<String>(quoted).map_err(|_| ())?;
+        out.push(tag);
+        super::put_len(out, s.len() as u64);
+        let at = out.len();
+        out.extend_from_slice(s.as_bytes());
+        Ok((at, s.len()))
+    }
+
     impl<'a> Scanner<'a> {
         fn ws(&mut self) {
             while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
@@ -184,21 +201,15 @@ mod canon {
                 return Err(());
             }
             self.i = j + 1;
-            out.push(tag);
             if escaped {
-                let s =
-                    serde_json::from_str::<String>(&self.t[start - 1..j + 1]).map_err(|_| ())?;
-                super::put_len(out, s.len() as u64);
-                let at = out.len();
-                out.extend_from_slice(s.as_bytes());
-                Ok((at, s.len()))
-            } else {
-                let s = &self.b[start..j];
-                super::put_len(out, s.len() as u64);
-                let at = out.len();
-                out.extend_from_slice(s);
-                Ok((at, s.len()))
+                return unescaped(out, tag, &self.t[start - 1..j + 1]);
             }
+            let s = &self.b[start..j];
+            out.push(tag);
+            super::put_len(out, s.len() as u64);
+            let at = out.len();
+            out.extend_from_slice(s);
+            Ok((at, s.len()))
         }
 
         fn value(&mut self, sc: &mut Scratch, depth: usize) -> Result<(), ()> {
