@@ -127,6 +127,50 @@ impl Domo {
 
 /// Parses Domo's `2017-12-13 10:57:35 PM` (12-hour clock, no offset).
 pub fn parse_wall_clock(s: &str) -> Option<NaiveDateTime> {
+    fixed_wall_clock(s.as_bytes()).or_else(|| any_wall_clock(s))
+}
+
+/// The form Domo writes, `YYYY-MM-DD HH:MM:SS AM`, read by position: a sixth of a Domo event's
+/// parsing went to splitting the text. `None` for anything else, which [`any_wall_clock`] reads.
+fn fixed_wall_clock(b: &[u8]) -> Option<NaiveDateTime> {
+    let b: &[u8; 22] = b.try_into().ok()?;
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + (c - b'0') as u32)
+        })
+    };
+    if [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b' '),
+        (13, b':'),
+        (16, b':'),
+        (19, b' '),
+    ]
+    .iter()
+    .any(|(i, c)| b[*i] != *c)
+        || !b[21].eq_ignore_ascii_case(&b'm')
+    {
+        return None;
+    }
+    let h = num(11..13)?;
+    if !(1..=12).contains(&h) {
+        return None;
+    }
+    let h24 = match b[20].to_ascii_uppercase() {
+        b'A' => h % 12,
+        b'P' => h % 12 + 12,
+        _ => return None,
+    };
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?.and_hms_opt(
+        h24,
+        num(14..16)?,
+        num(17..19)?,
+    )
+}
+
+/// Any spacing and field widths Domo's form could be written with.
+fn any_wall_clock(s: &str) -> Option<NaiveDateTime> {
     let (date, rest) = s.trim().split_once(' ')?;
     let (clock, meridiem) = rest.trim().split_once(' ')?;
     let mut ymd = date.split('-');
@@ -396,6 +440,41 @@ mod tests {
             p("2024-02-29 01:02:03 AM").as_deref(),
             Some("2024-02-29 01:02:03")
         );
+    }
+
+    #[test]
+    fn the_fixed_form_reads_as_the_general_parser_does() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut fixed = 0;
+        for _ in 0..50_000 {
+            let mut s = format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} {}",
+                rng.i32(1990..2040),
+                rng.u32(0..14),
+                rng.u32(0..33),
+                rng.u32(0..14),
+                rng.u32(0..61),
+                rng.u32(0..61),
+                ["AM", "PM", "am", "pM", "XM", "A "][rng.usize(0..6)]
+            );
+            if rng.u8(0..4) == 0 {
+                // A byte changed anywhere: separators, digits, or the length.
+                let i = rng.usize(0..s.len());
+                let c = [b'-', b' ', b':', b'0', b'9', b'x', b'+', b'/'][rng.usize(0..8)];
+                s.replace_range(i..i + 1, std::str::from_utf8(&[c]).unwrap());
+            }
+            let want = any_wall_clock(&s);
+            assert_eq!(parse_wall_clock(&s), want, "{s:?}");
+            fixed += usize::from(fixed_wall_clock(s.as_bytes()).is_some());
+            assert!(
+                fixed_wall_clock(s.as_bytes()).is_none() || want.is_some(),
+                "{s:?}"
+            );
+        }
+        assert!(fixed > 10_000, "the fixed form was read only {fixed} times");
+        // Other spellings still go to the general parser.
+        assert!(fixed_wall_clock(b"2017-12-13  10:57:35 PM").is_none());
+        assert!(parse_wall_clock(" 2017-12-13 10:57:35 pm ").is_some());
     }
 
     #[test]
