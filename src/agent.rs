@@ -68,12 +68,23 @@ pub async fn open_state(path: &Path) -> anyhow::Result<State> {
     Ok(tokio::task::spawn_blocking(move || State::open(&p)).await??)
 }
 
-/// Opens every configured sink at the position the state last committed for it.
+/// Opens every configured sink at the position the state last committed for it. A sink with a
+/// position that the state has none for yet (a new state, or a sink new to it) gets its opening
+/// position recorded before anything is written: without it, a crash between the sink's first
+/// write and the first commit would leave that write in place, and the restart would write the
+/// same events again after it.
 pub async fn open_sinks(cfg: &Config, state: &State) -> anyhow::Result<Vec<Arc<SinkSlot>>> {
     let mut slots = Vec::new();
     for s in &cfg.sinks {
         let pos = state.sink_position(&s.name).await?;
-        slots.push(sinks::open(s, pos, &cfg.agent.retry).await?);
+        let slot = sinks::open(s, pos, &cfg.agent.retry).await?;
+        if pos.is_none() {
+            let opened_at = slot.sink.lock().await.position();
+            if let Some(p) = opened_at {
+                state.init_sink_position(&s.name, p).await?;
+            }
+        }
+        slots.push(slot);
     }
     Ok(slots)
 }
@@ -441,6 +452,39 @@ pub async fn source_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_file_sink_write_killed_before_the_first_commit_is_dropped_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.ndjson");
+        // A file that was there before the agent: kept.
+        std::fs::write(&out, "{\"older\":1}\n").unwrap();
+        let text = format!(
+            "[agent]\nstate_path = {:?}\n[[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\n\
+             url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n[[sinks]]\nname = \"file\"\n\
+             kind = \"file\"\npath = {:?}\n",
+            dir.path().join("state.db"),
+            out
+        );
+        let cfg = Config::parse(&text, &dir.path().join("auditship.toml")).unwrap();
+        let state = open_state(&cfg.agent.state_path).await.unwrap();
+        let sinks = open_sinks(&cfg, &state).await.unwrap();
+        // The first page is written; the process dies before its commit (nothing committed yet).
+        let ev = crate::event::Event::standalone("air", "wasabi_air", "wasabi_air", 0, "{}");
+        sinks[0]
+            .sink
+            .lock()
+            .await
+            .deliver(std::slice::from_ref(&ev), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(std::fs::metadata(&out).unwrap().len() > 12);
+        drop(sinks);
+        // The restart drops that page, and only it, so that writing it again does not double it.
+        let _sinks = open_sinks(&cfg, &state).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"older\":1}\n");
+        assert_eq!(state.sink_position("file").await.unwrap(), Some(12));
+    }
 
     #[tokio::test]
     async fn reading_the_config_is_not_a_change_but_writing_it_is() {

@@ -327,6 +327,19 @@ impl State {
         .await
     }
 
+    /// Records where a sink starts when the state has no position for it yet (kept if it has).
+    pub async fn init_sink_position(&self, sink: &str, position: u64) -> Result<(), StateError> {
+        let sink = sink.to_string();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO sinks (name, position) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![sink, position as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Rewinds a source's cursor to `to` and forgets its keys at or after `to`, so the events
     /// from there on are delivered again. A source without state gets a row.
     pub async fn reset(
