@@ -74,9 +74,13 @@ pub struct Poller {
     unordered_warned: bool,
     /// Progress and failures, for `/healthz` and `/readyz`.
     health: SourceHealth,
-    /// The newest event time ever delivered (from the state at each poll, then kept current):
-    /// events newer than it cannot have keys yet and are not looked up.
+    /// The newest event time ever delivered (from the state at each poll, then kept current).
     max_event: Option<Nanos>,
+    /// Which events can have keys already, for the sub-window being read: a key carries its
+    /// event's time, and every key stored before the sub-window is at most `max_event` as it was
+    /// then, every key stored since is within the times delivered since. Anything else (all of a
+    /// backfill, whichever order the API pages in) is not looked up.
+    lookup: Lookup,
     /// How far before the window it was read for the vendor has placed an event (a clock or
     /// zone mismatch); keys are kept that much longer, so a re-read still finds them.
     skew: Nanos,
@@ -107,6 +111,7 @@ impl Poller {
             unordered_warned: false,
             health,
             max_event: None,
+            lookup: Lookup::default(),
             skew: 0,
         }
     }
@@ -177,6 +182,10 @@ impl Poller {
     ) -> Result<usize, PollError> {
         let unit = self.traits.time_unit;
         self.occurrences.clear();
+        self.lookup = Lookup {
+            before: self.max_event,
+            since: None,
+        };
         let mut req = PageRequest {
             start,
             end,
@@ -278,11 +287,9 @@ impl Poller {
         summary: &mut PollSummary,
     ) -> Result<(), PollError> {
         let keys = self.key(&mut events)?;
-        // Only events not newer than everything ever delivered can be known already.
-        let old: Vec<usize> = match self.max_event {
-            None => Vec::new(),
-            Some(m) => (0..events.len()).filter(|i| events[*i].time <= m).collect(),
-        };
+        let old: Vec<usize> = (0..events.len())
+            .filter(|i| self.lookup.may_be_known(events[*i].time))
+            .collect();
         let mut known = vec![false; keys.len()];
         if !old.is_empty() {
             let found = self
@@ -352,6 +359,7 @@ impl Poller {
             .collect();
         let max = max_window(&self.cfg, &self.traits);
         let newest = fresh.iter().map(|e| e.time).max();
+        let oldest = fresh.iter().map(|e| e.time).min();
         let commit = Commit {
             source: self.cfg.name.clone(),
             kind: self.cfg.kind.as_str(),
@@ -369,6 +377,9 @@ impl Poller {
                     g.committed();
                 }
                 self.max_event = self.max_event.max(newest);
+                if let (Some(lo), Some(hi)) = (oldest, newest) {
+                    self.lookup.delivered(lo, hi);
+                }
                 self.health.progress();
             }
             Err(e) => {
@@ -402,6 +413,28 @@ impl Poller {
             keys.push(key);
         }
         Ok(keys)
+    }
+}
+
+/// The event times whose keys may already be stored (see `Poller::lookup`).
+#[derive(Debug, Default, Clone, Copy)]
+struct Lookup {
+    /// The newest event time delivered before the sub-window.
+    before: Option<Nanos>,
+    /// The oldest and newest event times delivered since it began.
+    since: Option<(Nanos, Nanos)>,
+}
+
+impl Lookup {
+    fn may_be_known(&self, t: Nanos) -> bool {
+        self.before.is_some_and(|m| t <= m) || self.since.is_some_and(|(lo, hi)| lo <= t && t <= hi)
+    }
+
+    fn delivered(&mut self, lo: Nanos, hi: Nanos) {
+        self.since = Some(match self.since {
+            None => (lo, hi),
+            Some((a, b)) => (a.min(lo), b.max(hi)),
+        });
     }
 }
 
@@ -468,6 +501,30 @@ mod tests {
             keyset_step(&page(&[99, 95, 90]), 0, 100, 10),
             Some((100, 3))
         );
+    }
+
+    #[test]
+    fn only_times_that_can_have_keys_are_looked_up() {
+        // Nothing delivered yet: a backfill looks nothing up.
+        let mut l = Lookup::default();
+        assert!(!l.may_be_known(i64::MIN) && !l.may_be_known(0));
+        // Delivered before the sub-window up to 100; within it, 500..=600 so far.
+        l = Lookup {
+            before: Some(100),
+            since: None,
+        };
+        l.delivered(550, 600);
+        l.delivered(500, 520);
+        for (t, known) in [
+            (99, true),
+            (100, true),
+            (101, false),
+            (499, false),
+            (500, true),
+        ] {
+            assert_eq!(l.may_be_known(t), known, "{t}");
+        }
+        assert!(l.may_be_known(600) && !l.may_be_known(601));
     }
 
     #[test]
