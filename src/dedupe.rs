@@ -185,6 +185,7 @@ mod canon {
 
         /// Encodes the string at `self.i` (its opening quote) with `tag`, escapes resolved;
         /// returns where its bytes are in `out` and how many there are.
+        #[inline(always)]
         fn string(&mut self, out: &mut Vec<u8>, tag: u8) -> Result<(usize, usize), ()> {
             let start = self.i + 1;
             let mut j = start;
