@@ -315,8 +315,7 @@ mod canon {
             self.ws();
             if self.b.get(self.i) == Some(&b'}') {
                 self.i += 1;
-                sc.out[count_at] = 0;
-                return Ok(());
+                return Ok(()); // its count is the 0 already written
             }
             loop {
                 self.ws();
@@ -778,7 +777,7 @@ mod tests {
     }
 
     /// Keys are stored: a change to the encoding would make an upgraded agent deliver its overlap
-    /// again. These were computed by the first release's encoder and must never change.
+    /// again. These were computed by the encoder of earlier releases and must never change.
     #[test]
     fn content_keys_are_those_of_earlier_releases() {
         let domino = r#"{"timestamp":1795328233784,"actor":{"id":"68f1e00c0232d736e43bb2e3","name":"mallory.smith34","firstName":"Mallory","lastName":"Smith"},"action":{"eventName":"Create Dataset Snapshot","using":[],"traceId":"691a2b1e324fb6dc5758c9d3c9992da1"},"targets":[{"entity":{"entityType":"datasetSnapshot","id":"6b0288e9a0c4786ac438f7dd","name":"snapshot-21"},"fieldChanges":[]}],"affecting":[],"in":{"entityType":"project","id":"68f1e00cf03a4891975edf40","name":"ops-sales-69"},"metadata":{}}"#;
