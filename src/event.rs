@@ -312,6 +312,14 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
         }
         clean += 8;
     }
+    // The last few bytes one by one: most strings end clean, and are then copied in one piece.
+    if clean + 8 > bytes.len()
+        && !bytes[clean..]
+            .iter()
+            .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        clean = bytes.len();
+    }
     if clean == bytes.len() {
         out.extend_from_slice(bytes);
     } else {
