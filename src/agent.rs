@@ -68,11 +68,11 @@ pub async fn open_state(path: &Path) -> anyhow::Result<State> {
     Ok(tokio::task::spawn_blocking(move || State::open(&p)).await??)
 }
 
-/// Opens every configured sink at the position the state last committed for it. A sink with a
-/// position that the state has none for yet (a new state, or a sink new to it) gets its opening
-/// position recorded before anything is written: without it, a crash between the sink's first
-/// write and the first commit would leave that write in place, and the restart would write the
-/// same events again after it.
+/// Opens every configured sink at the position the state last committed for it. A sink the state
+/// has no position for yet (a new state, or a sink new to it) gets its opening position recorded
+/// before anything is written: without it, a crash between the sink's first write and the first
+/// commit would leave that write in place, and the restart would write the same events again
+/// after it.
 pub async fn open_sinks(cfg: &Config, state: &State) -> anyhow::Result<Vec<Arc<SinkSlot>>> {
     let mut slots = Vec::new();
     for s in &cfg.sinks {
