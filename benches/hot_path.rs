@@ -95,7 +95,14 @@ fn parse_and_normalise(c: &mut Criterion) {
     let m: PageText = Arc::new(domo_page());
     g.bench_function("domo_parse_normalise", |b| {
         b.iter(|| {
-            domo::read_page(&src, chrono_tz::UTC, black_box(&m), PAGE, (0, i64::MAX)).unwrap()
+            domo::read_page(
+                &src,
+                &jiff::tz::TimeZone::UTC,
+                black_box(&m),
+                PAGE,
+                (0, i64::MAX),
+            )
+            .unwrap()
         })
     });
     g.finish();

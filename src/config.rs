@@ -297,7 +297,7 @@ pub struct SourceConfig {
     /// Domino data-source: a response with more events than this is fetched again in halves.
     pub max_response_events: usize,
     /// Domo: the zone its wall-clock times are in.
-    pub time_zone: chrono_tz::Tz,
+    pub time_zone: jiff::tz::TimeZone,
     /// Vendor query parameters, passed through in order (repeated for lists).
     pub filters: Vec<(String, String)>,
 }
@@ -831,13 +831,13 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
             }
         }
         let time_zone = match s.time_zone.as_deref() {
-            None => chrono_tz::UTC,
-            Some(z) => z.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+            None => jiff::tz::TimeZone::UTC,
+            Some(z) => jiff::tz::TimeZone::get(z).unwrap_or_else(|_| {
                 c.fail(
                     &format!("{key}.time_zone"),
                     format_args!("{z:?} is not an IANA time zone; write e.g. \"America/Denver\""),
                 );
-                chrono_tz::UTC
+                jiff::tz::TimeZone::UTC
             }),
         };
         let start = c.time(&format!("{key}.start"), &s.start);

@@ -133,7 +133,7 @@ fn assert_true_instants(sim: &auditship_sim::SimHandle, lines: &[Value]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn domo_in_america_denver_across_both_dst_changes_yields_the_right_instants() {
-    let denver: chrono_tz::Tz = "America/Denver".parse().unwrap();
+    let denver = jiff::tz::TimeZone::get("America/Denver").unwrap();
     // The autumn change repeats 01:00–02:00; the spring change skips 02:00–03:00.
     for (from, to) in [
         ("2024-11-02T18:00:00Z", "2024-11-03T18:00:00Z"),
@@ -144,7 +144,7 @@ async fn domo_in_america_denver_across_both_dst_changes_yields_the_right_instant
             end: t(to),
             events: 8_000,
             vendors: vec![Vendor::Domo],
-            domo_time_zone: denver,
+            domo_time_zone: denver.clone(),
             twin_fraction: 0.03,
             ..SimConfig::default()
         };

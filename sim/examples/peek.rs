@@ -15,7 +15,7 @@ async fn main() {
         events: n,
         vendors,
         twin_fraction: 0.02,
-        domo_time_zone: chrono_tz::America::Denver,
+        domo_time_zone: jiff::tz::TimeZone::get("America/Denver").unwrap(),
         ..SimConfig::default()
     };
     let (from, to) = (cfg.start, cfg.end);

@@ -82,7 +82,7 @@ impl SimArgs {
                 problems.push(format!("{flag}: must be between 0 and 1, got {v}"));
             }
         }
-        let tz = self.domo_time_zone.parse::<chrono_tz::Tz>();
+        let tz = jiff::tz::TimeZone::get(&self.domo_time_zone);
         if tz.is_err() {
             problems.push(format!(
                 "--domo-time-zone: unknown IANA time zone {:?} (e.g. UTC, America/Denver)",
@@ -111,7 +111,7 @@ impl SimArgs {
             late_fraction: self.late_fraction,
             late_max: self.late_max,
             twin_fraction: self.twin_fraction,
-            domo_time_zone: tz.unwrap_or(chrono_tz::UTC),
+            domo_time_zone: tz.unwrap_or(jiff::tz::TimeZone::UTC),
             domo_token_ttl: self.domo_token_ttl,
             api_key: self.api_key.clone(),
             domo_client_id: self.domo_client_id.clone(),
@@ -183,7 +183,7 @@ mod tests {
         ]);
         let c = a.to_config().unwrap();
         assert_eq!(c.vendors, vec![Vendor::Domo, Vendor::WasabiAir]);
-        assert_eq!(c.domo_time_zone, chrono_tz::America::Denver);
+        assert_eq!(c.domo_time_zone.iana_name(), Some("America/Denver"));
         assert_eq!(c.late_max, Duration::from_secs(10));
         assert_eq!(c.domo_token_ttl, Duration::from_secs(60));
         assert_eq!((c.end - c.start).num_minutes(), 150);

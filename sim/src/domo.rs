@@ -16,9 +16,8 @@ use std::time::Instant;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use chrono::TimeZone;
-use chrono_tz::Tz;
 use fastrand::Rng;
+use jiff::tz::TimeZone;
 
 use crate::gen::{self, push_field, Plan, MS, SEC};
 use crate::server::{self, auth_token, Params, Sim};
@@ -103,11 +102,26 @@ pub(crate) struct Data {
 }
 
 /// `"2017-12-13 10:57:35 PM"`: the instant (seconds since the epoch) as wall-clock time in `tz`.
-pub(crate) fn wall_clock(secs: i64, tz: Tz) -> String {
-    match tz.timestamp_opt(secs, 0) {
-        chrono::LocalResult::Single(t) => t.format("%Y-%m-%d %I:%M:%S %p").to_string(),
-        _ => String::new(),
-    }
+pub(crate) fn wall_clock(secs: i64, tz: &TimeZone) -> String {
+    let Ok(t) = jiff::Timestamp::from_second(secs) else {
+        return String::new();
+    };
+    let d = tz.to_datetime(t);
+    let (h, pm) = match d.hour() {
+        0 => (12, false),
+        h @ 1..=11 => (h, false),
+        12 => (12, true),
+        h => (h - 12, true),
+    };
+    format!(
+        "{:04}-{:02}-{:02} {h:02}:{:02}:{:02} {}",
+        d.year(),
+        d.month(),
+        d.day(),
+        d.minute(),
+        d.second(),
+        if pm { "PM" } else { "AM" }
+    )
 }
 
 /// A random IPv4 address.
@@ -175,7 +189,7 @@ impl Data {
         let dataflows = objects(20, true);
         let groups = objects(10, true);
         let weights: Vec<u32> = ACTIONS.iter().map(|a| a.4).collect();
-        let tz = cfg.domo_time_zone;
+        let tz = &cfg.domo_time_zone;
         let raw = gen::generate(
             &mut rng,
             &plan,
@@ -446,16 +460,16 @@ mod tests {
             .unwrap()
             .timestamp();
         assert_eq!(
-            wall_clock(t, chrono_tz::America::Denver),
+            wall_clock(t, &TimeZone::get("America/Denver").unwrap()),
             "2017-12-13 10:57:35 PM"
         );
-        assert_eq!(wall_clock(t, chrono_tz::UTC), "2017-12-14 05:57:35 AM");
+        assert_eq!(wall_clock(t, &TimeZone::UTC), "2017-12-14 05:57:35 AM");
     }
 
     #[test]
     fn wall_clock_repeats_and_skips_hours_at_dst_changes() {
         let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp();
-        let den = chrono_tz::America::Denver;
+        let den = &TimeZone::get("America/Denver").unwrap();
         // November: 01:00–02:00 local happens twice (MDT, then MST).
         assert_eq!(
             wall_clock(at("2024-11-03T07:30:00Z"), den),

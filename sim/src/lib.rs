@@ -109,7 +109,7 @@ pub struct SimConfig {
     /// (same content, same time unit). Wasabi AiR events have unique ids and never have twins.
     pub twin_fraction: f64,
     /// Domo prints local wall-clock time in this zone, without an offset.
-    pub domo_time_zone: chrono_tz::Tz,
+    pub domo_time_zone: jiff::tz::TimeZone,
     /// `expires_in` of issued Domo tokens; a token stops working after it.
     pub domo_token_ttl: Duration,
     /// API key accepted by Domino audit (`X-Domino-Api-Key: K` or `Authorization: Bearer K`),
@@ -133,7 +133,7 @@ impl Default for SimConfig {
             late_fraction: 0.0,
             late_max: Duration::from_secs(300),
             twin_fraction: 0.02,
-            domo_time_zone: chrono_tz::UTC,
+            domo_time_zone: jiff::tz::TimeZone::UTC,
             domo_token_ttl: Duration::from_secs(3599),
             api_key: "sim-api-key".to_string(),
             domo_client_id: "sim-client".to_string(),

@@ -599,12 +599,12 @@ async fn domo_times(c: &Client, s: &SimHandle, token: &str, from: &str, to: &str
 
 #[tokio::test]
 async fn domo_prints_denver_wall_clock_across_dst_changes() {
-    let denver = chrono_tz::America::Denver;
+    let denver = jiff::tz::TimeZone::get("America/Denver").unwrap();
     let cfg = |start: &str, end: &str| SimConfig {
         start: at(start),
         end: at(end),
         events: 4000,
-        domo_time_zone: denver,
+        domo_time_zone: denver.clone(),
         vendors: vec![Vendor::Domo],
         ..SimConfig::default()
     };
@@ -711,7 +711,7 @@ async fn domo_evening_in_denver_is_pm_the_day_before_utc() {
         end: at("2017-12-14T05:57:36Z"),
         events: 3,
         twin_fraction: 0.0,
-        domo_time_zone: chrono_tz::America::Denver,
+        domo_time_zone: jiff::tz::TimeZone::get("America/Denver").unwrap(),
         ..SimConfig::default()
     })
     .await;

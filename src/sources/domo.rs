@@ -9,7 +9,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{LocalResult, NaiveDate, NaiveDateTime, TimeZone};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
+use jiff::tz::{AmbiguousOffset, TimeZone};
 use reqwest::header::HeaderValue;
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -30,7 +31,7 @@ pub struct Domo {
     token_url: url::Url,
     client_id: Option<Secret>,
     client_secret: Option<Secret>,
-    time_zone: chrono_tz::Tz,
+    time_zone: jiff::tz::TimeZone,
     filters: Vec<(String, String)>,
     http: Http,
     /// The cached access token (sensitive header value) and when to renew it.
@@ -53,7 +54,7 @@ impl Domo {
             token_url,
             client_id: cfg.auth.client_id.clone(),
             client_secret: cfg.auth.client_secret.clone(),
-            time_zone: cfg.time_zone,
+            time_zone: cfg.time_zone.clone(),
             filters: cfg.filters.clone(),
             http,
             token: Mutex::new(None),
@@ -199,21 +200,33 @@ fn any_wall_clock(s: &str) -> Option<NaiveDateTime> {
 /// wall-clock time means two instants: the one inside the requested window `[start, end)` is
 /// chosen (windows are at most 30 minutes, so at most one is). In the skipped hour, which a
 /// correct clock never shows, the offset from before the change is used.
-pub fn resolve(tz: chrono_tz::Tz, local: NaiveDateTime, start: Nanos, end: Nanos) -> Option<Nanos> {
-    let nanos = |dt: chrono::DateTime<chrono_tz::Tz>| dt.timestamp().checked_mul(NANOS_PER_SEC);
-    match tz.from_local_datetime(&local) {
-        LocalResult::Single(t) => nanos(t),
-        LocalResult::Ambiguous(a, b) => {
-            let (a, b) = (nanos(a)?, nanos(b)?);
+pub fn resolve(tz: &TimeZone, local: NaiveDateTime, start: Nanos, end: Nanos) -> Option<Nanos> {
+    let (date, clock) = (local.date(), local.time());
+    let civil = jiff::civil::DateTime::new(
+        i16::try_from(date.year()).ok()?,
+        i8::try_from(date.month()).ok()?,
+        i8::try_from(date.day()).ok()?,
+        i8::try_from(clock.hour()).ok()?,
+        i8::try_from(clock.minute()).ok()?,
+        i8::try_from(clock.second()).ok()?,
+        0,
+    )
+    .ok()?;
+    // Seconds of the wall-clock time read as if it were UTC; an offset `o` makes it `- o`.
+    let wall = local.and_utc().timestamp();
+    let at = |o: jiff::tz::Offset| {
+        wall.checked_sub(i64::from(o.seconds()))?
+            .checked_mul(NANOS_PER_SEC)
+    };
+    match tz.to_ambiguous_timestamp(civil).offset() {
+        AmbiguousOffset::Unambiguous { offset } => at(offset),
+        AmbiguousOffset::Fold { before, after } => {
+            // `before` is the larger offset, so its instant is the earlier one.
+            let (a, b) = (at(before)?, at(after)?);
             let inside = |t: Nanos| start <= t && t < end;
             Some(if inside(b) && !inside(a) { b } else { a })
         }
-        LocalResult::None => {
-            let before = tz
-                .from_local_datetime(&(local - chrono::Duration::hours(1)))
-                .earliest()?;
-            nanos(before)?.checked_add(3600 * NANOS_PER_SEC)
-        }
+        AmbiguousOffset::Gap { before, .. } => at(before),
     }
 }
 
@@ -308,7 +321,7 @@ fn non_empty(s: Option<&str>) -> Option<&str> {
 /// Reads a response (a bare array) for the window `[start, end)`.
 pub fn read_page(
     source: &Arc<str>,
-    tz: chrono_tz::Tz,
+    tz: &TimeZone,
     page: &PageText,
     capacity: usize,
     (start, end): (Nanos, Nanos),
@@ -323,7 +336,7 @@ pub fn read_page(
 /// of `page`.
 fn normalise(
     source: &Arc<str>,
-    tz: chrono_tz::Tz,
+    tz: &TimeZone,
     page: &PageText,
     raw: &str,
     e: RawEntry<'_>,
@@ -382,7 +395,7 @@ impl Source for Domo {
             };
             let events = read_page(
                 &self.name,
-                self.time_zone,
+                &self.time_zone,
                 &page,
                 req.limit as usize,
                 (req.start, req.end),
@@ -478,9 +491,9 @@ mod tests {
     #[test]
     fn utc_and_fixed_zones() {
         let local = parse_wall_clock("2017-12-13 10:57:35 PM").unwrap();
-        let t = resolve(chrono_tz::UTC, local, 0, i64::MAX).unwrap();
+        let t = resolve(&TimeZone::UTC, local, 0, i64::MAX).unwrap();
         assert_eq!(rfc3339_ms(t), "2017-12-13T22:57:35.000Z");
-        let denver: chrono_tz::Tz = "America/Denver".parse().unwrap();
+        let denver = &TimeZone::get("America/Denver").unwrap();
         // The vendor's own sample: MST is UTC−7 in December.
         let t = resolve(denver, local, 0, i64::MAX).unwrap();
         assert_eq!(rfc3339_ms(t), "2017-12-14T05:57:35.000Z");
@@ -488,7 +501,7 @@ mod tests {
 
     #[test]
     fn the_repeated_hour_is_resolved_by_the_window() {
-        let denver: chrono_tz::Tz = "America/Denver".parse().unwrap();
+        let denver = &TimeZone::get("America/Denver").unwrap();
         // 2024-11-03 01:30 happens twice in Denver: 07:30Z (MDT) and 08:30Z (MST).
         let local = parse_wall_clock("2024-11-03 01:30:00 AM").unwrap();
         let first = resolve(
@@ -509,7 +522,7 @@ mod tests {
 
     #[test]
     fn the_skipped_hour_uses_the_offset_before_the_change() {
-        let denver: chrono_tz::Tz = "America/Denver".parse().unwrap();
+        let denver = &TimeZone::get("America/Denver").unwrap();
         // 2024-03-10 02:30 does not exist in Denver (02:00 MST jumps to 03:00 MDT).
         let local = parse_wall_clock("2024-03-10 02:30:00 AM").unwrap();
         let t = resolve(denver, local, 0, i64::MAX).unwrap();
@@ -528,6 +541,35 @@ mod tests {
     }
 
     #[test]
+    fn half_hour_changes_and_dates_past_the_last_listed_transition() {
+        let r = |zone: &str, wall: &str| {
+            let tz = TimeZone::get(zone).unwrap();
+            rfc3339_ms(resolve(&tz, parse_wall_clock(wall).unwrap(), 0, i64::MAX).unwrap())
+        };
+        // Lord Howe Island moves its clocks by 30 minutes (+10:30 to +11:00 on the first
+        // Sunday of October at 02:00): 02:15 is skipped, and read with the offset before.
+        assert_eq!(
+            r("Australia/Lord_Howe", "2024-10-06 02:15:00 AM"),
+            "2024-10-05T15:45:00.000Z"
+        );
+        assert_eq!(
+            r("Australia/Lord_Howe", "2024-10-06 03:00:00 AM"),
+            "2024-10-05T16:00:00.000Z"
+        );
+        // Far-future summer and winter times come from the zone's standing rule.
+        assert_eq!(
+            r("America/Denver", "2040-07-01 12:00:00 PM"),
+            "2040-07-01T18:00:00.000Z"
+        );
+        assert_eq!(
+            r("America/Denver", "2040-01-01 12:00:00 PM"),
+            "2040-01-01T19:00:00.000Z"
+        );
+        // Zone names are looked up as the tz database spells them, in any case.
+        assert!(TimeZone::get("america/denver").is_ok());
+    }
+
+    #[test]
     fn normalises_the_documented_entry() {
         let json = r#"{"actionType":"VIEWED","actorId":0,"actorName":"","additionalComment":"Leonard Euler viewed page Intro to Domo.",
                 "browserDetails":"Mozilla/5.0","device":"desktop","eventText":"Viewed page","ipAddress":"50.207.2.1",
@@ -535,7 +577,7 @@ mod tests {
                 "userId":"1619916076","userName":"Leonard Euler","userType":"USER"}"#;
         let n = |json: &str| {
             let page: PageText = Arc::new(format!("[{json}]"));
-            read_page(&Arc::from("domo"), chrono_tz::UTC, &page, 1, (0, i64::MAX))
+            read_page(&Arc::from("domo"), &TimeZone::UTC, &page, 1, (0, i64::MAX))
                 .map(|mut events| events.remove(0))
         };
         let e = n(json).unwrap();
