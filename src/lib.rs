@@ -34,11 +34,9 @@ pub mod timefmt;
 /// Sets up logging on stderr: `AUDITSHIP_LOG` is the filter (default `info`),
 /// `AUDITSHIP_LOG_FORMAT=json` writes JSON lines.
 pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("AUDITSHIP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, bad) = log_filter(std::env::var("AUDITSHIP_LOG").ok().as_deref());
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(tracing::Level::TRACE)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // A closed stderr (a pipe whose reader went away) must not take the agent down: by
@@ -46,9 +44,70 @@ pub fn init_logging() {
         // logged — and a dead signal-handling task would ignore SIGTERM.
         .log_internal_errors(false)
         .with_target(false);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     if std::env::var("AUDITSHIP_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
-        builder.json().flatten_event(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(filter)
+            .init();
     } else {
-        builder.init();
+        builder.finish().with(filter).init();
+    }
+    if let Some(e) = bad {
+        tracing::warn!("AUDITSHIP_LOG: {e}; logging at info");
+    }
+}
+
+/// The log filter that `AUDITSHIP_LOG` spells: comma-separated `level` or `target=level`
+/// directives (`debug`, `info,auditship::sinks=trace`); unset, `info`. A filter that does not
+/// parse gives `info` and the reason. (A target filter and not tracing's `EnvFilter`: the
+/// span and field matching of the latter brings a regex engine, a quarter of a megabyte of
+/// code that every idle agent would map.)
+fn log_filter(
+    spec: Option<&str>,
+) -> (
+    tracing_subscriber::filter::Targets,
+    Option<tracing_subscriber::filter::ParseError>,
+) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let info = || Targets::new().with_default(LevelFilter::INFO);
+    match spec.map(str::trim).filter(|s| !s.is_empty()) {
+        None => (info(), None),
+        Some(s) => match s.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (info(), Some(e)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod log_filter_tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn levels_and_targets_parse_and_nonsense_falls_back_to_info() {
+        let (f, bad) = log_filter(None);
+        assert!(bad.is_none());
+        assert!(f.would_enable("auditship::agent", &Level::INFO));
+        assert!(!f.would_enable("auditship::agent", &Level::DEBUG));
+
+        let (f, bad) = log_filter(Some("warn,auditship::sinks=trace"));
+        assert!(bad.is_none());
+        assert!(f.would_enable("auditship::sinks::http", &Level::TRACE));
+        assert!(!f.would_enable("auditship::agent", &Level::INFO));
+        assert!(f.would_enable("hyper", &Level::WARN));
+
+        let (f, bad) = log_filter(Some("debug"));
+        assert!(bad.is_none());
+        assert!(f.would_enable("anything", &Level::DEBUG));
+
+        let (f, bad) = log_filter(Some("auditship=loud"));
+        assert!(bad.is_some());
+        assert!(f.would_enable("auditship", &Level::INFO));
+        assert!(!f.would_enable("auditship", &Level::DEBUG));
     }
 }
