@@ -86,6 +86,8 @@ pub struct Event {
     fields: [Span; FIELDS],
     /// The id derived from content and occurrence (lower-case hex), for content-keyed vendors.
     content_id: Option<[u8; 32]>,
+    /// The hash of the vendor's event's canonical content, when the source computed it.
+    content_hash: Option<crate::dedupe::ContentHash>,
 }
 
 impl Event {
@@ -108,6 +110,7 @@ impl Event {
             raw: Span::NONE,
             fields: [Span::NONE; FIELDS],
             content_id: None,
+            content_hash: None,
         };
         e.raw = e.span_of(raw);
         e
@@ -170,6 +173,16 @@ impl Event {
 
     pub fn get(&self, field: Field) -> Option<&str> {
         self.text(self.fields[field as usize])
+    }
+
+    /// Records the hash of the event's canonical content, computed where it was read.
+    pub fn set_content_hash(&mut self, hash: crate::dedupe::ContentHash) {
+        self.content_hash = Some(hash);
+    }
+
+    /// The hash of the event's canonical content, if its source computed it.
+    pub fn content_hash(&self) -> Option<crate::dedupe::ContentHash> {
+        self.content_hash
     }
 
     /// Makes the event's id the hex of a content-and-occurrence key.

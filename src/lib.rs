@@ -17,6 +17,7 @@
 //! - [`metrics`], [`health`], [`server`]: `/metrics`, `/healthz` and `/readyz`.
 
 pub mod agent;
+pub mod canonical;
 pub mod cli;
 pub mod config;
 pub mod dedupe;

@@ -403,8 +403,11 @@ impl Poller {
             let key = match self.traits.identity {
                 Identity::VendorId => dedupe::id_key(ev.id()),
                 Identity::Content => {
-                    let h = dedupe::content_hash(ev.raw())
-                        .map_err(|e| SourceError::Body(format!("event is not JSON: {e}")))?;
+                    let h = match ev.content_hash() {
+                        Some(h) => h,
+                        None => dedupe::content_hash(ev.raw())
+                            .map_err(|e| SourceError::Body(format!("event is not JSON: {e}")))?,
+                    };
                     let k = dedupe::occurrence_key(&h, self.occurrences.next(h));
                     ev.set_content_id(&k);
                     k

@@ -62,6 +62,13 @@ struct RawEvent<'a> {
     within: Option<RawEntity<'a>>,
 }
 
+/// The shape of a Domino audit event.
+struct Entry;
+
+impl super::Shape for Entry {
+    type Raw<'a> = RawEvent<'a>;
+}
+
 #[derive(Deserialize)]
 struct RawAction<'a> {
     #[serde(borrow, rename = "eventName")]
@@ -101,7 +108,7 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<Vec<Event>, SourceError> {
-    super::read_entries(
+    super::read_hashed_entries::<Entry>(
         page,
         super::Layout::Envelope {
             field: "events",

@@ -65,6 +65,13 @@ struct RawEvent<'a> {
     timestamp: Text<'a>,
 }
 
+/// The shape of a data-source audit entry.
+struct Entry;
+
+impl super::Shape for Entry {
+    type Raw<'a> = RawEvent<'a>;
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Metadata<'a> {
@@ -80,7 +87,7 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<Vec<Event>, SourceError> {
-    super::read_entries(page, super::Layout::Array, capacity, |raw, e| {
+    super::read_hashed_entries::<Entry>(page, super::Layout::Array, capacity, |raw, e| {
         normalise(source, page, raw, e)
     })
     .map(|(events, _)| events)

@@ -257,6 +257,13 @@ struct RawEntry<'a> {
     ip_address: Option<Text<'a>>,
 }
 
+/// The shape of a Domo entry.
+struct Entry;
+
+impl super::Shape for Entry {
+    type Raw<'a> = RawEntry<'a>;
+}
+
 /// An id that arrives as a string or a number: its text either way (anything else: none).
 #[derive(Default)]
 struct IdText<'a>(Option<Cow<'a, str>>);
@@ -326,7 +333,7 @@ pub fn read_page(
     capacity: usize,
     (start, end): (Nanos, Nanos),
 ) -> Result<Vec<Event>, SourceError> {
-    super::read_entries(page, super::Layout::Array, capacity, |raw, e| {
+    super::read_hashed_entries::<Entry>(page, super::Layout::Array, capacity, |raw, e| {
         normalise(source, tz, page, raw, e, start, end)
     })
     .map(|(events, _)| events)

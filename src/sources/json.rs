@@ -2,15 +2,17 @@
 //! raw text is taken at the same time, instead of splitting the array into raw values first and
 //! parsing each again.
 //!
-//! serde_json does the parsing (and so the validation) of every value; this module only walks the
-//! punctuation between them: the envelope object's braces, keys and commas, and the array's
-//! brackets and commas. Entry values come from a `StreamDeserializer`, which says where a value
-//! ends.
+//! serde_json does the parsing (and so the validation) of every value, or, for content-keyed
+//! sources, the canonical scanner of `dedupe`, which accepts the same JSON (see
+//! [`Cursor::hashed_value`]); this module only walks the punctuation between them: the envelope
+//! object's braces, keys and commas, and the array's brackets and commas. Entry values come from
+//! a `StreamDeserializer` or the scanner, which say where a value ends.
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::{SourceError, Text};
+use crate::dedupe;
 
 /// A position in a page's text.
 pub struct Cursor<'p> {
@@ -63,11 +65,54 @@ impl<'p> Cursor<'p> {
         Ok((&rest[..len], value))
     }
 
+    /// Reads the JSON value at the cursor with the canonical scanner, and takes `S`'s shape
+    /// from its encoding (see `canonical`): `each` gets the value's text, its shape and its
+    /// content hash. Where the encoding cannot give the shape exactly as serde_json would, the
+    /// value is parsed by serde_json, as [`Cursor::value`] does, and what serde_json says goes.
+    pub fn hashed_value<S: super::Shape, R>(
+        &mut self,
+        scratch: &mut dedupe::Scratch,
+        each: impl for<'a> FnOnce(&'p str, S::Raw<'a>, Option<dedupe::ContentHash>) -> R,
+    ) -> Result<R, SourceError> {
+        self.ws();
+        let rest = &self.text[self.pos..];
+        let mut hash = None;
+        if let Some(len) = dedupe::canonical_value(rest, scratch) {
+            hash = Some((dedupe::hash_canonical(scratch.bytes()), len));
+            let text = &rest[..len];
+            if let Some(shape) = crate::canonical::from_canonical::<S::Raw<'_>>(
+                scratch.bytes(),
+                scratch.origins(),
+                text,
+            ) {
+                self.pos += len;
+                #[cfg(test)]
+                super::tests::FROM_CANONICAL.set(super::tests::FROM_CANONICAL.get() + 1);
+                return Ok(each(text, shape, hash.map(|h| h.0)));
+            }
+        }
+        let (text, shape) = self.value::<S::Raw<'p>>()?;
+        let hash = hash.filter(|h| h.1 == text.len()).map(|h| h.0);
+        Ok(each(text, shape, hash))
+    }
+
     /// Calls `each` with every element of the array at the cursor (text and parsed value);
     /// returns how many there were.
     pub fn array<T: Deserialize<'p>>(
         &mut self,
         mut each: impl FnMut(&'p str, T) -> Result<(), SourceError>,
+    ) -> Result<usize, SourceError> {
+        self.elements(|c| {
+            let (text, value) = c.value::<T>()?;
+            each(text, value)
+        })
+    }
+
+    /// Calls `element` with the cursor at each element of the array at the cursor, to read
+    /// it; returns how many there were.
+    pub fn elements(
+        &mut self,
+        mut element: impl FnMut(&mut Cursor<'p>) -> Result<(), SourceError>,
     ) -> Result<usize, SourceError> {
         self.expect(b'[', "expected an array")?;
         let mut n = 0;
@@ -76,8 +121,7 @@ impl<'p> Cursor<'p> {
             return Ok(0);
         }
         loop {
-            let (text, value) = self.value::<T>()?;
-            each(text, value)?;
+            element(self)?;
             n += 1;
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -131,12 +175,12 @@ impl<'p> Cursor<'p> {
 }
 
 /// Reads a page that is a bare array of entries.
-pub fn bare_array<'p, T: Deserialize<'p>>(
+pub fn bare_array<'p>(
     page: &'p str,
-    each: impl FnMut(&'p str, T) -> Result<(), SourceError>,
+    element: impl FnMut(&mut Cursor<'p>) -> Result<(), SourceError>,
 ) -> Result<usize, SourceError> {
     let mut c = Cursor::new(page);
-    let n = c.array(each)?;
+    let n = c.elements(element)?;
     c.end()?;
     Ok(n)
 }
@@ -144,11 +188,11 @@ pub fn bare_array<'p, T: Deserialize<'p>>(
 /// Reads a page that is an object holding the entries under `field` (required, once) and, when
 /// `total` names one, a count under that key. Other members are checked to be JSON and skipped,
 /// whatever they hold.
-pub fn enveloped<'p, T: Deserialize<'p>>(
+pub fn enveloped<'p>(
     page: &'p str,
     field: &str,
     total: Option<&str>,
-    mut each: impl FnMut(&'p str, T) -> Result<(), SourceError>,
+    mut element: impl FnMut(&mut Cursor<'p>) -> Result<(), SourceError>,
 ) -> Result<(usize, Option<u64>), SourceError> {
     let mut c = Cursor::new(page);
     let mut entries = None;
@@ -158,7 +202,7 @@ pub fn enveloped<'p, T: Deserialize<'p>>(
             if entries.is_some() {
                 return Err(SourceError::Body(format!("duplicate field {field:?}")));
             }
-            entries = Some(c.array(&mut each)?);
+            entries = Some(c.elements(&mut element)?);
             Ok(true)
         } else if Some(key) == total {
             count = Some(c.value::<u64>()?.1);
@@ -185,12 +229,27 @@ mod tests {
     /// Each entry's text and id, and the total.
     type Read = (Vec<(String, String)>, Option<u64>);
 
+    /// An element reader that parses each element as `T` and passes it on with its text.
+    fn each<'p, T: Deserialize<'p>>(
+        mut f: impl FnMut(&'p str, T) -> Result<(), SourceError>,
+    ) -> impl FnMut(&mut Cursor<'p>) -> Result<(), SourceError> {
+        move |c| {
+            let (text, value) = c.value::<T>()?;
+            f(text, value)
+        }
+    }
+
     fn read(page: &str) -> Result<Read, SourceError> {
         let mut got = Vec::new();
-        let (n, total) = enveloped(page, "events", Some("total"), |raw, e: E| {
-            got.push((raw.to_string(), e.id.to_string()));
-            Ok(())
-        })?;
+        let (n, total) = enveloped(
+            page,
+            "events",
+            Some("total"),
+            each(|raw, e: E| {
+                got.push((raw.to_string(), e.id.to_string()));
+                Ok(())
+            }),
+        )?;
         assert_eq!(n, got.len());
         Ok((got, total))
     }
@@ -215,14 +274,17 @@ mod tests {
             r#"{"total": null, "events": [{"id": "a"}]}"#,
             "events",
             None,
-            |_, _: E| Ok(()),
+            each(|_, _: E| Ok(())),
         );
         assert_eq!(n.unwrap(), (1, None));
         let mut ids = Vec::new();
-        let n = bare_array(r#"[{"id":"x"},{"id":"y"}]"#, |_, e: E| {
-            ids.push(e.id.to_string());
-            Ok(())
-        })
+        let n = bare_array(
+            r#"[{"id":"x"},{"id":"y"}]"#,
+            each(|_, e: E| {
+                ids.push(e.id.to_string());
+                Ok(())
+            }),
+        )
         .unwrap();
         assert_eq!((n, ids), (2, vec!["x".to_string(), "y".to_string()]));
     }
@@ -250,7 +312,7 @@ mod tests {
             assert!(matches!(read(bad), Err(SourceError::Body(_))), "{bad}");
         }
         for bad in ["", "{}", "[", r#"[{"id":"a"}"#, r#"[{"id":"a"}]]"#] {
-            assert!(bare_array(bad, |_, _: E| Ok(())).is_err(), "{bad}");
+            assert!(bare_array(bad, each(|_, _: E| Ok(()))).is_err(), "{bad}");
         }
     }
 }
