@@ -134,14 +134,23 @@ fn assert_true_instants(sim: &auditship_sim::SimHandle, lines: &[Value]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn domo_in_america_denver_across_both_dst_changes_yields_the_right_instants() {
     let denver = jiff::tz::TimeZone::get("America/Denver").unwrap();
-    // The autumn change repeats 01:00–02:00; the spring change skips 02:00–03:00.
-    for (from, to) in [
-        ("2024-11-02T18:00:00Z", "2024-11-03T18:00:00Z"),
-        ("2024-03-09T18:00:00Z", "2024-03-10T18:00:00Z"),
-    ] {
+    // The two most recent changes (the agent reads from the span's start to now, so a span long
+    // past would have it poll every window since): the autumn one repeats 01:00–02:00 local;
+    // the spring one skips 02:00–03:00.
+    let changes: Vec<jiff::Timestamp> = denver
+        .preceding(jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48))
+        .take(2)
+        .map(|c| c.timestamp())
+        .collect();
+    for change in changes {
+        let at = t(&change.to_string());
+        let (from, to) = (
+            at - chrono::Duration::hours(14),
+            at + chrono::Duration::hours(10),
+        );
         let cfg = SimConfig {
-            start: t(from),
-            end: t(to),
+            start: from,
+            end: to,
             events: 8_000,
             vendors: vec![Vendor::Domo],
             domo_time_zone: denver.clone(),
@@ -158,19 +167,20 @@ async fn domo_in_america_denver_across_both_dst_changes_yields_the_right_instant
         let truth = truth(&sim, &cfg, Vendor::Domo);
         assert_exactly(&lines, "domo", &truth);
         assert_true_instants(&sim, &lines);
-        // The repeated hour really held events on both sides of the change.
-        if from.starts_with("2024-11") {
-            let in_repeat = |lo: &str, hi: &str| {
+        // The repeated hour (the autumn change, at 08:00Z) really held events on both sides of
+        // the change.
+        let hour = chrono::Duration::hours(1);
+        if at.format("%H:%M").to_string() == "08:00" {
+            let in_repeat = |lo: chrono::DateTime<chrono::Utc>| {
                 lines
                     .iter()
-                    .filter(|e| {
-                        let s = e["time"].as_str().unwrap();
-                        s >= lo && s < hi
-                    })
+                    .filter(|e| (lo..lo + hour).contains(&t(e["time"].as_str().unwrap())))
                     .count()
             };
-            assert!(in_repeat("2024-11-03T07:00", "2024-11-03T08:00") > 50);
-            assert!(in_repeat("2024-11-03T08:00", "2024-11-03T09:00") > 50);
+            assert!(in_repeat(at - hour) > 50);
+            assert!(in_repeat(at) > 50);
+        } else {
+            assert_eq!(at.format("%H:%M").to_string(), "09:00", "the spring change");
         }
     }
 }
