@@ -10,6 +10,7 @@ Then, with --idle SECONDS, it measures four sources polling every 60 s: CPU shar
     python3 benches/e2e.py                      # 100k and 1M of every vendor, 3 runs each
     python3 benches/e2e.py --sizes 100000 --vendors wasabi_air --runs 1
     python3 benches/e2e.py --sizes 100000 --runs 1 --callgrind   # + instructions per event
+    python3 benches/e2e.py --no-build --bin /tmp/auditship.old    # an earlier build, same emulator
 """
 
 import argparse
@@ -26,6 +27,7 @@ from datetime import datetime, timedelta, timezone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "auditship")
+AGENT = BIN  # the binary measured (--bin); the emulator is always BIN
 VENDORS = ["wasabi_air", "domino_audit", "domo", "domino_datasource"]
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -105,7 +107,7 @@ def run_once(vendor, sim, start, fsync, callgrind=False):
         t0 = time.monotonic()
         wrap = (["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
                 if callgrind else [])
-        p = subprocess.Popen(wrap + [BIN, "run", "--once", "--config", cfg],
+        p = subprocess.Popen(wrap + [AGENT, "run", "--once", "--config", cfg],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              env={**os.environ, "AUDITSHIP_LOG": "warn"})
         # ru_maxrss of a forked child keeps the parent's (Python's) RSS from before exec, so the
@@ -182,7 +184,7 @@ def idle(seconds):
             for v in VENDORS:
                 f.write(source_toml(v, sim.url, start))
             f.write('[[sinks]]\nname = "file"\nkind = "file"\npath = "out.ndjson"\n')
-        p = subprocess.Popen([BIN, "run", "--config", cfg], stdout=subprocess.DEVNULL,
+        p = subprocess.Popen([AGENT, "run", "--config", cfg], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         time.sleep(5)  # the catch-up of the first poll
         c0, t0 = proc_cpu(p.pid), time.monotonic()
@@ -212,7 +214,12 @@ def main():
                     help="also count the agent's instructions per event once, under valgrind "
                          "(about 30x slower; unaffected by other load on the machine)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--bin", help="measure this agent binary instead of the release build (say, "
+                                  "a copy of an earlier build, for an A/B run on the same emulator)")
     a = ap.parse_args()
+    global AGENT
+    if a.bin:
+        AGENT = os.path.abspath(a.bin)
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     print(f"machine: {os.cpu_count()} cores, {os.uname().release}; fsync={'off' if a.no_fsync else 'on'}; "

@@ -89,11 +89,11 @@ fn parse_and_normalise(c: &mut Criterion) {
         b.iter(|| wasabi_air::read_page(&src, black_box(&w), PAGE).unwrap())
     });
     let d: PageText = Arc::new(domino_page());
-    g.bench_function("domino_parse_normalise", |b| {
+    g.bench_function("domino_read_and_hash", |b| {
         b.iter(|| domino_audit::read_page(&src, black_box(&d), PAGE).unwrap())
     });
     let m: PageText = Arc::new(domo_page());
-    g.bench_function("domo_parse_normalise", |b| {
+    g.bench_function("domo_read_and_hash", |b| {
         b.iter(|| {
             domo::read_page(
                 &src,

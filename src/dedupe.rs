@@ -53,9 +53,9 @@ pub fn content_hash(raw: &str) -> Result<ContentHash, serde_json::Error> {
 pub use canon::Scratch;
 
 /// Encodes the JSON value at the start of `text` (after any whitespace) into `scratch`
-/// ([`Scratch::bytes`]) and returns where in `text` that value ends; `None` if it is not JSON. A source reads its entries this
-/// way (see `canonical`), and [`hash_canonical`] of the encoding is [`content_hash`] of the
-/// entry's text.
+/// ([`Scratch::bytes`]) and returns where in `text` that value ends; `None` if it is not JSON.
+/// A source reads its entries this way (see `canonical`), and [`hash_canonical`] of the
+/// encoding is [`content_hash`] of the entry's text.
 pub fn canonical_value(text: &str, scratch: &mut Scratch) -> Option<usize> {
     canon::encode_value(text, scratch).ok().map(|(_, end)| end)
 }
