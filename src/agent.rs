@@ -434,6 +434,8 @@ pub async fn source_loop(
                 }
             }
         }
+        // What the poll freed goes back to the system before the agent sleeps.
+        crate::release_free_memory();
         // Sleep until the next poll, beating so /healthz sees the loop turn.
         let wake = tokio::time::Instant::now() + interval;
         loop {

@@ -32,6 +32,19 @@ pub mod sources;
 pub mod state;
 pub mod timefmt;
 
+/// Returns the heap's free pages to the system. glibc keeps what a poll freed inside its heap
+/// (only free memory at the very top goes back by itself), so an idle agent would hold on to the
+/// high-water mark of its last catch-up: 1.6 MB of heap for 0.75 MB in use after four sources
+/// caught up on 1000 events each. Called when a source goes to sleep; it costs microseconds.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own heaps; it takes the
+    // allocator's locks and touches no memory the program owns.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Sets up logging on stderr: `AUDITSHIP_LOG` is the filter (default `info`),
 /// `AUDITSHIP_LOG_FORMAT=json` writes JSON lines.
 pub fn init_logging() {
@@ -81,6 +94,34 @@ fn log_filter(
             Ok(t) => (t, None),
             Err(e) => (info(), Some(e)),
         },
+    }
+}
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod release_tests {
+    /// Resident memory of this process, in bytes.
+    fn rss() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * 4096
+    }
+
+    #[test]
+    fn freed_heap_memory_goes_back_to_the_system() {
+        // 64 MB in blocks small enough to come from the heap, not from their own mappings, and
+        // a block allocated after them that stays, so that freeing them leaves a hole that
+        // glibc does not return by itself.
+        let blocks: Vec<Vec<u8>> = (0..1024).map(|i| vec![i as u8; 64 << 10]).collect();
+        let keep = vec![1u8; 1024];
+        drop(blocks);
+        let before = rss();
+        super::release_free_memory();
+        let after = rss();
+        assert!(
+            before > after + (32 << 20),
+            "RSS {before} bytes before, {after} after"
+        );
+        assert_eq!(keep[1023], 1);
     }
 }
 
