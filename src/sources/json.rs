@@ -96,18 +96,6 @@ impl<'p> Cursor<'p> {
         Ok(each(text, shape, hash))
     }
 
-    /// Calls `each` with every element of the array at the cursor (text and parsed value);
-    /// returns how many there were.
-    pub fn array<T: Deserialize<'p>>(
-        &mut self,
-        mut each: impl FnMut(&'p str, T) -> Result<(), SourceError>,
-    ) -> Result<usize, SourceError> {
-        self.elements(|c| {
-            let (text, value) = c.value::<T>()?;
-            each(text, value)
-        })
-    }
-
     /// Calls `element` with the cursor at each element of the array at the cursor, to read
     /// it; returns how many there were.
     pub fn elements(
