@@ -189,6 +189,7 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
         cancel: cancel.clone(),
     };
     let mut current = shared.start(cfg.clone()).await?;
+    shared.health.mark_started();
 
     if !once {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(16);

@@ -100,9 +100,22 @@ pub struct SourceStatus {
 #[derive(Debug, Default)]
 pub struct Health {
     sources: Mutex<BTreeMap<String, SourceHealth>>,
+    /// Whether the sources have been started: until then there is nothing to be ready.
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
+    /// The agent has started its sources (the probe server runs from before that).
+    pub fn mark_started(&self) {
+        self.started
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`Health::mark_started`] was called.
+    pub fn is_started(&self) -> bool {
+        self.started.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Registers (or re-registers, after a reload) a source and returns its handle.
     pub fn register(&self, name: &str) -> SourceHealth {
         let h = SourceHealth::new();
@@ -180,6 +193,19 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_started_until_the_agent_says_so() {
+        let health = Health::default();
+        assert!(!health.is_started());
+        health.register("a");
+        assert!(
+            !health.is_started(),
+            "registering a source is not starting them all"
+        );
+        health.mark_started();
+        assert!(health.is_started());
+    }
 
     #[test]
     fn ready_until_failing_too_long_and_again_after_a_success() {

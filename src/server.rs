@@ -59,7 +59,10 @@ async fn readyz(AxState(p): AxState<Probe>) -> Response {
         Ok(Ok(1))
     );
     let sources = p.health.readiness(p.unready_after);
-    let ready = state_ok && sources.values().all(|s| s.ready);
+    // The server answers from before the sources are started (opening sinks and building the
+    // HTTP client take a moment): no sources yet is not ready.
+    let started = p.health.is_started();
+    let ready = started && state_ok && sources.values().all(|s| s.ready);
     let mut body = serde_json::json!({
         "status": if ready { "ready" } else { "not ready" },
         "state": if state_ok { "ok" } else { "not answering" },
@@ -70,6 +73,7 @@ async fn readyz(AxState(p): AxState<Probe>) -> Response {
             .iter()
             .filter_map(|(n, s)| s.reason.as_ref().map(|r| format!("{n}: {r}")))
             .chain((!state_ok).then(|| "state: not answering".to_string()))
+            .chain((!started).then(|| "starting: the sources are not started yet".to_string()))
             .collect();
         body["reason"] = serde_json::Value::String(reasons.join("; "));
     }
