@@ -65,15 +65,6 @@ pub fn hash_canonical(bytes: &[u8]) -> ContentHash {
     *blake3::hash(bytes).as_bytes()
 }
 
-/// Appends `n` as an unsigned LEB128 varint: lengths and counts in the canonical encoding.
-fn put_len(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 /// The canonical encoding, by direct scan of JSON text. Produces exactly what encoding the
 /// parsed tree ([`Canon`]) produces — the tests hold it to that — at a fraction of the cost.
 /// It accepts exactly the JSON that serde_json accepts (the tests hold it to that too), so it
@@ -83,10 +74,16 @@ fn put_len(out: &mut Vec<u8>, mut n: u64) {
 /// value) follow its header, and when the object closes its members are put in key order in
 /// place. Objects whose keys are already in order (most small ones) are not moved at all.
 mod canon {
+    use crate::scan::{find_string_stop, first_stop16};
+
     /// Buffers reused from event to event.
     #[derive(Default)]
     pub struct Scratch {
+        /// The encoding is `out[..len]`. The scanner writes at its own position and keeps `out`
+        /// longer than that, zero-filled once, so that most writes are plain stores of a fixed
+        /// size (a short string is copied as 32 bytes, then the position moves by its length).
         out: Vec<u8>,
+        len: usize,
         /// The members of the objects being encoded, innermost object's last.
         members: Vec<Member>,
         /// Where an object's members are copied while they are put in order.
@@ -101,7 +98,7 @@ mod canon {
     impl Scratch {
         /// The last encoding made.
         pub fn bytes(&self) -> &[u8] {
-            &self.out
+            &self.out[..self.len]
         }
 
         /// For each string value of the last encoding whose bytes are those of the text (no
@@ -111,19 +108,59 @@ mod canon {
         }
     }
 
-    /// One member of an object, as encoded in the output.
+    /// One member of an object, as encoded in the output: 32 bytes, sorted when the object's
+    /// keys are out of order. (Positions fit in 32 bits: an entry whose encoding would not is
+    /// refused, see [`grow`].)
     #[derive(Clone, Copy)]
     struct Member {
         /// The key's first eight bytes as a number (see [`prefix`]).
         prefix: u64,
         /// The member's encoding (key, then value) is `out[start..end]`.
-        start: usize,
-        end: usize,
+        start: u32,
+        end: u32,
         /// The key's bytes are `out[key..key + key_len]`.
-        key: usize,
-        key_len: usize,
+        key: u32,
+        key_len: u32,
         /// The member's verbatim string values are `origins[strings.0..strings.1]`.
-        strings: (usize, usize),
+        strings: (u32, u32),
+    }
+
+    impl Member {
+        fn key<'o>(&self, out: &'o [u8]) -> &'o [u8] {
+            &out[self.key as usize..(self.key + self.key_len) as usize]
+        }
+    }
+
+    /// Puts an object's members in key order; equal keys (JSON allows them) stay in text order.
+    fn sort_members(m: &mut [Member], out: &[u8]) {
+        // Keys alike in their first eight bytes are rare: compared whole out of line.
+        #[cold]
+        #[inline(never)]
+        fn tie_less(a: &Member, b: &Member, out: &[u8]) -> bool {
+            (a.key(out), a.start) < (b.key(out), b.start)
+        }
+        let less = |a: &Member, b: &Member| {
+            a.prefix < b.prefix || (a.prefix == b.prefix && tie_less(a, b, out))
+        };
+        if m.len() > 16 {
+            m.sort_unstable_by(|a, b| {
+                a.prefix
+                    .cmp(&b.prefix)
+                    .then_with(|| a.key(out).cmp(b.key(out)))
+                    .then(a.start.cmp(&b.start))
+            });
+            return;
+        }
+        // Insertion sort: objects are small, and their keys often nearly in order.
+        for i in 1..m.len() {
+            let x = m[i];
+            let mut j = i;
+            while j > 0 && less(&x, &m[j - 1]) {
+                m[j] = m[j - 1];
+                j -= 1;
+            }
+            m[j] = x;
+        }
     }
 
     /// The first eight bytes of `k`, zero-padded, as a big-endian number: comparing two of these
@@ -131,7 +168,6 @@ mod canon {
     fn prefix(k: &[u8]) -> u64 {
         match k.first_chunk::<8>() {
             Some(b) => u64::from_be_bytes(*b),
-            // Shorter keys byte by byte: a copy of a variable length would call memcpy.
             None => k
                 .iter()
                 .enumerate()
@@ -139,10 +175,25 @@ mod canon {
         }
     }
 
+    /// [`prefix`] of the `n` bytes at `out[at..]`, reading eight bytes at once where `out` has
+    /// them (whatever follows the key is masked off).
+    #[inline(always)]
+    fn prefix_at(out: &[u8], at: usize, n: usize) -> u64 {
+        match out.get(at..at + 8) {
+            Some(b) if n >= 8 => u64::from_be_bytes(b.try_into().expect("8 bytes")),
+            Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")) & !(u64::MAX >> (8 * n)),
+            None => prefix(&out[at..at + n]),
+        }
+    }
+
     /// Arrays and objects nest at most this deep. (serde_json skips a value it ignores however
     /// deep it is; such an entry falls back to the slower path and its key cannot be computed,
     /// as before.)
     const MAX_DEPTH: usize = 128;
+
+    /// A string of at most this many bytes is copied as this many (from the text, which goes
+    /// on past it), in one fixed-size move instead of a call to `memcpy`.
+    const SHORT: usize = 32;
 
     /// Encodes `text`, which must be one JSON value (whitespace around it allowed), into the
     /// scratch buffer and returns the bytes; fails on anything that is not JSON.
@@ -154,53 +205,33 @@ mod canon {
         {
             return Err(());
         }
-        Ok(&scratch.out)
+        Ok(scratch.bytes())
     }
 
     /// Encodes the JSON value at the start of `text` (after any whitespace) and returns its
     /// encoding and where in `text` it ends; what follows it is not looked at.
     pub fn encode_value<'s>(text: &str, scratch: &'s mut Scratch) -> Result<(&'s [u8], usize), ()> {
-        scratch.out.clear();
+        scratch.len = 0;
         scratch.members.clear();
         scratch.origins.clear();
         let mut sc = Scanner {
             t: text,
             b: text.as_bytes(),
             i: 0,
+            w: 0,
         };
         sc.value(scratch, 0)?;
-        Ok((&scratch.out, sc.i))
+        scratch.len = sc.w;
+        Ok((scratch.bytes(), sc.i))
     }
 
     struct Scanner<'a> {
         t: &'a str,
         b: &'a [u8],
+        /// Where in the text the scan is.
         i: usize,
-    }
-
-    /// The first byte in `b` that ends a run of plain string bytes: `"`, `\\` or a control
-    /// character (which JSON does not allow raw), eight bytes at a time.
-    pub(super) fn find_string_stop(b: &[u8]) -> Option<usize> {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-        let mut i = 0;
-        while i + 8 <= b.len() {
-            let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-            // Bytes below 0x20: subtracting 0x20 borrows from them, and only from them among
-            // bytes without their high bit set.
-            let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-            let hit = zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64)) | control;
-            if hit != 0 {
-                // The lowest flagged byte is a true match (borrows only run upwards).
-                return Some(i + (hit.trailing_zeros() / 8) as usize);
-            }
-            i += 8;
-        }
-        b[i..]
-            .iter()
-            .position(|c| *c == b'"' || *c == b'\\' || *c < 0x20)
-            .map(|k| i + k)
+        /// Where in `Scratch::out` the next byte goes.
+        w: usize,
     }
 
     /// Whether `n` is a number as JSON spells it: `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
@@ -238,40 +269,68 @@ mod canon {
         i == n.len()
     }
 
-    /// Writes a count into the byte reserved for it at `at`, making room when it needs more;
-    /// `origins` are those of the strings after it, moved with them.
-    fn patch_count(out: &mut Vec<u8>, at: usize, n: usize, origins: &mut [(usize, usize)]) {
-        if n < 0x80 {
-            out[at] = n as u8;
-        } else {
-            let mut count = Vec::with_capacity(10);
-            super::put_len(&mut count, n as u64);
-            let extra = count.len() - 1;
-            out.splice(at..at + 1, count);
-            for o in origins {
-                o.0 += extra;
-            }
+    /// Writes `n` as an unsigned LEB128 varint (lengths and counts in the canonical encoding) at
+    /// `out[at..]`, which has room for it (ten bytes at most), and returns where it ends.
+    #[inline(always)]
+    fn put_len_at(out: &mut [u8], mut at: usize, mut n: u64) -> usize {
+        while n >= 0x80 {
+            out[at] = (n as u8 & 0x7f) | 0x80;
+            n >>= 7;
+            at += 1;
         }
+        out[at] = n as u8;
+        at + 1
     }
 
-    /// [`Scanner::string`] for a string with escapes (`quoted` includes its quotes): rare, so
-    /// kept out of line, where its frame does not weigh on every other string.
+    /// Makes `out` at least `need` bytes long (zero-filled), doubling it at least; refuses an
+    /// encoding past 4 GiB, so that every position in it fits in 32 bits (see [`Member`]).
     #[cold]
     #[inline(never)]
-    fn unescaped(out: &mut Vec<u8>, tag: u8, quoted: &str) -> Result<(usize, usize), ()> {
-        let s = serde_json::from_str::<String>(quoted).map_err(|_| ())?;
-        out.push(tag);
-        super::put_len(out, s.len() as u64);
-        let at = out.len();
-        out.extend_from_slice(s.as_bytes());
-        Ok((at, s.len()))
+    fn grow(out: &mut Vec<u8>, need: usize) -> Result<(), ()> {
+        const MAX: usize = u32::MAX as usize;
+        if need > MAX {
+            return Err(());
+        }
+        out.resize(need.max(2 * out.len()).clamp(1024, MAX), 0);
+        Ok(())
     }
 
-    impl<'a> Scanner<'a> {
-        fn ws(&mut self) {
+    impl Scanner<'_> {
+        /// Makes room for `n` bytes at the write position.
+        #[inline(always)]
+        fn room(&self, out: &mut Vec<u8>, n: usize) -> Result<(), ()> {
+            if out.len() < self.w + n {
+                grow(out, self.w + n)?;
+            }
+            Ok(())
+        }
+
+        /// Writes one byte.
+        #[inline(always)]
+        fn put(&mut self, out: &mut Vec<u8>, byte: u8) -> Result<(), ()> {
+            self.room(out, 1)?;
+            out[self.w] = byte;
+            self.w += 1;
+            Ok(())
+        }
+
+        /// The next byte that is not whitespace (which it skips), if there is one. Most text
+        /// has no whitespace, which one comparison tells.
+        #[inline(always)]
+        fn next(&mut self) -> Option<u8> {
+            match self.b.get(self.i) {
+                Some(&c) if c > b' ' => Some(c),
+                _ => self.next_after_ws(),
+            }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn next_after_ws(&mut self) -> Option<u8> {
             while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
                 self.i += 1;
             }
+            self.b.get(self.i).copied()
         }
 
         fn lit(&mut self, word: &[u8]) -> Result<(), ()> {
@@ -285,83 +344,132 @@ mod canon {
 
         /// Encodes the string at `self.i` (its opening quote) with `tag`, escapes resolved;
         /// returns where its bytes are in `out`, how many there are, and whether they are
-        /// those of the text (no escapes).
+        /// those of the text (no escapes). Eight bytes at `out[at..]` are always there to read
+        /// (see [`prefix_at`]).
         #[inline(always)]
         fn string(&mut self, out: &mut Vec<u8>, tag: u8) -> Result<(usize, usize, bool), ()> {
             let start = self.i + 1;
+            // Most strings (keys, short values) are under sixteen bytes without escapes: found
+            // and copied sixteen bytes at a time.
+            if let Some(block) = self.b.get(start..start + 16) {
+                let block: &[u8; 16] = block.try_into().expect("16 bytes");
+                let n = first_stop16(block);
+                if n < 16 && block[n] == b'"' {
+                    self.room(out, 2 + 16)?;
+                    out[self.w] = tag;
+                    out[self.w + 1] = n as u8;
+                    let at = self.w + 2;
+                    out[at..at + 16].copy_from_slice(block);
+                    self.w = at + n;
+                    self.i = start + n + 1;
+                    return Ok((at, n, true));
+                }
+            }
             let mut j = start;
             let mut escaped = false;
-            while let Some(k) = find_string_stop(&self.b[j.min(self.b.len())..]) {
-                j += k;
-                match self.b[j] {
-                    b'"' => break,
+            let end = loop {
+                let k = find_string_stop(self.b, j).ok_or(())?;
+                match self.b[k] {
+                    b'"' => break k,
                     b'\\' => {
                         escaped = true;
-                        j += 2;
+                        j = k + 2;
                     }
                     _ => return Err(()), // a raw control character
                 }
-            }
-            if j >= self.b.len() || self.b[j] != b'"' {
-                return Err(());
-            }
-            self.i = j + 1;
+            };
+            self.i = end + 1;
             if escaped {
-                return unescaped(out, tag, &self.t[start - 1..j + 1])
+                return self
+                    .unescaped(out, tag, &self.t[start - 1..end + 1])
                     .map(|(at, n)| (at, n, false));
             }
-            let s = &self.b[start..j];
-            match u8::try_from(s.len()) {
-                Ok(n @ 0..0x80) => {
-                    out.push(tag);
-                    out.push(n);
-                }
-                _ => {
-                    out.push(tag);
-                    super::put_len(out, s.len() as u64);
-                }
+            let n = end - start;
+            self.room(out, 11 + n.max(SHORT))?;
+            let at = if n < 0x80 {
+                out[self.w] = tag;
+                out[self.w + 1] = n as u8;
+                self.w + 2
+            } else {
+                out[self.w] = tag;
+                put_len_at(out, self.w + 1, n as u64)
+            };
+            match self.b.get(start..start + SHORT) {
+                Some(short) if n <= SHORT => out[at..at + SHORT].copy_from_slice(short),
+                _ => out[at..at + n].copy_from_slice(&self.b[start..end]),
             }
-            let at = out.len();
-            out.extend_from_slice(s);
-            Ok((at, s.len(), true))
+            self.w = at + n;
+            Ok((at, n, true))
         }
 
+        /// [`Scanner::string`] for a string with escapes (`quoted` includes its quotes): rare,
+        /// so kept out of line, where its frame does not weigh on every other string.
+        #[cold]
+        #[inline(never)]
+        fn unescaped(
+            &mut self,
+            out: &mut Vec<u8>,
+            tag: u8,
+            quoted: &str,
+        ) -> Result<(usize, usize), ()> {
+            let s = serde_json::from_str::<String>(quoted).map_err(|_| ())?;
+            self.room(out, 11 + s.len() + 8)?;
+            out[self.w] = tag;
+            let at = put_len_at(out, self.w + 1, s.len() as u64);
+            out[at..at + s.len()].copy_from_slice(s.as_bytes());
+            self.w = at + s.len();
+            Ok((at, s.len()))
+        }
+
+        /// Writes a count of `n` into the byte reserved for it at `at`; `origins` are those of
+        /// the strings after it.
+        #[inline(always)]
+        fn patch_count(
+            &mut self,
+            out: &mut Vec<u8>,
+            at: usize,
+            n: usize,
+            origins: &mut [(usize, usize)],
+        ) -> Result<(), ()> {
+            if n < 0x80 {
+                out[at] = n as u8;
+                Ok(())
+            } else {
+                self.widen_count(out, at, n, origins)
+            }
+        }
+
+        /// [`Scanner::patch_count`] for a count that needs more than one byte: what follows
+        /// moves up to make room, `origins` with it.
+        #[cold]
+        #[inline(never)]
+        fn widen_count(
+            &mut self,
+            out: &mut Vec<u8>,
+            at: usize,
+            n: usize,
+            origins: &mut [(usize, usize)],
+        ) -> Result<(), ()> {
+            let mut count = [0u8; 10];
+            let len = put_len_at(&mut count, 0, n as u64);
+            let extra = len - 1;
+            self.room(out, extra)?;
+            out.copy_within(at + 1..self.w, at + len);
+            out[at..at + len].copy_from_slice(&count[..len]);
+            self.w += extra;
+            for o in origins {
+                o.0 += extra;
+            }
+            Ok(())
+        }
+
+        /// Encodes the value at `self.i`, after any whitespace. Scalars are encoded right here,
+        /// in the loop of the array or object they are in; only arrays and objects are calls.
+        #[inline(always)]
         fn value(&mut self, sc: &mut Scratch, depth: usize) -> Result<(), ()> {
-            self.ws();
-            let out = &mut sc.out;
-            match *self.b.get(self.i).ok_or(())? {
+            match self.next().ok_or(())? {
                 b'{' => self.object(sc, depth),
-                b'[' => {
-                    if depth >= MAX_DEPTH {
-                        return Err(());
-                    }
-                    self.i += 1;
-                    // One byte is reserved for the count, which is enough below 128 items.
-                    out.extend_from_slice(b"[\0");
-                    let count_at = out.len() - 1;
-                    let origins_base = sc.origins.len();
-                    let mut n = 0;
-                    self.ws();
-                    if self.b.get(self.i) == Some(&b']') {
-                        self.i += 1;
-                    } else {
-                        loop {
-                            self.value(sc, depth + 1)?;
-                            n += 1;
-                            self.ws();
-                            match self.b.get(self.i) {
-                                Some(b',') => self.i += 1,
-                                Some(b']') => {
-                                    self.i += 1;
-                                    break;
-                                }
-                                _ => return Err(()),
-                            }
-                        }
-                    }
-                    patch_count(&mut sc.out, count_at, n, &mut sc.origins[origins_base..]);
-                    Ok(())
-                }
+                b'[' => self.array(sc, depth),
                 b'"' => {
                     let from = self.i + 1;
                     let (at, _, verbatim) = self.string(&mut sc.out, b's')?;
@@ -370,15 +478,63 @@ mod canon {
                     }
                     Ok(())
                 }
-                b't' => self.lit(b"true").map(|_| out.push(b't')),
-                b'f' => self.lit(b"false").map(|_| out.push(b'f')),
-                b'n' => self.lit(b"null").map(|_| out.push(b'n')),
-                b'-' | b'0'..=b'9' => self.number(out),
+                b't' => self.lit(b"true").and_then(|_| self.put(&mut sc.out, b't')),
+                b'f' => self.lit(b"false").and_then(|_| self.put(&mut sc.out, b'f')),
+                b'n' => self.lit(b"null").and_then(|_| self.put(&mut sc.out, b'n')),
+                b'-' | b'0'..=b'9' => self.number(&mut sc.out),
                 _ => Err(()),
             }
         }
 
+        /// Writes a tag and eight bytes.
+        #[inline(always)]
+        fn put_tagged(&mut self, out: &mut Vec<u8>, tag: u8, bytes: [u8; 8]) -> Result<(), ()> {
+            self.room(out, 9)?;
+            out[self.w] = tag;
+            out[self.w + 1..self.w + 9].copy_from_slice(&bytes);
+            self.w += 9;
+            Ok(())
+        }
+
+        /// Encodes the number at `self.i`: an integer that fits, the common case, in one pass
+        /// over its digits; anything else as [`Scanner::any_number`] does.
+        #[inline(never)]
         fn number(&mut self, out: &mut Vec<u8>) -> Result<(), ()> {
+            let b = self.b;
+            let negative = b[self.i] == b'-';
+            let from = self.i + usize::from(negative);
+            let mut i = from;
+            let mut v: u64 = 0;
+            while let Some(d) = b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|d| *d < 10) {
+                match v.checked_mul(10).and_then(|v| v.checked_add(u64::from(d))) {
+                    Some(next) => v = next,
+                    None => return self.any_number(out),
+                }
+                i += 1;
+            }
+            let digits = i - from;
+            if digits == 0
+                || (digits > 1 && b[from] == b'0')
+                || matches!(b.get(i), Some(b'.' | b'e' | b'E' | b'+' | b'-'))
+            {
+                return self.any_number(out);
+            }
+            if !negative {
+                self.i = i;
+                self.put_tagged(out, b'u', v.to_le_bytes())
+            } else if v != 0 && v <= 1 << 63 {
+                self.i = i;
+                // `v` is at most 2^63, so its negation fits (2^63 is i64::MIN).
+                self.put_tagged(out, b'i', (v as i64).wrapping_neg().to_le_bytes())
+            } else {
+                // "-0" is the float -0.0 to serde_json; below i64::MIN a float too.
+                self.any_number(out)
+            }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn any_number(&mut self, out: &mut Vec<u8>) -> Result<(), ()> {
             let start = self.i;
             while self.i < self.b.len()
                 && matches!(
@@ -394,20 +550,16 @@ mod canon {
             }
             // As serde_json reads numbers: integers that fit are integers (non-negative ones
             // unsigned), everything else a float.
-            let float = |out: &mut Vec<u8>| -> Result<(), ()> {
+            let float = |me: &mut Self, out: &mut Vec<u8>| -> Result<(), ()> {
                 // Out of range is infinite, as before: serde_json skips such a number in a field
                 // it ignores, and only refuses it where a number is wanted.
                 let f: f64 = n.parse().map_err(|_| ())?;
-                out.push(b'd');
-                out.extend_from_slice(&f.to_bits().to_le_bytes());
-                Ok(())
+                me.put_tagged(out, b'd', f.to_bits().to_le_bytes())
             };
             if n.bytes().any(|c| matches!(c, b'.' | b'e' | b'E')) {
-                float(out)
+                float(self, out)
             } else if let Ok(u) = n.parse::<u64>() {
-                out.push(b'u');
-                out.extend_from_slice(&u.to_le_bytes());
-                Ok(())
+                self.put_tagged(out, b'u', u.to_le_bytes())
             } else if let Ok(i) = n.parse::<i64>().map_err(|_| ()).and_then(|i| {
                 // serde_json reads "-0" as the float -0.0.
                 if i == 0 {
@@ -417,66 +569,99 @@ mod canon {
                 }
             }) {
                 if i >= 0 {
-                    out.push(b'u');
-                    out.extend_from_slice(&(i as u64).to_le_bytes());
+                    self.put_tagged(out, b'u', (i as u64).to_le_bytes())
                 } else {
-                    out.push(b'i');
-                    out.extend_from_slice(&i.to_le_bytes());
+                    self.put_tagged(out, b'i', i.to_le_bytes())
                 }
-                Ok(())
             } else {
-                float(out)
+                float(self, out)
             }
         }
 
-        fn object(&mut self, sc: &mut Scratch, depth: usize) -> Result<(), ()> {
+        /// Steps over the `[` or `{` at `self.i` and writes `tag` and a count of 0; returns
+        /// where the count is. One byte is reserved for it, which is enough below 128 items.
+        #[inline(always)]
+        fn open(&mut self, out: &mut Vec<u8>, depth: usize, tag: u8) -> Result<usize, ()> {
             if depth >= MAX_DEPTH {
                 return Err(());
             }
             self.i += 1;
-            sc.out.extend_from_slice(b"{\0");
-            let count_at = sc.out.len() - 1;
-            let base = sc.members.len();
+            self.room(out, 2)?;
+            out[self.w] = tag;
+            out[self.w + 1] = 0;
+            self.w += 2;
+            Ok(self.w - 1)
+        }
+
+        #[inline(never)]
+        fn array(&mut self, sc: &mut Scratch, depth: usize) -> Result<(), ()> {
+            let count_at = self.open(&mut sc.out, depth, b'[')?;
             let origins_base = sc.origins.len();
-            let mut in_order = true;
-            self.ws();
-            if self.b.get(self.i) == Some(&b'}') {
+            let mut n = 0;
+            if self.next() == Some(b']') {
                 self.i += 1;
                 return Ok(()); // its count is the 0 already written
             }
             loop {
-                self.ws();
-                if self.b.get(self.i) != Some(&b'"') {
+                self.value(sc, depth + 1)?;
+                n += 1;
+                match self.next() {
+                    Some(b',') => self.i += 1,
+                    Some(b']') => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return Err(()),
+                }
+            }
+            self.patch_count(&mut sc.out, count_at, n, &mut sc.origins[origins_base..])
+        }
+
+        #[inline(never)]
+        fn object(&mut self, sc: &mut Scratch, depth: usize) -> Result<(), ()> {
+            let count_at = self.open(&mut sc.out, depth, b'{')?;
+            let base = sc.members.len();
+            let origins_base = sc.origins.len();
+            let mut in_order = true;
+            let mut c = self.next();
+            if c == Some(b'}') {
+                self.i += 1;
+                return Ok(()); // its count is the 0 already written
+            }
+            loop {
+                if c != Some(b'"') {
                     return Err(());
                 }
-                let start = sc.out.len();
+                let start = self.w;
                 let strings_from = sc.origins.len();
                 let (key, key_len, _) = self.string(&mut sc.out, b'k')?;
-                let k = &sc.out[key..key + key_len];
-                let p = prefix(k);
+                let p = prefix_at(&sc.out, key, key_len);
                 if in_order && sc.members.len() > base {
-                    let last = sc.members[sc.members.len() - 1];
+                    let last = &sc.members[sc.members.len() - 1];
                     // Equal keys (JSON allows them) stay in text order, so they are in order.
                     in_order = last.prefix < p
-                        || (last.prefix == p && sc.out[last.key..last.key + last.key_len] <= *k);
+                        || (last.prefix == p && *last.key(&sc.out) <= sc.out[key..key + key_len]);
                 }
-                self.ws();
-                if self.b.get(self.i) != Some(&b':') {
+                if self.next() != Some(b':') {
                     return Err(());
                 }
                 self.i += 1;
                 self.value(sc, depth + 1)?;
+                // Every position is below `out`'s length, which `grow` keeps within 32 bits,
+                // and there are fewer strings than bytes.
                 sc.members.push(Member {
                     prefix: p,
-                    start,
-                    end: sc.out.len(),
-                    key,
-                    key_len,
-                    strings: (strings_from, sc.origins.len()),
+                    start: start as u32,
+                    end: self.w as u32,
+                    key: key as u32,
+                    key_len: key_len as u32,
+                    strings: (strings_from as u32, sc.origins.len() as u32),
                 });
-                self.ws();
-                match self.b.get(self.i) {
-                    Some(b',') => self.i += 1,
+                match self.next() {
+                    Some(b',') => {
+                        self.i += 1;
+                        c = self.next();
+                    }
                     Some(b'}') => {
                         self.i += 1;
                         break;
@@ -490,35 +675,30 @@ mod canon {
                 tmp,
                 origins,
                 moved,
+                ..
             } = sc;
             let mine = &mut members[base..];
             let n = mine.len();
             if !in_order {
-                let key = |m: &Member| &out[m.key..m.key + m.key_len];
-                mine.sort_unstable_by(|a, b| {
-                    a.prefix
-                        .cmp(&b.prefix)
-                        .then_with(|| key(a).cmp(key(b)))
-                        .then(a.start.cmp(&b.start))
-                });
+                sort_members(mine, out);
                 let first = count_at + 1;
                 tmp.clear();
-                tmp.extend_from_slice(&out[first..]);
+                tmp.extend_from_slice(&out[first..self.w]);
                 let mut w = first;
                 moved.clear();
                 for m in mine.iter() {
-                    let len = m.end - m.start;
-                    out[w..w + len].copy_from_slice(&tmp[m.start - first..m.end - first]);
+                    let (start, end) = (m.start as usize, m.end as usize);
+                    let len = end - start;
+                    out[w..w + len].copy_from_slice(&tmp[start - first..end - first]);
                     // The member's strings move with it, and stay in order among themselves.
-                    let (from, to) = m.strings;
-                    moved.extend(origins[from..to].iter().map(|o| (o.0 - m.start + w, o.1)));
+                    let (from, to) = (m.strings.0 as usize, m.strings.1 as usize);
+                    moved.extend(origins[from..to].iter().map(|o| (o.0 - start + w, o.1)));
                     w += len;
                 }
                 origins[origins_base..].copy_from_slice(moved);
             }
             members.truncate(base);
-            patch_count(out, count_at, n, &mut origins[origins_base..]);
-            Ok(())
+            self.patch_count(out, count_at, n, &mut origins[origins_base..])
         }
     }
 }
@@ -571,6 +751,16 @@ impl Occurrences {
 /// The reference for the scanner: the same encoding, from a parsed tree.
 #[cfg(test)]
 mod reference {
+    /// Appends `n` as an unsigned LEB128 varint, written here again so that the reference
+    /// shares nothing with the scanner it checks.
+    fn put_len(out: &mut Vec<u8>, mut n: u64) {
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+
     /// A JSON value borrowed from the text it was parsed from.
     enum Canon<'a> {
         Null,
@@ -607,7 +797,7 @@ mod reference {
                 Canon::Str(s) => hash_str(h, b's', s),
                 Canon::Array(items) => {
                     h.push(b'[');
-                    super::put_len(h, items.len() as u64);
+                    put_len(h, items.len() as u64);
                     for i in items {
                         i.encode(h);
                     }
@@ -615,7 +805,7 @@ mod reference {
                 Canon::Object(entries) => {
                     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                     h.push(b'{');
-                    super::put_len(h, entries.len() as u64);
+                    put_len(h, entries.len() as u64);
                     for (k, v) in entries {
                         hash_str(h, b'k', k);
                         v.encode(h);
@@ -627,7 +817,7 @@ mod reference {
 
     fn hash_str(h: &mut Vec<u8>, tag: u8, s: &str) {
         h.push(tag);
-        super::put_len(h, s.len() as u64);
+        put_len(h, s.len() as u64);
         h.extend_from_slice(s.as_bytes());
     }
 
@@ -873,29 +1063,17 @@ mod tests {
                 assert_eq!(fast, Ok(reference::encode(&text)), "{n} items");
             }
         }
-    }
-
-    #[test]
-    fn the_string_search_finds_the_first_quote_backslash_or_control_character() {
-        for len in 0..90 {
-            for at in 0..=len {
-                for (c, other) in [(b'"', b'\\'), (b'\\', b'"'), (0x1f, b'"'), (0, b'\\')] {
-                    let mut b = vec![b'a'; len];
-                    // Bytes either side of the searched ones, and a later match of the other.
-                    for (i, x) in b.iter_mut().enumerate() {
-                        *x = [b'a', b'!', 0x21 ^ 1, b'#', 0xe9, b'[', 0x20, 0x7f, 0xff][i % 9];
-                    }
-                    if at < len {
-                        b[at] = c;
-                        if at + 3 < len {
-                            b[at + 3] = other;
-                        }
-                    }
-                    let want = b
-                        .iter()
-                        .position(|x| *x == b'"' || *x == b'\\' || *x < 0x20);
-                    assert_eq!(canon::find_string_stop(&b), want, "{len} {at}");
-                }
+        // Strings and keys of every length around the short copy's 32 bytes and the one-byte
+        // length's 127, with the text ending right after them or going on, unsorted.
+        for n in 0..=140 {
+            let s = "é".repeat(n / 2) + &"k".repeat(n % 2);
+            for text in [
+                format!("\"{s}\""),
+                format!(r#"{{"{s}":"{s}"}}"#),
+                format!(r#"{{"{s}z":"{s}","{s}":["{s}",{n}],"a":1}}  "#),
+            ] {
+                let fast = canon::encode(&text, &mut scratch).map(|b| b.to_vec());
+                assert_eq!(fast, Ok(reference::encode(&text)), "{n} bytes");
             }
         }
     }

@@ -300,68 +300,53 @@ impl Event {
     }
 }
 
-/// Whether any of the 8 bytes of `w` is `"`, `\` or a control character (< 0x20): the bytes a
-/// JSON string must escape. Bytes from 0x80 up (UTF-8) never match.
-#[inline]
-fn needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    (below_space | zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64))) != 0
-}
-
 /// Appends `s` as a JSON string, escaped as serde_json escapes it. Text without anything to
-/// escape, the common case, is checked eight bytes at a time and copied whole.
+/// escape, the common case, is searched a word at a time ([`crate::scan`]) and copied whole.
+#[inline]
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
+    match crate::scan::find_string_stop(bytes, 0) {
+        None => {
+            out.reserve(bytes.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(bytes);
+            out.push(b'"');
+        }
+        Some(clean) => push_escaped(out, bytes, clean),
+    }
+}
+
+/// [`push_json_str`] for a string with something to escape, the first at `clean`.
+#[cold]
+#[inline(never)]
+fn push_escaped(out: &mut Vec<u8>, bytes: &[u8], clean: usize) {
+    out.reserve(bytes.len() + 8);
     out.push(b'"');
-    let mut clean = 0;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in chunks.by_ref() {
-        if needs_escape(u64::from_le_bytes(c.try_into().expect("8 bytes"))) {
-            break;
+    out.extend_from_slice(&bytes[..clean]);
+    let mut from = clean;
+    for (i, &b) in bytes.iter().enumerate().skip(clean) {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[from..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        } else {
+            out.extend_from_slice(esc);
         }
-        clean += 8;
+        from = i + 1;
     }
-    // The last few bytes one by one: most strings end clean, and are then copied in one piece.
-    if clean + 8 > bytes.len()
-        && !bytes[clean..]
-            .iter()
-            .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
-    {
-        clean = bytes.len();
-    }
-    if clean == bytes.len() {
-        out.extend_from_slice(bytes);
-    } else {
-        out.extend_from_slice(&bytes[..clean]);
-        let mut from = clean;
-        for (i, &b) in bytes.iter().enumerate().skip(clean) {
-            let esc: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0..=0x1f => b"",
-                _ => continue,
-            };
-            out.extend_from_slice(&bytes[from..i]);
-            if esc.is_empty() {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-            } else {
-                out.extend_from_slice(esc);
-            }
-            from = i + 1;
-        }
-        out.extend_from_slice(&bytes[from..]);
-    }
+    out.extend_from_slice(&bytes[from..]);
     out.push(b'"');
 }
 
@@ -436,32 +421,17 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        // Every single byte value that is a char, at every offset within a word.
+        // Every single byte value that is a char, at every offset within a 16-byte block and
+        // within a word after it.
         for c in (0u8..0x80).map(char::from) {
-            for pad in 0..9 {
-                cases.push(format!("{}{c}{}", "a".repeat(pad), "b".repeat(9 - pad)));
+            for pad in 0..26 {
+                cases.push(format!("{}{c}{}", "a".repeat(pad), "b".repeat(26 - pad)));
             }
         }
         for s in cases {
             let mut out = Vec::new();
             push_json_str(&mut out, &s);
             assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
-        }
-    }
-
-    #[test]
-    fn the_word_check_finds_exactly_the_bytes_to_escape() {
-        for b in 0..=255u8 {
-            let expect = b < 0x20 || b == b'"' || b == b'\\';
-            for pos in 0..8 {
-                let mut w = [b'a'; 8];
-                w[pos] = b;
-                assert_eq!(
-                    needs_escape(u64::from_le_bytes(w)),
-                    expect,
-                    "{b:#x} at {pos}"
-                );
-            }
         }
     }
 }

@@ -12,7 +12,7 @@
 //! - [`sinks`]: stdout, file and HTTP, behind [`sinks::Sink`].
 //! - [`state`]: SQLite on its own thread: cursors, dedupe keys, sink positions, migrations.
 //! - [`event`], [`dedupe`], [`timefmt`]: the native event (spans into the page it came in), its
-//!   keys, and time text.
+//!   keys, and time text; [`scan`]: the byte search their JSON reading and writing share.
 //! - [`retry`]: the one retry policy of every HTTP call.
 //! - [`metrics`], [`health`], [`server`]: `/metrics`, `/healthz` and `/readyz`.
 
@@ -26,6 +26,7 @@ pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod retry;
+pub mod scan;
 pub mod server;
 pub mod sinks;
 pub mod sources;
