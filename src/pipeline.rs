@@ -306,7 +306,10 @@ impl Poller {
         // A vendor id can repeat within a page (offsets shifted by a late insert); content keys
         // cannot (occurrence numbers tell twins apart), so only vendor ids are checked.
         let by_id = self.traits.identity == Identity::VendorId;
-        let mut in_page = HashSet::with_capacity(if by_id { keys.len() } else { 0 });
+        let mut in_page = HashSet::with_capacity_and_hasher(
+            if by_id { keys.len() } else { 0 },
+            dedupe::RandomState::default(),
+        );
         let mut fresh_keys = Vec::with_capacity(events.len());
         let mut duplicates = 0u64;
         let mut i = 0;
