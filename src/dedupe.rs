@@ -305,11 +305,17 @@ mod canon {
             Ok(())
         }
 
+        /// The `N` bytes at the write position, room made for them.
+        #[inline(always)]
+        fn slot<'o, const N: usize>(&self, out: &'o mut Vec<u8>) -> Result<&'o mut [u8; N], ()> {
+            self.room(out, N)?;
+            Ok((&mut out[self.w..self.w + N]).try_into().expect("N bytes"))
+        }
+
         /// Writes one byte.
         #[inline(always)]
         fn put(&mut self, out: &mut Vec<u8>, byte: u8) -> Result<(), ()> {
-            self.room(out, 1)?;
-            out[self.w] = byte;
+            self.slot::<1>(out)?[0] = byte;
             self.w += 1;
             Ok(())
         }
@@ -355,11 +361,11 @@ mod canon {
                 let block: &[u8; 16] = block.try_into().expect("16 bytes");
                 let n = first_stop16(block);
                 if n < 16 && block[n] == b'"' {
-                    self.room(out, 2 + 16)?;
-                    out[self.w] = tag;
-                    out[self.w + 1] = n as u8;
+                    let slot = self.slot::<18>(out)?;
+                    slot[0] = tag;
+                    slot[1] = n as u8;
+                    slot[2..].copy_from_slice(block);
                     let at = self.w + 2;
-                    out[at..at + 16].copy_from_slice(block);
                     self.w = at + n;
                     self.i = start + n + 1;
                     return Ok((at, n, true));
@@ -489,9 +495,9 @@ mod canon {
         /// Writes a tag and eight bytes.
         #[inline(always)]
         fn put_tagged(&mut self, out: &mut Vec<u8>, tag: u8, bytes: [u8; 8]) -> Result<(), ()> {
-            self.room(out, 9)?;
-            out[self.w] = tag;
-            out[self.w + 1..self.w + 9].copy_from_slice(&bytes);
+            let slot = self.slot::<9>(out)?;
+            slot[0] = tag;
+            slot[1..].copy_from_slice(&bytes);
             self.w += 9;
             Ok(())
         }
@@ -586,9 +592,7 @@ mod canon {
                 return Err(());
             }
             self.i += 1;
-            self.room(out, 2)?;
-            out[self.w] = tag;
-            out[self.w + 1] = 0;
+            *self.slot::<2>(out)? = [tag, 0];
             self.w += 2;
             Ok(self.w - 1)
         }
