@@ -239,4 +239,17 @@ mod tests {
             Err(SourceError::Body(_))
         ));
     }
+
+    /// A lone surrogate escape in a member the shape does not read (a vendor that cut a string
+    /// between the halves of a pair): the entry is read and keyed, not refused for ever.
+    #[test]
+    fn an_entry_with_a_lone_surrogate_in_an_unread_member_is_read_and_keyed() {
+        let e = one(
+            r#"{"timestamp": 1, "actor": {"name": "bob"}, "metadata": {"note": "cut \ud83d"}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.actor().unwrap().name, Some("bob"));
+        let hash = e.content_hash().expect("hashed while read");
+        assert_eq!(hash, crate::dedupe::content_hash(e.raw()).unwrap());
+    }
 }
