@@ -244,7 +244,15 @@ impl Event {
     /// Appends the event's native JSON object to `out`, with or without `raw`.
     pub fn write_json(&self, out: &mut Vec<u8>, include_raw: bool) {
         out.extend_from_slice(b"{\"id\":");
-        push_json_str(out, self.id());
+        match &self.content_id {
+            // Lower-case hex: nothing to escape, nothing to check.
+            Some(hex) => {
+                out.push(b'"');
+                out.extend_from_slice(hex);
+                out.push(b'"');
+            }
+            None => push_json_str(out, self.id()),
+        }
         out.extend_from_slice(b",\"source\":");
         push_json_str(out, &self.source);
         out.extend_from_slice(b",\"kind\":");
@@ -405,6 +413,10 @@ mod tests {
         assert_eq!(e.raw(), page.as_str());
         e.set_content_id(&[0xab; 16]);
         assert_eq!(e.id(), "ab".repeat(16));
+        let mut out = Vec::new();
+        e.write_json(&mut out, false);
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["id"], "ab".repeat(16));
     }
 
     #[test]
