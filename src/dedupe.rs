@@ -234,71 +234,28 @@ mod canon {
         w: usize,
     }
 
-    /// The bytes of a JSON string's text (between its quotes, escapes included) that holds a
-    /// surrogate escape with no partner (`"\ud800"`): serde_json skips such a string where it
-    /// ignores a field but cannot make a `String` of it, and an entry must not go without a key
-    /// for that (its source would fail on it for ever). Escapes are resolved as serde_json
-    /// resolves them, pairs joined; a lone surrogate is written as UTF-8 writes any other code
-    /// point (WTF-8), three bytes that no valid UTF-8 holds, so no other string encodes the
-    /// same. `None` on an escape that serde_json refuses anywhere.
-    #[cold]
-    pub(super) fn with_lone_surrogates(text: &[u8]) -> Option<Vec<u8>> {
-        let hex4 = |h: Option<&[u8]>| -> Option<u32> {
-            let h = std::str::from_utf8(h?).ok()?;
-            if h.len() != 4 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return None;
-            }
-            u32::from_str_radix(h, 16).ok()
-        };
-        let mut out = Vec::with_capacity(text.len());
-        let mut i = 0;
-        while let Some(&c) = text.get(i) {
-            i += 1;
-            if c == b'"' || c < 0x20 {
-                return None; // not within one string
-            }
-            if c != b'\\' {
-                out.push(c);
-                continue;
-            }
-            let e = *text.get(i)?;
-            i += 1;
-            let simple = match e {
-                b'"' | b'\\' | b'/' => e,
-                b'b' => 0x08,
-                b'f' => 0x0c,
-                b'n' => b'\n',
-                b'r' => b'\r',
-                b't' => b'\t',
-                b'u' => 0,
-                _ => return None,
-            };
-            if e != b'u' {
-                out.push(simple);
-                continue;
-            }
-            let mut cp = hex4(text.get(i..i + 4))?;
-            i += 4;
-            if (0xd800..0xdc00).contains(&cp) && text.get(i..i + 2) == Some(b"\\u") {
-                if let Some(low) =
-                    hex4(text.get(i + 2..i + 6)).filter(|l| (0xdc00..0xe000).contains(l))
-                {
-                    cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
-                    i += 6;
+    /// A JSON string's bytes, escapes resolved, as serde_json reads a byte string: the bytes of
+    /// the `String` it would make, except that a surrogate escape with no partner (`"\ud800"`,
+    /// a string cut between the halves of a pair) is kept in UTF-8's bit layout (WTF-8) where a
+    /// `String` refuses it. serde_json skips such a string in a member it ignores, so an entry
+    /// must not go without a key for it (its source would fail on it for ever); and valid UTF-8
+    /// never holds those bytes, so no other string encodes the same.
+    struct Unescaped(Vec<u8>);
+
+    impl<'de> serde::Deserialize<'de> for Unescaped {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Bytes;
+            impl serde::de::Visitor<'_> for Bytes {
+                type Value = Unescaped;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_bytes<E>(self, b: &[u8]) -> Result<Unescaped, E> {
+                    Ok(Unescaped(b.to_vec()))
                 }
             }
-            // UTF-8's bit layout, surrogates included.
-            let cont = |shift: u32| 0x80 | (cp >> shift & 0x3f) as u8;
-            match cp {
-                0..0x80 => out.push(cp as u8),
-                0x80..0x800 => out.extend_from_slice(&[0xc0 | (cp >> 6) as u8, cont(0)]),
-                0x800..0x10000 => {
-                    out.extend_from_slice(&[0xe0 | (cp >> 12) as u8, cont(6), cont(0)])
-                }
-                _ => out.extend_from_slice(&[0xf0 | (cp >> 18) as u8, cont(12), cont(6), cont(0)]),
-            }
+            d.deserialize_bytes(Bytes)
         }
-        Some(out)
     }
 
     /// Whether `n` is a number as JSON spells it: `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
@@ -360,6 +317,21 @@ mod canon {
         }
         out.resize(need.max(2 * out.len()).clamp(1024, MAX), 0);
         Ok(())
+    }
+
+    /// [`Scanner::patch_count`] for a count that needs more than one byte: `out[at + 1..end]`
+    /// moves up to make room for it; returns by how much.
+    #[cold]
+    #[inline(never)]
+    fn widen_count(out: &mut Vec<u8>, at: usize, end: usize, n: usize) -> Result<usize, ()> {
+        let mut count = [0u8; 10];
+        let len = put_len_at(&mut count, 0, n as u64);
+        if out.len() < end + len - 1 {
+            grow(out, end + len - 1)?;
+        }
+        out.copy_within(at + 1..end, at + len);
+        out[at..at + len].copy_from_slice(&count[..len]);
+        Ok(len - 1)
     }
 
     impl Scanner<'_> {
@@ -485,10 +457,7 @@ mod canon {
             tag: u8,
             quoted: &str,
         ) -> Result<(usize, usize), ()> {
-            let s = match serde_json::from_str::<String>(quoted) {
-                Ok(s) => s.into_bytes(),
-                Err(_) => with_lone_surrogates(&quoted.as_bytes()[1..quoted.len() - 1]).ok_or(())?,
-            };
+            let Unescaped(s) = serde_json::from_str(quoted).map_err(|_| ())?;
             self.room(out, 11 + s.len() + 8)?;
             out[self.w] = tag;
             let at = put_len_at(out, self.w + 1, s.len() as u64);
@@ -498,7 +467,7 @@ mod canon {
         }
 
         /// Writes a count of `n` into the byte reserved for it at `at`; `origins` are those of
-        /// the strings after it.
+        /// the strings after it, which move with them when the count needs more than one byte.
         #[inline(always)]
         fn patch_count(
             &mut self,
@@ -509,33 +478,11 @@ mod canon {
         ) -> Result<(), ()> {
             if n < 0x80 {
                 out[at] = n as u8;
-                Ok(())
-            } else {
-                self.widen_count(out, at, n, origins)
+                return Ok(());
             }
-        }
-
-        /// [`Scanner::patch_count`] for a count that needs more than one byte: what follows
-        /// moves up to make room, `origins` with it.
-        #[cold]
-        #[inline(never)]
-        fn widen_count(
-            &mut self,
-            out: &mut Vec<u8>,
-            at: usize,
-            n: usize,
-            origins: &mut [(usize, usize)],
-        ) -> Result<(), ()> {
-            let mut count = [0u8; 10];
-            let len = put_len_at(&mut count, 0, n as u64);
-            let extra = len - 1;
-            self.room(out, extra)?;
-            out.copy_within(at + 1..self.w, at + len);
-            out[at..at + len].copy_from_slice(&count[..len]);
+            let extra = widen_count(out, at, self.w, n)?;
             self.w += extra;
-            for o in origins {
-                o.0 += extra;
-            }
+            origins.iter_mut().for_each(|o| o.0 += extra);
             Ok(())
         }
 
@@ -832,7 +779,7 @@ impl Occurrences {
 mod reference {
     /// Appends `n` as an unsigned LEB128 varint, written here again so that the reference
     /// shares nothing with the scanner it checks.
-    fn put_len(out: &mut Vec<u8>, mut n: u64) {
+    pub(super) fn put_len(out: &mut Vec<u8>, mut n: u64) {
         while n >= 0x80 {
             out.push((n as u8 & 0x7f) | 0x80);
             n >>= 7;
@@ -1277,29 +1224,34 @@ mod tests {
         );
     }
 
-    /// The lenient decoder resolves escapes exactly as serde_json does wherever serde_json makes
-    /// a String, and refuses exactly the strings serde_json refuses to skip.
+    /// Strings with escapes are encoded with exactly the bytes of the String serde_json makes
+    /// of them (so no key changes), and refused exactly where serde_json refuses to skip them;
+    /// lone surrogates, which no String holds, are the test above.
     #[test]
-    fn the_lone_surrogate_decoder_agrees_with_serde_json() {
+    fn escaped_strings_are_encoded_as_serde_json_reads_them() {
         let pieces = [
             "a", "é", "\\\"", "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t", "\\u0041",
             "\\u00e9", "\\u20AC", "\\ud83d", "\\uDE00", "\\udbff", "\\udfff", "\\ud800", "\\uDC00",
             "\\u12", "\\x", "\\", "\\u", "\\ug000", "\\u0000",
         ];
+        let mut scratch = canon::Scratch::default();
         let mut rng = fastrand::Rng::with_seed(5);
         for _ in 0..20_000 {
             let inner: String = (0..rng.usize(0..5))
                 .map(|_| pieces[rng.usize(0..pieces.len())])
                 .collect();
             let quoted = format!("\"{inner}\"");
-            let lenient = canon::with_lone_surrogates(inner.as_bytes());
-            match serde_json::from_str::<String>(&quoted) {
-                Ok(s) => assert_eq!(lenient, Some(s.into_bytes()), "{quoted}"),
-                Err(_) => assert_eq!(
-                    lenient.is_some(),
-                    serde_json::from_str::<serde::de::IgnoredAny>(&quoted).is_ok(),
-                    "{quoted}"
-                ),
+            let fast = canon::encode(&quoted, &mut scratch).map(|b| b.to_vec());
+            assert_eq!(
+                fast.is_ok(),
+                serde_json::from_str::<serde::de::IgnoredAny>(&quoted).is_ok(),
+                "{quoted}"
+            );
+            if let Ok(s) = serde_json::from_str::<String>(&quoted) {
+                let mut want = vec![b's'];
+                reference::put_len(&mut want, s.len() as u64);
+                want.extend_from_slice(s.as_bytes());
+                assert_eq!(fast, Ok(want), "{quoted}");
             }
         }
     }
