@@ -76,9 +76,15 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned LEB128 length or count.
+    #[inline]
     fn len(&mut self) -> Result<usize, Refused> {
-        let mut n = 0usize;
-        for shift in (0..64).step_by(7) {
+        // Nearly every length is under 128: one byte.
+        let first = self.byte()?;
+        if first < 0x80 {
+            return Ok(first as usize);
+        }
+        let mut n = (first & 0x7f) as usize;
+        for shift in (7..64).step_by(7) {
             let c = self.byte()?;
             n |= ((c & 0x7f) as usize) << shift;
             if c < 0x80 {
@@ -108,39 +114,40 @@ impl<'a> Reader<'a> {
         }
         if let Some(&(out, from)) = self.origins.get(self.next_origin) {
             if out == at {
-                return match self.text.get(from..from + n) {
-                    Some(s) if s.as_bytes() == bytes => Ok(s),
-                    _ => Err(Refused), // cannot happen; serde_json will say
-                };
+                // The scanner copied these bytes from there (the tests hold reading from the
+                // encoding to reading the text).
+                let s = self.text.get(from..from + n).ok_or(Refused)?;
+                debug_assert_eq!(s.as_bytes(), bytes);
+                return Ok(s);
             }
         }
         std::str::from_utf8(bytes).map_err(|_| Refused)
     }
 
-    /// Skips one value, whatever it is.
+    /// Skips one value, whatever it is: counts the values still to skip rather than recursing.
     fn skip(&mut self) -> Result<(), Refused> {
-        match self.byte()? {
-            b's' | b'k' => {
-                let n = self.len()?;
-                self.take(n).map(|_| ())
-            }
-            b'u' | b'i' | b'd' => self.take(8).map(|_| ()),
-            b't' | b'f' | b'n' => Ok(()),
-            b'[' => {
-                for _ in 0..self.len()? {
-                    self.skip()?;
+        let mut left = 1usize;
+        while left > 0 {
+            left -= 1;
+            match self.byte()? {
+                b's' | b'k' => {
+                    let n = self.len()?;
+                    self.take(n)?;
                 }
-                Ok(())
-            }
-            b'{' => {
-                for _ in 0..self.len()? {
-                    self.skip()?; // the key
-                    self.skip()?;
+                b'u' | b'i' | b'd' => {
+                    self.take(8)?;
                 }
-                Ok(())
+                b't' | b'f' | b'n' => {}
+                // An array's items, an object's keys and values.
+                b'[' => left = left.checked_add(self.len()?).ok_or(Refused)?,
+                b'{' => {
+                    let pairs = self.len()?.checked_mul(2).ok_or(Refused)?;
+                    left = left.checked_add(pairs).ok_or(Refused)?;
+                }
+                _ => return Err(Refused),
             }
-            _ => Err(Refused),
         }
+        Ok(())
     }
 }
 
@@ -385,5 +392,42 @@ impl<'de> de::Deserializer<'de> for Key<'de> {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf option unit unit_struct newtype_struct seq tuple
         tuple_struct map struct enum ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::from_canonical;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    struct Pick<'a> {
+        #[serde(borrow)]
+        b: &'a str,
+        n: u64,
+        #[serde(borrow)]
+        long: &'a str,
+    }
+
+    fn read<'a>(text: &'a str, scratch: &'a mut crate::dedupe::Scratch) -> Option<Pick<'a>> {
+        let end = crate::dedupe::canonical_value(text, scratch).expect("JSON");
+        from_canonical(scratch.bytes(), scratch.origins(), &text[..end])
+    }
+
+    /// Members a shape ignores are skipped whatever they hold (nesting, every scalar, escapes,
+    /// lengths and counts past one byte), and what it reads points into the text.
+    #[test]
+    fn ignored_members_of_every_kind_are_skipped() {
+        let many = vec!["[{}]"; 130].join(",");
+        let long = "x".repeat(200);
+        let text = format!(
+            r#"{{"a":{{"x":[1,-2,{{"y":null}}],"z":{{}}}},"b":"kept","c":[true,false,"s\"q",1.5,-0],
+            "d":{{"k":{{"l":[[]]}}}},"e":[{many}],"f":"{long}","long":"{long}","n":7,"o":"é"}}"#
+        );
+        let mut scratch = crate::dedupe::Scratch::default();
+        let got = read(&text, &mut scratch).expect("read from the encoding");
+        assert_eq!((got.b, got.n, got.long), ("kept", 7, long.as_str()));
+        let at = got.long.as_ptr() as usize - text.as_ptr() as usize;
+        assert_eq!(&text[at - 1..at], "\"", "a slice of the text");
     }
 }
