@@ -175,14 +175,70 @@ macro_rules! integer {
     )*};
 }
 
-/// Requests no vendor shape makes: refused.
-macro_rules! refused {
-    ($($method:ident)*) => {$(
+/// The requests both readers of entries (this one and `sources::plain`) answer alike: strings
+/// and identifiers as `deserialize_str`, tuples as `deserialize_seq`, a newtype as what it
+/// wraps; everything no vendor shape asks for (floats, chars, bytes, units, enums, tuple
+/// structs) refused.
+macro_rules! shared_requests {
+    () => {
+        fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
+            self.deserialize_str(v)
+        }
+
+        fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
+            self.deserialize_str(v)
+        }
+
+        fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, v: V) -> Result<V::Value, Refused> {
+            self.deserialize_seq(v)
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            v: V,
+        ) -> Result<V::Value, Refused> {
+            v.visit_newtype_struct(self)
+        }
+
+        $crate::canonical::shared_requests!(@refused
+            deserialize_f32 deserialize_f64 deserialize_char deserialize_bytes
+            deserialize_byte_buf deserialize_unit
+        );
+
+        fn deserialize_unit_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: V,
+        ) -> Result<V::Value, Refused> {
+            Err(Refused)
+        }
+
+        fn deserialize_tuple_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: usize,
+            _: V,
+        ) -> Result<V::Value, Refused> {
+            Err(Refused)
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Refused> {
+            Err(Refused)
+        }
+    };
+    (@refused $($method:ident)*) => {$(
         fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Refused> {
             Err(Refused)
         }
     )*};
 }
+pub(crate) use shared_requests;
 
 impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
     type Error = Refused;
@@ -230,14 +286,6 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         }
     }
 
-    fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
-        self.deserialize_str(v)
-    }
-
-    fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
-        self.deserialize_str(v)
-    }
-
     fn deserialize_bool<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
         match self.byte()? {
             b't' => v.visit_bool(true),
@@ -251,10 +299,6 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
             b'[' => seq(self, v),
             _ => Err(Refused),
         }
-    }
-
-    fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, v: V) -> Result<V::Value, Refused> {
-        self.deserialize_seq(v)
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
@@ -277,48 +321,11 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         }
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        v: V,
-    ) -> Result<V::Value, Refused> {
-        v.visit_newtype_struct(self)
-    }
+    shared_requests!();
 
     integer! {
         deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
         deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
-    }
-
-    refused! {
-        deserialize_f32 deserialize_f64 deserialize_char deserialize_bytes deserialize_byte_buf
-        deserialize_unit
-    }
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: V,
-    ) -> Result<V::Value, Refused> {
-        Err(Refused)
-    }
-
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: usize,
-        _: V,
-    ) -> Result<V::Value, Refused> {
-        Err(Refused)
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: &'static [&'static str],
-        _: V,
-    ) -> Result<V::Value, Refused> {
-        Err(Refused)
     }
 }
 
