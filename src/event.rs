@@ -56,6 +56,17 @@ impl Span {
     };
 }
 
+/// Where `s` is in `page`, if it is a slice of it.
+#[inline]
+fn page_span(page: &str, s: &str) -> Option<Span> {
+    let base = page.as_ptr() as usize;
+    let at = s.as_ptr() as usize;
+    (at >= base && at + s.len() <= base + page.len() && page.len() < OWN as usize).then(|| Span {
+        start: (at - base) as u32,
+        len: s.len() as u32,
+    })
+}
+
 /// Who or what an event is about: `actor`, `target` and `project` all take this shape.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Entity<'a> {
@@ -100,6 +111,9 @@ impl Event {
         page: &PageText,
         raw: &str,
     ) -> Event {
+        // Built where it is returned (this is per event): a raw in the page, the usual case,
+        // needs no second step.
+        let raw_span = page_span(page, raw).unwrap_or(Span::NONE);
         let mut e = Event {
             source: source.clone(),
             kind,
@@ -107,12 +121,14 @@ impl Event {
             time,
             page: page.clone(),
             own: String::new(),
-            raw: Span::NONE,
+            raw: raw_span,
             fields: [Span::NONE; FIELDS],
             content_id: None,
             content_hash: None,
         };
-        e.raw = e.span_of(raw);
+        if raw_span == Span::NONE {
+            e.raw = e.span_of(raw);
+        }
         e
     }
 
@@ -129,13 +145,8 @@ impl Event {
     }
 
     fn span_of(&mut self, s: &str) -> Span {
-        let base = self.page.as_ptr() as usize;
-        let at = s.as_ptr() as usize;
-        if at >= base && at + s.len() <= base + self.page.len() && self.page.len() < OWN as usize {
-            return Span {
-                start: (at - base) as u32,
-                len: s.len() as u32,
-            };
+        if let Some(span) = page_span(&self.page, s) {
+            return span;
         }
         let start = self.own.len();
         assert!(start + s.len() < OWN as usize, "event text over 2 GiB");

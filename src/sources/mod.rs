@@ -315,14 +315,14 @@ pub fn read_entries<'p, T: serde::Deserialize<'p>>(
     capacity: usize,
     mut normalise: impl FnMut(&'p str, T) -> Result<Event, SourceError>,
 ) -> Result<(Vec<Event>, Option<u64>), SourceError> {
-    read_elements(page, layout, capacity, |c| {
+    read_elements(page, layout, capacity, |c, events| {
         #[cfg(test)]
         if tests::SERDE_ONLY.get() {
             let (raw, entry) = c.value::<T>()?;
-            return Ok(normalise(raw, entry));
+            return Ok(normalise(raw, entry).map(|ev| events.push(ev)));
         }
         let (raw, entry) = c.plain_value::<T>()?;
-        Ok(normalise(raw, entry))
+        Ok(normalise(raw, entry).map(|ev| events.push(ev)))
     })
 }
 
@@ -347,34 +347,36 @@ pub fn read_hashed_entries<'p, S: Shape>(
         return read_entries::<S::Raw<'p>>(page, layout, capacity, normalise);
     }
     let mut scratch = crate::dedupe::Scratch::default();
-    read_elements(page, layout, capacity, |c| {
+    read_elements(page, layout, capacity, |c, events| {
         c.hashed_value::<S, _>(&mut scratch, |raw, entry, hash| {
             let mut ev = normalise(raw, entry)?;
             if let Some(h) = hash {
                 ev.set_content_hash(h);
             }
-            Ok(ev)
+            events.push(ev);
+            Ok(())
         })
     })
 }
 
-/// Reads a page whose entries `element` reads, one at the cursor each time: an outer error is
-/// the page's JSON, an inner one the vendor entry (refused by its normaliser).
+/// Reads a page whose entries `element` reads, one at the cursor each time, and pushes (events
+/// are built in place: moving one costs more than reading it): an outer error is the page's
+/// JSON, an inner one the vendor entry (refused by its normaliser).
 fn read_elements<'p>(
     page: &'p str,
     layout: Layout<'_>,
     capacity: usize,
-    mut element: impl FnMut(&mut json::Cursor<'p>) -> Result<Result<Event, SourceError>, SourceError>,
+    mut element: impl FnMut(
+        &mut json::Cursor<'p>,
+        &mut Vec<Event>,
+    ) -> Result<Result<(), SourceError>, SourceError>,
 ) -> Result<(Vec<Event>, Option<u64>), SourceError> {
     let mut events = Vec::with_capacity(capacity.min(10_000));
     // An entry the vendor file refuses is reported as it is; anything wrong with the page's
     // JSON says what shape was expected.
     let mut refused = None;
-    let each = |c: &mut json::Cursor<'p>| match element(c)? {
-        Ok(e) => {
-            events.push(e);
-            Ok(())
-        }
+    let each = |c: &mut json::Cursor<'p>| match element(c, &mut events)? {
+        Ok(()) => Ok(()),
         Err(e) => {
             refused = Some(e);
             Err(SourceError::Body(String::new()))
