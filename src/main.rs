@@ -11,11 +11,19 @@ fn main() -> ExitCode {
         one_malloc_arena();
     }
     auditship::init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // The agent runs on one thread: its sources take turns (a page is read in a few ms), file
+    // writes and SQLite have threads of their own, and no task wakes another across threads,
+    // which cost about 10% of a backfill's CPU on two workers (README "Performance"). The
+    // emulator, which serves many connections at once, gets two workers.
+    let mut builder = match args.command {
+        Command::Simulate(_) | Command::Demo { .. } => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        }
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
