@@ -11,9 +11,9 @@ fn main() -> ExitCode {
         one_malloc_arena();
     }
     auditship::init_logging();
-    // The agent runs on one thread: its sources take turns (a page is read in a few ms), file
-    // writes and SQLite have threads of their own, and no task wakes another across threads,
-    // which cost about 10% of a backfill's CPU on two workers (README "Performance"). The
+    // The agent's tasks run on one thread: its sources take turns (a page is read in a few ms),
+    // file writes, gzip and SQLite have threads of their own, and no task wakes another across
+    // threads, which cost 4–12% of a backfill's CPU on two workers (README "Performance"). The
     // emulator, which serves many connections at once, gets two workers.
     let mut builder = match args.command {
         Command::Simulate(_) | Command::Demo { .. } => {

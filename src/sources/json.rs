@@ -73,7 +73,7 @@ impl<'p> Cursor<'p> {
         if let Some((value, len)) = super::plain::from_text::<T>(rest) {
             self.pos += len;
             #[cfg(test)]
-            super::tests::FROM_CANONICAL.set(super::tests::FROM_CANONICAL.get() + 1);
+            super::tests::FAST_READS.set(super::tests::FAST_READS.get() + 1);
             return Ok((&rest[..len], value));
         }
         self.value::<T>()
@@ -101,7 +101,7 @@ impl<'p> Cursor<'p> {
             ) {
                 self.pos += len;
                 #[cfg(test)]
-                super::tests::FROM_CANONICAL.set(super::tests::FROM_CANONICAL.get() + 1);
+                super::tests::FAST_READS.set(super::tests::FAST_READS.get() + 1);
                 return Ok(each(text, shape, hash.map(|h| h.0)));
             }
         }
