@@ -252,4 +252,17 @@ mod tests {
         let hash = e.content_hash().expect("hashed while read");
         assert_eq!(hash, crate::dedupe::content_hash(e.raw()).unwrap());
     }
+
+    /// The same in a member the shape reads: the field gets U+FFFD, the key comes from the raw
+    /// as sent (so it is the key the entry always had).
+    #[test]
+    fn an_entry_with_a_lone_surrogate_in_a_read_member_is_read_and_keyed() {
+        let json = r#"{"timestamp": 1, "actor": {"name": "bob \ud83d"}, "in": {"id": "p"}}"#;
+        let e = one(json).unwrap();
+        assert_eq!(e.actor().unwrap().name, Some("bob \u{fffd}"));
+        assert_eq!(e.project().unwrap().id, Some("p"));
+        assert_eq!(e.raw(), json);
+        let want = crate::dedupe::content_hash(e.raw()).unwrap();
+        assert_eq!(e.content_hash(), Some(want), "hashed while read");
+    }
 }

@@ -57,7 +57,15 @@ impl<'p> Cursor<'p> {
         let mut values = serde_json::Deserializer::from_str(rest).into_iter::<T>();
         let value = match values.next() {
             Some(Ok(v)) => v,
-            Some(Err(e)) => return Err(self.error(&e.to_string())),
+            Some(Err(e)) => {
+                return match with_lone_surrogates_replaced::<T>(rest) {
+                    Some((len, value)) => {
+                        self.pos += len;
+                        Ok((&rest[..len], value))
+                    }
+                    None => Err(self.error(&e.to_string())),
+                }
+            }
             None => return Err(self.error("expected a value")),
         };
         let len = values.byte_offset();
@@ -174,6 +182,66 @@ impl<'p> Cursor<'p> {
             Some(_) => Err(self.error("trailing characters")),
         }
     }
+}
+
+/// The value at the start of `text`, when serde_json refused it only for a string it cannot
+/// make: a surrogate escape with no partner (`"\ud83d"`), as a vendor writes when it cuts a
+/// string between the halves of a pair. serde_json skips such a string, but cannot give it as
+/// text, so the entry (and with it the page, retried for ever) would be refused. It is read
+/// again with each such escape as U+FFFD, `\ufffd`; its raw text, and so its content key, stay
+/// as sent. Returns the value and where it ends in `text`; `None` if it is refused for anything
+/// else. Only a refused entry comes here.
+fn with_lone_surrogates_replaced<'p, T: Deserialize<'p>>(text: &'p str) -> Option<(usize, T)> {
+    let mut skip = serde_json::Deserializer::from_str(text).into_iter::<IgnoredAny>();
+    skip.next()?.ok()?;
+    let len = skip.byte_offset();
+    let fixed = replace_lone_surrogates(&text[..len])?;
+    // Read from bytes it does not borrow from: every string comes out owned, which the vendor
+    // shapes take (`Text`), while the raw still points into the page.
+    let mut de = serde_json::Deserializer::from_reader(fixed.as_bytes());
+    let value = T::deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some((len, value))
+}
+
+/// `json` (JSON text) with every surrogate escape that is not half of a pair written `\ufffd`;
+/// `None` if there is none.
+fn replace_lone_surrogates(json: &str) -> Option<String> {
+    let b = json.as_bytes();
+    let unit = |at: usize| -> Option<u16> {
+        let hex = b.get(at..at + 6)?;
+        if &hex[..2] != b"\\u" {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    };
+    let high = |u: u16| (0xd800..0xdc00).contains(&u);
+    let low = |u: u16| (0xdc00..0xe000).contains(&u);
+    let mut out = String::new();
+    let (mut copied, mut i) = (0, 0);
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match unit(i) {
+            Some(u) if high(u) && unit(i + 6).is_some_and(low) => i += 12,
+            Some(u) if high(u) || low(u) => {
+                out.push_str(&json[copied..i]);
+                out.push_str("\\ufffd");
+                i += 6;
+                copied = i;
+            }
+            Some(_) => i += 6,
+            // Any other escape is two characters; this skips an escaped backslash whole.
+            None => i += 2,
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&json[copied..]);
+    Some(out)
 }
 
 /// Reads a page that is a bare array of entries.

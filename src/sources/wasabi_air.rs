@@ -168,6 +168,26 @@ mod tests {
         assert_eq!(e.copied_len(), "disabled_live_harvesting".len());
     }
 
+    /// A string cut between the halves of a surrogate pair: serde_json cannot make it, so the
+    /// entry is read again with the lone half as U+FFFD, not refused (with its page) for ever.
+    #[test]
+    fn a_lone_surrogate_in_a_read_field_becomes_a_replacement_character() {
+        let json = r#"{"id": "e1", "user_id": "ann\ud83d", "action_key": "a\ud83d\ude00b\\ud800",
+                "target_id": "\udc00x", "time": "2017-10-13T20:54:43Z"}"#;
+        let e = one(json).unwrap();
+        assert_eq!(e.actor().unwrap().id, Some("ann\u{fffd}"));
+        assert_eq!(
+            e.action(),
+            Some("a😀b\\ud800"),
+            "a pair and an escaped backslash kept"
+        );
+        assert_eq!(e.target().unwrap().id, Some("\u{fffd}x"));
+        assert_eq!(e.raw(), json, "the raw as sent");
+        // Broken JSON, or an entry wrong for another reason, is still refused.
+        assert!(one(r#"{"id": "e1", "user_id": "ann\ud83d", "time": 5"#).is_err());
+        assert!(one(r#"{"user_id": "ann\ud83d", "time": "2017-10-13T20:54:43Z"}"#).is_err());
+    }
+
     #[test]
     fn bad_time_or_missing_id_is_a_bad_page() {
         for bad in [
