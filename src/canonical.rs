@@ -177,10 +177,15 @@ macro_rules! integer {
 
 /// The requests both readers of entries (this one and `sources::plain`) answer alike: strings
 /// and identifiers as `deserialize_str`, tuples as `deserialize_seq`, a newtype as what it
-/// wraps; everything no vendor shape asks for (floats, chars, bytes, units, enums, tuple
-/// structs) refused.
+/// wraps, an ignored value by the reader's own `skip`; everything no vendor shape asks for
+/// (floats, chars, bytes, units, enums, tuple structs) refused.
 macro_rules! shared_requests {
     () => {
+        fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
+            self.skip()?;
+            v.visit_unit()
+        }
+
         fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
             self.deserialize_str(v)
         }
@@ -272,11 +277,6 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         } else {
             v.visit_some(self)
         }
-    }
-
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
-        self.skip()?;
-        v.visit_unit()
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {

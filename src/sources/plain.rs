@@ -120,14 +120,19 @@ impl<'a> Plain<'a> {
         }
     }
 
-    /// Steps into a container at `self.i`.
-    fn open(&mut self) -> Result<(), Refused> {
+    /// Steps into the array or object at `self.i`, whose closing byte is `close`.
+    fn inside(&mut self, close: u8) -> Result<Inside<'_, 'a>, Refused> {
         if self.depth == MAX_DEPTH {
             return Err(Refused);
         }
         self.depth += 1;
         self.i += 1;
-        Ok(())
+        Ok(Inside {
+            r: self,
+            close,
+            first: true,
+            done: false,
+        })
     }
 
     /// Skips one value, whatever it is (within what this reader reads at all).
@@ -139,25 +144,15 @@ impl<'a> Plain<'a> {
             b'n' => self.lit(b"null"),
             b'-' | b'0'..=b'9' => self.int().map(|_| ()),
             b'[' => {
-                self.open()?;
-                let mut items = Items {
-                    r: self,
-                    first: true,
-                    done: false,
-                };
-                while items.next()? {
+                let mut items = self.inside(b']')?;
+                while items.step()? {
                     items.r.skip()?;
                 }
                 Ok(())
             }
             b'{' => {
-                self.open()?;
-                let mut members = Members {
-                    r: self,
-                    first: true,
-                    done: false,
-                };
-                while members.next()?.is_some() {
+                let mut members = self.inside(b'}')?;
+                while members.key()?.is_some() {
                     members.r.skip()?;
                 }
                 Ok(())
@@ -167,32 +162,16 @@ impl<'a> Plain<'a> {
     }
 
     fn map<V: Visitor<'a>>(&mut self, v: V) -> Result<V::Value, Refused> {
-        self.open()?;
-        let mut members = Members {
-            r: self,
-            first: true,
-            done: false,
-        };
+        let mut members = self.inside(b'}')?;
         let value = v.visit_map(&mut members)?;
-        // A visitor that stops at the last member is done if `}` comes next.
-        if !members.done && members.next()?.is_some() {
-            return Err(Refused);
-        }
+        members.finish()?;
         Ok(value)
     }
 
     fn seq<V: Visitor<'a>>(&mut self, v: V) -> Result<V::Value, Refused> {
-        self.open()?;
-        let mut items = Items {
-            r: self,
-            first: true,
-            done: false,
-        };
+        let mut items = self.inside(b']')?;
         let value = v.visit_seq(&mut items)?;
-        // A visitor that stops at the last item is done if `]` comes next.
-        if !items.done && items.next()? {
-            return Err(Refused);
-        }
+        items.finish()?;
         Ok(value)
     }
 }
@@ -238,11 +217,6 @@ impl<'de> de::Deserializer<'de> for &mut Plain<'de> {
         } else {
             v.visit_some(self)
         }
-    }
-
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
-        self.skip()?;
-        v.visit_unit()
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
@@ -292,22 +266,26 @@ impl<'de> de::Deserializer<'de> for &mut Plain<'de> {
     }
 }
 
-/// The items of an array, after its `[`.
-struct Items<'r, 'a> {
+/// The items of an array or the members of an object, after its opening byte, in text order
+/// (as serde_json gives them).
+struct Inside<'r, 'a> {
     r: &'r mut Plain<'a>,
+    /// `]` or `}`.
+    close: u8,
     first: bool,
-    /// The closing `]` has been read.
+    /// The closing byte has been read.
     done: bool,
 }
 
-impl Items<'_, '_> {
-    /// Steps to the next item (past a comma); false at the end of the array (past its `]`).
-    fn next(&mut self) -> Result<bool, Refused> {
+impl<'a> Inside<'_, 'a> {
+    /// Steps to the next item or member (past a comma); false at the end (past the closing
+    /// byte).
+    fn step(&mut self) -> Result<bool, Refused> {
         if self.done {
             return Ok(false);
         }
         match (self.first, self.r.peek()?) {
-            (_, b']') => {
+            (_, c) if c == self.close => {
                 self.r.i += 1;
                 self.r.depth -= 1;
                 self.done = true;
@@ -320,54 +298,15 @@ impl Items<'_, '_> {
         self.first = false;
         Ok(true)
     }
-}
 
-impl<'de> de::SeqAccess<'de> for &mut Items<'_, 'de> {
-    type Error = Refused;
-
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, Refused> {
-        if !self.next()? {
+    /// An object's next key (the colon after it read too); `None` at its end.
+    fn key(&mut self) -> Result<Option<&'a str>, Refused> {
+        if !self.step()? {
             return Ok(None);
         }
-        seed.deserialize(&mut *self.r).map(Some)
-    }
-}
-
-/// The members of an object, after its `{`, in text order (as serde_json gives them).
-struct Members<'r, 'a> {
-    r: &'r mut Plain<'a>,
-    first: bool,
-    /// The closing `}` has been read.
-    done: bool,
-}
-
-impl<'a> Members<'_, 'a> {
-    /// The next key (past a comma, and the colon after it); `None` at the end of the object
-    /// (past its `}`).
-    fn next(&mut self) -> Result<Option<&'a str>, Refused> {
-        if self.done {
-            return Ok(None);
+        if self.r.peek()? != b'"' {
+            return Err(Refused);
         }
-        match (self.first, self.r.peek()?) {
-            (_, b'}') => {
-                self.r.i += 1;
-                self.r.depth -= 1;
-                self.done = true;
-                return Ok(None);
-            }
-            (false, b',') => {
-                self.r.i += 1;
-                if self.r.peek()? != b'"' {
-                    return Err(Refused);
-                }
-            }
-            (true, b'"') => {}
-            _ => return Err(Refused),
-        }
-        self.first = false;
         let key = self.r.str()?;
         if self.r.peek()? != b':' {
             return Err(Refused);
@@ -375,16 +314,39 @@ impl<'a> Members<'_, 'a> {
         self.r.i += 1;
         Ok(Some(key))
     }
+
+    /// After a visitor: it is done if it read to the end or stopped just before it (serde_json's
+    /// `end_seq`/`end_map` accept the closing byte there and nothing else).
+    fn finish(&mut self) -> Result<(), Refused> {
+        match self.step()? {
+            false => Ok(()),
+            true => Err(Refused),
+        }
+    }
 }
 
-impl<'de> de::MapAccess<'de> for &mut Members<'_, 'de> {
+impl<'de> de::SeqAccess<'de> for &mut Inside<'_, 'de> {
+    type Error = Refused;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Refused> {
+        if !self.step()? {
+            return Ok(None);
+        }
+        seed.deserialize(&mut *self.r).map(Some)
+    }
+}
+
+impl<'de> de::MapAccess<'de> for &mut Inside<'_, 'de> {
     type Error = Refused;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Refused> {
-        match self.next()? {
+        match self.key()? {
             Some(key) => seed.deserialize(Key(key)).map(Some),
             None => Ok(None),
         }
