@@ -726,11 +726,32 @@ mod canon {
 
 /// The key of the `n`th (from 0) occurrence of a content.
 pub fn occurrence_key(hash: &ContentHash, n: u32) -> Key {
+    truncate(blake3::hash(&occurrence(hash, n)))
+}
+
+/// [`occurrence_key`] of each content and occurrence number, in order, appended to `keys`:
+/// hashed side by side (see `lanes`).
+pub fn occurrence_keys(occurrences: &[(ContentHash, u32)], keys: &mut Vec<Key>) {
+    let mut batch = crate::lanes::Batch::default();
+    for (hash, n) in occurrences {
+        batch.push(&occurrence(hash, *n));
+    }
+    let mut hashes = Vec::with_capacity(occurrences.len());
+    batch.finish(&mut hashes);
+    keys.extend(hashes.iter().map(|h| {
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&h[..16]);
+        k
+    }));
+}
+
+/// What the key of the `n`th occurrence of a content hashes.
+fn occurrence(hash: &ContentHash, n: u32) -> [u8; 44] {
     let mut buf = [0u8; 44];
     buf[..8].copy_from_slice(b"content\0");
     buf[8..40].copy_from_slice(hash);
     buf[40..].copy_from_slice(&n.to_le_bytes());
-    truncate(blake3::hash(&buf))
+    buf
 }
 
 fn truncate(h: blake3::Hash) -> Key {
@@ -1222,6 +1243,21 @@ mod tests {
             hex_bytes(&occurrence_key(&h, 0)),
             *b"585d2080a20470776bff5194d379c9fc",
         );
+    }
+
+    /// The keys hashed side by side are the keys hashed one at a time, in order.
+    #[test]
+    fn occurrence_keys_of_a_page_are_each_occurrence_key() {
+        let items: Vec<(ContentHash, u32)> = (0..100u32)
+            .map(|i| (*blake3::hash(&i.to_le_bytes()).as_bytes(), i % 7))
+            .collect();
+        let mut keys = vec![[9; 16]];
+        occurrence_keys(&items, &mut keys);
+        assert_eq!(keys[0], [9; 16]);
+        assert_eq!(keys.len(), 101);
+        for ((h, n), k) in items.iter().zip(&keys[1..]) {
+            assert_eq!(*k, occurrence_key(h, *n));
+        }
     }
 
     /// Strings with escapes are encoded with exactly the bytes of the String serde_json makes

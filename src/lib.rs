@@ -23,6 +23,7 @@ pub mod config;
 pub mod dedupe;
 pub mod event;
 pub mod health;
+pub mod lanes;
 pub mod metrics;
 pub mod pipeline;
 pub mod retry;

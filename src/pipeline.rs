@@ -402,21 +402,22 @@ impl Poller {
     /// The dedupe key of each event; content-keyed events get their `id` from it.
     fn key(&mut self, events: &mut [Event]) -> Result<Vec<Key>, PollError> {
         let mut keys = Vec::with_capacity(events.len());
-        for ev in events.iter_mut() {
-            let key = match self.traits.identity {
-                Identity::VendorId => dedupe::id_key(ev.id()),
-                Identity::Content => {
-                    let h = match ev.content_hash() {
-                        Some(h) => h,
-                        None => dedupe::content_hash(ev.raw())
-                            .map_err(|e| SourceError::Body(format!("event is not JSON: {e}")))?,
-                    };
-                    let k = dedupe::occurrence_key(&h, self.occurrences.next(h));
-                    ev.set_content_id(&k);
-                    k
-                }
+        if self.traits.identity == Identity::VendorId {
+            keys.extend(events.iter().map(|ev| dedupe::id_key(ev.id())));
+            return Ok(keys);
+        }
+        let mut occurrences = Vec::with_capacity(events.len());
+        for ev in events.iter() {
+            let h = match ev.content_hash() {
+                Some(h) => h,
+                None => dedupe::content_hash(ev.raw())
+                    .map_err(|e| SourceError::Body(format!("event is not JSON: {e}")))?,
             };
-            keys.push(key);
+            occurrences.push((h, self.occurrences.next(h)));
+        }
+        dedupe::occurrence_keys(&occurrences, &mut keys);
+        for (ev, k) in events.iter_mut().zip(&keys) {
+            ev.set_content_id(k);
         }
         Ok(keys)
     }

@@ -89,18 +89,19 @@ impl<'p> Cursor<'p> {
 
     /// Reads the JSON value at the cursor with the canonical scanner, and takes `S`'s shape
     /// from its encoding (see `canonical`): `each` gets the value's text, its shape and its
-    /// content hash. Where the encoding cannot give the shape exactly as serde_json would, the
-    /// value is parsed by serde_json, as [`Cursor::value`] does, and what serde_json says goes.
+    /// canonical encoding (whose hash is its content hash). Where the encoding cannot give the
+    /// shape exactly as serde_json would, the value is parsed by serde_json, as
+    /// [`Cursor::value`] does, and what serde_json says goes.
     pub fn hashed_value<S: super::Shape, R>(
         &mut self,
         scratch: &mut dedupe::Scratch,
-        each: impl for<'a> FnOnce(&'p str, S::Raw<'a>, Option<dedupe::ContentHash>) -> R,
+        each: impl for<'a> FnOnce(&'p str, S::Raw<'a>, Option<&[u8]>) -> R,
     ) -> Result<R, SourceError> {
         self.ws();
         let rest = &self.text[self.pos..];
-        let mut hash = None;
+        let mut encoded = None;
         if let Some(len) = dedupe::canonical_value(rest, scratch) {
-            hash = Some((dedupe::hash_canonical(scratch.bytes()), len));
+            encoded = Some(len);
             let text = &rest[..len];
             if let Some(shape) = crate::canonical::from_canonical::<S::Raw<'_>>(
                 scratch.bytes(),
@@ -110,12 +111,14 @@ impl<'p> Cursor<'p> {
                 self.pos += len;
                 #[cfg(test)]
                 super::tests::FAST_READS.set(super::tests::FAST_READS.get() + 1);
-                return Ok(each(text, shape, hash.map(|h| h.0)));
+                return Ok(each(text, shape, Some(scratch.bytes())));
             }
         }
         let (text, shape) = self.value::<S::Raw<'p>>()?;
-        let hash = hash.filter(|h| h.1 == text.len()).map(|h| h.0);
-        Ok(each(text, shape, hash))
+        let encoding = encoded
+            .filter(|len| *len == text.len())
+            .map(|_| scratch.bytes());
+        Ok(each(text, shape, encoding))
     }
 
     /// Calls `element` with the cursor at each element of the array at the cursor, to read

@@ -336,6 +336,8 @@ pub trait Shape {
 /// scanner, which gives its content hash (set on the event, so the poller does not compute it
 /// again) and its shape `S` (see `canonical`). An entry the encoding cannot give exactly is
 /// parsed by serde_json as `read_entries` would, and behaves as it would there.
+///
+/// The encodings are hashed [`HASH_BATCH`] at a time, side by side (see `lanes`).
 pub fn read_hashed_entries<'p, S: Shape>(
     page: &'p str,
     layout: Layout<'_>,
@@ -347,16 +349,51 @@ pub fn read_hashed_entries<'p, S: Shape>(
         return read_entries::<S::Raw<'p>>(page, layout, capacity, normalise);
     }
     let mut scratch = crate::dedupe::Scratch::default();
-    read_elements(page, layout, capacity, |c, events| {
-        c.hashed_value::<S, _>(&mut scratch, |raw, entry, hash| {
-            let mut ev = normalise(raw, entry)?;
-            if let Some(h) = hash {
-                ev.set_content_hash(h);
+    let mut hashing = Hashing::default();
+    let (mut events, total) = read_elements(page, layout, capacity, |c, events| {
+        c.hashed_value::<S, _>(&mut scratch, |raw, entry, encoding| {
+            events.push(normalise(raw, entry)?);
+            if let Some(bytes) = encoding {
+                hashing.push(bytes, events);
             }
-            events.push(ev);
             Ok(())
         })
-    })
+    })?;
+    hashing.finish(&mut events);
+    Ok((events, total))
+}
+
+/// Encodings are hashed this many at a time: enough to keep every lane busy, few enough that
+/// the copies stay small (64 KB for entries of a kilobyte).
+const HASH_BATCH: usize = 64;
+
+/// The content hashes of a page's events being worked out: which event each encoding in the
+/// batch is for.
+#[derive(Default)]
+struct Hashing {
+    batch: crate::lanes::Batch,
+    events: Vec<usize>,
+    hashes: Vec<crate::lanes::Hash>,
+}
+
+impl Hashing {
+    /// Queues the encoding of the last event of `events`; hashes the batch when it is full.
+    fn push(&mut self, encoding: &[u8], events: &mut [Event]) {
+        self.batch.push(encoding);
+        self.events.push(events.len() - 1);
+        if self.batch.len() >= HASH_BATCH {
+            self.finish(events);
+        }
+    }
+
+    /// Hashes what is queued and sets each hash on its event.
+    fn finish(&mut self, events: &mut [Event]) {
+        self.hashes.clear();
+        self.batch.finish(&mut self.hashes);
+        for (i, h) in self.events.drain(..).zip(&self.hashes) {
+            events[i].set_content_hash(*h);
+        }
+    }
 }
 
 /// Reads a page whose entries `element` reads, one at the cursor each time, and pushes (events
@@ -747,7 +784,13 @@ pub(crate) mod tests {
             let (mut events, mut errors, mut fast) = (0, 0, 0);
             for round in 0..3000 {
                 let mut entries = Vec::new();
-                for _ in 0..rng.usize(1..4) {
+                // Now and then a page longer than a batch of hashes (`HASH_BATCH`).
+                let n = if round % 50 == 7 {
+                    rng.usize(60..200)
+                } else {
+                    rng.usize(1..4)
+                };
+                for _ in 0..n {
                     let mut e = base.clone();
                     for _ in 0..rng.usize(0..4) {
                         mutate(&mut rng, &mut e);
