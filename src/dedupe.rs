@@ -732,7 +732,7 @@ pub fn occurrence_key(hash: &ContentHash, n: u32) -> Key {
 /// [`occurrence_key`] of each content and occurrence number, in order, appended to `keys`:
 /// hashed side by side (see `lanes`).
 pub fn occurrence_keys(occurrences: &[(ContentHash, u32)], keys: &mut Vec<Key>) {
-    let mut batch = crate::lanes::Batch::default();
+    let mut batch = crate::lanes::Batch::with_capacity(occurrences.len(), 0);
     for (hash, n) in occurrences {
         batch.push(&occurrence(hash, *n));
     }

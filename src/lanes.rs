@@ -30,13 +30,22 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch with room for `inputs` inputs of `bytes` bytes in all before it grows.
+    pub fn with_capacity(inputs: usize, bytes: usize) -> Batch {
+        Batch {
+            blocks: Vec::with_capacity(bytes + inputs * BLOCK_LEN),
+            spans: Vec::with_capacity(inputs),
+        }
+    }
+
     /// Adds an input (copied); its hash comes in its place in [`Batch::finish`]'s output.
     pub fn push(&mut self, input: &[u8]) {
         let at = self.blocks.len();
-        // An empty input is one empty block, as BLAKE3 hashes it.
+        self.blocks.extend_from_slice(input);
+        // Zeros to the end of the last block; an empty input is one empty block, as BLAKE3
+        // hashes it.
         let padded = input.len().div_ceil(BLOCK_LEN).max(1) * BLOCK_LEN;
         self.blocks.resize(at + padded, 0);
-        self.blocks[at..at + input.len()].copy_from_slice(input);
         self.spans.push((at, input.len()));
     }
 

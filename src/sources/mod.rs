@@ -349,7 +349,13 @@ pub fn read_hashed_entries<'p, S: Shape>(
         return read_entries::<S::Raw<'p>>(page, layout, capacity, normalise);
     }
     let mut scratch = crate::dedupe::Scratch::default();
-    let mut hashing = Hashing::default();
+    let mut hashing = Hashing {
+        // Canonical encodings are about the size of their text: room for a batch of entries
+        // of a kilobyte from the start.
+        batch: crate::lanes::Batch::with_capacity(HASH_BATCH, HASH_BATCH * 1024),
+        events: Vec::with_capacity(HASH_BATCH),
+        hashes: Vec::with_capacity(HASH_BATCH),
+    };
     let (mut events, total) = read_elements(page, layout, capacity, |c, events| {
         c.hashed_value::<S, _>(&mut scratch, |raw, entry, encoding| {
             events.push(normalise(raw, entry)?);
@@ -369,7 +375,6 @@ const HASH_BATCH: usize = 64;
 
 /// The content hashes of a page's events being worked out: which event each encoding in the
 /// batch is for.
-#[derive(Default)]
 struct Hashing {
     batch: crate::lanes::Batch,
     events: Vec<usize>,
