@@ -254,6 +254,10 @@ impl Event {
 
     /// Appends the event's native JSON object to `out`, with or without `raw`.
     pub fn write_json(&self, out: &mut Vec<u8>, include_raw: bool) {
+        // One reservation for the event (escapes may still grow it): the writes below then
+        // never reallocate.
+        let raw = include_raw.then(|| self.raw());
+        out.reserve(raw.map_or(0, str::len) + self.fields_len() + 256);
         out.extend_from_slice(b"{\"id\":");
         match &self.content_id {
             // Lower-case hex: nothing to escape, nothing to check.
@@ -264,14 +268,29 @@ impl Event {
             }
             None => push_json_str(out, self.id()),
         }
-        out.extend_from_slice(b",\"source\":");
-        push_json_str(out, &self.source);
-        out.extend_from_slice(b",\"kind\":");
-        push_json_str(out, self.kind);
-        out.extend_from_slice(b",\"vendor\":");
-        push_json_str(out, self.vendor);
-        out.extend_from_slice(b",\"time\":\"");
-        timefmt::push_rfc3339_ms(out, self.time);
+        WRITING.with_borrow_mut(|w| {
+            // `,"source":...,"kind":...,"vendor":...,"time":"`, the same for every event of a
+            // source: written once and then copied.
+            if w.head.is_empty()
+                // The head keeps its source alive, so no other can have its address.
+                || !Arc::ptr_eq(&w.source, &self.source)
+                || !std::ptr::eq(w.kind, self.kind)
+                || !std::ptr::eq(w.vendor, self.vendor)
+            {
+                w.source = self.source.clone();
+                (w.kind, w.vendor) = (self.kind, self.vendor);
+                w.head.clear();
+                w.head.extend_from_slice(b",\"source\":");
+                push_json_str(&mut w.head, &self.source);
+                w.head.extend_from_slice(b",\"kind\":");
+                push_json_str(&mut w.head, self.kind);
+                w.head.extend_from_slice(b",\"vendor\":");
+                push_json_str(&mut w.head, self.vendor);
+                w.head.extend_from_slice(b",\"time\":\"");
+            }
+            out.extend_from_slice(&w.head);
+            w.time.push_rfc3339_ms(out, self.time);
+        });
         out.push(b'"');
         if let Some(v) = self.action() {
             out.extend_from_slice(b",\"action\":");
@@ -282,20 +301,24 @@ impl Event {
             (b",\"target\":{", Field::TargetKind),
             (b",\"project\":{", Field::ProjectKind),
         ] {
-            if let Some(e) = self.entity(first) {
-                out.extend_from_slice(name);
-                let mut sep = &b"\""[..];
-                for (k, v) in [("type", e.kind), ("id", e.id), ("name", e.name)] {
-                    if let Some(v) = v {
-                        out.extend_from_slice(sep);
-                        out.extend_from_slice(k.as_bytes());
-                        out.extend_from_slice(b"\":");
-                        push_json_str(out, v);
-                        sep = b",\"";
-                    }
-                }
-                out.push(b'}');
+            let spans = &self.fields[first as usize..first as usize + 3];
+            if spans.iter().all(|s| s.len == ABSENT) {
+                continue;
             }
+            out.extend_from_slice(name);
+            let mut sep = &b"\""[..];
+            for (k, span) in [&b"type\":"[..], b"id\":", b"name\":"]
+                .into_iter()
+                .zip(spans)
+            {
+                if let Some(v) = self.text(*span) {
+                    out.extend_from_slice(sep);
+                    out.extend_from_slice(k);
+                    push_json_str(out, v);
+                    sep = b",\"";
+                }
+            }
+            out.push(b'}');
         }
         if let Some(v) = self.src_ip() {
             out.extend_from_slice(b",\"src_ip\":");
@@ -305,11 +328,20 @@ impl Event {
             out.extend_from_slice(b",\"user_agent\":");
             push_json_str(out, v);
         }
-        if include_raw {
+        if let Some(raw) = raw {
             out.extend_from_slice(b",\"raw\":");
-            out.extend_from_slice(self.raw().as_bytes());
+            out.extend_from_slice(raw.as_bytes());
         }
         out.push(b'}');
+    }
+
+    /// The bytes of the event's fields, as text (before escapes).
+    fn fields_len(&self) -> usize {
+        self.fields
+            .iter()
+            .filter(|s| s.len != ABSENT)
+            .map(|s| s.len as usize)
+            .sum()
     }
 
     /// Appends the event's native JSON and a newline to `out`.
@@ -317,6 +349,29 @@ impl Event {
         self.write_json(out, include_raw);
         out.push(b'\n');
     }
+}
+
+/// What writing events keeps from one event to the next, per thread.
+struct Writing {
+    /// The source, kind and vendor of the last event written, and the JSON that names them
+    /// (compared by address: equal addresses are equal names, and the rare other case only
+    /// writes the head again).
+    source: Arc<str>,
+    kind: &'static str,
+    vendor: &'static str,
+    head: Vec<u8>,
+    time: timefmt::TimeWriter,
+}
+
+thread_local! {
+    static WRITING: std::cell::RefCell<Writing> = std::cell::RefCell::new(Writing {
+        source: Arc::from(""),
+        kind: "",
+        vendor: "",
+        // Not yet the head of any event: the first event's differs.
+        head: Vec::new(),
+        time: timefmt::TimeWriter::default(),
+    });
 }
 
 /// Appends `s` as a JSON string, escaped as serde_json escapes it. Text without anything to
@@ -428,6 +483,106 @@ mod tests {
         e.write_json(&mut out, false);
         let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(line["id"], "ab".repeat(16));
+    }
+
+    /// Events of different sources one after another, with any fields present, are written
+    /// as a reference built from serde_json's string escapes writes them.
+    #[test]
+    fn events_are_written_as_a_reference_writes_them() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        let texts = [
+            "",
+            "a",
+            "plain-id-123",
+            "quote\"q",
+            "back\\slash",
+            "nl\n",
+            "ünï",
+            "\u{1f}x",
+        ];
+        let q = |s: &str| serde_json::to_string(s).unwrap();
+        let mut day = 0;
+        let sources: Vec<Arc<str>> = ["air", "dom\"ino", "x", "air"].map(Arc::from).into();
+        for round in 0..3000 {
+            // Sources as the agent has them, one `Arc` each (two alike in name).
+            let source = &sources[rng.usize(0..sources.len())];
+            let (kind, vendor) = [("wasabi_air", "wasabi"), ("domo", "domo")][rng.usize(0..2)];
+            // Runs of events on one day, and jumps anywhere (before 1970 too).
+            if round % 7 == 0 {
+                day = rng.i64(-100_000..100_000);
+            }
+            const SEC: i64 = 1_000_000_000;
+            let time = day * 86_400 * SEC + rng.i64(0..86_400 * SEC);
+            let raw = format!(r#"{{"n":{round}}}"#);
+            let page = Arc::new(raw.clone());
+            let mut e = Event::new(source, kind, vendor, time, &page, &page);
+            let mut pick = |e: &mut Event, f: Field| {
+                let v = rng.bool().then(|| texts[rng.usize(0..texts.len())]);
+                e.set(f, v);
+                v
+            };
+            let id = pick(&mut e, Field::Id).unwrap_or("");
+            let action = pick(&mut e, Field::Action);
+            let mut entities = Vec::new();
+            for (name, first) in [
+                ("actor", Field::ActorKind as u8),
+                ("target", Field::TargetKind as u8),
+                ("project", Field::ProjectKind as u8),
+            ] {
+                let fields = [
+                    Field::ActorKind,
+                    Field::ActorId,
+                    Field::ActorName,
+                    Field::TargetKind,
+                    Field::TargetId,
+                    Field::TargetName,
+                    Field::ProjectKind,
+                    Field::ProjectId,
+                    Field::ProjectName,
+                ];
+                let f = &fields[(first - Field::ActorKind as u8) as usize..][..3];
+                let vals: Vec<_> = ["type", "id", "name"]
+                    .into_iter()
+                    .zip(f)
+                    .filter_map(|(k, f)| pick(&mut e, *f).map(|v| format!("\"{k}\":{}", q(v))))
+                    .collect();
+                if !vals.is_empty() {
+                    entities.push(format!(",\"{name}\":{{{}}}", vals.join(",")));
+                }
+            }
+            let ip = pick(&mut e, Field::SrcIp);
+            let ua = pick(&mut e, Field::UserAgent);
+            let mut want = format!(
+                "{{\"id\":{},\"source\":{},\"kind\":{},\"vendor\":{},\"time\":\"{}\"",
+                q(id),
+                q(source),
+                q(kind),
+                q(vendor),
+                timefmt::rfc3339_ms(time)
+            );
+            if let Some(a) = action {
+                want += &format!(",\"action\":{}", q(a));
+            }
+            want += &entities.concat();
+            if let Some(v) = ip {
+                want += &format!(",\"src_ip\":{}", q(v));
+            }
+            if let Some(v) = ua {
+                want += &format!(",\"user_agent\":{}", q(v));
+            }
+            let include_raw = rng.bool();
+            if include_raw {
+                want += &format!(",\"raw\":{raw}");
+            }
+            want += "}";
+            let mut out = b"earlier".to_vec();
+            e.write_json(&mut out, include_raw);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("earlier{want}"),
+                "{round}"
+            );
+        }
     }
 
     #[test]

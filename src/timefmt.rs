@@ -184,6 +184,47 @@ pub fn push_rfc3339_ms(out: &mut Vec<u8>, t: Nanos) {
     out.extend_from_slice(&a);
 }
 
+/// [`push_rfc3339_ms`] for many instants, most of them on the same day as the one before (a
+/// page's events): the date is worked out once per day rather than for every instant.
+#[derive(Default)]
+pub struct TimeWriter {
+    /// The day (since the epoch) whose `YYYY-MM-DDT` is `date`, if any yet.
+    day: Option<i64>,
+    date: [u8; 11],
+}
+
+impl TimeWriter {
+    /// Appends `2024-10-18T14:10:04.123Z`, as [`push_rfc3339_ms`] does.
+    pub fn push_rfc3339_ms(&mut self, out: &mut Vec<u8>, t: Nanos) {
+        let secs = t.div_euclid(NANOS_PER_SEC);
+        let day = secs.div_euclid(86_400);
+        if self.day != Some(day) {
+            self.date.copy_from_slice(&date_time(t)[..11]);
+            self.day = Some(day);
+        }
+        let sod = secs.rem_euclid(86_400) as u32;
+        let ms = (t.rem_euclid(NANOS_PER_SEC) / NANOS_PER_MS) as u32;
+        let mut a = [0u8; 24];
+        a[..11].copy_from_slice(&self.date);
+        a[11..].copy_from_slice(&[
+            b'0' + (sod / 36_000) as u8,
+            b'0' + (sod / 3600 % 10) as u8,
+            b':',
+            b'0' + (sod / 600 % 6) as u8,
+            b'0' + (sod / 60 % 10) as u8,
+            b':',
+            b'0' + (sod % 60 / 10) as u8,
+            b'0' + (sod % 10) as u8,
+            b'.',
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+            b'Z',
+        ]);
+        out.extend_from_slice(&a);
+    }
+}
+
 /// The text the push helpers wrote: ASCII digits and punctuation only.
 fn ascii(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).expect("timestamps are ASCII")
