@@ -134,6 +134,36 @@ fn keys_and_encoding(c: &mut Criterion) {
                 .collect::<Vec<_>>()
         })
     });
+    // The hash of each event's canonical encoding: one at a time, and side by side in lanes
+    // as the sources do (`auditship::lanes`).
+    let encodings: Vec<Vec<u8>> = evs
+        .iter()
+        .map(|e| {
+            let mut scratch = dedupe::Scratch::default();
+            dedupe::canonical_value(e.raw(), &mut scratch).unwrap();
+            scratch.bytes().to_vec()
+        })
+        .collect();
+    g.bench_function("content_hash_one_at_a_time", |b| {
+        b.iter(|| {
+            encodings
+                .iter()
+                .map(|e| dedupe::hash_canonical(black_box(e)))
+                .collect::<Vec<_>>()
+        })
+    });
+    let mut batch = auditship::lanes::Batch::default();
+    let mut hashes = Vec::with_capacity(PAGE);
+    g.bench_function("content_hash_in_lanes", |b| {
+        b.iter(|| {
+            hashes.clear();
+            for chunk in encodings.chunks(64) {
+                chunk.iter().for_each(|e| batch.push(black_box(e)));
+                batch.finish(&mut hashes);
+            }
+            hashes.len()
+        })
+    });
     let mut buf = Vec::with_capacity(1 << 20);
     g.bench_function("encode_ndjson_with_raw", |b| {
         b.iter(|| {
