@@ -171,21 +171,11 @@ fn push_date_time(out: &mut Vec<u8>, t: Nanos) {
 
 /// Appends `2024-10-18T14:10:04.123Z` (milliseconds, truncated): the native event's `time`.
 pub fn push_rfc3339_ms(out: &mut Vec<u8>, t: Nanos) {
-    let mut a = [0u8; 24];
-    a[..19].copy_from_slice(&date_time(t));
-    let ms = (t.rem_euclid(NANOS_PER_SEC) / NANOS_PER_MS) as u32;
-    a[19..].copy_from_slice(&[
-        b'.',
-        b'0' + (ms / 100) as u8,
-        b'0' + (ms / 10 % 10) as u8,
-        b'0' + (ms % 10) as u8,
-        b'Z',
-    ]);
-    out.extend_from_slice(&a);
+    TimeWriter::default().push_rfc3339_ms(out, t)
 }
 
-/// [`push_rfc3339_ms`] for many instants, most of them on the same day as the one before (a
-/// page's events): the date is worked out once per day rather than for every instant.
+/// Writes instants as [`push_rfc3339_ms`] does, for many of them, most on the same day as the
+/// one before (a page's events): the date is worked out once per day, not for every instant.
 #[derive(Default)]
 pub struct TimeWriter {
     /// The day (since the epoch) whose `YYYY-MM-DDT` is `date`, if any yet.
@@ -194,7 +184,7 @@ pub struct TimeWriter {
 }
 
 impl TimeWriter {
-    /// Appends `2024-10-18T14:10:04.123Z`, as [`push_rfc3339_ms`] does.
+    /// Appends `2024-10-18T14:10:04.123Z` (milliseconds, truncated).
     pub fn push_rfc3339_ms(&mut self, out: &mut Vec<u8>, t: Nanos) {
         let secs = t.div_euclid(NANOS_PER_SEC);
         let day = secs.div_euclid(86_400);
@@ -349,6 +339,31 @@ mod tests {
             human(parse_rfc3339("2024-01-01T00:00:00Z").unwrap()),
             "2024-01-01T00:00:00Z"
         );
+    }
+
+    /// One writer kept across instants, as events are written: runs on one day, and jumps to
+    /// any other, against chrono.
+    #[test]
+    fn a_writer_kept_across_instants_writes_each_as_chrono_does() {
+        let mut rng = fastrand::Rng::with_seed(8);
+        let mut w = TimeWriter::default();
+        let mut t = 0;
+        for i in 0..20_000 {
+            t = if i % 10 == 0 {
+                rng.i64(-9_223_372_035..=9_000_000_000) * NANOS_PER_SEC
+            } else {
+                t + rng.i64(0..2 * 3600 * NANOS_PER_SEC)
+            };
+            let c = chrono::DateTime::from_timestamp(
+                t.div_euclid(NANOS_PER_SEC),
+                t.rem_euclid(NANOS_PER_SEC) as u32,
+            )
+            .unwrap();
+            let mut out = Vec::new();
+            w.push_rfc3339_ms(&mut out, t);
+            let want = c.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{t}");
+        }
     }
 
     /// The writer and the parser against chrono, over the instants nanoseconds can hold
