@@ -417,31 +417,29 @@ mod x86 {
         let mut lanes: [Option<Lane>; MAX_LANES] = [None; MAX_LANES];
         let mut lens = [0u32; MAX_LANES];
         let mut flags = [0u32; MAX_LANES];
-        // Sets up lane `l` for its first block or none: `lens` and `flags` are those of the
-        // next block from here on.
-        let start = |l: usize,
-                     lane: Option<Lane>,
-                     lens: &mut [u32; MAX_LANES],
-                     flags: &mut [u32; MAX_LANES]| {
-            let Some(lane) = lane else {
-                return lane;
-            };
-            let len = spans[lane.input].1;
-            lens[l] = if lane.left == 1 {
-                len as u32
+        // The length and flags of the block a lane reads next.
+        let block = |lane: &Lane| {
+            let (start, len) = spans[lane.input];
+            let last = lane.left == 1;
+            let n = if last {
+                len - (len.div_ceil(BLOCK_LEN).max(1) - 1) * BLOCK_LEN
             } else {
-                BLOCK_LEN as u32
+                BLOCK_LEN
             };
-            flags[l] = CHUNK_START | if lane.left == 1 { CHUNK_END | ROOT } else { 0 };
-            Some(lane)
+            let flags = if lane.at == start { CHUNK_START } else { 0 }
+                | if last { CHUNK_END | ROOT } else { 0 };
+            (n as u32, flags)
         };
         for (l, lane) in lanes[..V::LANES].iter_mut().enumerate() {
-            *lane = start(l, pending.next(), &mut lens, &mut flags);
+            *lane = pending.next();
+            if let Some(lane) = lane {
+                (lens[l], flags[l]) = block(lane);
+            }
         }
         let mut cv = IV.map(|w| V::splat(w));
         loop {
             let mut busy = false;
-            for (row, lane) in rows.iter_mut().zip(&lanes) {
+            for (row, lane) in rows.iter_mut().zip(&lanes).take(V::LANES) {
                 if let Some(lane) = lane {
                     // Each block read is 64 bytes inside `blocks` (see `Batch::push`).
                     *row = blocks[lane.at..lane.at + BLOCK_LEN].as_ptr();
@@ -465,14 +463,7 @@ mod x86 {
                 lane.left -= 1;
                 lane.at += BLOCK_LEN;
                 if lane.left > 0 {
-                    let len = spans[lane.input].1;
-                    let last = lane.left == 1;
-                    lens[l] = if last {
-                        (len - (len - 1) / BLOCK_LEN * BLOCK_LEN) as u32
-                    } else {
-                        BLOCK_LEN as u32
-                    };
-                    flags[l] = if last { CHUNK_END | ROOT } else { 0 };
+                    (lens[l], flags[l]) = block(lane);
                     continue;
                 }
                 // Done: its hash is out, and it takes the next input.
@@ -486,7 +477,10 @@ mod x86 {
                 for (w, word) in words.iter().enumerate() {
                     out[lane.input][4 * w..4 * w + 4].copy_from_slice(&word[l].to_le_bytes());
                 }
-                lanes[l] = start(l, pending.next(), &mut lens, &mut flags);
+                lanes[l] = pending.next();
+                if let Some(lane) = &lanes[l] {
+                    (lens[l], flags[l]) = block(lane);
+                }
                 restart[l] = u32::MAX;
             }
             if words.is_some() {
