@@ -58,6 +58,15 @@ pub struct SimArgs {
     /// Domo OAuth client secret.
     #[arg(long, default_value = "sim-secret")]
     pub domo_client_secret: String,
+    /// Query end bounds include events at exactly the end instant (the docs do not say).
+    #[arg(long)]
+    pub inclusive_end: bool,
+    /// Entries that share a time come in a new random order in every response.
+    #[arg(long)]
+    pub shuffle_ties: bool,
+    /// Responses are not sorted by time (a fixed order of the emulator's own).
+    #[arg(long)]
+    pub unsorted: bool,
 }
 
 impl SimArgs {
@@ -116,6 +125,11 @@ impl SimArgs {
             api_key: self.api_key.clone(),
             domo_client_id: self.domo_client_id.clone(),
             domo_client_secret: self.domo_client_secret.clone(),
+            answers: crate::Answers {
+                inclusive_end: self.inclusive_end,
+                shuffle_ties: self.shuffle_ties,
+                unsorted: self.unsorted,
+            },
         })
     }
 

@@ -505,20 +505,20 @@ pub(crate) async fn list(
             "Unauthorized: missing or invalid API key or token",
         );
     }
-    match answer(&sim.domino_audit, &Params(q)) {
+    match answer(&sim.domino_audit, &Params(q), &sim.cfg.answers) {
         Ok(body) => server::json(StatusCode::OK, body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }
 }
 
 /// The response body for a query, or a message for a bad request.
-fn answer(data: &Data, q: &Params) -> Result<String, String> {
+fn answer(data: &Data, q: &Params, answers: &crate::Answers) -> Result<String, String> {
     let now = gen::now_ns();
     let from = q.int("startTimestamp")?.map_or(Bound::Unbounded, |ms| {
         Bound::Included(ms.saturating_mul(MS))
     });
     let to = q.int("endTimestamp")?.map_or(Bound::Unbounded, |ms| {
-        Bound::Excluded(ms.saturating_mul(MS))
+        answers.end_bound(ms.saturating_mul(MS))
     });
     let limit = q.limit("limit", 1000)?;
     let offset = if q.get("offset").is_some() {
@@ -567,11 +567,9 @@ fn answer(data: &Data, q: &Params) -> Result<String, String> {
         now,
         filtered.then_some(&filter as &dyn Fn(&Meta) -> bool),
     );
-    let page = if newest_first {
-        data.store.page_desc(&sel, offset, limit, now)
-    } else {
-        data.store.page_asc(&sel, offset, limit, now)
-    };
+    let page = data
+        .store
+        .page(&sel, offset, limit, now, newest_first, answers);
     let mut body = String::from("{\"events\":");
     data.store.render_array_into(&mut body, &page);
     let _ = write!(body, ",\"estimatedMatches\":{}}}", sel.count());

@@ -203,14 +203,14 @@ pub(crate) async fn list(
             "Unauthorized: a SysAdmin X-Domino-Api-Key is required",
         );
     }
-    match answer(&sim.domino_datasource, &Params(q)) {
+    match answer(&sim.domino_datasource, &Params(q), &sim.cfg.answers) {
         Ok(body) => server::json(StatusCode::OK, body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }
 }
 
 /// The response body for a query, or a message for a bad request.
-fn answer(data: &Data, q: &Params) -> Result<String, String> {
+fn answer(data: &Data, q: &Params, answers: &crate::Answers) -> Result<String, String> {
     let now = gen::now_ns();
     let instant = |name: &str| -> Result<Option<i64>, String> {
         q.get(name)
@@ -221,7 +221,7 @@ fn answer(data: &Data, q: &Params) -> Result<String, String> {
         (None, None) => (Bound::Included(now - 86_400 * SEC), Bound::Excluded(now)),
         (s, e) => (
             s.map_or(Bound::Unbounded, Bound::Included),
-            e.map_or(Bound::Unbounded, Bound::Excluded),
+            e.map_or(Bound::Unbounded, |t| answers.end_bound(t)),
         ),
     };
     let names = q.all("dataSourceNames");
@@ -237,5 +237,7 @@ fn answer(data: &Data, q: &Params) -> Result<String, String> {
         now,
         filtered.then_some(&filter as &dyn Fn(&Meta) -> bool),
     );
-    Ok(data.store.render_array(&data.store.all(&sel, now)))
+    Ok(data
+        .store
+        .render_array(&data.store.page(&sel, 0, usize::MAX, now, false, answers)))
 }

@@ -2,9 +2,10 @@
 //!
 //! Tokens: HTTP Basic `client_id:client_secret`, `grant_type=client_credentials` in the query or
 //! a form body; each token is random and valid for `domo_token_ttl` (or until
-//! `expire_tokens`). Data: `start` ≤ time < `end` (unix ms; `start` required, `end` optional),
-//! `limit` (default 50, 1..=1000), `offset`, `user` (a userId); newest first, ties in a stable
-//! order; a bare JSON array with no total. `time` is the instant (whole seconds) as local
+//! `expire_tokens`). Data: `start` ≤ time < `end` (unix ms; `start` required, `end` optional;
+//! ≤ `end` with [`Answers::inclusive_end`](crate::Answers)), `limit` (default 50, 1..=1000),
+//! `offset`, `user` (a userId); newest first, ties in a stable order (unless
+//! [`Answers`](crate::Answers) says otherwise); a bare JSON array with no total. `time` is the instant (whole seconds) as local
 //! wall-clock time in `domo_time_zone`, `"2017-12-13 10:57:35 PM"`, with no offset.
 
 use std::fmt::Write;
@@ -279,11 +280,55 @@ impl Data {
                 )
             },
         );
+        let raw = fold_twins(raw, &mut rng, cfg.twin_fraction, tz);
         Data {
             store: Store::new(raw),
             users,
         }
     }
+}
+
+/// Twins an hour apart: in the repeated hour of a daylight-saving change, an entry of the first
+/// pass gets, with probability `fraction`, an identical entry at the instant of the second pass
+/// that prints the same wall-clock time (Domo's text cannot tell them apart; the instants differ).
+fn fold_twins(
+    mut raw: Vec<crate::store::Raw<Meta>>,
+    rng: &mut Rng,
+    fraction: f64,
+    tz: &TimeZone,
+) -> Vec<crate::store::Raw<Meta>> {
+    if fraction <= 0.0 || raw.is_empty() {
+        return raw;
+    }
+    let offset = |t: i64| {
+        jiff::Timestamp::from_nanosecond(i128::from(t))
+            .map(|ts| i64::from(tz.to_offset(ts).seconds()))
+            .unwrap_or(0)
+    };
+    let mut seq = raw.len() as u32;
+    let mut extra = Vec::new();
+    for r in &raw {
+        // The same wall-clock time `shift` seconds later, where the clocks went back by it.
+        let shift = offset(r.time) - offset(r.time + 3 * 3600 * SEC);
+        if shift <= 0 {
+            continue;
+        }
+        let later = r.time + shift * SEC;
+        let secs = r.time.div_euclid(SEC);
+        if wall_clock(secs, tz) != wall_clock(secs + shift, tz) || rng.f64() >= fraction {
+            continue;
+        }
+        extra.push(crate::store::Raw {
+            time: later,
+            visible_at: later.max(r.visible_at),
+            seq,
+            json: r.json.clone(),
+            meta: r.meta.clone(),
+        });
+        seq += 1;
+    }
+    raw.extend(extra);
+    raw
 }
 
 /// A Domo error answer `{"status","statusReason","message","path","toe"}`.
@@ -418,21 +463,21 @@ pub(crate) async fn list(
             PATH,
         );
     }
-    match answer(&sim.domo, &Params(q)) {
+    match answer(&sim.domo, &Params(q), &sim.cfg.answers) {
         Ok(body) => server::json(StatusCode::OK, body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg, PATH),
     }
 }
 
 /// The response body for a query, or a message for a bad request.
-fn answer(data: &Data, q: &Params) -> Result<String, String> {
+fn answer(data: &Data, q: &Params, answers: &crate::Answers) -> Result<String, String> {
     let now = gen::now_ns();
     let Some(start) = q.int("start")? else {
         return Err("Required parameter 'start' is not present".to_string());
     };
     let from = Bound::Included(start.saturating_mul(MS));
     let to = q.int("end")?.map_or(Bound::Unbounded, |ms| {
-        Bound::Excluded(ms.saturating_mul(MS))
+        answers.end_bound(ms.saturating_mul(MS))
     });
     let limit = q.limit("limit", 50)?;
     let offset = q.offset("offset")?;
@@ -446,7 +491,7 @@ fn answer(data: &Data, q: &Params) -> Result<String, String> {
     );
     Ok(data
         .store
-        .render_array(&data.store.page_desc(&sel, offset, limit, now)))
+        .render_array(&data.store.page(&sel, offset, limit, now, true, answers)))
 }
 
 #[cfg(test)]

@@ -119,6 +119,34 @@ pub struct SimConfig {
     pub domo_client_id: String,
     /// Domo OAuth client secret (HTTP Basic password of `/oauth/token`).
     pub domo_client_secret: String,
+    /// How the emulators answer where the vendor docs leave the choice open: bounds, order.
+    pub answers: Answers,
+}
+
+/// The choices the vendor docs leave open, which an agent must survive whichever way they fall.
+/// The default is what the emulators always did: an exclusive end, the documented sort, ties in
+/// a stable order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Answers {
+    /// The query's end bound (`end`, `endTimestamp`, `endTime`, `to`) includes events at exactly
+    /// that instant.
+    pub inclusive_end: bool,
+    /// Entries that share a time come in a new random order in every response.
+    pub shuffle_ties: bool,
+    /// Responses are not sorted by time: a fixed order of the emulator's own (offsets stay
+    /// stable between requests, as long as nothing new becomes visible).
+    pub unsorted: bool,
+}
+
+impl Answers {
+    /// The upper bound of a query that ends at `t` (ns).
+    pub(crate) fn end_bound(&self, t: i64) -> std::ops::Bound<i64> {
+        if self.inclusive_end {
+            std::ops::Bound::Included(t)
+        } else {
+            std::ops::Bound::Excluded(t)
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -138,6 +166,7 @@ impl Default for SimConfig {
             api_key: "sim-api-key".to_string(),
             domo_client_id: "sim-client".to_string(),
             domo_client_secret: "sim-secret".to_string(),
+            answers: Answers::default(),
         }
     }
 }

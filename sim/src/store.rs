@@ -225,6 +225,54 @@ impl<M> Store<M> {
         self.page_asc(sel, 0, usize::MAX, now)
     }
 
+    /// Indices of one page as the API answers it: newest or oldest first after skipping
+    /// `offset`, unless `answers` says ties are shuffled (anew for every call) or pages are not
+    /// sorted at all (a fixed order by a hash of the index, so offsets stay stable).
+    pub fn page(
+        &self,
+        sel: &Selection,
+        offset: usize,
+        limit: usize,
+        now: i64,
+        newest_first: bool,
+        answers: &crate::Answers,
+    ) -> Vec<usize> {
+        if !answers.shuffle_ties && !answers.unsorted {
+            return if newest_first {
+                self.page_desc(sel, offset, limit, now)
+            } else {
+                self.page_asc(sel, offset, limit, now)
+            };
+        }
+        let mut all = self.all(sel, now);
+        if newest_first {
+            all.reverse();
+        }
+        if answers.unsorted {
+            // splitmix64 of the index: a fixed order that has nothing to do with time.
+            all.sort_by_key(|&i| {
+                let mut z = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^ (z >> 31)
+            });
+        }
+        if answers.shuffle_ties {
+            let mut rng = fastrand::Rng::new();
+            let mut run = 0;
+            while run < all.len() {
+                let t = self.times[all[run]];
+                let len = all[run..]
+                    .iter()
+                    .take_while(|&&i| self.times[i] == t)
+                    .count();
+                rng.shuffle(&mut all[run..run + len]);
+                run += len;
+            }
+        }
+        all.into_iter().skip(offset).take(limit).collect()
+    }
+
     /// Renders events as a JSON array: `[` + the events joined by `,` + `]`.
     pub fn render_array(&self, idx: &[usize]) -> String {
         let mut out = String::new();
@@ -335,6 +383,67 @@ mod tests {
                 assert_eq!(d, want);
             }
         }
+    }
+
+    #[test]
+    fn shuffled_and_unsorted_pages_hold_the_same_events() {
+        // Ten distinct times, each shared by five events.
+        let raw = (0..50)
+            .map(|i| Raw {
+                time: (i / 5) * 10,
+                visible_at: (i / 5) * 10,
+                seq: i as u32,
+                json: i.to_string().into_boxed_str(),
+                meta: i,
+            })
+            .collect();
+        let s = Store::new(raw);
+        let sel = s.select(Bound::Unbounded, Bound::Unbounded, 1000, None);
+        let want: Vec<usize> = (0..50).collect();
+        for answers in [
+            crate::Answers {
+                shuffle_ties: true,
+                ..Default::default()
+            },
+            crate::Answers {
+                unsorted: true,
+                ..Default::default()
+            },
+        ] {
+            for newest_first in [true, false] {
+                let page = s.page(&sel, 0, usize::MAX, 1000, newest_first, &answers);
+                let mut sorted = page.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, want);
+                if answers.shuffle_ties {
+                    // Still sorted by time, in the direction asked for.
+                    let times: Vec<i64> = page.iter().map(|&i| s.times[i]).collect();
+                    let mut by_time = times.clone();
+                    by_time.sort_unstable();
+                    if newest_first {
+                        by_time.reverse();
+                    }
+                    assert_eq!(times, by_time);
+                } else {
+                    // A fixed order, not by time.
+                    assert_eq!(
+                        page,
+                        s.page(&sel, 0, usize::MAX, 1000, newest_first, &answers)
+                    );
+                    let times: Vec<i64> = page.iter().map(|&i| s.times[i]).collect();
+                    assert!(times.windows(2).any(|w| w[0] < w[1]));
+                    assert!(times.windows(2).any(|w| w[0] > w[1]));
+                }
+            }
+        }
+        // Shuffled ties differ from one call to the next (50 events in runs of five: the chance
+        // that 20 calls agree is nil).
+        let shuffled = crate::Answers {
+            shuffle_ties: true,
+            ..Default::default()
+        };
+        let first = s.page(&sel, 0, usize::MAX, 1000, true, &shuffled);
+        assert!((0..20).any(|_| s.page(&sel, 0, usize::MAX, 1000, true, &shuffled) != first));
     }
 
     #[test]

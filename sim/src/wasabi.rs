@@ -238,14 +238,14 @@ pub(crate) async fn list(
     if !authorized(&sim, &headers) {
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    match answer(&sim.wasabi, &Params(q)) {
+    match answer(&sim.wasabi, &Params(q), &sim.cfg.answers) {
         Ok(body) => server::json(StatusCode::OK, body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }
 }
 
 /// The response body for a query, or a message for a bad request.
-fn answer(data: &Data, q: &Params) -> Result<String, String> {
+fn answer(data: &Data, q: &Params, answers: &crate::Answers) -> Result<String, String> {
     let now = gen::now_ns();
     let instant = |name: &str| -> Result<Option<i64>, String> {
         q.get(name)
@@ -253,7 +253,7 @@ fn answer(data: &Data, q: &Params) -> Result<String, String> {
             .transpose()
     };
     let from = instant("from")?.map_or(Bound::Unbounded, Bound::Excluded);
-    let to = instant("to")?.map_or(Bound::Unbounded, Bound::Excluded);
+    let to = instant("to")?.map_or(Bound::Unbounded, |t| answers.end_bound(t));
     let page = q.offset("page")?;
     let count = q.limit("count", 20)?;
     match q.get("order") {
@@ -277,7 +277,7 @@ fn answer(data: &Data, q: &Params) -> Result<String, String> {
         filtered.then_some(&filter as &dyn Fn(&Meta) -> bool),
     );
     let idx = match page.checked_mul(count) {
-        Some(offset) => data.store.page_asc(&sel, offset, count, now),
+        Some(offset) => data.store.page(&sel, offset, count, now, false, answers),
         None => Vec::new(),
     };
     let mut body = String::from("{\"audit_events\":");
