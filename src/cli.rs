@@ -158,6 +158,7 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
         let req = PageRequest {
             start: end - 60 * NANOS_PER_SEC,
             end,
+            inclusive_end: false,
             offset: 0,
             page: 0,
             limit: 1,

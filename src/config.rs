@@ -71,7 +71,8 @@ pub struct RawAgent {
     pub lag: Option<String>,
     /// Each poll re-reads this much before the cursor, for late arrivals (default 15m).
     pub overlap: Option<String>,
-    /// Largest sub-window one read covers (default 1h; Domo 30m).
+    /// The first sub-window's length (default 1h); later ones grow while answers are small and
+    /// shrink when they are dense.
     pub window: Option<String>,
     /// Events per page requested (1–1000, default 1000).
     pub page_size: Option<i64>,
@@ -230,17 +231,6 @@ impl SourceKind {
 
     fn parse(s: &str) -> Option<SourceKind> {
         SourceKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// The default and the largest sub-window of this kind.
-    fn window_limits(self) -> (Duration, Option<Duration>) {
-        match self {
-            // Domo prints wall-clock time without an offset: a window no longer than the
-            // shortest daylight-saving shift (30 minutes, Lord Howe) holds at most one of the
-            // two instants an ambiguous time can mean.
-            SourceKind::Domo => (Duration::from_secs(1800), Some(Duration::from_secs(1800))),
-            _ => (Duration::from_secs(3600), None),
-        }
     }
 
     /// Query parameters the agent itself sets, which a filter must not override.
@@ -853,27 +843,13 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
             .duration(&format!("{key}.overlap"), &s.overlap, false)
             .or(d_overlap)
             .unwrap_or(Duration::from_secs(900));
-        let (default_window, max_window) = kind.window_limits();
-        let window_set = c.duration(&format!("{key}.window"), &s.window, true);
-        let window = match (window_set, max_window) {
-            (Some(w), Some(max)) if w > max => {
-                c.fail(
-                    &format!("{key}.window"),
-                    format_args!(
-                        "at most {} for kind {}: its times carry no offset, and a longer window could hold both instants of a daylight-saving repeat",
-                        humantime::format_duration(max),
-                        kind.as_str()
-                    ),
-                );
-                max
-            }
-            (Some(w), _) => w,
-            (None, max) => {
-                let w = d_window.unwrap_or(default_window);
-                max.map_or(w, |m| w.min(m))
-            }
-        };
-        if kind == SourceKind::Domo && window.as_nanos() % 1_000_000_000 != 0 {
+        // The first sub-window's length; later ones follow the data (`pipeline::Poller::adapt`).
+        // No kind has a largest window: Domo's windows end where the clocks go back instead.
+        let window = c
+            .duration(&format!("{key}.window"), &s.window, true)
+            .or(d_window)
+            .unwrap_or(Duration::from_secs(3600));
+        if kind == SourceKind::Domo && !window.as_nanos().is_multiple_of(1_000_000_000) {
             c.fail(
                 &format!("{key}.window"),
                 "must be whole seconds for kind domo (its times have one-second resolution)",
@@ -1415,7 +1391,6 @@ mod tests {
             "sources[0].api_key: missing",
             "sources[1].client_secret: missing",
             "sources[1].time_zone:",
-            "sources[1].window: at most 30m",
             "sinks: no [[sinks]]",
         ] {
             assert!(p.contains(want), "missing {want:?} in:\n{p}");

@@ -729,6 +729,20 @@ pub fn occurrence_key(hash: &ContentHash, n: u32) -> Key {
     truncate(blake3::hash(&occurrence(hash, n)))
 }
 
+/// The content hash of an entry whose time text means two instants (Domo's wall-clock time in
+/// the repeated hour of a daylight-saving change; see `Event::ambiguous_time`), with the instant
+/// it was read as: two twins an hour apart then get different keys, so different ids. Every other
+/// entry keeps the content hash alone, as before, so no other key or id changed. (An earlier
+/// release keyed such entries by the content hash alone: the poller also looks them up by that
+/// key, so an upgrade delivers none of them twice.)
+pub fn fold_hash(hash: &ContentHash, time: crate::timefmt::Nanos) -> ContentHash {
+    let mut buf = [0u8; 45];
+    buf[..5].copy_from_slice(b"fold\0");
+    buf[5..37].copy_from_slice(hash);
+    buf[37..].copy_from_slice(&time.to_le_bytes());
+    hash_canonical(&buf)
+}
+
 /// [`occurrence_key`] of each content and occurrence number, in order, appended to `keys`:
 /// hashed side by side (see `lanes`).
 pub fn occurrence_keys(occurrences: &[(ContentHash, u32)], keys: &mut Vec<Key>) {

@@ -99,6 +99,10 @@ pub struct Event {
     content_id: Option<[u8; 32]>,
     /// The hash of the vendor's event's canonical content, when the source computed it.
     content_hash: Option<crate::dedupe::ContentHash>,
+    /// The vendor's text of the time means two instants (Domo's wall-clock time in the repeated
+    /// hour of a daylight-saving change), so the content alone does not tell two entries an hour
+    /// apart: the key takes the instant in too (see `dedupe::fold_hash`).
+    ambiguous_time: bool,
 }
 
 impl Event {
@@ -125,6 +129,7 @@ impl Event {
             fields: [Span::NONE; FIELDS],
             content_id: None,
             content_hash: None,
+            ambiguous_time: false,
         };
         if raw_span == Span::NONE {
             e.raw = e.span_of(raw);
@@ -194,6 +199,16 @@ impl Event {
     /// The hash of the event's canonical content, if its source computed it.
     pub fn content_hash(&self) -> Option<crate::dedupe::ContentHash> {
         self.content_hash
+    }
+
+    /// Marks the event's time text as one that means two instants (see `ambiguous_time`).
+    pub fn set_ambiguous_time(&mut self) {
+        self.ambiguous_time = true;
+    }
+
+    /// Whether the vendor's time text means two instants: then its key includes the instant.
+    pub fn ambiguous_time(&self) -> bool {
+        self.ambiguous_time
     }
 
     /// Makes the event's id the hex of a content-and-occurrence key.

@@ -210,6 +210,14 @@ pub fn poll_done(source: &str, ok: bool, cursor: Option<Nanos>) {
     });
 }
 
+/// Where a source's cursor stands now (for `auditship_cursor_lag_seconds`): set when the source
+/// starts, from its stored cursor or its `start`, and at every sub-window it completes.
+pub fn cursor_at(source: &str, cursor: Nanos) {
+    with(|r| {
+        r.cursors.insert(source.to_string(), cursor);
+    });
+}
+
 /// Whether a source is polling (1) or stopped by a permanent error (0).
 pub fn source_up(source: &str, up: bool) {
     with(|r| {

@@ -1,11 +1,26 @@
 //! The generic poller: one per source. It owns what every vendor shares — the window plan, paging,
 //! retries, dedupe, delivery and the commit — and asks the vendor file only for pages.
 //!
-//! A poll reads the closed window `[cursor − overlap, now − lag)` in sub-windows of at most
-//! `window`, oldest first. For each page: normalise, key, drop what the state already knows,
-//! deliver to every sink, then commit keys, sink positions and (after a sub-window's last page)
-//! the cursor in one transaction. A crash between delivery and commit repeats a page; it never
-//! skips one.
+//! A poll reads the closed window `[cursor − overlap, now − lag)` in sub-windows, oldest first,
+//! whose length follows the data: it doubles while answers are small and shrinks when a window
+//! takes many pages, so a first run from a far `start` costs requests in proportion to the events,
+//! not to the span. For each page: normalise, key, drop what the state already knows, deliver to
+//! every sink, then commit keys, sink positions and the cursor in one transaction. A crash
+//! between delivery and commit repeats a page; it never skips one. A window that delivered
+//! nothing is not committed on its own: its cursor goes with the next commit, or at the end of
+//! the poll.
+//!
+//! **Offset paging and occurrence numbers.** Entries without an id are keyed by their content
+//! and their occurrence number among identical entries of the same time unit, so the number must
+//! be the same at every read. It is, as long as no read counts one entry twice: so the poller
+//! never takes a time unit from two pages of one read. A full page sorted by time ends in a unit
+//! that may go on past it: that unit is left for the next request, whose range ends (newest
+//! first) or starts (oldest first) at it, so it comes whole at the top of the next page. A full
+//! page that is not sorted, or that holds times outside the range asked for, cannot be cut that
+//! way: the range is halved and read again until an answer holds all of it. Only a single time
+//! unit with more entries than a page is read by offset within the unit. This holds however the
+//! vendor orders entries within a time unit, whether the range's end is inclusive, and while
+//! late events are inserted.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -57,6 +72,15 @@ pub struct PollSummary {
     pub cursor: Option<Nanos>,
 }
 
+/// What reading one sub-window took, to size the next one.
+#[derive(Debug, Default, Clone, Copy)]
+struct WindowStats {
+    /// Requests made.
+    pages: u64,
+    /// The most entries one answer held.
+    largest: usize,
+}
+
 /// Reads one source into its sinks.
 pub struct Poller {
     cfg: SourceConfig,
@@ -67,11 +91,15 @@ pub struct Poller {
     sinks: Vec<Arc<SinkSlot>>,
     retry: RetryConfig,
     cancel: CancellationToken,
-    /// The current sub-window length; shrinks when a whole-window response is too large.
+    /// The length of the next sub-window: it grows while answers are small and shrinks when
+    /// they are dense (see `adapt`).
     window: Nanos,
     occurrences: Occurrences,
-    /// Set once an API was seen not sorting newest first (so keyset narrowing is off).
-    unordered_warned: bool,
+    /// Set once an answer held entries at exactly the end of the range asked for: from then on
+    /// ranges are asked for with an end one millisecond short, which such an API includes.
+    inclusive_end: bool,
+    /// Set once an API was seen not sorting a page by time (logged once).
+    unordered_noted: bool,
     /// Progress and failures, for `/healthz` and `/readyz`.
     health: SourceHealth,
     /// The newest event time ever delivered (from the state at each poll, then kept current).
@@ -84,6 +112,82 @@ pub struct Poller {
     /// How far before the window it was read for the vendor has placed an event (a clock or
     /// zone mismatch); keys are kept that much longer, so a re-read still finds them.
     skew: Nanos,
+    /// A cursor reached by windows that delivered nothing, not yet committed: it goes with the
+    /// next commit, or is committed at the end of the poll.
+    pending_cursor: Option<Nanos>,
+}
+
+/// Where the entries of one answer fall, against the range `[lo, hi)` it was asked for.
+#[derive(Debug, Default)]
+struct Spread {
+    /// Entries whose time unit is inside the range.
+    inside: usize,
+    /// Entries at exactly `hi` (an API whose end is inclusive).
+    at_end: usize,
+    /// Entries outside `[lo, hi]`: a zone or clock mismatch; their times cannot steer paging.
+    foreign: usize,
+    /// Oldest and newest unit inside the range.
+    oldest: Option<Nanos>,
+    newest: Option<Nanos>,
+    /// Whether the entries inside the range come newest first / oldest first (both when they
+    /// share one unit).
+    descending: bool,
+    ascending: bool,
+}
+
+impl Spread {
+    fn of(events: &[Event], lo: Nanos, hi: Nanos, unit: Nanos) -> Spread {
+        let mut s = Spread {
+            descending: true,
+            ascending: true,
+            ..Spread::default()
+        };
+        let mut prev: Option<Nanos> = None;
+        for ev in events {
+            let u = floor_to(ev.time, unit);
+            if u == hi {
+                s.at_end += 1;
+                continue;
+            }
+            if u < lo || u > hi {
+                s.foreign += 1;
+                continue;
+            }
+            s.inside += 1;
+            s.oldest = Some(s.oldest.map_or(u, |o| o.min(u)));
+            s.newest = Some(s.newest.map_or(u, |n| n.max(u)));
+            if let Some(p) = prev {
+                s.descending &= u <= p;
+                s.ascending &= u >= p;
+            }
+            prev = Some(u);
+        }
+        s
+    }
+}
+
+/// What to do with a full answer to an offset-paged range.
+#[derive(Debug, PartialEq, Eq)]
+enum Cut {
+    /// Newest first: take the units newer than `oldest`; read `[lo, oldest + unit)` next.
+    BeforeOldest(Nanos),
+    /// Oldest first: take the units older than `newest`; read `[newest, hi)` next.
+    AfterNewest(Nanos),
+    /// Every entry in the range is of this one unit: read it by offset, then the rest.
+    OneUnit(Nanos),
+    /// Nothing in it can be trusted to cut by: halve the range and read both halves again.
+    Halve,
+}
+
+impl Cut {
+    fn of(spread: &Spread) -> Cut {
+        match (spread.foreign, spread.oldest, spread.newest) {
+            (0, Some(o), Some(n)) if o == n => Cut::OneUnit(o),
+            (0, Some(o), Some(_)) if spread.descending => Cut::BeforeOldest(o),
+            (0, Some(_), Some(n)) if spread.ascending => Cut::AfterNewest(n),
+            _ => Cut::Halve,
+        }
+    }
 }
 
 impl Poller {
@@ -97,7 +201,7 @@ impl Poller {
         health: SourceHealth,
     ) -> Poller {
         let traits = source.traits();
-        let window = max_window(&cfg, &traits);
+        let window = first_window(&cfg, &traits);
         Poller {
             cfg,
             source,
@@ -108,11 +212,13 @@ impl Poller {
             cancel,
             window,
             occurrences: Occurrences::default(),
-            unordered_warned: false,
+            inclusive_end: false,
+            unordered_noted: false,
             health,
             max_event: None,
             lookup: Lookup::default(),
             skew: 0,
+            pending_cursor: None,
         }
     }
 
@@ -124,8 +230,34 @@ impl Poller {
         &self.cfg
     }
 
+    /// Where the source stands before its first poll: the stored cursor, or where its first
+    /// poll will begin. For the lag gauge, which must show a source that is far behind from the
+    /// first scrape on.
+    pub async fn starting_point(&self) -> Result<Nanos, PollError> {
+        let row = self.state.source(&self.cfg.name).await?;
+        Ok(match row.and_then(|r| r.cursor) {
+            Some(c) => c,
+            None => self.first_start(timefmt::now()),
+        })
+    }
+
+    /// Where a source without a cursor begins.
+    fn first_start(&self, now: Nanos) -> Nanos {
+        self.cfg.start.unwrap_or(now - 24 * 3600 * NANOS_PER_SEC)
+    }
+
     /// One poll: every sub-window from the cursor up to now − lag.
     pub async fn poll(&mut self) -> Result<PollSummary, PollError> {
+        let result = self.poll_windows().await;
+        // Windows that delivered nothing moved the cursor only in memory: record it, whatever
+        // stopped the poll (their reads are done; a shutdown must not have them repeated).
+        let flushed = self.flush_cursor().await;
+        let summary = result?;
+        flushed?;
+        Ok(summary)
+    }
+
+    async fn poll_windows(&mut self) -> Result<PollSummary, PollError> {
         let unit = self.traits.time_unit;
         let now = timefmt::now();
         let row = self.state.source(&self.cfg.name).await?;
@@ -137,11 +269,10 @@ impl Poller {
             Some(c) => c
                 .saturating_sub(dur_nanos(self.cfg.overlap))
                 .max(self.cfg.start.unwrap_or(i64::MIN).min(c)),
-            None => self.cfg.start.unwrap_or(now - 24 * 3600 * NANOS_PER_SEC),
+            None => self.first_start(now),
         };
         let mut from = floor_to(from, unit);
         let end = floor_to(now - dur_nanos(self.cfg.lag), unit);
-        let max = max_window(&self.cfg, &self.traits);
         let mut summary = PollSummary {
             cursor,
             ..Default::default()
@@ -150,20 +281,23 @@ impl Poller {
             if self.cancel.is_cancelled() {
                 return Err(PollError::Cancelled);
             }
-            let w_end = from.saturating_add(self.window).min(end);
+            let planned = from.saturating_add(self.window).min(end);
+            // A vendor may need a window cut short (Domo: never across a repeated hour).
+            let w_end = self
+                .source
+                .window_end(from, planned)
+                .clamp(from + unit, planned);
             match self.read_window(from, w_end, &mut summary).await {
-                Ok(events) => {
+                Ok(stats) => {
                     summary.windows += 1;
                     summary.cursor = Some(summary.cursor.map_or(w_end, |c| c.max(w_end)));
+                    self.pending_cursor = Some(self.pending_cursor.map_or(w_end, |c| c.max(w_end)));
+                    metrics::cursor_at(&self.cfg.name, w_end);
+                    self.adapt(stats, w_end - from, w_end == planned && planned < end);
                     from = w_end;
-                    // Grow a shrunken window back while responses stay small.
-                    if self.window < max && events.saturating_mul(4) < self.cfg.max_response_events
-                    {
-                        self.window = floor_to(self.window.saturating_mul(2), unit).min(max);
-                    }
                 }
-                Err(PollError::Source(SourceError::TooLarge(n))) if self.window > unit => {
-                    self.window = floor_to(self.window / 2, unit).max(unit);
+                Err(PollError::Source(SourceError::TooLarge(n))) if w_end - from > unit => {
+                    self.window = floor_to((w_end - from) / 2, unit).max(unit);
                     tracing::debug!(source = %self.cfg.name, max_events = n,
                         window_ms = self.window / 1_000_000, "response too large; halving the window");
                 }
@@ -173,81 +307,234 @@ impl Poller {
         Ok(summary)
     }
 
-    /// Reads the sub-window `[start, end)` page by page; returns the events it fetched.
+    /// Sizes the next sub-window from what reading the last one (`span` long) took. `whole`
+    /// says the window was as long as planned (not cut short by now − lag or the vendor), so
+    /// an answer that was small says something about the window's length.
+    fn adapt(&mut self, stats: WindowStats, span: Nanos, whole: bool) {
+        let unit = self.traits.time_unit;
+        let capacity = match self.traits.paging {
+            Paging::Whole => self.cfg.max_response_events,
+            _ => self.cfg.page_size as usize,
+        };
+        if stats.pages > 4 {
+            // Dense: aim at two pages a window, so the cursor moves (and a crash repeats little).
+            let target = (span as i128 * 2 / stats.pages as i128) as Nanos;
+            self.window = floor_to(target, unit).max(unit).min(self.window);
+        } else if whole && stats.pages <= 1 && stats.largest.saturating_mul(4) < capacity {
+            self.window = floor_to(self.window.saturating_mul(2), unit).min(MAX_WINDOW);
+        }
+    }
+
+    /// Reads the sub-window `[start, end)`.
     async fn read_window(
         &mut self,
         start: Nanos,
         end: Nanos,
         summary: &mut PollSummary,
-    ) -> Result<usize, PollError> {
-        let unit = self.traits.time_unit;
-        self.occurrences.clear();
+    ) -> Result<WindowStats, PollError> {
         self.lookup = Lookup {
             before: self.max_event,
             since: None,
         };
-        let mut req = PageRequest {
+        let mut stats = WindowStats::default();
+        match self.traits.paging {
+            Paging::Offset => self.read_ranges(start, end, &mut stats, summary).await?,
+            Paging::Whole => {
+                let mut req = self.request(start, end);
+                req.max_events =
+                    (end - start > self.traits.time_unit).then_some(self.cfg.max_response_events);
+                let page = self.fetch_counted(&req, &mut stats, summary).await?;
+                let keep = self.keep(&page, start, end);
+                self.occurrences.clear();
+                self.deliver_and_commit(page.events, keep, start, summary)
+                    .await?;
+            }
+            Paging::Numbered => {
+                // Vendor ids: a page shifted by a late insert repeats an entry, which its id
+                // gives away; nothing here is numbered.
+                let mut req = self.request(start, end);
+                loop {
+                    let page = self.fetch_counted(&req, &mut stats, summary).await?;
+                    let more = page.more;
+                    let keep = self.keep(&page, start, end);
+                    self.deliver_and_commit(page.events, keep, start, summary)
+                        .await?;
+                    if !more {
+                        break;
+                    }
+                    req.page += 1;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// A request for the first page of `[start, end)`.
+    fn request(&self, start: Nanos, end: Nanos) -> PageRequest {
+        PageRequest {
             start,
             end,
+            inclusive_end: self.inclusive_end,
             offset: 0,
             page: 0,
             limit: self.cfg.page_size,
-            max_events: (self.traits.paging == Paging::Whole && end - start > unit)
-                .then_some(self.cfg.max_response_events),
-        };
-        let mut fetched = 0;
-        let mut keyset = true;
-        loop {
-            let page = self.fetch(&req).await?;
-            summary.pages += 1;
-            summary.fetched += page.events.len() as u64;
-            fetched += page.events.len();
-            let mut next = req.clone();
-            let last = match self.traits.paging {
-                Paging::Whole => true,
-                Paging::Numbered => {
-                    next.page += 1;
-                    !page.more
+            max_events: None,
+        }
+    }
+
+    async fn fetch_counted(
+        &mut self,
+        req: &PageRequest,
+        stats: &mut WindowStats,
+        summary: &mut PollSummary,
+    ) -> Result<Page, PollError> {
+        let page = self.fetch(req).await?;
+        stats.pages += 1;
+        stats.largest = stats.largest.max(page.returned);
+        summary.pages += 1;
+        summary.fetched += page.events.len() as u64;
+        Ok(page)
+    }
+
+    /// Which entries of an answer to `[lo, hi)` are this range's: all but those at exactly `hi`
+    /// (an inclusive end), which the range after it reads. When the answer holds times outside
+    /// the range (a zone mismatch), times mean nothing and every entry is kept.
+    fn keep(&mut self, page: &Page, lo: Nanos, hi: Nanos) -> Option<Vec<bool>> {
+        let unit = self.traits.time_unit;
+        let spread = Spread::of(&page.events, lo, hi, unit);
+        if spread.at_end == 0 || spread.foreign > 0 {
+            return None;
+        }
+        self.learn_inclusive_end();
+        Some(
+            page.events
+                .iter()
+                .map(|e| floor_to(e.time, unit) != hi)
+                .collect(),
+        )
+    }
+
+    fn learn_inclusive_end(&mut self) {
+        if !self.inclusive_end && self.traits.end_can_be_shortened {
+            self.inclusive_end = true;
+            tracing::debug!(source = %self.cfg.name,
+                "the API's end bound is inclusive: asking for ranges that end a millisecond short");
+        }
+    }
+
+    /// Reads `[start, end)` of an offset-paged API so that no time unit is taken from two pages
+    /// of one read (see the module's documentation).
+    async fn read_ranges(
+        &mut self,
+        start: Nanos,
+        end: Nanos,
+        stats: &mut WindowStats,
+        summary: &mut PollSummary,
+    ) -> Result<(), PollError> {
+        let unit = self.traits.time_unit;
+        // Ranges still to read; the next one last.
+        let mut todo = vec![(start, end)];
+        while let Some((lo, hi)) = todo.pop() {
+            let req = self.request(lo, hi);
+            let page = self.fetch_counted(&req, stats, summary).await?;
+            let spread = Spread::of(&page.events, lo, hi, unit);
+            if spread.at_end > 0 && spread.foreign == 0 {
+                self.learn_inclusive_end();
+            }
+            let full = page.returned >= req.limit as usize;
+            if full && hi - lo <= unit {
+                // One time unit with more entries than a page: through it by offset.
+                self.read_unit(lo, hi, page, stats, summary).await?;
+                continue;
+            }
+            // Which units of the answer to take: `[from, to)`, or all of them.
+            let (from, to) = if !full {
+                // The whole range: all of it, but what belongs to the range after it.
+                if spread.foreign > 0 {
+                    (Nanos::MIN, Nanos::MAX)
+                } else {
+                    (lo, hi)
                 }
-                Paging::Offset { newest_first } => {
-                    let last = page.returned < req.limit as usize;
-                    if !last {
-                        match newest_first
-                            .then(|| keyset_step(&page, req.start, req.end, unit))
-                            .flatten()
-                            .filter(|_| keyset)
-                        {
-                            // Narrow the window to end just after the oldest time seen, and skip
-                            // only what was read at that time. Late events inserted at newer
-                            // times can then no longer shift the offsets of what is unread.
-                            Some((new_end, at_min)) if new_end < req.end => {
-                                next.end = new_end;
-                                next.offset = at_min;
-                            }
-                            Some(_) => next.offset = req.offset + page.returned as u64,
-                            None => {
-                                if newest_first && !self.unordered_warned {
-                                    self.unordered_warned = true;
-                                    tracing::warn!(source = %self.cfg.name,
-                                        "the API did not return newest first; paging by offset alone");
-                                }
-                                keyset = false;
-                                next.offset = req.offset + page.returned as u64;
-                            }
-                        }
+            } else {
+                match Cut::of(&spread) {
+                    Cut::BeforeOldest(o) => {
+                        todo.push((lo, o + unit));
+                        (o + unit, hi)
                     }
-                    last
+                    Cut::AfterNewest(n) => {
+                        todo.push((n, hi));
+                        (lo, n)
+                    }
+                    Cut::OneUnit(u) => {
+                        // Newer, then the unit alone, then older: the stack pops older first.
+                        if u + unit < hi {
+                            todo.push((u + unit, hi));
+                        }
+                        todo.push((u, u + unit));
+                        if lo < u {
+                            todo.push((lo, u));
+                        }
+                        continue;
+                    }
+                    Cut::Halve => {
+                        if !self.unordered_noted {
+                            self.unordered_noted = true;
+                            tracing::info!(source = %self.cfg.name,
+                                "a full page was not sorted by time (or held times outside the range asked for); reading smaller ranges until one answer holds a whole range");
+                        }
+                        // `hi - lo` is at least two units here.
+                        let mid = lo + floor_to((hi - lo) / 2, unit).max(unit);
+                        todo.push((mid, hi));
+                        todo.push((lo, mid));
+                        continue;
+                    }
                 }
             };
-            self.deliver_and_commit(page.events, start, last.then_some(end), summary)
+            let keep: Vec<bool> = page
+                .events
+                .iter()
+                .map(|e| (from..to).contains(&floor_to(e.time, unit)))
+                .collect();
+            self.occurrences.clear();
+            self.deliver_and_commit(page.events, Some(keep), start, summary)
                 .await?;
-            if last {
-                break;
-            }
-            req = next;
         }
+        Ok(())
+    }
+
+    /// Reads one time unit `[lo, hi)` with more entries than a page by offset, `first` being
+    /// the answer at offset 0. Only here does numbering span pages: it relies on the vendor
+    /// keeping its order within the unit from one request to the next.
+    async fn read_unit(
+        &mut self,
+        lo: Nanos,
+        hi: Nanos,
+        first: Page,
+        stats: &mut WindowStats,
+        summary: &mut PollSummary,
+    ) -> Result<(), PollError> {
+        let unit = self.traits.time_unit;
+        tracing::debug!(source = %self.cfg.name, unit = %timefmt::human(lo),
+            "one time unit holds more entries than a page; reading it by offset");
         self.occurrences.clear();
-        Ok(fetched)
+        let mut req = self.request(lo, hi);
+        let mut page = first;
+        loop {
+            let spread = Spread::of(&page.events, lo, hi, unit);
+            let returned = page.returned;
+            let keep: Vec<bool> = page
+                .events
+                .iter()
+                .map(|e| spread.foreign > 0 || floor_to(e.time, unit) != hi)
+                .collect();
+            self.deliver_and_commit(page.events, Some(keep), lo, summary)
+                .await?;
+            if returned < req.limit as usize {
+                return Ok(());
+            }
+            req.offset += returned as u64;
+            page = self.fetch_counted(&req, stats, summary).await?;
+        }
     }
 
     async fn fetch(&self, req: &PageRequest) -> Result<Page, PollError> {
@@ -282,25 +569,37 @@ impl Poller {
     async fn deliver_and_commit(
         &mut self,
         mut events: Vec<Event>,
+        keep: Option<Vec<bool>>,
         start: Nanos,
-        cursor: Option<Nanos>,
         summary: &mut PollSummary,
     ) -> Result<(), PollError> {
-        let keys = self.key(&mut events)?;
+        if let Some(keep) = keep {
+            let mut i = 0;
+            events.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+        }
+        let (keys, legacy) = self.key(&mut events)?;
         let old: Vec<usize> = (0..events.len())
             .filter(|i| self.lookup.may_be_known(events[*i].time))
             .collect();
         let mut known = vec![false; keys.len()];
         if !old.is_empty() {
-            let found = self
-                .state
-                .known(
-                    &self.cfg.name,
-                    old.iter().map(|i| (keys[*i], events[*i].time)).collect(),
-                )
-                .await?;
-            for (i, k) in old.into_iter().zip(found) {
-                known[i] = k;
+            // An entry keyed differently by an earlier release is also looked up by that key,
+            // so an upgrade delivers nothing twice.
+            let mut asked: Vec<(Key, Nanos)> =
+                old.iter().map(|i| (keys[*i], events[*i].time)).collect();
+            let mut owners: Vec<usize> = old.clone();
+            for (i, k) in &legacy {
+                if self.lookup.may_be_known(events[*i].time) {
+                    asked.push((*k, events[*i].time));
+                    owners.push(*i);
+                }
+            }
+            let found = self.state.known(&self.cfg.name, asked).await?;
+            for (i, k) in owners.into_iter().zip(found) {
+                known[i] |= k;
             }
         }
         // A vendor id can repeat within a page (offsets shifted by a late insert); content keys
@@ -360,9 +659,14 @@ impl Poller {
             .zip(&guards)
             .filter_map(|(slot, g)| g.position().map(|p| (slot.config.name.clone(), p)))
             .collect();
-        let max = max_window(&self.cfg, &self.traits);
         let newest = fresh.iter().map(|e| e.time).max();
         let oldest = fresh.iter().map(|e| e.time).min();
+        // A page that holds nothing new and nothing known costs no commit: an empty window's
+        // cursor waits for the next commit (or the end of the poll).
+        if fresh.is_empty() && duplicates == 0 {
+            return Ok(());
+        }
+        let cursor = self.pending_cursor;
         let commit = Commit {
             source: self.cfg.name.clone(),
             kind: self.cfg.kind.as_str(),
@@ -371,13 +675,16 @@ impl Poller {
             keys: fresh_keys,
             positions,
             cursor,
-            prune_before: cursor.map(|c| c - dur_nanos(self.cfg.overlap) - max - self.skew),
+            prune_before: cursor.map(|c| self.prune_before(c)),
             max_event: newest,
         };
         match self.state.commit(commit).await {
             Ok(()) => {
                 for g in guards.iter_mut() {
                     g.committed();
+                }
+                if self.pending_cursor == cursor {
+                    self.pending_cursor = None;
                 }
                 self.max_event = self.max_event.max(newest);
                 if let (Some(lo), Some(hi)) = (oldest, newest) {
@@ -399,27 +706,65 @@ impl Poller {
         Ok(())
     }
 
-    /// The dedupe key of each event; content-keyed events get their `id` from it.
-    fn key(&mut self, events: &mut [Event]) -> Result<Vec<Key>, PollError> {
+    /// Keys older than this can go once the cursor is at `cursor`: a poll re-reads `overlap`
+    /// before the cursor, and a window can begin a little before that.
+    fn prune_before(&self, cursor: Nanos) -> Nanos {
+        cursor
+            .saturating_sub(dur_nanos(self.cfg.overlap))
+            .saturating_sub(first_window(&self.cfg, &self.traits))
+            .saturating_sub(self.skew)
+    }
+
+    /// Commits a cursor that windows which delivered nothing have reached.
+    async fn flush_cursor(&mut self) -> Result<(), PollError> {
+        let Some(cursor) = self.pending_cursor else {
+            return Ok(());
+        };
+        let commit = Commit {
+            source: self.cfg.name.clone(),
+            kind: self.cfg.kind.as_str(),
+            cursor: Some(cursor),
+            prune_before: Some(self.prune_before(cursor)),
+            ..Commit::default()
+        };
+        self.state.commit(commit).await?;
+        if self.pending_cursor == Some(cursor) {
+            self.pending_cursor = None;
+        }
+        Ok(())
+    }
+
+    /// The dedupe key of each event (content-keyed events get their `id` from it), and the keys
+    /// an earlier release gave some of them (see [`dedupe::fold_hash`]), by index.
+    #[allow(clippy::type_complexity)]
+    fn key(&mut self, events: &mut [Event]) -> Result<(Vec<Key>, Vec<(usize, Key)>), PollError> {
         let mut keys = Vec::with_capacity(events.len());
         if self.traits.identity == Identity::VendorId {
             keys.extend(events.iter().map(|ev| dedupe::id_key(ev.id())));
-            return Ok(keys);
+            return Ok((keys, Vec::new()));
         }
         let mut occurrences = Vec::with_capacity(events.len());
-        for ev in events.iter() {
+        let mut legacy = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
             let h = match ev.content_hash() {
                 Some(h) => h,
                 None => dedupe::content_hash(ev.raw())
                     .map_err(|e| SourceError::Body(format!("event is not JSON: {e}")))?,
             };
-            occurrences.push((h, self.occurrences.next(h)));
+            if ev.ambiguous_time() {
+                let folded = dedupe::fold_hash(&h, ev.time);
+                let n = self.occurrences.next(folded);
+                legacy.push((i, dedupe::occurrence_key(&h, n)));
+                occurrences.push((folded, n));
+            } else {
+                occurrences.push((h, self.occurrences.next(h)));
+            }
         }
         dedupe::occurrence_keys(&occurrences, &mut keys);
         for (ev, k) in events.iter_mut().zip(&keys) {
             ev.set_content_id(k);
         }
-        Ok(keys)
+        Ok((keys, legacy))
     }
 }
 
@@ -458,26 +803,14 @@ async fn beating<F: std::future::Future>(health: &SourceHealth, fut: F) -> F::Ou
     }
 }
 
-/// The configured window, on whole time units of the vendor.
-fn max_window(cfg: &SourceConfig, traits: &Traits) -> Nanos {
+/// The first sub-window's length: the configured `window`, on whole time units of the vendor.
+fn first_window(cfg: &SourceConfig, traits: &Traits) -> Nanos {
     floor_to(dur_nanos(cfg.window), traits.time_unit).max(traits.time_unit)
 }
 
-/// For a full page of a newest-first API: the narrowed window end (just after the oldest time
-/// unit on the page) and how many entries of that unit the page held. `None` when the page is not
-/// sorted newest first or holds times outside the window, so narrowing cannot be trusted.
-fn keyset_step(page: &Page, start: Nanos, end: Nanos, unit: Nanos) -> Option<(Nanos, u64)> {
-    let times: Vec<Nanos> = page.events.iter().map(|e| floor_to(e.time, unit)).collect();
-    let oldest = *times.last()?;
-    if times.len() != page.returned
-        || times.windows(2).any(|w| w[0] < w[1])
-        || times.iter().any(|t| *t < start || *t >= end)
-    {
-        return None;
-    }
-    let at_oldest = times.iter().rev().take_while(|t| **t == oldest).count() as u64;
-    Some((oldest + unit, at_oldest))
-}
+/// The longest a sub-window grows to: about 34 years, more than any audit trail holds, and far
+/// from overflowing a time.
+const MAX_WINDOW: Nanos = 1 << 60;
 
 #[cfg(test)]
 mod tests {
@@ -488,26 +821,44 @@ mod tests {
         Event::standalone("s", "domo", "domo", t, "{}")
     }
 
-    fn page(times: &[Nanos]) -> Page {
-        Page {
-            events: times.iter().map(|t| ev(*t)).collect(),
-            returned: times.len(),
-            more: true,
-        }
+    fn spread(times: &[Nanos], lo: Nanos, hi: Nanos) -> Spread {
+        let events: Vec<Event> = times.iter().map(|t| ev(*t)).collect();
+        Spread::of(&events, lo, hi, 10)
     }
 
     #[test]
-    fn keyset_narrows_to_just_after_the_oldest_unit() {
-        // Newest first, units of 10: the oldest unit is 30 and holds two entries.
+    fn a_full_sorted_page_is_cut_before_its_last_unit() {
+        // Newest first, units of 10: the oldest unit (30) may go on past the page.
         assert_eq!(
-            keyset_step(&page(&[95, 71, 50, 33, 31]), 0, 100, 10),
-            Some((40, 2))
+            Cut::of(&spread(&[95, 71, 50, 33, 31], 0, 100)),
+            Cut::BeforeOldest(30)
         );
-        // All on the last unit: the end cannot move (caller adds to the offset instead).
+        // An inclusive end: the entries at exactly 100 belong to the next range.
+        let s = spread(&[100, 100, 95, 50, 33], 0, 100);
+        assert_eq!((s.at_end, s.inside, s.foreign), (2, 3, 0));
+        assert_eq!(Cut::of(&s), Cut::BeforeOldest(30));
+        // Oldest first.
         assert_eq!(
-            keyset_step(&page(&[99, 95, 90]), 0, 100, 10),
-            Some((100, 3))
+            Cut::of(&spread(&[3, 17, 50, 61, 64], 0, 100)),
+            Cut::AfterNewest(60)
         );
+        // Ties in any order within a unit do not matter.
+        assert_eq!(
+            Cut::of(&spread(&[99, 91, 95, 50, 52, 51], 0, 100)),
+            Cut::BeforeOldest(50)
+        );
+    }
+
+    #[test]
+    fn a_page_of_one_unit_is_read_by_offset_and_anything_else_is_halved() {
+        assert_eq!(Cut::of(&spread(&[55, 51, 59], 0, 100)), Cut::OneUnit(50));
+        assert_eq!(Cut::of(&spread(&[100, 55, 51], 0, 100)), Cut::OneUnit(50));
+        // Not sorted.
+        assert_eq!(Cut::of(&spread(&[31, 95, 50], 0, 100)), Cut::Halve);
+        // Times outside the range: a zone mismatch; they cannot steer paging.
+        assert_eq!(Cut::of(&spread(&[95, 50, -5], 0, 100)), Cut::Halve);
+        assert_eq!(Cut::of(&spread(&[150, 50], 0, 100)), Cut::Halve);
+        assert_eq!(Cut::of(&spread(&[], 0, 100)), Cut::Halve);
     }
 
     #[test]
@@ -532,13 +883,5 @@ mod tests {
             assert_eq!(l.may_be_known(t), known, "{t}");
         }
         assert!(l.may_be_known(600) && !l.may_be_known(601));
-    }
-
-    #[test]
-    fn keyset_refuses_unsorted_or_out_of_window_pages() {
-        assert_eq!(keyset_step(&page(&[31, 95, 50]), 0, 100, 10), None);
-        assert_eq!(keyset_step(&page(&[95, 50, -5]), 0, 100, 10), None);
-        assert_eq!(keyset_step(&page(&[150, 50]), 0, 100, 10), None);
-        assert_eq!(keyset_step(&page(&[]), 0, 100, 10), None);
     }
 }

@@ -235,3 +235,145 @@ async fn sigkill_mid_backfill_then_restart_loses_and_doubles_nothing() {
         assert_exactly(&lines, &name(v), &truth(&sim, &cfg, v));
     }
 }
+
+/// The last autumn change of America/Denver before two days ago, as an instant: its repeated
+/// hour is local 01:00–02:00, from `change − 1h` to `change + 1h` in UTC.
+fn last_denver_fold() -> chrono::DateTime<chrono::Utc> {
+    let denver = jiff::tz::TimeZone::get("America/Denver").unwrap();
+    let fold = denver
+        .preceding(jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48))
+        .find(|c| c.timestamp().strftime("%m").to_string().as_str() > "06")
+        .unwrap();
+    t(&fold.timestamp().to_string())
+}
+
+/// Domo in America/Denver, `events` entries from two hours before its last autumn change to two
+/// hours after (5% twins, and twins an hour apart in the repeated hour).
+fn around_denver_fold(events: u64) -> (chrono::DateTime<chrono::Utc>, SimConfig) {
+    let at = last_denver_fold();
+    let cfg = SimConfig {
+        start: at - chrono::Duration::hours(2),
+        end: at + chrono::Duration::hours(2),
+        events,
+        vendors: vec![Vendor::Domo],
+        domo_time_zone: jiff::tz::TimeZone::get("America/Denver").unwrap(),
+        twin_fraction: 0.05,
+        ..SimConfig::default()
+    };
+    (at, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domo_twins_an_hour_apart_in_a_repeated_hour_get_different_ids() {
+    let (_, cfg) = around_denver_fold(6_000);
+    let sim = sim(cfg.clone()).await;
+    let truth = truth(&sim, &cfg, Vendor::Domo);
+    let s = setup(
+        "",
+        &source_toml(&sim, &cfg, Vendor::Domo, "time_zone = \"America/Denver\"\n"),
+    );
+    once_ok(&s);
+    let lines = read_lines(&s.out);
+    // Exactly the truth, and no id twice (an Elasticsearch `create` would refuse the second).
+    assert_exactly(&lines, "domo", &truth);
+    assert_true_instants(&sim, &lines);
+    let hour = chrono::Duration::hours(1);
+    let mut seen: HashMap<String, Vec<chrono::DateTime<chrono::Utc>>> = HashMap::new();
+    for e in &lines {
+        seen.entry(e["raw"].to_string())
+            .or_default()
+            .push(t(e["time"].as_str().unwrap()));
+    }
+    let apart = seen
+        .values()
+        .filter(|times| times.iter().any(|a| times.iter().any(|b| *b - *a == hour)))
+        .count();
+    assert!(apart > 5, "only {apart} entries have a twin an hour later");
+}
+
+/// An upgrade from a release that keyed Domo entries of a repeated hour by their content alone:
+/// their stored keys are the old ones, and a re-read of the overlap must still find them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_delivers_no_entry_of_a_repeated_hour_twice() {
+    use auditship::dedupe;
+    let (at, cfg) = around_denver_fold(4_000);
+    let sim = sim(cfg.clone()).await;
+    // An overlap that reaches back past the change, so the second run re-reads all of it.
+    let s = setup(
+        "",
+        &source_toml(
+            &sim,
+            &cfg,
+            Vendor::Domo,
+            "time_zone = \"America/Denver\"\noverlap = \"2000h\"\n",
+        ),
+    );
+    once_ok(&s);
+    let lines = read_lines(&s.out);
+    assert_exactly(&lines, "domo", &truth(&sim, &cfg, Vendor::Domo));
+
+    // Rewrite the state as the earlier release left it: entries of the repeated hour keyed by
+    // occurrence of their content alone.
+    let mut rekey: HashMap<([u8; 16], i64), [u8; 16]> = HashMap::new();
+    let mut count: HashMap<(String, i64), u32> = HashMap::new();
+    let hour = chrono::Duration::hours(1);
+    for e in &lines {
+        let time = t(e["time"].as_str().unwrap());
+        if !(at - hour..at + hour).contains(&time) {
+            continue;
+        }
+        let ns = time.timestamp_nanos_opt().unwrap();
+        let raw = e["raw"].to_string();
+        let n = count.entry((raw.clone(), ns)).or_default();
+        let legacy = dedupe::occurrence_key(&dedupe::content_hash(&raw).unwrap(), *n);
+        *n += 1;
+        let id = e["id"].as_str().unwrap();
+        let mut key = [0u8; 16];
+        for (i, b) in key.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&id[2 * i..2 * i + 2], 16).unwrap();
+        }
+        rekey.insert((key, ns), legacy);
+    }
+    assert!(
+        rekey.len() > 100,
+        "{} entries in the repeated hour",
+        rekey.len()
+    );
+    let db = rusqlite::Connection::open(s.dir.path().join("state.db")).unwrap();
+    let rows: Vec<(i64, Vec<u8>)> = db
+        .prepare("SELECT id, keys FROM key_pages")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut rewritten = 0;
+    for (id, blob) in rows {
+        let mut records: Vec<[u8; 24]> = blob.chunks(24).map(|c| c.try_into().unwrap()).collect();
+        for r in records.iter_mut() {
+            let time = i64::from_be_bytes(r[..8].try_into().unwrap());
+            let key: [u8; 16] = r[8..].try_into().unwrap();
+            if let Some(legacy) = rekey.get(&(key, time)) {
+                r[8..].copy_from_slice(legacy);
+                rewritten += 1;
+            }
+        }
+        records.sort_unstable();
+        let blob: Vec<u8> = records.concat();
+        db.execute(
+            "UPDATE key_pages SET keys = ?1 WHERE id = ?2",
+            rusqlite::params![blob, id],
+        )
+        .unwrap();
+    }
+    assert_eq!(rewritten, rekey.len());
+    drop(db);
+
+    once_ok(&s);
+    let again = read_lines(&s.out);
+    assert_eq!(
+        again.len(),
+        lines.len(),
+        "the re-read delivered entries of the repeated hour again"
+    );
+}

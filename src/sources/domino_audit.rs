@@ -156,9 +156,10 @@ fn normalise(
 impl Source for DominoAudit {
     fn traits(&self) -> Traits {
         Traits {
-            paging: Paging::Offset { newest_first: true },
+            paging: Paging::Offset,
             identity: Identity::Content,
             time_unit: NANOS_PER_MS,
+            end_can_be_shortened: true,
         }
     }
 
@@ -166,7 +167,7 @@ impl Source for DominoAudit {
         Box::pin(async move {
             let query = [
                 ("startTimestamp", (req.start / NANOS_PER_MS).to_string()),
-                ("endTimestamp", (req.end / NANOS_PER_MS).to_string()),
+                ("endTimestamp", req.end_ms().to_string()),
                 ("limit", req.limit.to_string()),
                 ("offset", req.offset.to_string()),
                 ("sort", "-timestamp".to_string()),

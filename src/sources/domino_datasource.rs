@@ -126,6 +126,7 @@ impl Source for DominoDatasource {
             paging: Paging::Whole,
             identity: Identity::Content,
             time_unit: NANOS_PER_MS,
+            end_can_be_shortened: true,
         }
     }
 
@@ -133,7 +134,7 @@ impl Source for DominoDatasource {
         Box::pin(async move {
             let query = [
                 ("startTime", timefmt::rfc3339_ms(req.start)),
-                ("endTime", timefmt::rfc3339_ms(req.end)),
+                ("endTime", timefmt::rfc3339_ms(req.end_ms() * NANOS_PER_MS)),
             ];
             let cap = req
                 .max_events

@@ -115,7 +115,7 @@ impl Domo {
     ) -> Result<PageText, SourceError> {
         let query = [
             ("start", (req.start / NANOS_PER_MS).to_string()),
-            ("end", (req.end / NANOS_PER_MS).to_string()),
+            ("end", req.end_ms().to_string()),
             ("limit", req.limit.to_string()),
             ("offset", req.offset.to_string()),
         ];
@@ -196,11 +196,43 @@ fn any_wall_clock(s: &str) -> Option<NaiveDateTime> {
     date.and_hms_opt(h24, m, sec)
 }
 
+/// The first instant in `(start, end)` at which the clocks of `tz` go back, if any: the second
+/// pass of a repeated hour begins there. A Domo window ends at it, so that no window holds both
+/// instants a wall-clock time of that hour can mean.
+pub fn next_fold(tz: &TimeZone, start: Nanos, end: Nanos) -> Option<Nanos> {
+    let from = jiff::Timestamp::from_nanosecond(i128::from(start)).ok()?;
+    for t in tz.following(from) {
+        let at = i64::try_from(t.timestamp().as_nanosecond()).ok()?;
+        if at >= end {
+            return None;
+        }
+        let before = tz.to_offset(
+            t.timestamp()
+                .checked_sub(jiff::SignedDuration::from_nanos(1))
+                .ok()?,
+        );
+        if t.offset() < before {
+            return Some(at);
+        }
+    }
+    None
+}
+
 /// The instant of a wall-clock time in `tz`. In the repeated hour of a daylight-saving change a
 /// wall-clock time means two instants: the one inside the requested window `[start, end)` is
-/// chosen (windows are at most 30 minutes, so at most one is). In the skipped hour, which a
-/// correct clock never shows, the offset from before the change is used.
+/// chosen (windows never cross the change, see [`next_fold`], so at most one is). In the skipped
+/// hour, which a correct clock never shows, the offset from before the change is used.
 pub fn resolve(tz: &TimeZone, local: NaiveDateTime, start: Nanos, end: Nanos) -> Option<Nanos> {
+    resolve_noting_fold(tz, local, start, end).map(|(t, _)| t)
+}
+
+/// [`resolve`], and whether the wall-clock time was one of a repeated hour (two instants).
+fn resolve_noting_fold(
+    tz: &TimeZone,
+    local: NaiveDateTime,
+    start: Nanos,
+    end: Nanos,
+) -> Option<(Nanos, bool)> {
     let (date, clock) = (local.date(), local.time());
     let civil = jiff::civil::DateTime::new(
         i16::try_from(date.year()).ok()?,
@@ -219,14 +251,14 @@ pub fn resolve(tz: &TimeZone, local: NaiveDateTime, start: Nanos, end: Nanos) ->
             .checked_mul(NANOS_PER_SEC)
     };
     match tz.to_ambiguous_timestamp(civil).offset() {
-        AmbiguousOffset::Unambiguous { offset } => at(offset),
+        AmbiguousOffset::Unambiguous { offset } => at(offset).map(|t| (t, false)),
         AmbiguousOffset::Fold { before, after } => {
             // `before` is the larger offset, so its instant is the earlier one.
             let (a, b) = (at(before)?, at(after)?);
             let inside = |t: Nanos| start <= t && t < end;
-            Some(if inside(b) && !inside(a) { b } else { a })
+            Some((if inside(b) && !inside(a) { b } else { a }, true))
         }
-        AmbiguousOffset::Gap { before, .. } => at(before),
+        AmbiguousOffset::Gap { before, .. } => at(before).map(|t| (t, false)),
     }
 }
 
@@ -356,9 +388,12 @@ fn normalise(
             e.time
         ))
     })?;
-    let time = resolve(tz, local, start, end)
+    let (time, ambiguous) = resolve_noting_fold(tz, local, start, end)
         .ok_or_else(|| SourceError::Body(format!("domo time {:?} is out of range", e.time)))?;
     let mut ev = Event::new(source, "domo", "domo", time, page, raw);
+    if ambiguous {
+        ev.set_ambiguous_time();
+    }
     ev.set(
         Field::Action,
         non_empty(e.event_text.as_deref()).or(non_empty(e.action_type.as_deref())),
@@ -377,10 +412,15 @@ fn normalise(
 impl Source for Domo {
     fn traits(&self) -> Traits {
         Traits {
-            paging: Paging::Offset { newest_first: true },
+            paging: Paging::Offset,
             identity: Identity::Content,
             time_unit: NANOS_PER_SEC,
+            end_can_be_shortened: true,
         }
+    }
+
+    fn window_end(&self, start: Nanos, end: Nanos) -> Nanos {
+        next_fold(&self.time_zone, start, end).unwrap_or(end)
     }
 
     fn fetch<'a>(&'a self, req: &'a PageRequest) -> BoxFuture<'a, Result<Page, SourceError>> {

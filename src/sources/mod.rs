@@ -28,10 +28,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// How a vendor pages through a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Paging {
-    /// `limit`/`offset`; the page is full when it holds `limit` entries. `newest_first` says the
-    /// API sorts by time descending, which lets the poller narrow the window as it goes (see
-    /// `pipeline.rs`) instead of trusting offsets while late events are inserted.
-    Offset { newest_first: bool },
+    /// `limit`/`offset`; the page is full when it holds `limit` entries. The poller reads the
+    /// order from the pages themselves (see `pipeline.rs`): newest first, oldest first, or none.
+    Offset,
     /// Numbered pages with a total.
     Numbered,
     /// One response holds the whole window.
@@ -54,6 +53,10 @@ pub struct Traits {
     pub identity: Identity,
     /// The vendor's time resolution: windows start and end on multiples of it.
     pub time_unit: Nanos,
+    /// Whether the source can ask for a range that ends one millisecond short when
+    /// [`PageRequest::inclusive_end`] is set: true where the API's bounds are whole
+    /// milliseconds, so that `≤ end − 1ms` holds exactly what `< end` holds.
+    pub end_can_be_shortened: bool,
 }
 
 /// One request: a page of the window `[start, end)`.
@@ -61,6 +64,9 @@ pub struct Traits {
 pub struct PageRequest {
     pub start: Nanos,
     pub end: Nanos,
+    /// The API was seen to include entries at exactly `end`: ask for one millisecond less (see
+    /// [`PageRequest::end_ms`]), where [`Traits::end_can_be_shortened`].
+    pub inclusive_end: bool,
     /// Entries to skip (`Paging::Offset`).
     pub offset: u64,
     /// Page number from 0 (`Paging::Numbered`).
@@ -69,6 +75,14 @@ pub struct PageRequest {
     /// `Paging::Whole`: a response with more events than this is refused with
     /// [`SourceError::TooLarge`] so the poller can halve the window.
     pub max_events: Option<usize>,
+}
+
+impl PageRequest {
+    /// The end to send, in milliseconds: `end`, or one millisecond less for an API whose end is
+    /// inclusive (the same entries, as the API's bounds are whole milliseconds).
+    pub fn end_ms(&self) -> i64 {
+        self.end / crate::timefmt::NANOS_PER_MS - i64::from(self.inclusive_end)
+    }
 }
 
 /// One page as read.
@@ -122,6 +136,13 @@ pub trait Source: Send + Sync {
     /// Reads one page. One HTTP exchange (plus a token renewal where the vendor needs one);
     /// the poller retries.
     fn fetch<'a>(&'a self, req: &'a PageRequest) -> BoxFuture<'a, Result<Page, SourceError>>;
+
+    /// Where a sub-window that begins at `start` must end at the latest, given that the poller
+    /// would end it at `end`: `end`, unless the vendor's times need a cut in between (Domo: a
+    /// window never holds both passes of a repeated hour).
+    fn window_end(&self, _start: Nanos, end: Nanos) -> Nanos {
+        end
+    }
 }
 
 /// Builds the source of a config entry: the one place where kinds are registered.

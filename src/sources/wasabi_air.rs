@@ -106,6 +106,7 @@ impl Source for WasabiAir {
             paging: Paging::Numbered,
             identity: Identity::VendorId,
             time_unit: NANOS_PER_MS,
+            end_can_be_shortened: false,
         }
     }
 

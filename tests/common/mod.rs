@@ -68,12 +68,22 @@ pub struct Setup {
 
 /// Writes a config with fast retries and a file sink `out.ndjson`.
 pub fn setup(agent_extra: &str, sources: &str) -> Setup {
+    setup_timed(
+        "lag = \"1s\"\noverlap = \"10s\"\npoll_interval = \"1s\"\nretry_max_attempts = 20",
+        agent_extra,
+        sources,
+    )
+}
+
+/// [`setup`] with `timing` (the `lag`, `overlap`, `poll_interval` and `retry_max_attempts`
+/// lines of `[agent]`) given.
+pub fn setup_timed(timing: &str, agent_extra: &str, sources: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.ndjson");
     let config = dir.path().join("auditship.toml");
     let text = format!(
-        "[agent]\nstate_path = \"state.db\"\nlag = \"1s\"\noverlap = \"10s\"\npoll_interval = \"1s\"\n\
-         retry_initial = \"20ms\"\nretry_max_delay = \"200ms\"\nretry_max_attempts = 20\n{agent_extra}\n\
+        "[agent]\nstate_path = \"state.db\"\n{timing}\n\
+         retry_initial = \"20ms\"\nretry_max_delay = \"200ms\"\n{agent_extra}\n\
          {sources}\n[[sinks]]\nname = \"file\"\nkind = \"file\"\npath = \"out.ndjson\"\nfsync = false\n"
     );
     std::fs::write(&config, text).unwrap();
