@@ -386,6 +386,12 @@ pub async fn source_loop(
     let name = poller.name().to_string();
     let interval = poller.config().poll_interval;
     metrics::source_up(&name, true);
+    // The lag gauge shows a source that is far behind from the first scrape on, not only once
+    // its first poll completes.
+    match poller.starting_point().await {
+        Ok(c) => metrics::cursor_at(&name, c),
+        Err(e) => tracing::warn!(source = %name, error = %e, "cannot read the stored cursor"),
+    }
     loop {
         let started = Instant::now();
         health.beat();

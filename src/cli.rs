@@ -313,12 +313,7 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
         let r = rows.iter().find(|r| &r.name == n);
         let cursor = r.and_then(|r| r.cursor);
         let lag = cursor
-            .map(|c| {
-                humantime::format_duration(Duration::from_secs(
-                    ((now - c) / NANOS_PER_SEC).max(0) as u64
-                ))
-                .to_string()
-            })
+            .map(|c| timefmt::short_duration((now - c) / NANOS_PER_SEC))
             .unwrap_or_else(|| "-".into());
         let mut name = n.clone();
         if !cfg.sources.iter().any(|s| &s.name == n) {

@@ -261,6 +261,33 @@ pub fn floor_to(t: Nanos, unit: i64) -> Nanos {
     t - t.rem_euclid(unit)
 }
 
+/// A duration in seconds as the `state` table prints it: its two largest units, without spaces
+/// (`5y6mo`, `3d4h`, `19h33m`, `2s`); years of 365 days, months of 30. Negative counts as 0.
+pub fn short_duration(secs: i64) -> String {
+    const UNITS: [(i64, &str); 6] = [
+        (365 * 86_400, "y"),
+        (30 * 86_400, "mo"),
+        (86_400, "d"),
+        (3_600, "h"),
+        (60, "m"),
+        (1, "s"),
+    ];
+    let left = secs.max(0);
+    let first = UNITS
+        .iter()
+        .position(|(size, _)| left >= *size)
+        .unwrap_or(UNITS.len() - 1);
+    let (size, name) = UNITS[first];
+    let mut out = format!("{}{name}", left / size);
+    if let Some((next, next_name)) = UNITS.get(first + 1) {
+        let n = (left % size) / next;
+        if n > 0 {
+            out.push_str(&format!("{n}{next_name}"));
+        }
+    }
+    out
+}
+
 /// Saturating conversion of a duration to nanoseconds.
 pub fn dur_nanos(d: std::time::Duration) -> i64 {
     d.as_nanos().min(i64::MAX as u128) as i64
@@ -268,6 +295,21 @@ pub fn dur_nanos(d: std::time::Duration) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn short_durations_take_two_units() {
+        use super::short_duration as d;
+        let (m, h, day) = (60, 3600, 86_400);
+        assert_eq!(d(0), "0s");
+        assert_eq!(d(2), "2s");
+        assert_eq!(d(-5), "0s");
+        assert_eq!(d(19 * h + 33 * m + 54), "19h33m");
+        assert_eq!(d(3 * day + 4 * h + 5), "3d4h");
+        assert_eq!(d(3 * day + 5), "3d");
+        assert_eq!(d(5 * 365 * day + 6 * 30 * day + 19 * h), "5y6mo");
+        assert_eq!(d(m + 1), "1m1s");
+        assert_eq!(d(40 * day), "1mo10d");
+    }
+
     use super::*;
 
     #[test]

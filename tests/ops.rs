@@ -403,3 +403,80 @@ async fn a_reload_whose_sink_cannot_be_opened_is_refused_and_delivery_goes_on() 
     );
     assert_exactly(&lines, "wasabi-air", &truth(&sim, &cfg, Vendor::WasabiAir));
 }
+
+/// A first run that is days behind shows its lag from the first scrape, before any poll has
+/// completed, and `state` prints lags short enough for its table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_is_exported_from_the_first_scrape_and_state_prints_it_short() {
+    let cfg = live(&[Vendor::WasabiAir], 500, 30 * 86_400, 0, 56);
+    let sim = sim(cfg.clone()).await;
+    // The first requests wait out a long Retry-After: the first poll cannot complete for a while.
+    sim.inject_fault(Fault {
+        vendor: Some("wasabi_air".into()),
+        status: 429,
+        retry_after: Some("4".into()),
+        body: None,
+        count: 2,
+    });
+    let port = free_port();
+    let s = setup(
+        &format!("listen = \"127.0.0.1:{port}\"\n"),
+        &source_toml(&sim, &cfg, Vendor::WasabiAir, ""),
+    );
+    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    let base = format!("http://127.0.0.1:{port}");
+    let lag = "auditship_cursor_lag_seconds{source=\"wasabi-air\"}";
+    let (_, body) = until(
+        &format!("{base}/metrics"),
+        Duration::from_secs(20),
+        |_, b| b.contains(lag),
+    )
+    .await;
+    // Seen before any request succeeded, so before any window could complete.
+    assert!(
+        !body.contains("auditship_api_requests_total{source=\"wasabi-air\",class=\"2xx\"}"),
+        "the gauge appeared only once a request succeeded:\n{body}"
+    );
+    assert!(metric(&body, lag) >= 29 * 86_400, "{body}");
+    // Then it catches up, and the gauge follows.
+    until(
+        &format!("{base}/metrics"),
+        Duration::from_secs(30),
+        |_, b| b.contains(lag) && metric(b, lag) < 600,
+    )
+    .await;
+    stop(child);
+
+    // `state` prints a lag of years in one short word.
+    let out = run(
+        &[
+            "state",
+            "reset",
+            "wasabi-air",
+            "--to",
+            "2021-06-01T00:00:00Z",
+            "--config",
+            s.config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["state", "--config", s.config.to_str().unwrap()], &[]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("wasabi-air"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    // SOURCE KIND CURSOR LAG DELIVERED DUPLICATES KEYS
+    assert_eq!(cols.len(), 7, "{table}");
+    let lag = cols[3];
+    assert!(
+        lag.starts_with("5y") && lag.len() <= 6,
+        "LAG {lag:?} in:\n{table}"
+    );
+}
