@@ -138,9 +138,11 @@ async fn dense_backfill_unsorted() {
 /// The daemon under live traffic, stopped with `sig` every few seconds and started again, then a
 /// last `--once`: every entry exactly once.
 async fn restarts_under_live_traffic(variant_name: &str, sig: &str, vendors: &[Vendor], seed: u64) {
-    let mut cfg = live(vendors, 40, 70, 30, seed, variant(variant_name));
+    let mut cfg = live(vendors, 40, 60, 25, seed, variant(variant_name));
     cfg.late_fraction = 0.1;
     cfg.late_max = Duration::from_secs(5);
+    // Domo tokens expire every few seconds, some of them mid-window.
+    cfg.domo_token_ttl = Duration::from_secs(5);
     let sim = sim(cfg.clone()).await;
     let s = config(&sim, &cfg, vendors, "");
     let mut rng = fastrand::Rng::with_seed(seed);
