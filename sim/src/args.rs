@@ -58,6 +58,10 @@ pub struct SimArgs {
     /// Domo OAuth client secret.
     #[arg(long, default_value = "sim-secret")]
     pub domo_client_secret: String,
+    /// Time every request to a vendor endpoint (Domo's token endpoint included) waits before it
+    /// is answered, e.g. "20ms", to make the emulator behave like a remote API.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
 }
 
 impl SimArgs {
@@ -116,6 +120,7 @@ impl SimArgs {
             api_key: self.api_key.clone(),
             domo_client_id: self.domo_client_id.clone(),
             domo_client_secret: self.domo_client_secret.clone(),
+            latency: self.latency,
         })
     }
 
@@ -154,6 +159,7 @@ mod tests {
         assert_eq!(c.twin_fraction, d.twin_fraction);
         assert_eq!(c.domo_token_ttl, d.domo_token_ttl);
         assert_eq!(c.api_key, d.api_key);
+        assert_eq!(c.latency, d.latency);
         assert_eq!((c.end - c.start).num_days(), 7);
     }
 
@@ -180,12 +186,15 @@ mod tests {
             "America/Denver",
             "--domo-token-ttl",
             "60s",
+            "--latency",
+            "20ms",
         ]);
         let c = a.to_config().unwrap();
         assert_eq!(c.vendors, vec![Vendor::Domo, Vendor::WasabiAir]);
         assert_eq!(c.domo_time_zone.iana_name(), Some("America/Denver"));
         assert_eq!(c.late_max, Duration::from_secs(10));
         assert_eq!(c.domo_token_ttl, Duration::from_secs(60));
+        assert_eq!(c.latency, Duration::from_millis(20));
         assert_eq!((c.end - c.start).num_minutes(), 150);
         assert!(c.end > Utc::now());
     }

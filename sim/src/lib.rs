@@ -119,6 +119,9 @@ pub struct SimConfig {
     pub domo_client_id: String,
     /// Domo OAuth client secret (HTTP Basic password of `/oauth/token`).
     pub domo_client_secret: String,
+    /// How long every request to a vendor endpoint (Domo's token endpoint included, the
+    /// `/_sim/*` admin endpoints not) waits before it is answered; zero by default.
+    pub latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -138,6 +141,7 @@ impl Default for SimConfig {
             api_key: "sim-api-key".to_string(),
             domo_client_id: "sim-client".to_string(),
             domo_client_secret: "sim-secret".to_string(),
+            latency: Duration::ZERO,
         }
     }
 }
