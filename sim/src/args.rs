@@ -67,6 +67,10 @@ pub struct SimArgs {
     /// Responses are not sorted by time (a fixed order of the emulator's own).
     #[arg(long)]
     pub unsorted: bool,
+    /// Time every request to a vendor endpoint (Domo's token endpoint included) waits before it
+    /// is answered, e.g. "20ms", to make the emulator behave like a remote API.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
 }
 
 impl SimArgs {
@@ -130,6 +134,7 @@ impl SimArgs {
                 shuffle_ties: self.shuffle_ties,
                 unsorted: self.unsorted,
             },
+            latency: self.latency,
         })
     }
 
@@ -168,6 +173,7 @@ mod tests {
         assert_eq!(c.twin_fraction, d.twin_fraction);
         assert_eq!(c.domo_token_ttl, d.domo_token_ttl);
         assert_eq!(c.api_key, d.api_key);
+        assert_eq!(c.latency, d.latency);
         assert_eq!((c.end - c.start).num_days(), 7);
     }
 
@@ -194,12 +200,15 @@ mod tests {
             "America/Denver",
             "--domo-token-ttl",
             "60s",
+            "--latency",
+            "20ms",
         ]);
         let c = a.to_config().unwrap();
         assert_eq!(c.vendors, vec![Vendor::Domo, Vendor::WasabiAir]);
         assert_eq!(c.domo_time_zone.iana_name(), Some("America/Denver"));
         assert_eq!(c.late_max, Duration::from_secs(10));
         assert_eq!(c.domo_token_ttl, Duration::from_secs(60));
+        assert_eq!(c.latency, Duration::from_millis(20));
         assert_eq!((c.end - c.start).num_minutes(), 150);
         assert!(c.end > Utc::now());
     }

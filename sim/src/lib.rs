@@ -121,6 +121,9 @@ pub struct SimConfig {
     pub domo_client_secret: String,
     /// How the emulators answer where the vendor docs leave the choice open: bounds, order.
     pub answers: Answers,
+    /// How long every request to a vendor endpoint (Domo's token endpoint included, the
+    /// `/_sim/*` admin endpoints not) waits before it is answered; zero by default.
+    pub latency: Duration,
 }
 
 /// The choices the vendor docs leave open, which an agent must survive whichever way they fall.
@@ -167,6 +170,7 @@ impl Default for SimConfig {
             domo_client_id: "sim-client".to_string(),
             domo_client_secret: "sim-secret".to_string(),
             answers: Answers::default(),
+            latency: Duration::ZERO,
         }
     }
 }

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -276,12 +277,24 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
         .route("/api/data/audit", get(wasabi::list))
         .route("/api/data/audit/filters", get(wasabi::filters))
         .route("/api/data/audit/{id}", get(wasabi::one))
+        // Only the routes above (the vendors' own, Domo's token endpoint included) wait.
+        .route_layer(middleware::from_fn_with_state(sim.clone(), latency))
         .route("/_sim/events", get(admin_events))
         .route("/_sim/stats", get(admin_stats))
         .route("/_sim/faults", post(admin_faults))
         .route("/_sim/expire_tokens", post(admin_expire_tokens))
         .fallback(not_found)
         .with_state(sim)
+}
+
+/// Waits the configured per-request latency, holding nothing, before a vendor endpoint answers.
+async fn latency(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
+    let wait = sim.cfg.latency;
+    drop(sim);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    next.run(req).await
 }
 
 /// Unknown paths.

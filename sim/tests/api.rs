@@ -1038,3 +1038,73 @@ async fn shutdown_stops_the_server() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn latency_delays_every_vendor_request() {
+    let wait = Duration::from_millis(80);
+    let s = sim(SimConfig {
+        latency: wait,
+        ..past(200)
+    })
+    .await;
+    let c = Client::new();
+    let u = s.url();
+    // Only lower bounds: a loaded machine may take longer, never less.
+    let began = std::time::Instant::now();
+    let token = domo_token(&c, &s).await;
+    assert!(began.elapsed() >= wait, "token: {:?}", began.elapsed());
+    let (from, to) = (at("2024-01-01T00:00:00Z"), at("2024-01-03T00:00:00Z"));
+    let (f, t) = (ms(from), ms(to));
+    let (fi, ti) = (
+        iso(from, SecondsFormat::Millis),
+        iso(to, SecondsFormat::Millis),
+    );
+    for (req, status) in [
+        (
+            c.get(format!(
+                "{u}/api/audittrail/v1/auditevents?startTimestamp={f}&endTimestamp={t}&limit=1000"
+            ))
+            .header("X-Domino-Api-Key", KEY),
+            StatusCode::OK,
+        ),
+        (
+            c.get(format!(
+                "{u}/api/datasource/v1/audit?startTime={fi}&endTime={ti}"
+            ))
+            .header("X-Domino-Api-Key", KEY),
+            StatusCode::OK,
+        ),
+        (
+            c.get(format!("{u}/v1/audit?start={f}&end={t}&limit=1000"))
+                .bearer_auth(&token),
+            StatusCode::OK,
+        ),
+        (
+            c.get(format!("{u}/api/data/audit?count=1000&page=0"))
+                .bearer_auth(KEY),
+            StatusCode::OK,
+        ),
+        // A rejected request waits too.
+        (
+            c.get(format!("{u}/api/data/audit")).bearer_auth("wrong"),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let began = std::time::Instant::now();
+        let r = req.send().await.unwrap();
+        let url = r.url().to_string();
+        assert_eq!(r.status(), status, "{url}");
+        let body = r.text().await.unwrap();
+        assert!(began.elapsed() >= wait, "{url}: {:?}", began.elapsed());
+        if status == StatusCode::OK {
+            assert!(body.len() > 1000, "{url}: the usual answer, got {body}");
+        }
+    }
+    let stats = s.stats();
+    for v in Vendor::ALL {
+        let want = if v == Vendor::WasabiAir { 2 } else { 1 };
+        assert_eq!(stats.requests[v.as_str()], want, "{v}");
+    }
+    assert_eq!(stats.tokens_issued, 1);
+    s.shutdown().await;
+}
