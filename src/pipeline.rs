@@ -2,8 +2,8 @@
 //! retries, dedupe, delivery and the commit — and asks the vendor file only for pages.
 //!
 //! A poll reads the closed window `[cursor − overlap, now − lag)` in sub-windows, oldest first,
-//! whose length follows the data: it doubles while answers are small and shrinks when a window
-//! takes many pages, so a first run from a far `start` costs requests in proportion to the events,
+//! whose length follows the data: it grows while answers are empty or small and shrinks when a
+//! window takes many pages, so a first run from a far `start` costs requests in proportion to the events,
 //! not to the span. For each page: normalise, key, drop what the state already knows, deliver to
 //! every sink, then commit keys, sink positions and the cursor in one transaction. A crash
 //! between delivery and commit repeats a page; it never skips one. A window that delivered
@@ -91,8 +91,9 @@ pub struct Poller {
     sinks: Vec<Arc<SinkSlot>>,
     retry: RetryConfig,
     cancel: CancellationToken,
-    /// The length of the next sub-window: it grows while answers are small and shrinks when
-    /// they are dense (see `adapt`).
+    /// The length of the next sub-window: it grows while answers are small (eightfold while
+    /// they are empty, twofold while they are small) and shrinks when they are dense (see
+    /// `adapt`).
     window: Nanos,
     occurrences: Occurrences,
     /// Set once an answer held entries at exactly the end of the range asked for: from then on
@@ -321,7 +322,9 @@ impl Poller {
             let target = (span as i128 * 2 / stats.pages as i128) as Nanos;
             self.window = floor_to(target, unit).max(unit).min(self.window);
         } else if whole && stats.pages <= 1 && stats.largest.saturating_mul(4) < capacity {
-            self.window = floor_to(self.window.saturating_mul(2), unit).min(MAX_WINDOW);
+            // Empty: nothing says how far away the data is; cross the gap in a few steps.
+            let factor = if stats.largest == 0 { 8 } else { 2 };
+            self.window = floor_to(self.window.saturating_mul(factor), unit).min(MAX_WINDOW);
         }
     }
 
