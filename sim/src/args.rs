@@ -58,6 +58,10 @@ pub struct SimArgs {
     /// Domo OAuth client secret.
     #[arg(long, default_value = "sim-secret")]
     pub domo_client_secret: String,
+    /// Serve every data body pretty-printed (newlines, indentation, `": "`), as a vendor or
+    /// gateway that formats its JSON does; the content stays the same.
+    #[arg(long)]
+    pub pretty: bool,
 }
 
 impl SimArgs {
@@ -116,6 +120,7 @@ impl SimArgs {
             api_key: self.api_key.clone(),
             domo_client_id: self.domo_client_id.clone(),
             domo_client_secret: self.domo_client_secret.clone(),
+            pretty: self.pretty,
         })
     }
 
@@ -154,6 +159,7 @@ mod tests {
         assert_eq!(c.twin_fraction, d.twin_fraction);
         assert_eq!(c.domo_token_ttl, d.domo_token_ttl);
         assert_eq!(c.api_key, d.api_key);
+        assert_eq!(c.pretty, d.pretty);
         assert_eq!((c.end - c.start).num_days(), 7);
     }
 
@@ -180,12 +186,14 @@ mod tests {
             "America/Denver",
             "--domo-token-ttl",
             "60s",
+            "--pretty",
         ]);
         let c = a.to_config().unwrap();
         assert_eq!(c.vendors, vec![Vendor::Domo, Vendor::WasabiAir]);
         assert_eq!(c.domo_time_zone.iana_name(), Some("America/Denver"));
         assert_eq!(c.late_max, Duration::from_secs(10));
         assert_eq!(c.domo_token_ttl, Duration::from_secs(60));
+        assert!(c.pretty);
         assert_eq!((c.end - c.start).num_minutes(), 150);
         assert!(c.end > Utc::now());
     }

@@ -12,7 +12,8 @@
 //! - `server`: the shared HTTP plumbing (auth helpers, injected faults, statistics) and the
 //!   `/_sim/*` admin endpoints.
 //! - `store`: the time-sorted, pre-rendered event vector every emulator pages through.
-//! - `gen`: deterministic generation helpers; `args`: the `auditship simulate` flags.
+//! - `gen`: deterministic generation helpers; `args`: the `auditship simulate` flags;
+//!   `pretty`: bodies laid out as a formatting gateway serves them (`SimConfig::pretty`).
 //!
 //! Everything is generated up front from a [`SimConfig`] (same seed, same events) and each event
 //! is rendered to JSON once. An event is served only once the wall clock has passed its
@@ -27,6 +28,7 @@ mod domino_audit;
 mod domino_datasource;
 mod domo;
 mod gen;
+mod pretty;
 mod server;
 mod store;
 mod wasabi;
@@ -119,6 +121,10 @@ pub struct SimConfig {
     pub domo_client_id: String,
     /// Domo OAuth client secret (HTTP Basic password of `/oauth/token`).
     pub domo_client_secret: String,
+    /// Serve every data body (and Domo's token) pretty-printed, as a vendor or gateway that
+    /// formats its JSON does: newlines, indentation and `": "`, with the same content. The
+    /// truth ([`SimHandle::events`], `/_sim/events`) stays compact.
+    pub pretty: bool,
 }
 
 impl Default for SimConfig {
@@ -138,6 +144,7 @@ impl Default for SimConfig {
             api_key: "sim-api-key".to_string(),
             domo_client_id: "sim-client".to_string(),
             domo_client_secret: "sim-secret".to_string(),
+            pretty: false,
         }
     }
 }
