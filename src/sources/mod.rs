@@ -288,7 +288,7 @@ pub fn json_headers() -> HeaderMap {
 }
 
 /// A response body as the text its events will point into.
-fn page_text(body: Vec<u8>) -> Result<PageText, SourceError> {
+pub fn page_text(body: Vec<u8>) -> Result<PageText, SourceError> {
     String::from_utf8(body)
         .map(Arc::new)
         .map_err(|e| SourceError::Body(format!("the response is not UTF-8: {}", e.utf8_error())))
