@@ -128,12 +128,17 @@ fn body_reads(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    let domino_pretty = pretty(&domino_page()).into_bytes();
+    g.bench_function("domino_pretty_body_to_text", |b| {
+        b.iter_batched(
+            || domino_pretty.clone(),
+            |body| sources::page_text(black_box(body)).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
     for (name, body) in [
         ("domino_body_read_and_hash", domino.clone()),
-        (
-            "domino_pretty_body_read_and_hash",
-            pretty(&domino_page()).into_bytes(),
-        ),
+        ("domino_pretty_body_read_and_hash", domino_pretty.clone()),
     ] {
         g.bench_function(name, |b| {
             b.iter_batched(
