@@ -9,7 +9,7 @@ use std::sync::Arc;
 use auditship::dedupe;
 use auditship::event::{Event, PageText};
 use auditship::sinks::encode_ndjson;
-use auditship::sources::{domino_audit, domo, wasabi_air};
+use auditship::sources::{self, domino_audit, domo, wasabi_air};
 use auditship::state::{Commit, State};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::value::RawValue;
@@ -104,6 +104,63 @@ fn parse_and_normalise(c: &mut Criterion) {
             )
             .unwrap()
         })
+    });
+    g.finish();
+}
+
+/// `json` laid out as `serde_json::to_string_pretty` does (keys sorted), as a vendor or gateway
+/// that formats its JSON serves it.
+fn pretty(json: &str) -> String {
+    serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(json).unwrap()).unwrap()
+}
+
+/// A response body to events, as the sources do: the body checked and made the page's text,
+/// then read. The body is copied outside the timing.
+fn body_reads(c: &mut Criterion) {
+    let src: Arc<str> = Arc::from("bench");
+    let mut g = c.benchmark_group("page");
+    g.throughput(Throughput::Elements(PAGE as u64));
+    let domino = domino_page().into_bytes();
+    g.bench_function("domino_body_to_text", |b| {
+        b.iter_batched(
+            || domino.clone(),
+            |body| sources::page_text(black_box(body)).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+    let domino_pretty = pretty(&domino_page()).into_bytes();
+    g.bench_function("domino_pretty_body_to_text", |b| {
+        b.iter_batched(
+            || domino_pretty.clone(),
+            |body| sources::page_text(black_box(body)).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+    for (name, body) in [
+        ("domino_body_read_and_hash", domino.clone()),
+        ("domino_pretty_body_read_and_hash", domino_pretty.clone()),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || body.clone(),
+                |body| {
+                    let page = sources::page_text(black_box(body)).unwrap();
+                    domino_audit::read_page(&src, &page, PAGE).unwrap()
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    let wasabi = wasabi_page().into_bytes();
+    g.bench_function("wasabi_body_parse_normalise", |b| {
+        b.iter_batched(
+            || wasabi.clone(),
+            |body| {
+                let page = sources::page_text(black_box(body)).unwrap();
+                wasabi_air::read_page(&src, &page, PAGE).unwrap()
+            },
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 }
@@ -231,6 +288,7 @@ fn sqlite_commit(c: &mut Criterion) {
 criterion_group!(
     benches,
     parse_and_normalise,
+    body_reads,
     keys_and_encoding,
     sqlite_commit
 );

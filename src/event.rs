@@ -1,7 +1,8 @@
 //! The native event: one shape for all four vendors, written as one JSON object per line.
 //!
 //! An event does not copy its text. It shares the page it was read from (`Arc<String>`, the
-//! response body) and records where in it its raw JSON and its string fields are; only text that
+//! response body, made compact first if it was pretty-printed: see `sources::page_text`) and
+//! records where in it its raw JSON and its string fields are; only text that
 //! is not verbatim in the page (an unescaped string, a number turned into an id) is copied, into
 //! a small buffer of the event's own. Reading a page therefore allocates per page, not per field,
 //! and writing an event is a series of copies out of the page.

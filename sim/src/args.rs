@@ -71,6 +71,10 @@ pub struct SimArgs {
     /// is answered, e.g. "20ms", to make the emulator behave like a remote API.
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub latency: Duration,
+    /// Serve every data body pretty-printed (newlines, indentation, `": "`), as a vendor or
+    /// gateway that formats its JSON does; the content stays the same.
+    #[arg(long)]
+    pub pretty: bool,
 }
 
 impl SimArgs {
@@ -135,6 +139,7 @@ impl SimArgs {
                 unsorted: self.unsorted,
             },
             latency: self.latency,
+            pretty: self.pretty,
         })
     }
 
@@ -174,6 +179,7 @@ mod tests {
         assert_eq!(c.domo_token_ttl, d.domo_token_ttl);
         assert_eq!(c.api_key, d.api_key);
         assert_eq!(c.latency, d.latency);
+        assert_eq!(c.pretty, d.pretty);
         assert_eq!((c.end - c.start).num_days(), 7);
     }
 
@@ -202,6 +208,7 @@ mod tests {
             "60s",
             "--latency",
             "20ms",
+            "--pretty",
         ]);
         let c = a.to_config().unwrap();
         assert_eq!(c.vendors, vec![Vendor::Domo, Vendor::WasabiAir]);
@@ -209,6 +216,7 @@ mod tests {
         assert_eq!(c.late_max, Duration::from_secs(10));
         assert_eq!(c.domo_token_ttl, Duration::from_secs(60));
         assert_eq!(c.latency, Duration::from_millis(20));
+        assert!(c.pretty);
         assert_eq!((c.end - c.start).num_minutes(), 150);
         assert!(c.end > Utc::now());
     }

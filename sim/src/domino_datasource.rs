@@ -204,7 +204,7 @@ pub(crate) async fn list(
         );
     }
     match answer(&sim.domino_datasource, &Params(q), &sim.cfg.answers) {
-        Ok(body) => server::json(StatusCode::OK, body),
+        Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }
 }

@@ -430,7 +430,7 @@ pub(crate) async fn token(
         "userId": 1,
         "jti": jti,
     });
-    server::json(StatusCode::OK, body.to_string())
+    sim.ok(body.to_string())
 }
 
 /// `GET /v1/audit`.
@@ -464,7 +464,7 @@ pub(crate) async fn list(
         );
     }
     match answer(&sim.domo, &Params(q), &sim.cfg.answers) {
-        Ok(body) => server::json(StatusCode::OK, body),
+        Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg, PATH),
     }
 }

@@ -12,7 +12,8 @@
 //! - `server`: the shared HTTP plumbing (auth helpers, injected faults, statistics) and the
 //!   `/_sim/*` admin endpoints.
 //! - `store`: the time-sorted, pre-rendered event vector every emulator pages through.
-//! - `gen`: deterministic generation helpers; `args`: the `auditship simulate` flags.
+//! - `gen`: deterministic generation helpers; `args`: the `auditship simulate` flags;
+//!   `pretty`: bodies laid out as a formatting gateway serves them (`SimConfig::pretty`).
 //!
 //! Everything is generated up front from a [`SimConfig`] (same seed, same events) and each event
 //! is rendered to JSON once. An event is served only once the wall clock has passed its
@@ -27,6 +28,7 @@ mod domino_audit;
 mod domino_datasource;
 mod domo;
 mod gen;
+mod pretty;
 mod server;
 mod store;
 mod wasabi;
@@ -124,6 +126,10 @@ pub struct SimConfig {
     /// How long every request to a vendor endpoint (Domo's token endpoint included, the
     /// `/_sim/*` admin endpoints not) waits before it is answered; zero by default.
     pub latency: Duration,
+    /// Serve every data body (and Domo's token) pretty-printed, as a vendor or gateway that
+    /// formats its JSON does: newlines, indentation and `": "`, with the same content. The
+    /// truth ([`SimHandle::events`], `/_sim/events`) stays compact.
+    pub pretty: bool,
 }
 
 /// The choices the vendor docs leave open, which an agent must survive whichever way they fall.
@@ -171,6 +177,7 @@ impl Default for SimConfig {
             domo_client_secret: "sim-secret".to_string(),
             answers: Answers::default(),
             latency: Duration::ZERO,
+            pretty: false,
         }
     }
 }

@@ -133,6 +133,16 @@ impl Sim {
         self.tokens.lock().expect("token map poisoned").clear();
     }
 
+    /// A 200 answer with a JSON body, pretty-printed when the config asks for it.
+    pub fn ok(&self, body: String) -> Response {
+        let body = if self.cfg.pretty {
+            crate::pretty::pretty(&body)
+        } else {
+            body
+        };
+        json(StatusCode::OK, body)
+    }
+
     /// Counts a call to one of `vendor`'s endpoints.
     pub fn count(&self, vendor: Vendor) {
         let i = Vendor::ALL.iter().position(|v| *v == vendor).unwrap_or(0);

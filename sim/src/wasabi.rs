@@ -239,7 +239,7 @@ pub(crate) async fn list(
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
     match answer(&sim.wasabi, &Params(q), &sim.cfg.answers) {
-        Ok(body) => server::json(StatusCode::OK, body),
+        Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }
 }
@@ -299,7 +299,7 @@ pub(crate) async fn one(
     let data = &sim.wasabi;
     match parse_id(&id).and_then(|n| data.by_id.get(&n)) {
         Some(&i) if data.store.visible(i as usize, gen::now_ns()) => {
-            server::json(StatusCode::OK, data.store.json(i as usize).to_string())
+            sim.ok(data.store.json(i as usize).to_string())
         }
         _ => error(StatusCode::NOT_FOUND, "audit event not found"),
     }
@@ -317,10 +317,7 @@ pub(crate) async fn filters(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> 
             serde_json::json!({ "name": name, "action_keys": acts.iter().map(|a| a.0).collect::<Vec<_>>() })
         })
         .collect();
-    server::json(
-        StatusCode::OK,
-        serde_json::json!({ "target_kinds": kinds }).to_string(),
-    )
+    sim.ok(serde_json::json!({ "target_kinds": kinds }).to_string())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::event::{Event, PageText};
 use crate::retry::{self, Retryable, Verdict};
 use crate::timefmt::Nanos;
 
+mod compact;
 pub mod domino_audit;
 pub mod domino_datasource;
 pub mod domo;
@@ -308,11 +309,20 @@ pub fn json_headers() -> HeaderMap {
     h
 }
 
-/// A response body as the text its events will point into.
-fn page_text(body: Vec<u8>) -> Result<PageText, SourceError> {
-    String::from_utf8(body)
-        .map(Arc::new)
-        .map_err(|e| SourceError::Body(format!("the response is not UTF-8: {}", e.utf8_error())))
+/// A response body as the text its events will point into: UTF-8, and compact, so that every
+/// event's `raw` is one line whatever layout the vendor or a gateway gave the page (see
+/// `compact`; a compact page is only looked at).
+pub fn page_text(body: Vec<u8>) -> Result<PageText, SourceError> {
+    let text = String::from_utf8(body)
+        .map_err(|e| SourceError::Body(format!("the response is not UTF-8: {}", e.utf8_error())))?;
+    if !compact::is_formatted(text.as_bytes()) {
+        return Ok(Arc::new(text));
+    }
+    let mut bytes = text.into_bytes();
+    compact::compact(&mut bytes);
+    Ok(Arc::new(
+        String::from_utf8(bytes).expect("dropping ASCII whitespace keeps UTF-8"),
+    ))
 }
 
 /// Where a page keeps its entries.

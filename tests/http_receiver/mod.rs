@@ -86,6 +86,9 @@ pub struct Data {
     pub bad_keys: usize,
     /// Requests refused as malformed, with why.
     pub malformed: Vec<String>,
+    /// The text of every request answered 200 (after decompression), in arrival order: how
+    /// the records were laid out.
+    pub bodies: Vec<String>,
     outage_until: Option<Instant>,
     accepted: usize,
 }
@@ -470,6 +473,7 @@ async fn handle(
         }
     };
     if status == 200 {
+        data.bodies.push(text);
         data.accepted += 1;
         if seen.idempotency_key.as_deref() != Some(expected_key(&seen.ids).as_str()) {
             data.bad_keys += 1;
