@@ -412,3 +412,36 @@ async fn sigterm_is_honoured_when_stderr_is_a_closed_pipe() {
     let status = wait_for(&mut child, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
 }
+
+/// A first run from a `start` years before the data costs requests in proportion to the events,
+/// not to the span: windows grow while answers are empty. (With fixed one-hour windows this was
+/// about 60,000 requests per source.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_from_a_far_start_costs_requests_for_its_events_not_its_years() {
+    let cfg = backfill(&Vendor::ALL, 5_000, 2, 17);
+    let sim = sim(cfg.clone()).await;
+    let from = cfg
+        .start
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let sources: String = Vendor::ALL
+        .iter()
+        .map(|v| {
+            source_toml(&sim, &cfg, *v, "").replace(
+                &format!("start = {from:?}"),
+                "start = \"2020-01-01T00:00:00Z\"",
+            )
+        })
+        .collect();
+    assert_eq!(sources.matches("2020-01-01").count(), 4, "{sources}");
+    let s = setup("", &sources);
+    once_ok(&s);
+    let lines = read_lines(&s.out);
+    let stats = sim.stats();
+    for v in Vendor::ALL {
+        assert_exactly(&lines, &name(v), &truth(&sim, &cfg, v));
+        // 5,000 events are five pages; crossing almost seven empty years takes a few dozen
+        // requests at most.
+        let requests = stats.requests[v.as_str()];
+        assert!(requests <= 60, "{}: {requests} requests", v.as_str());
+    }
+}
