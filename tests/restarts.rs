@@ -73,7 +73,7 @@ fn live(
     }
 }
 
-/// Lines delivered for `source` whose raw entry appears more than the truth has it.
+/// How many lines `source` delivered against how many true entries: the figures a run prints.
 fn report(lines: &[serde_json::Value], source: &str, truth: &[String]) -> String {
     let got = lines.iter().filter(|e| e["source"] == source).count();
     format!("{source}: {got} lines for {} true entries", truth.len())
@@ -91,14 +91,12 @@ async fn until_settled(cfg: &SimConfig) {
 async fn dense_backfill(variant_name: &str, seed: u64) {
     // 40,000 entries in 4 hours: about three a second, so most pages end inside a second.
     let vendors = [Vendor::Domo, Vendor::DominoAudit];
+    let base = backfill(&vendors, 40_000, 1, seed);
     let cfg = SimConfig {
+        start: base.end - chrono::Duration::hours(4),
         answers: variant(variant_name),
         twin_fraction: 0.02,
-        ..backfill(&vendors, 40_000, 1, seed)
-    };
-    let cfg = SimConfig {
-        start: cfg.end - chrono::Duration::hours(4),
-        ..cfg
+        ..base
     };
     let sim = sim(cfg.clone()).await;
     let s = config(&sim, &cfg, &vendors, "");
