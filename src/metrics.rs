@@ -86,6 +86,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Completed polls, by outcome (ok, error).",
     ),
     (
+        "auditship_state_commits_total",
+        "counter",
+        "Transactions committed to the state (a page's keys, sink positions, the cursor).",
+    ),
+    (
         "auditship_last_poll_success_timestamp_seconds",
         "gauge",
         "When the source last completed a poll.",
@@ -178,6 +183,18 @@ pub fn sink_error(sink: &str) {
             r,
             "auditship_sink_errors_total",
             vec![("sink", sink.into())],
+            1,
+        )
+    });
+}
+
+/// A transaction of a source was committed to the state.
+pub fn state_commit(source: &str) {
+    with(|r| {
+        add(
+            r,
+            "auditship_state_commits_total",
+            vec![("source", source.into())],
             1,
         )
     });

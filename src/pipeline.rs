@@ -683,6 +683,7 @@ impl Poller {
         };
         match self.state.commit(commit).await {
             Ok(()) => {
+                metrics::state_commit(&self.cfg.name);
                 for g in guards.iter_mut() {
                     g.committed();
                 }
@@ -731,6 +732,7 @@ impl Poller {
             ..Commit::default()
         };
         self.state.commit(commit).await?;
+        metrics::state_commit(&self.cfg.name);
         if self.pending_cursor == Some(cursor) {
             self.pending_cursor = None;
         }

@@ -480,3 +480,52 @@ async fn lag_is_exported_from_the_first_scrape_and_state_prints_it_short() {
         "LAG {lag:?} in:\n{table}"
     );
 }
+
+/// A first run from a far `start` crosses the empty years without a commit (and an fsync) per
+/// empty window: the state sees a commit per page of events, and few more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_windows_cost_no_commit_of_their_own() {
+    let cfg = live(&[Vendor::DominoAudit], 3_000, 2 * 86_400, 0, 57);
+    let sim = sim(cfg.clone()).await;
+    let port = free_port();
+    let from = cfg
+        .start
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let source = source_toml(&sim, &cfg, Vendor::DominoAudit, "").replace(
+        &format!("start = {from:?}"),
+        "start = \"2021-01-01T00:00:00Z\"",
+    );
+    assert!(source.contains("2021-01-01"), "{source}");
+    let s = setup(&format!("listen = \"127.0.0.1:{port}\"\n"), &source);
+    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    let base = format!("http://127.0.0.1:{port}");
+    let polls = "auditship_polls_total{source=\"domino-audit\",outcome=\"ok\"}";
+    let (_, body) = until(
+        &format!("{base}/metrics"),
+        Duration::from_secs(60),
+        |_, b| metric(b, polls) >= 1,
+    )
+    .await;
+    stop(child);
+    assert_exactly(
+        &read_lines(&s.out),
+        "domino-audit",
+        &truth(&sim, &cfg, Vendor::DominoAudit),
+    );
+    let commits = metric(
+        &body,
+        "auditship_state_commits_total{source=\"domino-audit\"}",
+    );
+    let requests = metric(
+        &body,
+        "auditship_api_requests_total{source=\"domino-audit\",class=\"2xx\"}",
+    );
+    eprintln!("{commits} commits for {requests} requests");
+    // 3,000 events are three pages of 1,000 (and windows cut finer); almost six years of empty
+    // windows before them cost none.
+    assert!(commits >= 3, "{commits} commits\n{body}");
+    assert!(
+        commits <= 20 && commits < requests,
+        "{commits} commits for {requests} requests\n{body}"
+    );
+}
