@@ -82,20 +82,30 @@ pub fn init_logging() {
 /// parse gives `info` and the reason. (A target filter and not tracing's `EnvFilter`: the
 /// span and field matching of the latter brings a regex engine, a quarter of a megabyte of
 /// code that every idle agent would map.)
-fn log_filter(
-    spec: Option<&str>,
-) -> (
-    tracing_subscriber::filter::Targets,
-    Option<tracing_subscriber::filter::ParseError>,
-) {
+fn log_filter(spec: Option<&str>) -> (tracing_subscriber::filter::Targets, Option<String>) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     let info = || Targets::new().with_default(LevelFilter::INFO);
     match spec.map(str::trim).filter(|s| !s.is_empty()) {
         None => (info(), None),
-        Some(s) => match s.parse::<Targets>() {
-            Ok(t) => (t, None),
-            Err(e) => (info(), Some(e)),
-        },
+        // A bare word that is not a level parses as a target to trace, with everything else
+        // off: `AUDITSHIP_LOG=verbose` would silence every line, errors included. Such a
+        // filter is refused like one that does not parse.
+        Some(s) => {
+            let word = s
+                .split(',')
+                .map(str::trim)
+                .find(|d| !d.contains('=') && d.parse::<LevelFilter>().is_err());
+            match (word, s.parse::<Targets>()) {
+                (Some(w), _) => (
+                    info(),
+                    Some(format!(
+                        "{w:?} is neither a level (trace, debug, info, warn, error, off) nor target=level"
+                    )),
+                ),
+                (None, Ok(t)) => (t, None),
+                (None, Err(e)) => (info(), Some(e.to_string())),
+            }
+        }
     }
 }
 
@@ -157,5 +167,22 @@ mod log_filter_tests {
         assert!(bad.is_some());
         assert!(f.would_enable("auditship", &Level::INFO));
         assert!(!f.would_enable("auditship", &Level::DEBUG));
+
+        // A bare word that is not a level would be a target to trace, everything else off.
+        for spec in ["verbose", "info,verbose", "Debug,loud"] {
+            let (f, bad) = log_filter(Some(spec));
+            assert!(bad.unwrap().contains("neither a level"), "{spec}");
+            assert!(
+                f.would_enable("auditship::pipeline", &Level::ERROR),
+                "{spec}"
+            );
+            assert!(
+                f.would_enable("auditship::pipeline", &Level::INFO),
+                "{spec}"
+            );
+        }
+        let (f, bad) = log_filter(Some("WARN"));
+        assert!(bad.is_none());
+        assert!(f.would_enable("x", &Level::WARN) && !f.would_enable("x", &Level::INFO));
     }
 }

@@ -208,6 +208,19 @@ async fn a_permanent_error_stops_the_source_and_nothing_is_skipped() {
     );
     assert!(!stderr.contains("wrong-key"), "the key leaked: {stderr}");
     assert_eq!(state_json(&s)[0]["cursor"], serde_json::Value::Null);
+    // A log filter that is not one (a bare word would be a target to trace, all else off)
+    // must not silence the error: a warning, then info.
+    let out = run(
+        &["run", "--once", "--config", s.config.to_str().unwrap()],
+        &[("AUDITSHIP_LOG", "verbose")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("AUDITSHIP_LOG") && stderr.contains("logging at info"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("HTTP 401"), "{stderr}");
     // Fixed, the next run delivers everything.
     std::fs::write(
         &s.config,
