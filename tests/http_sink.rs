@@ -374,6 +374,12 @@ async fn ndjson_gzip_and_json_array_bodies_parse_at_two_sinks() {
     ));
     let out = run_once(&config, &[]).await;
     assert_ok(&out);
+    // The start-up line names each endpoint with its port.
+    let log = stderr(&out);
+    for r in [&nd, &arr] {
+        let endpoint = format!("endpoint={}/ingest", r.base());
+        assert!(log.contains(&endpoint), "no {endpoint:?} in:\n{log}");
+    }
     let truth = w.truth();
     for (r, gz) in [(&nd, true), (&arr, false)] {
         let d = r.data();

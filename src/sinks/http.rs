@@ -139,7 +139,9 @@ impl HttpSink {
             secrets.push(v.clone());
         }
         tracing::info!(sink = %name, encoding = encoder.name(),
-            endpoint = %format!("{}://{}{}", cfg.url.scheme(), cfg.url.host_str().unwrap_or(""), cfg.url.path()),
+            // Scheme, host, port and path: no user info or query, which can hold secrets.
+            endpoint = %format!("{}://{}{}{}", cfg.url.scheme(), cfg.url.host_str().unwrap_or(""),
+                cfg.url.port().map(|p| format!(":{p}")).unwrap_or_default(), cfg.url.path()),
             gzip = cfg.gzip, batch_max_events = cfg.batch_max_events, batch_max_bytes = cfg.batch_max_bytes,
             "http sink ready");
         Ok(HttpSink {
