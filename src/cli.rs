@@ -219,6 +219,10 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
         };
         let to = match to.as_deref() {
             Some(t) => match timefmt::parse_rfc3339(t) {
+                Some(to) if to > timefmt::now() => {
+                    eprintln!("error: --to {t:?} is in the future: {source} would fetch nothing until then");
+                    return ExitCode::from(2);
+                }
                 Some(t) => t,
                 None => {
                     eprintln!("error: --to {t:?} is not an RFC 3339 time");

@@ -831,6 +831,17 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
             }),
         };
         let start = c.time(&format!("{key}.start"), &s.start);
+        if let Some(t) = start.filter(|t| *t > timefmt::now()) {
+            // A mistyped year must not stop ingestion without a word: the source would fetch
+            // nothing until then, and exit 0 doing so.
+            c.fail(
+                &format!("{key}.start"),
+                format_args!(
+                    "{} is in the future; the source would fetch nothing until then",
+                    timefmt::human(t)
+                ),
+            );
+        }
         let poll_interval = c
             .duration(&format!("{key}.poll_interval"), &s.poll_interval, true)
             .or(d_poll)

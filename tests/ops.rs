@@ -447,6 +447,23 @@ async fn lag_is_exported_from_the_first_scrape_and_state_prints_it_short() {
     .await;
     stop(child);
 
+    // A rewind to the future would stop the source without a word: refused.
+    let out = run(
+        &[
+            "state",
+            "reset",
+            "wasabi-air",
+            "--to",
+            "2130-01-01T00:00:00Z",
+            "--config",
+            s.config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("in the future"), "{stderr}");
+
     // `state` prints a lag of years in one short word.
     let out = run(
         &[
