@@ -180,13 +180,41 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
                 s.name
             ),
             SinkKind::File { path, .. } => {
-                let dir = path.parent().unwrap_or(Path::new("."));
-                let probe = tempfile_in(dir);
+                // What `run` would do: it creates missing directories, so the test is whether
+                // the nearest one that exists lets us write (and so create them).
+                let dir = path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let existing = dir
+                    .ancestors()
+                    .find(|d| d.as_os_str().is_empty() || d.exists())
+                    .map(|d| {
+                        if d.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            d
+                        }
+                    })
+                    .unwrap_or(Path::new("/"));
+                let probe = if existing.is_dir() {
+                    tempfile_in(existing)
+                } else {
+                    Err(std::io::Error::other("not a directory"))
+                };
                 match probe {
-                    Ok(()) => println!("sink {}: ok ({} is writable)", s.name, dir.display()),
+                    Ok(()) if existing == dir => {
+                        println!("sink {}: ok ({} is writable)", s.name, dir.display())
+                    }
+                    Ok(()) => println!(
+                        "sink {}: ok ({} does not exist yet; run creates it in {}, which is writable)",
+                        s.name,
+                        dir.display(),
+                        existing.display()
+                    ),
                     Err(e) => {
                         ok = false;
-                        println!("sink {}: cannot write in {}: {e}", s.name, dir.display());
+                        println!("sink {}: cannot write in {}: {e}", s.name, existing.display());
                     }
                 }
             }

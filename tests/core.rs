@@ -460,3 +460,47 @@ async fn a_first_run_from_a_far_start_costs_requests_for_its_events_not_its_year
         assert!(requests <= 60, "{}: {requests} requests", v.as_str());
     }
 }
+
+/// `check --connect` checks what `run` would do with a file sink: a directory that does not
+/// exist yet is fine (run creates it), one that cannot be made is not.
+#[test]
+fn check_connect_accepts_a_file_sink_whose_directory_run_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let write = |path: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nstate_path = \"state.db\"\n\
+                 [[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n\
+                 [[sinks]]\nname = \"out\"\nkind = \"file\"\npath = {path:?}\n"
+            ),
+        )
+        .unwrap()
+    };
+    write("logs/audit/out.ndjson");
+    let out = run(
+        &["check", "--connect", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The source is unreachable (port 9): only the sink's line matters here.
+    assert!(
+        stdout.contains("sink out: ok") && stdout.contains("does not exist yet"),
+        "{stdout}"
+    );
+    assert!(
+        !dir.path().join("logs").exists(),
+        "check created the directory"
+    );
+    // Under a regular file no directory can be made.
+    std::fs::write(dir.path().join("plain"), "x").unwrap();
+    write("plain/out.ndjson");
+    let out = run(
+        &["check", "--connect", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("sink out: cannot write in"), "{stdout}");
+}
