@@ -73,11 +73,15 @@ pub async fn open_state(path: &Path) -> anyhow::Result<State> {
 /// before anything is written: without it, a crash between the sink's first write and the first
 /// commit would leave that write in place, and the restart would write the same events again
 /// after it.
-pub async fn open_sinks(cfg: &Config, state: &State) -> anyhow::Result<Vec<Arc<SinkSlot>>> {
+pub async fn open_sinks(
+    cfg: &Config,
+    state: &State,
+    once: bool,
+) -> anyhow::Result<Vec<Arc<SinkSlot>>> {
     let mut slots = Vec::new();
     for s in &cfg.sinks {
         let pos = state.sink_position(&s.name).await?;
-        let slot = sinks::open(s, pos, &cfg.agent.retry).await?;
+        let slot = sinks::open(s, pos, &cfg.agent.retry, once).await?;
         if pos.is_none() {
             let opened_at = slot.sink.lock().await.position();
             if let Some(p) = opened_at {
@@ -142,7 +146,7 @@ impl Shared {
     async fn start(&self, config: Config) -> anyhow::Result<Generation> {
         let http =
             Http::new(config.agent.request_timeout).context("cannot build the HTTP client")?;
-        let sinks = open_sinks(&config, &self.state).await?;
+        let sinks = open_sinks(&config, &self.state, self.once).await?;
         let mut g = Generation {
             config,
             http,
@@ -304,7 +308,7 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
         // No task holds the old sinks any more: open the new ones at their committed positions.
         current.sinks.clear();
         let opened = async {
-            let sinks = open_sinks(&new, &shared.state).await?;
+            let sinks = open_sinks(&new, &shared.state, shared.once).await?;
             let http =
                 Http::new(new.agent.request_timeout).context("cannot build the HTTP client")?;
             anyhow::Ok((sinks, http))
@@ -319,7 +323,7 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
                 // Refused like any invalid config: the old generation comes back as it was.
                 tracing::error!(trigger = why, error = %format!("{e:#}"),
                     "reload refused: the new sinks cannot be opened; the running configuration is kept");
-                current.sinks = open_sinks(&current.config, &shared.state).await?;
+                current.sinks = open_sinks(&current.config, &shared.state, shared.once).await?;
                 start_missing(shared, &mut current);
                 return Ok(current);
             }
@@ -477,7 +481,7 @@ mod tests {
         );
         let cfg = Config::parse(&text, &dir.path().join("auditship.toml")).unwrap();
         let state = open_state(&cfg.agent.state_path).await.unwrap();
-        let sinks = open_sinks(&cfg, &state).await.unwrap();
+        let sinks = open_sinks(&cfg, &state, false).await.unwrap();
         // The first page is written; the process dies before its commit (nothing committed yet).
         let ev = crate::event::Event::standalone("air", "wasabi_air", "wasabi_air", 0, "{}");
         sinks[0]
@@ -490,7 +494,7 @@ mod tests {
         assert!(std::fs::metadata(&out).unwrap().len() > 12);
         drop(sinks);
         // The restart drops that page, and only it, so that writing it again does not double it.
-        let _sinks = open_sinks(&cfg, &state).await.unwrap();
+        let _sinks = open_sinks(&cfg, &state, false).await.unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"older\":1}\n");
         assert_eq!(state.sink_position("file").await.unwrap(), Some(12));
     }

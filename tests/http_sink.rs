@@ -240,6 +240,14 @@ async fn splunk_hec_through_refusals_503s_and_an_outage_loses_nothing() {
          [sinks.headers]\nAuthorization = \"Splunk hec-token-0123456789\"\n",
         recv.base()
     ));
+    // `--once` gives up after `retry_max_attempts` (8 by default, a few seconds with these
+    // delays): enough of them to ride out the outages.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[agent]\n", "[agent]\nretry_max_attempts = 40\n"),
+    )
+    .unwrap();
     let run = tokio::spawn({
         let config = config.clone();
         async move { run_once(&config, &[]).await }
@@ -715,4 +723,44 @@ async fn mutual_tls_with_a_private_ca_and_insecure_skip_verify() {
     );
     let d = server.data.lock().unwrap();
     assert_eq!(assert_all_arrived(&d.events, |v| v, &truth), 0);
+}
+
+/// `run --once` against an HTTP sink that cannot be reached gives up like a source does
+/// (`retry_max_attempts`) instead of hanging a cron job: exit 1, nothing committed, and a later
+/// run that reaches the receiver delivers everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_gives_up_on_an_unreachable_sink_and_commits_nothing() {
+    let w = world(800, 1, 47).await;
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sinks = |url: &str| {
+        format!("[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{url}/ingest\"\n")
+    };
+    let config = w.config(&sinks(&format!("http://127.0.0.1:{closed}")));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[agent]\n", "[agent]\nretry_max_attempts = 3\n");
+    std::fs::write(&config, &text).unwrap();
+    let out = run_once(&config, &[]).await;
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("gave up after 3 attempts"), "{log}");
+    assert_eq!(
+        cursor(&config, &[]).await,
+        None,
+        "a cursor moved past undelivered events"
+    );
+
+    let r = Receiver::start(Mode::Ndjson).await;
+    std::fs::write(
+        &config,
+        text.replace(&format!("http://127.0.0.1:{closed}"), &r.base()),
+    )
+    .unwrap();
+    assert_ok(&run_once(&config, &[]).await);
+    assert_eq!(assert_all_arrived(&r.data().events, |v| v, &w.truth()), 0);
 }

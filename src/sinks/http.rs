@@ -60,7 +60,8 @@ pub struct HttpSink {
     headers: HeaderMap,
     /// The configured header values, scrubbed from anything a receiver echoes back.
     secrets: Vec<Secret>,
-    /// The agent's backoff, with unlimited attempts: only shutdown stops a delivery's retries.
+    /// The agent's backoff, with unlimited attempts in the daemon (only shutdown stops a
+    /// delivery's retries) and `retry_max_attempts` in `--once`, which must end.
     retry: RetryConfig,
     /// Most events in one request.
     max_events: usize,
@@ -75,6 +76,7 @@ impl HttpSink {
         cfg: &HttpSinkConfig,
         include_raw: bool,
         retry: &RetryConfig,
+        once: bool,
     ) -> Result<HttpSink, SinkError> {
         let fail = |msg: String| SinkError::Io {
             sink: name.to_string(),
@@ -153,7 +155,7 @@ impl HttpSink {
             headers,
             secrets,
             retry: RetryConfig {
-                max_attempts: None,
+                max_attempts: if once { retry.max_attempts } else { None },
                 ..retry.clone()
             },
             max_events: cfg.batch_max_events.max(1),
@@ -241,6 +243,21 @@ impl HttpSink {
             Err(Gave::Cancelled) => Err(SinkError::Cancelled {
                 sink: self.name.clone(),
             }),
+            // `--once` only: the attempts ran out on a failure that might have passed. The page
+            // stays uncommitted, and the run exits 1 rather than hang a cron job.
+            Err(Gave::Up(e)) if matches!(e.verdict(), Verdict::Retry { .. }) => {
+                let msg = format!(
+                    "gave up after {} attempts: {}",
+                    self.retry.max_attempts.unwrap_or(0),
+                    self.scrub(&e.to_string())
+                );
+                tracing::error!(sink = %self.name, error = %msg,
+                    "the receiver could not be reached; nothing was committed: the next run sends it again");
+                Err(SinkError::Io {
+                    sink: self.name.clone(),
+                    msg,
+                })
+            }
             Err(Gave::Up(e)) => {
                 let (status, detail) = match e {
                     Failure::Status { status, body, .. } | Failure::Refused { status, body } => {
@@ -1064,7 +1081,7 @@ mod tests {
         assert_eq!(auth.1.expose(), "Splunk s3cret-token");
         assert!(!format!("{c:?}").contains("s3cret"));
 
-        let sink = HttpSink::new("siem", h, true, &c.agent.retry).unwrap();
+        let sink = HttpSink::new("siem", h, true, &c.agent.retry, false).unwrap();
         assert_eq!(sink.retry.max_attempts, None);
         let v = sink.headers.get("authorization").unwrap();
         assert!(v.is_sensitive());

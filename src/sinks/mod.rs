@@ -59,11 +59,13 @@ pub struct SinkSlot {
 }
 
 /// Opens a sink. `committed` is the position the state last recorded for it; `retry` is the
-/// agent's backoff, which the HTTP sink uses without a limit on attempts.
+/// agent's backoff, which the HTTP sink uses without a limit on attempts, except in `--once`
+/// (`once`), where a run must end: there it gives up after `retry_max_attempts`.
 pub async fn open(
     cfg: &SinkConfig,
     committed: Option<u64>,
     retry: &RetryConfig,
+    once: bool,
 ) -> Result<Arc<SinkSlot>, SinkError> {
     let sink: Box<dyn Sink> = match &cfg.kind {
         SinkKind::Stdout => Box::new(stdout::Stdout::new(cfg.include_raw)),
@@ -71,7 +73,13 @@ pub async fn open(
             file::FileSink::open(&cfg.name, path.clone(), *fsync, cfg.include_raw, committed)
                 .await?,
         ),
-        SinkKind::Http(h) => Box::new(http::HttpSink::new(&cfg.name, h, cfg.include_raw, retry)?),
+        SinkKind::Http(h) => Box::new(http::HttpSink::new(
+            &cfg.name,
+            h,
+            cfg.include_raw,
+            retry,
+            once,
+        )?),
     };
     Ok(Arc::new(SinkSlot {
         config: cfg.clone(),
