@@ -626,7 +626,11 @@ impl Poller {
             fresh_keys.push((key, ev.time));
             true
         });
-        let fresh = events;
+        // Each page goes out oldest first, whatever order the vendor answered in (newest first,
+        // mostly): a stable sort, which finds a reversed page and turns it in one pass.
+        let mut fresh = events;
+        fresh.sort_by_key(|e| e.time);
+        fresh_keys.sort_by_key(|(_, t)| *t);
         for ev in &fresh {
             if ev.time < start && start - ev.time > self.skew {
                 self.skew = start - ev.time;

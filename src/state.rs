@@ -101,9 +101,9 @@ const RECORD: usize = 24;
 
 /// Encodes keys as the records of one `key_pages` row, sorted by (time, key).
 fn encode_records(keys: &[(Key, Nanos)]) -> Vec<u8> {
-    // A page comes newest first: read backwards, its keys are in order but where events share a
-    // time (twins, or the same millisecond).
-    let mut sorted: Vec<(Nanos, Key)> = keys.iter().rev().map(|(k, t)| (*t, *k)).collect();
+    // A page's keys come oldest first (the poller delivers a page in time order): they are in
+    // order but where events share a time (twins, or the same millisecond).
+    let mut sorted: Vec<(Nanos, Key)> = keys.iter().map(|(k, t)| (*t, *k)).collect();
     sort_nearly_sorted(&mut sorted);
     let mut out = Vec::with_capacity(sorted.len() * RECORD);
     for (t, k) in sorted {
