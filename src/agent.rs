@@ -402,7 +402,7 @@ pub async fn source_loop(
         match poller.poll().await {
             Ok(s) => {
                 health.polled();
-                metrics::poll_done(&name, true, s.cursor);
+                metrics::poll_done(&name, true);
                 let lag_s = s
                     .cursor
                     .map(|c| (timefmt::now() - c) / NANOS_PER_SEC)
@@ -429,7 +429,7 @@ pub async fn source_loop(
             }
             Err(e) if e.is_permanent() => {
                 health.stopped(&e);
-                metrics::poll_done(&name, false, None);
+                metrics::poll_done(&name, false);
                 metrics::source_up(&name, false);
                 tracing::error!(source = %name, error = %e,
                     "source stopped: the API refused the request; fix the configuration and reload");
@@ -437,7 +437,7 @@ pub async fn source_loop(
             }
             Err(e) => {
                 health.failed(&e);
-                metrics::poll_done(&name, false, None);
+                metrics::poll_done(&name, false);
                 tracing::warn!(source = %name, error = %e, next_poll_s = interval.as_secs(),
                     "poll failed; nothing after the last commit was skipped, the next poll resumes there");
                 if once {

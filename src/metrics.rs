@@ -201,7 +201,7 @@ pub fn state_commit(source: &str) {
 }
 
 /// A poll ended.
-pub fn poll_done(source: &str, ok: bool, cursor: Option<Nanos>) {
+pub fn poll_done(source: &str, ok: bool) {
     with(|r| {
         add(
             r,
@@ -220,9 +220,6 @@ pub fn poll_done(source: &str, ok: bool, cursor: Option<Nanos>) {
                 ),
                 timefmt::now() as f64 / NANOS_PER_SEC as f64,
             );
-        }
-        if let Some(c) = cursor {
-            r.cursors.insert(source.to_string(), c);
         }
     });
 }
@@ -340,7 +337,8 @@ mod tests {
             }),
         );
         page_latency("m-test", Duration::from_millis(20));
-        poll_done("m-test", true, Some(timefmt::now() - 5 * NANOS_PER_SEC));
+        poll_done("m-test", true);
+        cursor_at("m-test", timefmt::now() - 5 * NANOS_PER_SEC);
         let text = render();
         assert!(
             text.contains("auditship_api_requests_total{source=\"m-test\",class=\"error\"} 1"),

@@ -640,6 +640,11 @@ impl Poller {
             }
         }
 
+        // A page that holds nothing new and nothing known costs no commit (and takes no sink):
+        // an empty window's cursor waits for the next commit (or the end of the poll).
+        if fresh.is_empty() && duplicates == 0 {
+            return Ok(());
+        }
         // Hold every sink from delivery through commit: a sink's commits follow its writes.
         let mut guards = Vec::with_capacity(self.sinks.len());
         for slot in &self.sinks {
@@ -668,11 +673,6 @@ impl Poller {
             .collect();
         let newest = fresh.iter().map(|e| e.time).max();
         let oldest = fresh.iter().map(|e| e.time).min();
-        // A page that holds nothing new and nothing known costs no commit: an empty window's
-        // cursor waits for the next commit (or the end of the poll).
-        if fresh.is_empty() && duplicates == 0 {
-            return Ok(());
-        }
         let cursor = self.pending_cursor;
         let commit = Commit {
             source: self.cfg.name.clone(),

@@ -300,6 +300,18 @@ fn fold_twins(
     if fraction <= 0.0 || raw.is_empty() {
         return raw;
     }
+    // Only a span the clocks change in can hold a repeated hour (UTC never does): look no
+    // further, and spare every entry two offset look-ups.
+    let (first, last) = raw.iter().fold((i64::MAX, i64::MIN), |(a, b), r| {
+        (a.min(r.time), b.max(r.time))
+    });
+    let changes = jiff::Timestamp::from_nanosecond(i128::from(first))
+        .ok()
+        .and_then(|t| tz.following(t).next())
+        .is_some_and(|c| c.timestamp().as_nanosecond() <= i128::from(last));
+    if !changes {
+        return raw;
+    }
     let offset = |t: i64| {
         jiff::Timestamp::from_nanosecond(i128::from(t))
             .map(|ts| i64::from(tz.to_offset(ts).seconds()))
