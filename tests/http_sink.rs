@@ -2,6 +2,7 @@
 //! vendor ids) and delivers to a receiver on loopback that parses each encoding as Splunk HEC,
 //! Elasticsearch `_bulk` or an NDJSON / JSON-array collector would, with scripted faults.
 
+mod common;
 mod http_receiver;
 
 use std::collections::{HashMap, HashSet};
@@ -11,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use auditship_sim::{SimConfig, SimHandle, Vendor};
 use chrono::{DateTime, Utc};
+use common::agent;
 use http_receiver::tls::{Pki, TlsServer};
 use http_receiver::{Canned, Mode, Receiver};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_auditship");
 
 /// The emulator with Wasabi AiR events over `days` days ending a minute ago, and a test dir.
 struct World {
@@ -81,29 +81,6 @@ impl World {
             .map(|s| serde_json::from_str(s).unwrap())
             .collect()
     }
-}
-
-/// The binary, with no proxy from the environment (the receiver is on loopback).
-fn agent(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args)
-        .env("AUDITSHIP_LOG", "info")
-        .env("NO_PROXY", "127.0.0.1,localhost");
-    for k in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        cmd.env_remove(k);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.kill_on_drop(true);
-    cmd
 }
 
 async fn run_once(config: &Path, env: &[(&str, &str)]) -> Output {

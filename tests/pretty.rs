@@ -138,21 +138,10 @@ fn check(
 
 /// `run --once`, with no proxy from the environment (everything is on loopback).
 async fn once(config: &Path) -> Output {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(["run", "--once", "--config", config.to_str().unwrap()])
-        .env("AUDITSHIP_LOG", "info")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .kill_on_drop(true);
-    for k in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        cmd.env_remove(k);
-    }
+    let mut cmd = agent(
+        &["run", "--once", "--config", config.to_str().unwrap()],
+        &[],
+    );
     let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
         .await
         .expect("run --once did not finish within 300s")

@@ -240,3 +240,50 @@ async fn hot_reloads_under_live_traffic_double_nothing() {
     eprintln!("{edits} reloads: {}", report(&lines, "domo", &truth));
     assert_exactly(&lines, "domo", &truth);
 }
+
+/// A first run from a far `start` (windows grow across the empty years, then one window holds
+/// all the data) killed at random points while it reads the dense part, ties shuffled and the
+/// end inclusive: every entry exactly once in the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_far_start_backfill() {
+    let vendors = [Vendor::Domo, Vendor::DominoAudit];
+    let base = backfill(&vendors, 30_000, 1, 401);
+    let cfg = SimConfig {
+        start: base.end - chrono::Duration::hours(3),
+        answers: variant("inclusive_end_shuffled_ties"),
+        ..base
+    };
+    let sim = sim(cfg.clone()).await;
+    let from = cfg
+        .start
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let sources: String = vendors
+        .iter()
+        .map(|v| {
+            source_toml(&sim, &cfg, *v, "page_size = 200\n").replace(
+                &format!("start = {from:?}"),
+                "start = \"2020-01-01T00:00:00Z\"",
+            )
+        })
+        .collect();
+    assert_eq!(sources.matches("2020-01-01").count(), 2, "{sources}");
+    let s = setup_timed(
+        "poll_interval = \"1s\"\nlag = \"2s\"\noverlap = \"60s\"\nretry_max_attempts = 30",
+        "",
+        &sources,
+    );
+    let mut rng = fastrand::Rng::with_seed(401);
+    let sizes = kill_at_random_points(&s, &mut rng, 12, 900);
+    once_ok(&s);
+    let lines = read_lines(&s.out);
+    for v in vendors {
+        let truth = truth(&sim, &cfg, v);
+        eprintln!(
+            "far start, {} × SIGKILL: {}",
+            sizes.len(),
+            report(&lines, &name(v), &truth)
+        );
+        assert_exactly(&lines, &name(v), &truth);
+    }
+    assert!(sizes.len() >= 3, "only {} kills landed", sizes.len());
+}

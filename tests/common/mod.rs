@@ -100,6 +100,30 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("running auditship")
 }
 
+/// The binary as a tokio command, with no proxy from the environment (receivers are on
+/// loopback), killed when dropped.
+pub fn agent(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args)
+        .env("AUDITSHIP_LOG", "info")
+        .env("NO_PROXY", "127.0.0.1,localhost");
+    for k in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.kill_on_drop(true);
+    cmd
+}
+
 /// Runs `run --once` and asserts it succeeded.
 pub fn once_ok(s: &Setup) -> Output {
     let out = run(
