@@ -13,8 +13,10 @@
 #                strict (unknown fields are errors), for the oldest (1.29) and newest (1.37)
 #                Kubernetes versions we support
 #   consistency  cross-references the schemas cannot see: volumes, mounts, Secrets, the embedded
-#                auditship.toml (parses, known keys only, paths on the right mounts), probes,
+#                auditship.toml (parses, known keys only, paths on the right mounts, state on a
+#                PersistentVolumeClaim), probes (a native sidecar's readiness on /healthz),
 #                securityContext, replicas/strategy
+#   consistency-mutants  sidecar variants that break one rule each must fail consistency
 #   agent-check  `auditship check` on each embedded config (only with a binary as $1)
 #   hadolint     deploy/Dockerfile (Docker cannot run here, so it is linted, not built)
 #   shell-lint   this script, with shellcheck
@@ -97,10 +99,53 @@ step_kubernetes() {
 }
 
 step_consistency() {
-    "$PY" - deploy/kubernetes/*.yaml <<'PYEOF'
+    consistency deploy/kubernetes/*.yaml
+}
+
+# The consistency checks must be able to fail: mutants of the sidecar that each break one rule
+# (its state or events on an emptyDir, its readiness on the vendor-dependent /readyz) must be
+# refused with the rule's message.
+step_consistency_mutants() {
+    local name want out
+    for name in state-emptydir readiness-readyz; do
+        "$PY" - deploy/kubernetes/sidecar.yaml "$WORK/$name.yaml" "$name" <<'PYEOF'
+import sys, yaml
+src, dst, mutation = sys.argv[1:]
+docs = [d for d in yaml.safe_load_all(open(src)) if d]
+for d in docs:
+    if d["kind"] != "Deployment":
+        continue
+    pod = d["spec"]["template"]["spec"]
+    agent = next(c for c in pod["initContainers"] if c["name"] == "auditship")
+    if mutation == "state-emptydir":
+        for v in pod["volumes"]:
+            if "persistentVolumeClaim" in v:
+                del v["persistentVolumeClaim"]
+                v["emptyDir"] = {"sizeLimit": "256Mi"}
+    elif mutation == "readiness-readyz":
+        agent["readinessProbe"]["httpGet"]["path"] = "/readyz"
+yaml.safe_dump_all(docs, open(dst, "w"))
+PYEOF
+        case $name in
+            state-emptydir) want="is not on a PersistentVolumeClaim" ;;
+            readiness-readyz) want="readinessProbe should GET /healthz" ;;
+        esac
+        if out=$(consistency "$WORK/$name.yaml" 2>&1); then
+            echo "$out"
+            echo "check.sh: the $name mutant passed the consistency checks" >&2
+            return 1
+        fi
+        grep -F -- "$want" <<<"$out" || { echo "$out"; echo "check.sh: $name: no '$want'" >&2; return 1; }
+        echo "mutant $name: refused"
+    done
+}
+
+consistency() {
+    "$PY" - "$@" <<'PYEOF'
 import os, posixpath, sys, tomllib, yaml
 
-# The keys DESIGN.md documents (the agent rejects unknown keys, so a typo here would stop it).
+# The keys config/auditship.toml documents (the agent rejects unknown keys, so a typo here would
+# stop it; agent-check below runs the agent's own check on each config too).
 AGENT_KEYS = {"state_path", "poll_interval", "lag", "overlap", "listen"}
 SOURCE_KEYS = {"name", "kind", "url", "api_key", "jwt", "start", "page_size", "window",
                "poll_interval", "lag", "overlap", "filters", "client_id", "client_secret",
@@ -190,10 +235,15 @@ for fname in sys.argv[1:]:
         ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
         if ports.get("metrics") != 9464:
             err(cwhere, "needs port 9464 named metrics")
-        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        # A native sidecar's readiness is the Pod's: /readyz (503 while a vendor fails) would take
+        # the application out of its Service for a vendor outage, so it gets /healthz.
+        sidecar = c in pod.get("initContainers", [])
+        for probe, path in (("livenessProbe", "/healthz"),
+                            ("readinessProbe", "/healthz" if sidecar else "/readyz")):
             g = c.get(probe, {}).get("httpGet", {})
             if g.get("path") != path or g.get("port") != "metrics":
-                err(cwhere, f"{probe} should GET {path} on port metrics")
+                err(cwhere, f"{probe} should GET {path} on port metrics"
+                            + (" (a native sidecar's readiness gates the Pod)" if sidecar and probe == "readinessProbe" else ""))
         res = c.get("resources", {})
         if not res.get("requests", {}).get("cpu") or not res.get("requests", {}).get("memory") \
                 or not res.get("limits", {}).get("memory"):
@@ -228,6 +278,10 @@ for fname in sys.argv[1:]:
         m = mount_of(posixpath.dirname(sp))
         if not m or m.get("readOnly") or posixpath.dirname(sp) != m["mountPath"]:
             err(cwhere, f"state_path {sp!r}: its directory must be a writable volume mount")
+        elif "persistentVolumeClaim" not in volumes.get(m["name"], {}):
+            err(cwhere, f"state_path {sp!r} is not on a PersistentVolumeClaim: every new Pod "
+                        "would start again from `start` and re-ship everything since")
+        state_vol = m["name"] if m else None
         if not mount_of("/tmp") or mount_of("/tmp").get("readOnly"):
             err(cwhere, "needs a writable /tmp (SQLite temporary files; read-only root)")
         for i, src in enumerate(cfg.get("sources", [])):
@@ -251,6 +305,11 @@ for fname in sys.argv[1:]:
                 m = mount_of(posixpath.dirname(sink["path"]))
                 if not m or m.get("readOnly"):
                     err(cwhere, f"file sink {sink['path']!r} is not on a writable mount")
+                elif m["name"] != state_vol and "persistentVolumeClaim" not in volumes.get(m["name"], {}):
+                    # The state records the file's committed length: a file that dies with the
+                    # Pod while the state lives on would be behind what the state says was written.
+                    err(cwhere, f"file sink {sink['path']!r} is not on the state's volume nor on a "
+                                "PersistentVolumeClaim")
         if not cfg.get("sources") or not cfg.get("sinks"):
             err(cwhere, "needs at least one source and one sink")
 
@@ -366,7 +425,7 @@ step_security() {
 passed=0
 failed=0
 failures=()
-for step in kubernetes consistency agent-check hadolint shell-lint systemd security; do
+for step in kubernetes consistency consistency-mutants agent-check hadolint shell-lint systemd security; do
     log "$step"
     set +e
     (set -e; "step_${step//-/_}")
