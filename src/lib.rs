@@ -13,12 +13,14 @@
 //! - [`state`]: SQLite on its own thread: cursors, dedupe keys, sink positions, migrations.
 //! - [`event`], [`dedupe`], [`timefmt`]: the native event (spans into the page it came in), its
 //!   keys, and time text; [`scan`]: the byte search their JSON reading and writing share.
-//! - [`retry`]: the one retry policy of every HTTP call.
+//! - [`retry`]: the one retry policy of every HTTP call; [`clock`]: what entries placed outside
+//!   the range asked for say about a vendor's zone or clock.
 //! - [`metrics`], [`health`], [`server`]: `/metrics`, `/healthz` and `/readyz`.
 
 pub mod agent;
 pub mod canonical;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dedupe;
 pub mod event;

@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::clock;
 use crate::config::{RetryConfig, SourceConfig};
 use crate::dedupe::{self, Key, Occurrences};
 use crate::event::Event;
@@ -116,6 +117,9 @@ pub struct Poller {
     /// A cursor reached by windows that delivered nothing, not yet committed: it goes with the
     /// next commit, or is committed at the end of the poll.
     pending_cursor: Option<Nanos>,
+    /// How far outside the ranges asked for this poll's answers placed entries (a zone or clock
+    /// mismatch): said once at the end of the poll.
+    offset: clock::Offset,
 }
 
 /// Where the entries of one answer fall, against the range `[lo, hi)` it was asked for.
@@ -219,6 +223,7 @@ impl Poller {
             max_event: None,
             lookup: Lookup::default(),
             skew: 0,
+            offset: clock::Offset::default(),
             pending_cursor: None,
         }
     }
@@ -250,6 +255,15 @@ impl Poller {
     /// One poll: every sub-window from the cursor up to now − lag.
     pub async fn poll(&mut self) -> Result<PollSummary, PollError> {
         let result = self.poll_windows().await;
+        // Entries outside the ranges asked for: one line per poll, with the offset seen.
+        let offset = std::mem::take(&mut self.offset);
+        if let Some(seen) = offset.describe() {
+            let hint = offset
+                .estimate()
+                .and_then(|(off, _)| self.source.clock_hint(off, timefmt::now()));
+            tracing::warn!(source = %self.cfg.name, "{seen}: {}",
+                hint.unwrap_or_else(|| "the vendor's clock or zone differs from the agent's".into()));
+        }
         // Windows that delivered nothing moved the cursor only in memory: record it, whatever
         // stopped the poll (their reads are done; a shutdown must not have them repeated).
         let flushed = self.flush_cursor().await;
@@ -392,6 +406,12 @@ impl Poller {
         summary: &mut PollSummary,
     ) -> Result<Page, PollError> {
         let page = self.fetch(req).await?;
+        self.offset.answer(
+            page.events.iter().map(|e| e.time),
+            req.start,
+            req.end,
+            self.traits.time_unit,
+        );
         stats.pages += 1;
         stats.largest = stats.largest.max(page.returned);
         summary.pages += 1;
@@ -631,12 +651,11 @@ impl Poller {
         let mut fresh = events;
         fresh.sort_by_key(|e| e.time);
         fresh_keys.sort_by_key(|(_, t)| *t);
+        // Keys of entries the vendor placed before their window are kept that much longer (the
+        // poll's end says how far off they were).
         for ev in &fresh {
             if ev.time < start && start - ev.time > self.skew {
                 self.skew = start - ev.time;
-                tracing::warn!(source = %self.cfg.name, event_time = %timefmt::human(ev.time),
-                    window_start = %timefmt::human(start),
-                    "the vendor returned an event older than the window asked for; is time_zone right?");
             }
         }
 

@@ -377,3 +377,61 @@ async fn an_upgrade_delivers_no_entry_of_a_repeated_hour_twice() {
         "the re-read delivered entries of the repeated hour again"
     );
 }
+
+/// Domo in a zone the config does not name (America/Phoenix: UTC-7 all year; no `time_zone`, so
+/// UTC): every entry comes 7 h before the range it was asked for. A poll says so once, with the
+/// offset and the zone it suggests, not once per entry; `check --connect` fails on it; with the
+/// right zone neither says anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domo_zone_mismatch_is_said_once_per_poll_with_its_offset() {
+    let cfg = SimConfig {
+        domo_time_zone: jiff::tz::TimeZone::get("America/Phoenix").unwrap(),
+        ..backfill(&[Vendor::Domo], 3_000, 1, 11)
+    };
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &source_toml(&sim, &cfg, Vendor::Domo, ""));
+    let config = s.config.to_str().unwrap();
+    let out = run(&["run", "--once", "--config", config], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("than the ranges asked for"))
+        .collect();
+    assert_eq!(said.len(), 1, "one line per poll:\n{err}");
+    assert!(
+        said[0].contains(
+            "7h earlier than the ranges asked for: time_zone is probably UTC-7 (it is UTC)"
+        ),
+        "{}",
+        said[0]
+    );
+    let check = run(&["check", "--connect", "--config", config], &[]);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("source domo: reachable, but")
+            && stdout.contains("7h earlier than the ranges asked for: time_zone is probably UTC-7"),
+        "{stdout}"
+    );
+
+    let right = setup(
+        "",
+        &source_toml(
+            &sim,
+            &cfg,
+            Vendor::Domo,
+            "time_zone = \"America/Phoenix\"\n",
+        ),
+    );
+    let config = right.config.to_str().unwrap();
+    let out = run(&["run", "--once", "--config", config], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("asked for"), "{err}");
+    let check = run(&["check", "--connect", "--config", config], &[]);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && stdout.contains("source domo: ok"),
+        "{stdout}"
+    );
+}

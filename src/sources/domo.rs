@@ -25,6 +25,23 @@ use crate::timefmt::{Nanos, NANOS_PER_MS, NANOS_PER_SEC};
 /// Renew a token this long before the vendor says it expires.
 const RENEW_EARLY: Duration = Duration::from_secs(60);
 
+/// Domo prints wall-clock time in the instance's zone: entries placed `earlier_by` early were
+/// printed in a zone that far behind the configured one (`at` picks the configured zone's offset).
+fn zone_hint(tz: &jiff::tz::TimeZone, earlier_by: Nanos, at: Nanos) -> Option<String> {
+    let ts = jiff::Timestamp::from_nanosecond(at as i128).ok()?;
+    let configured = i64::from(tz.to_offset(ts).seconds());
+    let instance = configured - earlier_by / NANOS_PER_SEC;
+    let offset = crate::clock::utc_offset(configured);
+    let now = match tz.iana_name() {
+        Some(name) if name != offset => format!("{name}, {offset}"),
+        _ => offset,
+    };
+    Some(format!(
+        "time_zone is probably {} (it is {now}): set time_zone to the Domo instance's IANA zone",
+        crate::clock::utc_offset(instance)
+    ))
+}
+
 pub struct Domo {
     name: Arc<str>,
     endpoint: url::Url,
@@ -423,6 +440,10 @@ impl Source for Domo {
         next_fold(&self.time_zone, start, end).unwrap_or(end)
     }
 
+    fn clock_hint(&self, earlier_by: Nanos, at: Nanos) -> Option<String> {
+        zone_hint(&self.time_zone, earlier_by, at)
+    }
+
     fn fetch<'a>(&'a self, req: &'a PageRequest) -> BoxFuture<'a, Result<Page, SourceError>> {
         Box::pin(async move {
             let token = self.token(false).await?;
@@ -459,6 +480,20 @@ impl Source for Domo {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_zone_hint_names_the_offset_the_entries_suggest() {
+        let at = 1_700_000_000 * NANOS_PER_SEC; // 2023-11-14, no daylight-saving time in Paris
+        let h = 3600 * NANOS_PER_SEC;
+        assert_eq!(
+            zone_hint(&jiff::tz::TimeZone::UTC, 7 * h, at).unwrap(),
+            "time_zone is probably UTC-7 (it is UTC): set time_zone to the Domo instance's IANA zone"
+        );
+        let paris = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+        assert!(zone_hint(&paris, -(4 * h + h / 2), at)
+            .unwrap()
+            .starts_with("time_zone is probably UTC+5:30 (it is Europe/Paris, UTC+1)"));
+    }
+
     use super::*;
     use crate::timefmt::{parse_rfc3339, rfc3339_ms};
 

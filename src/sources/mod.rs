@@ -144,6 +144,12 @@ pub trait Source: Send + Sync {
     fn window_end(&self, _start: Nanos, end: Nanos) -> Nanos {
         end
     }
+
+    /// What to tell the operator when the vendor placed entries `earlier_by` before their true
+    /// time (negative: after), around `at`: a setting to fix (Domo: `time_zone`), or `None`.
+    fn clock_hint(&self, _earlier_by: Nanos, _at: Nanos) -> Option<String> {
+        None
+    }
 }
 
 /// Builds the source of a config entry: the one place where kinds are registered.
