@@ -29,7 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Poll every source on its interval until SIGTERM/SIGINT (or once, with --once).
     Run {
-        #[arg(long, short)]
+        /// The configuration file (TOML; config/auditship.toml shows every option).
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         /// One catch-up pass: each source up to now − lag, then exit (0 if all completed).
         #[arg(long)]
@@ -37,16 +38,20 @@ pub enum Command {
     },
     /// Validate the configuration (secret files included) without network or state.
     Check {
-        #[arg(long, short)]
+        /// The configuration file (TOML; config/auditship.toml shows every option).
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         /// Also authenticate to each source and check each sink can be written.
         #[arg(long)]
         connect: bool,
     },
     /// Show each source's cursor, lag and counts; `state reset SOURCE` rewinds one.
+    #[command(
+        override_usage = "auditship state --config <FILE> [--json]\n       auditship state --config <FILE> reset <SOURCE> [--to <TIME>]"
+    )]
     State {
-        /// Required; may also follow `reset SOURCE`.
-        #[arg(long, short, global = true)]
+        /// The configuration file (required; may also follow `reset SOURCE`).
+        #[arg(long, short, global = true, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -71,9 +76,10 @@ pub enum Command {
 pub enum StateAction {
     /// Rewind one source: its events from --to on are delivered again.
     Reset {
+        /// The source to rewind: its `name` in [[sources]].
         source: String,
-        /// RFC 3339 instant (default: the source's `start`, or now − 24h).
-        #[arg(long)]
+        /// RFC 3339 instant, not in the future (default: the source's `start`, or now − 24h).
+        #[arg(long, value_name = "TIME")]
         to: Option<String>,
     },
 }
@@ -155,17 +161,35 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
         let src = sources::build(s, http.clone());
         let unit = src.traits().time_unit;
         let end = timefmt::floor_to(timefmt::now() - timefmt::dur_nanos(s.lag), unit);
+        // The last hour, up to a hundred entries: enough to see whether the vendor places them
+        // inside the range asked for (a wrong Domo time_zone shows here).
         let req = PageRequest {
-            start: end - 60 * NANOS_PER_SEC,
+            start: end - 3600 * NANOS_PER_SEC,
             end,
             inclusive_end: false,
             offset: 0,
             page: 0,
-            limit: 1,
+            limit: s.page_size.min(100),
             max_events: None,
         };
         match src.fetch(&req).await {
-            Ok(_) => println!("source {}: ok", s.name),
+            Ok(page) => {
+                let mut offset = crate::clock::Offset::default();
+                offset.answer(page.events.iter().map(|e| e.time), req.start, req.end, unit);
+                match offset.describe() {
+                    None => println!("source {}: ok", s.name),
+                    Some(seen) => {
+                        ok = false;
+                        let hint = offset
+                            .estimate()
+                            .and_then(|(off, _)| src.clock_hint(off, end))
+                            .unwrap_or_else(|| {
+                                "the vendor's clock or zone differs from the agent's".into()
+                            });
+                        println!("source {}: reachable, but {seen}: {hint}", s.name);
+                    }
+                }
+            }
             Err(e) => {
                 ok = false;
                 println!("source {}: {e}", s.name);

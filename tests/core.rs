@@ -536,3 +536,61 @@ async fn each_page_is_delivered_oldest_first() {
         );
     }
 }
+
+/// Every command, argument and option says what it is in `--help`, and `state`'s usage shows
+/// its required `--config` (clap would list it under `[OPTIONS]`).
+#[test]
+fn every_argument_in_help_has_a_text_and_state_shows_config_as_required() {
+    let mut missing = Vec::new();
+    for cmd in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["state", "--help"],
+        &["state", "reset", "--help"],
+        &["demo", "--help"],
+        &["simulate", "--help"],
+    ] {
+        let out = run(cmd, &[]);
+        assert!(out.status.success(), "{cmd:?}");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut section = "";
+        for (i, line) in lines.iter().enumerate() {
+            if !line.starts_with(' ') {
+                section = line;
+                continue;
+            }
+            if !matches!(section, "Commands:" | "Arguments:" | "Options:") {
+                continue;
+            }
+            // An entry is `  -c, --config <FILE>  text`, or (clap's long layout) the entry alone
+            // on its line and its text on the next, indented further.
+            let entry = line.trim_start().trim_end();
+            let indent = line.len() - line.trim_start().len();
+            if indent > 6
+                || !(entry.starts_with('-') || entry.starts_with('<') || section == "Commands:")
+            {
+                continue;
+            }
+            let next_is_text = lines.get(i + 1).is_some_and(|n| {
+                let t = n.trim_start();
+                n.len() - t.len() > indent + 2 && !t.starts_with('-') && !t.starts_with('<')
+            });
+            if !entry.contains("  ") && !next_is_text {
+                missing.push(format!("{cmd:?}: {entry}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "without help text:\n{}",
+        missing.join("\n")
+    );
+    let state = run(&["state", "--help"], &[]);
+    let text = String::from_utf8_lossy(&state.stdout);
+    assert!(
+        text.contains("Usage: auditship state --config <FILE>"),
+        "{text}"
+    );
+}
