@@ -417,12 +417,12 @@ pub async fn simulate(args: auditship_sim::SimArgs) -> ExitCode {
 
 pub async fn demo(events: u64, duration: Option<Duration>) -> ExitCode {
     use auditship_sim::{SimConfig, Vendor};
-    let now = chrono::Utc::now();
-    let live = chrono::Duration::hours(2);
+    let now = jiff::Timestamp::now();
+    let live = jiff::SignedDuration::from_hours(2);
     // `events` over the last 30 minutes, and the same rate on for two more hours, live.
     let per_vendor = events.saturating_mul(5);
     let sim_cfg = SimConfig {
-        start: now - chrono::Duration::minutes(30),
+        start: now - jiff::SignedDuration::from_mins(30),
         end: now + live,
         events: per_vendor,
         late_fraction: 0.1,

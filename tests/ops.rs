@@ -7,8 +7,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use auditship_sim::{Fault, SimConfig, SimHandle, Vendor};
-use chrono::Utc;
 use common::*;
+use jiff::{SignedDuration, Timestamp};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -20,11 +20,11 @@ fn free_port() -> u16 {
 
 /// A live emulator: events from `back` seconds ago until `ahead` seconds from now.
 fn live(vendors: &[Vendor], events: u64, back: i64, ahead: i64, seed: u64) -> SimConfig {
-    let now = Utc::now();
+    let now = Timestamp::now();
     SimConfig {
         seed,
-        start: now - chrono::Duration::seconds(back),
-        end: now + chrono::Duration::seconds(ahead),
+        start: now - SignedDuration::from_secs(back),
+        end: now + SignedDuration::from_secs(ahead),
         events,
         vendors: vendors.to_vec(),
         twin_fraction: 0.02,
@@ -172,7 +172,7 @@ async fn endpoints_answer_and_ready_flips_while_the_api_is_down() {
     let truth = sim.events(
         Vendor::WasabiAir,
         cfg.start,
-        Utc::now() - chrono::Duration::seconds(30),
+        Timestamp::now() - SignedDuration::from_secs(30),
     );
     let lines = read_lines(&s.out);
     assert!(lines.len() >= truth.len());
@@ -231,7 +231,7 @@ async fn config_edits_add_and_remove_sources_live_and_a_broken_edit_is_refused()
     // Both again: wasabi resumes from its cursor.
     replace(&s.config, &config_with(&original, &sim, &cfg, &vendors));
     // Until the live span and its lag have passed.
-    while Utc::now() < cfg.end + chrono::Duration::seconds(4) {
+    while Timestamp::now() < cfg.end + SignedDuration::from_secs(4) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let stderr = stop(child);
@@ -279,7 +279,7 @@ async fn a_configmap_style_symlink_swap_and_sighup_reload() {
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     signal(&child, "HUP");
-    while Utc::now() < cfg.end + chrono::Duration::seconds(4) {
+    while Timestamp::now() < cfg.end + SignedDuration::from_secs(4) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let stderr = stop(child);
@@ -388,7 +388,7 @@ async fn a_reload_whose_sink_cannot_be_opened_is_refused_and_delivery_goes_on() 
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = read_lines(&s.out).len();
-    while Utc::now() < cfg.end + chrono::Duration::seconds(4) {
+    while Timestamp::now() < cfg.end + SignedDuration::from_secs(4) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let stderr = stop(child);
@@ -505,9 +505,7 @@ async fn empty_windows_cost_no_commit_of_their_own() {
     let cfg = live(&[Vendor::DominoAudit], 3_000, 2 * 86_400, 0, 57);
     let sim = sim(cfg.clone()).await;
     let port = free_port();
-    let from = cfg
-        .start
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let from = format!("{:.3}", cfg.start);
     let source = source_toml(&sim, &cfg, Vendor::DominoAudit, "").replace(
         &format!("start = {from:?}"),
         "start = \"2021-01-01T00:00:00Z\"",
