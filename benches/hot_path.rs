@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use auditship::dedupe;
+use auditship::encodings::Writer;
 use auditship::event::{Event, PageText};
-use auditship::sinks::encode_ndjson;
 use auditship::sources::{self, domino_audit, domo, wasabi_air};
 use auditship::state::{Commit, State};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -222,15 +222,23 @@ fn keys_and_encoding(c: &mut Criterion) {
         })
     });
     let mut buf = Vec::with_capacity(1 << 20);
+    // The native format, as the stdout and file sinks write it: one record a line.
+    let (with_raw, without_raw) = (
+        Writer {
+            include_raw: true,
+            ..Writer::default()
+        },
+        Writer::default(),
+    );
     g.bench_function("encode_ndjson_with_raw", |b| {
         b.iter(|| {
-            encode_ndjson(black_box(&evs), true, &mut buf);
+            black_box(&with_raw).lines(black_box(&evs), &mut buf);
             buf.len()
         })
     });
     g.bench_function("encode_ndjson_without_raw", |b| {
         b.iter(|| {
-            encode_ndjson(black_box(&evs), false, &mut buf);
+            black_box(&without_raw).lines(black_box(&evs), &mut buf);
             buf.len()
         })
     });

@@ -60,7 +60,11 @@ pub enum Command {
         action: Option<StateAction>,
     },
     /// Serve emulators of all four vendor APIs on loopback.
+    #[cfg(feature = "sim")]
     Simulate(auditship_sim::SimArgs),
+    /// Serve emulators of all four vendor APIs on loopback (not in this build).
+    #[cfg(not(feature = "sim"))]
+    Simulate(NoSimArgs),
     /// Simulator and agent in one process, printing normalised events as they flow.
     Demo {
         /// Backfilled events per vendor (the last 30 minutes), before live ones arrive.
@@ -70,6 +74,15 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
     },
+}
+
+/// `simulate`'s arguments in a build without the emulators: anything, so that the command says
+/// why it cannot run instead of what it cannot parse.
+#[cfg(not(feature = "sim"))]
+#[derive(clap::Args, Debug)]
+pub struct NoSimArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -392,6 +405,34 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
     ExitCode::SUCCESS
 }
 
+/// What `simulate` and `demo` say in a build without the emulators (`--no-default-features`,
+/// as the container image and the systemd build are made).
+pub fn without_emulators_message(command: &str) -> String {
+    format!(
+        "auditship {command}: built without the emulators (--no-default-features, as the container \
+         image and the systemd build are); `cargo run --release -- {command}` in a checkout of the \
+         source builds them in"
+    )
+}
+
+/// `simulate` or `demo` in a build without the emulators: a usage error (exit 2).
+#[cfg(not(feature = "sim"))]
+fn without_emulators(command: &str) -> ExitCode {
+    eprintln!("error: {}", without_emulators_message(command));
+    ExitCode::from(2)
+}
+
+#[cfg(not(feature = "sim"))]
+pub async fn simulate(_args: NoSimArgs) -> ExitCode {
+    without_emulators("simulate")
+}
+
+#[cfg(not(feature = "sim"))]
+pub async fn demo(_events: u64, _duration: Option<Duration>) -> ExitCode {
+    without_emulators("demo")
+}
+
+#[cfg(feature = "sim")]
 pub async fn simulate(args: auditship_sim::SimArgs) -> ExitCode {
     let cfg = match args.to_config() {
         Ok(c) => c,
@@ -415,14 +456,15 @@ pub async fn simulate(args: auditship_sim::SimArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+#[cfg(feature = "sim")]
 pub async fn demo(events: u64, duration: Option<Duration>) -> ExitCode {
     use auditship_sim::{SimConfig, Vendor};
-    let now = chrono::Utc::now();
-    let live = chrono::Duration::hours(2);
+    let now = jiff::Timestamp::now();
+    let live = jiff::SignedDuration::from_hours(2);
     // `events` over the last 30 minutes, and the same rate on for two more hours, live.
     let per_vendor = events.saturating_mul(5);
     let sim_cfg = SimConfig {
-        start: now - chrono::Duration::minutes(30),
+        start: now - jiff::SignedDuration::from_mins(30),
         end: now + live,
         events: per_vendor,
         late_fraction: 0.1,
@@ -495,5 +537,30 @@ pub async fn demo(events: u64, duration: Option<Duration>) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_without_emulators_says_so_and_how_to_get_them() {
+        let m = without_emulators_message("demo");
+        assert!(
+            m.starts_with("auditship demo: built without the emulators"),
+            "{m}"
+        );
+        assert!(m.contains("`cargo run --release -- demo`"), "{m}");
+        assert!(!m.ends_with('.'), "{m}");
+    }
+
+    /// Both builds accept `simulate` with its flags: without the emulators it must reach the
+    /// message above rather than a clap error about an unknown flag.
+    #[test]
+    fn simulate_parses_its_flags_in_either_build() {
+        let cli =
+            Cli::try_parse_from(["auditship", "simulate", "--listen", "127.0.0.1:0"]).unwrap();
+        assert!(matches!(cli.command, Command::Simulate(_)));
     }
 }

@@ -367,6 +367,8 @@ pub struct SinkConfig {
     pub sources: Option<Vec<String>>,
     /// Keep the vendor's event under `raw` (default true).
     pub include_raw: bool,
+    /// How each event is written (`format`, default `native`).
+    pub format: crate::encodings::Format,
 }
 
 impl SinkConfig {
@@ -972,13 +974,26 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
                 }
             }
         }
-        match s.format.as_deref() {
-            None | Some("native") => {}
-            Some(f) => c.fail(
-                &format!("{key}.format"),
-                format_args!("{f:?} is not supported by this version; use \"native\""),
-            ),
-        }
+        let format = match s.format.as_deref() {
+            None => Some(crate::encodings::Format::default()),
+            Some(f) => {
+                let found = crate::encodings::Format::by_name(f);
+                if found.is_none() {
+                    c.fail(
+                        &format!("{key}.format"),
+                        format_args!(
+                            "{f:?} is not supported by this version; use {}",
+                            crate::encodings::Format::NAMES
+                                .iter()
+                                .map(|n| format!("{n:?}"))
+                                .collect::<Vec<_>>()
+                                .join(" or ")
+                        ),
+                    );
+                }
+                found
+            }
+        };
         if let Some(list) = &s.sources {
             for n in list {
                 if !names.contains(n) {
@@ -989,12 +1004,13 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Stri
                 }
             }
         }
-        if let Some(kind) = kind {
+        if let (Some(kind), Some(format)) = (kind, format) {
             sinks.push(SinkConfig {
                 name,
                 kind,
                 sources: s.sources.clone(),
                 include_raw: s.include_raw.unwrap_or(true),
+                format,
             });
         }
     }

@@ -9,7 +9,8 @@
 //! - [`pipeline`]: the generic poller — windows, paging, retries, dedupe, deliver, commit.
 //! - [`sources`]: one file per vendor API, behind the small [`sources::Source`] trait;
 //!   `sources::json` reads a page in one pass.
-//! - [`sinks`]: stdout, file and HTTP, behind [`sinks::Sink`].
+//! - [`sinks`]: stdout, file and HTTP, behind [`sinks::Sink`]; [`encodings`]: how each event is
+//!   written inside a sink's framing (`format`: native), behind [`encodings::Encoding`].
 //! - [`state`]: SQLite on its own thread: cursors, dedupe keys, sink positions, migrations.
 //! - [`event`], [`dedupe`], [`timefmt`]: the native event (spans into the page it came in), its
 //!   keys, and time text; [`scan`]: the byte search their JSON reading and writing share.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dedupe;
+pub mod encodings;
 pub mod event;
 pub mod health;
 pub mod lanes;
@@ -35,6 +37,10 @@ pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod timefmt;
+
+/// A boxed future, so that the traits with async methods ([`sources::Source`], [`sinks::Sink`])
+/// can be used as trait objects.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Returns the heap's free pages to the system. glibc keeps what a poll freed inside its heap
 /// (only free memory at the very top goes back by itself), so an idle agent would hold on to the

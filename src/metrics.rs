@@ -2,15 +2,21 @@
 //!
 //! Updated a few times per page (never per event), so one mutex over small maps is cheap and
 //! keeps this dependency-free. Labels are few and bounded: source and sink names from the config,
-//! status classes, never URLs or user names.
+//! status classes, never URLs or user names. The pollers say what to count (a request's status
+//! class, the sink names of a delivery): this module imports nothing of theirs.
+//!
+//! Not `prometheus-client`: its text encoder is faster (27 against 45 µs a scrape with four
+//! sources, 0.34–0.54 against 0.6–0.9 ms with fifty), but it writes OpenMetrics: a counter's
+//! HELP and TYPE lines name the family without `_total` (`# TYPE auditship_polls counter` over
+//! `auditship_polls_total` samples), which renames what README and deploy/ document and which
+//! `promtool check metrics` refuses as Prometheus text ("no help text"). A scrape every 15 s
+//! or more makes either cost nothing.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::sinks::SinkSlot;
-use crate::sources::{Page, SourceError};
 use crate::timefmt::{self, Nanos, NANOS_PER_SEC};
 
 /// Upper bounds (seconds) of the page fetch latency histogram.
@@ -102,15 +108,9 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// A page request's outcome.
-pub fn source_request(source: &str, r: &Result<Page, SourceError>) {
-    let class = match r {
-        Ok(_) => "2xx",
-        Err(SourceError::Status { status, .. }) if *status < 500 => "4xx",
-        Err(SourceError::Status { .. }) => "5xx",
-        Err(SourceError::TooLarge(_)) => "2xx",
-        Err(_) => "error",
-    };
+/// A page request's outcome: its status `class` (2xx, 4xx, 5xx, error) and, for a page that was
+/// read, the events it brought.
+pub fn source_request(source: &str, class: &'static str, fetched: Option<u64>) {
     with(|reg| {
         add(
             reg,
@@ -118,12 +118,12 @@ pub fn source_request(source: &str, r: &Result<Page, SourceError>) {
             vec![("source", source.into()), ("class", class.into())],
             1,
         );
-        if let Ok(p) = r {
+        if let Some(fetched) = fetched {
             add(
                 reg,
                 "auditship_events_fetched_total",
                 vec![("source", source.into())],
-                p.events.len() as u64,
+                fetched,
             );
         }
     });
@@ -157,13 +157,18 @@ pub fn page_latency(source: &str, d: Duration) {
 }
 
 /// A page was delivered to `sinks` and committed.
-pub fn delivered(source: &str, sinks: &[Arc<SinkSlot>], n: u64, duplicates: u64) {
+pub fn delivered<'a>(
+    source: &str,
+    sinks: impl IntoIterator<Item = &'a str>,
+    n: u64,
+    duplicates: u64,
+) {
     with(|r| {
-        for s in sinks {
+        for sink in sinks {
             add(
                 r,
                 "auditship_events_delivered_total",
-                vec![("source", source.into()), ("sink", s.config.name.clone())],
+                vec![("source", source.into()), ("sink", sink.into())],
                 n,
             );
         }
@@ -327,15 +332,8 @@ mod tests {
 
     #[test]
     fn renders_counters_histograms_and_lag() {
-        source_request("m-test", &Err(SourceError::Body("x".into())));
-        source_request(
-            "m-test",
-            &Ok(Page {
-                events: vec![],
-                returned: 0,
-                more: false,
-            }),
-        );
+        source_request("m-test", "error", None);
+        source_request("m-test", "2xx", Some(0));
         page_latency("m-test", Duration::from_millis(20));
         poll_done("m-test", true);
         cursor_at("m-test", timefmt::now() - 5 * NANOS_PER_SEC);

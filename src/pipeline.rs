@@ -572,7 +572,11 @@ impl Poller {
             },
             || async {
                 let r = self.source.fetch(req).await;
-                metrics::source_request(name, &r);
+                metrics::source_request(
+                    name,
+                    request_class(&r),
+                    r.as_ref().ok().map(|p| p.events.len() as u64),
+                );
                 match &r {
                     Ok(_) => self.health.progress(),
                     Err(e) => self.health.failed(e),
@@ -729,7 +733,12 @@ impl Poller {
         drop(guards);
         summary.delivered += fresh.len() as u64;
         summary.duplicates += duplicates;
-        metrics::delivered(&self.cfg.name, &self.sinks, fresh.len() as u64, duplicates);
+        metrics::delivered(
+            &self.cfg.name,
+            self.sinks.iter().map(|s| s.config.name.as_str()),
+            fresh.len() as u64,
+            duplicates,
+        );
         Ok(())
     }
 
@@ -793,6 +802,18 @@ impl Poller {
             ev.set_content_id(k);
         }
         Ok((keys, legacy))
+    }
+}
+
+/// A page request's outcome class for `auditship_api_requests_total`: 2xx, 4xx, 5xx or error.
+fn request_class(r: &Result<Page, SourceError>) -> &'static str {
+    match r {
+        Ok(_) => "2xx",
+        Err(SourceError::Status { status, .. }) if *status < 500 => "4xx",
+        Err(SourceError::Status { .. }) => "5xx",
+        // The answer came (2xx); it held more than the agent reads in one go.
+        Err(SourceError::TooLarge(_)) => "2xx",
+        Err(_) => "error",
     }
 }
 

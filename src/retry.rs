@@ -41,8 +41,10 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(when.timestamp().max(0) as u64);
+    let when = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(v)
+        .ok()?;
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(when.as_second().max(0) as u64);
     Some(
         when.duration_since(now)
             .unwrap_or(Duration::ZERO)

@@ -361,7 +361,7 @@ mod tests {
     }
 
     #[test]
-    fn formats_round_trip_and_agree_with_chrono() {
+    fn formats_round_trip_and_agree_with_jiff() {
         for s in [
             "1970-01-01T00:00:00.000Z",
             "2000-02-29T23:59:59.999Z",
@@ -371,8 +371,8 @@ mod tests {
         ] {
             let t = parse_rfc3339(s).unwrap();
             assert_eq!(rfc3339_ms(t), s);
-            let c = chrono::DateTime::parse_from_rfc3339(s).unwrap();
-            assert_eq!(c.timestamp_nanos_opt().unwrap(), t);
+            let j: jiff::Timestamp = s.parse().unwrap();
+            assert_eq!(j.as_nanosecond(), i128::from(t));
         }
         let t = parse_rfc3339("2017-10-11T16:49:52.758191Z").unwrap();
         assert_eq!(rfc3339_nanos(t), "2017-10-11T16:49:52.758191000Z");
@@ -384,9 +384,9 @@ mod tests {
     }
 
     /// One writer kept across instants, as events are written: runs on one day, and jumps to
-    /// any other, against chrono.
+    /// any other, against jiff.
     #[test]
-    fn a_writer_kept_across_instants_writes_each_as_chrono_does() {
+    fn a_writer_kept_across_instants_writes_each_as_jiff_does() {
         let mut rng = fastrand::Rng::with_seed(8);
         let mut w = TimeWriter::default();
         let mut t = 0;
@@ -396,32 +396,38 @@ mod tests {
             } else {
                 t + rng.i64(0..2 * 3600 * NANOS_PER_SEC)
             };
-            let c = chrono::DateTime::from_timestamp(
-                t.div_euclid(NANOS_PER_SEC),
-                t.rem_euclid(NANOS_PER_SEC) as u32,
-            )
-            .unwrap();
             let mut out = Vec::new();
             w.push_rfc3339_ms(&mut out, t);
-            let want = c.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let want = jiff_ms(t);
             assert_eq!(String::from_utf8(out).unwrap(), want, "{t}");
         }
     }
 
-    /// The writer and the parser against chrono, over the instants nanoseconds can hold
+    /// RFC 3339 in UTC with milliseconds (truncated), as jiff writes it.
+    fn jiff_ms(t: Nanos) -> String {
+        format!(
+            "{:.3}",
+            jiff::Timestamp::from_nanosecond(i128::from(t)).unwrap()
+        )
+    }
+
+    #[test]
+    fn jiff_writes_milliseconds_as_rfc3339_with_z() {
+        // The reference the two tests below compare with, pinned to known text.
+        assert_eq!(jiff_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(jiff_ms(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(jiff_ms(1_999_999), "1970-01-01T00:00:00.001Z");
+    }
+
+    /// The writer and the parser against jiff, over the instants nanoseconds can hold
     /// (1677 to 2262).
     #[test]
-    fn formats_and_parses_random_instants_as_chrono_does() {
+    fn formats_and_parses_random_instants_as_jiff_does() {
         let mut rng = fastrand::Rng::with_seed(3);
         let (lo, hi) = (-9_223_372_035i64, 9_223_372_035i64);
         for _ in 0..20_000 {
             let t = rng.i64(lo..=hi) * NANOS_PER_SEC + rng.i64(0..NANOS_PER_SEC);
-            let c = chrono::DateTime::from_timestamp(
-                t.div_euclid(NANOS_PER_SEC),
-                (t.rem_euclid(NANOS_PER_SEC)) as u32,
-            )
-            .unwrap();
-            let want = c.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let want = jiff_ms(t);
             assert_eq!(rfc3339_ms(t), want);
             assert_eq!(
                 parse_rfc3339(&rfc3339_nanos(t)),

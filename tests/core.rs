@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use auditship_sim::{Fault, SimConfig, Vendor};
-use chrono::Utc;
 use common::*;
+use jiff::{SignedDuration, Timestamp};
 
 const CORE: [Vendor; 2] = [Vendor::WasabiAir, Vendor::DominoAudit];
 
@@ -62,11 +62,11 @@ async fn backfill_is_complete_without_duplicates_and_a_second_once_adds_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_arrivals_inside_overlap_are_caught_and_a_rotated_file_is_recreated() {
-    let now = Utc::now();
+    let now = Timestamp::now();
     let cfg = SimConfig {
         seed: 5,
-        start: now - chrono::Duration::seconds(20),
-        end: now + chrono::Duration::seconds(12),
+        start: now - SignedDuration::from_secs(20),
+        end: now + SignedDuration::from_secs(12),
         events: 1500,
         vendors: CORE.to_vec(),
         late_fraction: 0.25,
@@ -87,8 +87,8 @@ async fn late_arrivals_inside_overlap_are_caught_and_a_rotated_file_is_recreated
     let rotated = s.dir.path().join("out.ndjson.1");
     std::fs::rename(&s.out, &rotated).unwrap();
     // Until every event (late ones included) is visible, plus lag and a couple of polls.
-    let until = cfg.end + chrono::Duration::seconds(4 + 1 + 3);
-    while Utc::now() < until {
+    let until = cfg.end + SignedDuration::from_secs(4 + 1 + 3);
+    while Timestamp::now() < until {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     signal(&child, "TERM");
@@ -435,9 +435,7 @@ async fn sigterm_is_honoured_when_stderr_is_a_closed_pipe() {
 async fn a_first_run_from_a_far_start_costs_requests_for_its_events_not_its_years() {
     let cfg = backfill(&Vendor::ALL, 5_000, 2, 17);
     let sim = sim(cfg.clone()).await;
-    let from = cfg
-        .start
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let from = format!("{:.3}", cfg.start);
     let sources: String = Vendor::ALL
         .iter()
         .map(|v| {
@@ -519,7 +517,7 @@ async fn each_page_is_delivered_oldest_first() {
     once_ok(&s);
     let lines = read_lines(&s.out);
     for v in vendors {
-        let times: Vec<chrono::DateTime<Utc>> = lines
+        let times: Vec<Timestamp> = lines
             .iter()
             .filter(|e| e["source"] == name(v).as_str())
             .map(|e| t(e["time"].as_str().unwrap()))

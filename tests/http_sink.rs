@@ -11,10 +11,10 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use auditship_sim::{SimConfig, SimHandle, Vendor};
-use chrono::{DateTime, Utc};
 use common::agent;
 use http_receiver::tls::{Pki, TlsServer};
 use http_receiver::{Canned, Mode, Receiver};
+use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 /// The emulator with Wasabi AiR events over `days` days ending a minute ago, and a test dir.
@@ -25,10 +25,10 @@ struct World {
 }
 
 async fn world(events: u64, days: i64, seed: u64) -> World {
-    let end = Utc::now() - chrono::Duration::minutes(1);
+    let end = Timestamp::now() - SignedDuration::from_mins(1);
     let cfg = SimConfig {
         seed,
-        start: end - chrono::Duration::days(days),
+        start: end - SignedDuration::from_hours(24 * days),
         end,
         events,
         vendors: vec![Vendor::WasabiAir],
@@ -64,10 +64,7 @@ impl World {
              start = {start:?}\n\n{sinks}\n",
             url = self.sim.url(),
             key = self.cfg.api_key,
-            start = self
-                .cfg
-                .start
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            start = format!("{:.3}", self.cfg.start),
         );
         std::fs::write(&path, text).unwrap();
         path
@@ -114,7 +111,7 @@ fn assert_ok(out: &Output) {
 }
 
 /// The cursor of source `air`, from `auditship state --json`.
-async fn cursor(config: &Path, env: &[(&str, &str)]) -> Option<DateTime<Utc>> {
+async fn cursor(config: &Path, env: &[(&str, &str)]) -> Option<Timestamp> {
     let out = agent(
         &["state", "--config", config.to_str().unwrap(), "--json"],
         env,
@@ -133,7 +130,7 @@ async fn cursor(config: &Path, env: &[(&str, &str)]) -> Option<DateTime<Utc>> {
         .unwrap();
     row["cursor"]
         .as_str()
-        .map(|c| DateTime::parse_from_rfc3339(c).unwrap().with_timezone(&Utc))
+        .map(|c| c.parse::<Timestamp>().unwrap())
 }
 
 /// JSON text with object keys sorted, so equal values compare equal as strings.
@@ -191,10 +188,8 @@ fn assert_all_arrived(
     got.values().map(|n| n - 1).sum()
 }
 
-fn event_time(raw: &Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(raw["time"].as_str().unwrap())
-        .unwrap()
-        .with_timezone(&Utc)
+fn event_time(raw: &Value) -> Timestamp {
+    raw["time"].as_str().unwrap().parse::<Timestamp>().unwrap()
 }
 
 /// Splunk HEC through a receiver that is down (connection refused) when the run starts, then
@@ -259,7 +254,7 @@ async fn splunk_hec_through_refusals_503s_and_an_outage_loses_nothing() {
             assert_eq!(o["index"], "main");
             assert_eq!(o["source"], "air");
             let ms = (o["time"].as_f64().unwrap() * 1000.0).round() as i64;
-            assert_eq!(ms, event_time(&o["event"]["raw"]).timestamp_millis(), "{o}");
+            assert_eq!(ms, event_time(&o["event"]["raw"]).as_millisecond(), "{o}");
         }
         eprintln!(
             "{} requests, {s503} answered 503, {} events, {dups} repeats",

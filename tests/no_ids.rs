@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use auditship_sim::{SimConfig, Vendor};
 use common::*;
+use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 const NO_IDS: [Vendor; 2] = [Vendor::Domo, Vendor::DominoDatasource];
@@ -120,7 +121,7 @@ async fn domo_filters_reach_the_api() {
 fn assert_true_instants(sim: &auditship_sim::SimHandle, lines: &[Value]) {
     for e in lines {
         let t = t(e["time"].as_str().unwrap());
-        let at_that_second = sim.events(Vendor::Domo, t, t + chrono::Duration::seconds(1));
+        let at_that_second = sim.events(Vendor::Domo, t, t + SignedDuration::from_secs(1));
         assert!(
             at_that_second
                 .iter()
@@ -145,8 +146,8 @@ async fn domo_in_america_denver_across_both_dst_changes_yields_the_right_instant
     for change in changes {
         let at = t(&change.to_string());
         let (from, to) = (
-            at - chrono::Duration::hours(14),
-            at + chrono::Duration::hours(10),
+            at - SignedDuration::from_hours(14),
+            at + SignedDuration::from_hours(10),
         );
         let cfg = SimConfig {
             start: from,
@@ -169,9 +170,9 @@ async fn domo_in_america_denver_across_both_dst_changes_yields_the_right_instant
         assert_true_instants(&sim, &lines);
         // The repeated hour (the autumn change, at 08:00Z) really held events on both sides of
         // the change.
-        let hour = chrono::Duration::hours(1);
-        if at.format("%H:%M").to_string() == "08:00" {
-            let in_repeat = |lo: chrono::DateTime<chrono::Utc>| {
+        let hour = SignedDuration::from_hours(1);
+        if at.strftime("%H:%M").to_string() == "08:00" {
+            let in_repeat = |lo: Timestamp| {
                 lines
                     .iter()
                     .filter(|e| (lo..lo + hour).contains(&t(e["time"].as_str().unwrap())))
@@ -180,7 +181,11 @@ async fn domo_in_america_denver_across_both_dst_changes_yields_the_right_instant
             assert!(in_repeat(at - hour) > 50);
             assert!(in_repeat(at) > 50);
         } else {
-            assert_eq!(at.format("%H:%M").to_string(), "09:00", "the spring change");
+            assert_eq!(
+                at.strftime("%H:%M").to_string(),
+                "09:00",
+                "the spring change"
+            );
         }
     }
 }
@@ -238,7 +243,7 @@ async fn sigkill_mid_backfill_then_restart_loses_and_doubles_nothing() {
 
 /// The last autumn change of America/Denver before two days ago, as an instant: its repeated
 /// hour is local 01:00–02:00, from `change − 1h` to `change + 1h` in UTC.
-fn last_denver_fold() -> chrono::DateTime<chrono::Utc> {
+fn last_denver_fold() -> Timestamp {
     let denver = jiff::tz::TimeZone::get("America/Denver").unwrap();
     let fold = denver
         .preceding(jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48))
@@ -249,11 +254,11 @@ fn last_denver_fold() -> chrono::DateTime<chrono::Utc> {
 
 /// Domo in America/Denver, `events` entries from two hours before its last autumn change to two
 /// hours after (5% twins, and twins an hour apart in the repeated hour).
-fn around_denver_fold(events: u64) -> (chrono::DateTime<chrono::Utc>, SimConfig) {
+fn around_denver_fold(events: u64) -> (Timestamp, SimConfig) {
     let at = last_denver_fold();
     let cfg = SimConfig {
-        start: at - chrono::Duration::hours(2),
-        end: at + chrono::Duration::hours(2),
+        start: at - SignedDuration::from_hours(2),
+        end: at + SignedDuration::from_hours(2),
         events,
         vendors: vec![Vendor::Domo],
         domo_time_zone: jiff::tz::TimeZone::get("America/Denver").unwrap(),
@@ -277,8 +282,8 @@ async fn domo_twins_an_hour_apart_in_a_repeated_hour_get_different_ids() {
     // Exactly the truth, and no id twice (an Elasticsearch `create` would refuse the second).
     assert_exactly(&lines, "domo", &truth);
     assert_true_instants(&sim, &lines);
-    let hour = chrono::Duration::hours(1);
-    let mut seen: HashMap<String, Vec<chrono::DateTime<chrono::Utc>>> = HashMap::new();
+    let hour = SignedDuration::from_hours(1);
+    let mut seen: HashMap<String, Vec<Timestamp>> = HashMap::new();
     for e in &lines {
         seen.entry(e["raw"].to_string())
             .or_default()
@@ -286,7 +291,11 @@ async fn domo_twins_an_hour_apart_in_a_repeated_hour_get_different_ids() {
     }
     let apart = seen
         .values()
-        .filter(|times| times.iter().any(|a| times.iter().any(|b| *b - *a == hour)))
+        .filter(|times| {
+            times
+                .iter()
+                .any(|a| times.iter().any(|b| b.duration_since(*a) == hour))
+        })
         .count();
     assert!(apart > 5, "only {apart} entries have a twin an hour later");
 }
@@ -316,13 +325,13 @@ async fn an_upgrade_delivers_no_entry_of_a_repeated_hour_twice() {
     // occurrence of their content alone.
     let mut rekey: HashMap<([u8; 16], i64), [u8; 16]> = HashMap::new();
     let mut count: HashMap<(String, i64), u32> = HashMap::new();
-    let hour = chrono::Duration::hours(1);
+    let hour = SignedDuration::from_hours(1);
     for e in &lines {
         let time = t(e["time"].as_str().unwrap());
         if !(at - hour..at + hour).contains(&time) {
             continue;
         }
-        let ns = time.timestamp_nanos_opt().unwrap();
+        let ns = time.as_nanosecond() as i64;
         let raw = e["raw"].to_string();
         let n = count.entry((raw.clone(), ns)).or_default();
         let legacy = dedupe::occurrence_key(&dedupe::content_hash(&raw).unwrap(), *n);

@@ -7,8 +7,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use auditship_sim::{Fault, SimConfig, SimHandle, Vendor};
-use chrono::Utc;
 use common::*;
+use jiff::{SignedDuration, Timestamp};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -20,11 +20,11 @@ fn free_port() -> u16 {
 
 /// A live emulator: events from `back` seconds ago until `ahead` seconds from now.
 fn live(vendors: &[Vendor], events: u64, back: i64, ahead: i64, seed: u64) -> SimConfig {
-    let now = Utc::now();
+    let now = Timestamp::now();
     SimConfig {
         seed,
-        start: now - chrono::Duration::seconds(back),
-        end: now + chrono::Duration::seconds(ahead),
+        start: now - SignedDuration::from_secs(back),
+        end: now + SignedDuration::from_secs(ahead),
         events,
         vendors: vendors.to_vec(),
         twin_fraction: 0.02,
@@ -172,7 +172,7 @@ async fn endpoints_answer_and_ready_flips_while_the_api_is_down() {
     let truth = sim.events(
         Vendor::WasabiAir,
         cfg.start,
-        Utc::now() - chrono::Duration::seconds(30),
+        Timestamp::now() - SignedDuration::from_secs(30),
     );
     let lines = read_lines(&s.out);
     assert!(lines.len() >= truth.len());
@@ -231,7 +231,7 @@ async fn config_edits_add_and_remove_sources_live_and_a_broken_edit_is_refused()
     // Both again: wasabi resumes from its cursor.
     replace(&s.config, &config_with(&original, &sim, &cfg, &vendors));
     // Until the live span and its lag have passed.
-    while Utc::now() < cfg.end + chrono::Duration::seconds(4) {
+    while Timestamp::now() < cfg.end + SignedDuration::from_secs(4) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let stderr = stop(child);
@@ -279,7 +279,7 @@ async fn a_configmap_style_symlink_swap_and_sighup_reload() {
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     signal(&child, "HUP");
-    while Utc::now() < cfg.end + chrono::Duration::seconds(4) {
+    while Timestamp::now() < cfg.end + SignedDuration::from_secs(4) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let stderr = stop(child);
@@ -388,7 +388,7 @@ async fn a_reload_whose_sink_cannot_be_opened_is_refused_and_delivery_goes_on() 
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = read_lines(&s.out).len();
-    while Utc::now() < cfg.end + chrono::Duration::seconds(4) {
+    while Timestamp::now() < cfg.end + SignedDuration::from_secs(4) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let stderr = stop(child);
@@ -505,9 +505,7 @@ async fn empty_windows_cost_no_commit_of_their_own() {
     let cfg = live(&[Vendor::DominoAudit], 3_000, 2 * 86_400, 0, 57);
     let sim = sim(cfg.clone()).await;
     let port = free_port();
-    let from = cfg
-        .start
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let from = format!("{:.3}", cfg.start);
     let source = source_toml(&sim, &cfg, Vendor::DominoAudit, "").replace(
         &format!("start = {from:?}"),
         "start = \"2021-01-01T00:00:00Z\"",
@@ -545,4 +543,180 @@ async fn empty_windows_cost_no_commit_of_their_own() {
         commits <= 20 && commits < requests,
         "{commits} commits for {requests} requests\n{body}"
     );
+}
+
+/// Runs `promtool check metrics` (Prometheus' own linter of the exposition format) on `text`:
+/// its exit status and what it reported. `None` when promtool cannot be run and
+/// `AUDITSHIP_SKIP_PROMTOOL=1` allows that; without it, a missing promtool fails the test (CI
+/// installs it: `.ci/run`, Debian's `prometheus` package).
+fn promtool(text: &str) -> Option<(std::process::ExitStatus, String)> {
+    use std::io::Write as _;
+    let mut child = match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if std::env::var("AUDITSHIP_SKIP_PROMTOOL").is_ok_and(|v| v == "1") => {
+            eprintln!("promtool not run ({e}): AUDITSHIP_SKIP_PROMTOOL=1");
+            return None;
+        }
+        Err(e) => panic!(
+            "cannot run promtool ({e}): install it (apt-get install prometheus), or set \
+             AUDITSHIP_SKIP_PROMTOOL=1 to skip this check"
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((out.status, report))
+}
+
+/// A receiver that refuses every batch for good (HTTP 400): each delivery to it is a sink error.
+async fn refusing_receiver() -> u16 {
+    use axum::http::StatusCode;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|| async { (StatusCode::BAD_REQUEST, "refused") });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// Every metric family with samples (events fetched, delivered and duplicated, requests of
+/// every class that happened, retries, sink errors, polls, commits, lag, fetch latency), as a
+/// running agent serves them, passes `promtool check metrics`; and the names and labels are
+/// the ones README and deploy/ document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_with_every_family_sampled() {
+    let cfg = live(
+        &[Vendor::WasabiAir, Vendor::DominoAudit],
+        2_000,
+        60,
+        120,
+        58,
+    );
+    let sim = sim(cfg.clone()).await;
+    // Two failures before the first page: retries and 5xx requests.
+    sim.inject_fault(Fault {
+        vendor: Some("wasabi_air".into()),
+        status: 503,
+        retry_after: None,
+        body: None,
+        count: 2,
+    });
+    let refusing = refusing_receiver().await;
+    let port = free_port();
+    let s = setup(
+        &format!("listen = \"127.0.0.1:{port}\"\n"),
+        &format!(
+            "{}{}",
+            source_toml(&sim, &cfg, Vendor::WasabiAir, ""),
+            source_toml(&sim, &cfg, Vendor::DominoAudit, "")
+        ),
+    );
+    // wasabi-air goes to the file sink only; domino-audit to a receiver that refuses it.
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        "[[sinks]]\nname = \"file\"\nkind = \"file\"\n",
+        &format!(
+            "[[sinks]]\nname = \"refusing\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{refusing}/\"\n\
+             sources = [\"domino-audit\"]\n\n\
+             [[sinks]]\nname = \"file\"\nkind = \"file\"\nsources = [\"wasabi-air\"]\n"
+        ),
+    );
+    std::fs::write(&s.config, text).unwrap();
+    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    let base = format!("http://127.0.0.1:{port}");
+    let sampled = [
+        "auditship_events_fetched_total{source=\"wasabi-air\"}",
+        "auditship_events_delivered_total{source=\"wasabi-air\",sink=\"file\"}",
+        "auditship_events_duplicate_total{source=\"wasabi-air\"}",
+        "auditship_api_requests_total{source=\"wasabi-air\",class=\"2xx\"}",
+        "auditship_api_requests_total{source=\"wasabi-air\",class=\"5xx\"}",
+        "auditship_retries_total{component=\"source\",name=\"wasabi-air\"}",
+        "auditship_sink_errors_total{sink=\"refusing\"}",
+        "auditship_polls_total{source=\"wasabi-air\",outcome=\"ok\"}",
+        "auditship_polls_total{source=\"domino-audit\",outcome=\"error\"}",
+        "auditship_state_commits_total{source=\"wasabi-air\"}",
+        "auditship_last_poll_success_timestamp_seconds{source=\"wasabi-air\"}",
+        "auditship_source_up{source=\"domino-audit\"}",
+        "auditship_cursor_lag_seconds{source=\"domino-audit\"}",
+        "auditship_page_fetch_seconds_bucket{source=\"wasabi-air\",le=\"+Inf\"}",
+        "auditship_page_fetch_seconds_sum{source=\"wasabi-air\"}",
+        "auditship_page_fetch_seconds_count{source=\"domino-audit\"}",
+    ];
+    let (_, body) = until(
+        &format!("{base}/metrics"),
+        Duration::from_secs(30),
+        |_, b| {
+            sampled.iter().all(|m| b.lines().any(|l| l.starts_with(m)))
+                && metric(b, sampled[1]) > 0
+                && metric(b, sampled[6]) > 0
+        },
+    )
+    .await;
+    stop(child);
+    // Every documented family has HELP and TYPE once, and samples.
+    for (family, kind) in [
+        ("auditship_events_fetched_total", "counter"),
+        ("auditship_events_delivered_total", "counter"),
+        ("auditship_events_duplicate_total", "counter"),
+        ("auditship_api_requests_total", "counter"),
+        ("auditship_retries_total", "counter"),
+        ("auditship_sink_errors_total", "counter"),
+        ("auditship_polls_total", "counter"),
+        ("auditship_state_commits_total", "counter"),
+        ("auditship_last_poll_success_timestamp_seconds", "gauge"),
+        ("auditship_source_up", "gauge"),
+        ("auditship_cursor_lag_seconds", "gauge"),
+        ("auditship_page_fetch_seconds", "histogram"),
+    ] {
+        let type_line = format!("# TYPE {family} {kind}");
+        assert_eq!(
+            body.lines().filter(|l| *l == type_line).count(),
+            1,
+            "{type_line}\n{body}"
+        );
+        assert!(
+            body.lines()
+                .filter(|l| l.starts_with(&format!("# HELP {family} ")))
+                .count()
+                == 1,
+            "HELP of {family}\n{body}"
+        );
+        assert!(
+            body.lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(family)),
+            "no sample of {family}\n{body}"
+        );
+    }
+    if let Some((status, report)) = promtool(&body) {
+        assert!(
+            status.success() && report.trim().is_empty(),
+            "promtool check metrics: {status:?}\n{report}\non:\n{body}"
+        );
+    }
+}
+
+/// The check above can fail: promtool refuses what a hand-written exposition could get wrong.
+#[test]
+fn promtool_refuses_a_broken_exposition() {
+    let broken =
+        "# HELP auditship_x Things.\n# TYPE auditship_x counter\nauditship_x{source=\"a\"} 1\n";
+    if let Some((status, report)) = promtool(broken) {
+        assert!(
+            !status.success() && report.contains("_total"),
+            "promtool accepted a counter without _total: {status:?} {report}"
+        );
+    }
 }

@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use auditship_sim::{Answers, SimConfig, SimHandle, Vendor};
-use chrono::Utc;
 use common::*;
+use jiff::{SignedDuration, Timestamp};
 
 /// The answer variants every test here runs under.
 fn variant(name: &str) -> Answers {
@@ -60,11 +60,11 @@ fn live(
     seed: u64,
     answers: Answers,
 ) -> SimConfig {
-    let now = Utc::now();
+    let now = Timestamp::now();
     SimConfig {
         seed,
-        start: now - chrono::Duration::seconds(back),
-        end: now + chrono::Duration::seconds(ahead),
+        start: now - SignedDuration::from_secs(back),
+        end: now + SignedDuration::from_secs(ahead),
         events: rate * (back + ahead) as u64,
         vendors: vendors.to_vec(),
         twin_fraction: 0.02,
@@ -82,8 +82,8 @@ fn report(lines: &[serde_json::Value], source: &str, truth: &[String]) -> String
 /// Waits until the live span, its late arrivals and the lag are over.
 async fn until_settled(cfg: &SimConfig) {
     let settled =
-        cfg.end + chrono::Duration::from_std(cfg.late_max).unwrap() + chrono::Duration::seconds(4);
-    while Utc::now() < settled {
+        cfg.end + SignedDuration::try_from(cfg.late_max).unwrap() + SignedDuration::from_secs(4);
+    while Timestamp::now() < settled {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -93,7 +93,7 @@ async fn dense_backfill(variant_name: &str, seed: u64) {
     let vendors = [Vendor::Domo, Vendor::DominoAudit];
     let base = backfill(&vendors, 40_000, 1, seed);
     let cfg = SimConfig {
-        start: base.end - chrono::Duration::hours(4),
+        start: base.end - SignedDuration::from_hours(4),
         answers: variant(variant_name),
         twin_fraction: 0.02,
         ..base
@@ -145,7 +145,7 @@ async fn restarts_under_live_traffic(variant_name: &str, sig: &str, vendors: &[V
     let s = config(&sim, &cfg, vendors, "");
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut restarts = 0;
-    while Utc::now() < cfg.end {
+    while Timestamp::now() < cfg.end {
         let mut child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
         tokio::time::sleep(Duration::from_millis(rng.u64(2_000..7_000))).await;
         signal(&child, sig);
@@ -215,7 +215,7 @@ async fn hot_reloads_under_live_traffic_double_nothing() {
     let mut child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
     let mut rng = fastrand::Rng::with_seed(301);
     let mut edits = 0;
-    while Utc::now() < cfg.end {
+    while Timestamp::now() < cfg.end {
         tokio::time::sleep(Duration::from_millis(rng.u64(3_000..6_000))).await;
         edits += 1;
         // Each edit changes the source's poll interval: the source is stopped and started anew.
@@ -249,14 +249,12 @@ async fn sigkill_during_a_far_start_backfill() {
     let vendors = [Vendor::Domo, Vendor::DominoAudit];
     let base = backfill(&vendors, 30_000, 1, 401);
     let cfg = SimConfig {
-        start: base.end - chrono::Duration::hours(3),
+        start: base.end - SignedDuration::from_hours(3),
         answers: variant("inclusive_end_shuffled_ties"),
         ..base
     };
     let sim = sim(cfg.clone()).await;
-    let from = cfg
-        .start
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let from = format!("{:.3}", cfg.start);
     let sources: String = vendors
         .iter()
         .map(|v| {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chrono::Utc;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::{SimConfig, Vendor};
 
@@ -110,19 +110,24 @@ impl SimArgs {
         if self.span.is_zero() && live.is_zero() {
             problems.push("--span: must be positive unless --live is given".to_string());
         }
-        let span = chrono::Duration::from_std(self.span);
-        let ahead = chrono::Duration::from_std(live);
-        if span.is_err() || ahead.is_err() {
+        // Both ends must stay within the instants a time can hold (years -9999 to 9999).
+        let now = Timestamp::now();
+        let span = SignedDuration::try_from(self.span)
+            .ok()
+            .and_then(|d| now.checked_sub(d).ok());
+        let ahead = SignedDuration::try_from(live)
+            .ok()
+            .and_then(|d| now.checked_add(d).ok());
+        if span.is_none() || ahead.is_none() {
             problems.push("--span/--live: too long".to_string());
         }
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
-        let now = Utc::now();
         Ok(SimConfig {
             seed: self.seed,
-            start: now - span.unwrap_or_default(),
-            end: now + ahead.unwrap_or_default(),
+            start: span.unwrap_or(now),
+            end: ahead.unwrap_or(now),
             events: self.events,
             vendors,
             late_fraction: self.late_fraction,
@@ -180,7 +185,7 @@ mod tests {
         assert_eq!(c.api_key, d.api_key);
         assert_eq!(c.latency, d.latency);
         assert_eq!(c.pretty, d.pretty);
-        assert_eq!((c.end - c.start).num_days(), 7);
+        assert_eq!(c.end.duration_since(c.start).as_hours(), 7 * 24);
     }
 
     #[test]
@@ -217,8 +222,8 @@ mod tests {
         assert_eq!(c.domo_token_ttl, Duration::from_secs(60));
         assert_eq!(c.latency, Duration::from_millis(20));
         assert!(c.pretty);
-        assert_eq!((c.end - c.start).num_minutes(), 150);
-        assert!(c.end > Utc::now());
+        assert_eq!(c.end.duration_since(c.start).as_mins(), 150);
+        assert!(c.end > Timestamp::now());
     }
 
     #[test]

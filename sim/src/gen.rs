@@ -1,8 +1,8 @@
 //! Shared pieces of event generation: seeded randomness, time sampling, late arrivals, twins,
 //! identifiers, names and JSON/time rendering helpers.
 
-use chrono::{DateTime, TimeZone, Utc};
 use fastrand::Rng;
+use jiff::Timestamp;
 
 use crate::store::Raw;
 use crate::{SimConfig, Vendor};
@@ -63,8 +63,8 @@ pub(crate) fn rng(seed: u64, vendor: Vendor) -> Rng {
 }
 
 /// Converts an instant to ns since the epoch, saturating outside ±292 years.
-pub(crate) fn to_ns(t: DateTime<Utc>) -> i64 {
-    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+pub(crate) fn to_ns(t: Timestamp) -> i64 {
+    i64::try_from(t.as_nanosecond()).unwrap_or(if t.as_second() < 0 {
         i64::MIN / 2
     } else {
         i64::MAX / 2
@@ -73,12 +73,12 @@ pub(crate) fn to_ns(t: DateTime<Utc>) -> i64 {
 
 /// The wall clock now, ns since the epoch.
 pub(crate) fn now_ns() -> i64 {
-    to_ns(Utc::now())
+    to_ns(Timestamp::now())
 }
 
 /// Converts ns since the epoch to an instant.
-pub(crate) fn from_ns(ns: i64) -> DateTime<Utc> {
-    Utc.timestamp_nanos(ns)
+pub(crate) fn from_ns(ns: i64) -> Timestamp {
+    Timestamp::from_nanosecond(i128::from(ns)).expect("an i64 of nanoseconds is a timestamp")
 }
 
 /// A uniformly random multiple of `unit` in `[start, end)`, or `None` if there is none.
@@ -212,13 +212,13 @@ pub(crate) fn push_field(out: &mut String, key: &str, value: &str) {
 
 /// `2023-08-23T21:40:21.669Z`: UTC with exactly three fraction digits.
 pub(crate) fn iso_ms(ns: i64) -> String {
-    from_ns(ns).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    format!("{:.3}", from_ns(ns))
 }
 
 /// RFC 3339 in UTC with the fraction's trailing zeros trimmed (Go's `RFC3339Nano`).
 pub(crate) fn rfc3339_nano(ns: i64) -> String {
     let t = from_ns(ns);
-    let mut s = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let mut s = t.strftime("%Y-%m-%dT%H:%M:%S").to_string();
     let frac = ns.rem_euclid(SEC);
     if frac != 0 {
         let digits = format!(".{frac:09}");

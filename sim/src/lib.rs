@@ -38,7 +38,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -95,10 +95,10 @@ pub struct SimConfig {
     /// Seed of all generated content: the same config gives the same events.
     pub seed: u64,
     /// Events get times uniformly random in `[start, end)`.
-    pub start: DateTime<Utc>,
+    pub start: Timestamp,
     /// End of the span; may lie in the future, in which case events become visible as wall time
     /// passes ("live" mode).
-    pub end: DateTime<Utc>,
+    pub end: Timestamp,
     /// Events per generated vendor over the span (twins included).
     pub events: u64,
     /// Which vendors get events; the others answer with empty results.
@@ -160,10 +160,10 @@ impl Answers {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        let end = Utc::now();
+        let end = Timestamp::now();
         SimConfig {
             seed: 1,
-            start: end - chrono::Duration::days(7),
+            start: end - SignedDuration::from_hours(7 * 24),
             end,
             events: 20_000,
             vendors: Vendor::ALL.to_vec(),
@@ -238,7 +238,7 @@ impl SimHandle {
 
     /// The truth for tests: every event of `vendor` whose time is in `[from, to)` and that is
     /// visible now, ascending by time (twins adjacent), each exactly as the API renders it.
-    pub fn events(&self, vendor: Vendor, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
+    pub fn events(&self, vendor: Vendor, from: Timestamp, to: Timestamp) -> Vec<String> {
         self.sim
             .events(vendor, Some(from), Some(to), gen::now_ns())
             .into_iter()

@@ -14,7 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 
 use crate::store::Store;
 use crate::{domino_audit, domino_datasource, domo, gen, wasabi};
@@ -77,8 +77,8 @@ impl Sim {
     pub fn events(
         &self,
         vendor: Vendor,
-        from: Option<DateTime<Utc>>,
-        to: Option<DateTime<Utc>>,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
         now: i64,
     ) -> Vec<&str> {
         fn window<M>(s: &Store<M>, from: Bound<i64>, to: Bound<i64>, now: i64) -> Vec<&str> {
@@ -268,12 +268,14 @@ pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 
 /// Parses an RFC 3339 instant to ns since the epoch; a naive `YYYY-MM-DDTHH:MM:SS[.f]` is UTC.
 pub(crate) fn parse_instant(s: &str) -> Option<i64> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(gen::to_ns(t.with_timezone(&Utc)));
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Some(gen::to_ns(t));
     }
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+    jiff::fmt::strtime::parse("%Y-%m-%dT%H:%M:%S%.f", s)
+        .and_then(|t| t.to_datetime())
+        .and_then(|t| t.to_zoned(jiff::tz::TimeZone::UTC))
         .ok()
-        .map(|t| gen::to_ns(t.and_utc()))
+        .map(|t| gen::to_ns(t.timestamp()))
 }
 
 /// Every route of the simulator.

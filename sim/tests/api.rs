@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use auditship_sim::{start, Fault, SimConfig, SimHandle, SimStats, Vendor};
-use chrono::{DateTime, SecondsFormat, Utc};
+use jiff::{SignedDuration, Timestamp};
 use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -13,8 +13,8 @@ use serde_json::Value;
 
 const KEY: &str = "sim-api-key";
 
-fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+fn at(s: &str) -> Timestamp {
+    s.parse::<Timestamp>().unwrap()
 }
 
 /// A config over a fixed span in the past (so every event is visible and runs are repeatable).
@@ -35,12 +35,26 @@ fn raw(v: Vec<Box<RawValue>>) -> Vec<String> {
     v.into_iter().map(|r| r.get().to_string()).collect()
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
+fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
 }
 
-fn iso(t: DateTime<Utc>, f: SecondsFormat) -> String {
-    t.to_rfc3339_opts(f, true)
+/// Fraction digits of an RFC 3339 time: none, three, nine.
+#[derive(Clone, Copy)]
+enum SecondsFormat {
+    Secs,
+    Millis,
+    Nanos,
+}
+
+/// RFC 3339 in UTC (`Z`) with exactly the digits `f` asks for.
+fn iso(t: Timestamp, f: SecondsFormat) -> String {
+    let digits = match f {
+        SecondsFormat::Secs => 0,
+        SecondsFormat::Millis => 3,
+        SecondsFormat::Nanos => 9,
+    };
+    format!("{t:.digits$}")
 }
 
 #[derive(Deserialize)]
@@ -76,8 +90,8 @@ async fn domo_token(c: &Client, s: &SimHandle) -> String {
 async fn page_domino(
     c: &Client,
     s: &SimHandle,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    from: Timestamp,
+    to: Timestamp,
     limit: usize,
     extra: &str,
 ) -> (Vec<String>, usize) {
@@ -111,8 +125,8 @@ async fn page_domo(
     c: &Client,
     s: &SimHandle,
     token: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    from: Timestamp,
+    to: Timestamp,
     limit: usize,
 ) -> Vec<String> {
     let mut all = Vec::new();
@@ -229,10 +243,7 @@ async fn paging_each_vendor_returns_exactly_the_truth() {
     let want = s.events(Vendor::WasabiAir, from, to);
     let q = format!(
         "from={}&to={}",
-        iso(
-            from - chrono::Duration::nanoseconds(1),
-            SecondsFormat::Nanos
-        ),
+        iso(from - SignedDuration::from_nanos(1), SecondsFormat::Nanos),
         iso(to, SecondsFormat::Nanos)
     );
     let (got, total) = page_wasabi(&c, &s, &q, 250).await;
@@ -269,18 +280,10 @@ async fn window_edges_are_start_inclusive_end_exclusive_except_wasabi() {
         at("2024-01-03T00:00:00Z"),
     );
     let t = times(&all[1000..1001], "timestamp")[0].as_i64().unwrap();
-    let edge = DateTime::from_timestamp_millis(t).unwrap();
-    let (inc, _) = page_domino(
-        &c,
-        &s,
-        edge,
-        edge + chrono::Duration::milliseconds(1),
-        10,
-        "",
-    )
-    .await;
+    let edge = Timestamp::from_millisecond(t).unwrap();
+    let (inc, _) = page_domino(&c, &s, edge, edge + SignedDuration::from_millis(1), 10, "").await;
     assert!(inc.contains(&all[1000]));
-    let (exc, _) = page_domino(&c, &s, edge - chrono::Duration::seconds(1), edge, 10, "").await;
+    let (exc, _) = page_domino(&c, &s, edge - SignedDuration::from_secs(1), edge, 10, "").await;
     assert!(!exc.contains(&all[1000]));
 
     let all = s.events(
@@ -766,7 +769,7 @@ async fn wasabi_times_have_varying_precision_and_ids_are_unique() {
     for e in &events {
         let v: Value = serde_json::from_str(e).unwrap();
         let t = v["time"].as_str().unwrap();
-        DateTime::parse_from_rfc3339(t).unwrap();
+        t.parse::<Timestamp>().unwrap();
         let frac = t.split_once('.').unwrap().1.trim_end_matches('Z');
         assert!(!frac.ends_with('0'), "{t}");
         digits.insert(frac.len());
@@ -946,10 +949,10 @@ async fn the_same_seed_gives_the_same_events() {
 
 #[tokio::test]
 async fn late_and_future_events_appear_as_time_passes() {
-    let now = Utc::now();
+    let now = Timestamp::now();
     let s = sim(SimConfig {
-        start: now - chrono::Duration::seconds(5),
-        end: now + chrono::Duration::seconds(2),
+        start: now - SignedDuration::from_secs(5),
+        end: now + SignedDuration::from_secs(2),
         events: 3000,
         vendors: vec![Vendor::WasabiAir, Vendor::DominoAudit],
         late_fraction: 0.5,
@@ -959,8 +962,8 @@ async fn late_and_future_events_appear_as_time_passes() {
     .await;
     let c = Client::new();
     let (from, to) = (
-        now - chrono::Duration::seconds(10),
-        now + chrono::Duration::seconds(10),
+        now - SignedDuration::from_secs(10),
+        now + SignedDuration::from_secs(10),
     );
     let before = s.events(Vendor::WasabiAir, from, to).len();
     let q = format!(
@@ -991,9 +994,9 @@ async fn late_and_future_events_appear_as_time_passes() {
 
 #[tokio::test]
 async fn domino_datasource_defaults_to_the_last_24_hours() {
-    let now = Utc::now();
+    let now = Timestamp::now();
     let s = sim(SimConfig {
-        start: now - chrono::Duration::hours(48),
+        start: now - SignedDuration::from_hours(48),
         end: now,
         events: 2000,
         ..SimConfig::default()
@@ -1010,7 +1013,7 @@ async fn domino_datasource_defaults_to_the_last_24_hours() {
     let want = s
         .events(
             Vendor::DominoDatasource,
-            now - chrono::Duration::hours(24),
+            now - SignedDuration::from_hours(24),
             now,
         )
         .len();

@@ -2,14 +2,14 @@
 //! compact emulator of the same config serves; the truth stays compact.
 
 use auditship_sim::{start, SimConfig, SimHandle, Vendor};
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
 const KEY: &str = "sim-api-key";
 
-fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+fn at(s: &str) -> Timestamp {
+    s.parse::<Timestamp>().unwrap()
 }
 
 async fn sim(pretty: bool) -> SimHandle {

@@ -14,14 +14,16 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Sink, SinkError};
+use crate::encodings::Writer;
 use crate::event::Event;
-use crate::sources::BoxFuture;
+use crate::BoxFuture;
 
 pub struct FileSink {
     name: String,
     path: PathBuf,
     fsync: bool,
-    include_raw: bool,
+    /// The sink's format and `include_raw`.
+    writer: Writer,
     file: Arc<File>,
     /// (device, inode) of the open file, to notice rotation.
     identity: (u64, u64),
@@ -47,7 +49,7 @@ impl FileSink {
         name: &str,
         path: PathBuf,
         fsync: bool,
-        include_raw: bool,
+        writer: Writer,
         committed: Option<u64>,
     ) -> Result<FileSink, SinkError> {
         let err = |e: std::io::Error| SinkError::Io {
@@ -82,7 +84,7 @@ impl FileSink {
             name: name.to_string(),
             path,
             fsync,
-            include_raw,
+            writer,
             file: Arc::new(file),
             identity,
             len,
@@ -112,7 +114,7 @@ impl Sink for FileSink {
         _cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            super::encode_ndjson(events, self.include_raw, &mut self.buf);
+            self.writer.lines(events, &mut self.buf);
             let buf = std::mem::take(&mut self.buf);
             let (file, identity, path, fsync, len) = (
                 self.file.clone(),

@@ -25,11 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Sink, SinkError};
 use crate::config::{HttpEncoding, HttpSinkConfig, RetryConfig, Secret};
+use crate::encodings::Writer;
 use crate::event::{push_json_str, Event};
 use crate::metrics;
 use crate::retry::{self, Gave, Retryable, Verdict};
-use crate::sources::BoxFuture;
 use crate::timefmt::{NANOS_PER_MS, NANOS_PER_SEC};
+use crate::BoxFuture;
 
 /// Largest `_bulk` answer read (it lists every document sent); a larger one is retried as
 /// unreadable.
@@ -74,7 +75,7 @@ impl HttpSink {
     pub fn new(
         name: &str,
         cfg: &HttpSinkConfig,
-        include_raw: bool,
+        writer: Writer,
         retry: &RetryConfig,
         once: bool,
     ) -> Result<HttpSink, SinkError> {
@@ -121,7 +122,7 @@ impl HttpSink {
             .build()
             .map_err(|e| fail(format!("cannot build the HTTP client: {}", chain(&e))))?;
 
-        let encoder = Encoder::new(&cfg.encoding, include_raw);
+        let encoder = Encoder::new(&cfg.encoding, writer);
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
@@ -195,7 +196,7 @@ impl HttpSink {
                     (r.body.clone(), r.key.clone(), r.left.len())
                 };
                 let answer = this.post(body, &key).await?;
-                let Encoder::Bulk { .. } = this.encoder else {
+                let Framing::Bulk { .. } = this.encoder.framing else {
                     return Ok(());
                 };
                 let report = read_bulk(&answer, sent).map_err(Failure::Body)?;
@@ -306,7 +307,7 @@ impl HttpSink {
             .map_err(|e| Failure::Transport(chain(&e.without_url())))?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
-            if let Encoder::Bulk { .. } = self.encoder {
+            if let Framing::Bulk { .. } = self.encoder.framing {
                 let (body, more) = read_body(resp, MAX_BULK_RESPONSE)
                     .await
                     .map_err(|e| Failure::Transport(chain(&e.without_url())))?;
@@ -508,29 +509,35 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// How a batch of events becomes a request body.
-enum Encoder {
-    /// One native event per line.
-    Ndjson { include_raw: bool },
-    /// `[native,native,...]`.
-    JsonArray { include_raw: bool },
+/// How a batch of events becomes a request body: the framing of this `encoding`, around records
+/// that `writer` writes in the sink's `format`.
+struct Encoder {
+    writer: Writer,
+    framing: Framing,
+}
+
+/// The framing of each `encoding`.
+enum Framing {
+    /// One record per line.
+    Ndjson,
+    /// `[record,record,...]`.
+    JsonArray,
     /// Splunk HEC event objects one after another. `fields` is the constant JSON between `time`
     /// and `source`: `,"host":…`; `after_source` that between `source` and the event.
     SplunkHec {
-        include_raw: bool,
         fields: String,
         after_source: String,
     },
     /// `_bulk` create action and document pairs; `action` is `{"create":{"_index":…,"_id":`.
-    Bulk { include_raw: bool, action: String },
+    Bulk { action: String },
 }
 
 impl Encoder {
-    fn new(enc: &HttpEncoding, include_raw: bool) -> Encoder {
+    fn new(enc: &HttpEncoding, writer: Writer) -> Encoder {
         let json = |s: &str| serde_json::to_string(s).expect("a string serialises");
-        match enc {
-            HttpEncoding::Ndjson => Encoder::Ndjson { include_raw },
-            HttpEncoding::JsonArray => Encoder::JsonArray { include_raw },
+        let framing = match enc {
+            HttpEncoding::Ndjson => Framing::Ndjson,
+            HttpEncoding::JsonArray => Framing::JsonArray,
             HttpEncoding::SplunkHec {
                 index,
                 sourcetype,
@@ -542,50 +549,48 @@ impl Encoder {
                     after_source.push_str(&format!(",\"index\":{}", json(i)));
                 }
                 after_source.push_str(",\"event\":");
-                Encoder::SplunkHec {
-                    include_raw,
+                Framing::SplunkHec {
                     fields: format!(",\"host\":{},\"source\":", json(&host)),
                     after_source,
                 }
             }
-            HttpEncoding::ElasticsearchBulk { index } => Encoder::Bulk {
-                include_raw,
+            HttpEncoding::ElasticsearchBulk { index } => Framing::Bulk {
                 action: format!("{{\"create\":{{\"_index\":{},\"_id\":", json(index)),
             },
-        }
+        };
+        Encoder { writer, framing }
     }
 
     fn name(&self) -> &'static str {
-        match self {
-            Encoder::Ndjson { .. } => "ndjson",
-            Encoder::JsonArray { .. } => "json_array",
-            Encoder::SplunkHec { .. } => "splunk_hec",
-            Encoder::Bulk { .. } => "elasticsearch_bulk",
+        match self.framing {
+            Framing::Ndjson => "ndjson",
+            Framing::JsonArray => "json_array",
+            Framing::SplunkHec { .. } => "splunk_hec",
+            Framing::Bulk { .. } => "elasticsearch_bulk",
         }
     }
 
     fn content_type(&self) -> &'static str {
-        match self {
-            Encoder::Ndjson { .. } | Encoder::Bulk { .. } => "application/x-ndjson",
-            Encoder::JsonArray { .. } | Encoder::SplunkHec { .. } => "application/json",
+        match self.framing {
+            Framing::Ndjson | Framing::Bulk { .. } => "application/x-ndjson",
+            Framing::JsonArray | Framing::SplunkHec { .. } => "application/json",
         }
     }
 
     /// Bytes before the first record, between records, and after the last.
     fn framing(&self) -> (&'static [u8], &'static [u8], &'static [u8]) {
-        match self {
-            Encoder::JsonArray { .. } => (b"[", b",", b"]"),
+        match self.framing {
+            Framing::JsonArray => (b"[", b",", b"]"),
             _ => (b"", b"", b""),
         }
     }
 
     /// Appends one event's record.
     fn record(&self, e: &Event, out: &mut Vec<u8>) {
-        match self {
-            Encoder::Ndjson { include_raw } => e.write_ndjson(out, *include_raw),
-            Encoder::JsonArray { include_raw } => e.write_json(out, *include_raw),
-            Encoder::SplunkHec {
-                include_raw,
+        match &self.framing {
+            Framing::Ndjson => self.writer.line(e, out),
+            Framing::JsonArray => self.writer.record(e, out),
+            Framing::SplunkHec {
                 fields,
                 after_source,
             } => {
@@ -595,17 +600,14 @@ impl Encoder {
                 out.extend_from_slice(fields.as_bytes());
                 push_json_str(out, &e.source);
                 out.extend_from_slice(after_source.as_bytes());
-                e.write_json(out, *include_raw);
+                self.writer.record(e, out);
                 out.push(b'}');
             }
-            Encoder::Bulk {
-                include_raw,
-                action,
-            } => {
+            Framing::Bulk { action } => {
                 out.extend_from_slice(action.as_bytes());
                 push_json_str(out, e.id());
                 out.extend_from_slice(b"}}\n");
-                e.write_ndjson(out, *include_raw);
+                self.writer.line(e, out);
             }
         }
     }
@@ -745,6 +747,14 @@ fn read_bulk(body: &[u8], sent: usize) -> Result<BulkReport, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The native format, with or without `raw`.
+    fn writer(include_raw: bool) -> Writer {
+        Writer {
+            include_raw,
+            ..Writer::default()
+        }
+    }
     use crate::event::Field;
     use serde_json::Value;
 
@@ -763,7 +773,7 @@ mod tests {
 
     fn encode(enc: &HttpEncoding, events: &[Event]) -> String {
         let mut body = Vec::new();
-        let end = Encoder::new(enc, true).fill(events, 0, 1000, 1 << 20, &mut body);
+        let end = Encoder::new(enc, writer(true)).fill(events, 0, 1000, 1 << 20, &mut body);
         assert_eq!(end, events.len());
         String::from_utf8(body).unwrap()
     }
@@ -790,7 +800,8 @@ mod tests {
             format!("[{NATIVE_A},{NATIVE_B}]")
         );
         let mut body = Vec::new();
-        Encoder::new(&HttpEncoding::JsonArray, true).encode_all(std::iter::empty(), &mut body);
+        Encoder::new(&HttpEncoding::JsonArray, writer(true))
+            .encode_all(std::iter::empty(), &mut body);
         assert_eq!(body, b"[]");
     }
 
@@ -846,7 +857,7 @@ mod tests {
             HttpEncoding::ElasticsearchBulk { index: "i".into() },
         ] {
             let mut body = Vec::new();
-            Encoder::new(&enc, false).fill(&two(), 0, 10, 1 << 20, &mut body);
+            Encoder::new(&enc, writer(false)).fill(&two(), 0, 10, 1 << 20, &mut body);
             assert!(!String::from_utf8(body).unwrap().contains("\"raw\""));
         }
     }
@@ -866,7 +877,7 @@ mod tests {
             },
             HttpEncoding::ElasticsearchBulk { index: "i".into() },
         ] {
-            let encoder = Encoder::new(&enc, true);
+            let encoder = Encoder::new(&enc, writer(true));
             let mut one = Vec::new();
             encoder.fill(&events, 0, 1, usize::MAX, &mut one);
             for (max_events, max_bytes) in [
@@ -914,7 +925,7 @@ mod tests {
     #[test]
     fn an_event_larger_than_max_bytes_goes_alone() {
         let events: Vec<Event> = (0..3).map(|i| ev(&format!("{i}"), i)).collect();
-        let enc = Encoder::new(&HttpEncoding::Ndjson, true);
+        let enc = Encoder::new(&HttpEncoding::Ndjson, writer(true));
         let mut body = Vec::new();
         assert_eq!(enc.fill(&events, 0, 10, 5, &mut body), 1);
         assert_eq!(enc.fill(&events, 1, 10, 5, &mut body), 2);
@@ -1081,7 +1092,7 @@ mod tests {
         assert_eq!(auth.1.expose(), "Splunk s3cret-token");
         assert!(!format!("{c:?}").contains("s3cret"));
 
-        let sink = HttpSink::new("siem", h, true, &c.agent.retry, false).unwrap();
+        let sink = HttpSink::new("siem", h, writer(true), &c.agent.retry, false).unwrap();
         assert_eq!(sink.retry.max_attempts, None);
         let v = sink.headers.get("authorization").unwrap();
         assert!(v.is_sensitive());

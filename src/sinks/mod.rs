@@ -1,13 +1,18 @@
 //! Sinks: where delivered events go, behind one small trait. The poller hands a sink a page of
 //! new events, then commits; a sink with a position (the file) has it recorded in that commit.
+//!
+//! One file per kind (`stdout`, `file`, `http`), opened by the one `match` in [`open`]. A sink
+//! frames records; what goes inside a frame is the sink's `format`, written by an
+//! [`encodings::Writer`](crate::encodings::Writer) it is handed.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RetryConfig, SinkConfig, SinkKind};
+use crate::encodings::Writer;
 use crate::event::Event;
-use crate::sources::BoxFuture;
+use crate::BoxFuture;
 
 pub mod file;
 pub mod http;
@@ -67,30 +72,20 @@ pub async fn open(
     retry: &RetryConfig,
     once: bool,
 ) -> Result<Arc<SinkSlot>, SinkError> {
+    let writer = Writer {
+        format: cfg.format.clone(),
+        include_raw: cfg.include_raw,
+    };
+    // One line per kind; each kind is one file.
     let sink: Box<dyn Sink> = match &cfg.kind {
-        SinkKind::Stdout => Box::new(stdout::Stdout::new(cfg.include_raw)),
+        SinkKind::Stdout => Box::new(stdout::Stdout::new(writer)),
         SinkKind::File { path, fsync } => Box::new(
-            file::FileSink::open(&cfg.name, path.clone(), *fsync, cfg.include_raw, committed)
-                .await?,
+            file::FileSink::open(&cfg.name, path.clone(), *fsync, writer, committed).await?,
         ),
-        SinkKind::Http(h) => Box::new(http::HttpSink::new(
-            &cfg.name,
-            h,
-            cfg.include_raw,
-            retry,
-            once,
-        )?),
+        SinkKind::Http(h) => Box::new(http::HttpSink::new(&cfg.name, h, writer, retry, once)?),
     };
     Ok(Arc::new(SinkSlot {
         config: cfg.clone(),
         sink: tokio::sync::Mutex::new(sink),
     }))
-}
-
-/// Encodes a batch as native NDJSON into `buf` (cleared first).
-pub fn encode_ndjson(events: &[Event], include_raw: bool, buf: &mut Vec<u8>) {
-    buf.clear();
-    for e in events {
-        e.write_ndjson(buf, include_raw);
-    }
 }

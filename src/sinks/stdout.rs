@@ -1,23 +1,25 @@
-//! `kind = "stdout"`: native NDJSON on standard output. At-least-once: a crash between the write
+//! `kind = "stdout"`: one record per line (native JSON by default) on standard output. At-least-once: a crash between the write
 //! and the commit repeats the page, and the stable `id` lets a reader drop the repeat.
 
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{Sink, SinkError};
+use crate::encodings::Writer;
 use crate::event::Event;
-use crate::sources::BoxFuture;
+use crate::BoxFuture;
 
 pub struct Stdout {
-    include_raw: bool,
+    /// The sink's format and `include_raw`.
+    writer: Writer,
     buf: Vec<u8>,
     out: tokio::io::Stdout,
 }
 
 impl Stdout {
-    pub fn new(include_raw: bool) -> Stdout {
+    pub fn new(writer: Writer) -> Stdout {
         Stdout {
-            include_raw,
+            writer,
             buf: Vec::new(),
             out: tokio::io::stdout(),
         }
@@ -31,7 +33,7 @@ impl Sink for Stdout {
         _cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            super::encode_ndjson(events, self.include_raw, &mut self.buf);
+            self.writer.lines(events, &mut self.buf);
             let io = |e: std::io::Error| SinkError::Io {
                 sink: "stdout".into(),
                 msg: e.to_string(),

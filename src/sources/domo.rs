@@ -9,7 +9,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use jiff::tz::{AmbiguousOffset, TimeZone};
 use reqwest::header::HeaderValue;
 use serde::Deserialize;
@@ -144,13 +143,13 @@ impl Domo {
 }
 
 /// Parses Domo's `2017-12-13 10:57:35 PM` (12-hour clock, no offset).
-pub fn parse_wall_clock(s: &str) -> Option<NaiveDateTime> {
+pub fn parse_wall_clock(s: &str) -> Option<WallClock> {
     fixed_wall_clock(s.as_bytes()).or_else(|| any_wall_clock(s))
 }
 
 /// The form Domo writes, `YYYY-MM-DD HH:MM:SS AM`, read by position: a sixth of a Domo event's
 /// parsing went to splitting the text. `None` for anything else, which [`any_wall_clock`] reads.
-fn fixed_wall_clock(b: &[u8]) -> Option<NaiveDateTime> {
+fn fixed_wall_clock(b: &[u8]) -> Option<WallClock> {
     let b: &[u8; 22] = b.try_into().ok()?;
     let num = |r: std::ops::Range<usize>| {
         b[r].iter().try_fold(0u32, |n, c| {
@@ -180,15 +179,37 @@ fn fixed_wall_clock(b: &[u8]) -> Option<NaiveDateTime> {
         b'P' => h % 12 + 12,
         _ => return None,
     };
-    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?.and_hms_opt(
+    wall_clock(
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
         h24,
         num(14..16)?,
         num(17..19)?,
     )
 }
 
+/// A wall-clock date and time, with no zone.
+pub type WallClock = jiff::civil::DateTime;
+
+/// The wall-clock time of these fields, if they are a calendar day and a time of day (no leap
+/// second).
+fn wall_clock(y: u32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<WallClock> {
+    let small = |n: u32| i8::try_from(n).ok();
+    jiff::civil::DateTime::new(
+        i16::try_from(y).ok()?,
+        small(mo)?,
+        small(d)?,
+        small(h)?,
+        small(mi)?,
+        small(s)?,
+        0,
+    )
+    .ok()
+}
+
 /// Any spacing and field widths Domo's form could be written with.
-fn any_wall_clock(s: &str) -> Option<NaiveDateTime> {
+fn any_wall_clock(s: &str) -> Option<WallClock> {
     let (date, rest) = s.trim().split_once(' ')?;
     let (clock, meridiem) = rest.trim().split_once(' ')?;
     let mut ymd = date.split('-');
@@ -197,7 +218,6 @@ fn any_wall_clock(s: &str) -> Option<NaiveDateTime> {
     if ymd.next().is_some() || y.len() != 4 || ![y, mo, d].into_iter().all(all_digits) {
         return None;
     }
-    let date = NaiveDate::from_ymd_opt(y.parse().ok()?, mo.parse().ok()?, d.parse().ok()?)?;
     let mut parts = clock.split(':');
     let h: u32 = parts.next()?.parse().ok()?;
     let m: u32 = parts.next()?.parse().ok()?;
@@ -210,7 +230,14 @@ fn any_wall_clock(s: &str) -> Option<NaiveDateTime> {
         "PM" => h % 12 + 12,
         _ => return None,
     };
-    date.and_hms_opt(h24, m, sec)
+    wall_clock(
+        y.parse().ok()?,
+        mo.parse().ok()?,
+        d.parse().ok()?,
+        h24,
+        m,
+        sec,
+    )
 }
 
 /// The first instant in `(start, end)` at which the clocks of `tz` go back, if any: the second
@@ -239,35 +266,31 @@ pub fn next_fold(tz: &TimeZone, start: Nanos, end: Nanos) -> Option<Nanos> {
 /// wall-clock time means two instants: the one inside the requested window `[start, end)` is
 /// chosen (windows never cross the change, see [`next_fold`], so at most one is). In the skipped
 /// hour, which a correct clock never shows, the offset from before the change is used.
-pub fn resolve(tz: &TimeZone, local: NaiveDateTime, start: Nanos, end: Nanos) -> Option<Nanos> {
+pub fn resolve(tz: &TimeZone, local: WallClock, start: Nanos, end: Nanos) -> Option<Nanos> {
     resolve_noting_fold(tz, local, start, end).map(|(t, _)| t)
 }
 
 /// [`resolve`], and whether the wall-clock time was one of a repeated hour (two instants).
 fn resolve_noting_fold(
     tz: &TimeZone,
-    local: NaiveDateTime,
+    local: WallClock,
     start: Nanos,
     end: Nanos,
 ) -> Option<(Nanos, bool)> {
-    let (date, clock) = (local.date(), local.time());
-    let civil = jiff::civil::DateTime::new(
-        i16::try_from(date.year()).ok()?,
-        i8::try_from(date.month()).ok()?,
-        i8::try_from(date.day()).ok()?,
-        i8::try_from(clock.hour()).ok()?,
-        i8::try_from(clock.minute()).ok()?,
-        i8::try_from(clock.second()).ok()?,
-        0,
-    )
-    .ok()?;
     // Seconds of the wall-clock time read as if it were UTC; an offset `o` makes it `- o`.
-    let wall = local.and_utc().timestamp();
+    let wall = crate::timefmt::from_civil(
+        i64::from(local.year()),
+        local.month() as u32,
+        local.day() as u32,
+        local.hour() as u32,
+        local.minute() as u32,
+        local.second() as u32,
+    ) / NANOS_PER_SEC;
     let at = |o: jiff::tz::Offset| {
         wall.checked_sub(i64::from(o.seconds()))?
             .checked_mul(NANOS_PER_SEC)
     };
-    match tz.to_ambiguous_timestamp(civil).offset() {
+    match tz.to_ambiguous_timestamp(local).offset() {
         AmbiguousOffset::Unambiguous { offset } => at(offset).map(|t| (t, false)),
         AmbiguousOffset::Fold { before, after } => {
             // `before` is the larger offset, so its instant is the earlier one.
@@ -503,7 +526,7 @@ mod tests {
 
     #[test]
     fn parses_the_twelve_hour_clock() {
-        let p = |s| parse_wall_clock(s).map(|d| d.to_string());
+        let p = |s| parse_wall_clock(s).map(|d| d.strftime("%Y-%m-%d %H:%M:%S").to_string());
         assert_eq!(
             p("2017-12-13 10:57:35 PM").as_deref(),
             Some("2017-12-13 22:57:35")

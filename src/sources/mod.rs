@@ -3,8 +3,6 @@
 //! retries, dedupe and commits.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -23,8 +21,7 @@ pub mod json;
 mod plain;
 pub mod wasabi_air;
 
-/// A boxed future, so that [`Source`] can be used as a trait object.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// How a vendor pages through a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

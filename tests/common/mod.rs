@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use auditship_sim::{SimConfig, SimHandle, Vendor};
-use chrono::{DateTime, Utc};
+use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_auditship");
@@ -22,10 +22,10 @@ pub async fn sim(cfg: SimConfig) -> SimHandle {
 
 /// A backfill-only emulator config: `events` per vendor over `days` days ending a minute ago.
 pub fn backfill(vendors: &[Vendor], events: u64, days: i64, seed: u64) -> SimConfig {
-    let end = Utc::now() - chrono::Duration::minutes(1);
+    let end = Timestamp::now() - SignedDuration::from_mins(1);
     SimConfig {
         seed,
-        start: end - chrono::Duration::days(days),
+        start: end - SignedDuration::from_hours(24 * days),
         end,
         events,
         vendors: vendors.to_vec(),
@@ -49,8 +49,7 @@ pub fn source_toml(sim: &SimHandle, cfg: &SimConfig, vendor: Vendor, extra: &str
         name(vendor),
         vendor.as_str(),
         sim.url(),
-        cfg.start
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        format!("{:.3}", cfg.start),
     )
 }
 
@@ -246,8 +245,8 @@ pub fn state_json(s: &Setup) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-pub fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+pub fn t(s: &str) -> Timestamp {
+    s.parse::<Timestamp>().unwrap()
 }
 
 /// Runs `run --once` again and again, each time SIGKILLed after a random delay below
