@@ -36,8 +36,6 @@ use crate::timefmt::{NANOS_PER_MS, NANOS_PER_SEC};
 const MAX_BULK_RESPONSE: usize = 64 << 20;
 /// How much of an error answer is kept for the log line.
 const MAX_ERROR_BODY: usize = 16 << 10;
-/// Characters of a receiver's answer quoted in a log line or error.
-const SNIPPET_CHARS: usize = 200;
 
 /// The `Idempotency-Key` request header.
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -332,7 +330,7 @@ impl HttpSink {
             status,
             retry_after,
             // Scrub before cutting, so that no part of a secret survives at the cut.
-            body: snippet(&self.scrub(&String::from_utf8_lossy(&body))),
+            body: crate::retry::snippet(&self.scrub(&String::from_utf8_lossy(&body))),
         })
     }
 
@@ -457,24 +455,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     msg
-}
-
-/// The first characters of a receiver's answer, on one line.
-fn snippet(body: &str) -> String {
-    let mut out: String = body
-        .trim()
-        .chars()
-        .take(SNIPPET_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if body.trim().chars().count() > SNIPPET_CHARS {
-        out.push('…');
-    }
-    if out.is_empty() {
-        "(empty body)".into()
-    } else {
-        out
-    }
 }
 
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -691,7 +671,7 @@ fn read_bulk(body: &[u8], sent: usize) -> Result<BulkReport, String> {
     let head: BulkHead = serde_json::from_slice(body).map_err(|e| {
         format!(
             "not an _bulk answer ({e}): {}",
-            snippet(&String::from_utf8_lossy(body))
+            crate::retry::snippet(&String::from_utf8_lossy(body))
         )
     })?;
     let mut report = BulkReport::default();
@@ -714,7 +694,7 @@ fn read_bulk(body: &[u8], sent: usize) -> Result<BulkReport, String> {
             let e = item.error.as_ref();
             let kind = e.and_then(|e| e.get("type")).and_then(|t| t.as_str());
             let reason = e.and_then(|e| e.get("reason")).and_then(|t| t.as_str());
-            snippet(&format!(
+            crate::retry::snippet(&format!(
                 "{} {}: {}",
                 item.status,
                 kind.unwrap_or("error"),
@@ -1159,12 +1139,5 @@ mod tests {
             p.contains("sinks[0].index: \"Audit\" is not a valid index name"),
             "{p}"
         );
-    }
-
-    #[test]
-    fn snippets_are_short_and_on_one_line() {
-        assert_eq!(snippet("  a\nb "), "a b");
-        assert_eq!(snippet(""), "(empty body)");
-        assert_eq!(snippet(&"x".repeat(500)).chars().count(), SNIPPET_CHARS + 1);
     }
 }

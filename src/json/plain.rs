@@ -2,7 +2,7 @@
 //! are made of: objects of strings without escapes, integers, literals, a little nesting. It
 //! gives a visitor exactly the calls serde_json gives for the same text, and where it cannot be
 //! sure of that it refuses, and the caller parses the entry with serde_json instead, whose answer
-//! (value or error) is then the one used (as `canonical` does for content-keyed sources). So it
+//! (value or error) is then the one used (as [`super::decode`] does for content-keyed sources). So it
 //! refuses:
 //! - a string with an escape (serde_json would have to unescape it into a copy);
 //! - any number but an integer that fits in 64 bits (serde_json's float parsing is its own);
@@ -13,13 +13,13 @@
 //!   reporting.
 //!
 //! What it saves is serde_json's generic machinery: strings are found sixteen bytes at a time
-//! (`crate::scan`), and nothing is checked twice. The Wasabi AiR reader, whose entries are flat
+//! ([`super::scan`]), and nothing is checked twice. The Wasabi AiR reader, whose entries are flat
 //! objects of ids, spends about a third less on each.
 
 use serde::de::{self, DeserializeSeed, Visitor};
 
-use crate::canonical::{shared_requests, Refused};
-use crate::scan::find_string_stop;
+use super::scan::find_string_stop;
+use super::{shared_requests, Int, Refused};
 
 /// Reads `T` from the JSON value at the start of `text` (no whitespace before it), and returns
 /// it with where the value ends; `None` when the caller must ask serde_json instead.
@@ -42,12 +42,6 @@ struct Plain<'a> {
     b: &'a [u8],
     i: usize,
     depth: u32,
-}
-
-/// An integer as serde_json reads it: non-negative ones unsigned.
-enum Int {
-    U(u64),
-    I(i64),
 }
 
 impl<'a> Plain<'a> {
@@ -120,6 +114,14 @@ impl<'a> Plain<'a> {
         }
     }
 
+    /// The integer a number request gets, where the value is one.
+    fn integer(&mut self) -> Result<Int, Refused> {
+        match self.peek()? {
+            b'-' | b'0'..=b'9' => self.int(),
+            _ => Err(Refused),
+        }
+    }
+
     /// Steps into the array or object at `self.i`, whose closing byte is `close`.
     fn inside(&mut self, close: u8) -> Result<Inside<'_, 'a>, Refused> {
         if self.depth == MAX_DEPTH {
@@ -174,21 +176,6 @@ impl<'a> Plain<'a> {
         items.finish()?;
         Ok(value)
     }
-}
-
-/// The numbers serde_json gives for a number request, integers only.
-macro_rules! integer {
-    ($($method:ident)*) => {$(
-        fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
-            match self.peek()? {
-                b'-' | b'0'..=b'9' => match self.int()? {
-                    Int::U(u) => v.visit_u64(u),
-                    Int::I(i) => v.visit_i64(i),
-                },
-                _ => Err(Refused),
-            }
-        }
-    )*};
 }
 
 impl<'de> de::Deserializer<'de> for &mut Plain<'de> {
@@ -259,11 +246,6 @@ impl<'de> de::Deserializer<'de> for &mut Plain<'de> {
     }
 
     shared_requests!();
-
-    integer! {
-        deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
-        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
-    }
 }
 
 /// The items of an array or the members of an object, after its opening byte, in text order
@@ -347,7 +329,7 @@ impl<'de> de::MapAccess<'de> for &mut Inside<'_, 'de> {
         seed: K,
     ) -> Result<Option<K::Value>, Refused> {
         match self.key()? {
-            Some(key) => seed.deserialize(Key(key)).map(Some),
+            Some(key) => seed.deserialize(TextKey(key)).map(Some),
             None => Ok(None),
         }
     }
@@ -360,9 +342,9 @@ impl<'de> de::MapAccess<'de> for &mut Inside<'_, 'de> {
 /// An object's key, given as serde_json gives a key without escapes: a borrowed string.
 /// (serde_json reads a key as a number where one is asked for; such a request is refused here
 /// by the visitor's own error.)
-struct Key<'a>(&'a str);
+struct TextKey<'a>(&'a str);
 
-impl<'de> de::Deserializer<'de> for Key<'de> {
+impl<'de> de::Deserializer<'de> for TextKey<'de> {
     type Error = Refused;
 
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
