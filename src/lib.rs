@@ -18,6 +18,8 @@
 //! - [`retry`]: the one retry policy of every HTTP call.
 //! - [`metrics`], [`health`], [`server`]: `/metrics`, `/healthz` and `/readyz`.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod agent;
 pub mod cli;
 pub mod config;
