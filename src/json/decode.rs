@@ -17,8 +17,6 @@
 
 use serde::de::{self, DeserializeSeed, Visitor};
 
-use super::{shared_requests, Int, Refused};
-
 /// Reads `T` from the canonical encoding of `text`; `None` when the caller must ask serde_json
 /// instead. `origins` say where the encoding's verbatim strings are in `text` (see
 /// [`super::canon::Scratch::origins`]): those strings are given as slices of `text`, so that an event
@@ -37,6 +35,46 @@ pub fn from_canonical<'a, T: de::Deserialize<'a>>(
     };
     let v = T::deserialize(&mut r).ok()?;
     (r.i == bytes.len()).then_some(v)
+}
+
+/// Why the reader gave up; never shown (the caller asks serde_json instead).
+#[derive(Debug)]
+pub struct Refused;
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not read from the canonical encoding")
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl de::Error for Refused {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        Refused
+    }
+}
+
+/// The numbers serde_json gives for a number request, integers only.
+macro_rules! integer {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
+            match self.byte()? {
+                b'u' => v.visit_u64(u64::from_le_bytes(self.word()?)),
+                b'i' => v.visit_i64(i64::from_le_bytes(self.word()?)),
+                _ => Err(Refused),
+            }
+        }
+    )*};
+}
+
+/// Requests no vendor shape makes.
+macro_rules! refused {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Refused> {
+            Err(Refused)
+        }
+    )*};
 }
 
 struct Reader<'a> {
@@ -86,16 +124,6 @@ impl<'a> Reader<'a> {
 
     fn word(&mut self) -> Result<[u8; 8], Refused> {
         Ok(self.take(8)?.try_into().expect("8 bytes"))
-    }
-
-    /// The integer a number request gets: serde_json gives integers as they are, and floats
-    /// are refused (its float parsing is its own).
-    fn integer(&mut self) -> Result<Int, Refused> {
-        match self.byte()? {
-            b'u' => Ok(Int::U(u64::from_le_bytes(self.word()?))),
-            b'i' => Ok(Int::I(i64::from_le_bytes(self.word()?))),
-            _ => Err(Refused),
-        }
     }
 
     /// The string value after its tag: a slice of the text where it is verbatim there.
@@ -232,7 +260,69 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         }
     }
 
-    shared_requests!();
+    // Strings and identifiers as `deserialize_str`, tuples as `deserialize_seq`, a newtype as
+    // what it wraps, an ignored value skipped; everything no vendor shape asks for (floats,
+    // chars, bytes, units, enums, tuple structs) refused.
+    integer! {
+        deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
+        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
+        self.skip()?;
+        v.visit_unit()
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
+        self.deserialize_str(v)
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
+        self.deserialize_str(v)
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, v: V) -> Result<V::Value, Refused> {
+        self.deserialize_seq(v)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        v: V,
+    ) -> Result<V::Value, Refused> {
+        v.visit_newtype_struct(self)
+    }
+
+    refused! {
+        deserialize_f32 deserialize_f64 deserialize_char deserialize_bytes
+        deserialize_byte_buf deserialize_unit
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: V,
+    ) -> Result<V::Value, Refused> {
+        Err(Refused)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: usize,
+        _: V,
+    ) -> Result<V::Value, Refused> {
+        Err(Refused)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Refused> {
+        Err(Refused)
+    }
 }
 
 /// The items of an array.

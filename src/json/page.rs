@@ -73,20 +73,6 @@ impl<'p> Cursor<'p> {
         Ok((&rest[..len], value))
     }
 
-    /// [`Cursor::value`] by the plain reader (see [`super::plain`]) where it can read the value exactly
-    /// as serde_json would, by serde_json where it cannot.
-    pub fn plain_value<T: Deserialize<'p>>(&mut self) -> Result<(&'p str, T), SourceError> {
-        self.ws();
-        let rest = &self.text[self.pos..];
-        if let Some((value, len)) = super::plain::from_text::<T>(rest) {
-            self.pos += len;
-            #[cfg(test)]
-            super::entries::tests::FAST_READS.set(super::entries::tests::FAST_READS.get() + 1);
-            return Ok((&rest[..len], value));
-        }
-        self.value::<T>()
-    }
-
     /// Reads the JSON value at the cursor with the canonical scanner, and takes `S`'s shape
     /// from its encoding (see [`super::decode`]): `each` gets the value's text, its shape and its
     /// canonical encoding (whose hash is its content hash). Where the encoding cannot give the
