@@ -1,6 +1,7 @@
 //! The one entry point from a page's text to its events: each entry of the page's array is read
-//! once into its vendor shape (by the fastest reader that gives exactly what serde_json would,
-//! see [`super`]) and handed, with its raw text, to the vendor's normaliser. A content-keyed
+//! once into its vendor shape (by serde_json, or for a content-keyed source by the canonical
+//! scanner and reader, which give exactly what serde_json would; see [`super`]) and handed,
+//! with its raw text, to the vendor's normaliser. A content-keyed
 //! source also gets each entry's content hash here, from the same read (see
 //! [`crate::keys::PageHashes`]); what remains of its key (the occurrence number) depends on the
 //! window it is delivered in, and is the poller's [`crate::keys::Keyer`].
