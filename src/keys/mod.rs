@@ -1,9 +1,17 @@
-//! Dedupe keys: the vendor's id where there is one, otherwise a hash of the event's canonical
-//! content plus its occurrence number among identical entries.
+//! How events are keyed. Dedupe keys: the vendor's id where there is one, otherwise a hash of
+//! the event's canonical content plus its occurrence number among identical entries.
 //!
 //! Two genuine Domo entries can be identical to the second. Hashing content alone would merge
 //! them; numbering the occurrences of one content within a window keeps both, and a later poll
 //! that sees the same entries again numbers them the same way, so neither is delivered twice.
+//!
+//! - Content hashes: [`content_hash`] of an entry's text, or [`hash_canonical`] of its canonical
+//!   encoding (`crate::json::canon`); a source hashes its page's entries as it reads them
+//!   ([`PageHashes`], side by side in [`lanes`]).
+//! - [`Keyer`]: the poller's one call to key a page — vendor-id keys, occurrence numbers within
+//!   the window, the occurrence keys (and the keys of earlier releases to look up too), and the
+//!   `id` of each event without a vendor id.
+//! - [`hex_bytes`], [`RandomState`]: an id's text, and the hasher of maps keyed by keys.
 
 use std::collections::HashMap;
 
