@@ -6,9 +6,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use auditship::dedupe;
 use auditship::encodings::Writer;
 use auditship::event::{Event, PageText};
+use auditship::keys;
 use auditship::sources::{self, domino_audit, domo, wasabi_air};
 use auditship::state::{Commit, State};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -176,17 +176,17 @@ fn keys_and_encoding(c: &mut Criterion) {
     g.bench_function("id_key", |b| {
         b.iter(|| {
             evs.iter()
-                .map(|e| dedupe::id_key(black_box(e.action().unwrap_or("x"))))
+                .map(|e| keys::id_key(black_box(e.action().unwrap_or("x"))))
                 .collect::<Vec<_>>()
         })
     });
     g.bench_function("content_key", |b| {
         b.iter(|| {
-            let mut occ = dedupe::Occurrences::default();
+            let mut occ = keys::Occurrences::default();
             evs.iter()
                 .map(|e| {
-                    let h = dedupe::content_hash(black_box(e.raw())).unwrap();
-                    dedupe::hex_bytes(&dedupe::occurrence_key(&h, occ.next(h)))
+                    let h = keys::content_hash(black_box(e.raw())).unwrap();
+                    keys::hex_bytes(&keys::occurrence_key(&h, occ.next(h)))
                 })
                 .collect::<Vec<_>>()
         })
@@ -196,8 +196,8 @@ fn keys_and_encoding(c: &mut Criterion) {
     let encodings: Vec<Vec<u8>> = evs
         .iter()
         .map(|e| {
-            let mut scratch = dedupe::Scratch::default();
-            dedupe::canonical_value(e.raw(), &mut scratch).unwrap();
+            let mut scratch = auditship::json::canon::Scratch::default();
+            auditship::json::canon::canonical_value(e.raw(), &mut scratch).unwrap();
             scratch.bytes().to_vec()
         })
         .collect();
@@ -205,11 +205,11 @@ fn keys_and_encoding(c: &mut Criterion) {
         b.iter(|| {
             encodings
                 .iter()
-                .map(|e| dedupe::hash_canonical(black_box(e)))
+                .map(|e| keys::hash_canonical(black_box(e)))
                 .collect::<Vec<_>>()
         })
     });
-    let mut batch = auditship::lanes::Batch::default();
+    let mut batch = auditship::keys::lanes::Batch::default();
     let mut hashes = Vec::with_capacity(PAGE);
     g.bench_function("content_hash_in_lanes", |b| {
         b.iter(|| {

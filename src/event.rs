@@ -99,10 +99,10 @@ pub struct Event {
     /// The id derived from content and occurrence (lower-case hex), for content-keyed vendors.
     content_id: Option<[u8; 32]>,
     /// The hash of the vendor's event's canonical content, when the source computed it.
-    content_hash: Option<crate::dedupe::ContentHash>,
+    content_hash: Option<crate::keys::ContentHash>,
     /// The vendor's text of the time means two instants (Domo's wall-clock time in the repeated
     /// hour of a daylight-saving change), so the content alone does not tell two entries an hour
-    /// apart: the key takes the instant in too (see `dedupe::fold_hash`).
+    /// apart: the key takes the instant in too (see `keys::fold_hash`).
     ambiguous_time: bool,
 }
 
@@ -193,12 +193,12 @@ impl Event {
     }
 
     /// Records the hash of the event's canonical content, computed where it was read.
-    pub fn set_content_hash(&mut self, hash: crate::dedupe::ContentHash) {
+    pub fn set_content_hash(&mut self, hash: crate::keys::ContentHash) {
         self.content_hash = Some(hash);
     }
 
     /// The hash of the event's canonical content, if its source computed it.
-    pub fn content_hash(&self) -> Option<crate::dedupe::ContentHash> {
+    pub fn content_hash(&self) -> Option<crate::keys::ContentHash> {
         self.content_hash
     }
 
@@ -213,12 +213,12 @@ impl Event {
     }
 
     /// Makes the event's id the hex of a content-and-occurrence key.
-    pub fn set_content_id(&mut self, key: &crate::dedupe::Key) {
-        self.content_id = Some(crate::dedupe::hex_bytes(key));
+    pub fn set_content_id(&mut self, key: &crate::keys::Key) {
+        self.content_id = Some(crate::keys::hex_bytes(key));
     }
 
     /// Stable id: the vendor's own where it has one, otherwise derived from content and
-    /// occurrence (see `dedupe`). Receivers that cannot promise exactly-once drop repeats by it.
+    /// occurrence (see [`crate::keys`]). Receivers that cannot promise exactly-once drop repeats by it.
     pub fn id(&self) -> &str {
         match &self.content_id {
             Some(hex) => std::str::from_utf8(hex).expect("hex is ASCII"),
@@ -391,11 +391,11 @@ thread_local! {
 }
 
 /// Appends `s` as a JSON string, escaped as serde_json escapes it. Text without anything to
-/// escape, the common case, is searched a word at a time ([`crate::scan`]) and copied whole.
+/// escape, the common case, is searched a word at a time ([`crate::json::scan`]) and copied whole.
 #[inline]
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    match crate::scan::find_string_stop(bytes, 0) {
+    match crate::json::scan::find_string_stop(bytes, 0) {
         None => {
             out.reserve(bytes.len() + 2);
             out.push(b'"');

@@ -7,31 +7,33 @@
 //! - [`config`]: TOML in, validated settings out; `${ENV}` and `X_file` secrets.
 //! - [`agent`]: state, sinks and one poller task per source, until shutdown; config reload.
 //! - [`pipeline`]: the generic poller — windows, paging, retries, dedupe, deliver, commit.
-//! - [`sources`]: one file per vendor API, behind the small [`sources::Source`] trait;
-//!   `sources::json` reads a page in one pass.
+//! - [`sources`]: one file per vendor API, behind the small [`sources::Source`] trait.
+//! - [`json`]: how entries are read — a page's text in, its events out ([`json::entries`]), by
+//!   the canonical scanner and readers that give exactly what serde_json gives.
+//! - [`keys`]: how events are keyed — vendor ids, content hashes, occurrence numbers, the ids of
+//!   events without a vendor id; [`keys::Keyer`] is the one place a page's keys are made.
 //! - [`sinks`]: stdout, file and HTTP, behind [`sinks::Sink`]; [`encodings`]: how each event is
 //!   written inside a sink's framing (`format`: native), behind [`encodings::Encoding`].
 //! - [`state`]: SQLite on its own thread: cursors, dedupe keys, sink positions, migrations.
-//! - [`event`], [`dedupe`], [`timefmt`]: the native event (spans into the page it came in), its
-//!   keys, and time text; [`scan`]: the byte search their JSON reading and writing share.
+//! - [`event`], [`timefmt`]: the native event (spans into the page it came in) and time text.
 //! - [`retry`]: the one retry policy of every HTTP call; [`clock`]: what entries placed outside
 //!   the range asked for say about a vendor's zone or clock.
 //! - [`metrics`], [`health`], [`server`]: `/metrics`, `/healthz` and `/readyz`.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod agent;
-pub mod canonical;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod dedupe;
 pub mod encodings;
 pub mod event;
 pub mod health;
-pub mod lanes;
+pub mod json;
+pub mod keys;
 pub mod metrics;
 pub mod pipeline;
 pub mod retry;
-pub mod scan;
 pub mod server;
 pub mod sinks;
 pub mod sources;

@@ -30,9 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::config::{RetryConfig, SourceConfig};
-use crate::dedupe::{self, Key, Occurrences};
 use crate::event::Event;
 use crate::health::SourceHealth;
+use crate::keys::{self, Key, Keyer, PageKeys};
 use crate::metrics;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::sinks::{SinkError, SinkSlot};
@@ -96,7 +96,8 @@ pub struct Poller {
     /// they are empty, twofold while they are small) and shrinks when they are dense (see
     /// `adapt`).
     window: Nanos,
-    occurrences: Occurrences,
+    /// Keys events; counts occurrences of a content within the window being read.
+    keyer: Keyer,
     /// Set once an answer held entries at exactly the end of the range asked for: from then on
     /// ranges are asked for with an end one millisecond short, which such an API includes.
     inclusive_end: bool,
@@ -216,7 +217,7 @@ impl Poller {
             retry,
             cancel,
             window,
-            occurrences: Occurrences::default(),
+            keyer: Keyer::default(),
             inclusive_end: false,
             unordered_noted: false,
             health,
@@ -362,7 +363,7 @@ impl Poller {
                     (end - start > self.traits.time_unit).then_some(self.cfg.max_response_events);
                 let page = self.fetch_counted(&req, &mut stats, summary).await?;
                 let keep = self.keep(&page, start, end);
-                self.occurrences.clear();
+                self.keyer.clear();
                 self.deliver_and_commit(page.events, keep, start, summary)
                     .await?;
             }
@@ -518,7 +519,7 @@ impl Poller {
                 .iter()
                 .map(|e| (from..to).contains(&floor_to(e.time, unit)))
                 .collect();
-            self.occurrences.clear();
+            self.keyer.clear();
             self.deliver_and_commit(page.events, Some(keep), start, summary)
                 .await?;
         }
@@ -539,7 +540,7 @@ impl Poller {
         let unit = self.traits.time_unit;
         tracing::debug!(source = %self.cfg.name, unit = %timefmt::human(lo),
             "one time unit holds more entries than a page; reading it by offset");
-        self.occurrences.clear();
+        self.keyer.clear();
         let mut req = self.request(lo, hi);
         let mut page = first;
         loop {
@@ -607,7 +608,10 @@ impl Poller {
                 keep[i - 1]
             });
         }
-        let (keys, legacy) = self.key(&mut events)?;
+        let PageKeys { keys, legacy } = self
+            .keyer
+            .key(self.traits.identity, &mut events)
+            .map_err(|e| SourceError::Body(format!("event is not JSON: {e}")))?;
         let old: Vec<usize> = (0..events.len())
             .filter(|i| self.lookup.may_be_known(events[*i].time))
             .collect();
@@ -634,7 +638,7 @@ impl Poller {
         let by_id = self.traits.identity == Identity::VendorId;
         let mut in_page = HashSet::with_capacity_and_hasher(
             if by_id { keys.len() } else { 0 },
-            dedupe::RandomState::default(),
+            keys::RandomState::default(),
         );
         let mut fresh_keys = Vec::with_capacity(events.len());
         let mut duplicates = 0u64;
@@ -769,39 +773,6 @@ impl Poller {
             self.pending_cursor = None;
         }
         Ok(())
-    }
-
-    /// The dedupe key of each event (content-keyed events get their `id` from it), and the keys
-    /// an earlier release gave some of them (see [`dedupe::fold_hash`]), by index.
-    #[allow(clippy::type_complexity)]
-    fn key(&mut self, events: &mut [Event]) -> Result<(Vec<Key>, Vec<(usize, Key)>), PollError> {
-        let mut keys = Vec::with_capacity(events.len());
-        if self.traits.identity == Identity::VendorId {
-            keys.extend(events.iter().map(|ev| dedupe::id_key(ev.id())));
-            return Ok((keys, Vec::new()));
-        }
-        let mut occurrences = Vec::with_capacity(events.len());
-        let mut legacy = Vec::new();
-        for (i, ev) in events.iter().enumerate() {
-            let h = match ev.content_hash() {
-                Some(h) => h,
-                None => dedupe::content_hash(ev.raw())
-                    .map_err(|e| SourceError::Body(format!("event is not JSON: {e}")))?,
-            };
-            if ev.ambiguous_time() {
-                let folded = dedupe::fold_hash(&h, ev.time);
-                let n = self.occurrences.next(folded);
-                legacy.push((i, dedupe::occurrence_key(&h, n)));
-                occurrences.push((folded, n));
-            } else {
-                occurrences.push((h, self.occurrences.next(h)));
-            }
-        }
-        dedupe::occurrence_keys(&occurrences, &mut keys);
-        for (ev, k) in events.iter_mut().zip(&keys) {
-            ev.set_content_id(k);
-        }
-        Ok((keys, legacy))
     }
 }
 

@@ -107,6 +107,28 @@ where
     }
 }
 
+/// Characters of an HTTP answer quoted in a log line or error.
+pub const SNIPPET_CHARS: usize = 200;
+
+/// The first characters of an HTTP answer (a vendor's or a receiver's error body), trimmed and
+/// on one line, `…` marking a cut: for log lines and errors. The one place such text is made.
+pub fn snippet(body: &str) -> String {
+    let mut out: String = body
+        .trim()
+        .chars()
+        .take(SNIPPET_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if body.trim().chars().count() > SNIPPET_CHARS {
+        out.push('…');
+    }
+    if out.is_empty() {
+        "(empty body)".into()
+    } else {
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +268,13 @@ mod tests {
         .await;
         assert!(matches!(r, Err(Gave::Cancelled)));
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn snippets_are_short_and_on_one_line() {
+        assert_eq!(snippet("  a\nb "), "a b");
+        assert_eq!(snippet(""), "(empty body)");
+        assert_eq!(snippet(&"x".repeat(500)).chars().count(), SNIPPET_CHARS + 1);
+        assert_eq!(snippet(&"é".repeat(200)), "é".repeat(200));
     }
 }

@@ -11,7 +11,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use crate::dedupe::Key;
+use crate::keys::Key;
 use crate::timefmt::Nanos;
 
 /// Failures of the state store.

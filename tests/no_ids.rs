@@ -304,7 +304,7 @@ async fn domo_twins_an_hour_apart_in_a_repeated_hour_get_different_ids() {
 /// their stored keys are the old ones, and a re-read of the overlap must still find them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_delivers_no_entry_of_a_repeated_hour_twice() {
-    use auditship::dedupe;
+    use auditship::keys;
     let (at, cfg) = around_denver_fold(4_000);
     let sim = sim(cfg.clone()).await;
     // An overlap that reaches back past the change, so the second run re-reads all of it.
@@ -334,7 +334,7 @@ async fn an_upgrade_delivers_no_entry_of_a_repeated_hour_twice() {
         let ns = time.as_nanosecond() as i64;
         let raw = e["raw"].to_string();
         let n = count.entry((raw.clone(), ns)).or_default();
-        let legacy = dedupe::occurrence_key(&dedupe::content_hash(&raw).unwrap(), *n);
+        let legacy = keys::occurrence_key(&keys::content_hash(&raw).unwrap(), *n);
         *n += 1;
         let id = e["id"].as_str().unwrap();
         let mut key = [0u8; 16];

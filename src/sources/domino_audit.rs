@@ -65,7 +65,7 @@ struct RawEvent<'a> {
 /// The shape of a Domino audit event.
 struct Entry;
 
-impl super::Shape for Entry {
+impl crate::json::Shape for Entry {
     type Raw<'a> = RawEvent<'a>;
 }
 
@@ -108,9 +108,9 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<Vec<Event>, SourceError> {
-    super::read_hashed_entries::<Entry>(
+    crate::json::read_hashed_entries::<Entry>(
         page,
-        super::Layout::Envelope {
+        crate::json::Layout::Envelope {
             field: "events",
             total: None,
         },
@@ -251,7 +251,7 @@ mod tests {
         .unwrap();
         assert_eq!(e.actor().unwrap().name, Some("bob"));
         let hash = e.content_hash().expect("hashed while read");
-        assert_eq!(hash, crate::dedupe::content_hash(e.raw()).unwrap());
+        assert_eq!(hash, crate::keys::content_hash(e.raw()).unwrap());
     }
 
     /// The same in a member the shape reads: the field gets U+FFFD, the key comes from the raw
@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(e.actor().unwrap().name, Some("bob \u{fffd}"));
         assert_eq!(e.project().unwrap().id, Some("p"));
         assert_eq!(e.raw(), json);
-        let want = crate::dedupe::content_hash(e.raw()).unwrap();
+        let want = crate::keys::content_hash(e.raw()).unwrap();
         assert_eq!(e.content_hash(), Some(want), "hashed while read");
     }
 }

@@ -68,7 +68,7 @@ struct RawEvent<'a> {
 /// The shape of a data-source audit entry.
 struct Entry;
 
-impl super::Shape for Entry {
+impl crate::json::Shape for Entry {
     type Raw<'a> = RawEvent<'a>;
 }
 
@@ -87,9 +87,12 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<Vec<Event>, SourceError> {
-    super::read_hashed_entries::<Entry>(page, super::Layout::Array, capacity, |raw, e| {
-        normalise(source, page, raw, e)
-    })
+    crate::json::read_hashed_entries::<Entry>(
+        page,
+        crate::json::Layout::Array,
+        capacity,
+        |raw, e| normalise(source, page, raw, e),
+    )
     .map(|(events, _)| events)
 }
 

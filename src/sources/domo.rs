@@ -332,7 +332,7 @@ struct RawEntry<'a> {
 /// The shape of a Domo entry.
 struct Entry;
 
-impl super::Shape for Entry {
+impl crate::json::Shape for Entry {
     type Raw<'a> = RawEntry<'a>;
 }
 
@@ -405,9 +405,12 @@ pub fn read_page(
     capacity: usize,
     (start, end): (Nanos, Nanos),
 ) -> Result<Vec<Event>, SourceError> {
-    super::read_hashed_entries::<Entry>(page, super::Layout::Array, capacity, |raw, e| {
-        normalise(source, tz, page, raw, e, start, end)
-    })
+    crate::json::read_hashed_entries::<Entry>(
+        page,
+        crate::json::Layout::Array,
+        capacity,
+        |raw, e| normalise(source, tz, page, raw, e, start, end),
+    )
     .map(|(events, _)| events)
 }
 

@@ -63,9 +63,9 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<(Vec<Event>, u64), SourceError> {
-    let (events, total) = super::read_entries(
+    let (events, total) = crate::json::read_entries(
         page,
-        super::Layout::Envelope {
+        crate::json::Layout::Envelope {
             field: "audit_events",
             total: Some("total"),
         },

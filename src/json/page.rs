@@ -3,7 +3,7 @@
 //! parsing each again.
 //!
 //! serde_json does the parsing (and so the validation) of every value, or, for content-keyed
-//! sources, the canonical scanner of `dedupe`, which accepts the same JSON (see
+//! sources, the canonical scanner ([`super::canon`]), which accepts the same JSON (see
 //! [`Cursor::hashed_value`]); this module only walks the punctuation between them: the envelope
 //! object's braces, keys and commas, and the array's brackets and commas. Entry values come from
 //! a `StreamDeserializer` or the scanner, which say where a value ends.
@@ -11,8 +11,8 @@
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::{SourceError, Text};
-use crate::dedupe;
+use super::{canon, Shape};
+use crate::sources::{SourceError, Text};
 
 /// A position in a page's text.
 pub struct Cursor<'p> {
@@ -73,44 +73,30 @@ impl<'p> Cursor<'p> {
         Ok((&rest[..len], value))
     }
 
-    /// [`Cursor::value`] by the plain reader (see `plain`) where it can read the value exactly
-    /// as serde_json would, by serde_json where it cannot.
-    pub fn plain_value<T: Deserialize<'p>>(&mut self) -> Result<(&'p str, T), SourceError> {
-        self.ws();
-        let rest = &self.text[self.pos..];
-        if let Some((value, len)) = super::plain::from_text::<T>(rest) {
-            self.pos += len;
-            #[cfg(test)]
-            super::tests::FAST_READS.set(super::tests::FAST_READS.get() + 1);
-            return Ok((&rest[..len], value));
-        }
-        self.value::<T>()
-    }
-
     /// Reads the JSON value at the cursor with the canonical scanner, and takes `S`'s shape
-    /// from its encoding (see `canonical`): `each` gets the value's text, its shape and its
+    /// from its encoding (see [`super::decode`]): `each` gets the value's text, its shape and its
     /// canonical encoding (whose hash is its content hash). Where the encoding cannot give the
     /// shape exactly as serde_json would, the value is parsed by serde_json, as
     /// [`Cursor::value`] does, and what serde_json says goes.
-    pub fn hashed_value<S: super::Shape, R>(
+    pub fn hashed_value<S: Shape, R>(
         &mut self,
-        scratch: &mut dedupe::Scratch,
+        scratch: &mut canon::Scratch,
         each: impl for<'a> FnOnce(&'p str, S::Raw<'a>, Option<&[u8]>) -> R,
     ) -> Result<R, SourceError> {
         self.ws();
         let rest = &self.text[self.pos..];
         let mut encoded = None;
-        if let Some(len) = dedupe::canonical_value(rest, scratch) {
+        if let Some(len) = canon::canonical_value(rest, scratch) {
             encoded = Some(len);
             let text = &rest[..len];
-            if let Some(shape) = crate::canonical::from_canonical::<S::Raw<'_>>(
+            if let Some(shape) = super::decode::from_canonical::<S::Raw<'_>>(
                 scratch.bytes(),
                 scratch.origins(),
                 text,
             ) {
                 self.pos += len;
                 #[cfg(test)]
-                super::tests::FAST_READS.set(super::tests::FAST_READS.get() + 1);
+                super::entries::tests::FAST_READS.set(super::entries::tests::FAST_READS.get() + 1);
                 return Ok(each(text, shape, Some(scratch.bytes())));
             }
         }

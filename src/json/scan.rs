@@ -1,5 +1,5 @@
 //! The byte search that JSON reading and writing share: where a run of plain string bytes ends.
-//! The canonical scanner ([`crate::dedupe`]) looks for the end of every string of an entry with
+//! The canonical scanner ([`super::canon`]) looks for the end of every string of an entry with
 //! it, and the event writer ([`crate::event::push_json_str`]) for the first byte to escape.
 
 /// The first position from `from` on where `b` holds `"`, `\` or a control character (below

@@ -1,4 +1,4 @@
-//! A serde `Deserializer` over the canonical encoding of `dedupe` (tagged values, objects with
+//! A serde `Deserializer` over the canonical encoding of [`super::canon`] (tagged values, objects with
 //! their members sorted by key): a content-keyed source reads each entry once, into that
 //! encoding, and takes its vendor shape from there instead of parsing the JSON a second time.
 //!
@@ -19,7 +19,7 @@ use serde::de::{self, DeserializeSeed, Visitor};
 
 /// Reads `T` from the canonical encoding of `text`; `None` when the caller must ask serde_json
 /// instead. `origins` say where the encoding's verbatim strings are in `text` (see
-/// `dedupe::Scratch::origins`): those strings are given as slices of `text`, so that an event
+/// [`super::canon::Scratch::origins`]): those strings are given as slices of `text`, so that an event
 /// can point into its page as it does when serde_json reads it.
 pub fn from_canonical<'a, T: de::Deserialize<'a>>(
     bytes: &'a [u8],
@@ -53,6 +53,28 @@ impl de::Error for Refused {
     fn custom<T: std::fmt::Display>(_: T) -> Self {
         Refused
     }
+}
+
+/// The numbers serde_json gives for a number request, integers only.
+macro_rules! integer {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
+            match self.byte()? {
+                b'u' => v.visit_u64(u64::from_le_bytes(self.word()?)),
+                b'i' => v.visit_i64(i64::from_le_bytes(self.word()?)),
+                _ => Err(Refused),
+            }
+        }
+    )*};
+}
+
+/// Requests no vendor shape makes.
+macro_rules! refused {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Refused> {
+            Err(Refused)
+        }
+    )*};
 }
 
 struct Reader<'a> {
@@ -162,89 +184,6 @@ fn seq<'de, V: Visitor<'de>>(r: &mut Reader<'de>, v: V) -> Result<V::Value, Refu
     Ok(value)
 }
 
-/// The numbers serde_json gives for a number request, integers only.
-macro_rules! integer {
-    ($($method:ident)*) => {$(
-        fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
-            match self.byte()? {
-                b'u' => v.visit_u64(u64::from_le_bytes(self.word()?)),
-                b'i' => v.visit_i64(i64::from_le_bytes(self.word()?)),
-                _ => Err(Refused),
-            }
-        }
-    )*};
-}
-
-/// The requests both readers of entries (this one and `sources::plain`) answer alike: strings
-/// and identifiers as `deserialize_str`, tuples as `deserialize_seq`, a newtype as what it
-/// wraps, an ignored value by the reader's own `skip`; everything no vendor shape asks for
-/// (floats, chars, bytes, units, enums, tuple structs) refused.
-macro_rules! shared_requests {
-    () => {
-        fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
-            self.skip()?;
-            v.visit_unit()
-        }
-
-        fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
-            self.deserialize_str(v)
-        }
-
-        fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
-            self.deserialize_str(v)
-        }
-
-        fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, v: V) -> Result<V::Value, Refused> {
-            self.deserialize_seq(v)
-        }
-
-        fn deserialize_newtype_struct<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            v: V,
-        ) -> Result<V::Value, Refused> {
-            v.visit_newtype_struct(self)
-        }
-
-        $crate::canonical::shared_requests!(@refused
-            deserialize_f32 deserialize_f64 deserialize_char deserialize_bytes
-            deserialize_byte_buf deserialize_unit
-        );
-
-        fn deserialize_unit_struct<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            _: V,
-        ) -> Result<V::Value, Refused> {
-            Err(Refused)
-        }
-
-        fn deserialize_tuple_struct<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            _: usize,
-            _: V,
-        ) -> Result<V::Value, Refused> {
-            Err(Refused)
-        }
-
-        fn deserialize_enum<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            _: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Refused> {
-            Err(Refused)
-        }
-    };
-    (@refused $($method:ident)*) => {$(
-        fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Refused> {
-            Err(Refused)
-        }
-    )*};
-}
-pub(crate) use shared_requests;
-
 impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
     type Error = Refused;
 
@@ -321,11 +260,68 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         }
     }
 
-    shared_requests!();
-
+    // Strings and identifiers as `deserialize_str`, tuples as `deserialize_seq`, a newtype as
+    // what it wraps, an ignored value skipped; everything no vendor shape asks for (floats,
+    // chars, bytes, units, enums, tuple structs) refused.
     integer! {
         deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
         deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
+        self.skip()?;
+        v.visit_unit()
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
+        self.deserialize_str(v)
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
+        self.deserialize_str(v)
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, v: V) -> Result<V::Value, Refused> {
+        self.deserialize_seq(v)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        v: V,
+    ) -> Result<V::Value, Refused> {
+        v.visit_newtype_struct(self)
+    }
+
+    refused! {
+        deserialize_f32 deserialize_f64 deserialize_char deserialize_bytes
+        deserialize_byte_buf deserialize_unit
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: V,
+    ) -> Result<V::Value, Refused> {
+        Err(Refused)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: usize,
+        _: V,
+    ) -> Result<V::Value, Refused> {
+        Err(Refused)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Refused> {
+        Err(Refused)
     }
 }
 
@@ -371,7 +367,7 @@ impl<'de> de::MapAccess<'de> for &mut Members<'_, 'de> {
             return Err(Refused);
         }
         let n = self.r.len()?;
-        seed.deserialize(Key(self.r.take(n)?)).map(Some)
+        seed.deserialize(EncodedKey(self.r.take(n)?)).map(Some)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Refused> {
@@ -382,9 +378,9 @@ impl<'de> de::MapAccess<'de> for &mut Members<'_, 'de> {
 /// An object's key. A derived struct asks for an identifier, and its field visitor matches
 /// bytes as it matches strings; that spares checking every key's UTF-8 again. Anything else
 /// gets the key as a string.
-struct Key<'a>(&'a [u8]);
+struct EncodedKey<'a>(&'a [u8]);
 
-impl<'de> de::Deserializer<'de> for Key<'de> {
+impl<'de> de::Deserializer<'de> for EncodedKey<'de> {
     type Error = Refused;
 
     fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Refused> {
@@ -416,8 +412,8 @@ mod tests {
         long: &'a str,
     }
 
-    fn read<'a>(text: &'a str, scratch: &'a mut crate::dedupe::Scratch) -> Option<Pick<'a>> {
-        let end = crate::dedupe::canonical_value(text, scratch).expect("JSON");
+    fn read<'a>(text: &'a str, scratch: &'a mut crate::json::canon::Scratch) -> Option<Pick<'a>> {
+        let end = crate::json::canon::canonical_value(text, scratch).expect("JSON");
         from_canonical(scratch.bytes(), scratch.origins(), &text[..end])
     }
 
@@ -431,7 +427,7 @@ mod tests {
             r#"{{"a":{{"x":[1,-2,{{"y":null}}],"z":{{}}}},"b":"kept","c":[true,false,"s\"q",1.5,-0],
             "d":{{"k":{{"l":[[]]}}}},"e":[{many}],"f":"{long}","long":"{long}","n":7,"o":"é"}}"#
         );
-        let mut scratch = crate::dedupe::Scratch::default();
+        let mut scratch = crate::json::canon::Scratch::default();
         let got = read(&text, &mut scratch).expect("read from the encoding");
         assert_eq!((got.b, got.n, got.long), ("kept", 7, long.as_str()));
         let at = got.long.as_ptr() as usize - text.as_ptr() as usize;

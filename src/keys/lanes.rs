@@ -64,73 +64,93 @@ impl Batch {
         self.finish_with(Width::detect(), out);
     }
 
+    /// [`Batch::finish`] at a given width: only a width the processor has can be named (see
+    /// [`Width`]), so this is safe to call with any.
     fn finish_with(&mut self, width: Width, out: &mut Vec<Hash>) {
         let first = out.len();
+        let lanes = width.lanes();
         out.extend(self.spans.iter().map(|&(at, len)| {
-            if width != Width::One && len <= CHUNK_LEN {
+            if lanes != Lanes::One && len <= CHUNK_LEN {
                 [0; 32] // computed below
             } else {
                 *blake3::hash(&self.blocks[at..at + len]).as_bytes()
             }
         }));
         let out = &mut out[first..];
-        // SAFETY: `width` is what the processor has (`Width::detect`, or the tests' choice among
-        // what it has).
-        #[cfg(target_arch = "x86_64")]
-        match width {
-            Width::One => {}
-            Width::Avx2 => unsafe { x86::hash_chunks_avx2(&self.blocks, &self.spans, out) },
-            Width::Avx512 => unsafe { x86::hash_chunks_avx512(&self.blocks, &self.spans, out) },
+        match lanes {
+            Lanes::One => {}
+            // SAFETY: a `Width` of eight lanes is only made once the processor was seen to have
+            // AVX2 (`Width::avx2`).
+            #[cfg(target_arch = "x86_64")]
+            Lanes::Avx2 => unsafe { x86::hash_chunks_avx2(&self.blocks, &self.spans, out) },
+            // SAFETY: a `Width` of sixteen lanes is only made once the processor was seen to
+            // have AVX-512F (`Width::avx512`).
+            #[cfg(target_arch = "x86_64")]
+            Lanes::Avx512 => unsafe { x86::hash_chunks_avx512(&self.blocks, &self.spans, out) },
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (width, out);
         self.blocks.clear();
         self.spans.clear();
     }
 }
 
-/// How many inputs are hashed side by side.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Width {
-    /// One at a time, by `blake3::hash`.
-    One,
-    /// Eight.
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// Sixteen.
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
+use width::{Lanes, Width};
 
-impl Width {
-    /// The widest this processor has (the standard library caches what it detects).
-    fn detect() -> Width {
+/// How many inputs are hashed side by side, in a type that only the processor's features can
+/// make: its field is private to this module, and each constructor of a SIMD width checks the
+/// feature first, so a `Width` the processor lacks cannot exist, and [`Batch::finish_with`]
+/// needs no `unsafe` contract.
+mod width {
+    /// The widths there are.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub(super) enum Lanes {
+        /// One at a time, by `blake3::hash`: every processor.
+        One,
+        /// Eight.
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Width::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Width::Avx2;
-            }
-        }
-        Width::One
+        Avx2,
+        /// Sixteen.
+        #[cfg(target_arch = "x86_64")]
+        Avx512,
     }
 
-    /// Every width this processor has: only these may be used.
-    #[cfg(test)]
-    fn supported() -> Vec<Width> {
-        let mut all = vec![Width::One];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                all.push(Width::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                all.push(Width::Avx512);
-            }
+    /// A width this processor has.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub(super) struct Width(Lanes);
+
+    impl Width {
+        pub(super) fn lanes(self) -> Lanes {
+            self.0
         }
-        all
+
+        /// One at a time: every processor has it.
+        pub(super) fn portable() -> Width {
+            Width(Lanes::One)
+        }
+
+        /// Eight lanes, if the processor has AVX2.
+        pub(super) fn avx2() -> Option<Width> {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Some(Width(Lanes::Avx2));
+            }
+            None
+        }
+
+        /// Sixteen lanes, if the processor has AVX-512F.
+        pub(super) fn avx512() -> Option<Width> {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Some(Width(Lanes::Avx512));
+            }
+            None
+        }
+
+        /// The widest this processor has (the standard library caches what it detects).
+        pub(super) fn detect() -> Width {
+            Width::avx512()
+                .or_else(Width::avx2)
+                .unwrap_or_else(Width::portable)
+        }
     }
 }
 
@@ -203,89 +223,117 @@ mod x86 {
         const LANES: usize = 8;
         #[inline(always)]
         unsafe fn splat(w: u32) -> Self {
-            _mm256_set1_epi32(w as i32)
+            // SAFETY: an AVX2 instruction on registers only; the caller has AVX2 (the trait's
+            // contract).
+            unsafe { _mm256_set1_epi32(w as i32) }
         }
         #[inline(always)]
         unsafe fn load(w: &[u32; MAX_LANES]) -> Self {
-            _mm256_loadu_si256(w.as_ptr().cast())
+            // SAFETY: `w` is 32 readable bytes, as many as are read, and the load is an unaligned
+            // one; the caller has AVX2.
+            unsafe { _mm256_loadu_si256(w.as_ptr().cast()) }
         }
         #[inline(always)]
         unsafe fn store(self, w: &mut [u32; MAX_LANES]) {
-            _mm256_storeu_si256(w.as_mut_ptr().cast(), self)
+            // SAFETY: `w` is 32 writable bytes, as many as are written, and the store is an
+            // unaligned one; the caller has AVX2.
+            unsafe { _mm256_storeu_si256(w.as_mut_ptr().cast(), self) }
         }
         #[inline(always)]
         unsafe fn add(self, b: Self) -> Self {
-            _mm256_add_epi32(self, b)
+            // SAFETY: an AVX2 instruction on registers only; the caller has AVX2 (the trait's
+            // contract).
+            unsafe { _mm256_add_epi32(self, b) }
         }
         #[inline(always)]
         unsafe fn xor(self, b: Self) -> Self {
-            _mm256_xor_si256(self, b)
+            // SAFETY: an AVX2 instruction on registers only; the caller has AVX2 (the trait's
+            // contract).
+            unsafe { _mm256_xor_si256(self, b) }
         }
         #[inline(always)]
         unsafe fn rot16(self) -> Self {
-            let rotate = _mm256_setr_epi8(
-                2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7, 4, 5, 10,
-                11, 8, 9, 14, 15, 12, 13,
-            );
-            _mm256_shuffle_epi8(self, rotate)
+            // SAFETY: an AVX2 instruction on registers only; the caller has AVX2 (the trait's
+            // contract).
+            unsafe {
+                let rotate = _mm256_setr_epi8(
+                    2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7, 4, 5,
+                    10, 11, 8, 9, 14, 15, 12, 13,
+                );
+                _mm256_shuffle_epi8(self, rotate)
+            }
         }
         #[inline(always)]
         unsafe fn rot12(self) -> Self {
-            _mm256_or_si256(_mm256_srli_epi32::<12>(self), _mm256_slli_epi32::<20>(self))
+            // SAFETY: an AVX2 instruction on registers only; the caller has AVX2 (the trait's
+            // contract).
+            unsafe { _mm256_or_si256(_mm256_srli_epi32::<12>(self), _mm256_slli_epi32::<20>(self)) }
         }
         #[inline(always)]
         unsafe fn rot8(self) -> Self {
-            let rotate = _mm256_setr_epi8(
-                1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12, 1, 2, 3, 0, 5, 6, 7, 4, 9,
-                10, 11, 8, 13, 14, 15, 12,
-            );
-            _mm256_shuffle_epi8(self, rotate)
+            // SAFETY: an AVX2 instruction on registers only; the caller has AVX2 (the trait's
+            // contract).
+            unsafe {
+                let rotate = _mm256_setr_epi8(
+                    1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12, 1, 2, 3, 0, 5, 6, 7, 4,
+                    9, 10, 11, 8, 13, 14, 15, 12,
+                );
+                _mm256_shuffle_epi8(self, rotate)
+            }
         }
         #[inline(always)]
         unsafe fn rot7(self) -> Self {
-            _mm256_or_si256(_mm256_srli_epi32::<7>(self), _mm256_slli_epi32::<25>(self))
+            // SAFETY: an AVX2 instruction on registers only; the caller has AVX2 (the trait's
+            // contract).
+            unsafe { _mm256_or_si256(_mm256_srli_epi32::<7>(self), _mm256_slli_epi32::<25>(self)) }
         }
         #[inline(always)]
         unsafe fn select(self, with: Self, mask: &[u32; MAX_LANES]) -> Self {
-            _mm256_blendv_epi8(self, with, Self::load(mask))
+            // SAFETY: AVX2 instructions on registers, and a load of `mask` (see `load`); the caller
+            // has AVX2.
+            unsafe { _mm256_blendv_epi8(self, with, Self::load(mask)) }
         }
         #[inline(always)]
         unsafe fn message(rows: &[*const u8; MAX_LANES]) -> [Self; 16] {
-            let mut m = [Self::splat(0); 16];
-            for half in 0..2 {
-                let mut v = [Self::splat(0); 8];
-                for (row, v) in rows.iter().zip(v.iter_mut()) {
-                    *v = _mm256_loadu_si256(row.add(32 * half).cast());
+            // SAFETY: each row points at 64 readable bytes (this method's contract), which are all
+            // the unaligned loads read; the caller has AVX2.
+            unsafe {
+                let mut m = [Self::splat(0); 16];
+                for half in 0..2 {
+                    let mut v = [Self::splat(0); 8];
+                    for (row, v) in rows.iter().zip(v.iter_mut()) {
+                        *v = _mm256_loadu_si256(row.add(32 * half).cast());
+                    }
+                    // Word j of row i becomes word i of vector j: rows interleaved word by word
+                    // (within each 128-bit half), then two words at a time, then the halves.
+                    let ab_lo = _mm256_unpacklo_epi32(v[0], v[1]);
+                    let ab_hi = _mm256_unpackhi_epi32(v[0], v[1]);
+                    let cd_lo = _mm256_unpacklo_epi32(v[2], v[3]);
+                    let cd_hi = _mm256_unpackhi_epi32(v[2], v[3]);
+                    let ef_lo = _mm256_unpacklo_epi32(v[4], v[5]);
+                    let ef_hi = _mm256_unpackhi_epi32(v[4], v[5]);
+                    let gh_lo = _mm256_unpacklo_epi32(v[6], v[7]);
+                    let gh_hi = _mm256_unpackhi_epi32(v[6], v[7]);
+                    let abcd_0 = _mm256_unpacklo_epi64(ab_lo, cd_lo);
+                    let abcd_1 = _mm256_unpackhi_epi64(ab_lo, cd_lo);
+                    let abcd_2 = _mm256_unpacklo_epi64(ab_hi, cd_hi);
+                    let abcd_3 = _mm256_unpackhi_epi64(ab_hi, cd_hi);
+                    let efgh_0 = _mm256_unpacklo_epi64(ef_lo, gh_lo);
+                    let efgh_1 = _mm256_unpackhi_epi64(ef_lo, gh_lo);
+                    let efgh_2 = _mm256_unpacklo_epi64(ef_hi, gh_hi);
+                    let efgh_3 = _mm256_unpackhi_epi64(ef_hi, gh_hi);
+                    let m = &mut m[8 * half..8 * half + 8];
+                    m[0] = _mm256_permute2x128_si256(abcd_0, efgh_0, 0x20);
+                    m[1] = _mm256_permute2x128_si256(abcd_1, efgh_1, 0x20);
+                    m[2] = _mm256_permute2x128_si256(abcd_2, efgh_2, 0x20);
+                    m[3] = _mm256_permute2x128_si256(abcd_3, efgh_3, 0x20);
+                    m[4] = _mm256_permute2x128_si256(abcd_0, efgh_0, 0x31);
+                    m[5] = _mm256_permute2x128_si256(abcd_1, efgh_1, 0x31);
+                    m[6] = _mm256_permute2x128_si256(abcd_2, efgh_2, 0x31);
+                    m[7] = _mm256_permute2x128_si256(abcd_3, efgh_3, 0x31);
                 }
-                // Word j of row i becomes word i of vector j: rows interleaved word by word
-                // (within each 128-bit half), then two words at a time, then the halves.
-                let ab_lo = _mm256_unpacklo_epi32(v[0], v[1]);
-                let ab_hi = _mm256_unpackhi_epi32(v[0], v[1]);
-                let cd_lo = _mm256_unpacklo_epi32(v[2], v[3]);
-                let cd_hi = _mm256_unpackhi_epi32(v[2], v[3]);
-                let ef_lo = _mm256_unpacklo_epi32(v[4], v[5]);
-                let ef_hi = _mm256_unpackhi_epi32(v[4], v[5]);
-                let gh_lo = _mm256_unpacklo_epi32(v[6], v[7]);
-                let gh_hi = _mm256_unpackhi_epi32(v[6], v[7]);
-                let abcd_0 = _mm256_unpacklo_epi64(ab_lo, cd_lo);
-                let abcd_1 = _mm256_unpackhi_epi64(ab_lo, cd_lo);
-                let abcd_2 = _mm256_unpacklo_epi64(ab_hi, cd_hi);
-                let abcd_3 = _mm256_unpackhi_epi64(ab_hi, cd_hi);
-                let efgh_0 = _mm256_unpacklo_epi64(ef_lo, gh_lo);
-                let efgh_1 = _mm256_unpackhi_epi64(ef_lo, gh_lo);
-                let efgh_2 = _mm256_unpacklo_epi64(ef_hi, gh_hi);
-                let efgh_3 = _mm256_unpackhi_epi64(ef_hi, gh_hi);
-                let m = &mut m[8 * half..8 * half + 8];
-                m[0] = _mm256_permute2x128_si256(abcd_0, efgh_0, 0x20);
-                m[1] = _mm256_permute2x128_si256(abcd_1, efgh_1, 0x20);
-                m[2] = _mm256_permute2x128_si256(abcd_2, efgh_2, 0x20);
-                m[3] = _mm256_permute2x128_si256(abcd_3, efgh_3, 0x20);
-                m[4] = _mm256_permute2x128_si256(abcd_0, efgh_0, 0x31);
-                m[5] = _mm256_permute2x128_si256(abcd_1, efgh_1, 0x31);
-                m[6] = _mm256_permute2x128_si256(abcd_2, efgh_2, 0x31);
-                m[7] = _mm256_permute2x128_si256(abcd_3, efgh_3, 0x31);
+                m
             }
-            m
         }
     }
 
@@ -293,83 +341,109 @@ mod x86 {
         const LANES: usize = 16;
         #[inline(always)]
         unsafe fn splat(w: u32) -> Self {
-            _mm512_set1_epi32(w as i32)
+            // SAFETY: an AVX-512F instruction on registers only; the caller has AVX-512F (the
+            // trait's contract).
+            unsafe { _mm512_set1_epi32(w as i32) }
         }
         #[inline(always)]
         unsafe fn load(w: &[u32; MAX_LANES]) -> Self {
-            _mm512_loadu_si512(w.as_ptr().cast())
+            // SAFETY: `w` is 64 readable bytes, as many as are read, and the load is an unaligned
+            // one; the caller has AVX-512F.
+            unsafe { _mm512_loadu_si512(w.as_ptr().cast()) }
         }
         #[inline(always)]
         unsafe fn store(self, w: &mut [u32; MAX_LANES]) {
-            _mm512_storeu_si512(w.as_mut_ptr().cast(), self)
+            // SAFETY: `w` is 64 writable bytes, as many as are written, and the store is an
+            // unaligned one; the caller has AVX-512F.
+            unsafe { _mm512_storeu_si512(w.as_mut_ptr().cast(), self) }
         }
         #[inline(always)]
         unsafe fn add(self, b: Self) -> Self {
-            _mm512_add_epi32(self, b)
+            // SAFETY: an AVX-512F instruction on registers only; the caller has AVX-512F (the
+            // trait's contract).
+            unsafe { _mm512_add_epi32(self, b) }
         }
         #[inline(always)]
         unsafe fn xor(self, b: Self) -> Self {
-            _mm512_xor_si512(self, b)
+            // SAFETY: an AVX-512F instruction on registers only; the caller has AVX-512F (the
+            // trait's contract).
+            unsafe { _mm512_xor_si512(self, b) }
         }
         #[inline(always)]
         unsafe fn rot16(self) -> Self {
-            _mm512_ror_epi32::<16>(self)
+            // SAFETY: an AVX-512F instruction on registers only; the caller has AVX-512F (the
+            // trait's contract).
+            unsafe { _mm512_ror_epi32::<16>(self) }
         }
         #[inline(always)]
         unsafe fn rot12(self) -> Self {
-            _mm512_ror_epi32::<12>(self)
+            // SAFETY: an AVX-512F instruction on registers only; the caller has AVX-512F (the
+            // trait's contract).
+            unsafe { _mm512_ror_epi32::<12>(self) }
         }
         #[inline(always)]
         unsafe fn rot8(self) -> Self {
-            _mm512_ror_epi32::<8>(self)
+            // SAFETY: an AVX-512F instruction on registers only; the caller has AVX-512F (the
+            // trait's contract).
+            unsafe { _mm512_ror_epi32::<8>(self) }
         }
         #[inline(always)]
         unsafe fn rot7(self) -> Self {
-            _mm512_ror_epi32::<7>(self)
+            // SAFETY: an AVX-512F instruction on registers only; the caller has AVX-512F (the
+            // trait's contract).
+            unsafe { _mm512_ror_epi32::<7>(self) }
         }
         #[inline(always)]
         unsafe fn select(self, with: Self, mask: &[u32; MAX_LANES]) -> Self {
-            let bits = mask
-                .iter()
-                .enumerate()
-                .fold(0u16, |b, (l, m)| b | u16::from(*m != 0) << l);
-            _mm512_mask_blend_epi32(bits, self, with)
+            // SAFETY: AVX-512F instructions on registers, and a load of `mask` (see `load`); the
+            // caller has AVX-512F.
+            unsafe {
+                let bits = mask
+                    .iter()
+                    .enumerate()
+                    .fold(0u16, |b, (l, m)| b | u16::from(*m != 0) << l);
+                _mm512_mask_blend_epi32(bits, self, with)
+            }
         }
         #[inline(always)]
         unsafe fn message(rows: &[*const u8; MAX_LANES]) -> [Self; 16] {
-            // A 16 × 16 transpose: word j of row i becomes word i of vector j. Rows are
-            // interleaved word by word, then two words at a time (within each 128-bit
-            // quarter), which leaves quarter k of vector 4r + i holding word 4k + i of rows
-            // 4r..4r + 4; the quarters are then transposed as a 4 × 4 matrix.
-            let r = rows.map(|row| _mm512_loadu_si512(row.cast()));
-            let mut t = [Self::splat(0); 16];
-            for p in 0..8 {
-                t[2 * p] = _mm512_unpacklo_epi32(r[2 * p], r[2 * p + 1]);
-                t[2 * p + 1] = _mm512_unpackhi_epi32(r[2 * p], r[2 * p + 1]);
+            // SAFETY: each row points at 64 readable bytes (this method's contract), which are all
+            // the unaligned loads read; the caller has AVX-512F.
+            unsafe {
+                // A 16 × 16 transpose: word j of row i becomes word i of vector j. Rows are
+                // interleaved word by word, then two words at a time (within each 128-bit
+                // quarter), which leaves quarter k of vector 4r + i holding word 4k + i of rows
+                // 4r..4r + 4; the quarters are then transposed as a 4 × 4 matrix.
+                let r = rows.map(|row| _mm512_loadu_si512(row.cast()));
+                let mut t = [Self::splat(0); 16];
+                for p in 0..8 {
+                    t[2 * p] = _mm512_unpacklo_epi32(r[2 * p], r[2 * p + 1]);
+                    t[2 * p + 1] = _mm512_unpackhi_epi32(r[2 * p], r[2 * p + 1]);
+                }
+                let mut u = [Self::splat(0); 16];
+                for q in 0..4 {
+                    let t = &t[4 * q..4 * q + 4];
+                    u[4 * q] = _mm512_unpacklo_epi64(t[0], t[2]);
+                    u[4 * q + 1] = _mm512_unpackhi_epi64(t[0], t[2]);
+                    u[4 * q + 2] = _mm512_unpacklo_epi64(t[1], t[3]);
+                    u[4 * q + 3] = _mm512_unpackhi_epi64(t[1], t[3]);
+                }
+                let mut m = [Self::splat(0); 16];
+                for i in 0..4 {
+                    let (a, b, c, d) = (u[i], u[4 + i], u[8 + i], u[12 + i]);
+                    // Quarters 0 and 1 of a then of b, quarters 2 and 3 likewise.
+                    let ab_lo = _mm512_shuffle_i32x4::<0x44>(a, b);
+                    let ab_hi = _mm512_shuffle_i32x4::<0xEE>(a, b);
+                    let cd_lo = _mm512_shuffle_i32x4::<0x44>(c, d);
+                    let cd_hi = _mm512_shuffle_i32x4::<0xEE>(c, d);
+                    // Quarters 0 and 2 of each pair, then 1 and 3: one quarter of each row.
+                    m[i] = _mm512_shuffle_i32x4::<0x88>(ab_lo, cd_lo);
+                    m[4 + i] = _mm512_shuffle_i32x4::<0xDD>(ab_lo, cd_lo);
+                    m[8 + i] = _mm512_shuffle_i32x4::<0x88>(ab_hi, cd_hi);
+                    m[12 + i] = _mm512_shuffle_i32x4::<0xDD>(ab_hi, cd_hi);
+                }
+                m
             }
-            let mut u = [Self::splat(0); 16];
-            for q in 0..4 {
-                let t = &t[4 * q..4 * q + 4];
-                u[4 * q] = _mm512_unpacklo_epi64(t[0], t[2]);
-                u[4 * q + 1] = _mm512_unpackhi_epi64(t[0], t[2]);
-                u[4 * q + 2] = _mm512_unpacklo_epi64(t[1], t[3]);
-                u[4 * q + 3] = _mm512_unpackhi_epi64(t[1], t[3]);
-            }
-            let mut m = [Self::splat(0); 16];
-            for i in 0..4 {
-                let (a, b, c, d) = (u[i], u[4 + i], u[8 + i], u[12 + i]);
-                // Quarters 0 and 1 of a then of b, quarters 2 and 3 likewise.
-                let ab_lo = _mm512_shuffle_i32x4::<0x44>(a, b);
-                let ab_hi = _mm512_shuffle_i32x4::<0xEE>(a, b);
-                let cd_lo = _mm512_shuffle_i32x4::<0x44>(c, d);
-                let cd_hi = _mm512_shuffle_i32x4::<0xEE>(c, d);
-                // Quarters 0 and 2 of each pair, then 1 and 3: one quarter of each row.
-                m[i] = _mm512_shuffle_i32x4::<0x88>(ab_lo, cd_lo);
-                m[4 + i] = _mm512_shuffle_i32x4::<0xDD>(ab_lo, cd_lo);
-                m[8 + i] = _mm512_shuffle_i32x4::<0x88>(ab_hi, cd_hi);
-                m[12 + i] = _mm512_shuffle_i32x4::<0xDD>(ab_hi, cd_hi);
-            }
-            m
         }
     }
 
@@ -380,7 +454,9 @@ mod x86 {
     /// The processor must have AVX2.
     #[target_feature(enable = "avx2")]
     pub unsafe fn hash_chunks_avx2(blocks: &[u8], spans: &[(usize, usize)], out: &mut [Hash]) {
-        hash_chunks::<__m256i>(blocks, spans, out)
+        // SAFETY: the processor has AVX2 (this function's contract), which this function
+        // enables, so the vector's methods are compiled and run with it.
+        unsafe { hash_chunks::<__m256i>(blocks, spans, out) }
     }
 
     /// [`hash_chunks_avx2`], sixteen at a time.
@@ -389,7 +465,9 @@ mod x86 {
     /// The processor must have AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn hash_chunks_avx512(blocks: &[u8], spans: &[(usize, usize)], out: &mut [Hash]) {
-        hash_chunks::<__m512i>(blocks, spans, out)
+        // SAFETY: the processor has AVX-512F (this function's contract), which this function
+        // enables, so the vector's methods are compiled and run with it.
+        unsafe { hash_chunks::<__m512i>(blocks, spans, out) }
     }
 
     /// What a lane is hashing: which input, where its next block is in `blocks`, and how
@@ -401,6 +479,11 @@ mod x86 {
         left: usize,
     }
 
+    /// The loop of [`hash_chunks_avx2`] and [`hash_chunks_avx512`], over any vector.
+    ///
+    /// # Safety
+    /// The processor must have `V`'s instruction set, and the caller enable it (so that the
+    /// vector's methods, inlined here, are compiled with it).
     #[inline(always)]
     unsafe fn hash_chunks<V: Vector>(blocks: &[u8], spans: &[(usize, usize)], out: &mut [Hash]) {
         assert_eq!(spans.len(), out.len());
@@ -436,7 +519,9 @@ mod x86 {
                 (lens[l], flags[l]) = block(lane);
             }
         }
-        let mut cv = IV.map(|w| V::splat(w));
+        // SAFETY (every block below): the processor has `V`'s instruction set, which the caller
+        // enabled (this function's contract).
+        let mut cv = IV.map(|w| unsafe { V::splat(w) });
         loop {
             let mut busy = false;
             for (row, lane) in rows.iter_mut().zip(&lanes).take(V::LANES) {
@@ -452,8 +537,10 @@ mod x86 {
                 return;
             }
             // Each row points at 64 bytes of `blocks` (the slice above) or at `idle`.
-            let m = V::message(&rows);
-            compress(&mut cv, &m, V::load(&lens), V::load(&flags));
+            // SAFETY: as above, and each row points at 64 readable bytes, as `message` needs.
+            let m = unsafe { V::message(&rows) };
+            // SAFETY: as above.
+            unsafe { compress(&mut cv, &m, V::load(&lens), V::load(&flags)) };
             let mut restart = [0u32; MAX_LANES];
             let mut words = None;
             for l in 0..V::LANES {
@@ -470,7 +557,8 @@ mod x86 {
                 let words = words.get_or_insert_with(|| {
                     let mut words = [[0u32; MAX_LANES]; 8];
                     for (w, v) in words.iter_mut().zip(&cv) {
-                        v.store(w);
+                        // SAFETY: as above.
+                        unsafe { v.store(w) };
                     }
                     words
                 });
@@ -485,7 +573,8 @@ mod x86 {
             }
             if words.is_some() {
                 for (v, iv) in cv.iter_mut().zip(IV) {
-                    *v = v.select(V::splat(iv), &restart);
+                    // SAFETY: as above.
+                    *v = unsafe { v.select(V::splat(iv), &restart) };
                 }
             }
         }
@@ -508,49 +597,63 @@ mod x86 {
 
     /// One round: G on the four columns, then on the four diagonals, with round `R`'s message
     /// words.
+    ///
+    /// # Safety
+    /// As [`hash_chunks`]: the processor has `V`'s instruction set, and the caller enables it.
     #[inline(always)]
     unsafe fn round<V: Vector, const R: usize>(v: &mut [V; 16], m: &[V; 16]) {
         let s = &SCHEDULE[R];
-        g4!(v, [0 4 8 12, 1 5 9 13, 2 6 10 14, 3 7 11 15],
-            [m[s[0]], m[s[2]], m[s[4]], m[s[6]]], [m[s[1]], m[s[3]], m[s[5]], m[s[7]]]);
-        g4!(v, [0 5 10 15, 1 6 11 12, 2 7 8 13, 3 4 9 14],
-            [m[s[8]], m[s[10]], m[s[12]], m[s[14]]], [m[s[9]], m[s[11]], m[s[13]], m[s[15]]]);
+        // SAFETY: vector arithmetic on registers only, with the instruction set the caller
+        // has (this function's contract).
+        unsafe {
+            g4!(v, [0 4 8 12, 1 5 9 13, 2 6 10 14, 3 7 11 15],
+                [m[s[0]], m[s[2]], m[s[4]], m[s[6]]], [m[s[1]], m[s[3]], m[s[5]], m[s[7]]]);
+            g4!(v, [0 5 10 15, 1 6 11 12, 2 7 8 13, 3 4 9 14],
+                [m[s[8]], m[s[10]], m[s[12]], m[s[14]]], [m[s[9]], m[s[11]], m[s[13]], m[s[15]]]);
+        }
     }
 
     /// One compression of a block in every lane: `cv` (the chaining value, word `i` of every
     /// lane in vector `i`) becomes the next. The block counter is 0: every input is the first
     /// chunk.
+    ///
+    /// # Safety
+    /// As [`hash_chunks`]: the processor has `V`'s instruction set, and the caller enables it.
     #[inline(always)]
     unsafe fn compress<V: Vector>(cv: &mut [V; 8], m: &[V; 16], lens: V, flags: V) {
-        let zero = V::splat(0);
-        let iv = |i: usize| V::splat(IV[i]);
-        let mut v = [
-            cv[0],
-            cv[1],
-            cv[2],
-            cv[3],
-            cv[4],
-            cv[5],
-            cv[6],
-            cv[7],
-            iv(0),
-            iv(1),
-            iv(2),
-            iv(3),
-            zero,
-            zero,
-            lens,
-            flags,
-        ];
-        round::<V, 0>(&mut v, m);
-        round::<V, 1>(&mut v, m);
-        round::<V, 2>(&mut v, m);
-        round::<V, 3>(&mut v, m);
-        round::<V, 4>(&mut v, m);
-        round::<V, 5>(&mut v, m);
-        round::<V, 6>(&mut v, m);
-        for i in 0..8 {
-            cv[i] = v[i].xor(v[i + 8]);
+        // SAFETY: vector arithmetic on registers only, with the instruction set the caller
+        // has (this function's contract).
+        unsafe {
+            let zero = V::splat(0);
+            let iv = |i: usize| V::splat(IV[i]);
+            let mut v = [
+                cv[0],
+                cv[1],
+                cv[2],
+                cv[3],
+                cv[4],
+                cv[5],
+                cv[6],
+                cv[7],
+                iv(0),
+                iv(1),
+                iv(2),
+                iv(3),
+                zero,
+                zero,
+                lens,
+                flags,
+            ];
+            round::<V, 0>(&mut v, m);
+            round::<V, 1>(&mut v, m);
+            round::<V, 2>(&mut v, m);
+            round::<V, 3>(&mut v, m);
+            round::<V, 4>(&mut v, m);
+            round::<V, 5>(&mut v, m);
+            round::<V, 6>(&mut v, m);
+            for i in 0..8 {
+                cv[i] = v[i].xor(v[i + 8]);
+            }
         }
     }
 }
@@ -571,8 +674,30 @@ mod tests {
             .collect()
     }
 
+    /// Every width this processor has, portable first. A width it lacks cannot be tested on
+    /// it: that is said on stderr (`cargo test -- --nocapture` shows it), not passed over in
+    /// silence.
+    fn widths() -> Vec<Width> {
+        let mut all = vec![Width::portable()];
+        for (name, width) in [
+            ("AVX2 (eight lanes)", Width::avx2()),
+            ("AVX-512F (sixteen lanes)", Width::avx512()),
+        ] {
+            match width {
+                Some(w) => all.push(w),
+                None => eprintln!("lanes: SKIPPED {name}: this processor does not have it"),
+            }
+        }
+        eprintln!(
+            "lanes: testing {:?}",
+            all.iter().map(|w| w.lanes()).collect::<Vec<_>>()
+        );
+        all
+    }
+
     /// Every length up to past a chunk, in batches of sizes that leave lanes idle, full, and
-    /// refilled many times, with lengths mixed so that lanes finish at different blocks.
+    /// refilled many times, with lengths mixed so that lanes finish at different blocks; at
+    /// every width the processor has, and always at the portable one.
     #[test]
     fn every_hash_is_blake3s() {
         let mut inputs: Vec<Vec<u8>> = (0..=1100).map(|len| bytes(len as u64, len)).collect();
@@ -581,7 +706,13 @@ mod tests {
         inputs.extend((0..20).map(|i| bytes(i + 9000, 64)));
         inputs.push(bytes(1, 5000));
         let want: Vec<Hash> = inputs.iter().map(|i| *blake3::hash(i).as_bytes()).collect();
-        for width in Width::supported() {
+        let widths = widths();
+        assert_eq!(
+            widths[0].lanes(),
+            Lanes::One,
+            "the portable width always runs"
+        );
+        for width in widths {
             for size in [1, 3, 7, 8, 9, 15, 16, 17, 33, 100, inputs.len()] {
                 let mut batch = Batch::default();
                 let mut got = Vec::new();
@@ -604,6 +735,13 @@ mod tests {
                 assert_eq!(got.len(), want.len());
             }
         }
+    }
+
+    /// The dispatch takes the widest width there is.
+    #[test]
+    fn the_widest_width_is_detected() {
+        let widest = *widths().last().expect("the portable width at least");
+        assert_eq!(Width::detect(), widest);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! refused with a 400 on every retry). So a page that holds whitespace outside its strings has
 //! it dropped once, in place, before its entries are read ([`super::page_text`]), and every span
 //! the events point into is already compact. Strings, escapes included, are left as they are;
-//! content hashes are of the canonical encoding (see `dedupe`), which never saw the whitespace,
+//! content hashes are of the canonical encoding (see [`super::canon`]), which never saw the whitespace,
 //! so ids are the same either way.
 
 /// Whether a page looks formatted: it holds a newline, carriage return or tab (JSON allows none
@@ -37,7 +37,7 @@ pub fn compact(b: &mut Vec<u8>) {
                 r += 1;
                 loop {
                     // The next quote, backslash or (not JSON, copied as it is) control byte.
-                    match crate::scan::find_string_stop(b, r) {
+                    match super::scan::find_string_stop(b, r) {
                         None => r = n,
                         Some(i) if b[i] == b'"' => r = i + 1,
                         Some(i) if b[i] == b'\\' => {
@@ -274,8 +274,8 @@ mod tests {
     /// as it is, as before pages were made compact, so keys already stored still match.
     #[test]
     fn pretty_pages_give_the_events_and_ids_of_compact_ones() {
-        use crate::dedupe;
         use crate::event::{Event, PageText};
+        use crate::keys;
         use crate::sources::{
             domino_audit, domino_datasource, domo, page_text, wasabi_air, SourceError,
         };
@@ -316,16 +316,16 @@ mod tests {
         // Each event's id as the poller makes it (the vendor's, or content hash and occurrence),
         // and the event as written.
         let ids = |events: Vec<Event>| {
-            let mut occurrences = dedupe::Occurrences::default();
+            let mut occurrences = keys::Occurrences::default();
             events
                 .iter()
                 .map(|e| {
                     let id = if e.id().is_empty() {
                         let h = e
                             .content_hash()
-                            .unwrap_or_else(|| dedupe::content_hash(e.raw()).unwrap());
-                        let key = dedupe::occurrence_key(&h, occurrences.next(h));
-                        String::from_utf8(dedupe::hex_bytes(&key).to_vec()).unwrap()
+                            .unwrap_or_else(|| keys::content_hash(e.raw()).unwrap());
+                        let key = keys::occurrence_key(&h, occurrences.next(h));
+                        String::from_utf8(keys::hex_bytes(&key).to_vec()).unwrap()
                     } else {
                         e.id().to_string()
                     };
