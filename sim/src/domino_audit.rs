@@ -487,6 +487,11 @@ fn error(status: StatusCode, msg: &str) -> Response {
     server::json(status, serde_json::json!({ "errors": [msg] }).to_string())
 }
 
+/// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
+pub(crate) fn source_keys(cfg: &SimConfig) -> String {
+    format!("api_key = {:?}\n", cfg.api_key)
+}
+
 /// `GET /api/audittrail/v1/auditevents`.
 pub(crate) async fn list(
     State(sim): State<Arc<Sim>>,

@@ -381,6 +381,14 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
+pub(crate) fn source_keys(cfg: &SimConfig) -> String {
+    format!(
+        "client_id = {:?}\nclient_secret = {:?}\n",
+        cfg.domo_client_id, cfg.domo_client_secret
+    )
+}
+
 /// `GET|POST /oauth/token`.
 pub(crate) async fn token(
     State(sim): State<Arc<Sim>>,

@@ -77,6 +77,17 @@ impl Vendor {
         }
     }
 
+    /// The keys of an auditship `[[sources]]` entry (TOML lines) that authenticate to this
+    /// emulator as `cfg` set it up: what a test or the demo adds to `name`, `kind` and `url`.
+    pub fn source_keys(&self, cfg: &SimConfig) -> String {
+        match self {
+            Vendor::DominoAudit => domino_audit::source_keys(cfg),
+            Vendor::DominoDatasource => domino_datasource::source_keys(cfg),
+            Vendor::Domo => domo::source_keys(cfg),
+            Vendor::WasabiAir => wasabi::source_keys(cfg),
+        }
+    }
+
     /// The vendor with this name (see [`Vendor::as_str`]), if any.
     pub fn parse(s: &str) -> Option<Vendor> {
         Vendor::ALL.into_iter().find(|v| v.as_str() == s.trim())

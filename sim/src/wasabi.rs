@@ -226,6 +226,11 @@ fn authorized(sim: &Sim, headers: &HeaderMap) -> bool {
     auth_token(headers, "bearer") == Some(sim.cfg.api_key.as_str())
 }
 
+/// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
+pub(crate) fn source_keys(cfg: &SimConfig) -> String {
+    format!("api_key = {:?}\n", cfg.api_key)
+}
+
 /// `GET /api/data/audit`.
 pub(crate) async fn list(
     State(sim): State<Arc<Sim>>,

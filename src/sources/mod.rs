@@ -1,6 +1,10 @@
 //! Sources: one file a vendor, each knowing only how to ask for a page of a window and how to
 //! read what comes back. The generic poller (`pipeline.rs`) owns intervals, windows, paging,
 //! retries, dedupe and commits.
+//!
+//! A vendor is a plugin (`vendor.rs`): its file declares its kind, its own `[[sources]]` keys
+//! and their validation, and builds its source; [`VENDORS`] lists them. Adding a vendor is its
+//! file here, its emulator in `sim/`, a line in each registry, and its docs.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -10,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Secret, SourceConfig, SourceKind};
+use crate::config::{Secret, SourceConfig};
 use crate::event::{Event, PageText};
 use crate::retry::{self, Retryable, Verdict};
 use crate::timefmt::Nanos;
@@ -21,7 +25,18 @@ pub mod domino_datasource;
 pub mod domo;
 pub mod json;
 mod plain;
+mod vendor;
 pub mod wasabi_air;
+
+pub use vendor::{options_of, settings_of, Vendor, VendorSettings};
+
+/// Every kind of source: the one place where vendors are registered.
+pub static VENDORS: &[&dyn Vendor] = &[
+    &domino_audit::DominoAuditKind,
+    &domino_datasource::DominoDatasourceKind,
+    &domo::DomoKind,
+    &wasabi_air::WasabiAirKind,
+];
 
 /// A boxed future, so that [`Source`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -34,8 +49,9 @@ pub enum Paging {
     Offset,
     /// Numbered pages with a total.
     Numbered,
-    /// One response holds the whole window.
-    Whole,
+    /// One response holds the whole window; one with more than `max_events` events is fetched
+    /// again in halves.
+    Whole { max_events: usize },
 }
 
 /// How a source's events are told apart.
@@ -146,16 +162,9 @@ pub trait Source: Send + Sync {
     }
 }
 
-/// Builds the source of a config entry: the one place where kinds are registered.
+/// Builds the source of a config entry, by its vendor's plugin.
 pub fn build(cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
-    match cfg.kind {
-        SourceKind::DominoAudit => Box::new(domino_audit::DominoAudit::new(cfg, http)),
-        SourceKind::DominoDatasource => {
-            Box::new(domino_datasource::DominoDatasource::new(cfg, http))
-        }
-        SourceKind::Domo => Box::new(domo::Domo::new(cfg, http)),
-        SourceKind::WasabiAir => Box::new(wasabi_air::WasabiAir::new(cfg, http)),
-    }
+    cfg.kind.vendor().build(cfg, http)
 }
 
 /// Largest response body read from a vendor, whatever the page size (a runaway guard).
