@@ -10,7 +10,8 @@
 //!   wrong types reported, the rest still read), syntax errors with the line and a caret;
 //! - `secrets`: `${NAME}` expansion and the `X` / `X_file` secret options;
 //! - `agent`: `[agent]`; `sources`: the keys every `[[sources]]` entry takes, the rest going to
-//!   its vendor's plugin (`sources::VENDORS`); `sinks`: `[[sinks]]`.
+//!   its vendor's plugin (`sources::VENDORS`); `sinks`: `[[sinks]]`; `tls`: the TLS options a
+//!   source and an HTTP sink share.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -67,12 +68,14 @@ mod file;
 mod secrets;
 mod sinks;
 mod sources;
+mod tls;
 
 pub use agent::{AgentConfig, RawAgent, RetryConfig};
 pub(crate) use file::fields;
 pub use secrets::SecretValue;
 pub use sinks::{HttpEncoding, HttpSinkConfig, RawSink, SinkConfig, SinkKind};
 pub use sources::{FilterValue, RawSource, ScalarValue, SourceCheck, SourceConfig, SourceKind};
+pub use tls::TlsConfig;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]

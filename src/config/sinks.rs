@@ -454,68 +454,17 @@ fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig
     }
 
     let https = url.as_ref().is_none_or(|u| u.scheme() == "https");
-    let mut tls_file = |opt: &str, v: &Option<String>| -> Option<(PathBuf, Vec<u8>)> {
-        let f = v.as_deref()?;
-        if !https {
-            c.fail(&format!("{key}.{opt}"), "only used with an https:// url");
-            return None;
-        }
-        let p = c.base.join(f);
-        match std::fs::read(&p) {
-            Ok(b) => Some((p, b)),
-            Err(e) => {
-                c.fail(
-                    &format!("{key}.{opt}"),
-                    format_args!("cannot read {}: {e}", p.display()),
-                );
-                None
-            }
-        }
-    };
-    let ca = tls_file("ca_file", &s.ca_file);
-    let cert = tls_file("client_cert", &s.client_cert);
-    let client_key = tls_file("client_key", &s.client_key);
-    if let Some((p, pem)) = &ca {
-        if !reqwest::Certificate::from_pem_bundle(pem).is_ok_and(|v| !v.is_empty()) {
-            c.fail(
-                &format!("{key}.ca_file"),
-                format_args!("{} holds no PEM certificate", p.display()),
-            );
-        }
-    }
-    match (
-        &cert,
-        &client_key,
-        s.client_cert.is_some(),
-        s.client_key.is_some(),
-    ) {
-        (Some((_, cert_pem)), Some((_, key_pem)), ..) => {
-            let mut pem = cert_pem.clone();
-            pem.push(b'\n');
-            pem.extend_from_slice(key_pem);
-            if reqwest::Identity::from_pem(&pem).is_err() {
-                c.fail(
-                    &format!("{key}.client_cert"),
-                    "client_cert and client_key must be a PEM certificate and its PEM private key",
-                );
-            }
-        }
-        (_, _, true, false) => c.fail(
-            &format!("{key}.client_key"),
-            "missing: client_cert needs client_key",
-        ),
-        (_, _, false, true) => c.fail(
-            &format!("{key}.client_cert"),
-            "missing: client_key needs client_cert",
-        ),
-        _ => {}
-    }
-    if s.insecure_skip_verify == Some(true) && !https {
-        c.fail(
-            &format!("{key}.insecure_skip_verify"),
-            "only used with an https:// url",
-        );
-    }
+    let tls = super::tls::validate(
+        c,
+        key,
+        https,
+        &super::tls::RawTls {
+            ca_file: s.ca_file.clone(),
+            client_cert: s.client_cert.clone(),
+            client_key: s.client_key.clone(),
+            insecure_skip_verify: s.insecure_skip_verify,
+        },
+    );
     Some(HttpSinkConfig {
         url: url?,
         encoding: encoding?,
@@ -524,9 +473,9 @@ fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig
         gzip: s.gzip.unwrap_or(false),
         headers,
         timeout,
-        ca_file: ca.map(|(p, _)| p),
-        client_cert: cert.map(|(p, _)| p),
-        client_key: client_key.map(|(p, _)| p),
-        insecure_skip_verify: s.insecure_skip_verify.unwrap_or(false),
+        ca_file: tls.ca_file,
+        client_cert: tls.client_cert,
+        client_key: tls.client_key,
+        insecure_skip_verify: tls.insecure_skip_verify,
     })
 }

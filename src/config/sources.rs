@@ -13,6 +13,7 @@ use url::Url;
 use super::agent::SourceDefaults;
 use super::file::{fields, read_section, unknown_key};
 use super::secrets::SecretValue;
+use super::tls::{self, RawTls, TlsConfig};
 use super::Check;
 use crate::sources::{Vendor, VendorSettings, VENDORS};
 use crate::timefmt::{self, Nanos};
@@ -36,6 +37,14 @@ pub struct RawSource {
     pub page_size: Option<i64>,
     /// Vendor query parameters, passed through.
     pub filters: Option<BTreeMap<String, FilterValue>>,
+    /// PEM CA certificates trusted besides the system's roots (a vendor behind a private CA).
+    pub ca_file: Option<String>,
+    /// PEM client certificate for mutual TLS; needs `client_key`.
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<String>,
+    /// Do not verify the vendor's TLS certificate (warned about loudly at start).
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// A filter's value: one or several (sent as a repeated parameter).
@@ -121,6 +130,8 @@ pub struct SourceConfig {
     pub page_size: u32,
     /// Vendor query parameters, passed through in order (repeated for lists).
     pub filters: Vec<(String, String)>,
+    /// How the vendor's TLS certificate is checked, and the client certificate.
+    pub tls: TlsConfig,
     /// What the vendor's own keys say (credentials and the like), as its plugin validated them.
     pub settings: VendorSettings,
 }
@@ -269,6 +280,17 @@ pub(super) fn validate(
             }
             u => c.url(&format!("{key}.url"), u),
         };
+        let tls = tls::validate(
+            c,
+            &key,
+            url.as_ref().is_none_or(|u| u.scheme() == "https"),
+            &RawTls {
+                ca_file: s.ca_file.clone(),
+                client_cert: s.client_cert.clone(),
+                client_key: s.client_key.clone(),
+                insecure_skip_verify: s.insecure_skip_verify,
+            },
+        );
         let start = c.time(&format!("{key}.start"), &s.start);
         if let Some(t) = start.filter(|t| *t > timefmt::now()) {
             // A mistyped year must not stop ingestion without a word: the source would fetch
@@ -337,6 +359,7 @@ pub(super) fn validate(
                 window,
                 page_size,
                 filters,
+                tls,
                 settings,
             });
         }

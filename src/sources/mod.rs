@@ -163,7 +163,9 @@ pub trait Source: Send + Sync {
 }
 
 /// Builds the source of a config entry, by its vendor's plugin.
+/// `http` is the agent's client; a source with TLS options gets its own (see [`Http::for_source`]).
 pub fn build(cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
+    let http = http.for_source(cfg);
     cfg.kind.vendor().build(cfg, http)
 }
 
@@ -174,17 +176,57 @@ const MAX_BODY: usize = 256 << 20;
 #[derive(Clone)]
 pub struct Http {
     client: reqwest::Client,
+    /// Timeout of one request, kept to build a source's own client with the same.
+    timeout: Duration,
+    /// Why this source's own client could not be built (a TLS file gone since the config was
+    /// checked): every request fails with it, permanently, so the source stops saying why.
+    broken: Option<Arc<str>>,
 }
 
 impl Http {
     pub fn new(timeout: Duration) -> Result<Http, reqwest::Error> {
         Ok(Http {
-            client: reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(timeout.min(Duration::from_secs(10)))
-                .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
-                .build()?,
+            client: Http::builder(timeout).build()?,
+            timeout,
+            broken: None,
         })
+    }
+
+    fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
+    }
+
+    /// The client of source `cfg`: this one, or one of its own with its TLS options (`ca_file`,
+    /// `client_cert` + `client_key`, `insecure_skip_verify`, as the HTTP sink takes them).
+    pub fn for_source(&self, cfg: &SourceConfig) -> Http {
+        if cfg.tls.is_default() {
+            return self.clone();
+        }
+        if cfg.tls.insecure_skip_verify {
+            tracing::warn!(source = %cfg.name,
+                "insecure_skip_verify = true: the vendor's TLS certificate is NOT verified; anyone on \
+                 the network path can impersonate it, read the events and take the credentials. Use \
+                 ca_file instead");
+        }
+        let built = cfg.tls.apply(Http::builder(self.timeout)).and_then(|b| {
+            b.build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        });
+        match built {
+            Ok(client) => Http {
+                client,
+                timeout: self.timeout,
+                broken: None,
+            },
+            Err(e) => Http {
+                client: self.client.clone(),
+                timeout: self.timeout,
+                broken: Some(e.into()),
+            },
+        }
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -225,6 +267,9 @@ impl Http {
         req: reqwest::RequestBuilder,
         max_bytes: Option<(usize, usize)>,
     ) -> Result<Vec<u8>, SourceError> {
+        if let Some(why) = &self.broken {
+            return Err(SourceError::Permanent(why.to_string()));
+        }
         let mut resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
