@@ -487,6 +487,25 @@ fn error(status: StatusCode, msg: &str) -> Response {
     server::json(status, serde_json::json!({ "errors": [msg] }).to_string())
 }
 
+/// This emulator's entry in the registry ([`crate::EMULATORS`]).
+pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
+    vendor: Vendor::DominoAudit,
+    name: "domino_audit",
+    salt: 0x0d0a_1111,
+    routes,
+    source_keys,
+    events,
+};
+
+fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
+    use axum::routing::get;
+    r.route("/api/audittrail/v1/auditevents", get(list))
+}
+
+fn events(sim: &Sim) -> &dyn crate::store::Events {
+    &sim.domino_audit.store
+}
+
 /// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
 pub(crate) fn source_keys(cfg: &SimConfig) -> String {
     format!("api_key = {:?}\n", cfg.api_key)

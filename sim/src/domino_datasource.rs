@@ -188,6 +188,26 @@ fn error(status: StatusCode, msg: &str) -> Response {
     server::json(status, serde_json::json!({ "errors": [msg] }).to_string())
 }
 
+/// This emulator's entry in the registry ([`crate::EMULATORS`]).
+pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
+    vendor: Vendor::DominoDatasource,
+    name: "domino_datasource",
+    salt: 0x0d05_2222,
+    routes,
+    source_keys,
+    events,
+};
+
+fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
+    use axum::routing::get;
+    r.route("/api/datasource/v1/audit", get(list))
+        .route("/api/datasource/v1/audit/", get(list))
+}
+
+fn events(sim: &Sim) -> &dyn crate::store::Events {
+    &sim.domino_datasource.store
+}
+
 /// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
 pub(crate) fn source_keys(cfg: &SimConfig) -> String {
     format!("api_key = {:?}\n", cfg.api_key)

@@ -381,6 +381,26 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// This emulator's entry in the registry ([`crate::EMULATORS`]).
+pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
+    vendor: Vendor::Domo,
+    name: "domo",
+    salt: 0x0d00_3333,
+    routes,
+    source_keys,
+    events,
+};
+
+fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
+    use axum::routing::get;
+    r.route("/oauth/token", get(token).post(token))
+        .route("/v1/audit", get(list))
+}
+
+fn events(sim: &Sim) -> &dyn crate::store::Events {
+    &sim.domo.store
+}
+
 /// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
 pub(crate) fn source_keys(cfg: &SimConfig) -> String {
     format!(

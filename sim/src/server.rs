@@ -16,7 +16,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 
-use crate::store::Store;
 use crate::{domino_audit, domino_datasource, domo, gen, wasabi};
 use crate::{Fault, SimConfig, SimStats, Vendor};
 
@@ -33,7 +32,7 @@ pub(crate) struct Sim {
     /// Wasabi AiR audit events.
     pub wasabi: wasabi::Data,
     /// Data calls per vendor, in [`Vendor::ALL`] order.
-    requests: [AtomicU64; 4],
+    requests: [AtomicU64; Vendor::ALL.len()],
     /// Domo tokens issued.
     pub tokens_issued: AtomicU64,
     /// Injected faults served.
@@ -81,28 +80,14 @@ impl Sim {
         to: Option<DateTime<Utc>>,
         now: i64,
     ) -> Vec<&str> {
-        fn window<M>(s: &Store<M>, from: Bound<i64>, to: Bound<i64>, now: i64) -> Vec<&str> {
-            let sel = s.select(from, to, now, None);
-            s.all(&sel, now).into_iter().map(|i| s.json(i)).collect()
-        }
         let from = from.map_or(Bound::Unbounded, |t| Bound::Included(gen::to_ns(t)));
         let to = to.map_or(Bound::Unbounded, |t| Bound::Excluded(gen::to_ns(t)));
-        match vendor {
-            Vendor::DominoAudit => window(&self.domino_audit.store, from, to, now),
-            Vendor::DominoDatasource => window(&self.domino_datasource.store, from, to, now),
-            Vendor::Domo => window(&self.domo.store, from, to, now),
-            Vendor::WasabiAir => window(&self.wasabi.store, from, to, now),
-        }
+        (vendor.emulator().events)(self).window(from, to, now)
     }
 
     /// Number of generated events of `vendor`, visible or not.
     pub fn total_events(&self, vendor: Vendor) -> usize {
-        match vendor {
-            Vendor::DominoAudit => self.domino_audit.store.len(),
-            Vendor::DominoDatasource => self.domino_datasource.store.len(),
-            Vendor::Domo => self.domo.store.len(),
-            Vendor::WasabiAir => self.wasabi.store.len(),
-        }
+        (vendor.emulator().events)(self).count()
     }
 
     /// A snapshot of the counters.
@@ -278,15 +263,9 @@ pub(crate) fn parse_instant(s: &str) -> Option<i64> {
 
 /// Every route of the simulator.
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
-    Router::new()
-        .route("/api/audittrail/v1/auditevents", get(domino_audit::list))
-        .route("/api/datasource/v1/audit", get(domino_datasource::list))
-        .route("/api/datasource/v1/audit/", get(domino_datasource::list))
-        .route("/oauth/token", get(domo::token).post(domo::token))
-        .route("/v1/audit", get(domo::list))
-        .route("/api/data/audit", get(wasabi::list))
-        .route("/api/data/audit/filters", get(wasabi::filters))
-        .route("/api/data/audit/{id}", get(wasabi::one))
+    crate::EMULATORS
+        .iter()
+        .fold(Router::new(), |r, e| (e.routes)(r))
         // Only the routes above (the vendors' own, Domo's token endpoint included) wait.
         .route_layer(middleware::from_fn_with_state(sim.clone(), latency))
         .route("/_sim/events", get(admin_events))
@@ -330,9 +309,7 @@ async fn admin_events(
 ) -> Response {
     let q = Params(q);
     let Some(vendor) = q.get("vendor").and_then(Vendor::parse) else {
-        return admin_error(
-            "vendor must be one of domino_audit, domino_datasource, domo, wasabi_air",
-        );
+        return admin_error(&format!("vendor must be one of {}", Vendor::names()));
     };
     let mut bounds = [None, None];
     for (slot, name) in bounds.iter_mut().zip(["from", "to"]) {

@@ -226,6 +226,27 @@ fn authorized(sim: &Sim, headers: &HeaderMap) -> bool {
     auth_token(headers, "bearer") == Some(sim.cfg.api_key.as_str())
 }
 
+/// This emulator's entry in the registry ([`crate::EMULATORS`]).
+pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
+    vendor: Vendor::WasabiAir,
+    name: "wasabi_air",
+    salt: 0x0a11_4444,
+    routes,
+    source_keys,
+    events,
+};
+
+fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
+    use axum::routing::get;
+    r.route("/api/data/audit", get(list))
+        .route("/api/data/audit/filters", get(filters))
+        .route("/api/data/audit/{id}", get(one))
+}
+
+fn events(sim: &Sim) -> &dyn crate::store::Events {
+    &sim.wasabi.store
+}
+
 /// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
 pub(crate) fn source_keys(cfg: &SimConfig) -> String {
     format!("api_key = {:?}\n", cfg.api_key)
