@@ -494,8 +494,14 @@ pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
     salt: 0x0d0a_1111,
     routes,
     source_keys,
+    generate: |cfg| Box::new(Data::generate(cfg)),
     events,
 };
+
+/// This emulator's data in a running simulator.
+fn data(sim: &Sim) -> &Data {
+    sim.data(Vendor::DominoAudit)
+}
 
 fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
     use axum::routing::get;
@@ -503,7 +509,7 @@ fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
 }
 
 fn events(sim: &Sim) -> &dyn crate::store::Events {
-    &sim.domino_audit.store
+    &data(sim).store
 }
 
 /// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
@@ -529,7 +535,7 @@ pub(crate) async fn list(
             "Unauthorized: missing or invalid API key or token",
         );
     }
-    match answer(&sim.domino_audit, &Params(q), &sim.cfg.answers) {
+    match answer(data(&sim), &Params(q), &sim.cfg.answers) {
         Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }

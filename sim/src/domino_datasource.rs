@@ -195,8 +195,14 @@ pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
     salt: 0x0d05_2222,
     routes,
     source_keys,
+    generate: |cfg| Box::new(Data::generate(cfg)),
     events,
 };
+
+/// This emulator's data in a running simulator.
+fn data(sim: &Sim) -> &Data {
+    sim.data(Vendor::DominoDatasource)
+}
 
 fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
     use axum::routing::get;
@@ -205,7 +211,7 @@ fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
 }
 
 fn events(sim: &Sim) -> &dyn crate::store::Events {
-    &sim.domino_datasource.store
+    &data(sim).store
 }
 
 /// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
@@ -228,7 +234,7 @@ pub(crate) async fn list(
             "Unauthorized: a SysAdmin X-Domino-Api-Key is required",
         );
     }
-    match answer(&sim.domino_datasource, &Params(q), &sim.cfg.answers) {
+    match answer(data(&sim), &Params(q), &sim.cfg.answers) {
         Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }

@@ -388,8 +388,14 @@ pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
     salt: 0x0d00_3333,
     routes,
     source_keys,
+    generate: |cfg| Box::new(Data::generate(cfg)),
     events,
 };
+
+/// This emulator's data in a running simulator.
+fn data(sim: &Sim) -> &Data {
+    sim.data(Vendor::Domo)
+}
 
 fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
     use axum::routing::get;
@@ -398,7 +404,7 @@ fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
 }
 
 fn events(sim: &Sim) -> &dyn crate::store::Events {
-    &sim.domo.store
+    &data(sim).store
 }
 
 /// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
@@ -503,7 +509,7 @@ pub(crate) async fn list(
             PATH,
         );
     }
-    match answer(&sim.domo, &Params(q), &sim.cfg.answers) {
+    match answer(data(&sim), &Params(q), &sim.cfg.answers) {
         Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg, PATH),
     }

@@ -17,7 +17,7 @@
 //!
 //! Each emulator file registers itself with one `EMULATOR` entry (its name, the salt of its
 //! random stream, its routes, the credential keys that read it, its events) in `EMULATORS`;
-//! adding one is its file, a [`Vendor`] variant, that line, and its data in `server::Sim`.
+//! adding one is its file, a [`Vendor`] variant and that line.
 //!
 //! Everything is generated up front from a [`SimConfig`] (same seed, same events) and each event
 //! is rendered to JSON once. An event is served only once the wall clock has passed its
@@ -74,12 +74,13 @@ pub(crate) struct Emulator {
     pub routes: fn(axum::Router<Arc<server::Sim>>) -> axum::Router<Arc<server::Sim>>,
     /// The keys of an auditship `[[sources]]` entry that authenticate to it.
     pub source_keys: fn(&SimConfig) -> String,
+    /// Generates its data for a configuration (on a thread of its own).
+    pub generate: fn(&SimConfig) -> Box<dyn std::any::Any + Send + Sync>,
     /// Its generated events.
     pub events: fn(&server::Sim) -> &dyn store::Events,
 }
 
-/// Every emulator, in a fixed order: the one list of them (with [`Vendor`]'s variants and the
-/// data they generate, in `server::Sim`).
+/// Every emulator, in a fixed order: the one list of them (with [`Vendor`]'s variants).
 pub(crate) const EMULATORS: [Emulator; 4] = [
     domino_audit::EMULATOR,
     domino_datasource::EMULATOR,

@@ -1,6 +1,7 @@
 //! The shared HTTP plumbing: simulator state, query and auth helpers, injected faults,
 //! statistics, the router and the `/_sim/*` admin endpoints.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,21 +17,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 
-use crate::{domino_audit, domino_datasource, domo, gen, wasabi};
+use crate::gen;
 use crate::{Fault, SimConfig, SimStats, Vendor};
 
 /// Everything a running simulator knows: generated data plus mutable counters and queues.
 pub(crate) struct Sim {
     /// The configuration the data was generated from.
     pub cfg: SimConfig,
-    /// Domino audit trail events.
-    pub domino_audit: domino_audit::Data,
-    /// Domino data-source audit events.
-    pub domino_datasource: domino_datasource::Data,
-    /// Domo activity log entries.
-    pub domo: domo::Data,
-    /// Wasabi AiR audit events.
-    pub wasabi: wasabi::Data,
+    /// Each emulator's generated data, in [`Vendor::ALL`] order (see [`Sim::data`]).
+    data: Vec<Box<dyn Any + Send + Sync>>,
     /// Data calls per vendor, in [`Vendor::ALL`] order.
     requests: [AtomicU64; Vendor::ALL.len()],
     /// Domo tokens issued.
@@ -46,30 +41,37 @@ pub(crate) struct Sim {
 impl Sim {
     /// Generates every vendor's events (in parallel) for `cfg`.
     pub fn new(cfg: SimConfig) -> Sim {
-        let (da, ds, dm, wa) = std::thread::scope(|s| {
-            let da = s.spawn(|| domino_audit::Data::generate(&cfg));
-            let ds = s.spawn(|| domino_datasource::Data::generate(&cfg));
-            let dm = s.spawn(|| domo::Data::generate(&cfg));
-            let wa = wasabi::Data::generate(&cfg);
-            (
-                da.join().expect("domino audit generation panicked"),
-                ds.join().expect("domino data-source generation panicked"),
-                dm.join().expect("domo generation panicked"),
-                wa,
-            )
+        let data = std::thread::scope(|s| {
+            let cfg = &cfg;
+            let running: Vec<_> = crate::EMULATORS
+                .iter()
+                .map(|e| (e.name, s.spawn(move || (e.generate)(cfg))))
+                .collect();
+            running
+                .into_iter()
+                .map(|(name, t)| {
+                    t.join()
+                        .unwrap_or_else(|_| panic!("{name}: generation panicked"))
+                })
+                .collect()
         });
         Sim {
             cfg,
-            domino_audit: da,
-            domino_datasource: ds,
-            domo: dm,
-            wasabi: wa,
+            data,
             requests: Default::default(),
             tokens_issued: AtomicU64::new(0),
             faults_served: AtomicU64::new(0),
             faults: Mutex::new(VecDeque::new()),
             tokens: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The generated data of `vendor`, which its emulator made as a `T`.
+    pub fn data<T: 'static>(&self, vendor: Vendor) -> &T {
+        let i = Vendor::ALL.iter().position(|v| *v == vendor).unwrap_or(0);
+        self.data[i]
+            .downcast_ref()
+            .unwrap_or_else(|| panic!("{vendor}: data of another type"))
     }
 
     /// Visible events of `vendor` with time in `[from, to)`, ascending, as rendered.

@@ -233,8 +233,14 @@ pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
     salt: 0x0a11_4444,
     routes,
     source_keys,
+    generate: |cfg| Box::new(Data::generate(cfg)),
     events,
 };
+
+/// This emulator's data in a running simulator.
+fn data(sim: &Sim) -> &Data {
+    sim.data(Vendor::WasabiAir)
+}
 
 fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
     use axum::routing::get;
@@ -244,7 +250,7 @@ fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
 }
 
 fn events(sim: &Sim) -> &dyn crate::store::Events {
-    &sim.wasabi.store
+    &data(sim).store
 }
 
 /// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
@@ -264,7 +270,7 @@ pub(crate) async fn list(
     if !authorized(&sim, &headers) {
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    match answer(&sim.wasabi, &Params(q), &sim.cfg.answers) {
+    match answer(data(&sim), &Params(q), &sim.cfg.answers) {
         Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }
@@ -322,7 +328,7 @@ pub(crate) async fn one(
     if !authorized(&sim, &headers) {
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    let data = &sim.wasabi;
+    let data = data(&sim);
     match parse_id(&id).and_then(|n| data.by_id.get(&n)) {
         Some(&i) if data.store.visible(i as usize, gen::now_ns()) => {
             sim.ok(data.store.json(i as usize).to_string())
