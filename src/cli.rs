@@ -272,7 +272,11 @@ fn tempfile_in(dir: &Path) -> std::io::Result<()> {
 }
 
 pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> ExitCode {
-    let cfg = match load(config) {
+    // `state` contacts no vendor and no sink: it runs where the secrets are not mounted.
+    let cfg = match Config::load_without_secrets(config).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    }) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -471,11 +475,12 @@ pub async fn demo(events: u64, duration: Option<Duration>) -> ExitCode {
         late_max: Duration::from_secs(20),
         ..SimConfig::default()
     };
-    let api_key = sim_cfg.api_key.clone();
-    let (cid, csecret) = (
-        sim_cfg.domo_client_id.clone(),
-        sim_cfg.domo_client_secret.clone(),
-    );
+    // Each registered vendor reads its emulator, with the credentials the emulator takes.
+    let vendors: Vec<(&str, String)> = sources::VENDORS
+        .iter()
+        .filter_map(|v| Vendor::parse(v.kind()))
+        .map(|v| (v.as_str(), v.source_keys(&sim_cfg)))
+        .collect();
     let sim = match auditship_sim::start(sim_cfg, "127.0.0.1:0".parse().expect("address")).await {
         Ok(h) => h,
         Err(e) => {
@@ -496,13 +501,7 @@ pub async fn demo(events: u64, duration: Option<Duration>) -> ExitCode {
         "[agent]\nstate_path = {state:?}\npoll_interval = \"2s\"\nlag = \"2s\"\noverlap = \"30s\"\n\n",
         state = dir.path().join("state.db").display().to_string()
     );
-    for v in Vendor::ALL {
-        let kind = v.as_str();
-        let auth = if v == Vendor::Domo {
-            format!("client_id = {cid:?}\nclient_secret = {csecret:?}\n")
-        } else {
-            format!("api_key = {api_key:?}\n")
-        };
+    for (kind, auth) in &vendors {
         text.push_str(&format!(
             "[[sources]]\nname = \"{name}\"\nkind = \"{kind}\"\nurl = {url:?}\nstart = {start:?}\n{auth}\n",
             name = kind.replace('_', "-")
@@ -516,8 +515,14 @@ pub async fn demo(events: u64, duration: Option<Duration>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let titles: Vec<&str> = sources::VENDORS
+        .iter()
+        .filter(|v| vendors.iter().any(|(k, _)| *k == v.kind()))
+        .map(|v| v.title())
+        .collect();
     eprintln!(
-        "auditship demo: emulators of Domino, Domo and Wasabi AiR on {url}; events from the last 30 minutes, then live (10% arrive late). Ctrl-C to stop."
+        "auditship demo: emulators of the {} on {url}; events from the last 30 minutes, then live (10% arrive late). Ctrl-C to stop.",
+        titles.join(", ")
     );
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());

@@ -329,7 +329,7 @@ impl Poller {
     fn adapt(&mut self, stats: WindowStats, span: Nanos, whole: bool) {
         let unit = self.traits.time_unit;
         let capacity = match self.traits.paging {
-            Paging::Whole => self.cfg.max_response_events,
+            Paging::Whole { max_events } => max_events,
             _ => self.cfg.page_size as usize,
         };
         if stats.pages > 4 {
@@ -357,10 +357,9 @@ impl Poller {
         let mut stats = WindowStats::default();
         match self.traits.paging {
             Paging::Offset => self.read_ranges(start, end, &mut stats, summary).await?,
-            Paging::Whole => {
+            Paging::Whole { max_events } => {
                 let mut req = self.request(start, end);
-                req.max_events =
-                    (end - start > self.traits.time_unit).then_some(self.cfg.max_response_events);
+                req.max_events = (end - start > self.traits.time_unit).then_some(max_events);
                 let page = self.fetch_counted(&req, &mut stats, summary).await?;
                 let keep = self.keep(&page, start, end);
                 self.keyer.clear();

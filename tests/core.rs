@@ -307,6 +307,11 @@ fn a_bad_config_exits_2_naming_the_key_and_writes_nothing() {
             args.extend(["--config", path.to_str().unwrap()]);
             let out = run(&args, &[]);
             let stderr = String::from_utf8_lossy(&out.stderr);
+            if cmd == ["state"] && what.starts_with("missing ") {
+                // `state` never uses the sources' secrets (issue 19): it runs without them.
+                assert_eq!(out.status.code(), Some(0), "{what} / {cmd:?}: {stderr}");
+                continue;
+            }
             assert_eq!(out.status.code(), Some(2), "{what} / {cmd:?}: {stderr}");
             assert!(
                 stderr.contains(key),

@@ -26,13 +26,9 @@ pub struct SimArgs {
     /// time passes.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub live: Option<Duration>,
-    /// Vendors that get events (the others serve empty results), comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_name = "VENDORS",
-        default_value = "domino_audit,domino_datasource,domo,wasabi_air"
-    )]
+    /// Vendors that get events (the others serve empty results), comma-separated (default:
+    /// all of them).
+    #[arg(long, value_delimiter = ',', value_name = "VENDORS")]
     pub vendors: Vec<String>,
     /// Fraction (0–1) of events that become visible late.
     #[arg(long, default_value_t = 0.0)]
@@ -82,12 +78,16 @@ impl SimArgs {
     pub fn to_config(&self) -> Result<SimConfig, String> {
         let mut problems = Vec::new();
         let mut vendors = Vec::new();
+        if self.vendors.is_empty() {
+            vendors = Vendor::ALL.to_vec();
+        }
         for name in &self.vendors {
             match Vendor::parse(name) {
                 Some(v) if !vendors.contains(&v) => vendors.push(v),
                 Some(_) => {}
                 None => problems.push(format!(
-                    "--vendors: unknown vendor {name:?} (expected domino_audit, domino_datasource, domo or wasabi_air)"
+                    "--vendors: unknown vendor {name:?} (expected one of {})",
+                    Vendor::names()
                 )),
             }
         }

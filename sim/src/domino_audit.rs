@@ -487,6 +487,36 @@ fn error(status: StatusCode, msg: &str) -> Response {
     server::json(status, serde_json::json!({ "errors": [msg] }).to_string())
 }
 
+/// This emulator's entry in the registry ([`crate::EMULATORS`]).
+pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
+    vendor: Vendor::DominoAudit,
+    name: "domino_audit",
+    salt: 0x0d0a_1111,
+    routes,
+    source_keys,
+    generate: |cfg| Box::new(Data::generate(cfg)),
+    events,
+};
+
+/// This emulator's data in a running simulator.
+fn data(sim: &Sim) -> &Data {
+    sim.data(Vendor::DominoAudit)
+}
+
+fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
+    use axum::routing::get;
+    r.route("/api/audittrail/v1/auditevents", get(list))
+}
+
+fn events(sim: &Sim) -> &dyn crate::store::Events {
+    &data(sim).store
+}
+
+/// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
+pub(crate) fn source_keys(cfg: &SimConfig) -> String {
+    format!("api_key = {:?}\n", cfg.api_key)
+}
+
 /// `GET /api/audittrail/v1/auditevents`.
 pub(crate) async fn list(
     State(sim): State<Arc<Sim>>,
@@ -505,7 +535,7 @@ pub(crate) async fn list(
             "Unauthorized: missing or invalid API key or token",
         );
     }
-    match answer(&sim.domino_audit, &Params(q), &sim.cfg.answers) {
+    match answer(data(&sim), &Params(q), &sim.cfg.answers) {
         Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }

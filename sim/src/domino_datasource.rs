@@ -188,6 +188,37 @@ fn error(status: StatusCode, msg: &str) -> Response {
     server::json(status, serde_json::json!({ "errors": [msg] }).to_string())
 }
 
+/// This emulator's entry in the registry ([`crate::EMULATORS`]).
+pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
+    vendor: Vendor::DominoDatasource,
+    name: "domino_datasource",
+    salt: 0x0d05_2222,
+    routes,
+    source_keys,
+    generate: |cfg| Box::new(Data::generate(cfg)),
+    events,
+};
+
+/// This emulator's data in a running simulator.
+fn data(sim: &Sim) -> &Data {
+    sim.data(Vendor::DominoDatasource)
+}
+
+fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
+    use axum::routing::get;
+    r.route("/api/datasource/v1/audit", get(list))
+        .route("/api/datasource/v1/audit/", get(list))
+}
+
+fn events(sim: &Sim) -> &dyn crate::store::Events {
+    &data(sim).store
+}
+
+/// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
+pub(crate) fn source_keys(cfg: &SimConfig) -> String {
+    format!("api_key = {:?}\n", cfg.api_key)
+}
+
 /// `GET /api/datasource/v1/audit`.
 pub(crate) async fn list(
     State(sim): State<Arc<Sim>>,
@@ -203,7 +234,7 @@ pub(crate) async fn list(
             "Unauthorized: a SysAdmin X-Domino-Api-Key is required",
         );
     }
-    match answer(&sim.domino_datasource, &Params(q), &sim.cfg.answers) {
+    match answer(data(&sim), &Params(q), &sim.cfg.answers) {
         Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }

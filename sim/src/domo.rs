@@ -381,6 +381,40 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// This emulator's entry in the registry ([`crate::EMULATORS`]).
+pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
+    vendor: Vendor::Domo,
+    name: "domo",
+    salt: 0x0d00_3333,
+    routes,
+    source_keys,
+    generate: |cfg| Box::new(Data::generate(cfg)),
+    events,
+};
+
+/// This emulator's data in a running simulator.
+fn data(sim: &Sim) -> &Data {
+    sim.data(Vendor::Domo)
+}
+
+fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
+    use axum::routing::get;
+    r.route("/oauth/token", get(token).post(token))
+        .route("/v1/audit", get(list))
+}
+
+fn events(sim: &Sim) -> &dyn crate::store::Events {
+    &data(sim).store
+}
+
+/// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
+pub(crate) fn source_keys(cfg: &SimConfig) -> String {
+    format!(
+        "client_id = {:?}\nclient_secret = {:?}\n",
+        cfg.domo_client_id, cfg.domo_client_secret
+    )
+}
+
 /// `GET|POST /oauth/token`.
 pub(crate) async fn token(
     State(sim): State<Arc<Sim>>,
@@ -475,7 +509,7 @@ pub(crate) async fn list(
             PATH,
         );
     }
-    match answer(&sim.domo, &Params(q), &sim.cfg.answers) {
+    match answer(data(&sim), &Params(q), &sim.cfg.answers) {
         Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg, PATH),
     }

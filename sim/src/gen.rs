@@ -48,12 +48,7 @@ impl Plan {
 
 /// A deterministic random generator for one vendor and seed.
 pub(crate) fn rng(seed: u64, vendor: Vendor) -> Rng {
-    let salt = match vendor {
-        Vendor::DominoAudit => 0x0d0a_1111,
-        Vendor::DominoDatasource => 0x0d05_2222,
-        Vendor::Domo => 0x0d00_3333,
-        Vendor::WasabiAir => 0x0a11_4444,
-    };
+    let salt = vendor.emulator().salt;
     // splitmix64 so that neighbouring seeds give unrelated streams
     let mut z = seed ^ (salt << 20);
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);

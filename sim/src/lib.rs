@@ -15,6 +15,10 @@
 //! - `gen`: deterministic generation helpers; `args`: the `auditship simulate` flags;
 //!   `pretty`: bodies laid out as a formatting gateway serves them (`SimConfig::pretty`).
 //!
+//! Each emulator file registers itself with one `EMULATOR` entry (its name, the salt of its
+//! random stream, its routes, the credential keys that read it, its events) in `EMULATORS`;
+//! adding one is its file, a [`Vendor`] variant and that line.
+//!
 //! Everything is generated up front from a [`SimConfig`] (same seed, same events) and each event
 //! is rendered to JSON once. An event is served only once the wall clock has passed its
 //! visibility instant (its own time, or later for "late" events), so a span that ends in the
@@ -58,28 +62,75 @@ pub enum Vendor {
     WasabiAir,
 }
 
+/// One emulated vendor API, as its file registers it in [`EMULATORS`].
+pub(crate) struct Emulator {
+    /// Which vendor it is.
+    pub vendor: Vendor,
+    /// Its name in configuration, statistics and auditship's `kind`, e.g. `"domino_audit"`.
+    pub name: &'static str,
+    /// Salt of its random stream (`gen::rng`), so each vendor's events are its own.
+    pub salt: u64,
+    /// Adds its endpoints to the router.
+    pub routes: fn(axum::Router<Arc<server::Sim>>) -> axum::Router<Arc<server::Sim>>,
+    /// The keys of an auditship `[[sources]]` entry that authenticate to it.
+    pub source_keys: fn(&SimConfig) -> String,
+    /// Generates its data for a configuration (on a thread of its own).
+    pub generate: fn(&SimConfig) -> Box<dyn std::any::Any + Send + Sync>,
+    /// Its generated events.
+    pub events: fn(&server::Sim) -> &dyn store::Events,
+}
+
+/// Every emulator, in a fixed order: the one list of them (with [`Vendor`]'s variants).
+pub(crate) const EMULATORS: [Emulator; 4] = [
+    domino_audit::EMULATOR,
+    domino_datasource::EMULATOR,
+    domo::EMULATOR,
+    wasabi::EMULATOR,
+];
+
 impl Vendor {
-    /// Every vendor, in a fixed order.
-    pub const ALL: [Vendor; 4] = [
-        Vendor::DominoAudit,
-        Vendor::DominoDatasource,
-        Vendor::Domo,
-        Vendor::WasabiAir,
-    ];
+    /// Every vendor, in [`EMULATORS`] order.
+    pub const ALL: [Vendor; EMULATORS.len()] = {
+        let mut all = [Vendor::DominoAudit; EMULATORS.len()];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = EMULATORS[i].vendor;
+            i += 1;
+        }
+        all
+    };
+
+    /// Its registry entry.
+    pub(crate) fn emulator(&self) -> &'static Emulator {
+        EMULATORS
+            .iter()
+            .find(|e| e.vendor == *self)
+            .expect("every vendor is registered")
+    }
 
     /// The vendor's name as used in configuration and statistics, e.g. `"domino_audit"`.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Vendor::DominoAudit => "domino_audit",
-            Vendor::DominoDatasource => "domino_datasource",
-            Vendor::Domo => "domo",
-            Vendor::WasabiAir => "wasabi_air",
-        }
+        self.emulator().name
+    }
+
+    /// The keys of an auditship `[[sources]]` entry (TOML lines) that authenticate to this
+    /// emulator as `cfg` set it up: what a test or the demo adds to `name`, `kind` and `url`.
+    pub fn source_keys(&self, cfg: &SimConfig) -> String {
+        (self.emulator().source_keys)(cfg)
     }
 
     /// The vendor with this name (see [`Vendor::as_str`]), if any.
     pub fn parse(s: &str) -> Option<Vendor> {
         Vendor::ALL.into_iter().find(|v| v.as_str() == s.trim())
+    }
+
+    /// Every vendor's name, for messages: `a, b, c`.
+    pub fn names() -> String {
+        Vendor::ALL
+            .iter()
+            .map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -316,4 +367,28 @@ pub async fn start(cfg: SimConfig, listen: SocketAddr) -> std::io::Result<SimHan
         cancel,
         task: Some(task),
     })
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    #[test]
+    fn every_emulator_is_one_vendor_with_its_own_name_and_stream() {
+        for (i, e) in EMULATORS.iter().enumerate() {
+            assert_eq!(Vendor::ALL[i], e.vendor);
+            assert_eq!(Vendor::parse(e.name), Some(e.vendor));
+            assert_eq!(e.vendor.emulator().name, e.name);
+            for other in &EMULATORS[i + 1..] {
+                assert_ne!(e.vendor, other.vendor);
+                assert_ne!(e.name, other.name);
+                assert_ne!(
+                    e.salt, other.salt,
+                    "{} and {} share a stream",
+                    e.name, other.name
+                );
+            }
+            assert!(e.vendor.source_keys(&SimConfig::default()).contains(" = "));
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The shared HTTP plumbing: simulator state, query and auth helpers, injected faults,
 //! statistics, the router and the `/_sim/*` admin endpoints.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,24 +17,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use jiff::Timestamp;
 
-use crate::store::Store;
-use crate::{domino_audit, domino_datasource, domo, gen, wasabi};
+use crate::gen;
 use crate::{Fault, SimConfig, SimStats, Vendor};
 
 /// Everything a running simulator knows: generated data plus mutable counters and queues.
 pub(crate) struct Sim {
     /// The configuration the data was generated from.
     pub cfg: SimConfig,
-    /// Domino audit trail events.
-    pub domino_audit: domino_audit::Data,
-    /// Domino data-source audit events.
-    pub domino_datasource: domino_datasource::Data,
-    /// Domo activity log entries.
-    pub domo: domo::Data,
-    /// Wasabi AiR audit events.
-    pub wasabi: wasabi::Data,
+    /// Each emulator's generated data, in [`Vendor::ALL`] order (see [`Sim::data`]).
+    data: Vec<Box<dyn Any + Send + Sync>>,
     /// Data calls per vendor, in [`Vendor::ALL`] order.
-    requests: [AtomicU64; 4],
+    requests: [AtomicU64; Vendor::ALL.len()],
     /// Domo tokens issued.
     pub tokens_issued: AtomicU64,
     /// Injected faults served.
@@ -47,30 +41,37 @@ pub(crate) struct Sim {
 impl Sim {
     /// Generates every vendor's events (in parallel) for `cfg`.
     pub fn new(cfg: SimConfig) -> Sim {
-        let (da, ds, dm, wa) = std::thread::scope(|s| {
-            let da = s.spawn(|| domino_audit::Data::generate(&cfg));
-            let ds = s.spawn(|| domino_datasource::Data::generate(&cfg));
-            let dm = s.spawn(|| domo::Data::generate(&cfg));
-            let wa = wasabi::Data::generate(&cfg);
-            (
-                da.join().expect("domino audit generation panicked"),
-                ds.join().expect("domino data-source generation panicked"),
-                dm.join().expect("domo generation panicked"),
-                wa,
-            )
+        let data = std::thread::scope(|s| {
+            let cfg = &cfg;
+            let running: Vec<_> = crate::EMULATORS
+                .iter()
+                .map(|e| (e.name, s.spawn(move || (e.generate)(cfg))))
+                .collect();
+            running
+                .into_iter()
+                .map(|(name, t)| {
+                    t.join()
+                        .unwrap_or_else(|_| panic!("{name}: generation panicked"))
+                })
+                .collect()
         });
         Sim {
             cfg,
-            domino_audit: da,
-            domino_datasource: ds,
-            domo: dm,
-            wasabi: wa,
+            data,
             requests: Default::default(),
             tokens_issued: AtomicU64::new(0),
             faults_served: AtomicU64::new(0),
             faults: Mutex::new(VecDeque::new()),
             tokens: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The generated data of `vendor`, which its emulator made as a `T`.
+    pub fn data<T: 'static>(&self, vendor: Vendor) -> &T {
+        let i = Vendor::ALL.iter().position(|v| *v == vendor).unwrap_or(0);
+        self.data[i]
+            .downcast_ref()
+            .unwrap_or_else(|| panic!("{vendor}: data of another type"))
     }
 
     /// Visible events of `vendor` with time in `[from, to)`, ascending, as rendered.
@@ -81,28 +82,14 @@ impl Sim {
         to: Option<Timestamp>,
         now: i64,
     ) -> Vec<&str> {
-        fn window<M>(s: &Store<M>, from: Bound<i64>, to: Bound<i64>, now: i64) -> Vec<&str> {
-            let sel = s.select(from, to, now, None);
-            s.all(&sel, now).into_iter().map(|i| s.json(i)).collect()
-        }
         let from = from.map_or(Bound::Unbounded, |t| Bound::Included(gen::to_ns(t)));
         let to = to.map_or(Bound::Unbounded, |t| Bound::Excluded(gen::to_ns(t)));
-        match vendor {
-            Vendor::DominoAudit => window(&self.domino_audit.store, from, to, now),
-            Vendor::DominoDatasource => window(&self.domino_datasource.store, from, to, now),
-            Vendor::Domo => window(&self.domo.store, from, to, now),
-            Vendor::WasabiAir => window(&self.wasabi.store, from, to, now),
-        }
+        (vendor.emulator().events)(self).window(from, to, now)
     }
 
     /// Number of generated events of `vendor`, visible or not.
     pub fn total_events(&self, vendor: Vendor) -> usize {
-        match vendor {
-            Vendor::DominoAudit => self.domino_audit.store.len(),
-            Vendor::DominoDatasource => self.domino_datasource.store.len(),
-            Vendor::Domo => self.domo.store.len(),
-            Vendor::WasabiAir => self.wasabi.store.len(),
-        }
+        (vendor.emulator().events)(self).count()
     }
 
     /// A snapshot of the counters.
@@ -280,15 +267,9 @@ pub(crate) fn parse_instant(s: &str) -> Option<i64> {
 
 /// Every route of the simulator.
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
-    Router::new()
-        .route("/api/audittrail/v1/auditevents", get(domino_audit::list))
-        .route("/api/datasource/v1/audit", get(domino_datasource::list))
-        .route("/api/datasource/v1/audit/", get(domino_datasource::list))
-        .route("/oauth/token", get(domo::token).post(domo::token))
-        .route("/v1/audit", get(domo::list))
-        .route("/api/data/audit", get(wasabi::list))
-        .route("/api/data/audit/filters", get(wasabi::filters))
-        .route("/api/data/audit/{id}", get(wasabi::one))
+    crate::EMULATORS
+        .iter()
+        .fold(Router::new(), |r, e| (e.routes)(r))
         // Only the routes above (the vendors' own, Domo's token endpoint included) wait.
         .route_layer(middleware::from_fn_with_state(sim.clone(), latency))
         .route("/_sim/events", get(admin_events))
@@ -332,9 +313,7 @@ async fn admin_events(
 ) -> Response {
     let q = Params(q);
     let Some(vendor) = q.get("vendor").and_then(Vendor::parse) else {
-        return admin_error(
-            "vendor must be one of domino_audit, domino_datasource, domo, wasabi_air",
-        );
+        return admin_error(&format!("vendor must be one of {}", Vendor::names()));
     };
     let mut bounds = [None, None];
     for (slot, name) in bounds.iter_mut().zip(["from", "to"]) {

@@ -63,6 +63,27 @@ impl Selection {
     }
 }
 
+/// A vendor's events as the shared endpoints see them, whatever its metadata.
+pub(crate) trait Events: Sync {
+    /// Number of events, visible or not.
+    fn count(&self) -> usize;
+    /// Visible events with time in `[from, to)`, ascending, as rendered.
+    fn window(&self, from: std::ops::Bound<i64>, to: std::ops::Bound<i64>, now: i64) -> Vec<&str>;
+}
+
+impl<M: Sync> Events for Store<M> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn window(&self, from: std::ops::Bound<i64>, to: std::ops::Bound<i64>, now: i64) -> Vec<&str> {
+        let sel = self.select(from, to, now, None);
+        self.all(&sel, now)
+            .into_iter()
+            .map(|i| self.json(i))
+            .collect()
+    }
+}
+
 impl<M> Store<M> {
     /// Sorts raw events by (time, generation order) and indexes them.
     pub fn new(mut raw: Vec<Raw<M>>) -> Self {

@@ -226,6 +226,38 @@ fn authorized(sim: &Sim, headers: &HeaderMap) -> bool {
     auth_token(headers, "bearer") == Some(sim.cfg.api_key.as_str())
 }
 
+/// This emulator's entry in the registry ([`crate::EMULATORS`]).
+pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
+    vendor: Vendor::WasabiAir,
+    name: "wasabi_air",
+    salt: 0x0a11_4444,
+    routes,
+    source_keys,
+    generate: |cfg| Box::new(Data::generate(cfg)),
+    events,
+};
+
+/// This emulator's data in a running simulator.
+fn data(sim: &Sim) -> &Data {
+    sim.data(Vendor::WasabiAir)
+}
+
+fn routes(r: axum::Router<Arc<Sim>>) -> axum::Router<Arc<Sim>> {
+    use axum::routing::get;
+    r.route("/api/data/audit", get(list))
+        .route("/api/data/audit/filters", get(filters))
+        .route("/api/data/audit/{id}", get(one))
+}
+
+fn events(sim: &Sim) -> &dyn crate::store::Events {
+    &data(sim).store
+}
+
+/// The credential keys of an auditship `[[sources]]` entry that reads this emulator.
+pub(crate) fn source_keys(cfg: &SimConfig) -> String {
+    format!("api_key = {:?}\n", cfg.api_key)
+}
+
 /// `GET /api/data/audit`.
 pub(crate) async fn list(
     State(sim): State<Arc<Sim>>,
@@ -238,7 +270,7 @@ pub(crate) async fn list(
     if !authorized(&sim, &headers) {
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    match answer(&sim.wasabi, &Params(q), &sim.cfg.answers) {
+    match answer(data(&sim), &Params(q), &sim.cfg.answers) {
         Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }
@@ -296,7 +328,7 @@ pub(crate) async fn one(
     if !authorized(&sim, &headers) {
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    let data = &sim.wasabi;
+    let data = data(&sim);
     match parse_id(&id).and_then(|n| data.by_id.get(&n)) {
         Some(&i) if data.store.visible(i as usize, gen::now_ns()) => {
             sim.ok(data.store.json(i as usize).to_string())

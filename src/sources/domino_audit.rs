@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{
     BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
 };
-use crate::config::SourceConfig;
+use crate::config::{Secret, SecretValue, SourceCheck, SourceConfig};
 use crate::event::{Event, Field, PageText};
 use crate::timefmt::NANOS_PER_MS;
 
@@ -23,9 +23,76 @@ pub struct DominoAudit {
     http: Http,
 }
 
+const KIND: &str = "domino_audit";
+const VENDOR: &str = "domino";
+
+/// The `domino_audit` plugin.
+pub struct DominoAuditKind;
+
+/// The keys of a `kind = "domino_audit"` source besides those of every source: one of the two
+/// credentials.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// Sent as `X-Domino-Api-Key`.
+    pub api_key: Option<String>,
+    pub api_key_file: Option<String>,
+    /// Sent as `Authorization: Bearer`.
+    pub jwt: Option<String>,
+    pub jwt_file: Option<String>,
+}
+
+/// A `domino_audit` source's validated keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub api_key: Option<Secret>,
+    pub jwt: Option<Secret>,
+}
+
+impl super::Vendor for DominoAuditKind {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+    fn title(&self) -> &'static str {
+        "Domino audit trail"
+    }
+    fn options(&self) -> &'static [&'static str] {
+        super::options_of::<Section>()
+    }
+    fn reserved_params(&self) -> &'static [&'static str] {
+        &["startTimestamp", "endTimestamp", "limit", "offset", "sort"]
+    }
+    fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<super::VendorSettings> {
+        let s: Section = c.section();
+        let api_key = c.secret("api_key", &s.api_key, &s.api_key_file);
+        let jwt = c.secret("jwt", &s.jwt, &s.jwt_file);
+        match (&api_key, &jwt) {
+            (SecretValue::Absent, SecretValue::Absent) => c.fail(
+                "api_key",
+                "missing: domino_audit needs api_key (or api_key_file) or jwt (or jwt_file)",
+            ),
+            (SecretValue::Given(_), SecretValue::Given(_)) => {
+                c.fail("jwt", "set either api_key or jwt, not both")
+            }
+            _ => {}
+        }
+        Some(super::VendorSettings::new(Settings {
+            api_key: api_key.get(),
+            jwt: jwt.get(),
+        }))
+    }
+    fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
+        Box::new(DominoAudit::new(cfg, http))
+    }
+}
+
 impl DominoAudit {
     pub fn new(cfg: &SourceConfig, http: Http) -> DominoAudit {
-        let auth = match (&cfg.auth.api_key, &cfg.auth.jwt) {
+        let settings: &Settings = super::settings_of(cfg, KIND);
+        let auth = match (&settings.api_key, &settings.jwt) {
             (None, Some(j)) => super::credential(
                 reqwest::header::AUTHORIZATION,
                 "Bearer ",
@@ -131,7 +198,7 @@ fn normalise(
         .timestamp
         .checked_mul(NANOS_PER_MS)
         .ok_or_else(|| SourceError::Body(format!("timestamp {} out of range", e.timestamp)))?;
-    let mut ev = Event::new(source, "domino_audit", "domino", time, page, raw);
+    let mut ev = Event::new(source, KIND, VENDOR, time, page, raw);
     ev.set(
         Field::Action,
         e.action.as_ref().and_then(|a| a.event_name.as_deref()),

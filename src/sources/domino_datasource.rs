@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{
     BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
 };
-use crate::config::SourceConfig;
+use crate::config::{Secret, SourceCheck, SourceConfig};
 use crate::event::{Event, Field, PageText};
 use crate::timefmt::{self, NANOS_PER_MS};
 
@@ -22,22 +22,91 @@ const BYTES_PER_EVENT: usize = 1024;
 
 pub struct DominoDatasource {
     name: Arc<str>,
+    /// A response with more events than this is fetched again in halves.
+    max_response_events: usize,
     endpoint: url::Url,
     auth: super::Credential,
     filters: Vec<(String, String)>,
     http: Http,
 }
 
+const KIND: &str = "domino_datasource";
+const VENDOR: &str = "domino";
+
+/// The `domino_datasource` plugin.
+pub struct DominoDatasourceKind;
+
+/// The keys of a `kind = "domino_datasource"` source besides those of every source.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// Sent as `X-Domino-Api-Key` (a SysAdmin's key).
+    pub api_key: Option<String>,
+    pub api_key_file: Option<String>,
+    /// A response with more events than this is fetched again in halves (default 5000).
+    pub max_response_events: Option<i64>,
+}
+
+/// A `domino_datasource` source's validated keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub api_key: Option<Secret>,
+    pub max_response_events: usize,
+}
+
+impl super::Vendor for DominoDatasourceKind {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+    fn title(&self) -> &'static str {
+        "Domino data-source audit"
+    }
+    fn options(&self) -> &'static [&'static str] {
+        super::options_of::<Section>()
+    }
+    fn reserved_params(&self) -> &'static [&'static str] {
+        &["startTime", "endTime"]
+    }
+    fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<super::VendorSettings> {
+        let s: Section = c.section();
+        let api_key = c.secret("api_key", &s.api_key, &s.api_key_file);
+        c.require("api_key", &api_key, "api_key (or api_key_file)");
+        let max_response_events = match s.max_response_events {
+            None => 5_000,
+            Some(n) if n >= 1 => n as usize,
+            Some(n) => {
+                c.fail(
+                    "max_response_events",
+                    format_args!("{n} must be at least 1"),
+                );
+                5_000
+            }
+        };
+        Some(super::VendorSettings::new(Settings {
+            api_key: api_key.get(),
+            max_response_events,
+        }))
+    }
+    fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
+        Box::new(DominoDatasource::new(cfg, http))
+    }
+}
+
 impl DominoDatasource {
     pub fn new(cfg: &SourceConfig, http: Http) -> DominoDatasource {
+        let settings: &Settings = super::settings_of(cfg, KIND);
         let auth = super::credential(
             reqwest::header::HeaderName::from_static("x-domino-api-key"),
             "",
-            cfg.auth.api_key.as_ref(),
+            settings.api_key.as_ref(),
             "no api_key",
         );
         DominoDatasource {
             name: super::source_name(cfg),
+            max_response_events: settings.max_response_events,
             endpoint: super::endpoint(&cfg.url, "/api/datasource/v1/audit"),
             auth,
             filters: cfg.filters.clone(),
@@ -109,7 +178,7 @@ fn normalise(
             e.timestamp
         ))
     })?;
-    let mut ev = Event::new(source, "domino_datasource", "domino", time, page, raw);
+    let mut ev = Event::new(source, KIND, VENDOR, time, page, raw);
     ev.set(Field::Action, e.event_kind.as_deref());
     ev.set(Field::ActorId, e.performed_by.as_deref());
     ev.set(
@@ -126,7 +195,9 @@ fn normalise(
 impl Source for DominoDatasource {
     fn traits(&self) -> Traits {
         Traits {
-            paging: Paging::Whole,
+            paging: Paging::Whole {
+                max_events: self.max_response_events,
+            },
             identity: Identity::Content,
             time_unit: NANOS_PER_MS,
             end_can_be_shortened: true,

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use super::{
     BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
 };
-use crate::config::{Secret, SourceConfig};
+use crate::config::{Secret, SourceCheck, SourceConfig};
 use crate::event::{Event, Field, PageText};
 use crate::timefmt::{Nanos, NANOS_PER_MS, NANOS_PER_SEC};
 
@@ -54,10 +54,97 @@ pub struct Domo {
     token: Mutex<Option<(HeaderValue, Instant)>>,
 }
 
+const KIND: &str = "domo";
+const VENDOR: &str = "domo";
+
+/// The `domo` plugin.
+pub struct DomoKind;
+
+/// The keys of a `kind = "domo"` source besides those of every source.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// OAuth client credentials with the audit scope.
+    pub client_id: Option<String>,
+    pub client_id_file: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    /// The token endpoint (default `{url}/oauth/token`).
+    pub token_url: Option<String>,
+    /// The IANA zone Domo prints its wall-clock times in (default UTC).
+    pub time_zone: Option<String>,
+}
+
+/// A `domo` source's validated keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub client_id: Option<Secret>,
+    pub client_secret: Option<Secret>,
+    pub token_url: Option<url::Url>,
+    /// The zone its wall-clock times are in.
+    pub time_zone: TimeZone,
+}
+
+impl super::Vendor for DomoKind {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+    fn title(&self) -> &'static str {
+        "Domo activity log"
+    }
+    fn options(&self) -> &'static [&'static str] {
+        super::options_of::<Section>()
+    }
+    fn reserved_params(&self) -> &'static [&'static str] {
+        &["start", "end", "limit", "offset"]
+    }
+    fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<super::VendorSettings> {
+        let s: Section = c.section();
+        let client_id = c.secret("client_id", &s.client_id, &s.client_id_file);
+        c.require("client_id", &client_id, "client_id (or client_id_file)");
+        let client_secret = c.secret("client_secret", &s.client_secret, &s.client_secret_file);
+        c.require(
+            "client_secret",
+            &client_secret,
+            "client_secret (or client_secret_file)",
+        );
+        let token_url = c.url("token_url", &s.token_url);
+        let time_zone = match s.time_zone.as_deref() {
+            None => TimeZone::UTC,
+            Some(z) => TimeZone::get(z).unwrap_or_else(|_| {
+                c.fail(
+                    "time_zone",
+                    format_args!("{z:?} is not an IANA time zone; write e.g. \"America/Denver\""),
+                );
+                TimeZone::UTC
+            }),
+        };
+        // No largest window: Domo's windows end where the clocks go back instead.
+        if !c.window.as_nanos().is_multiple_of(1_000_000_000) {
+            c.fail(
+                "window",
+                "must be whole seconds for kind domo (its times have one-second resolution)",
+            );
+        }
+        Some(super::VendorSettings::new(Settings {
+            client_id: client_id.get(),
+            client_secret: client_secret.get(),
+            token_url,
+            time_zone,
+        }))
+    }
+    fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
+        Box::new(Domo::new(cfg, http))
+    }
+}
+
 impl Domo {
     pub fn new(cfg: &SourceConfig, http: Http) -> Domo {
-        let mut token_url = cfg
-            .auth
+        let settings: &Settings = super::settings_of(cfg, KIND);
+        let mut token_url = settings
             .token_url
             .clone()
             .unwrap_or_else(|| super::endpoint(&cfg.url, "/oauth/token"));
@@ -68,9 +155,9 @@ impl Domo {
             name: super::source_name(cfg),
             endpoint: super::endpoint(&cfg.url, "/v1/audit"),
             token_url,
-            client_id: cfg.auth.client_id.clone(),
-            client_secret: cfg.auth.client_secret.clone(),
-            time_zone: cfg.time_zone.clone(),
+            client_id: settings.client_id.clone(),
+            client_secret: settings.client_secret.clone(),
+            time_zone: settings.time_zone.clone(),
             filters: cfg.filters.clone(),
             http,
             token: Mutex::new(None),
@@ -433,7 +520,7 @@ fn normalise(
     })?;
     let (time, ambiguous) = resolve_noting_fold(tz, local, start, end)
         .ok_or_else(|| SourceError::Body(format!("domo time {:?} is out of range", e.time)))?;
-    let mut ev = Event::new(source, "domo", "domo", time, page, raw);
+    let mut ev = Event::new(source, KIND, VENDOR, time, page, raw);
     if ambiguous {
         ev.set_ambiguous_time();
     }

@@ -1,6 +1,10 @@
 //! Sources: one file a vendor, each knowing only how to ask for a page of a window and how to
 //! read what comes back. The generic poller (`pipeline.rs`) owns intervals, windows, paging,
 //! retries, dedupe and commits.
+//!
+//! A vendor is a plugin (`vendor.rs`): its file declares its kind, its own `[[sources]]` keys
+//! and their validation, and builds its source; [`VENDORS`] lists them. Adding a vendor is its
+//! file here, its emulator in `sim/`, a line in each registry, and its docs.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -8,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Secret, SourceConfig, SourceKind};
+use crate::config::{Secret, SourceConfig};
 use crate::event::{Event, PageText};
 use crate::retry::{self, Retryable, Verdict};
 use crate::timefmt::Nanos;
@@ -16,9 +20,19 @@ use crate::timefmt::Nanos;
 pub mod domino_audit;
 pub mod domino_datasource;
 pub mod domo;
+mod vendor;
 pub mod wasabi_air;
 
 pub use crate::BoxFuture;
+pub use vendor::{options_of, settings_of, Vendor, VendorSettings};
+
+/// Every kind of source: the one place where vendors are registered.
+pub static VENDORS: &[&dyn Vendor] = &[
+    &domino_audit::DominoAuditKind,
+    &domino_datasource::DominoDatasourceKind,
+    &domo::DomoKind,
+    &wasabi_air::WasabiAirKind,
+];
 
 /// How a vendor pages through a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +42,9 @@ pub enum Paging {
     Offset,
     /// Numbered pages with a total.
     Numbered,
-    /// One response holds the whole window.
-    Whole,
+    /// One response holds the whole window; one with more than `max_events` events is fetched
+    /// again in halves.
+    Whole { max_events: usize },
 }
 
 /// How a source's events are told apart.
@@ -146,16 +161,11 @@ pub trait Source: Send + Sync {
     }
 }
 
-/// Builds the source of a config entry: the one place where kinds are registered.
+/// Builds the source of a config entry, by its vendor's plugin.
+/// `http` is the agent's client; a source with TLS options gets its own (see [`Http::for_source`]).
 pub fn build(cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
-    match cfg.kind {
-        SourceKind::DominoAudit => Box::new(domino_audit::DominoAudit::new(cfg, http)),
-        SourceKind::DominoDatasource => {
-            Box::new(domino_datasource::DominoDatasource::new(cfg, http))
-        }
-        SourceKind::Domo => Box::new(domo::Domo::new(cfg, http)),
-        SourceKind::WasabiAir => Box::new(wasabi_air::WasabiAir::new(cfg, http)),
-    }
+    let http = http.for_source(cfg);
+    cfg.kind.vendor().build(cfg, http)
 }
 
 /// Largest response body read from a vendor, whatever the page size (a runaway guard).
@@ -165,17 +175,57 @@ const MAX_BODY: usize = 256 << 20;
 #[derive(Clone)]
 pub struct Http {
     client: reqwest::Client,
+    /// Timeout of one request, kept to build a source's own client with the same.
+    timeout: Duration,
+    /// Why this source's own client could not be built (a TLS file gone since the config was
+    /// checked): every request fails with it, permanently, so the source stops saying why.
+    broken: Option<Arc<str>>,
 }
 
 impl Http {
     pub fn new(timeout: Duration) -> Result<Http, reqwest::Error> {
         Ok(Http {
-            client: reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(timeout.min(Duration::from_secs(10)))
-                .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
-                .build()?,
+            client: Http::builder(timeout).build()?,
+            timeout,
+            broken: None,
         })
+    }
+
+    fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
+    }
+
+    /// The client of source `cfg`: this one, or one of its own with its TLS options (`ca_file`,
+    /// `client_cert` + `client_key`, `insecure_skip_verify`, as the HTTP sink takes them).
+    pub fn for_source(&self, cfg: &SourceConfig) -> Http {
+        if cfg.tls.is_default() {
+            return self.clone();
+        }
+        if cfg.tls.insecure_skip_verify {
+            tracing::warn!(source = %cfg.name,
+                "insecure_skip_verify = true: the vendor's TLS certificate is NOT verified; anyone on \
+                 the network path can impersonate it, read the events and take the credentials. Use \
+                 ca_file instead");
+        }
+        let built = cfg.tls.apply(Http::builder(self.timeout)).and_then(|b| {
+            b.build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        });
+        match built {
+            Ok(client) => Http {
+                client,
+                timeout: self.timeout,
+                broken: None,
+            },
+            Err(e) => Http {
+                client: self.client.clone(),
+                timeout: self.timeout,
+                broken: Some(e.into()),
+            },
+        }
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -216,6 +266,9 @@ impl Http {
         req: reqwest::RequestBuilder,
         max_bytes: Option<(usize, usize)>,
     ) -> Result<Vec<u8>, SourceError> {
+        if let Some(why) = &self.broken {
+            return Err(SourceError::Permanent(why.to_string()));
+        }
         let mut resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {

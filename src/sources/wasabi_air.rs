@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{
     BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
 };
-use crate::config::SourceConfig;
+use crate::config::{Secret, SourceCheck, SourceConfig};
 use crate::event::{Event, Field, PageText};
 use crate::timefmt::{self, NANOS_PER_MS};
 
@@ -22,12 +22,63 @@ pub struct WasabiAir {
     http: Http,
 }
 
+const KIND: &str = "wasabi_air";
+const VENDOR: &str = "wasabi";
+
+/// The `wasabi_air` plugin.
+pub struct WasabiAirKind;
+
+/// The keys of a `kind = "wasabi_air"` source besides those of every source.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// Sent as `Authorization: Bearer`.
+    pub api_key: Option<String>,
+    pub api_key_file: Option<String>,
+}
+
+/// A `wasabi_air` source's validated keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub api_key: Option<Secret>,
+}
+
+impl super::Vendor for WasabiAirKind {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+    fn title(&self) -> &'static str {
+        "Wasabi AiR audit"
+    }
+    fn options(&self) -> &'static [&'static str] {
+        super::options_of::<Section>()
+    }
+    fn reserved_params(&self) -> &'static [&'static str] {
+        &["from", "to", "page", "count", "order"]
+    }
+    fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<super::VendorSettings> {
+        let s: Section = c.section();
+        let api_key = c.secret("api_key", &s.api_key, &s.api_key_file);
+        c.require("api_key", &api_key, "api_key (or api_key_file)");
+        Some(super::VendorSettings::new(Settings {
+            api_key: api_key.get(),
+        }))
+    }
+    fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
+        Box::new(WasabiAir::new(cfg, http))
+    }
+}
+
 impl WasabiAir {
     pub fn new(cfg: &SourceConfig, http: Http) -> WasabiAir {
+        let settings: &Settings = super::settings_of(cfg, KIND);
         let auth = super::credential(
             reqwest::header::AUTHORIZATION,
             "Bearer ",
-            cfg.auth.api_key.as_ref(),
+            settings.api_key.as_ref(),
             "no api_key",
         );
         WasabiAir {
@@ -91,7 +142,7 @@ fn normalise(
     let time = timefmt::parse_rfc3339(&e.time).ok_or_else(|| {
         SourceError::Body(format!("wasabi air time {:?} is not RFC 3339", e.time))
     })?;
-    let mut ev = Event::new(source, "wasabi_air", "wasabi", time, page, raw);
+    let mut ev = Event::new(source, KIND, VENDOR, time, page, raw);
     ev.set(Field::Id, Some(&e.id));
     ev.set(Field::Action, e.action_key.as_deref());
     ev.set(Field::ActorId, e.user_id.as_deref());

@@ -37,13 +37,7 @@ pub fn backfill(vendors: &[Vendor], events: u64, days: i64, seed: u64) -> SimCon
 
 /// The `[[sources]]` entry reading `vendor` from the emulator, named after the vendor.
 pub fn source_toml(sim: &SimHandle, cfg: &SimConfig, vendor: Vendor, extra: &str) -> String {
-    let auth = match vendor {
-        Vendor::Domo => format!(
-            "client_id = {:?}\nclient_secret = {:?}\n",
-            cfg.domo_client_id, cfg.domo_client_secret
-        ),
-        _ => format!("api_key = {:?}\n", cfg.api_key),
-    };
+    let auth = vendor.source_keys(cfg);
     format!(
         "[[sources]]\nname = {:?}\nkind = {:?}\nurl = {:?}\nstart = {:?}\n{auth}{extra}\n",
         name(vendor),

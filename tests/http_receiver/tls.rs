@@ -86,11 +86,12 @@ impl Drop for TlsServer {
     }
 }
 
-impl TlsServer {
-    pub async fn start(pki: &Pki) -> TlsServer {
+impl Pki {
+    /// A TLS acceptor with the server certificate that requires a client certificate of the CA.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
-        roots.add(pki.ca_der.clone()).unwrap();
+        roots.add(self.ca_der.clone()).unwrap();
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
@@ -100,11 +101,17 @@ impl TlsServer {
             .unwrap()
             .with_client_cert_verifier(verifier)
             .with_single_cert(
-                vec![pki.server_pem.0.clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_pem.1.clone())),
+                vec![self.server_pem.0.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_pem.1.clone())),
             )
             .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+impl TlsServer {
+    pub async fn start(pki: &Pki) -> TlsServer {
+        let acceptor = pki.acceptor();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let data = Arc::new(Mutex::new(TlsData::default()));

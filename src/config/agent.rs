@@ -1,0 +1,138 @@
+//! `[agent]`: settings of the whole agent, and the defaults of every source.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Check;
+
+// What the file says.
+
+/// `[agent]`: settings of the whole agent, and defaults for every source.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    /// SQLite file holding cursors, dedupe keys and sink positions; created if missing.
+    pub state_path: Option<String>,
+    /// How often each source polls (default 60s).
+    pub poll_interval: Option<String>,
+    /// Never ask for events newer than now − lag (default 2m).
+    pub lag: Option<String>,
+    /// Each poll re-reads this much before the cursor, for late arrivals (default 15m).
+    pub overlap: Option<String>,
+    /// The first sub-window's length (default 1h); later ones grow while answers are small and
+    /// shrink when they are dense.
+    pub window: Option<String>,
+    /// Events per page requested (1–1000, default 1000).
+    pub page_size: Option<i64>,
+    /// Address of the /healthz, /readyz and /metrics server (optional).
+    pub listen: Option<String>,
+    /// Timeout of one HTTP request (default 30s).
+    pub request_timeout: Option<String>,
+    /// First retry delay (default 1s); each retry doubles it, with full jitter.
+    pub retry_initial: Option<String>,
+    /// Longest retry delay (default 60s).
+    pub retry_max_delay: Option<String>,
+    /// Attempts per request before a poll gives up (default 8; the next poll tries again).
+    pub retry_max_attempts: Option<i64>,
+    /// `/readyz` answers 503 once a source has been failing for longer than this (default 5m).
+    pub unready_after: Option<String>,
+}
+
+/// Retry policy of every HTTP call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    pub initial: Duration,
+    pub max_delay: Duration,
+    /// Attempts of one request before the poll gives up; `None` retries while the agent runs.
+    pub max_attempts: Option<usize>,
+}
+
+/// `[agent]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub state_path: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub request_timeout: Duration,
+    pub retry: RetryConfig,
+    /// A source failing for longer than this makes `/readyz` answer 503.
+    pub unready_after: Duration,
+}
+
+/// The defaults `[agent]` gives every source (each `None` when not set or not valid).
+#[derive(Debug, Default)]
+pub(super) struct SourceDefaults {
+    pub poll_interval: Option<Duration>,
+    pub lag: Option<Duration>,
+    pub overlap: Option<Duration>,
+    pub window: Option<Duration>,
+    pub page_size: Option<u32>,
+}
+
+/// Validates `[agent]`.
+pub(super) fn validate(c: &mut Check<'_>, a: &RawAgent) -> (AgentConfig, SourceDefaults) {
+    let base = c.base;
+    let defaults = SourceDefaults {
+        poll_interval: c.duration("agent.poll_interval", &a.poll_interval, true),
+        lag: c.duration("agent.lag", &a.lag, false),
+        overlap: c.duration("agent.overlap", &a.overlap, false),
+        window: c.duration("agent.window", &a.window, true),
+        page_size: c.page_size("agent.page_size", a.page_size),
+    };
+    let request_timeout = c
+        .duration("agent.request_timeout", &a.request_timeout, true)
+        .unwrap_or(Duration::from_secs(30));
+    let retry = RetryConfig {
+        initial: c
+            .duration("agent.retry_initial", &a.retry_initial, true)
+            .unwrap_or(Duration::from_secs(1)),
+        max_delay: c
+            .duration("agent.retry_max_delay", &a.retry_max_delay, true)
+            .unwrap_or(Duration::from_secs(60)),
+        max_attempts: match a.retry_max_attempts {
+            None => Some(8),
+            Some(n) if n >= 1 => Some(n as usize),
+            Some(n) => {
+                c.fail(
+                    "agent.retry_max_attempts",
+                    format_args!("{n} must be at least 1"),
+                );
+                None
+            }
+        },
+    };
+    let unready_after = c
+        .duration("agent.unready_after", &a.unready_after, true)
+        .unwrap_or(Duration::from_secs(300));
+    let listen = a
+        .listen
+        .as_deref()
+        .and_then(|s| match s.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                c.fail(
+                    "agent.listen",
+                    format_args!("{s:?} is not an address; write e.g. \"127.0.0.1:9464\""),
+                );
+                None
+            }
+        });
+    let state_path = match a.state_path.as_deref() {
+        Some("") => {
+            c.fail("agent.state_path", "is empty");
+            PathBuf::new()
+        }
+        Some(p) => base.join(p),
+        None => PathBuf::from("/var/lib/auditship/state.db"),
+    };
+    let agent = AgentConfig {
+        state_path,
+        listen,
+        request_timeout,
+        retry,
+        unready_after,
+    };
+    (agent, defaults)
+}

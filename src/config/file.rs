@@ -1,0 +1,224 @@
+//! The raw file: TOML text into a tree of values, and a section of that tree into its serde
+//! struct with every problem reported, not only the first.
+//!
+//! The tree is `serde_json::Value`, so that `${ENV}` expansion (`secrets.rs`) walks one shape
+//! and every section reads it with serde. A key that a section does not know is reported and
+//! dropped, a value of the wrong type likewise, and the rest of the section is still read: an
+//! unknown key never hides the other problems.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::Check;
+
+/// Parses TOML text into a tree, or says where and why not: the parser's reason and the line
+/// with a caret under the spot.
+pub(super) fn parse_toml(text: &str) -> Result<Map<String, Value>, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
+    Ok(table.into_iter().map(|(k, v)| (k, to_json(v))).collect())
+}
+
+/// `not valid TOML at line L, column C: reason`, then the line and a caret.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let reason = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span() else {
+        return format!("not valid TOML: {reason}");
+    };
+    let at = span.start.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let line_no = text[..at].matches('\n').count() + 1;
+    let line = text[line_start..line_end].trim_end_matches('\r');
+    let column = text[line_start..at].chars().count();
+    // Tabs keep their width so the caret stays under the spot.
+    let pad: String = line
+        .chars()
+        .take(column)
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    format!(
+        "not valid TOML at line {line_no}, column {}: {reason}\n    {line}\n    {pad}^",
+        column + 1
+    )
+}
+
+fn to_json(v: toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(f) => Value::from(f),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        // A bare TOML date-time reads as the text it was written as (`start = 2024-10-18T00:00:00Z`).
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.into_iter().map(to_json).collect()),
+        toml::Value::Table(t) => {
+            Value::Object(t.into_iter().map(|(k, v)| (k, to_json(v))).collect())
+        }
+    }
+}
+
+/// The field names serde knows for `T` (a struct): the keys its section takes.
+pub(crate) fn fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Fields(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("stop")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Stop {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut f = Fields(None);
+    let _ = T::deserialize(&mut f);
+    f.0.unwrap_or(&[])
+}
+
+/// Reads a table of the tree as `T`: a key `T` does not take is reported by `unknown` (which
+/// names it) and dropped, and a value of the wrong type is reported and dropped; what remains
+/// is read. Every field of `T` must be optional (or defaulted), so that dropping one is fine.
+pub(crate) fn read_section<T: DeserializeOwned + Default>(
+    c: &mut Check<'_>,
+    key: &str,
+    value: Value,
+    mut unknown: impl FnMut(&mut Check<'_>, &str, &str),
+) -> T {
+    let mut map = match value {
+        Value::Object(m) => m,
+        other => {
+            c.fail(
+                key,
+                format_args!("must be a table, not {}", type_name(&other)),
+            );
+            return T::default();
+        }
+    };
+    let known = fields::<T>();
+    let strange: Vec<String> = map
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for k in strange {
+        map.remove(&k);
+        unknown(c, &format!("{key}.{k}"), &k);
+    }
+    // One bad value at a time: serde stops at the first, so drop it and read again.
+    for _ in 0..=known.len() {
+        match serde_path_to_error::deserialize::<_, T>(Value::Object(map.clone())) {
+            Ok(t) => return t,
+            Err(e) => {
+                let path = e.path().to_string();
+                let first = e
+                    .path()
+                    .iter()
+                    .next()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                let msg = e.into_inner().to_string();
+                if path == "." || map.remove(&first).is_none() {
+                    c.fail(key, msg);
+                    return T::default();
+                }
+                c.fail(&format!("{key}.{path}"), msg);
+            }
+        }
+    }
+    T::default()
+}
+
+/// The message for a key no section takes: `unknown field`, and the nearest key that is known
+/// (one or two letters off) as the likely fix.
+pub(crate) fn unknown_key(c: &mut Check<'_>, key: &str, name: &str, known: &[&str]) {
+    match known
+        .iter()
+        .map(|k| (distance(name, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+    {
+        Some((_, k)) => c.fail(key, format_args!("unknown field; did you mean `{k}`?")),
+        None => c.fail(key, "unknown field"),
+    }
+}
+
+/// Levenshtein distance of two short ASCII-ish keys.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+pub(crate) fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "a table",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_syntax_error_shows_the_reason_and_the_line_with_a_caret() {
+        let e = parse_toml("[agent]\nstate_path = \"/tmp/x\" lag\n").unwrap_err();
+        let lines: Vec<&str> = e.lines().collect();
+        let head = "not valid TOML at line 2, column 23: ";
+        assert!(lines[0].starts_with(head), "{e}");
+        // The parser's reason, not only where.
+        assert!(lines[0].len() > head.len() + 10, "{e}");
+        assert_eq!(lines[1], "    state_path = \"/tmp/x\" lag");
+        assert_eq!(lines[2], format!("    {}^", " ".repeat(22)));
+        assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn bare_datetimes_read_as_their_text() {
+        let t = parse_toml("start = 2024-10-18T00:00:00Z\n").unwrap();
+        assert_eq!(t["start"], "2024-10-18T00:00:00Z");
+    }
+
+    #[test]
+    fn near_misses_are_suggested() {
+        assert_eq!(distance("poll_intervall", "poll_interval"), 1);
+        assert_eq!(distance("pol_interval", "poll_interval"), 1);
+        assert_eq!(distance("abc", "xyz"), 3);
+    }
+}

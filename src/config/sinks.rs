@@ -1,0 +1,497 @@
+//! `[[sinks]]`: where events go. Each entry is read and validated here; the sinks themselves
+//! live in `src/sinks/`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+
+use super::file::{read_section, unknown_key};
+use super::{Check, Secret};
+
+/// `[[sinks]]`: where events go.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub fsync: Option<bool>,
+    pub sources: Option<Vec<String>>,
+    pub include_raw: Option<bool>,
+    pub format: Option<String>,
+    /// `http`: where batches are POSTed.
+    pub url: Option<String>,
+    /// `http`: `ndjson` (default), `json_array`, `splunk_hec` or `elasticsearch_bulk`.
+    pub encoding: Option<String>,
+    /// `http`: the Splunk index (optional) or the Elasticsearch index (required).
+    pub index: Option<String>,
+    /// `http`, `splunk_hec`: `sourcetype` of every event (default `auditship`).
+    pub sourcetype: Option<String>,
+    /// `http`, `splunk_hec`: `host` of every event (default this machine's hostname).
+    pub host: Option<String>,
+    /// `http`: most events in one request (default 500).
+    pub batch_max_events: Option<i64>,
+    /// `http`: most bytes in one request body, before compression (default 4 MiB).
+    pub batch_max_bytes: Option<i64>,
+    /// `http`: gzip request bodies (default false).
+    pub gzip: Option<bool>,
+    /// `http`: extra request headers; the values are secrets, never logged.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// `http`: header name → file whose content (one trailing newline trimmed) is the value.
+    pub header_files: Option<BTreeMap<String, String>>,
+    /// `http`: timeout of one request (default 30s).
+    pub timeout: Option<String>,
+    /// `http`: PEM file of CA certificates trusted besides the system's roots.
+    pub ca_file: Option<String>,
+    /// `http`: PEM client certificate (chain) for mutual TLS; needs `client_key`.
+    pub client_cert: Option<String>,
+    /// `http`: PEM private key of `client_cert`.
+    pub client_key: Option<String>,
+    /// `http`: do not verify the receiver's TLS certificate (warned about loudly at start).
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// Kinds of sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    Stdout,
+    File {
+        path: PathBuf,
+        /// fdatasync the file before each commit, so a power loss cannot leave the state ahead
+        /// of the file (default true).
+        fsync: bool,
+    },
+    /// POSTs batches to a SIEM or collector (`src/sinks/http.rs`).
+    Http(Box<HttpSinkConfig>),
+}
+
+/// How an HTTP sink writes a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpEncoding {
+    /// One native event per line (`application/x-ndjson`).
+    Ndjson,
+    /// One JSON array of native events.
+    JsonArray,
+    /// Splunk HEC event objects one after another, the native event under `event`.
+    SplunkHec {
+        /// `index` of every event (default: the HEC token's default index).
+        index: Option<String>,
+        /// `sourcetype` of every event.
+        sourcetype: String,
+        /// `host` of every event (`None`: this machine's hostname, looked up at start).
+        host: Option<String>,
+    },
+    /// Elasticsearch/OpenSearch `_bulk` `create` actions with `_id` = the event id, so a batch
+    /// sent twice cannot double a document.
+    ElasticsearchBulk {
+        /// The index (or data stream) the documents are created in.
+        index: String,
+    },
+}
+
+/// A validated `kind = "http"` sink. Header files are read; TLS files are checked here and read
+/// again when the sink starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSinkConfig {
+    /// Where every batch is POSTed.
+    pub url: Url,
+    /// How a batch becomes a request body.
+    pub encoding: HttpEncoding,
+    /// Most events in one request.
+    pub batch_max_events: usize,
+    /// Most bytes in one request body, before compression (one larger event goes alone).
+    pub batch_max_bytes: usize,
+    /// Compress bodies (`Content-Encoding: gzip`).
+    pub gzip: bool,
+    /// Extra headers (from `headers` and `header_files`), sent as sensitive values.
+    pub headers: Vec<(String, Secret)>,
+    /// Timeout of one request, connection included.
+    pub timeout: Duration,
+    /// PEM CA certificates trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// Accept any certificate from the receiver (warned about at start).
+    pub insecure_skip_verify: bool,
+}
+
+/// One validated `[[sinks]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkConfig {
+    pub name: String,
+    pub kind: SinkKind,
+    /// Only these sources' events (default: all).
+    pub sources: Option<Vec<String>>,
+    /// Keep the vendor's event under `raw` (default true).
+    pub include_raw: bool,
+    /// How each event is written (`format`, default `native`).
+    pub format: crate::encodings::Format,
+}
+
+impl SinkConfig {
+    /// Whether events of `source` go to this sink.
+    pub fn takes(&self, source: &str) -> bool {
+        self.sources
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|n| n == source))
+    }
+}
+
+/// Validates every `[[sinks]]` entry; `names` are the names of the configured sources.
+/// Returns the valid ones and how many entries there were.
+pub(super) fn validate(
+    c: &mut Check<'_>,
+    raw: Vec<Value>,
+    names: &HashSet<String>,
+) -> (Vec<SinkConfig>, usize) {
+    let raw: Vec<RawSink> = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            read_section(c, &format!("sinks[{i}]"), v, |c, key, name| {
+                unknown_key(c, key, name, super::file::fields::<RawSink>())
+            })
+        })
+        .collect();
+    let base = c.base;
+    let mut sink_names = HashSet::new();
+    let mut sinks = Vec::new();
+    if raw.is_empty() {
+        c.fail(
+            "sinks",
+            "no [[sinks]]: events would go nowhere; add e.g. [[sinks]] name = \"out\" kind = \"stdout\"",
+        );
+    }
+    for (i, s) in raw.iter().enumerate() {
+        let key = format!("sinks[{i}]");
+        let name = c.name(&format!("{key}.name"), &s.name, &mut sink_names);
+        let kind = match s.kind.as_deref() {
+            Some("stdout") => {
+                if s.path.is_some() {
+                    c.fail(&format!("{key}.path"), "not an option of kind stdout");
+                }
+                if s.fsync.is_some() {
+                    c.fail(&format!("{key}.fsync"), "not an option of kind stdout");
+                }
+                Some(SinkKind::Stdout)
+            }
+            Some("file") => match s.path.as_deref() {
+                None | Some("") => {
+                    c.fail(
+                        &format!("{key}.path"),
+                        "missing: the file to append events to",
+                    );
+                    None
+                }
+                Some(p) => Some(SinkKind::File {
+                    path: base.join(p),
+                    fsync: s.fsync.unwrap_or(true),
+                }),
+            },
+            Some("http") => http_sink(c, &key, s).map(|h| SinkKind::Http(Box::new(h))),
+            Some(other) => {
+                c.fail(
+                    &format!("{key}.kind"),
+                    format_args!("{other:?} is not a sink kind; one of stdout, file, http"),
+                );
+                None
+            }
+            None => {
+                c.fail(&format!("{key}.kind"), "missing; one of stdout, file, http");
+                None
+            }
+        };
+        if s.kind.as_deref() != Some("http") {
+            for (opt, set) in http_options(s) {
+                if set {
+                    c.fail(
+                        &format!("{key}.{opt}"),
+                        format_args!("not an option of kind {}", s.kind.as_deref().unwrap_or("?")),
+                    );
+                }
+            }
+        }
+        let format = match s.format.as_deref() {
+            None => Some(crate::encodings::Format::default()),
+            Some(f) => {
+                let found = crate::encodings::Format::by_name(f);
+                if found.is_none() {
+                    c.fail(
+                        &format!("{key}.format"),
+                        format_args!(
+                            "{f:?} is not supported by this version; use {}",
+                            crate::encodings::Format::NAMES
+                                .iter()
+                                .map(|n| format!("{n:?}"))
+                                .collect::<Vec<_>>()
+                                .join(" or ")
+                        ),
+                    );
+                }
+                found
+            }
+        };
+        if let Some(list) = &s.sources {
+            for n in list {
+                if !names.contains(n) {
+                    c.fail(
+                        &format!("{key}.sources"),
+                        format_args!("{n:?} is not the name of a configured source"),
+                    );
+                }
+            }
+        }
+        if let (Some(kind), Some(format)) = (kind, format) {
+            sinks.push(SinkConfig {
+                name,
+                kind,
+                sources: s.sources.clone(),
+                include_raw: s.include_raw.unwrap_or(true),
+                format,
+            });
+        }
+    }
+    // Two file sinks on one path would each truncate the other's uncommitted tail.
+    let mut paths = HashSet::new();
+    for s in &sinks {
+        if let SinkKind::File { path, .. } = &s.kind {
+            if !paths.insert(path.clone()) {
+                c.fail(
+                    &format!("sinks.{}.path", s.name),
+                    format_args!("{} is used by two file sinks", path.display()),
+                );
+            }
+        }
+    }
+    (sinks, raw.len())
+}
+
+/// The options only `kind = "http"` takes, and whether each is set.
+fn http_options(s: &RawSink) -> [(&'static str, bool); 15] {
+    [
+        ("url", s.url.is_some()),
+        ("encoding", s.encoding.is_some()),
+        ("index", s.index.is_some()),
+        ("sourcetype", s.sourcetype.is_some()),
+        ("host", s.host.is_some()),
+        ("batch_max_events", s.batch_max_events.is_some()),
+        ("batch_max_bytes", s.batch_max_bytes.is_some()),
+        ("gzip", s.gzip.is_some()),
+        ("headers", s.headers.is_some()),
+        ("header_files", s.header_files.is_some()),
+        ("timeout", s.timeout.is_some()),
+        ("ca_file", s.ca_file.is_some()),
+        ("client_cert", s.client_cert.is_some()),
+        ("client_key", s.client_key.is_some()),
+        ("insecure_skip_verify", s.insecure_skip_verify.is_some()),
+    ]
+}
+
+/// Headers the HTTP sink sets itself, which `headers` must not override.
+const RESERVED_HEADERS: [&str; 6] = [
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "host",
+    "idempotency-key",
+];
+
+/// Validates a `kind = "http"` sink: reads its header files and checks its TLS files parse.
+fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    for (opt, set) in [("path", s.path.is_some()), ("fsync", s.fsync.is_some())] {
+        if set {
+            c.fail(&format!("{key}.{opt}"), "not an option of kind http");
+        }
+    }
+    let url = match &s.url {
+        None => {
+            c.fail(
+                &format!("{key}.url"),
+                "missing: the receiver's URL, e.g. \"https://splunk.example.com:8088/services/collector/event\"",
+            );
+            None
+        }
+        u => c.url(&format!("{key}.url"), u),
+    };
+    let enc = s.encoding.as_deref().unwrap_or("ndjson");
+    for (opt, set, takes) in [
+        (
+            "index",
+            s.index.is_some(),
+            matches!(enc, "splunk_hec" | "elasticsearch_bulk"),
+        ),
+        ("sourcetype", s.sourcetype.is_some(), enc == "splunk_hec"),
+        ("host", s.host.is_some(), enc == "splunk_hec"),
+    ] {
+        if set && !takes {
+            c.fail(
+                &format!("{key}.{opt}"),
+                format_args!("not an option of encoding {enc}"),
+            );
+        }
+    }
+    for (opt, v) in [
+        ("index", &s.index),
+        ("sourcetype", &s.sourcetype),
+        ("host", &s.host),
+    ] {
+        if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            c.fail(&format!("{key}.{opt}"), "is empty");
+        }
+    }
+    let encoding = match enc {
+        "ndjson" => Some(HttpEncoding::Ndjson),
+        "json_array" => Some(HttpEncoding::JsonArray),
+        "splunk_hec" => Some(HttpEncoding::SplunkHec {
+            index: s.index.clone(),
+            sourcetype: s.sourcetype.clone().unwrap_or_else(|| "auditship".into()),
+            host: s.host.clone(),
+        }),
+        "elasticsearch_bulk" => match s.index.as_deref() {
+            None => {
+                c.fail(
+                    &format!("{key}.index"),
+                    "missing: elasticsearch_bulk needs the index (or data stream) to create documents in",
+                );
+                None
+            }
+            Some(i)
+                if i.chars().any(|ch| {
+                    ch.is_uppercase() || ch.is_whitespace() || "\\/*?\"<>|,#".contains(ch)
+                }) =>
+            {
+                c.fail(
+                    &format!("{key}.index"),
+                    format_args!("{i:?} is not a valid index name: lowercase, without spaces or \\/*?\"<>|,#"),
+                );
+                None
+            }
+            Some(i) => Some(HttpEncoding::ElasticsearchBulk {
+                index: i.to_string(),
+            }),
+        },
+        other => {
+            c.fail(
+                &format!("{key}.encoding"),
+                format_args!("{other:?} is not an encoding; one of ndjson, json_array, splunk_hec, elasticsearch_bulk"),
+            );
+            None
+        }
+    };
+    let mut bounded = |opt: &str, v: Option<i64>, default: usize, max: usize, what: &str| match v {
+        None => default,
+        Some(n) if n >= 1 && n as u64 <= max as u64 => n as usize,
+        Some(n) => {
+            c.fail(
+                &format!("{key}.{opt}"),
+                format_args!("{n} is out of range; 1 to {max} {what}"),
+            );
+            default
+        }
+    };
+    let batch_max_events = bounded(
+        "batch_max_events",
+        s.batch_max_events,
+        500,
+        100_000,
+        "events",
+    );
+    let batch_max_bytes = bounded(
+        "batch_max_bytes",
+        s.batch_max_bytes,
+        4 << 20,
+        1 << 30,
+        "bytes",
+    );
+    let timeout = c
+        .duration(&format!("{key}.timeout"), &s.timeout, true)
+        .unwrap_or(Duration::from_secs(30));
+
+    let mut headers: Vec<(String, Secret)> = Vec::new();
+    let mut seen = HashSet::new();
+    let inline = s
+        .headers
+        .iter()
+        .flatten()
+        .map(|(k, v)| ("headers", k, Ok(v.clone())));
+    let (base, read) = (c.base, c.secrets);
+    let files = s.header_files.iter().flatten().map(|(k, f)| {
+        if !read {
+            return ("header_files", k, Ok("unread".to_string()));
+        }
+        let p = base.join(f);
+        let v = std::fs::read_to_string(&p)
+            .map(|v| {
+                let v = v.strip_suffix('\n').unwrap_or(&v);
+                v.strip_suffix('\r').unwrap_or(v).to_string()
+            })
+            .map_err(|e| format!("cannot read {}: {e}", p.display()));
+        ("header_files", k, v)
+    });
+    let entries: Vec<_> = inline.chain(files).collect();
+    for (table, name, value) in entries {
+        let hkey = format!("{key}.{table}.{name}");
+        let Ok(hname) = HeaderName::from_bytes(name.as_bytes()) else {
+            c.fail(&hkey, "not a valid HTTP header name");
+            continue;
+        };
+        if RESERVED_HEADERS.contains(&hname.as_str()) {
+            c.fail(&hkey, "is set by the sink itself; remove it");
+            continue;
+        }
+        if !seen.insert(hname.as_str().to_string()) {
+            c.fail(
+                &hkey,
+                "is set twice (names are case-insensitive; headers and header_files share them)",
+            );
+            continue;
+        }
+        match value {
+            // A `${NAME}` that is not set: said already (or not wanted, without secrets).
+            _ if c.has_failed(&hkey) => {}
+            Ok(_) if !c.secrets => headers.push((name.clone(), Secret::new(""))),
+            Err(e) => c.fail(&hkey, e),
+            Ok(v) if v.is_empty() => c.fail(&hkey, "is empty"),
+            // The value is a secret: say what is wrong without showing it.
+            Ok(v) if HeaderValue::from_str(&v).is_err() => c.fail(
+                &hkey,
+                "the value holds characters not allowed in an HTTP header (a newline?)",
+            ),
+            Ok(v) => headers.push((name.clone(), Secret::new(v))),
+        }
+    }
+
+    let https = url.as_ref().is_none_or(|u| u.scheme() == "https");
+    let tls = super::tls::validate(
+        c,
+        key,
+        https,
+        &super::tls::RawTls {
+            ca_file: s.ca_file.clone(),
+            client_cert: s.client_cert.clone(),
+            client_key: s.client_key.clone(),
+            insecure_skip_verify: s.insecure_skip_verify,
+        },
+    );
+    Some(HttpSinkConfig {
+        url: url?,
+        encoding: encoding?,
+        batch_max_events,
+        batch_max_bytes,
+        gzip: s.gzip.unwrap_or(false),
+        headers,
+        timeout,
+        ca_file: tls.ca_file,
+        client_cert: tls.client_cert,
+        client_key: tls.client_key,
+        insecure_skip_verify: tls.insecure_skip_verify,
+    })
+}

@@ -1,0 +1,93 @@
+//! A vendor is a plugin: one type per vendor file implements [`Vendor`] — its kind name, its own
+//! `[[sources]]` keys (a serde struct), their validation, the query parameters the agent sets,
+//! and how to build its [`Source`]. [`super::VENDORS`] lists them; nothing else names a vendor.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use super::{Http, Source};
+use crate::config::{SourceCheck, SourceConfig};
+
+/// Everything the agent knows of one kind of source, besides its file's reading of pages.
+pub trait Vendor: Sync {
+    /// `kind = "…"` in `[[sources]]`, and `kind` of every event it reads.
+    fn kind(&self) -> &'static str;
+    /// `vendor` of every event it reads.
+    fn vendor(&self) -> &'static str;
+    /// What it is, for people: "Domo activity log".
+    fn title(&self) -> &'static str;
+    /// The keys of its own section of `[[sources]]` (the serde field names of its section
+    /// struct, see [`options_of`]), besides the ones every source takes.
+    fn options(&self) -> &'static [&'static str];
+    /// Query parameters the agent itself sets, which a filter must not override.
+    fn reserved_params(&self) -> &'static [&'static str];
+    /// Reads and validates its own keys (`c.section()`), reporting every problem on `c`;
+    /// `None` when they cannot be used.
+    fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<VendorSettings>;
+    /// Builds the source of a validated entry of its kind.
+    fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source>;
+}
+
+/// The keys of a vendor's section struct `T`.
+pub fn options_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    crate::config::fields::<T>()
+}
+
+/// A vendor's validated settings, kept in [`SourceConfig`] and read back by its own `build`.
+#[derive(Clone)]
+pub struct VendorSettings(Arc<dyn AnySettings>);
+
+impl VendorSettings {
+    pub fn new<T: fmt::Debug + PartialEq + Send + Sync + 'static>(t: T) -> VendorSettings {
+        VendorSettings(Arc::new(t))
+    }
+
+    /// The settings as the vendor's type; `None` for another type (a programming error the
+    /// vendor's `build` turns into a panic naming itself).
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref()
+    }
+}
+
+impl fmt::Debug for VendorSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.debug(f)
+    }
+}
+
+impl PartialEq for VendorSettings {
+    fn eq(&self, other: &VendorSettings) -> bool {
+        self.0.same(other.0.as_any())
+    }
+}
+
+/// `Debug + PartialEq` behind a trait object.
+trait AnySettings: Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    fn same(&self, other: &dyn Any) -> bool;
+    fn debug(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+}
+
+impl<T: fmt::Debug + PartialEq + Send + Sync + 'static> AnySettings for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn same(&self, other: &dyn Any) -> bool {
+        other.downcast_ref::<T>() == Some(self)
+    }
+    fn debug(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The settings of `cfg`, which its vendor made.
+pub fn settings_of<'a, T: 'static>(cfg: &'a SourceConfig, vendor: &str) -> &'a T {
+    cfg.settings.get::<T>().unwrap_or_else(|| {
+        panic!(
+            "source {}: settings of kind {} given to {vendor}",
+            cfg.name,
+            cfg.kind.as_str()
+        )
+    })
+}
