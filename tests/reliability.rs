@@ -943,6 +943,14 @@ async fn many_sources_keep_up_and_a_sink_outage_loses_nothing() {
         "{status:?}\n{}",
         &stderr[stderr.len().saturating_sub(4000)..]
     );
+    if let Ok(keep) = std::env::var("AUDITSHIP_KEEP_DIR") {
+        // For a post-mortem: the config, state, log and output of this run.
+        let _ = Command::new("cp")
+            .arg("-r")
+            .arg(s.dir.path())
+            .arg(&keep)
+            .status();
+    }
     let lines = read_lines(&s.out);
     let received = receiver.data().events.clone();
     let truths: HashMap<Vendor, Vec<String>> = Vendor::ALL
