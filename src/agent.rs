@@ -16,7 +16,7 @@ use crate::pipeline::{PollError, Poller};
 use crate::server::{self, Probe};
 use crate::sinks::{self, SinkSlot};
 use crate::sources::{self, Http};
-use crate::state::State;
+use crate::state::{State, StateError};
 use crate::timefmt::{self, NANOS_PER_SEC};
 
 /// How a run ended.
@@ -31,7 +31,9 @@ pub enum Outcome {
 /// An exclusive lock on `STATE.lock`: two agents on one state file would each truncate the
 /// other's file sink and double events. Held for the life of the value.
 pub struct StateLock {
-    _file: File,
+    file: File,
+    /// The pid the lock file held when it was taken: an agent ran on this state before.
+    pub previous: Option<String>,
 }
 
 impl StateLock {
@@ -42,23 +44,66 @@ impl StateLock {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
         }
-        let file = File::options()
+        let mut file = File::options()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&p)
             .with_context(|| format!("cannot open {}", p.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(StateLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-                "another auditship is running on {} (lock {} is held)",
-                state_path.display(),
-                p.display()
-            ),
+            Ok(()) => {
+                // Who holds it, for the message a second agent gives (best effort: the lock,
+                // not this text, is what keeps the second one out).
+                use std::io::{Read as _, Seek as _, Write as _};
+                let mut before = String::new();
+                let _ = file.read_to_string(&mut before);
+                let previous = Some(before.trim().to_string()).filter(|p| !p.is_empty());
+                let _ = file.set_len(0);
+                let _ = file.seek(std::io::SeekFrom::Start(0));
+                let _ = writeln!(file, "{}", std::process::id());
+                Ok(StateLock { file, previous })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&p)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok())
+                    .map(|pid| format!("pid {pid}"))
+                    .unwrap_or_else(|| "pid unknown".to_string());
+                anyhow::bail!(
+                    "another auditship ({holder}) is running on {} (lock {} is held); stop it, or give this one another agent.state_path",
+                    state_path.display(),
+                    p.display()
+                )
+            }
             Err(std::fs::TryLockError::Error(e)) => {
                 Err(e).with_context(|| format!("cannot lock {}", p.display()))
             }
         }
+    }
+}
+
+impl StateLock {
+    /// Refuses a state file that an agent used before (the lock held its pid) and that is now
+    /// missing or empty: opening it would make a new state, and every event would be
+    /// delivered again.
+    pub fn check_not_vanished(&self, state_path: &Path) -> Result<(), StateError> {
+        let Some(pid) = &self.previous else {
+            return Ok(());
+        };
+        let len = std::fs::metadata(state_path).map(|m| m.len()).unwrap_or(0);
+        if len == 0 {
+            return Err(StateError::Vanished {
+                path: state_path.to_path_buf(),
+                pid: pid.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Forgets that an agent ran here (the state could not be made, so there is none to lose).
+    fn forget(&self) {
+        let _ = self.file.set_len(0);
     }
 }
 
@@ -115,6 +160,38 @@ struct Shared {
     health: Arc<Health>,
     once: bool,
     cancel: CancellationToken,
+    /// Set by a source that met an error the agent cannot go on after (the state file lost).
+    fatal: Fatal,
+}
+
+/// An error that stops the whole agent: the first one is kept, and the agent's token cancelled.
+#[derive(Clone, Default)]
+pub struct Fatal {
+    cancel: CancellationToken,
+    error: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Fatal {
+    /// Stops the agent that `cancel` belongs to, with `error`.
+    pub fn new(cancel: CancellationToken) -> Fatal {
+        Fatal {
+            cancel,
+            error: Default::default(),
+        }
+    }
+
+    fn raise(&self, error: String) {
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(error);
+        self.cancel.cancel();
+    }
+
+    /// The error that stopped the agent, if one did.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl Shared {
@@ -127,19 +204,45 @@ impl Shared {
             .collect();
         let cancel = self.cancel.child_token();
         let health = self.health.register(&src.name);
-        let poller = Poller::new(
-            src.clone(),
-            sources::build(src, g.http.clone()),
+        let (state, http, retry, path, once) = (
             self.state.clone(),
-            sinks,
+            g.http.clone(),
             g.config.agent.retry.clone(),
-            cancel.clone(),
-            health.clone(),
+            g.config.path.clone(),
+            self.once,
         );
+        let mut cfg = src.clone();
+        let (c, h) = (cancel.clone(), health.clone());
+        let task = move |restart: u64| {
+            if restart > 0 {
+                // Secret files are read again, so a rotated secret (a Kubernetes Secret is
+                // updated in place) heals a refused source without a reload.
+                cfg.settings = fresh_settings(&path, &cfg);
+            }
+            let poller = Poller::new(
+                cfg.clone(),
+                sources::build(&cfg, http.clone()),
+                state.clone(),
+                sinks.clone(),
+                retry.clone(),
+                c.clone(),
+                h.clone(),
+            );
+            source_loop(poller, once, c.clone(), h.clone())
+        };
+        let retry = g.config.agent.retry.clone();
         Running {
             config: src.clone(),
             cancel: cancel.clone(),
-            handle: tokio::spawn(source_loop(poller, self.once, cancel, health)),
+            handle: tokio::spawn(supervise(
+                src.name.clone(),
+                retry,
+                once,
+                cancel,
+                health,
+                self.fatal.clone(),
+                task,
+            )),
         }
     }
 
@@ -172,8 +275,17 @@ async fn stop(running: Vec<Running>) {
 /// Runs every source until `cancel` fires (or, with `once`, one pass each). The daemon reloads
 /// its configuration when the file changes or on SIGHUP.
 pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow::Result<Outcome> {
-    let _lock = StateLock::acquire(&cfg.agent.state_path)?;
-    let state = open_state(&cfg.agent.state_path).await?;
+    let lock = StateLock::acquire(&cfg.agent.state_path)?;
+    lock.check_not_vanished(&cfg.agent.state_path)?;
+    let state = match open_state(&cfg.agent.state_path).await {
+        Ok(s) => s,
+        Err(e) => {
+            if !cfg.agent.state_path.exists() {
+                lock.forget();
+            }
+            return Err(e);
+        }
+    };
     let health = Arc::new(Health::default());
     if let Some(addr) = cfg.agent.listen {
         let probe = Probe {
@@ -191,6 +303,7 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
         health,
         once,
         cancel: cancel.clone(),
+        fatal: Fatal::new(cancel.clone()),
     };
     let mut current = shared.start(cfg.clone()).await?;
     shared.health.mark_started();
@@ -229,6 +342,9 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
     let mut ok = true;
     for (_, r) in std::mem::take(&mut current.sources) {
         ok &= r.handle.await.unwrap_or(false);
+    }
+    if let Some(e) = shared.fatal.error() {
+        anyhow::bail!(e);
     }
     Ok(if ok {
         Outcome::Completed
@@ -271,8 +387,11 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
         return Ok(current);
     }
     // A source that stopped (a permanent error, say a revoked key since renewed) is started
-    // again by any reload, even of an unchanged file: SIGHUP is the way to retry it.
-    let stopped = current.sources.values().any(|r| r.handle.is_finished());
+    // again by any reload, even of an unchanged file: SIGHUP retries it now rather than at
+    // `retry_max_delay`.
+    let is_stopped =
+        |name: &str, r: &Running| r.handle.is_finished() || shared.health.is_stopped(name);
+    let stopped = current.sources.iter().any(|(n, r)| is_stopped(n, r));
     if new.agent == old.agent && new.sinks == old.sinks && new.sources == old.sources && !stopped {
         tracing::info!(trigger = why, "configuration unchanged");
         return Ok(current);
@@ -285,7 +404,7 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
         let running = &current.sources[&name];
         if keep.is_none() {
             removed.push(name.clone());
-        } else if everything || keep != Some(&running.config) || running.handle.is_finished() {
+        } else if everything || keep != Some(&running.config) || is_stopped(&name, running) {
             changed.push(name.clone());
         } else {
             continue;
@@ -380,13 +499,143 @@ fn watch(
     Ok(w)
 }
 
-/// One source's life: poll, wait, poll... Returns whether it ended well.
+/// How one run of a source task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// `--once`: the pass completed.
+    Completed,
+    /// Shutdown (or a reload) stopped it.
+    Cancelled,
+    /// `--once`: the pass failed on a transient error.
+    Failed,
+    /// The API refused the request for good (401/403, another 4xx): the message.
+    Refused(String),
+    /// The task panicked: the panic's message.
+    Panicked(String),
+    /// An error no source can go on after (the state file deleted or damaged): the message.
+    Fatal(String),
+}
+
+/// The vendor settings (credentials among them) of `src` as the configuration file gives them
+/// now (secret files read again); the ones it had when the file cannot be read or no longer has
+/// the source (a reload will deal with that).
+fn fresh_settings(path: &Path, src: &SourceConfig) -> crate::sources::VendorSettings {
+    match Config::load(path) {
+        Ok(c) => match c.sources.into_iter().find(|s| s.name == src.name) {
+            Some(s) => s.settings,
+            None => src.settings.clone(),
+        },
+        Err(e) => {
+            tracing::warn!(source = %src.name, error = %e,
+                "cannot read the configuration again for fresh secrets; restarting with the ones loaded before");
+            src.settings.clone()
+        }
+    }
+}
+
+/// The wait before a source task is started again after its `failures`-th end in a row:
+/// `retry_initial` doubling up to `retry_max_delay`, or the cap itself when the API refused us
+/// (it will not change its mind soon); either way with jitter, half of it random, so that many
+/// sources refused at once do not come back at once.
+pub fn restart_delay(retry: &crate::config::RetryConfig, failures: u32, refused: bool) -> Duration {
+    let cap = retry.max_delay.max(retry.initial);
+    let step = if refused {
+        cap
+    } else {
+        retry
+            .initial
+            .saturating_mul(1u32 << failures.min(30))
+            .min(cap)
+    };
+    let half = step / 2;
+    half + Duration::from_nanos(fastrand::u64(0..=(step - half).as_nanos() as u64))
+}
+
+/// Runs a source task (`task(n)` builds its `n`-th run) and starts it again whenever it ends
+/// (a panic, a refusal) while the agent runs, with [`restart_delay`] between runs; other
+/// sources never notice. With `once` nothing is restarted: the pass either completed or not.
+/// Returns whether the source ended well.
+pub async fn supervise<F, Fut>(
+    name: String,
+    retry: crate::config::RetryConfig,
+    once: bool,
+    cancel: CancellationToken,
+    health: SourceHealth,
+    fatal: Fatal,
+    mut task: F,
+) -> bool
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Ended> + Send + 'static,
+{
+    let mut restarts = 0u64;
+    let mut failures = 0u32;
+    loop {
+        let began = Instant::now();
+        // A task of its own, so that a panic ends only this run, not the supervisor.
+        let ended = match tokio::spawn(task(restarts)).await {
+            Ok(e) => e,
+            Err(e) if e.is_panic() => {
+                let p = e.into_panic();
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_string());
+                Ended::Panicked(msg)
+            }
+            Err(_) => Ended::Cancelled,
+        };
+        let (reason, error) = match &ended {
+            Ended::Completed => return true,
+            Ended::Cancelled => return !once,
+            Ended::Failed => return false,
+            Ended::Fatal(e) => {
+                tracing::error!(source = %name, error = %e, "the agent cannot go on; stopping every source");
+                fatal.raise(e.clone());
+                return false;
+            }
+            Ended::Refused(e) => ("refused", e.clone()),
+            Ended::Panicked(e) => ("panic", e.clone()),
+        };
+        if reason == "panic" {
+            health.failed(&format_args!("the source task panicked: {error}"));
+            metrics::source_up(&name, false);
+        }
+        if once {
+            tracing::error!(source = %name, reason, error = %error,
+                "source task ended; --once does not restart it");
+            return false;
+        }
+        if cancel.is_cancelled() {
+            return true;
+        }
+        // A run that lasted longer than the longest wait was not part of a crash loop.
+        if began.elapsed() > retry.max_delay {
+            failures = 0;
+        }
+        let delay = restart_delay(&retry, failures, reason == "refused");
+        failures = failures.saturating_add(1);
+        restarts += 1;
+        metrics::source_restart(&name, reason);
+        health.restarting(restarts);
+        tracing::warn!(source = %name, reason, error = %error, restarts,
+            delay_ms = delay.as_millis() as u64,
+            "source task ended; starting it again (secret files are read again)");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => return true,
+        }
+    }
+}
+
+/// One source's life: poll, wait, poll... Returns how it ended.
 pub async fn source_loop(
     mut poller: Poller,
     once: bool,
     cancel: CancellationToken,
     health: SourceHealth,
-) -> bool {
+) -> Ended {
     let name = poller.name().to_string();
     let interval = poller.config().poll_interval;
     metrics::source_up(&name, true);
@@ -420,20 +669,26 @@ pub async fn source_loop(
                     "poll complete"
                 );
                 if once {
-                    return true;
+                    return Ended::Completed;
                 }
             }
             Err(PollError::Cancelled) => {
                 tracing::info!(source = %name, "stopped; uncommitted pages will be read again");
-                return !once;
+                return Ended::Cancelled;
+            }
+            Err(PollError::State(e)) if e.is_fatal() => {
+                health.stopped(&e);
+                metrics::poll_done(&name, false);
+                metrics::source_up(&name, false);
+                return Ended::Fatal(e.to_string());
             }
             Err(e) if e.is_permanent() => {
                 health.stopped(&e);
                 metrics::poll_done(&name, false);
                 metrics::source_up(&name, false);
                 tracing::error!(source = %name, error = %e,
-                    "source stopped: the API refused the request; fix the configuration and reload");
-                return false;
+                    "source stopped: the API refused the request; it is tried again at retry_max_delay (secret files read again), or fix the configuration and reload");
+                return Ended::Refused(e.to_string());
             }
             Err(e) => {
                 health.failed(&e);
@@ -441,7 +696,7 @@ pub async fn source_loop(
                 tracing::warn!(source = %name, error = %e, next_poll_s = interval.as_secs(),
                     "poll failed; nothing after the last commit was skipped, the next poll resumes there");
                 if once {
-                    return false;
+                    return Ended::Failed;
                 }
             }
         }
@@ -452,7 +707,7 @@ pub async fn source_loop(
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.min(tokio::time::Instant::now() + Duration::from_secs(5))) => {}
-                _ = cancel.cancelled() => return true,
+                _ = cancel.cancelled() => return Ended::Cancelled,
             }
             health.beat();
             if tokio::time::Instant::now() >= wake {
@@ -497,6 +752,168 @@ mod tests {
         let _sinks = open_sinks(&cfg, &state, false).await.unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"older\":1}\n");
         assert_eq!(state.sink_position("file").await.unwrap(), Some(12));
+    }
+
+    /// The panics these tests cause on purpose print nothing: with `RUST_BACKTRACE` set, the
+    /// default hook would symbolise a backtrace, loading the test binary's debug information
+    /// (a hundred megabytes), which disturbs the RSS measured by tests running beside them.
+    fn quiet_test_panics() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let default = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let msg = info
+                    .payload()
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                    .unwrap_or("");
+                if !msg.starts_with("on purpose:") {
+                    default(info);
+                }
+            }));
+        });
+    }
+
+    fn policy() -> crate::config::RetryConfig {
+        crate::config::RetryConfig {
+            initial: Duration::from_millis(10),
+            max_delay: Duration::from_millis(80),
+            max_attempts: None,
+        }
+    }
+
+    #[test]
+    fn restarts_back_off_doubling_to_the_cap_and_a_refusal_waits_the_cap() {
+        let p = policy();
+        for _ in 0..200 {
+            for (failures, step) in [(0, 10), (1, 20), (2, 40), (3, 80), (4, 80), (40, 80)] {
+                let d = restart_delay(&p, failures, false);
+                let step = Duration::from_millis(step);
+                assert!(d >= step / 2 && d <= step, "{failures}: {d:?}");
+            }
+            let d = restart_delay(&p, 0, true);
+            assert!(d >= Duration::from_millis(40) && d <= Duration::from_millis(80));
+        }
+    }
+
+    /// A source task that panics is started again with backoff, with the restart counted and
+    /// shown; one that completes its pass ends the supervisor.
+    #[tokio::test]
+    async fn a_panicking_source_task_is_started_again() {
+        quiet_test_panics();
+        let health = Health::default();
+        let h = health.register("p");
+        let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = runs.clone();
+        let ok = supervise(
+            "p".into(),
+            policy(),
+            false,
+            CancellationToken::new(),
+            h,
+            Fatal::default(),
+            move |n| {
+                seen.store(n, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n < 3 {
+                        panic!("on purpose: run {n} went wrong");
+                    }
+                    Ended::Completed
+                }
+            },
+        )
+        .await;
+        assert!(ok);
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(
+            metrics::counter(
+                "auditship_source_restarts_total",
+                &[("source", "p"), ("reason", "panic")]
+            ),
+            3
+        );
+        assert_eq!(health.readiness(Duration::from_secs(60))["p"].restarts, 3);
+    }
+
+    /// With `--once` nothing is started again: a refusal or a panic fails the pass.
+    #[tokio::test]
+    async fn once_does_not_restart() {
+        quiet_test_panics();
+        let health = Health::default();
+        for ended in [Ended::Refused("HTTP 401".into()), Ended::Failed] {
+            let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let seen = runs.clone();
+            let ok = supervise(
+                "o".into(),
+                policy(),
+                true,
+                CancellationToken::new(),
+                health.register("o"),
+                Fatal::default(),
+                move |_| {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let e = ended.clone();
+                    async move { e }
+                },
+            )
+            .await;
+            assert!(!ok);
+            assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
+        let ok = supervise(
+            "o".into(),
+            policy(),
+            true,
+            CancellationToken::new(),
+            health.register("o"),
+            Fatal::default(),
+            |_| async { panic!("on purpose: boom") },
+        )
+        .await;
+        assert!(!ok);
+    }
+
+    /// An error nothing can go on after stops the whole agent, with its message.
+    #[tokio::test]
+    async fn a_fatal_error_cancels_the_agent() {
+        let cancel = CancellationToken::new();
+        let fatal = Fatal::new(cancel.clone());
+        let ok = supervise(
+            "f".into(),
+            policy(),
+            false,
+            cancel.child_token(),
+            Health::default().register("f"),
+            fatal.clone(),
+            |_| async { Ended::Fatal("state x.db was deleted".into()) },
+        )
+        .await;
+        assert!(!ok);
+        assert!(cancel.is_cancelled());
+        assert_eq!(fatal.error().as_deref(), Some("state x.db was deleted"));
+    }
+
+    #[test]
+    fn the_lock_names_the_holder_and_refuses_a_vanished_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let lock = StateLock::acquire(&db).unwrap();
+        assert_eq!(lock.previous, None);
+        lock.check_not_vanished(&db).unwrap();
+        let e = StateLock::acquire(&db).err().unwrap().to_string();
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        drop(lock);
+        // Taken again: the pid of the last holder is known, and the state is gone.
+        let lock = StateLock::acquire(&db).unwrap();
+        assert_eq!(lock.previous, Some(std::process::id().to_string()));
+        let e = lock.check_not_vanished(&db).unwrap_err().to_string();
+        assert!(
+            e.contains("is missing or empty") && e.contains("s.db"),
+            "{e}"
+        );
+        std::fs::write(&db, "x").unwrap();
+        lock.check_not_vanished(&db).unwrap();
     }
 
     #[tokio::test]

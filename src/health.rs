@@ -19,8 +19,10 @@ struct Inner {
     /// Set at the first failed attempt, cleared by the next success.
     failing_since: Option<Instant>,
     last_error: Option<String>,
-    /// Stopped by a permanent error (the message).
+    /// Stopped by a permanent error (the message), until a run started again succeeds.
     stopped: Option<String>,
+    /// How many times the source's task was started again after it ended.
+    restarts: u64,
 }
 
 /// One source's health, shared by its poller (writer) and the server (reader).
@@ -35,6 +37,7 @@ impl SourceHealth {
             failing_since: None,
             last_error: None,
             stopped: None,
+            restarts: 0,
         })))
     }
 
@@ -53,6 +56,7 @@ impl SourceHealth {
         self.with(|i| {
             i.heartbeat = Instant::now();
             i.failing_since = None;
+            i.stopped = None;
         });
     }
 
@@ -74,7 +78,25 @@ impl SourceHealth {
             i.last_success = Some(now);
             i.failing_since = None;
             i.last_error = None;
+            i.stopped = None;
         });
+    }
+
+    /// The source's task ended and is started again (the `restarts`-th time).
+    pub fn restarting(&self, restarts: u64) {
+        self.with(|i| {
+            i.heartbeat = Instant::now();
+            i.restarts = restarts;
+        });
+    }
+
+    /// Whether a permanent error stopped the source and no run since has succeeded.
+    pub fn is_stopped(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stopped
+            .is_some()
     }
 
     /// A permanent error stopped the source.
@@ -94,6 +116,13 @@ pub struct SourceStatus {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_success_seconds_ago: Option<u64>,
+    /// Times the source's task ended (a panic, a refusal) and was started again.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub restarts: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Health of every running source.
@@ -126,6 +155,15 @@ impl Health {
         h
     }
 
+    /// Whether the source is stopped by a permanent error (see [`SourceHealth::is_stopped`]).
+    pub fn is_stopped(&self, name: &str) -> bool {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .is_some_and(|h| h.is_stopped())
+    }
+
     /// Forgets a source removed by a reload.
     pub fn remove(&self, name: &str) {
         self.sources
@@ -153,7 +191,9 @@ impl Health {
                 let i = h.0.lock().unwrap_or_else(|p| p.into_inner());
                 let last = i.last_success.map(|t| now.duration_since(t).as_secs());
                 let reason = if let Some(e) = &i.stopped {
-                    Some(format!("stopped by a permanent error: {e}"))
+                    Some(format!(
+                        "stopped by a permanent error, tried again at retry_max_delay: {e}"
+                    ))
                 } else {
                     match i.failing_since {
                         Some(since) if now.duration_since(since) > unready_after => Some(format!(
@@ -170,6 +210,7 @@ impl Health {
                         ready: reason.is_none(),
                         reason,
                         last_success_seconds_ago: last,
+                        restarts: i.restarts,
                     },
                 )
             })

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     if !matches!(args.command, Command::Simulate(_)) {
         one_malloc_arena();
     }
+    ignore_sigxfsz();
     auditship::init_logging();
     // The agent's tasks run on one thread: its sources take turns (a page is read in a few ms),
     // file writes, gzip and SQLite have threads of their own, and no task wakes another across
@@ -59,5 +60,16 @@ fn one_malloc_arena() {
     // SAFETY: mallopt only sets an allocator parameter; called before any thread is started.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// A write past the file-size limit (`RLIMIT_FSIZE`, systemd's `LimitFSIZE=`) raises SIGXFSZ,
+/// whose default action kills the process without a word. Ignored, the write fails with EFBIG
+/// instead, and the file sink reports it, keeps its committed data and tries again.
+fn ignore_sigxfsz() {
+    // SAFETY: sets the disposition of one signal to "ignore", before any thread is started;
+    // no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }

@@ -97,6 +97,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Transactions committed to the state (a page's keys, sink positions, the cursor).",
     ),
     (
+        "auditship_source_restarts_total",
+        "counter",
+        "Source tasks started again after they ended, by reason (panic, refused).",
+    ),
+    (
         "auditship_last_poll_success_timestamp_seconds",
         "gauge",
         "When the source last completed a poll.",
@@ -234,6 +239,18 @@ pub fn poll_done(source: &str, ok: bool) {
 pub fn cursor_at(source: &str, cursor: Nanos) {
     with(|r| {
         r.cursors.insert(source.to_string(), cursor);
+    });
+}
+
+/// A source's task ended and is started again; `reason` is `panic` or `refused`.
+pub fn source_restart(source: &str, reason: &'static str) {
+    with(|r| {
+        add(
+            r,
+            "auditship_source_restarts_total",
+            vec![("source", source.into()), ("reason", reason.into())],
+            1,
+        )
     });
 }
 

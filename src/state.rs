@@ -5,7 +5,7 @@
 //! are written in one transaction ([`State::commit`]): a crash leaves either all or none.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -30,8 +30,48 @@ pub enum StateError {
     },
     #[error("state: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// A failed statement, with the file it ran on.
+    #[error("state {path}: {source}")]
+    At {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// The file is not a database, or not a whole one (truncated, overwritten).
+    #[error("state {path} is damaged ({detail}); the agent will not start over from nothing by itself: restore the file from a backup, or move it away (and {path}.lock with it) to start every source again from its start")]
+    Damaged { path: PathBuf, detail: String },
+    /// The file the agent opened is no longer at its path.
+    #[error("state {path} was deleted or replaced while the agent ran; commits to the old file would be lost and a new one would deliver everything again, so the agent stops: restore the file, or remove {path}.lock as well to start over")]
+    Lost { path: PathBuf },
+    /// The file was there before and is missing or empty now.
+    #[error("state {path} is missing or empty, but {path}.lock shows an agent used it (pid {pid}); starting over would deliver every event again: restore the file, or remove {path}.lock as well to start every source again from its start")]
+    Vanished { path: PathBuf, pid: String },
+    #[error("state {path} is read-only; the agent records its cursors there: make the file, its directory and their file system writable")]
+    ReadOnly { path: PathBuf },
     #[error("state: the state thread has stopped")]
     Gone,
+}
+
+impl StateError {
+    /// Whether the agent must stop rather than retry: the state it would write to is not the
+    /// one it read (deleted, replaced) or not a whole database. A read-only file or a full
+    /// disk may heal and is retried.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            StateError::Damaged { .. } | StateError::Lost { .. } | StateError::Vanished { .. } => {
+                true
+            }
+            StateError::At { source, .. } | StateError::Sql(source) => is_damage(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether SQLite says the file is damaged.
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is how many have run. Append only.
@@ -194,6 +234,16 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Clone)]
 pub struct State {
     tx: mpsc::Sender<Job>,
+    /// The file, for errors that name it.
+    path: Arc<Path>,
+    /// (device, inode) of the file opened: a commit checks that it is still the one at `path`.
+    opened: Option<(u64, u64)>,
+}
+
+/// (device, inode) of a file.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl State {
@@ -201,6 +251,7 @@ impl State {
     /// runtime gets busy, or inside `spawn_blocking`.
     pub fn open(path: &Path) -> Result<State, StateError> {
         let conn = open_conn(path)?;
+        let opened = identity(path);
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("auditship-state".into())
@@ -211,7 +262,16 @@ impl State {
                 }
             })
             .expect("spawning the state thread");
-        Ok(State { tx })
+        Ok(State {
+            tx,
+            path: path.into(),
+            opened,
+        })
+    }
+
+    /// The state file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Runs `f` on the state thread.
@@ -226,7 +286,15 @@ impl State {
                 let _ = tx.send(f(c));
             }))
             .map_err(|_| StateError::Gone)?;
-        rx.await.map_err(|_| StateError::Gone)?
+        rx.await
+            .map_err(|_| StateError::Gone)?
+            .map_err(|e| match e {
+                StateError::Sql(source) => StateError::At {
+                    path: self.path.to_path_buf(),
+                    source,
+                },
+                e => e,
+            })
     }
 
     /// The row of one source, if it has ever committed.
@@ -294,7 +362,15 @@ impl State {
 
     /// Commits one page: keys, counts, sink positions and perhaps the cursor, atomically.
     pub async fn commit(&self, commit: Commit) -> Result<(), StateError> {
+        let (path, opened) = (self.path.clone(), self.opened);
         self.call(move |c| {
+            // Deleted or replaced under us: SQLite would go on writing to the open, unlinked
+            // file, and the next start would find no cursors and deliver everything again.
+            if identity(&path) != opened {
+                return Err(StateError::Lost {
+                    path: path.to_path_buf(),
+                });
+            }
             let tx = c.transaction()?;
             let id = ensure_source(&tx, &commit.source, commit.kind)?;
             insert_keys(&tx, id, &commit.keys)?;
@@ -396,16 +472,50 @@ fn open_conn(path: &Path) -> Result<Connection, StateError> {
             })?;
         }
     }
+    let damaged = |e: rusqlite::Error| {
+        if is_damage(&e) {
+            StateError::Damaged {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            }
+        } else if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) {
+            StateError::ReadOnly {
+                path: path.to_path_buf(),
+            }
+        } else {
+            err(e)
+        }
+    };
     let mut conn = Connection::open(path).map_err(err)?;
+    // SQLite falls back to reading a file it may not write; the agent must write.
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+        return Err(StateError::ReadOnly {
+            path: path.to_path_buf(),
+        });
+    }
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(err)?;
     // WAL: readers (`auditship state`) never block the agent; NORMAL: durable across a process
     // crash, which is what a commit must survive (the file sink fsyncs its own data first).
     conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(err)?;
+        .map_err(damaged)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(err)?;
-    migrate(&mut conn, path)?;
+        .map_err(damaged)?;
+    // A file cut short or overwritten in part opens fine and fails later, page by page: find
+    // out now, before anything is fetched. (Milliseconds: the keys are pruned as they age.)
+    let check: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(damaged)?;
+    if check != "ok" {
+        return Err(StateError::Damaged {
+            path: path.to_path_buf(),
+            detail: check,
+        });
+    }
+    migrate(&mut conn, path).map_err(|e| match e {
+        StateError::Sql(e) => damaged(e),
+        e => e,
+    })?;
     Ok(conn)
 }
 
@@ -763,6 +873,48 @@ mod tests {
             sort_nearly_sorted(&mut v);
             assert_eq!(v, want, "case {case}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_commit_to_a_file_deleted_or_replaced_under_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let st = State::open(&path).unwrap();
+        let page = || Commit {
+            source: "a".into(),
+            kind: "domo",
+            keys: vec![([1; 16], 100)],
+            delivered: 1,
+            ..Default::default()
+        };
+        st.commit(page()).await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let e = st.commit(page()).await.unwrap_err();
+        assert!(matches!(e, StateError::Lost { .. }) && e.is_fatal(), "{e}");
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        // Another file put in its place is not the one the agent read either.
+        std::fs::write(&path, "").unwrap();
+        assert!(matches!(
+            st.commit(page()).await,
+            Err(StateError::Lost { .. })
+        ));
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        std::fs::write(
+            &path,
+            "not a database at all, but long enough to look like one\n".repeat(100),
+        )
+        .unwrap();
+        let e = State::open(&path).err().unwrap();
+        assert!(
+            matches!(e, StateError::Damaged { .. }) && e.is_fatal(),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
     }
 
     #[test]

@@ -353,6 +353,15 @@ async fn sighup_restarts_a_source_stopped_by_a_permanent_error() {
         count: 1,
     });
     let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    // The supervisor would start the source again by itself at retry_max_delay: make that
+    // far off, so that only SIGHUP can have started it.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    assert!(text.contains("retry_max_delay = \"200ms\""));
+    std::fs::write(
+        &s.config,
+        text.replace("retry_max_delay = \"200ms\"", "retry_max_delay = \"10m\""),
+    )
+    .unwrap();
     let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(

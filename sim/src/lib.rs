@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod args;
+mod chaos;
 mod domino_audit;
 mod domino_datasource;
 mod domo;
@@ -241,8 +242,44 @@ pub struct SimStats {
     pub requests: HashMap<String, u64>,
     /// Domo tokens issued.
     pub tokens_issued: u64,
-    /// Injected faults served.
+    /// Injected faults served (queued and random ones).
     pub faults_served: u64,
+    /// Random faults served ([`Chaos`]), by kind.
+    #[serde(default)]
+    pub chaos: std::collections::BTreeMap<String, u64>,
+}
+
+/// Random faults: each data request (any vendor, Domo's token endpoint aside) gets, with
+/// probability `rate`, a fault; the kinds take turns (so a short run sees each), half of
+/// Domo's faults being an expired token. Every kind the emulators have: 429 with
+/// and without `Retry-After`, 500, 502 (an HTML page), 503, an HTML maintenance page with a
+/// 200, an answer slower than `slow`, malformed JSON, a body cut short, a connection broken
+/// before the body, an empty 200, and (Domo) every token expired.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Chaos {
+    /// Fraction (0–1) of data requests that get a fault.
+    pub rate: f64,
+    /// How long a slow answer waits before its first byte (longer than the client's timeout).
+    #[serde(default = "slow_default", with = "millis")]
+    pub slow: Duration,
+    /// Seed of the draws.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn slow_default() -> Duration {
+    Duration::from_secs(3)
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
 }
 
 /// A canned answer served instead of the real one to the next `count` data requests.
@@ -311,6 +348,11 @@ impl SimHandle {
     /// vendor's if `fault.vendor` is `None`) get its answer. Faults are served in queue order.
     pub fn inject_fault(&self, fault: Fault) {
         self.sim.inject_fault(fault);
+    }
+
+    /// Serves random faults from now on ([`Chaos`]); `None` stops them.
+    pub fn set_chaos(&self, chaos: Option<Chaos>) {
+        self.sim.set_chaos(chaos);
     }
 
     /// Invalidates every Domo token issued so far: the next data call with one gets a 401.

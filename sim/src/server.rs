@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use jiff::Timestamp;
 
 use crate::gen;
-use crate::{Fault, SimConfig, SimStats, Vendor};
+use crate::{Chaos, Fault, SimConfig, SimStats, Vendor};
 
 /// Everything a running simulator knows: generated data plus mutable counters and queues.
 pub(crate) struct Sim {
@@ -36,6 +36,12 @@ pub(crate) struct Sim {
     faults: Mutex<VecDeque<Fault>>,
     /// Valid Domo tokens and when each expires.
     pub tokens: Mutex<HashMap<String, Instant>>,
+    /// Random faults, with the generator of their draws.
+    chaos: Mutex<Option<(Chaos, fastrand::Rng, bool)>>,
+    /// Random faults served, by kind.
+    chaos_served: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Random faults drawn so far (but expired tokens): whose turn it is.
+    chaos_turn: AtomicU64,
 }
 
 impl Sim {
@@ -63,6 +69,59 @@ impl Sim {
             faults_served: AtomicU64::new(0),
             faults: Mutex::new(VecDeque::new()),
             tokens: Mutex::new(HashMap::new()),
+            chaos: Mutex::new(None),
+            chaos_served: Mutex::new(Default::default()),
+            chaos_turn: AtomicU64::new(0),
+        }
+    }
+
+    /// Serves random faults from now on, or stops them.
+    pub fn set_chaos(&self, chaos: Option<Chaos>) {
+        *self.chaos.lock().expect("chaos poisoned") =
+            chaos.map(|c| (c.clone(), fastrand::Rng::with_seed(c.seed), false));
+    }
+
+    /// A random fault for this request of `vendor`, if the draw says so.
+    fn chaos(&self, vendor: Vendor) -> Option<Response> {
+        let (kind, slow) = {
+            let mut g = self.chaos.lock().expect("chaos poisoned");
+            let (c, rng, expired_last) = g.as_mut()?;
+            if rng.f64() >= c.rate {
+                return None;
+            }
+            // A token issued after an expiry is not expired again at its first use (Domo's
+            // tokens live an hour): the agent renews once on a 401, as the docs say.
+            let may_expire = vendor == Vendor::Domo && !std::mem::take(expired_last);
+            // Only Domo has tokens to expire; it makes fewer requests than the others (one
+            // page a window), so half of its faults are that one.
+            let kinds: Vec<&str> = crate::chaos::KINDS
+                .iter()
+                .copied()
+                .filter(|k| *k != "expired_token")
+                .collect();
+            // The others take turns, so that a short run sees every kind.
+            let kind = if may_expire && rng.bool() {
+                *expired_last = true;
+                "expired_token"
+            } else {
+                let n = self.chaos_turn.fetch_add(1, Ordering::Relaxed) as usize;
+                kinds[n % kinds.len()]
+            };
+            (kind, c.slow)
+        };
+        self.faults_served.fetch_add(1, Ordering::Relaxed);
+        *self
+            .chaos_served
+            .lock()
+            .expect("chaos poisoned")
+            .entry(kind.to_string())
+            .or_default() += 1;
+        match crate::chaos::serve(kind, slow) {
+            crate::chaos::Served::Response(r) => Some(r),
+            crate::chaos::Served::ExpiredToken => {
+                self.expire_tokens();
+                None
+            }
         }
     }
 
@@ -102,6 +161,7 @@ impl Sim {
                 .collect(),
             tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
             faults_served: self.faults_served.load(Ordering::Relaxed),
+            chaos: self.chaos_served.lock().expect("chaos poisoned").clone(),
         }
     }
 
@@ -146,7 +206,11 @@ impl Sim {
                 f.vendor
                     .as_deref()
                     .is_none_or(|v| v.trim() == vendor.as_str())
-            })?;
+            });
+            let Some(pos) = pos else {
+                drop(q);
+                return self.chaos(vendor);
+            };
             let f = q[pos].clone();
             if q[pos].count <= 1 {
                 q.remove(pos);

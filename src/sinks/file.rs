@@ -54,7 +54,7 @@ impl FileSink {
     ) -> Result<FileSink, SinkError> {
         let err = |e: std::io::Error| SinkError::Io {
             sink: name.to_string(),
-            msg: format!("{}: {e}", path.display()),
+            msg: format!("{}: {e}{}", path.display(), hint(&e)),
         };
         let p = path.clone();
         let sink_name = name.to_string();
@@ -96,8 +96,22 @@ impl FileSink {
     fn io(&self, e: std::io::Error) -> SinkError {
         SinkError::Io {
             sink: self.name.clone(),
-            msg: format!("{}: {e}", self.path.display()),
+            msg: format!("{}: {e}{}", self.path.display(), hint(&e)),
         }
+    }
+}
+
+/// What to do about a write error a person must fix; nothing was kept of the failed write, and
+/// the same events are written again at the next poll.
+fn hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            "; the disk is full: free some space, delivery resumes from the last commit"
+        }
+        Some(libc::EFBIG) => {
+            "; the file reached the process's file-size limit (RLIMIT_FSIZE, systemd LimitFSIZE=): rotate the file or raise the limit, delivery resumes from the last commit"
+        }
+        _ => "",
     }
 }
 
