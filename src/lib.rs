@@ -2,7 +2,7 @@
 //! source in SQLite, drops duplicates, normalises four vendor schemas into one, and ships the
 //! result to stdout, files or HTTP endpoints.
 //!
-//! The map:
+//! The map (ARCHITECTURE.md has the data path and how to add a vendor, a sink or an encoding):
 //! - [`cli`]: the commands (`run`, `check`, `state`, `simulate`, `demo`); `main.rs` only parses.
 //! - [`config`]: TOML in, validated settings out; `${ENV}` and `X_file` secrets.
 //! - [`agent`]: state, sinks and one poller task per source, until shutdown; config reload.
