@@ -46,7 +46,7 @@ impl Encoding for Ecs {
         j.str("kind", "event");
         j.strs("category", [r.category]);
         j.strs("type", r.types.iter().copied());
-        j.opt("action", e.action());
+        j.opt("action", t.action(e));
         j.str("outcome", "unknown");
         let id = e.id();
         if !id.is_empty() {

@@ -29,6 +29,7 @@ impl Encoding for Ocsf {
         out.reserve(if include_raw { e.raw().len() + 64 } else { 0 } + 768);
         let t = Table::of(e.kind);
         let r = t.rule(e);
+        let action = t.action(e);
         let class = r.class;
         let caption = class.activity_caption(r.activity).unwrap_or("Other");
         let mut j = Json::open(out);
@@ -40,7 +41,7 @@ impl Encoding for Ocsf {
         j.str(
             "activity_name",
             match r.activity {
-                99 => e.action().unwrap_or(caption),
+                99 => action.unwrap_or(caption),
                 _ => caption,
             },
         );
@@ -73,7 +74,7 @@ impl Encoding for Ocsf {
             Some(n) => j.str("original_time", n),
             None => {}
         }
-        j.opt("event_code", e.action());
+        j.opt("event_code", action);
         j.str("log_name", &e.source);
         j.begin("product");
         j.str("name", t.product);
@@ -141,7 +142,7 @@ impl Encoding for Ocsf {
                         .or(actor.as_ref()),
                 );
                 let role = access.as_ref().and_then(DominoAccess::role);
-                j.strs("privileges", [role.or(e.action()).unwrap_or("unknown")]);
+                j.strs("privileges", [role.or(action).unwrap_or("unknown")]);
             }
             Class::EntityManagement => {
                 j.begin("entity");
@@ -157,7 +158,7 @@ impl Encoding for Ocsf {
                         j.str("type", ty);
                     }
                     None => {
-                        j.str("name", e.action().unwrap_or(t.product));
+                        j.str("name", action.unwrap_or(t.product));
                         j.num("type_id", 0);
                         j.str("type", "Unknown");
                     }
@@ -166,7 +167,7 @@ impl Encoding for Ocsf {
             }
             Class::ApiActivity => {
                 j.begin("api");
-                j.str("operation", e.action().unwrap_or("unknown"));
+                j.str("operation", action.unwrap_or("unknown"));
                 j.end();
                 if let Some(x) = target.filter(|t| t.id.is_some() || t.name.is_some()) {
                     j.key("resources");

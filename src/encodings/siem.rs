@@ -109,6 +109,9 @@ pub struct Table {
     pub namespace: &'static str,
     /// The ECS `event.dataset`.
     pub dataset: &'static str,
+    /// The top-level key of the vendor's own action code, where the event's `action` is a
+    /// text for people (Domo: `eventText` is the action, `actionType` the code the rows name).
+    pub action_key: Option<&'static str>,
     /// The top-level key of the vendor's time (OCSF `metadata.original_time`).
     pub time_key: &'static str,
     pub rules: &'static [Rule],
@@ -120,13 +123,24 @@ impl Table {
     /// The row of `e`'s action (and target kind), or `other`.
     #[inline]
     pub fn rule(&self, e: &Event) -> &Rule {
-        let (Some(action), target) = (e.action(), e.target().and_then(|t| t.kind)) else {
+        let (Some(action), target) = (self.action(e), e.target().and_then(|t| t.kind)) else {
             return &self.other;
         };
         self.rules
             .iter()
             .find(|r| r.action == action && (r.target.is_none() || r.target == target))
             .unwrap_or(&self.other)
+    }
+
+    /// The vendor's action code the rows name: the `action_key` field of its JSON (a plain
+    /// string), else the event's `action`.
+    #[inline]
+    pub fn action<'e>(&self, e: &'e Event) -> Option<&'e str> {
+        self.action_key
+            .and_then(|k| top_level(e.raw(), k))
+            .and_then(|v| v.strip_prefix('"')?.strip_suffix('"'))
+            .filter(|v| !v.is_empty() && !v.contains('\\'))
+            .or(e.action())
     }
 
     /// The table of `kind`, or the generic one for a kind no table names.
@@ -176,6 +190,7 @@ pub static TABLES: [Table; 4] = [
         feature: "Audit Trail",
         namespace: "domino",
         dataset: "domino.audit",
+        action_key: None,
         time_key: "timestamp",
         rules: &[
             rule(
@@ -294,6 +309,7 @@ pub static TABLES: [Table; 4] = [
         feature: "Data Source Audit",
         namespace: "domino",
         dataset: "domino.data_source",
+        action_key: None,
         time_key: "timestamp",
         rules: &[
             rule("AccessDataSource", DatastoreActivity, 3, "database", ACCESS),
@@ -349,6 +365,7 @@ pub static TABLES: [Table; 4] = [
         feature: "Activity Log",
         namespace: "domo",
         dataset: "domo.activity",
+        action_key: Some("actionType"),
         time_key: "time",
         rules: &[
             rule("LOGGED_IN", Authentication, 1, "authentication", &["start"]),
@@ -378,6 +395,7 @@ pub static TABLES: [Table; 4] = [
         feature: "Audit API",
         namespace: "wasabi_air",
         dataset: "wasabi_air.audit",
+        action_key: None,
         time_key: "time",
         rules: &[
             rule("login", Authentication, 1, "authentication", &["start"]),
@@ -445,6 +463,7 @@ static GENERIC: Table = Table {
     feature: "Audit",
     namespace: "auditship",
     dataset: "auditship.audit",
+    action_key: None,
     time_key: "time",
     rules: &[],
     other: rule("(any other)", EntityManagement, 99, "configuration", INFO),
