@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use auditship::encodings::Writer;
+use auditship::encodings::{Format, Writer};
 use auditship::event::{Event, PageText};
 use auditship::keys;
 use auditship::sources::{self, domino_audit, domo, wasabi_air};
@@ -245,6 +245,45 @@ fn keys_and_encoding(c: &mut Criterion) {
     g.finish();
 }
 
+/// Each `format` over a page of each vendor, `raw` included, as the file sink writes it:
+/// native against the SIEM encodings (µs/event = the time per page / 1000).
+fn formats(c: &mut Criterion) {
+    let mut g = c.benchmark_group("format");
+    g.throughput(Throughput::Elements(PAGE as u64));
+    let mut buf = Vec::with_capacity(4 << 20);
+    let src: Arc<str> = Arc::from("bench");
+    let domo = domo::read_page(
+        &src,
+        &jiff::tz::TimeZone::UTC,
+        &Arc::new(domo_page()),
+        PAGE,
+        (0, i64::MAX),
+    )
+    .unwrap();
+    let wasabi = wasabi_air::read_page(&src, &Arc::new(wasabi_page()), PAGE)
+        .unwrap()
+        .0;
+    for (vendor, evs) in [
+        ("domino", events(domino_page())),
+        ("domo", domo),
+        ("wasabi", wasabi),
+    ] {
+        for name in Format::NAMES {
+            let w = Writer {
+                format: Format::by_name(name).unwrap(),
+                include_raw: true,
+            };
+            g.bench_function(format!("{name}_{vendor}"), |b| {
+                b.iter(|| {
+                    black_box(&w).lines(black_box(&evs), &mut buf);
+                    buf.len()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn sqlite_commit(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -295,6 +334,7 @@ fn sqlite_commit(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    formats,
     parse_and_normalise,
     body_reads,
     keys_and_encoding,

@@ -1,5 +1,6 @@
-//! Encodings: how one event becomes a record — a sink's `format`. `native` is the only one
-//! today; OCSF, ECS and CEF come next. Each is one file here behind [`Encoding`], listed once in
+//! Encodings: how one event becomes a record — a sink's `format`: `native`, `ocsf` (OCSF 1.8.0)
+//! and `ecs` (Elastic Common Schema); the SIEM ones share the per-vendor tables of [`siem`].
+//! Each is one file here behind [`Encoding`], listed once in
 //! the `registry!` line at the bottom of this file, which makes the [`Format`] a sink holds and
 //! the name `format = "..."` selects it by.
 //!
@@ -10,7 +11,10 @@
 
 use crate::event::Event;
 
+pub mod ecs;
 pub mod native;
+pub mod ocsf;
+pub mod siem;
 
 /// One way to write an event.
 pub trait Encoding: Default + std::fmt::Debug + Clone + PartialEq + Eq + Send + Sync {
@@ -62,6 +66,8 @@ macro_rules! registry {
 
 registry! {
     Native => native::Native,
+    Ocsf => ocsf::Ocsf,
+    Ecs => ecs::Ecs,
 }
 
 impl Default for Format {
@@ -108,12 +114,12 @@ mod tests {
 
     #[test]
     fn every_listed_name_selects_its_encoding_and_nothing_else_does() {
-        assert_eq!(Format::NAMES, ["native"]);
+        assert_eq!(Format::NAMES, ["native", "ocsf", "ecs"]);
         for n in Format::NAMES {
             assert_eq!(Format::by_name(n).unwrap().name(), *n);
         }
         assert_eq!(Format::by_name("native"), Some(Format::default()));
-        for n in ["", "Native", "ocsf", "native "] {
+        for n in ["", "Native", "OCSF", "native ", "cef"] {
             assert_eq!(Format::by_name(n), None, "{n:?}");
         }
     }
