@@ -1,5 +1,5 @@
-//! Encodings: how one event becomes a record — a sink's `format`. `native` is the only one
-//! today; OCSF, ECS and CEF come next. Each is one file here behind [`Encoding`], listed once in
+//! Encodings: how one event becomes a record — a sink's `format`. `native` and `cef` today;
+//! OCSF and ECS come next. Each is one file here behind [`Encoding`], listed once in
 //! the `registry!` line at the bottom of this file, which makes the [`Format`] a sink holds and
 //! the name `format = "..."` selects it by.
 //!
@@ -10,6 +10,7 @@
 
 use crate::event::Event;
 
+pub mod cef;
 pub mod native;
 
 /// One way to write an event.
@@ -62,6 +63,7 @@ macro_rules! registry {
 
 registry! {
     Native => native::Native,
+    Cef => cef::Cef,
 }
 
 impl Default for Format {
@@ -108,12 +110,12 @@ mod tests {
 
     #[test]
     fn every_listed_name_selects_its_encoding_and_nothing_else_does() {
-        assert_eq!(Format::NAMES, ["native"]);
+        assert_eq!(Format::NAMES, ["native", "cef"]);
         for n in Format::NAMES {
             assert_eq!(Format::by_name(n).unwrap().name(), *n);
         }
         assert_eq!(Format::by_name("native"), Some(Format::default()));
-        for n in ["", "Native", "ocsf", "native "] {
+        for n in ["", "Native", "CEF", "ocsf", "native "] {
             assert_eq!(Format::by_name(n), None, "{n:?}");
         }
     }
