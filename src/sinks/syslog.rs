@@ -7,12 +7,19 @@
 //! yet acknowledged by the peer's TCP) until it is empty. Only then does `deliver` return and the
 //! poller commit. A connection that fails or closes on the way is dropped, and the whole page is
 //! sent again on a new one with the agent's backoff (unlimited in the daemon, at most
-//! `retry_max_attempts` in `--once`): a receiver that restarts can see part of a page twice, but
-//! never loses one. What no sender can see is a receiver that dies with acknowledged bytes still
-//! unread in its socket buffer; RELP would close that gap, plain syslog cannot.
+//! `retry_max_attempts` in `--once`).
+//!
+//! An acknowledgement by the receiver's TCP is not yet its reading: a receiver that stops (a
+//! restart) with bytes still in its socket buffer loses them, and the sender cannot tell which.
+//! So the sink keeps the last acknowledged pages (up to 8 MiB, more than a default Linux receive
+//! buffer holds) and, when a connection that carried them breaks, sends them again on the next
+//! one before the new page. A receiver restart therefore loses nothing and sees some events
+//! twice (each carries its stable `id`); an agent that dies at the same moment as its receiver
+//! can still lose what sat unread, which only an application-level acknowledgement (RELP) closes.
 //!
 //! UDP has no acknowledgement at all: a warning at start says events can be lost.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +41,10 @@ use crate::BoxFuture;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the receiver to acknowledge a written page.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bytes of acknowledged pages kept to send again after a broken connection: above
+/// Linux's default largest TCP receive buffer (`tcp_rmem` max, 6 MiB), all a receiver can have
+/// taken without reading.
+const REPLAY_BYTES: usize = 8 << 20;
 /// The largest UDP payload (IPv4).
 const MAX_DATAGRAM: usize = 65_507;
 
@@ -51,8 +62,41 @@ pub struct SyslogSink {
     )>,
     /// The agent's backoff: unlimited attempts in the daemon, `retry_max_attempts` in `--once`.
     retry: RetryConfig,
-    /// The open connection, if any; dropped on any error.
-    conn: tokio::sync::Mutex<Option<Conn>>,
+    /// The connection and what was sent on it.
+    link: tokio::sync::Mutex<Link>,
+}
+
+/// The open connection, if any (dropped on any error), and the replay of what it carried.
+#[derive(Default)]
+struct Link {
+    conn: Option<Conn>,
+    /// The last pages acknowledged on a connection (framed bytes, events), newest last, at
+    /// most [`REPLAY_BYTES`] (and always the last page). A receiver that stops with them read
+    /// by its TCP but not yet by itself (in its socket buffer) has lost them: they are sent
+    /// again, before the next page, on the connection that replaces a broken one.
+    replay: VecDeque<(Vec<u8>, usize)>,
+    replay_bytes: usize,
+    /// A connection that carried `replay` broke: the next one sends it first.
+    owed: bool,
+}
+
+impl Link {
+    /// Drops the connection; what it carried is owed to the next one.
+    fn drop_conn(&mut self) {
+        self.conn = None;
+        self.owed = !self.replay.is_empty();
+    }
+
+    /// Records an acknowledged page, forgetting the oldest beyond [`REPLAY_BYTES`].
+    fn acknowledged(&mut self, page: &[u8], events: usize) {
+        self.owed = false;
+        self.replay.push_back((page.to_vec(), events));
+        self.replay_bytes += page.len();
+        while self.replay.len() > 1 && self.replay_bytes > REPLAY_BYTES {
+            let (old, _) = self.replay.pop_front().expect("more than one page");
+            self.replay_bytes -= old.len();
+        }
+    }
 }
 
 /// An open connection to the receiver.
@@ -133,7 +177,7 @@ impl SyslogSink {
                 max_attempts: if once { retry.max_attempts } else { None },
                 ..retry.clone()
             },
-            conn: tokio::sync::Mutex::new(None),
+            link: tokio::sync::Mutex::new(Link::default()),
         })
     }
 
@@ -222,23 +266,49 @@ impl SyslogSink {
         })
     }
 
-    /// One attempt: (re)connect if needed, send the whole page, wait for its acknowledgement.
+    /// One attempt: (re)connect if needed, send the whole page (after the replay owed by a
+    /// broken connection), wait for its acknowledgement.
     async fn attempt(&self, buf: &[u8], ends: &[usize]) -> Result<(), Failure> {
-        let mut guard = self.conn.lock().await;
-        if guard.as_ref().is_some_and(|c| c.closed()) {
+        let mut link = self.link.lock().await;
+        if link.conn.as_ref().is_some_and(|c| c.closed()) {
             tracing::info!(sink = %self.name, "the receiver closed the connection; reconnecting");
-            *guard = None;
+            link.drop_conn();
         }
-        if guard.is_none() {
-            *guard = Some(self.connect().await?);
+        if link.conn.is_none() {
+            link.conn = Some(self.connect().await?);
         }
-        let conn = guard.as_mut().expect("connected above");
+        let Link {
+            conn, replay, owed, ..
+        } = &mut *link;
+        let replay: Vec<&[u8]> = if *owed {
+            let events: usize = replay.iter().map(|(_, n)| n).sum();
+            tracing::warn!(sink = %self.name, events,
+                "sending again the last pages of the broken connection: the receiver may have \
+                 stopped before reading them (expect duplicates; dedupe on the event id)");
+            replay.iter().map(|(b, _)| b.as_slice()).collect()
+        } else {
+            Vec::new()
+        };
+        let conn = conn.as_mut().expect("connected above");
         let sent = match conn {
             Conn::Udp(sock) => send_datagrams(sock, buf, ends).await,
-            Conn::Tcp(tcp) => send_acknowledged(tcp, buf).await,
+            Conn::Tcp(tcp) => {
+                let written = async {
+                    for b in replay.iter().chain([&buf]) {
+                        tcp.write_all(b).await?;
+                    }
+                    Ok::<_, std::io::Error>(())
+                };
+                match written.await {
+                    Ok(()) => wait_acknowledged(tcp).await,
+                    Err(e) => Err(Failure::Transport(format!("writing: {e}"))),
+                }
+            }
             Conn::Tls(tls) => {
                 let written = async {
-                    tls.write_all(buf).await?;
+                    for b in replay.iter().chain([&buf]) {
+                        tls.write_all(b).await?;
+                    }
                     tls.flush().await
                 };
                 match written.await {
@@ -247,9 +317,12 @@ impl SyslogSink {
                 }
             }
         };
-        if sent.is_err() {
+        match &sent {
+            // UDP is not acknowledged: nothing to replay.
+            Ok(()) if self.cfg.transport == SyslogTransport::Udp => {}
+            Ok(()) => link.acknowledged(buf, ends.len()),
             // Whatever this connection took of the page is unknown: a fresh one gets all of it.
-            *guard = None;
+            Err(_) => link.drop_conn(),
         }
         sent
     }
@@ -302,11 +375,6 @@ async fn send_datagrams(sock: &UdpSocket, buf: &[u8], ends: &[usize]) -> Result<
         start = end;
     }
     Ok(())
-}
-
-async fn send_acknowledged(tcp: &mut TcpStream, buf: &[u8]) -> Result<(), Failure> {
-    tcp.write_all(buf).await.map_err(io("writing"))?;
-    wait_acknowledged(tcp).await
 }
 
 /// Waits until every byte written to `tcp` was acknowledged by the peer (the send queue is
