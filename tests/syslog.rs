@@ -80,15 +80,21 @@ impl Rsyslog {
             "tcp" => format!(
                 "module(load=\"imtcp\")\ninput(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"in\")\n"
             ),
-            "tls" => {
+            "tls" | "mtls" => {
                 let pki = http_receiver::tls::Pki::new();
-                std::fs::write(dir.join("ca.pem"), &pki.ca_pem).unwrap();
+                pki.write(&dir);
                 std::fs::write(dir.join("server.pem"), &pki.server_cert_pem).unwrap();
                 std::fs::write(dir.join("server.key"), &pki.server_key_pem).unwrap();
+                // mtls: the client must show a certificate signed by the CA.
+                let auth = if transport == "mtls" {
+                    "x509/certvalid"
+                } else {
+                    "anon"
+                };
                 format!(
                     "global(defaultNetstreamDriver=\"gtls\" defaultNetstreamDriverCAFile=\"{d}/ca.pem\" \
                      defaultNetstreamDriverCertFile=\"{d}/server.pem\" defaultNetstreamDriverKeyFile=\"{d}/server.key\")\n\
-                     module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\")\n\
+                     module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"{auth}\")\n\
                      input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"in\")\n"
                 )
             }
@@ -412,6 +418,30 @@ async fn tls_cef_lines_parse_back_to_the_native_events() {
         assert!(seen.insert(id.clone()), "{id} received twice");
     }
     assert_eq!(got.len(), lines.len());
+}
+
+/// Mutual TLS: rsyslog requires a client certificate signed by its CA (`x509/certvalid`), the
+/// sink presents `client_cert` + `client_key`, and every event arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_delivers_every_event_exactly_once() {
+    let (sim, cfg, s) = world(60, 176, "page_size = 30\n").await;
+    let Some(rs) = Rsyslog::start(s.dir.path(), "mtls") else {
+        return;
+    };
+    let file = |f: &str| rs.dir.join(f).to_str().unwrap().to_string();
+    add_syslog_sink(
+        &s,
+        &format!(
+            "address = \"127.0.0.1:{}\"\ntransport = \"tls\"\nca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}",
+            rs.port,
+            file("ca.pem"),
+            file("client.pem"),
+            file("client.key")
+        ),
+    );
+    common::once_ok(&s);
+    let (lines, by_id) = file_events(&sim, &cfg, &s);
+    assert_native_exactly_once(&rs, &lines, &by_id);
 }
 
 /// The same TLS receiver refuses an agent that does not trust its CA: the run fails (exit 1),

@@ -611,6 +611,27 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_connection_owes_the_last_pages_up_to_the_cap() {
+        let mut link = Link::default();
+        link.drop_conn();
+        assert!(!link.owed, "nothing was sent: nothing is owed");
+        let page = vec![b'x'; REPLAY_BYTES / 3];
+        for _ in 0..5 {
+            link.acknowledged(&page, 10);
+        }
+        // Three pages fill the cap exactly; older ones are forgotten.
+        assert_eq!(link.replay.len(), 3);
+        assert_eq!(link.replay_bytes, 3 * page.len());
+        link.drop_conn();
+        assert!(link.owed);
+        link.acknowledged(b"next", 1);
+        assert!(!link.owed, "sent again with the next page");
+        // A page larger than the cap is still kept: it is the one a receiver may not have read.
+        link.acknowledged(&vec![b'y'; REPLAY_BYTES + 1], 1);
+        assert_eq!(link.replay.len(), 1);
+    }
+
+    #[test]
     fn udp_messages_are_not_framed() {
         let s = sink(SyslogTransport::Udp);
         let (buf, ends) = s.encode(&[event("a"), event("b")]);
