@@ -78,6 +78,9 @@ struct Link {
     replay_bytes: usize,
     /// A connection that carried `replay` broke: the next one sends it first.
     owed: bool,
+    /// An attempt is writing on `conn`. Still set at the next attempt, the last one was cut
+    /// short (shutdown dropped it) and may have left half a frame: the connection is dropped.
+    writing: bool,
 }
 
 impl Link {
@@ -270,6 +273,9 @@ impl SyslogSink {
     /// broken connection), wait for its acknowledgement.
     async fn attempt(&self, buf: &[u8], ends: &[usize]) -> Result<(), Failure> {
         let mut link = self.link.lock().await;
+        if std::mem::take(&mut link.writing) {
+            link.drop_conn();
+        }
         if link.conn.as_ref().is_some_and(|c| c.closed()) {
             tracing::info!(sink = %self.name, "the receiver closed the connection; reconnecting");
             link.drop_conn();
@@ -277,6 +283,7 @@ impl SyslogSink {
         if link.conn.is_none() {
             link.conn = Some(self.connect().await?);
         }
+        link.writing = true;
         let Link {
             conn, replay, owed, ..
         } = &mut *link;
@@ -317,6 +324,7 @@ impl SyslogSink {
                 }
             }
         };
+        link.writing = false;
         match &sent {
             // UDP is not acknowledged: nothing to replay.
             Ok(()) if self.cfg.transport == SyslogTransport::Udp => {}
