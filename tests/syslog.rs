@@ -540,7 +540,7 @@ async fn an_rsyslog_restart_mid_run_loses_nothing() {
     );
     let doubled = count.values().filter(|n| **n > 1).count();
     eprintln!(
-        "rsyslog restart: {} events, {} messages received ({before} before the stop), {doubled} events received more than once",
+        "FIGURES rsyslog restart: {} events, {} messages received ({before} before the stop), {doubled} events received more than once",
         lines.len(),
         got.len()
     );
