@@ -547,61 +547,61 @@ async fn an_rsyslog_restart_mid_run_loses_nothing() {
 }
 
 /// Config errors exit 2 and name the key: a missing address, a bad transport, a bad facility,
-/// TLS options on a TCP sink, syslog keys on another kind.
+/// TLS options on a TCP sink, syslog keys on another kind, CEF in a JSON HTTP body.
 #[test]
 fn config_errors_exit_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    for (keys, want) in [
-        ("transport = \"tcp\"", "sinks[0].address: missing"),
+    let syslog = |keys: &str| format!("kind = \"syslog\"\n{keys}");
+    for (sink, want) in [
+        (syslog("transport = \"tcp\""), "sinks[0].address: missing"),
         (
-            "address = \"h:514\"\ntransport = \"relp\"",
+            syslog("address = \"h:514\"\ntransport = \"relp\""),
             "sinks[0].transport: \"relp\" is not a syslog transport",
         ),
         (
-            "address = \"h:514\"\nfacility = \"local9\"",
+            syslog("address = \"h:514\"\nfacility = \"local9\""),
             "sinks[0].facility: \"local9\" is not a syslog facility",
         ),
         (
-            "address = \"h\"",
+            syslog("address = \"h\""),
             "sinks[0].address: \"h\" is not host:port",
         ),
         (
-            "address = \"h:514\"\nca_file = \"ca.pem\"",
+            syslog("address = \"h:514\"\nca_file = \"ca.pem\""),
             "sinks[0].ca_file: only used with transport = \"tls\"",
         ),
         (
-            "address = \"h:514\"\napp_name = \"a b\"",
+            syslog("address = \"h:514\"\napp_name = \"a b\""),
             "sinks[0].app_name: must be 1 to 48",
+        ),
+        (
+            "kind = \"stdout\"\naddress = \"h:1\"".into(),
+            "sinks[0].address: not an option of kind stdout",
+        ),
+        (
+            "kind = \"http\"\nurl = \"http://h/\"\nencoding = \"splunk_hec\"\nformat = \"cef\""
+                .into(),
+            "sinks[0].format: cef writes text lines, which encoding splunk_hec (JSON) cannot carry",
         ),
     ] {
         std::fs::write(
             &cfg,
             format!(
                 "[agent]\nstate_path = \"s.db\"\n[[sources]]\nname = \"a\"\nkind = \"wasabi_air\"\n\
-                 url = \"http://127.0.0.1:9\"\napi_key = \"k\"\n[[sinks]]\nname = \"x\"\nkind = \"syslog\"\n{keys}\n"
+                 url = \"http://127.0.0.1:9\"\napi_key = \"k\"\n[[sinks]]\nname = \"x\"\n{sink}\n"
             ),
         )
         .unwrap();
         let out = common::run(&["check", "--config", cfg.to_str().unwrap()], &[]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{keys}: {err}");
-        assert!(err.contains(want), "{keys}: want {want:?} in\n{err}");
-        assert!(!dir.path().join("s.db").exists());
+        assert_eq!(out.status.code(), Some(2), "{sink}: {err}");
+        assert!(err.contains(want), "{sink}: want {want:?} in\n{err}");
+        assert!(
+            !dir.path().join("s.db").exists(),
+            "a config error wrote state"
+        );
     }
-    std::fs::write(
-        &cfg,
-        "[agent]\nstate_path = \"s.db\"\n[[sources]]\nname = \"a\"\nkind = \"wasabi_air\"\n\
-         url = \"http://127.0.0.1:9\"\napi_key = \"k\"\n[[sinks]]\nname = \"x\"\nkind = \"stdout\"\naddress = \"h:1\"\n",
-    )
-    .unwrap();
-    let out = common::run(&["check", "--config", cfg.to_str().unwrap()], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("sinks[0].address: not an option of kind stdout"),
-        "{err}"
-    );
 }
 
 /// A small CEF parser: the seven header fields (unescaped) and the extension's key/value pairs.

@@ -323,6 +323,18 @@ pub(super) fn validate(
                 found
             }
         };
+        // CEF is a line of text: an HTTP body that is JSON (an array, HEC objects, `_bulk`)
+        // cannot carry it.
+        let enc = s.encoding.as_deref().unwrap_or("ndjson");
+        if s.kind.as_deref() == Some("http")
+            && s.format.as_deref() == Some("cef")
+            && enc != "ndjson"
+        {
+            c.fail(
+                &format!("{key}.format"),
+                format_args!("cef writes text lines, which encoding {enc} (JSON) cannot carry; use encoding = \"ndjson\", or a syslog or file sink"),
+            );
+        }
         if let Some(list) = &s.sources {
             for n in list {
                 if !names.contains(n) {
