@@ -216,6 +216,25 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
                 "sink {}: ok (not contacted: an http sink is tried on delivery)",
                 s.name
             ),
+            SinkKind::Syslog(sys) => {
+                let probe = match crate::sinks::syslog::SyslogSink::new(
+                    &s.name,
+                    sys,
+                    crate::encodings::Writer::default(),
+                    &cfg.agent.retry,
+                    true,
+                ) {
+                    Ok(sink) => sink.probe().await,
+                    Err(e) => Err(e.to_string()),
+                };
+                match probe {
+                    Ok(how) => println!("sink {}: {how}", s.name),
+                    Err(e) => {
+                        ok = false;
+                        println!("sink {}: cannot reach {}: {e}", s.name, sys.address);
+                    }
+                }
+            }
             SinkKind::File { path, .. } => {
                 // What `run` would do: it creates missing directories, so the test is whether
                 // the nearest one that exists lets us write (and so create them).

@@ -73,7 +73,9 @@ mod tls;
 pub use agent::{AgentConfig, RawAgent, RetryConfig};
 pub(crate) use file::fields;
 pub use secrets::SecretValue;
-pub use sinks::{HttpEncoding, HttpSinkConfig, RawSink, SinkConfig, SinkKind};
+pub use sinks::{
+    HttpEncoding, HttpSinkConfig, RawSink, SinkConfig, SinkKind, SyslogSinkConfig, SyslogTransport,
+};
 pub use sources::{FilterValue, RawSource, ScalarValue, SourceCheck, SourceConfig, SourceKind};
 pub use tls::TlsConfig;
 

@@ -53,6 +53,19 @@ pub struct RawSink {
     pub client_key: Option<String>,
     /// `http`: do not verify the receiver's TLS certificate (warned about loudly at start).
     pub insecure_skip_verify: Option<bool>,
+
+    // ---- kind = "syslog" (src/sinks/syslog.rs); with transport = "tls" it also takes
+    // ---- ca_file, client_cert, client_key and insecure_skip_verify above.
+    /// `syslog`: the receiver's `host:port`.
+    pub address: Option<String>,
+    /// `syslog`: `tcp` (RFC 6587 octet counting, default), `tls` (RFC 5425) or `udp`.
+    pub transport: Option<String>,
+    /// `syslog`: the facility name (default `local0`).
+    pub facility: Option<String>,
+    /// `syslog`: APP-NAME of every message (default `auditship`).
+    pub app_name: Option<String>,
+    /// `syslog`: HOSTNAME of every message (default this machine's hostname).
+    pub hostname: Option<String>,
 }
 
 /// Kinds of sink.
@@ -67,7 +80,64 @@ pub enum SinkKind {
     },
     /// POSTs batches to a SIEM or collector (`src/sinks/http.rs`).
     Http(Box<HttpSinkConfig>),
+    /// Sends RFC 5424 messages to a syslog receiver (`src/sinks/syslog.rs`).
+    Syslog(Box<SyslogSinkConfig>),
 }
+
+/// How a syslog sink reaches its receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyslogTransport {
+    /// TCP with RFC 6587 octet-counting framing.
+    Tcp,
+    /// TLS (RFC 5425) over TCP, octet-counted; the HTTP sink's TLS options.
+    Tls(super::tls::TlsConfig),
+    /// One datagram per message (RFC 5426): no acknowledgement, so events can be lost.
+    Udp,
+}
+
+/// A validated `kind = "syslog"` sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogSinkConfig {
+    /// The receiver's `host:port`, resolved when connecting.
+    pub address: String,
+    /// The host part of `address` (the TLS server name).
+    pub host: String,
+    pub transport: SyslogTransport,
+    /// The facility number (0–23) in PRI.
+    pub facility: u8,
+    /// APP-NAME: printable ASCII, at most 48 characters.
+    pub app_name: String,
+    /// HOSTNAME (`None`: this machine's hostname, looked up at start).
+    pub hostname: Option<String>,
+}
+
+/// Syslog facility names and numbers (RFC 5424 table 1; `security` is 13, "log audit").
+pub const FACILITIES: [(&str, u8); 24] = [
+    ("kern", 0),
+    ("user", 1),
+    ("mail", 2),
+    ("daemon", 3),
+    ("auth", 4),
+    ("syslog", 5),
+    ("lpr", 6),
+    ("news", 7),
+    ("uucp", 8),
+    ("cron", 9),
+    ("authpriv", 10),
+    ("ftp", 11),
+    ("ntp", 12),
+    ("security", 13),
+    ("console", 14),
+    ("clock", 15),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
+];
 
 /// How an HTTP sink writes a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,20 +265,36 @@ pub(super) fn validate(
                 }),
             },
             Some("http") => http_sink(c, &key, s).map(|h| SinkKind::Http(Box::new(h))),
+            Some("syslog") => syslog_sink(c, &key, s).map(|h| SinkKind::Syslog(Box::new(h))),
             Some(other) => {
                 c.fail(
                     &format!("{key}.kind"),
-                    format_args!("{other:?} is not a sink kind; one of stdout, file, http"),
+                    format_args!("{other:?} is not a sink kind; one of stdout, file, http, syslog"),
                 );
                 None
             }
             None => {
-                c.fail(&format!("{key}.kind"), "missing; one of stdout, file, http");
+                c.fail(
+                    &format!("{key}.kind"),
+                    "missing; one of stdout, file, http, syslog",
+                );
                 None
             }
         };
         if s.kind.as_deref() != Some("http") {
             for (opt, set) in http_options(s) {
+                // A syslog sink takes the TLS options (checked in `syslog_sink`).
+                let tls = s.kind.as_deref() == Some("syslog") && TLS_OPTIONS.contains(&opt);
+                if set && !tls {
+                    c.fail(
+                        &format!("{key}.{opt}"),
+                        format_args!("not an option of kind {}", s.kind.as_deref().unwrap_or("?")),
+                    );
+                }
+            }
+        }
+        if s.kind.as_deref() != Some("syslog") {
+            for (opt, set) in syslog_options(s) {
                 if set {
                     c.fail(
                         &format!("{key}.{opt}"),
@@ -237,6 +323,18 @@ pub(super) fn validate(
                 found
             }
         };
+        // CEF is a line of text: an HTTP body that is JSON (an array, HEC objects, `_bulk`)
+        // cannot carry it.
+        let enc = s.encoding.as_deref().unwrap_or("ndjson");
+        if s.kind.as_deref() == Some("http")
+            && s.format.as_deref() == Some("cef")
+            && enc != "ndjson"
+        {
+            c.fail(
+                &format!("{key}.format"),
+                format_args!("cef writes text lines, which encoding {enc} (JSON) cannot carry; use encoding = \"ndjson\", or a syslog or file sink"),
+            );
+        }
         if let Some(list) = &s.sources {
             for n in list {
                 if !names.contains(n) {
@@ -270,6 +368,144 @@ pub(super) fn validate(
         }
     }
     (sinks, raw.len())
+}
+
+/// The TLS options, which `kind = "syslog"` shares with `http`.
+const TLS_OPTIONS: [&str; 4] = [
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "insecure_skip_verify",
+];
+
+/// The options only `kind = "syslog"` takes, and whether each is set.
+fn syslog_options(s: &RawSink) -> [(&'static str, bool); 5] {
+    [
+        ("address", s.address.is_some()),
+        ("transport", s.transport.is_some()),
+        ("facility", s.facility.is_some()),
+        ("app_name", s.app_name.is_some()),
+        ("hostname", s.hostname.is_some()),
+    ]
+}
+
+/// Whether `s` is printable ASCII without spaces (RFC 5424 PRINTUSASCII), 1 to `max` long.
+fn printusascii(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len()) && s.bytes().all(|b| (33..=126).contains(&b))
+}
+
+/// Validates a `kind = "syslog"` sink.
+fn syslog_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<SyslogSinkConfig> {
+    for (opt, set) in [("path", s.path.is_some()), ("fsync", s.fsync.is_some())] {
+        if set {
+            c.fail(&format!("{key}.{opt}"), "not an option of kind syslog");
+        }
+    }
+    let address = match s.address.as_deref() {
+        None | Some("") => {
+            c.fail(
+                &format!("{key}.address"),
+                "missing: the receiver's host:port, e.g. \"siem.example.com:6514\"",
+            );
+            None
+        }
+        Some(a) => {
+            let host = a
+                .rsplit_once(':')
+                .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string());
+            if host.is_none() {
+                c.fail(
+                    &format!("{key}.address"),
+                    format_args!(
+                        "{a:?} is not host:port (e.g. \"siem.example.com:6514\", \"[::1]:514\")"
+                    ),
+                );
+            }
+            host.map(|h| (a.to_string(), h))
+        }
+    };
+    let tls_set = [
+        s.ca_file.is_some(),
+        s.client_cert.is_some(),
+        s.client_key.is_some(),
+        s.insecure_skip_verify.is_some(),
+    ];
+    let transport = match s.transport.as_deref().unwrap_or("tcp") {
+        "tcp" => Some(SyslogTransport::Tcp),
+        "udp" => Some(SyslogTransport::Udp),
+        "tls" => {
+            let tls = super::tls::validate(
+                c,
+                key,
+                true,
+                &super::tls::RawTls {
+                    ca_file: s.ca_file.clone(),
+                    client_cert: s.client_cert.clone(),
+                    client_key: s.client_key.clone(),
+                    insecure_skip_verify: s.insecure_skip_verify,
+                },
+            );
+            Some(SyslogTransport::Tls(tls))
+        }
+        other => {
+            c.fail(
+                &format!("{key}.transport"),
+                format_args!("{other:?} is not a syslog transport; one of tcp, tls, udp"),
+            );
+            None
+        }
+    };
+    if !matches!(transport, Some(SyslogTransport::Tls(_)) | None) {
+        for (opt, set) in TLS_OPTIONS.iter().zip(tls_set) {
+            if set {
+                c.fail(
+                    &format!("{key}.{opt}"),
+                    "only used with transport = \"tls\"",
+                );
+            }
+        }
+    }
+    let facility = match s.facility.as_deref() {
+        None => Some(16),
+        Some(f) => {
+            let n = FACILITIES.iter().find(|(n, _)| *n == f).map(|(_, v)| *v);
+            if n.is_none() {
+                c.fail(
+                    &format!("{key}.facility"),
+                    format_args!(
+                        "{f:?} is not a syslog facility; one of {}",
+                        FACILITIES.map(|(n, _)| n).join(", ")
+                    ),
+                );
+            }
+            n
+        }
+    };
+    let app_name = s.app_name.clone().unwrap_or_else(|| "auditship".into());
+    if !printusascii(&app_name, 48) {
+        c.fail(
+            &format!("{key}.app_name"),
+            "must be 1 to 48 printable ASCII characters without spaces (RFC 5424 APP-NAME)",
+        );
+    }
+    if let Some(h) = &s.hostname {
+        if !printusascii(h, 255) {
+            c.fail(
+                &format!("{key}.hostname"),
+                "must be 1 to 255 printable ASCII characters without spaces (RFC 5424 HOSTNAME)",
+            );
+        }
+    }
+    let (address, host) = address?;
+    Some(SyslogSinkConfig {
+        address,
+        host,
+        transport: transport?,
+        facility: facility?,
+        app_name,
+        hostname: s.hostname.clone(),
+    })
 }
 
 /// The options only `kind = "http"` takes, and whether each is set.

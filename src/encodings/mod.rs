@@ -1,6 +1,6 @@
-//! Encodings: how one event becomes a record — a sink's `format`: `native`, `ocsf` (OCSF 1.8.0)
-//! and `ecs` (Elastic Common Schema); the SIEM ones share the per-vendor tables of [`siem`].
-//! Each is one file here behind [`Encoding`], listed once in
+//! Encodings: how one event becomes a record — a sink's `format`: `native`, `ocsf` (OCSF 1.8.0),
+//! `ecs` (Elastic Common Schema) and `cef` (ArcSight CEF); the SIEM ones share the per-vendor
+//! tables of [`siem`]. Each is one file here behind [`Encoding`], listed once in
 //! the `registry!` line at the bottom of this file, which makes the [`Format`] a sink holds and
 //! the name `format = "..."` selects it by.
 //!
@@ -11,6 +11,7 @@
 
 use crate::event::Event;
 
+pub mod cef;
 pub mod ecs;
 pub mod native;
 pub mod ocsf;
@@ -68,6 +69,7 @@ registry! {
     Native => native::Native,
     Ocsf => ocsf::Ocsf,
     Ecs => ecs::Ecs,
+    Cef => cef::Cef,
 }
 
 impl Default for Format {
@@ -114,12 +116,12 @@ mod tests {
 
     #[test]
     fn every_listed_name_selects_its_encoding_and_nothing_else_does() {
-        assert_eq!(Format::NAMES, ["native", "ocsf", "ecs"]);
+        assert_eq!(Format::NAMES, ["native", "ocsf", "ecs", "cef"]);
         for n in Format::NAMES {
             assert_eq!(Format::by_name(n).unwrap().name(), *n);
         }
         assert_eq!(Format::by_name("native"), Some(Format::default()));
-        for n in ["", "Native", "OCSF", "native ", "cef"] {
+        for n in ["", "Native", "OCSF", "CEF", "native "] {
             assert_eq!(Format::by_name(n), None, "{n:?}");
         }
     }

@@ -479,8 +479,8 @@ fn idempotency_key<'e>(events: impl Iterator<Item = &'e Event>) -> HeaderValue {
     HeaderValue::from_str(h.finalize().to_hex().as_str()).expect("hex is a valid header value")
 }
 
-/// This machine's name, for Splunk's `host` field.
-fn hostname() -> String {
+/// This machine's name, for Splunk's `host` field and syslog's HOSTNAME.
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())

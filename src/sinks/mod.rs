@@ -1,7 +1,7 @@
 //! Sinks: where delivered events go, behind one small trait. The poller hands a sink a page of
 //! new events, then commits; a sink with a position (the file) has it recorded in that commit.
 //!
-//! One file per kind (`stdout`, `file`, `http`), opened by the one `match` in [`open`]. A sink
+//! One file per kind (`stdout`, `file`, `http`, `syslog`), opened by the one `match` in [`open`]. A sink
 //! frames records; what goes inside a frame is the sink's `format`, written by an
 //! [`encodings::Writer`](crate::encodings::Writer) it is handed.
 
@@ -17,6 +17,7 @@ use crate::BoxFuture;
 pub mod file;
 pub mod http;
 pub mod stdout;
+pub mod syslog;
 
 /// Why a sink could not take a batch.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,9 @@ pub async fn open(
             file::FileSink::open(&cfg.name, path.clone(), *fsync, writer, committed).await?,
         ),
         SinkKind::Http(h) => Box::new(http::HttpSink::new(&cfg.name, h, writer, retry, once)?),
+        SinkKind::Syslog(s) => {
+            Box::new(syslog::SyslogSink::new(&cfg.name, s, writer, retry, once)?)
+        }
     };
     Ok(Arc::new(SinkSlot {
         config: cfg.clone(),

@@ -20,6 +20,9 @@ pub struct Pki {
     server_pem: (CertificateDer<'static>, Vec<u8>),
     pub client_cert_pem: String,
     pub client_key_pem: String,
+    /// The server certificate and its key as PEM, for receivers that read files (rsyslog).
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
 }
 
 impl Pki {
@@ -51,6 +54,8 @@ impl Pki {
             server_pem: (server_cert.der().clone(), server_key.serialize_der()),
             client_cert_pem: client_cert.pem(),
             client_key_pem: client_key.serialize_pem(),
+            server_cert_pem: server_cert.pem(),
+            server_key_pem: server_key.serialize_pem(),
         }
     }
 
