@@ -736,3 +736,65 @@ async fn run_once_gives_up_on_an_unreachable_sink_and_commits_nothing() {
     assert_ok(&run_once(&config, &[]).await);
     assert_eq!(assert_all_arrived(&r.data().events, |v| v, &w.truth()), 0);
 }
+
+/// Elasticsearch with the target in the URL (`/{target}/_bulk`, no `index`): actions are
+/// `{"create":{"_id":…}}`. Into a data stream, native events (no `@timestamp`) are refused item
+/// by item with Elasticsearch's own error; the run fails, commits nothing, and the log line says
+/// what is wrong. Into an index named by the URL, everything arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_target_in_the_url_and_a_data_stream_without_timestamp() {
+    let w = world(300, 1, 48).await;
+    let recv = Receiver::start(Mode::Bulk { api_key: None }).await;
+    recv.faults().data_streams = vec!["logs-auditship-default".into()];
+    let sink = |target: &str| {
+        format!(
+            "[[sinks]]\nname = \"es\"\nkind = \"http\"\nurl = \"{}/{target}/_bulk\"\n\
+             encoding = \"elasticsearch_bulk\"\nbatch_max_events = 50\n",
+            recv.base()
+        )
+    };
+    let config = w.config_in("stream", &sink("logs-auditship-default"));
+    let out = run_once(&config, &[]).await;
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(
+            "document has no @timestamp: a data stream needs format = \\\"ecs\\\" (format \\\"native\\\" has no @timestamp)"
+        ) || log.contains(
+            "document has no @timestamp: a data stream needs format = \"ecs\" (format \"native\" has no @timestamp)"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("data stream timestamp field [@timestamp] is missing"),
+        "{log}"
+    );
+    assert_eq!(
+        cursor(&config, &[]).await,
+        None,
+        "a refused page was committed"
+    );
+    {
+        let d = recv.data();
+        assert!(d.docs.is_empty());
+        assert!(!d.targets.is_empty());
+        assert!(d.targets.iter().all(|t| t == "logs-auditship-default"));
+        for body in &d.bodies {
+            for action in body.lines().step_by(2) {
+                let a: Value = serde_json::from_str(action).unwrap();
+                assert_eq!(a["create"].as_object().unwrap().len(), 1, "{action}");
+                assert!(a["create"]["_id"].is_string(), "{action}");
+            }
+        }
+    }
+
+    let config = w.config_in("index", &sink("audit-events"));
+    assert_ok(&run_once(&config, &[]).await);
+    let d = recv.data();
+    assert!(d.malformed.is_empty(), "{:?}", d.malformed);
+    assert_eq!(assert_all_arrived(&d.events, |v| v, &w.truth()), 0);
+    assert!(d
+        .targets
+        .iter()
+        .all(|t| t == "logs-auditship-default" || t == "audit-events"));
+}

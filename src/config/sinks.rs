@@ -86,10 +86,12 @@ pub enum HttpEncoding {
         host: Option<String>,
     },
     /// Elasticsearch/OpenSearch `_bulk` `create` actions with `_id` = the event id, so a batch
-    /// sent twice cannot double a document.
+    /// sent twice cannot double a document. `create` is also the only action a data stream
+    /// takes (`index` is refused there), so one framing serves indices and data streams.
     ElasticsearchBulk {
-        /// The index (or data stream) the documents are created in.
-        index: String,
+        /// The index (or data stream) the documents are created in, as `_index` of each action;
+        /// `None` when the URL names it (`/{target}/_bulk`), which is then the default target.
+        index: Option<String>,
     },
 }
 
@@ -293,6 +295,13 @@ fn http_options(s: &RawSink) -> [(&'static str, bool); 15] {
     ]
 }
 
+/// The target an `_bulk` URL names (`/{target}/_bulk`), if any.
+pub fn bulk_target(url: &Url) -> Option<&str> {
+    let path = url.path().trim_end_matches('/');
+    let target = path.strip_suffix("/_bulk")?.rsplit('/').next()?;
+    (!target.is_empty()).then_some(target)
+}
+
 /// Headers the HTTP sink sets itself, which `headers` must not override.
 const RESERVED_HEADERS: [&str; 6] = [
     "content-length",
@@ -356,13 +365,16 @@ fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig
             host: s.host.clone(),
         }),
         "elasticsearch_bulk" => match s.index.as_deref() {
-            None => {
+            // `/{target}/_bulk` names the default target itself; a bare `/_bulk` does not.
+            None if url.as_ref().is_none_or(|u| bulk_target(u).is_none()) => {
                 c.fail(
                     &format!("{key}.index"),
-                    "missing: elasticsearch_bulk needs the index (or data stream) to create documents in",
+                    "missing: elasticsearch_bulk needs the index (or data stream) to create documents in, \
+                     as `index` or in the url (https://es.example.com:9200/{target}/_bulk)",
                 );
                 None
             }
+            None => Some(HttpEncoding::ElasticsearchBulk { index: None }),
             Some(i)
                 if i.chars().any(|ch| {
                     ch.is_uppercase() || ch.is_whitespace() || "\\/*?\"<>|,#".contains(ch)
@@ -375,7 +387,7 @@ fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig
                 None
             }
             Some(i) => Some(HttpEncoding::ElasticsearchBulk {
-                index: i.to_string(),
+                index: Some(i.to_string()),
             }),
         },
         other => {

@@ -265,6 +265,16 @@ impl HttpSink {
                     // Only statuses stop the retries; anything else reaching here is a bug.
                     other => (0, other.to_string()),
                 };
+                if let Some(hint) = refusal_hint(&detail, self.encoder.writer.format.name()) {
+                    tracing::error!(sink = %self.name, status, body = %detail,
+                        "the receiver refused the batch: {hint}. Not retried; nothing was committed: \
+                         the next poll (or run) sends it again");
+                    return Err(SinkError::Rejected {
+                        sink: self.name.clone(),
+                        status,
+                        detail: format!("{hint}: {detail}"),
+                    });
+                }
                 tracing::error!(sink = %self.name, status, body = %detail,
                     "the receiver refused the batch; not retried (check the sink's url, headers and \
                      credentials). Nothing was committed: the next poll (or run) sends it again");
@@ -426,6 +436,29 @@ impl Retryable for Failure {
     }
 }
 
+/// What a refusal means, when its text says more than "check the url, headers and
+/// credentials": `format` is the sink's format name.
+fn refusal_hint(detail: &str, format: &str) -> Option<String> {
+    // Elasticsearch 7.9+: "data stream timestamp field [@timestamp] is missing" (as the reason,
+    // or as `caused_by` of "failed to parse").
+    if detail.contains("data stream timestamp field [@timestamp] is missing") {
+        return Some(if format == "ecs" {
+            "document has no @timestamp, which a data stream requires (the format is ecs: \
+             check the events' time)"
+                .into()
+        } else {
+            format!(
+                "document has no @timestamp: a data stream needs format = \"ecs\" \
+                 (format {format:?} has no @timestamp), or point the sink at an index instead"
+            )
+        });
+    }
+    if detail.contains("only write ops with an op_type of create are allowed in data streams") {
+        return Some("the data stream takes only `create` actions".into());
+    }
+    None
+}
+
 /// Reads at most `cap` bytes of a body; the flag says whether there was more.
 async fn read_body(
     mut resp: reqwest::Response,
@@ -508,7 +541,8 @@ enum Framing {
         fields: String,
         after_source: String,
     },
-    /// `_bulk` create action and document pairs; `action` is `{"create":{"_index":…,"_id":`.
+    /// `_bulk` create action and document pairs; `action` is `{"create":{"_index":…,"_id":`
+    /// (or `{"create":{"_id":` when the URL names the target).
     Bulk { action: String },
 }
 
@@ -534,8 +568,12 @@ impl Encoder {
                     after_source,
                 }
             }
+            // Without `index`, the URL's `/{target}/_bulk` is the target of every action.
             HttpEncoding::ElasticsearchBulk { index } => Framing::Bulk {
-                action: format!("{{\"create\":{{\"_index\":{},\"_id\":", json(index)),
+                action: match index {
+                    Some(i) => format!("{{\"create\":{{\"_index\":{},\"_id\":", json(i)),
+                    None => "{\"create\":{\"_id\":".to_string(),
+                },
             },
         };
         Encoder { writer, framing }
@@ -696,12 +734,23 @@ fn read_bulk(body: &[u8], sent: usize) -> Result<BulkReport, String> {
             let e = item.error.as_ref();
             let kind = e.and_then(|e| e.get("type")).and_then(|t| t.as_str());
             let reason = e.and_then(|e| e.get("reason")).and_then(|t| t.as_str());
-            crate::retry::snippet(&format!(
+            // Elasticsearch 7 puts the useful part in `caused_by` ("failed to parse", caused by
+            // "data stream timestamp field [@timestamp] is missing").
+            let cause = e
+                .and_then(|e| e.get("caused_by"))
+                .and_then(|c| c.get("reason"))
+                .and_then(|t| t.as_str())
+                .filter(|c| !reason.is_some_and(|r| r.contains(c)));
+            let mut text = format!(
                 "{} {}: {}",
                 item.status,
                 kind.unwrap_or("error"),
                 reason.unwrap_or("")
-            ))
+            );
+            if let Some(c) = cause {
+                text.push_str(&format!(" (caused by: {c})"));
+            }
+            crate::retry::snippet(&text)
         };
         match item.status {
             200..=299 => {}
@@ -818,7 +867,7 @@ mod tests {
     #[test]
     fn bulk_is_create_action_and_document_pairs() {
         let enc = HttpEncoding::ElasticsearchBulk {
-            index: "audit-x".into(),
+            index: Some("audit-x".into()),
         };
         assert_eq!(
             encode(&enc, &two()),
@@ -827,6 +876,46 @@ mod tests {
                  {{\"create\":{{\"_index\":\"audit-x\",\"_id\":\"b\"}}}}\n{NATIVE_B}\n"
             )
         );
+        // The URL names the target: the action carries only the `_id`.
+        let enc = HttpEncoding::ElasticsearchBulk { index: None };
+        assert_eq!(
+            encode(&enc, &two()),
+            format!(
+                "{{\"create\":{{\"_id\":\"a\"}}}}\n{NATIVE_A}\n{{\"create\":{{\"_id\":\"b\"}}}}\n{NATIVE_B}\n"
+            )
+        );
+    }
+
+    /// Elasticsearch's own answers for a data stream document without `@timestamp`: 7.x nests
+    /// the reason under `caused_by`, 8.x puts it in the reason.
+    #[test]
+    fn a_data_stream_refusal_says_what_is_missing() {
+        let es7 = br#"{"took":2,"errors":true,"items":[{"create":{"_index":".ds-logs-audit-default-2024.10.18-000001","_type":"_doc","_id":"a","status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse","caused_by":{"type":"illegal_argument_exception","reason":"data stream timestamp field [@timestamp] is missing"}}}}]}"#;
+        let es8 = br#"{"errors":true,"took":0,"items":[{"create":{"_index":".ds-logs-audit-default-2024.10.18-000001","_id":"a","status":400,"error":{"type":"document_parsing_exception","reason":"[1:180] failed to parse: data stream timestamp field [@timestamp] is missing","caused_by":{"type":"illegal_argument_exception","reason":"data stream timestamp field [@timestamp] is missing"}}}}]}"#;
+        for body in [&es7[..], &es8[..]] {
+            let (status, reason) = read_bulk(body, 1).unwrap().rejected.unwrap();
+            assert_eq!(status, 400);
+            let hint = refusal_hint(&reason, "native").unwrap();
+            assert_eq!(
+                hint,
+                "document has no @timestamp: a data stream needs format = \"ecs\" (format \"native\" \
+                 has no @timestamp), or point the sink at an index instead"
+            );
+            assert!(refusal_hint(&reason, "ecs")
+                .unwrap()
+                .contains("the format is ecs"));
+        }
+        assert_eq!(
+            read_bulk(es7, 1).unwrap().rejected.unwrap().1,
+            "400 mapper_parsing_exception: failed to parse (caused by: data stream timestamp field [@timestamp] is missing)"
+        );
+        assert_eq!(
+            refusal_hint(
+                "400 mapper_parsing_exception: failed to parse field [time]",
+                "native"
+            ),
+            None
+        );
     }
 
     #[test]
@@ -834,7 +923,9 @@ mod tests {
         for enc in [
             HttpEncoding::Ndjson,
             HttpEncoding::JsonArray,
-            HttpEncoding::ElasticsearchBulk { index: "i".into() },
+            HttpEncoding::ElasticsearchBulk {
+                index: Some("i".into()),
+            },
         ] {
             let mut body = Vec::new();
             Encoder::new(&enc, writer(false)).fill(&two(), 0, 10, 1 << 20, &mut body);
@@ -855,7 +946,9 @@ mod tests {
                 sourcetype: "s".into(),
                 host: Some("h".into()),
             },
-            HttpEncoding::ElasticsearchBulk { index: "i".into() },
+            HttpEncoding::ElasticsearchBulk {
+                index: Some("i".into()),
+            },
         ] {
             let encoder = Encoder::new(&enc, writer(true));
             let mut one = Vec::new();
@@ -1147,5 +1240,21 @@ mod tests {
             p.contains("sinks[0].index: \"Audit\" is not a valid index name"),
             "{p}"
         );
+        // The URL may name the target instead; a bare `/_bulk` needs `index`.
+        let c = parse(
+            dir.path(),
+            "kind = \"http\"\nurl = \"http://es:9200/logs-audit-default/_bulk\"\nencoding = \"elasticsearch_bulk\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            http_cfg(&c).encoding,
+            HttpEncoding::ElasticsearchBulk { index: None }
+        );
+        let p = parse(
+            dir.path(),
+            "kind = \"http\"\nurl = \"http://es:9200/_bulk\"\nencoding = \"elasticsearch_bulk\"\n",
+        )
+        .unwrap_err();
+        assert!(p.contains("sinks[0].index: missing"), "{p}");
     }
 }

@@ -69,6 +69,9 @@ pub struct Faults {
     pub revoke: Option<(usize, String)>,
     /// `_bulk`: the first n requests get per-item errors (positions 1 mod 5 → 429, 3 mod 5 → 503).
     pub item_fault_requests: usize,
+    /// `_bulk`: targets that are data streams: a document without `@timestamp` is refused with
+    /// Elasticsearch 8's per-item error.
+    pub data_streams: Vec<String>,
 }
 
 #[derive(Default)]
@@ -82,6 +85,8 @@ pub struct Data {
     pub creates: HashMap<String, u32>,
     /// `_bulk`: 409 answers given.
     pub conflicts: usize,
+    /// `_bulk`: the target of every document, from `_index` or the URL.
+    pub targets: Vec<String>,
     /// Requests whose `Idempotency-Key` was not the BLAKE3 of their ids.
     pub bad_keys: usize,
     /// Requests refused as malformed, with why.
@@ -414,6 +419,7 @@ async fn handle(
                 let mut items = Vec::new();
                 let mut errors = false;
                 let mut ok = lines.len().is_multiple_of(2);
+                let mut missing_index = false;
                 for (pos, pair) in lines.chunks(2).enumerate() {
                     let (Ok(action), Some(Ok(doc))) = (
                         serde_json::from_str::<Value>(pair[0]),
@@ -427,9 +433,21 @@ async fn handle(
                         break;
                     };
                     let id = create["_id"].as_str().unwrap_or("").to_string();
-                    let index = create["_index"].as_str().unwrap_or("").to_string();
+                    // `_index`, else the URL's `/{target}/_bulk`.
+                    let index = create["_index"].as_str().map(str::to_string).or_else(|| {
+                        let t = uri.path().strip_suffix("/_bulk")?.trim_start_matches('/');
+                        (!t.is_empty()).then(|| t.to_string())
+                    });
+                    let Some(index) = index else {
+                        missing_index = true;
+                        break;
+                    };
+                    data.targets.push(index.clone());
                     seen.ids.push(id.clone());
-                    let status = if faulted && pos % 5 == 1 {
+                    let stream = faults.data_streams.contains(&index);
+                    let status = if stream && doc.get("@timestamp").is_none() {
+                        400
+                    } else if faulted && pos % 5 == 1 {
                         429
                     } else if faulted && pos % 5 == 3 {
                         503
@@ -452,6 +470,10 @@ async fn handle(
                             429 => {
                                 json!({"type":"es_rejected_execution_exception","reason":"rejected execution of coordinating operation"})
                             }
+                            // Elasticsearch 8.x, verbatim but for the column number.
+                            400 => {
+                                json!({"type":"document_parsing_exception","reason":"[1:180] failed to parse: data stream timestamp field [@timestamp] is missing","caused_by":{"type":"illegal_argument_exception","reason":"data stream timestamp field [@timestamp] is missing"}})
+                            }
                             _ => {
                                 json!({"type":"unavailable_shards_exception","reason":"primary shard is not active"})
                             }
@@ -459,7 +481,13 @@ async fn handle(
                     }
                     items.push(json!({ "create": item }));
                 }
-                if ok {
+                if missing_index {
+                    data.malformed.push("bulk action without a target".into());
+                    (
+                        400,
+                        json!({"error":{"root_cause":[{"type":"action_request_validation_exception","reason":"Validation Failed: 1: index is missing;"}],"type":"action_request_validation_exception","reason":"Validation Failed: 1: index is missing;"},"status":400}),
+                    )
+                } else if ok {
                     (200, json!({"took": 1, "errors": errors, "items": items}))
                 } else {
                     data.malformed
