@@ -798,3 +798,109 @@ async fn bulk_target_in_the_url_and_a_data_stream_without_timestamp() {
         .iter()
         .all(|t| t == "logs-auditship-default" || t == "audit-events"));
 }
+
+/// The HEC sink for `hec_ack` tests: batches of 50, acks awaited `ack_timeout` long.
+fn hec_ack_sink(recv: &Receiver, ack_timeout: &str) -> String {
+    format!(
+        "[[sinks]]\nname = \"splunk\"\nkind = \"http\"\nurl = \"{}/services/collector/event\"\n\
+         encoding = \"splunk_hec\"\nbatch_max_events = 50\nhec_ack = true\nack_timeout = \"{ack_timeout}\"\n\
+         [sinks.headers]\nAuthorization = \"Splunk hec-token-0123456789\"\n",
+        recv.base()
+    )
+}
+
+/// Splunk HEC with indexer acknowledgement, against a receiver that acknowledges each batch
+/// only after a delay and never acknowledges two of them: every event ends up in an
+/// acknowledged batch (the two are sent again after `ack_timeout`), every request carries the
+/// sink's one channel (a UUID), and the run completes with the cursor moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hec_ack_commits_acknowledged_batches_and_resends_withheld_ones() {
+    let w = world(600, 1, 49).await;
+    let recv = Receiver::start(Mode::SplunkHec {
+        token: "hec-token-0123456789".into(),
+    })
+    .await;
+    recv.faults().hec_ack = Some(http_receiver::HecAck {
+        delay: Duration::from_millis(300),
+        withhold: vec![1, 4],
+        no_ack_id: false,
+    });
+    let config = w.config(&hec_ack_sink(&recv, "1s"));
+    let out = run_once(&config, &[]).await;
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert!(
+        log.contains("batch not acknowledged within ack_timeout; sending it again"),
+        "{log}"
+    );
+    assert!(cursor(&config, &[]).await.is_some());
+    let d = recv.data();
+    assert!(d.malformed.is_empty(), "{:?}", d.malformed);
+    let truth: HashSet<String> = w
+        .truth()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let acked: HashSet<String> = d.acked.iter().cloned().collect();
+    assert_eq!(acked, truth, "events outside an acknowledged batch");
+    // The withheld batches are still pending at the receiver: they were never acknowledged,
+    // so their events are acknowledged only because they were sent again.
+    let withheld: Vec<&(String, u64)> = d
+        .acks
+        .keys()
+        .filter(|(_, id)| *id == 1 || *id == 4)
+        .collect();
+    assert_eq!(withheld.len(), 2, "{:?}", d.acks.keys());
+    assert!(d.ack_queries > 0);
+    let channels: HashSet<&String> = d.acks.keys().map(|(c, _)| c).collect();
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    let c = channels.into_iter().next().unwrap();
+    assert!(
+        c.len() == 36 && [8, 13, 18, 23].iter().all(|&i| &c[i..=i] == "-") && &c[14..15] == "4",
+        "not a UUID: {c}"
+    );
+}
+
+/// `hec_ack` against a token without acknowledgement (no `ackId` in the answer): a clear error,
+/// exit 1 and no commit. And `--once` against an indexer that acknowledges nothing gives up
+/// after `retry_max_attempts` sendings instead of hanging, committing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hec_ack_without_ack_ids_or_acks_fails_clearly_and_commits_nothing() {
+    let w = world(120, 1, 50).await;
+    let recv = Receiver::start(Mode::SplunkHec {
+        token: "hec-token-0123456789".into(),
+    })
+    .await;
+    recv.faults().hec_ack = Some(http_receiver::HecAck {
+        no_ack_id: true,
+        ..Default::default()
+    });
+    let config = w.config_in("noack", &hec_ack_sink(&recv, "1s"));
+    let out = run_once(&config, &[]).await;
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("the HEC answer has no ackId"), "{log}");
+    assert!(log.contains("useACK"), "{log}");
+    assert_eq!(cursor(&config, &[]).await, None);
+
+    recv.faults().hec_ack = Some(http_receiver::HecAck {
+        withhold: (0..10_000).collect(),
+        ..Default::default()
+    });
+    let config = w.config_in("never", &hec_ack_sink(&recv, "200ms"));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[agent]\n", "[agent]\nretry_max_attempts = 2\n"),
+    )
+    .unwrap();
+    let out = run_once(&config, &[]).await;
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("gave up after 2 attempts: a batch of")
+            && log.contains("was not acknowledged"),
+        "{log}"
+    );
+    assert_eq!(cursor(&config, &[]).await, None);
+}

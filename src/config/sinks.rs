@@ -53,6 +53,12 @@ pub struct RawSink {
     pub client_key: Option<String>,
     /// `http`: do not verify the receiver's TLS certificate (warned about loudly at start).
     pub insecure_skip_verify: Option<bool>,
+    /// `http`, `splunk_hec`: indexer acknowledgement (the token's `useACK`); a page commits
+    /// only once Splunk says every batch of it is indexed (default false).
+    pub hec_ack: Option<bool>,
+    /// `http`, `hec_ack = true`: how long a batch may wait for its acknowledgement before it
+    /// is sent again (default 60s).
+    pub ack_timeout: Option<String>,
 }
 
 /// Kinds of sink.
@@ -121,6 +127,8 @@ pub struct HttpSinkConfig {
     pub client_key: Option<PathBuf>,
     /// Accept any certificate from the receiver (warned about at start).
     pub insecure_skip_verify: bool,
+    /// Splunk HEC indexer acknowledgement: `Some(ack_timeout)` when `hec_ack = true`.
+    pub hec_ack: Option<Duration>,
 }
 
 /// One validated `[[sinks]]` entry.
@@ -275,7 +283,7 @@ pub(super) fn validate(
 }
 
 /// The options only `kind = "http"` takes, and whether each is set.
-fn http_options(s: &RawSink) -> [(&'static str, bool); 15] {
+fn http_options(s: &RawSink) -> [(&'static str, bool); 17] {
     [
         ("url", s.url.is_some()),
         ("encoding", s.encoding.is_some()),
@@ -292,6 +300,8 @@ fn http_options(s: &RawSink) -> [(&'static str, bool); 15] {
         ("client_cert", s.client_cert.is_some()),
         ("client_key", s.client_key.is_some()),
         ("insecure_skip_verify", s.insecure_skip_verify.is_some()),
+        ("hec_ack", s.hec_ack.is_some()),
+        ("ack_timeout", s.ack_timeout.is_some()),
     ]
 }
 
@@ -339,6 +349,8 @@ fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig
         ),
         ("sourcetype", s.sourcetype.is_some(), enc == "splunk_hec"),
         ("host", s.host.is_some(), enc == "splunk_hec"),
+        ("hec_ack", s.hec_ack.is_some(), enc == "splunk_hec"),
+        ("ack_timeout", s.ack_timeout.is_some(), enc == "splunk_hec"),
     ] {
         if set && !takes {
             c.fail(
@@ -426,6 +438,16 @@ fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig
     let timeout = c
         .duration(&format!("{key}.timeout"), &s.timeout, true)
         .unwrap_or(Duration::from_secs(30));
+    let ack_timeout = c
+        .duration(&format!("{key}.ack_timeout"), &s.ack_timeout, true)
+        .unwrap_or(Duration::from_secs(60));
+    if s.ack_timeout.is_some() && s.hec_ack != Some(true) && enc == "splunk_hec" {
+        c.fail(
+            &format!("{key}.ack_timeout"),
+            "only used with hec_ack = true",
+        );
+    }
+    let hec_ack = (s.hec_ack == Some(true) && enc == "splunk_hec").then_some(ack_timeout);
 
     let mut headers: Vec<(String, Secret)> = Vec::new();
     let mut seen = HashSet::new();
@@ -505,5 +527,6 @@ fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig
         client_cert: tls.client_cert,
         client_key: tls.client_key,
         insecure_skip_verify: tls.insecure_skip_verify,
+        hec_ack,
     })
 }

@@ -69,13 +69,33 @@ pub struct Faults {
     pub revoke: Option<(usize, String)>,
     /// `_bulk`: the first n requests get per-item errors (positions 1 mod 5 → 429, 3 mod 5 → 503).
     pub item_fault_requests: usize,
+    /// Splunk HEC indexer acknowledgement (`useACK` on the token): event requests need a
+    /// channel and are answered with an `ackId`; `/services/collector/ack` says which are done.
+    pub hec_ack: Option<HecAck>,
     /// `_bulk`: targets that are data streams: a document without `@timestamp` is refused with
     /// Elasticsearch 8's per-item error.
     pub data_streams: Vec<String>,
 }
 
+/// How the emulated indexer acknowledges.
+#[derive(Clone, Debug, Default)]
+pub struct HecAck {
+    /// An ackId is reported done this long after its request was taken.
+    pub delay: Duration,
+    /// These ackIds are never reported done (the indexer lost the batch).
+    pub withhold: Vec<u64>,
+    /// Answer events without an ackId, as a token without useACK does.
+    pub no_ack_id: bool,
+}
+
 #[derive(Default)]
 pub struct Data {
+    /// HEC: ackIds given, per channel: when, and the ids of the batch's events.
+    pub acks: HashMap<(String, u64), (Instant, Vec<String>)>,
+    /// HEC: ids of the events of every batch reported done to an ack query.
+    pub acked: Vec<String>,
+    /// HEC: ack queries answered.
+    pub ack_queries: usize,
     pub requests: Vec<Seen>,
     /// Every event accepted, in arrival order (repeats included).
     pub events: Vec<Value>,
@@ -96,6 +116,8 @@ pub struct Data {
     pub bodies: Vec<String>,
     outage_until: Option<Instant>,
     accepted: usize,
+    /// HEC: ackIds given so far (the next one is this).
+    pub issued: u64,
 }
 
 struct Shared {
@@ -256,6 +278,18 @@ async fn handle(
         }
         return resp;
     }
+    // HEC health (what `check --connect` asks): a token, when sent, must be valid.
+    if let (Mode::SplunkHec { token }, "/services/collector/health") = (&mode, uri.path()) {
+        let auth = header("authorization");
+        let (s, b) = match auth.as_deref().map(|a| a.strip_prefix("Splunk ")) {
+            Some(Some(t)) if t != token => (403, json!({"text":"Invalid token","code":4})),
+            Some(None) => (401, json!({"text":"Invalid authorization","code":3})),
+            _ => (200, json!({"text":"HEC is healthy","code":17})),
+        };
+        seen.status = s;
+        record(&mut data, seen);
+        return answer(s, b);
+    }
     if method != Method::POST {
         seen.status = 405;
         record(&mut data, seen);
@@ -266,7 +300,8 @@ async fn handle(
     let auth = header("authorization");
     match &mode {
         Mode::SplunkHec { token } => {
-            if uri.path() != "/services/collector/event" {
+            if uri.path() != "/services/collector/event" && uri.path() != "/services/collector/ack"
+            {
                 seen.status = 404;
                 record(&mut data, seen);
                 return answer(
@@ -286,6 +321,40 @@ async fn handle(
                 seen.status = s;
                 record(&mut data, seen);
                 return answer(s, b);
+            }
+            if let Some(ack) = &faults.hec_ack {
+                let Some(channel) = header("x-splunk-request-channel") else {
+                    seen.status = 400;
+                    record(&mut data, seen);
+                    return answer(400, json!({"text":"Data channel is missing","code":10}));
+                };
+                if uri.path() == "/services/collector/ack" {
+                    data.ack_queries += 1;
+                    let asked: Vec<u64> = serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v["acks"].as_array().cloned())
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(Value::as_u64)
+                        .collect();
+                    let mut acks = serde_json::Map::new();
+                    for id in asked {
+                        let done = !ack.withhold.contains(&id)
+                            && data
+                                .acks
+                                .get(&(channel.clone(), id))
+                                .is_some_and(|(t, _)| t.elapsed() >= ack.delay);
+                        if done {
+                            if let Some((_, ids)) = data.acks.remove(&(channel.clone(), id)) {
+                                data.acked.extend(ids);
+                            }
+                        }
+                        acks.insert(id.to_string(), Value::Bool(done));
+                    }
+                    seen.status = 200;
+                    record(&mut data, seen);
+                    return answer(200, json!({ "acks": acks }));
+                }
             }
         }
         Mode::Bulk { api_key: Some(k) } => {
@@ -388,7 +457,16 @@ async fn handle(
                         .map(|e| e["event"]["id"].as_str().unwrap_or("").to_string())
                         .collect();
                     data.events.extend(events);
-                    (200, json!({"text":"Success","code":0}))
+                    match &faults.hec_ack {
+                        Some(a) if !a.no_ack_id => {
+                            let channel = header("x-splunk-request-channel").unwrap_or_default();
+                            let id = data.issued;
+                            data.issued += 1;
+                            data.acks.insert((channel, id), (at, seen.ids.clone()));
+                            (200, json!({"text":"Success","code":0,"ackId":id}))
+                        }
+                        _ => (200, json!({"text":"Success","code":0})),
+                    }
                 }
                 None => (400, json!({"text":"No data","code":5})),
                 Some(i) => {
