@@ -904,3 +904,73 @@ async fn hec_ack_without_ack_ids_or_acks_fails_clearly_and_commits_nothing() {
     );
     assert_eq!(cursor(&config, &[]).await, None);
 }
+
+/// `check --connect` reaches each HTTP sink without sending an event: Splunk HEC's health
+/// endpoint, Elasticsearch's root, HEAD of a collector's URL. Up with good credentials:
+/// reachable; a refused key: auth refused; nothing listening: unreachable; exit 1 unless all
+/// are reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_reaches_each_http_sink_without_sending() {
+    let w = world(50, 1, 51).await;
+    let hec = Receiver::start(Mode::SplunkHec {
+        token: "hec-token-0123456789".into(),
+    })
+    .await;
+    let es = Receiver::start(Mode::Bulk {
+        api_key: Some("good-key".into()),
+    })
+    .await;
+    let ndjson = Receiver::start(Mode::Ndjson).await;
+    let down = Receiver::down(Mode::Ndjson);
+    let sinks = |es_key: &str, collector: &str| {
+        format!(
+            "[[sinks]]\nname = \"splunk\"\nkind = \"http\"\nurl = \"{hec}/services/collector/event\"\n\
+             encoding = \"splunk_hec\"\n[sinks.headers]\nAuthorization = \"Splunk hec-token-0123456789\"\n\n\
+             [[sinks]]\nname = \"es\"\nkind = \"http\"\nurl = \"{es}/audit/_bulk\"\nencoding = \"elasticsearch_bulk\"\n\
+             [sinks.headers]\nAuthorization = \"ApiKey {es_key}\"\n\n\
+             [[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{collector}/ingest\"\n",
+            hec = hec.base(),
+            es = es.base(),
+        )
+    };
+    let check = |config: PathBuf| async move {
+        agent(
+            &["check", "--connect", "--config", config.to_str().unwrap()],
+            &[],
+        )
+        .output()
+        .await
+        .unwrap()
+    };
+    let out = check(w.config_in("good", &sinks("good-key", &ndjson.base()))).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    for want in [
+        "sink splunk: reachable (GET /services/collector/health: HTTP 200",
+        "sink es: reachable (GET /: HTTP 200",
+        "sink collector: reachable (HEAD /ingest: HTTP 405",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+
+    let out = check(w.config_in("bad", &sinks("revoked-key", &down.base()))).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("sink splunk: reachable"), "{text}");
+    assert!(
+        text.contains("sink es: auth refused (GET /: HTTP 401"),
+        "{text}"
+    );
+    assert!(text.contains("sink collector: unreachable ("), "{text}");
+    assert!(
+        !text.contains("revoked-key"),
+        "a header value was printed: {text}"
+    );
+    for r in [&hec, &es, &ndjson] {
+        let d = r.data();
+        assert!(
+            d.events.is_empty() && d.bodies.is_empty(),
+            "an event was sent"
+        );
+    }
+}

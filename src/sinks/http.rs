@@ -498,6 +498,73 @@ impl HttpSink {
     }
 }
 
+/// What `check --connect` found at an HTTP sink's receiver.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// It answered, and did not refuse the credentials.
+    Reachable(String),
+    /// It answered 401 or 403: the headers (the token or key) are refused.
+    AuthRefused(String),
+    /// No answer (connection, TLS or timeout), or an unhealthy one (5xx).
+    Unreachable(String),
+}
+
+impl HttpSink {
+    /// Contacts the receiver without sending events, with the sink's TLS options and headers:
+    /// Splunk HEC `GET …/services/collector/health`, Elasticsearch `GET /` (cluster info, which
+    /// needs the credentials), anything else `HEAD url`.
+    pub async fn probe(&self) -> Probe {
+        let (method, url) = match self.encoder.framing {
+            Framing::SplunkHec { .. } => {
+                let mut u = ack_url(&self.url);
+                u.set_path(
+                    &u.path()
+                        .replace("/services/collector/ack", "/services/collector/health"),
+                );
+                (reqwest::Method::GET, u)
+            }
+            Framing::Bulk { .. } => {
+                let mut u = self.url.clone();
+                u.set_path("/");
+                u.set_query(None);
+                (reqwest::Method::GET, u)
+            }
+            _ => (reqwest::Method::HEAD, self.url.clone()),
+        };
+        let what = format!("{method} {}", url.path());
+        let mut headers = self.headers.clone();
+        headers.remove(header::CONTENT_TYPE);
+        let resp = match self
+            .client
+            .request(method, url)
+            .headers(headers)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return Probe::Unreachable(self.scrub(&chain(&e.without_url())));
+            }
+        };
+        let status = resp.status().as_u16();
+        let body = read_body(resp, MAX_ERROR_BODY)
+            .await
+            .map(|(b, _)| b)
+            .unwrap_or_default();
+        let body = crate::retry::snippet(&self.scrub(&String::from_utf8_lossy(&body)));
+        let said = if body.is_empty() {
+            format!("{what}: HTTP {status}")
+        } else {
+            format!("{what}: HTTP {status} {body}")
+        };
+        match status {
+            401 | 403 => Probe::AuthRefused(said),
+            500..=599 => Probe::Unreachable(said),
+            _ => Probe::Reachable(said),
+        }
+    }
+}
+
 /// The ack endpoint beside a HEC event endpoint (`…/services/collector[/event|/raw]`).
 fn ack_url(url: &url::Url) -> url::Url {
     let mut u = url.clone();

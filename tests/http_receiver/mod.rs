@@ -290,6 +290,24 @@ async fn handle(
         record(&mut data, seen);
         return answer(s, b);
     }
+    // Elasticsearch's root (what `check --connect` asks): cluster info, credentials checked.
+    if let (Mode::Bulk { api_key }, "/") = (&mode, uri.path()) {
+        let want = api_key.as_ref().map(|k| format!("ApiKey {k}"));
+        if want.is_some() && header("authorization") != want {
+            seen.status = 401;
+            record(&mut data, seen);
+            return answer(
+                401,
+                json!({"error":{"root_cause":[{"type":"security_exception","reason":"unable to authenticate with provided credentials"}],"type":"security_exception","reason":"unable to authenticate with provided credentials"},"status":401}),
+            );
+        }
+        seen.status = 200;
+        record(&mut data, seen);
+        return answer(
+            200,
+            json!({"name":"es-1","cluster_name":"test","version":{"number":"8.15.0"},"tagline":"You Know, for Search"}),
+        );
+    }
     if method != Method::POST {
         seen.status = 405;
         record(&mut data, seen);
