@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `state`, `simulate`, `demo`. `main.rs` only parses and
+//! The command line: `run`, `check`, `state`, `export`, `simulate`, `demo`. `main.rs` only parses and
 //! calls into here; exit codes follow DESIGN.md (0 ok, 1 run-time failure, 2 usage or config).
 
 use std::io::Write as _;
@@ -60,6 +60,9 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<StateAction>,
     },
+    /// Read one window [from, to) of one source (its filters applied) and write it; no cursor
+    /// or state is touched.
+    Export(crate::export::ExportArgs),
     /// Serve emulators of all four vendor APIs on loopback.
     #[cfg(feature = "sim")]
     Simulate(auditship_sim::SimArgs),
