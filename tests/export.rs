@@ -109,6 +109,10 @@ async fn export_is_exactly_the_window_for_every_vendor_and_touches_no_state() {
             truth.len()
         );
         common::assert_exactly(&native, &src, &truth);
+        eprintln!(
+            "FIGURES export {src}: {} events in the window, lost 0, doubled 0",
+            truth.len()
+        );
         assert_eq!(native.len(), truth.len());
         for e in &native {
             let t: Timestamp = e["time"].as_str().unwrap().parse().unwrap();

@@ -843,6 +843,13 @@ async fn hec_ack_commits_acknowledged_batches_and_resends_withheld_ones() {
         .collect();
     let acked: HashSet<String> = d.acked.iter().cloned().collect();
     assert_eq!(acked, truth, "events outside an acknowledged batch");
+    eprintln!(
+        "FIGURES hec_ack: {} events, {} requests, {} ackIds, {} ack queries, lost 0",
+        truth.len(),
+        d.requests.len(),
+        d.issued,
+        d.ack_queries
+    );
     // The withheld batches are still pending at the receiver: they were never acknowledged,
     // so their events are acknowledged only because they were sent again.
     let withheld: Vec<&(String, u64)> = d
