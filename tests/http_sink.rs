@@ -933,6 +933,8 @@ async fn check_connect_reaches_each_http_sink_without_sending() {
         format!(
             "[[sinks]]\nname = \"splunk\"\nkind = \"http\"\nurl = \"{hec}/services/collector/event\"\n\
              encoding = \"splunk_hec\"\n[sinks.headers]\nAuthorization = \"Splunk hec-token-0123456789\"\n\n\
+             [[sinks]]\nname = \"splunk-old\"\nkind = \"http\"\nurl = \"{hec}/services/collector/event\"\n\
+             encoding = \"splunk_hec\"\n[sinks.headers]\nAuthorization = \"Splunk {es_key}-hec\"\n\n\
              [[sinks]]\nname = \"es\"\nkind = \"http\"\nurl = \"{es}/audit/_bulk\"\nencoding = \"elasticsearch_bulk\"\n\
              [sinks.headers]\nAuthorization = \"ApiKey {es_key}\"\n\n\
              [[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{collector}/ingest\"\n",
@@ -949,10 +951,12 @@ async fn check_connect_reaches_each_http_sink_without_sending() {
         .await
         .unwrap()
     };
+    // `splunk-old` holds a token the receiver does not know, in both configs.
     let out = check(w.config_in("good", &sinks("good-key", &ndjson.base()))).await;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
     for want in [
+        "sink splunk-old: auth refused (GET /services/collector/health: HTTP 403",
         "sink splunk: reachable (GET /services/collector/health: HTTP 200",
         "sink es: reachable (GET /: HTTP 200",
         "sink collector: reachable (HEAD /ingest: HTTP 405",
@@ -973,6 +977,17 @@ async fn check_connect_reaches_each_http_sink_without_sending() {
         !text.contains("revoked-key"),
         "a header value was printed: {text}"
     );
+
+    // Only the reachable ones: exit 0.
+    let text = std::fs::read_to_string(w.dir.path().join("good/auditship.toml")).unwrap();
+    let cut = text.find("[[sinks]]\nname = \"splunk-old\"").unwrap();
+    let end = text[cut..].find("[[sinks]]\nname = \"es\"").unwrap() + cut;
+    let path = w.dir.path().join("good/only-good.toml");
+    std::fs::write(&path, format!("{}{}", &text[..cut], &text[end..])).unwrap();
+    let out = check(path).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(!text.contains("splunk-old"), "{text}");
     for r in [&hec, &es, &ndjson] {
         let d = r.data();
         assert!(
