@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `state`, `simulate`, `demo`. `main.rs` only parses and
+//! The command line: `run`, `check`, `state`, `export`, `simulate`, `demo`. `main.rs` only parses and
 //! calls into here; exit codes follow DESIGN.md (0 ok, 1 run-time failure, 2 usage or config).
 
 use std::io::Write as _;
@@ -41,7 +41,8 @@ pub enum Command {
         /// The configuration file (TOML; config/auditship.toml shows every option).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
-        /// Also authenticate to each source and check each sink can be written.
+        /// Also authenticate to each source, reach each HTTP sink (no events sent) and check
+        /// each file sink can be written.
         #[arg(long)]
         connect: bool,
     },
@@ -59,6 +60,9 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<StateAction>,
     },
+    /// Read one window [from, to) of one source (its filters applied) and write it; no cursor
+    /// or state is touched.
+    Export(crate::export::ExportArgs),
     /// Serve emulators of all four vendor APIs on loopback.
     #[cfg(feature = "sim")]
     Simulate(auditship_sim::SimArgs),
@@ -212,10 +216,35 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
     for s in &cfg.sinks {
         match &s.kind {
             SinkKind::Stdout => println!("sink {}: ok", s.name),
-            SinkKind::Http(_) => println!(
-                "sink {}: ok (not contacted: an http sink is tried on delivery)",
-                s.name
-            ),
+            SinkKind::Http(h) => {
+                let writer = crate::encodings::Writer {
+                    format: s.format.clone(),
+                    include_raw: s.include_raw,
+                };
+                match crate::sinks::http::HttpSink::new(&s.name, h, writer, &cfg.agent.retry, true)
+                {
+                    Err(e) => {
+                        ok = false;
+                        println!("sink {}: {e}", s.name);
+                    }
+                    Ok(sink) => match sink.probe().await {
+                        crate::sinks::http::Probe::Reachable(said) => {
+                            println!("sink {}: reachable ({said})", s.name)
+                        }
+                        crate::sinks::http::Probe::AuthRefused(said) => {
+                            ok = false;
+                            println!(
+                                "sink {}: auth refused ({said}): check the sink's headers",
+                                s.name
+                            );
+                        }
+                        crate::sinks::http::Probe::Unreachable(said) => {
+                            ok = false;
+                            println!("sink {}: unreachable ({said})", s.name);
+                        }
+                    },
+                }
+            }
             SinkKind::Syslog(sys) => {
                 let probe = match crate::sinks::syslog::SyslogSink::new(
                     &s.name,

@@ -3,7 +3,8 @@
 //! result to stdout, files or HTTP endpoints.
 //!
 //! The map (ARCHITECTURE.md has the data path and how to add a vendor, a sink or an encoding):
-//! - [`cli`]: the commands (`run`, `check`, `state`, `simulate`, `demo`); `main.rs` only parses.
+//! - [`cli`]: the commands (`run`, `check`, `state`, `export`, `simulate`, `demo`); `main.rs`
+//!   only parses. [`export`]: one window of one source, no state touched; [`csv`]: its CSV.
 //! - [`config`]: TOML in, validated settings out; `${ENV}` and `X_file` secrets.
 //! - [`agent`]: state, sinks and one poller task per source, until shutdown; config reload.
 //! - [`pipeline`]: the generic poller — windows, paging, retries, dedupe, deliver, commit.
@@ -26,8 +27,10 @@ pub mod agent;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod csv;
 pub mod encodings;
 pub mod event;
+pub mod export;
 pub mod health;
 pub mod json;
 pub mod keys;

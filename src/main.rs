@@ -44,6 +44,7 @@ fn main() -> ExitCode {
                 eprintln!("error: the argument '--config <CONFIG>' is required");
                 ExitCode::from(2)
             }
+            Command::Export(args) => auditship::export::export(args).await,
             Command::Simulate(sim) => cli::simulate(sim).await,
             Command::Demo { events, duration } => cli::demo(events, duration).await,
         }

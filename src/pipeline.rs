@@ -121,6 +121,8 @@ pub struct Poller {
     /// How far outside the ranges asked for this poll's answers placed entries (a zone or clock
     /// mismatch): said once at the end of the poll.
     offset: clock::Offset,
+    /// Where a poll ends instead of now − lag (`export`'s `--to`).
+    until: Option<Nanos>,
 }
 
 /// Where the entries of one answer fall, against the range `[lo, hi)` it was asked for.
@@ -226,7 +228,15 @@ impl Poller {
             skew: 0,
             offset: clock::Offset::default(),
             pending_cursor: None,
+            until: None,
         }
+    }
+
+    /// Makes every poll end at `until` instead of now − lag: `export` reads a closed window
+    /// `[start, until)` with the production paging and dedupe.
+    pub fn end_at(mut self, until: Nanos) -> Poller {
+        self.until = Some(until);
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -288,7 +298,12 @@ impl Poller {
             None => self.first_start(now),
         };
         let mut from = floor_to(from, unit);
-        let end = floor_to(now - dur_nanos(self.cfg.lag), unit);
+        let end = match self.until {
+            // Rounded up to the vendor's unit, so nothing before `until` is left out (`export`
+            // drops what is after it).
+            Some(u) => floor_to(u.saturating_add(unit - 1), unit),
+            None => floor_to(now - dur_nanos(self.cfg.lag), unit),
+        };
         let mut summary = PollSummary {
             cursor,
             ..Default::default()

@@ -736,3 +736,263 @@ async fn run_once_gives_up_on_an_unreachable_sink_and_commits_nothing() {
     assert_ok(&run_once(&config, &[]).await);
     assert_eq!(assert_all_arrived(&r.data().events, |v| v, &w.truth()), 0);
 }
+
+/// Elasticsearch with the target in the URL (`/{target}/_bulk`, no `index`): actions are
+/// `{"create":{"_id":…}}`. Into a data stream, native events (no `@timestamp`) are refused item
+/// by item with Elasticsearch's own error; the run fails, commits nothing, and the log line says
+/// what is wrong. Into an index named by the URL, everything arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_target_in_the_url_and_a_data_stream_without_timestamp() {
+    let w = world(300, 1, 48).await;
+    let recv = Receiver::start(Mode::Bulk { api_key: None }).await;
+    recv.faults().data_streams = vec!["logs-auditship-default".into()];
+    let sink = |target: &str| {
+        format!(
+            "[[sinks]]\nname = \"es\"\nkind = \"http\"\nurl = \"{}/{target}/_bulk\"\n\
+             encoding = \"elasticsearch_bulk\"\nbatch_max_events = 50\n",
+            recv.base()
+        )
+    };
+    let config = w.config_in("stream", &sink("logs-auditship-default"));
+    let out = run_once(&config, &[]).await;
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(
+            "document has no @timestamp: a data stream needs format = \\\"ecs\\\" (format \\\"native\\\" has no @timestamp)"
+        ) || log.contains(
+            "document has no @timestamp: a data stream needs format = \"ecs\" (format \"native\" has no @timestamp)"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("data stream timestamp field [@timestamp] is missing"),
+        "{log}"
+    );
+    assert_eq!(
+        cursor(&config, &[]).await,
+        None,
+        "a refused page was committed"
+    );
+    {
+        let d = recv.data();
+        assert!(d.docs.is_empty());
+        assert!(!d.targets.is_empty());
+        assert!(d.targets.iter().all(|t| t == "logs-auditship-default"));
+        for body in &d.bodies {
+            for action in body.lines().step_by(2) {
+                let a: Value = serde_json::from_str(action).unwrap();
+                assert_eq!(a["create"].as_object().unwrap().len(), 1, "{action}");
+                assert!(a["create"]["_id"].is_string(), "{action}");
+            }
+        }
+    }
+
+    let config = w.config_in("index", &sink("audit-events"));
+    assert_ok(&run_once(&config, &[]).await);
+    let d = recv.data();
+    assert!(d.malformed.is_empty(), "{:?}", d.malformed);
+    assert_eq!(assert_all_arrived(&d.events, |v| v, &w.truth()), 0);
+    assert!(d
+        .targets
+        .iter()
+        .all(|t| t == "logs-auditship-default" || t == "audit-events"));
+}
+
+/// The HEC sink for `hec_ack` tests: batches of 50, acks awaited `ack_timeout` long.
+fn hec_ack_sink(recv: &Receiver, ack_timeout: &str) -> String {
+    format!(
+        "[[sinks]]\nname = \"splunk\"\nkind = \"http\"\nurl = \"{}/services/collector/event\"\n\
+         encoding = \"splunk_hec\"\nbatch_max_events = 50\nhec_ack = true\nack_timeout = \"{ack_timeout}\"\n\
+         [sinks.headers]\nAuthorization = \"Splunk hec-token-0123456789\"\n",
+        recv.base()
+    )
+}
+
+/// Splunk HEC with indexer acknowledgement, against a receiver that acknowledges each batch
+/// only after a delay and never acknowledges two of them: every event ends up in an
+/// acknowledged batch (the two are sent again after `ack_timeout`), every request carries the
+/// sink's one channel (a UUID), and the run completes with the cursor moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hec_ack_commits_acknowledged_batches_and_resends_withheld_ones() {
+    let w = world(600, 1, 49).await;
+    let recv = Receiver::start(Mode::SplunkHec {
+        token: "hec-token-0123456789".into(),
+    })
+    .await;
+    recv.faults().hec_ack = Some(http_receiver::HecAck {
+        delay: Duration::from_millis(300),
+        withhold: vec![1, 4],
+        no_ack_id: false,
+    });
+    let config = w.config(&hec_ack_sink(&recv, "1s"));
+    let out = run_once(&config, &[]).await;
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert!(
+        log.contains("batch not acknowledged within ack_timeout; sending it again"),
+        "{log}"
+    );
+    assert!(cursor(&config, &[]).await.is_some());
+    let d = recv.data();
+    assert!(d.malformed.is_empty(), "{:?}", d.malformed);
+    let truth: HashSet<String> = w
+        .truth()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let acked: HashSet<String> = d.acked.iter().cloned().collect();
+    assert_eq!(acked, truth, "events outside an acknowledged batch");
+    eprintln!(
+        "FIGURES hec_ack: {} events, {} requests, {} ackIds, {} ack queries, lost 0",
+        truth.len(),
+        d.requests.len(),
+        d.issued,
+        d.ack_queries
+    );
+    // The withheld batches are still pending at the receiver: they were never acknowledged,
+    // so their events are acknowledged only because they were sent again.
+    let withheld: Vec<&(String, u64)> = d
+        .acks
+        .keys()
+        .filter(|(_, id)| *id == 1 || *id == 4)
+        .collect();
+    assert_eq!(withheld.len(), 2, "{:?}", d.acks.keys());
+    assert!(d.ack_queries > 0);
+    let channels: HashSet<&String> = d.acks.keys().map(|(c, _)| c).collect();
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    let c = channels.into_iter().next().unwrap();
+    assert!(
+        c.len() == 36 && [8, 13, 18, 23].iter().all(|&i| &c[i..=i] == "-") && &c[14..15] == "4",
+        "not a UUID: {c}"
+    );
+}
+
+/// `hec_ack` against a token without acknowledgement (no `ackId` in the answer): a clear error,
+/// exit 1 and no commit. And `--once` against an indexer that acknowledges nothing gives up
+/// after `retry_max_attempts` sendings instead of hanging, committing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hec_ack_without_ack_ids_or_acks_fails_clearly_and_commits_nothing() {
+    let w = world(120, 1, 50).await;
+    let recv = Receiver::start(Mode::SplunkHec {
+        token: "hec-token-0123456789".into(),
+    })
+    .await;
+    recv.faults().hec_ack = Some(http_receiver::HecAck {
+        no_ack_id: true,
+        ..Default::default()
+    });
+    let config = w.config_in("noack", &hec_ack_sink(&recv, "1s"));
+    let out = run_once(&config, &[]).await;
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("the HEC answer has no ackId"), "{log}");
+    assert!(log.contains("useACK"), "{log}");
+    assert_eq!(cursor(&config, &[]).await, None);
+
+    recv.faults().hec_ack = Some(http_receiver::HecAck {
+        withhold: (0..10_000).collect(),
+        ..Default::default()
+    });
+    let config = w.config_in("never", &hec_ack_sink(&recv, "200ms"));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[agent]\n", "[agent]\nretry_max_attempts = 2\n"),
+    )
+    .unwrap();
+    let out = run_once(&config, &[]).await;
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("gave up after 2 attempts: a batch of")
+            && log.contains("was not acknowledged"),
+        "{log}"
+    );
+    assert_eq!(cursor(&config, &[]).await, None);
+}
+
+/// `check --connect` reaches each HTTP sink without sending an event: Splunk HEC's health
+/// endpoint, Elasticsearch's root, HEAD of a collector's URL. Up with good credentials:
+/// reachable; a refused key: auth refused; nothing listening: unreachable; exit 1 unless all
+/// are reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_reaches_each_http_sink_without_sending() {
+    let w = world(50, 1, 51).await;
+    let hec = Receiver::start(Mode::SplunkHec {
+        token: "hec-token-0123456789".into(),
+    })
+    .await;
+    let es = Receiver::start(Mode::Bulk {
+        api_key: Some("good-key".into()),
+    })
+    .await;
+    let ndjson = Receiver::start(Mode::Ndjson).await;
+    let down = Receiver::down(Mode::Ndjson);
+    let sinks = |es_key: &str, collector: &str| {
+        format!(
+            "[[sinks]]\nname = \"splunk\"\nkind = \"http\"\nurl = \"{hec}/services/collector/event\"\n\
+             encoding = \"splunk_hec\"\n[sinks.headers]\nAuthorization = \"Splunk hec-token-0123456789\"\n\n\
+             [[sinks]]\nname = \"splunk-old\"\nkind = \"http\"\nurl = \"{hec}/services/collector/event\"\n\
+             encoding = \"splunk_hec\"\n[sinks.headers]\nAuthorization = \"Splunk {es_key}-hec\"\n\n\
+             [[sinks]]\nname = \"es\"\nkind = \"http\"\nurl = \"{es}/audit/_bulk\"\nencoding = \"elasticsearch_bulk\"\n\
+             [sinks.headers]\nAuthorization = \"ApiKey {es_key}\"\n\n\
+             [[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{collector}/ingest\"\n",
+            hec = hec.base(),
+            es = es.base(),
+        )
+    };
+    let check = |config: PathBuf| async move {
+        agent(
+            &["check", "--connect", "--config", config.to_str().unwrap()],
+            &[],
+        )
+        .output()
+        .await
+        .unwrap()
+    };
+    // `splunk-old` holds a token the receiver does not know, in both configs.
+    let out = check(w.config_in("good", &sinks("good-key", &ndjson.base()))).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    for want in [
+        "sink splunk-old: auth refused (GET /services/collector/health: HTTP 403",
+        "sink splunk: reachable (GET /services/collector/health: HTTP 200",
+        "sink es: reachable (GET /: HTTP 200",
+        "sink collector: reachable (HEAD /ingest: HTTP 405",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+
+    let out = check(w.config_in("bad", &sinks("revoked-key", &down.base()))).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("sink splunk: reachable"), "{text}");
+    assert!(
+        text.contains("sink es: auth refused (GET /: HTTP 401"),
+        "{text}"
+    );
+    assert!(text.contains("sink collector: unreachable ("), "{text}");
+    assert!(
+        !text.contains("revoked-key"),
+        "a header value was printed: {text}"
+    );
+
+    // Only the reachable ones: exit 0.
+    let text = std::fs::read_to_string(w.dir.path().join("good/auditship.toml")).unwrap();
+    let cut = text.find("[[sinks]]\nname = \"splunk-old\"").unwrap();
+    let end = text[cut..].find("[[sinks]]\nname = \"es\"").unwrap() + cut;
+    let path = w.dir.path().join("good/only-good.toml");
+    std::fs::write(&path, format!("{}{}", &text[..cut], &text[end..])).unwrap();
+    let out = check(path).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(!text.contains("splunk-old"), "{text}");
+    for r in [&hec, &es, &ndjson] {
+        let d = r.data();
+        assert!(
+            d.events.is_empty() && d.bodies.is_empty(),
+            "an event was sent"
+        );
+    }
+}

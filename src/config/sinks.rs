@@ -66,6 +66,12 @@ pub struct RawSink {
     pub app_name: Option<String>,
     /// `syslog`: HOSTNAME of every message (default this machine's hostname).
     pub hostname: Option<String>,
+    /// `http`, `splunk_hec`: indexer acknowledgement (the token's `useACK`); a page commits
+    /// only once Splunk says every batch of it is indexed (default false).
+    pub hec_ack: Option<bool>,
+    /// `http`, `hec_ack = true`: how long a batch may wait for its acknowledgement before it
+    /// is sent again (default 60s).
+    pub ack_timeout: Option<String>,
 }
 
 /// Kinds of sink.
@@ -156,10 +162,12 @@ pub enum HttpEncoding {
         host: Option<String>,
     },
     /// Elasticsearch/OpenSearch `_bulk` `create` actions with `_id` = the event id, so a batch
-    /// sent twice cannot double a document.
+    /// sent twice cannot double a document. `create` is also the only action a data stream
+    /// takes (`index` is refused there), so one framing serves indices and data streams.
     ElasticsearchBulk {
-        /// The index (or data stream) the documents are created in.
-        index: String,
+        /// The index (or data stream) the documents are created in, as `_index` of each action;
+        /// `None` when the URL names it (`/{target}/_bulk`), which is then the default target.
+        index: Option<String>,
     },
 }
 
@@ -189,6 +197,8 @@ pub struct HttpSinkConfig {
     pub client_key: Option<PathBuf>,
     /// Accept any certificate from the receiver (warned about at start).
     pub insecure_skip_verify: bool,
+    /// Splunk HEC indexer acknowledgement: `Some(ack_timeout)` when `hec_ack = true`.
+    pub hec_ack: Option<Duration>,
 }
 
 /// One validated `[[sinks]]` entry.
@@ -509,7 +519,7 @@ fn syslog_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<SyslogSinkCo
 }
 
 /// The options only `kind = "http"` takes, and whether each is set.
-fn http_options(s: &RawSink) -> [(&'static str, bool); 15] {
+fn http_options(s: &RawSink) -> [(&'static str, bool); 17] {
     [
         ("url", s.url.is_some()),
         ("encoding", s.encoding.is_some()),
@@ -526,7 +536,16 @@ fn http_options(s: &RawSink) -> [(&'static str, bool); 15] {
         ("client_cert", s.client_cert.is_some()),
         ("client_key", s.client_key.is_some()),
         ("insecure_skip_verify", s.insecure_skip_verify.is_some()),
+        ("hec_ack", s.hec_ack.is_some()),
+        ("ack_timeout", s.ack_timeout.is_some()),
     ]
+}
+
+/// The target an `_bulk` URL names (`/{target}/_bulk`), if any.
+pub fn bulk_target(url: &Url) -> Option<&str> {
+    let path = url.path().trim_end_matches('/');
+    let target = path.strip_suffix("/_bulk")?.rsplit('/').next()?;
+    (!target.is_empty()).then_some(target)
 }
 
 /// Headers the HTTP sink sets itself, which `headers` must not override.
@@ -566,6 +585,8 @@ fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig
         ),
         ("sourcetype", s.sourcetype.is_some(), enc == "splunk_hec"),
         ("host", s.host.is_some(), enc == "splunk_hec"),
+        ("hec_ack", s.hec_ack.is_some(), enc == "splunk_hec"),
+        ("ack_timeout", s.ack_timeout.is_some(), enc == "splunk_hec"),
     ] {
         if set && !takes {
             c.fail(
@@ -592,13 +613,16 @@ fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig
             host: s.host.clone(),
         }),
         "elasticsearch_bulk" => match s.index.as_deref() {
-            None => {
+            // `/{target}/_bulk` names the default target itself; a bare `/_bulk` does not.
+            None if url.as_ref().is_none_or(|u| bulk_target(u).is_none()) => {
                 c.fail(
                     &format!("{key}.index"),
-                    "missing: elasticsearch_bulk needs the index (or data stream) to create documents in",
+                    "missing: elasticsearch_bulk needs the index (or data stream) to create documents in, \
+                     as `index` or in the url (https://es.example.com:9200/{target}/_bulk)",
                 );
                 None
             }
+            None => Some(HttpEncoding::ElasticsearchBulk { index: None }),
             Some(i)
                 if i.chars().any(|ch| {
                     ch.is_uppercase() || ch.is_whitespace() || "\\/*?\"<>|,#".contains(ch)
@@ -611,7 +635,7 @@ fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig
                 None
             }
             Some(i) => Some(HttpEncoding::ElasticsearchBulk {
-                index: i.to_string(),
+                index: Some(i.to_string()),
             }),
         },
         other => {
@@ -650,6 +674,16 @@ fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig
     let timeout = c
         .duration(&format!("{key}.timeout"), &s.timeout, true)
         .unwrap_or(Duration::from_secs(30));
+    let ack_timeout = c
+        .duration(&format!("{key}.ack_timeout"), &s.ack_timeout, true)
+        .unwrap_or(Duration::from_secs(60));
+    if s.ack_timeout.is_some() && s.hec_ack != Some(true) && enc == "splunk_hec" {
+        c.fail(
+            &format!("{key}.ack_timeout"),
+            "only used with hec_ack = true",
+        );
+    }
+    let hec_ack = (s.hec_ack == Some(true) && enc == "splunk_hec").then_some(ack_timeout);
 
     let mut headers: Vec<(String, Secret)> = Vec::new();
     let mut seen = HashSet::new();
@@ -729,5 +763,6 @@ fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig
         client_cert: tls.client_cert,
         client_key: tls.client_key,
         insecure_skip_verify: tls.insecure_skip_verify,
+        hec_ack,
     })
 }

@@ -16,8 +16,9 @@
 //! the ids it holds.
 
 use std::io::Write as _;
+use std::ops::Range;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -40,6 +41,10 @@ const MAX_ERROR_BODY: usize = 16 << 10;
 
 /// The `Idempotency-Key` request header.
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Splunk's channel header: acknowledgements are per channel.
+static HEC_CHANNEL: HeaderName = HeaderName::from_static("x-splunk-request-channel");
+/// Largest HEC answer read (`{"text":"Success","code":0,"ackId":7}` or the ack statuses).
+const MAX_HEC_RESPONSE: usize = 1 << 20;
 
 /// An HTTP sink: one client, one encoder, and the retry policy of the agent without its limit
 /// on attempts.
@@ -66,6 +71,28 @@ pub struct HttpSink {
     max_events: usize,
     /// Most bytes in one (uncompressed) request body.
     max_bytes: usize,
+    /// Splunk HEC indexer acknowledgement (`hec_ack = true`).
+    ack: Option<HecAck>,
+}
+
+/// Where and how long to wait for Splunk's indexer acknowledgements.
+struct HecAck {
+    /// `…/services/collector/ack`, beside the event endpoint.
+    url: url::Url,
+    /// How long a batch may wait for its acknowledgement before it is sent again.
+    timeout: Duration,
+}
+
+/// A batch of the page being delivered that Splunk has not yet said is indexed.
+struct Waiting {
+    /// Its events, as positions in the page.
+    range: Range<usize>,
+    /// The `ackId` of its last sending.
+    ack: u64,
+    /// When it was last sent.
+    sent: Instant,
+    /// How often it was sent.
+    sends: usize,
 }
 
 impl HttpSink {
@@ -139,6 +166,13 @@ impl HttpSink {
             headers.insert(key, value);
             secrets.push(v.clone());
         }
+        let ack = cfg.hec_ack.map(|timeout| HecAck {
+            url: ack_url(&cfg.url),
+            timeout,
+        });
+        if ack.is_some() && !headers.contains_key(&HEC_CHANNEL) {
+            headers.insert(HEC_CHANNEL.clone(), channel(name, &cfg.url));
+        }
         tracing::info!(sink = %name, encoding = encoder.name(),
             // Scheme, host, port and path: no user info or query, which can hold secrets.
             endpoint = %format!("{}://{}{}{}", cfg.url.scheme(), cfg.url.host_str().unwrap_or(""),
@@ -159,16 +193,18 @@ impl HttpSink {
             },
             max_events: cfg.batch_max_events.max(1),
             max_bytes: cfg.batch_max_bytes.max(1),
+            ack,
         })
     }
 
     /// Sends one batch until the receiver has every event of it, a permanent error, or shutdown.
+    /// With `hec_ack`, returns the batch's `ackId`.
     async fn send_batch(
         &self,
         batch: &[Event],
         body: Vec<u8>,
         cancel: &CancellationToken,
-    ) -> Result<(), SinkError> {
+    ) -> Result<Option<u64>, SinkError> {
         let first = Request {
             left: (0..batch.len()).collect(),
             key: idempotency_key(batch.iter()),
@@ -194,8 +230,11 @@ impl HttpSink {
                     (r.body.clone(), r.key.clone(), r.left.len())
                 };
                 let answer = this.post(body, &key).await?;
+                if this.ack.is_some() {
+                    return read_ack_id(&answer).map(Some);
+                }
                 let Framing::Bulk { .. } = this.encoder.framing else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 let report = read_bulk(&answer, sent).map_err(Failure::Body)?;
                 if let Some((status, reason)) = report.rejected {
@@ -209,7 +248,7 @@ impl HttpSink {
                         "documents already indexed (409 on create): delivered before");
                 }
                 if report.retry.is_empty() {
-                    return Ok(());
+                    return Ok(None);
                 }
                 // Send again only what was not indexed; its `_id`s keep a repeat harmless.
                 let left: Vec<usize> = {
@@ -238,7 +277,7 @@ impl HttpSink {
         )
         .await;
         match result {
-            Ok(()) => Ok(()),
+            Ok(ack) => Ok(ack),
             Err(Gave::Cancelled) => Err(SinkError::Cancelled {
                 sink: self.name.clone(),
             }),
@@ -262,9 +301,20 @@ impl HttpSink {
                     Failure::Status { status, body, .. } | Failure::Refused { status, body } => {
                         (status, body)
                     }
+                    e @ Failure::NoAck(_) => (200, e.to_string()),
                     // Only statuses stop the retries; anything else reaching here is a bug.
                     other => (0, other.to_string()),
                 };
+                if let Some(hint) = refusal_hint(&detail, self.encoder.writer.format.name()) {
+                    tracing::error!(sink = %self.name, status, body = %detail,
+                        "the receiver refused the batch: {hint}. Not retried; nothing was committed: \
+                         the next poll (or run) sends it again");
+                    return Err(SinkError::Rejected {
+                        sink: self.name.clone(),
+                        status,
+                        detail: format!("{hint}: {detail}"),
+                    });
+                }
                 tracing::error!(sink = %self.name, status, body = %detail,
                     "the receiver refused the batch; not retried (check the sink's url, headers and \
                      credentials). Nothing was committed: the next poll (or run) sends it again");
@@ -305,13 +355,13 @@ impl HttpSink {
             .map_err(|e| Failure::Transport(chain(&e.without_url())))?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
-            if let Framing::Bulk { .. } = self.encoder.framing {
+            if self.ack.is_some() || matches!(self.encoder.framing, Framing::Bulk { .. }) {
                 let (body, more) = read_body(resp, MAX_BULK_RESPONSE)
                     .await
                     .map_err(|e| Failure::Transport(chain(&e.without_url())))?;
                 if more {
                     return Err(Failure::Body(format!(
-                        "_bulk answer larger than {MAX_BULK_RESPONSE} bytes"
+                        "answer larger than {MAX_BULK_RESPONSE} bytes"
                     )));
                 }
                 return Ok(body);
@@ -351,6 +401,236 @@ impl HttpSink {
     }
 }
 
+impl HttpSink {
+    /// `hec_ack`: polls `/services/collector/ack` with the agent's backoff until Splunk says
+    /// every batch of the page is indexed; a batch not acknowledged within `ack_timeout` is
+    /// sent again (at-least-once), without limit in the daemon and `retry_max_attempts` times in
+    /// `--once`. Only then may the page commit.
+    async fn await_acks(
+        &self,
+        events: &[Event],
+        mut waiting: Vec<Waiting>,
+        cancel: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let Some(ack) = &self.ack else {
+            return Ok(());
+        };
+        let mut delay = self.retry.initial;
+        while !waiting.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = cancel.cancelled() => return Err(SinkError::Cancelled { sink: self.name.clone() }),
+            }
+            delay = (delay * 2).min(self.retry.max_delay);
+            let ids: Vec<u64> = waiting.iter().map(|w| w.ack).collect();
+            match self.query_acks(&ack.url, &ids).await {
+                Ok(done) => waiting.retain(|w| !done.contains(&w.ack)),
+                Err(e) => {
+                    metrics::retry("sink", &self.name);
+                    tracing::warn!(sink = %self.name, error = %self.scrub(&e.to_string()),
+                        "asking Splunk for acknowledgements failed; asking again");
+                }
+            }
+            for w in waiting.iter_mut() {
+                if w.sent.elapsed() < ack.timeout {
+                    continue;
+                }
+                let n = w.range.len();
+                if self.retry.max_attempts.is_some_and(|max| w.sends >= max) {
+                    let msg = format!(
+                        "gave up after {} attempts: a batch of {n} events was not acknowledged \
+                         within ack_timeout ({})",
+                        w.sends,
+                        humantime::format_duration(ack.timeout)
+                    );
+                    tracing::error!(sink = %self.name, error = %msg,
+                        "Splunk did not acknowledge the batch; nothing was committed: the next run sends it again");
+                    return Err(SinkError::Io {
+                        sink: self.name.clone(),
+                        msg,
+                    });
+                }
+                tracing::warn!(sink = %self.name, events = n, ack_id = w.ack, sends = w.sends,
+                    "batch not acknowledged within ack_timeout; sending it again");
+                let batch = &events[w.range.clone()];
+                let mut body = Vec::new();
+                self.encoder.encode_all(batch.iter(), &mut body);
+                let Some(id) = self.send_batch(batch, body, cancel).await? else {
+                    return Err(SinkError::Io {
+                        sink: self.name.clone(),
+                        msg: "the HEC answer held no ackId".into(),
+                    });
+                };
+                *w = Waiting {
+                    range: w.range.clone(),
+                    ack: id,
+                    sent: Instant::now(),
+                    sends: w.sends + 1,
+                };
+                delay = self.retry.initial;
+            }
+        }
+        Ok(())
+    }
+
+    /// One POST to `/services/collector/ack`: which of `ids` are indexed.
+    async fn query_acks(&self, url: &url::Url, ids: &[u64]) -> Result<Vec<u64>, Failure> {
+        let resp = self
+            .client
+            .post(url.clone())
+            .headers(self.headers.clone())
+            .body(serde_json::json!({ "acks": ids }).to_string())
+            .send()
+            .await
+            .map_err(|e| Failure::Transport(chain(&e.without_url())))?;
+        let status = resp.status().as_u16();
+        let (body, _) = read_body(resp, MAX_HEC_RESPONSE)
+            .await
+            .map_err(|e| Failure::Transport(chain(&e.without_url())))?;
+        if !(200..300).contains(&status) {
+            return Err(Failure::Status {
+                status,
+                retry_after: None,
+                body: crate::retry::snippet(&self.scrub(&String::from_utf8_lossy(&body))),
+            });
+        }
+        read_ack_statuses(&body).map_err(Failure::Body)
+    }
+}
+
+/// What `check --connect` found at an HTTP sink's receiver.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// It answered, and did not refuse the credentials.
+    Reachable(String),
+    /// It answered 401 or 403: the headers (the token or key) are refused.
+    AuthRefused(String),
+    /// No answer (connection, TLS or timeout), or an unhealthy one (5xx).
+    Unreachable(String),
+}
+
+impl HttpSink {
+    /// Contacts the receiver without sending events, with the sink's TLS options and headers:
+    /// Splunk HEC `GET …/services/collector/health`, Elasticsearch `GET /` (cluster info, which
+    /// needs the credentials), anything else `HEAD url`.
+    pub async fn probe(&self) -> Probe {
+        let (method, url) = match self.encoder.framing {
+            Framing::SplunkHec { .. } => {
+                let mut u = ack_url(&self.url);
+                u.set_path(
+                    &u.path()
+                        .replace("/services/collector/ack", "/services/collector/health"),
+                );
+                (reqwest::Method::GET, u)
+            }
+            Framing::Bulk { .. } => {
+                let mut u = self.url.clone();
+                u.set_path("/");
+                u.set_query(None);
+                (reqwest::Method::GET, u)
+            }
+            _ => (reqwest::Method::HEAD, self.url.clone()),
+        };
+        let what = format!("{method} {}", url.path());
+        let mut headers = self.headers.clone();
+        headers.remove(header::CONTENT_TYPE);
+        let resp = match self
+            .client
+            .request(method, url)
+            .headers(headers)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return Probe::Unreachable(self.scrub(&chain(&e.without_url())));
+            }
+        };
+        let status = resp.status().as_u16();
+        let body = read_body(resp, MAX_ERROR_BODY)
+            .await
+            .map(|(b, _)| b)
+            .unwrap_or_default();
+        let body = crate::retry::snippet(&self.scrub(&String::from_utf8_lossy(&body)));
+        let said = if body.is_empty() {
+            format!("{what}: HTTP {status}")
+        } else {
+            format!("{what}: HTTP {status} {body}")
+        };
+        match status {
+            401 | 403 => Probe::AuthRefused(said),
+            500..=599 => Probe::Unreachable(said),
+            _ => Probe::Reachable(said),
+        }
+    }
+}
+
+/// The ack endpoint beside a HEC event endpoint (`…/services/collector[/event|/raw]`).
+fn ack_url(url: &url::Url) -> url::Url {
+    let mut u = url.clone();
+    let path = url.path();
+    let base = path.find("/services/collector").map_or("", |i| &path[..i]);
+    u.set_path(&format!("{base}/services/collector/ack"));
+    u.set_query(None);
+    u
+}
+
+/// The sink's HEC channel: a UUID (version 4 layout) derived from its name and URL, so it is
+/// the same at every start.
+fn channel(name: &str, url: &url::Url) -> HeaderValue {
+    let mut h = blake3::Hasher::new();
+    h.update(b"auditship hec channel\0");
+    h.update(name.as_bytes());
+    h.update(b"\0");
+    h.update(url.as_str().as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
+    HeaderValue::from_str(&uuid).expect("a UUID is a valid header value")
+}
+
+/// The `ackId` of a HEC answer (`{"text":"Success","code":0,"ackId":7}`).
+fn read_ack_id(body: &[u8]) -> Result<u64, Failure> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        Failure::Body(format!(
+            "not a HEC answer ({e}): {}",
+            crate::retry::snippet(&String::from_utf8_lossy(body))
+        ))
+    })?;
+    v.get("ackId")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| Failure::NoAck(crate::retry::snippet(&v.to_string())))
+}
+
+/// The ids an ack answer (`{"acks":{"0":true,"1":false}}`) says are indexed.
+fn read_ack_statuses(body: &[u8]) -> Result<Vec<u64>, String> {
+    #[derive(Deserialize)]
+    struct Acks {
+        acks: std::collections::HashMap<String, bool>,
+    }
+    let a: Acks = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "not an ack answer ({e}): {}",
+            crate::retry::snippet(&String::from_utf8_lossy(body))
+        )
+    })?;
+    Ok(a.acks
+        .into_iter()
+        .filter(|(_, done)| *done)
+        .filter_map(|(id, _)| id.parse().ok())
+        .collect())
+}
+
 /// The request of a batch now being sent: what is left of it, its key and its body.
 struct Request {
     /// Positions in the batch of the events this request carries.
@@ -368,16 +648,24 @@ impl Sink for HttpSink {
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
+            let mut waiting = Vec::new();
             let mut start = 0;
             while start < events.len() {
                 let mut body = Vec::new();
                 let end =
                     self.encoder
                         .fill(events, start, self.max_events, self.max_bytes, &mut body);
-                self.send_batch(&events[start..end], body, cancel).await?;
+                if let Some(ack) = self.send_batch(&events[start..end], body, cancel).await? {
+                    waiting.push(Waiting {
+                        range: start..end,
+                        ack,
+                        sent: Instant::now(),
+                        sends: 1,
+                    });
+                }
                 start = end;
             }
-            Ok(())
+            self.await_acks(events, waiting, cancel).await
         })
     }
 }
@@ -408,6 +696,12 @@ enum Failure {
     /// `_bulk`: a document was refused for good (a mapping error, say).
     #[error("a document was refused with HTTP {status}: {body}")]
     Refused { status: u16, body: String },
+    /// `hec_ack`: Splunk took the batch but gave no `ackId`: acknowledgement is off for the token.
+    #[error(
+        "the HEC answer has no ackId ({0}): indexer acknowledgement is off for this token; turn \
+         on \"Enable indexer acknowledgement\" (useACK) for the token, or set hec_ack = false"
+    )]
+    NoAck(String),
 }
 
 impl Retryable for Failure {
@@ -421,9 +715,32 @@ impl Retryable for Failure {
                 retry_after,
                 ..
             } => retry::classify_status(*status, *retry_after),
-            Failure::Refused { .. } => Verdict::Stop,
+            Failure::Refused { .. } | Failure::NoAck(_) => Verdict::Stop,
         }
     }
+}
+
+/// What a refusal means, when its text says more than "check the url, headers and
+/// credentials": `format` is the sink's format name.
+fn refusal_hint(detail: &str, format: &str) -> Option<String> {
+    // Elasticsearch 7.9+: "data stream timestamp field [@timestamp] is missing" (as the reason,
+    // or as `caused_by` of "failed to parse").
+    if detail.contains("data stream timestamp field [@timestamp] is missing") {
+        return Some(if format == "ecs" {
+            "document has no @timestamp, which a data stream requires (the format is ecs: \
+             check the events' time)"
+                .into()
+        } else {
+            format!(
+                "document has no @timestamp: a data stream needs format = \"ecs\" \
+                 (format {format:?} has no @timestamp), or point the sink at an index instead"
+            )
+        });
+    }
+    if detail.contains("only write ops with an op_type of create are allowed in data streams") {
+        return Some("the data stream takes only `create` actions".into());
+    }
+    None
 }
 
 /// Reads at most `cap` bytes of a body; the flag says whether there was more.
@@ -508,7 +825,8 @@ enum Framing {
         fields: String,
         after_source: String,
     },
-    /// `_bulk` create action and document pairs; `action` is `{"create":{"_index":…,"_id":`.
+    /// `_bulk` create action and document pairs; `action` is `{"create":{"_index":…,"_id":`
+    /// (or `{"create":{"_id":` when the URL names the target).
     Bulk { action: String },
 }
 
@@ -534,8 +852,12 @@ impl Encoder {
                     after_source,
                 }
             }
+            // Without `index`, the URL's `/{target}/_bulk` is the target of every action.
             HttpEncoding::ElasticsearchBulk { index } => Framing::Bulk {
-                action: format!("{{\"create\":{{\"_index\":{},\"_id\":", json(index)),
+                action: match index {
+                    Some(i) => format!("{{\"create\":{{\"_index\":{},\"_id\":", json(i)),
+                    None => "{\"create\":{\"_id\":".to_string(),
+                },
             },
         };
         Encoder { writer, framing }
@@ -696,12 +1018,23 @@ fn read_bulk(body: &[u8], sent: usize) -> Result<BulkReport, String> {
             let e = item.error.as_ref();
             let kind = e.and_then(|e| e.get("type")).and_then(|t| t.as_str());
             let reason = e.and_then(|e| e.get("reason")).and_then(|t| t.as_str());
-            crate::retry::snippet(&format!(
+            // Elasticsearch 7 puts the useful part in `caused_by` ("failed to parse", caused by
+            // "data stream timestamp field [@timestamp] is missing").
+            let cause = e
+                .and_then(|e| e.get("caused_by"))
+                .and_then(|c| c.get("reason"))
+                .and_then(|t| t.as_str())
+                .filter(|c| !reason.is_some_and(|r| r.contains(c)));
+            let mut text = format!(
                 "{} {}: {}",
                 item.status,
                 kind.unwrap_or("error"),
                 reason.unwrap_or("")
-            ))
+            );
+            if let Some(c) = cause {
+                text.push_str(&format!(" (caused by: {c})"));
+            }
+            crate::retry::snippet(&text)
         };
         match item.status {
             200..=299 => {}
@@ -818,7 +1151,7 @@ mod tests {
     #[test]
     fn bulk_is_create_action_and_document_pairs() {
         let enc = HttpEncoding::ElasticsearchBulk {
-            index: "audit-x".into(),
+            index: Some("audit-x".into()),
         };
         assert_eq!(
             encode(&enc, &two()),
@@ -827,6 +1160,46 @@ mod tests {
                  {{\"create\":{{\"_index\":\"audit-x\",\"_id\":\"b\"}}}}\n{NATIVE_B}\n"
             )
         );
+        // The URL names the target: the action carries only the `_id`.
+        let enc = HttpEncoding::ElasticsearchBulk { index: None };
+        assert_eq!(
+            encode(&enc, &two()),
+            format!(
+                "{{\"create\":{{\"_id\":\"a\"}}}}\n{NATIVE_A}\n{{\"create\":{{\"_id\":\"b\"}}}}\n{NATIVE_B}\n"
+            )
+        );
+    }
+
+    /// Elasticsearch's own answers for a data stream document without `@timestamp`: 7.x nests
+    /// the reason under `caused_by`, 8.x puts it in the reason.
+    #[test]
+    fn a_data_stream_refusal_says_what_is_missing() {
+        let es7 = br#"{"took":2,"errors":true,"items":[{"create":{"_index":".ds-logs-audit-default-2024.10.18-000001","_type":"_doc","_id":"a","status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse","caused_by":{"type":"illegal_argument_exception","reason":"data stream timestamp field [@timestamp] is missing"}}}}]}"#;
+        let es8 = br#"{"errors":true,"took":0,"items":[{"create":{"_index":".ds-logs-audit-default-2024.10.18-000001","_id":"a","status":400,"error":{"type":"document_parsing_exception","reason":"[1:180] failed to parse: data stream timestamp field [@timestamp] is missing","caused_by":{"type":"illegal_argument_exception","reason":"data stream timestamp field [@timestamp] is missing"}}}}]}"#;
+        for body in [&es7[..], &es8[..]] {
+            let (status, reason) = read_bulk(body, 1).unwrap().rejected.unwrap();
+            assert_eq!(status, 400);
+            let hint = refusal_hint(&reason, "native").unwrap();
+            assert_eq!(
+                hint,
+                "document has no @timestamp: a data stream needs format = \"ecs\" (format \"native\" \
+                 has no @timestamp), or point the sink at an index instead"
+            );
+            assert!(refusal_hint(&reason, "ecs")
+                .unwrap()
+                .contains("the format is ecs"));
+        }
+        assert_eq!(
+            read_bulk(es7, 1).unwrap().rejected.unwrap().1,
+            "400 mapper_parsing_exception: failed to parse (caused by: data stream timestamp field [@timestamp] is missing)"
+        );
+        assert_eq!(
+            refusal_hint(
+                "400 mapper_parsing_exception: failed to parse field [time]",
+                "native"
+            ),
+            None
+        );
     }
 
     #[test]
@@ -834,7 +1207,9 @@ mod tests {
         for enc in [
             HttpEncoding::Ndjson,
             HttpEncoding::JsonArray,
-            HttpEncoding::ElasticsearchBulk { index: "i".into() },
+            HttpEncoding::ElasticsearchBulk {
+                index: Some("i".into()),
+            },
         ] {
             let mut body = Vec::new();
             Encoder::new(&enc, writer(false)).fill(&two(), 0, 10, 1 << 20, &mut body);
@@ -855,7 +1230,9 @@ mod tests {
                 sourcetype: "s".into(),
                 host: Some("h".into()),
             },
-            HttpEncoding::ElasticsearchBulk { index: "i".into() },
+            HttpEncoding::ElasticsearchBulk {
+                index: Some("i".into()),
+            },
         ] {
             let encoder = Encoder::new(&enc, writer(true));
             let mut one = Vec::new();
@@ -1012,6 +1389,54 @@ mod tests {
     }
 
     #[test]
+    fn hec_ack_endpoint_channel_and_answers() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        for (event, ack) in [
+            (
+                "https://hec:8088/services/collector/event",
+                "https://hec:8088/services/collector/ack",
+            ),
+            (
+                "https://hec:8088/services/collector",
+                "https://hec:8088/services/collector/ack",
+            ),
+            (
+                "https://gw/splunk/services/collector/raw?channel=x",
+                "https://gw/splunk/services/collector/ack",
+            ),
+        ] {
+            assert_eq!(ack_url(&u(event)).as_str(), ack);
+        }
+        let a = channel("siem", &u("https://hec:8088/services/collector/event"));
+        assert_eq!(
+            a,
+            channel("siem", &u("https://hec:8088/services/collector/event"))
+        );
+        assert_ne!(
+            a,
+            channel("other", &u("https://hec:8088/services/collector/event"))
+        );
+        let a = a.to_str().unwrap();
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!("89ab".contains(&a[19..20]), "{a}");
+
+        assert_eq!(
+            read_ack_id(br#"{"text":"Success","code":0,"ackId":7}"#).unwrap(),
+            7
+        );
+        assert!(matches!(
+            read_ack_id(br#"{"text":"Success","code":0}"#),
+            Err(Failure::NoAck(_))
+        ));
+        assert!(matches!(read_ack_id(b"<html>"), Err(Failure::Body(_))));
+        let mut done = read_ack_statuses(br#"{"acks":{"0":true,"1":false,"2":true}}"#).unwrap();
+        done.sort();
+        assert_eq!(done, vec![0, 2]);
+        assert!(read_ack_statuses(br#"{"text":"ACK is disabled","code":14}"#).is_err());
+    }
+
+    #[test]
     fn gzip_round_trips() {
         let body = encode(&HttpEncoding::Ndjson, &two());
         let z = gzip(body.as_bytes()).unwrap();
@@ -1147,5 +1572,45 @@ mod tests {
             p.contains("sinks[0].index: \"Audit\" is not a valid index name"),
             "{p}"
         );
+        let p = parse(
+            dir.path(),
+            "kind = \"http\"\nurl = \"http://x\"\nhec_ack = true\n",
+        )
+        .unwrap_err();
+        assert!(
+            p.contains("sinks[0].hec_ack: not an option of encoding ndjson"),
+            "{p}"
+        );
+        let p = parse(
+            dir.path(),
+            "kind = \"http\"\nurl = \"http://x\"\nencoding = \"splunk_hec\"\nack_timeout = \"5s\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            p.contains("sinks[0].ack_timeout: only used with hec_ack = true"),
+            "{p}"
+        );
+        let c = parse(
+            dir.path(),
+            "kind = \"http\"\nurl = \"http://x\"\nencoding = \"splunk_hec\"\nhec_ack = true\n",
+        )
+        .unwrap();
+        assert_eq!(http_cfg(&c).hec_ack, Some(Duration::from_secs(60)));
+        // The URL may name the target instead; a bare `/_bulk` needs `index`.
+        let c = parse(
+            dir.path(),
+            "kind = \"http\"\nurl = \"http://es:9200/logs-audit-default/_bulk\"\nencoding = \"elasticsearch_bulk\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            http_cfg(&c).encoding,
+            HttpEncoding::ElasticsearchBulk { index: None }
+        );
+        let p = parse(
+            dir.path(),
+            "kind = \"http\"\nurl = \"http://es:9200/_bulk\"\nencoding = \"elasticsearch_bulk\"\n",
+        )
+        .unwrap_err();
+        assert!(p.contains("sinks[0].index: missing"), "{p}");
     }
 }

@@ -69,10 +69,33 @@ pub struct Faults {
     pub revoke: Option<(usize, String)>,
     /// `_bulk`: the first n requests get per-item errors (positions 1 mod 5 → 429, 3 mod 5 → 503).
     pub item_fault_requests: usize,
+    /// Splunk HEC indexer acknowledgement (`useACK` on the token): event requests need a
+    /// channel and are answered with an `ackId`; `/services/collector/ack` says which are done.
+    pub hec_ack: Option<HecAck>,
+    /// `_bulk`: targets that are data streams: a document without `@timestamp` is refused with
+    /// Elasticsearch 8's per-item error.
+    pub data_streams: Vec<String>,
+}
+
+/// How the emulated indexer acknowledges.
+#[derive(Clone, Debug, Default)]
+pub struct HecAck {
+    /// An ackId is reported done this long after its request was taken.
+    pub delay: Duration,
+    /// These ackIds are never reported done (the indexer lost the batch).
+    pub withhold: Vec<u64>,
+    /// Answer events without an ackId, as a token without useACK does.
+    pub no_ack_id: bool,
 }
 
 #[derive(Default)]
 pub struct Data {
+    /// HEC: ackIds given, per channel: when, and the ids of the batch's events.
+    pub acks: HashMap<(String, u64), (Instant, Vec<String>)>,
+    /// HEC: ids of the events of every batch reported done to an ack query.
+    pub acked: Vec<String>,
+    /// HEC: ack queries answered.
+    pub ack_queries: usize,
     pub requests: Vec<Seen>,
     /// Every event accepted, in arrival order (repeats included).
     pub events: Vec<Value>,
@@ -82,6 +105,8 @@ pub struct Data {
     pub creates: HashMap<String, u32>,
     /// `_bulk`: 409 answers given.
     pub conflicts: usize,
+    /// `_bulk`: the target of every document, from `_index` or the URL.
+    pub targets: Vec<String>,
     /// Requests whose `Idempotency-Key` was not the BLAKE3 of their ids.
     pub bad_keys: usize,
     /// Requests refused as malformed, with why.
@@ -91,6 +116,8 @@ pub struct Data {
     pub bodies: Vec<String>,
     outage_until: Option<Instant>,
     accepted: usize,
+    /// HEC: ackIds given so far (the next one is this).
+    pub issued: u64,
 }
 
 struct Shared {
@@ -251,6 +278,36 @@ async fn handle(
         }
         return resp;
     }
+    // HEC health (what `check --connect` asks): a token, when sent, must be valid.
+    if let (Mode::SplunkHec { token }, "/services/collector/health") = (&mode, uri.path()) {
+        let auth = header("authorization");
+        let (s, b) = match auth.as_deref().map(|a| a.strip_prefix("Splunk ")) {
+            Some(Some(t)) if t != token => (403, json!({"text":"Invalid token","code":4})),
+            Some(None) => (401, json!({"text":"Invalid authorization","code":3})),
+            _ => (200, json!({"text":"HEC is healthy","code":17})),
+        };
+        seen.status = s;
+        record(&mut data, seen);
+        return answer(s, b);
+    }
+    // Elasticsearch's root (what `check --connect` asks): cluster info, credentials checked.
+    if let (Mode::Bulk { api_key }, "/") = (&mode, uri.path()) {
+        let want = api_key.as_ref().map(|k| format!("ApiKey {k}"));
+        if want.is_some() && header("authorization") != want {
+            seen.status = 401;
+            record(&mut data, seen);
+            return answer(
+                401,
+                json!({"error":{"root_cause":[{"type":"security_exception","reason":"unable to authenticate with provided credentials"}],"type":"security_exception","reason":"unable to authenticate with provided credentials"},"status":401}),
+            );
+        }
+        seen.status = 200;
+        record(&mut data, seen);
+        return answer(
+            200,
+            json!({"name":"es-1","cluster_name":"test","version":{"number":"8.15.0"},"tagline":"You Know, for Search"}),
+        );
+    }
     if method != Method::POST {
         seen.status = 405;
         record(&mut data, seen);
@@ -261,7 +318,8 @@ async fn handle(
     let auth = header("authorization");
     match &mode {
         Mode::SplunkHec { token } => {
-            if uri.path() != "/services/collector/event" {
+            if uri.path() != "/services/collector/event" && uri.path() != "/services/collector/ack"
+            {
                 seen.status = 404;
                 record(&mut data, seen);
                 return answer(
@@ -281,6 +339,40 @@ async fn handle(
                 seen.status = s;
                 record(&mut data, seen);
                 return answer(s, b);
+            }
+            if let Some(ack) = &faults.hec_ack {
+                let Some(channel) = header("x-splunk-request-channel") else {
+                    seen.status = 400;
+                    record(&mut data, seen);
+                    return answer(400, json!({"text":"Data channel is missing","code":10}));
+                };
+                if uri.path() == "/services/collector/ack" {
+                    data.ack_queries += 1;
+                    let asked: Vec<u64> = serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v["acks"].as_array().cloned())
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(Value::as_u64)
+                        .collect();
+                    let mut acks = serde_json::Map::new();
+                    for id in asked {
+                        let done = !ack.withhold.contains(&id)
+                            && data
+                                .acks
+                                .get(&(channel.clone(), id))
+                                .is_some_and(|(t, _)| t.elapsed() >= ack.delay);
+                        if done {
+                            if let Some((_, ids)) = data.acks.remove(&(channel.clone(), id)) {
+                                data.acked.extend(ids);
+                            }
+                        }
+                        acks.insert(id.to_string(), Value::Bool(done));
+                    }
+                    seen.status = 200;
+                    record(&mut data, seen);
+                    return answer(200, json!({ "acks": acks }));
+                }
             }
         }
         Mode::Bulk { api_key: Some(k) } => {
@@ -383,7 +475,16 @@ async fn handle(
                         .map(|e| e["event"]["id"].as_str().unwrap_or("").to_string())
                         .collect();
                     data.events.extend(events);
-                    (200, json!({"text":"Success","code":0}))
+                    match &faults.hec_ack {
+                        Some(a) if !a.no_ack_id => {
+                            let channel = header("x-splunk-request-channel").unwrap_or_default();
+                            let id = data.issued;
+                            data.issued += 1;
+                            data.acks.insert((channel, id), (at, seen.ids.clone()));
+                            (200, json!({"text":"Success","code":0,"ackId":id}))
+                        }
+                        _ => (200, json!({"text":"Success","code":0})),
+                    }
                 }
                 None => (400, json!({"text":"No data","code":5})),
                 Some(i) => {
@@ -414,6 +515,7 @@ async fn handle(
                 let mut items = Vec::new();
                 let mut errors = false;
                 let mut ok = lines.len().is_multiple_of(2);
+                let mut missing_index = false;
                 for (pos, pair) in lines.chunks(2).enumerate() {
                     let (Ok(action), Some(Ok(doc))) = (
                         serde_json::from_str::<Value>(pair[0]),
@@ -427,9 +529,21 @@ async fn handle(
                         break;
                     };
                     let id = create["_id"].as_str().unwrap_or("").to_string();
-                    let index = create["_index"].as_str().unwrap_or("").to_string();
+                    // `_index`, else the URL's `/{target}/_bulk`.
+                    let index = create["_index"].as_str().map(str::to_string).or_else(|| {
+                        let t = uri.path().strip_suffix("/_bulk")?.trim_start_matches('/');
+                        (!t.is_empty()).then(|| t.to_string())
+                    });
+                    let Some(index) = index else {
+                        missing_index = true;
+                        break;
+                    };
+                    data.targets.push(index.clone());
                     seen.ids.push(id.clone());
-                    let status = if faulted && pos % 5 == 1 {
+                    let stream = faults.data_streams.contains(&index);
+                    let status = if stream && doc.get("@timestamp").is_none() {
+                        400
+                    } else if faulted && pos % 5 == 1 {
                         429
                     } else if faulted && pos % 5 == 3 {
                         503
@@ -452,6 +566,10 @@ async fn handle(
                             429 => {
                                 json!({"type":"es_rejected_execution_exception","reason":"rejected execution of coordinating operation"})
                             }
+                            // Elasticsearch 8.x, verbatim but for the column number.
+                            400 => {
+                                json!({"type":"document_parsing_exception","reason":"[1:180] failed to parse: data stream timestamp field [@timestamp] is missing","caused_by":{"type":"illegal_argument_exception","reason":"data stream timestamp field [@timestamp] is missing"}})
+                            }
                             _ => {
                                 json!({"type":"unavailable_shards_exception","reason":"primary shard is not active"})
                             }
@@ -459,7 +577,13 @@ async fn handle(
                     }
                     items.push(json!({ "create": item }));
                 }
-                if ok {
+                if missing_index {
+                    data.malformed.push("bulk action without a target".into());
+                    (
+                        400,
+                        json!({"error":{"root_cause":[{"type":"action_request_validation_exception","reason":"Validation Failed: 1: index is missing;"}],"type":"action_request_validation_exception","reason":"Validation Failed: 1: index is missing;"},"status":400}),
+                    )
+                } else if ok {
                     (200, json!({"took": 1, "errors": errors, "items": items}))
                 } else {
                     data.malformed
