@@ -121,6 +121,8 @@ pub struct Poller {
     /// How far outside the ranges asked for this poll's answers placed entries (a zone or clock
     /// mismatch): said once at the end of the poll.
     offset: clock::Offset,
+    /// What the last poll did, including one that failed part-way (for `--once`'s summary).
+    last: PollSummary,
 }
 
 /// Where the entries of one answer fall, against the range `[lo, hi)` it was asked for.
@@ -226,6 +228,7 @@ impl Poller {
             skew: 0,
             offset: clock::Offset::default(),
             pending_cursor: None,
+            last: PollSummary::default(),
         }
     }
 
@@ -235,6 +238,12 @@ impl Poller {
 
     pub fn config(&self) -> &SourceConfig {
         &self.cfg
+    }
+
+    /// What the last poll did, whether or not it completed: what a failed poll fetched and
+    /// delivered before it stopped, and the cursor it reached.
+    pub fn last_poll(&self) -> &PollSummary {
+        &self.last
     }
 
     /// Where the source stands before its first poll: the stored cursor, or where its first
@@ -248,6 +257,16 @@ impl Poller {
         })
     }
 
+    /// The cursor the state holds for this source (`None`: never committed, or unreadable).
+    pub async fn stored_cursor(&self) -> Option<Nanos> {
+        self.state
+            .source(&self.cfg.name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.cursor)
+    }
+
     /// Where a source without a cursor begins.
     fn first_start(&self, now: Nanos) -> Nanos {
         self.cfg.start.unwrap_or(now - 24 * 3600 * NANOS_PER_SEC)
@@ -255,7 +274,8 @@ impl Poller {
 
     /// One poll: every sub-window from the cursor up to now − lag.
     pub async fn poll(&mut self) -> Result<PollSummary, PollError> {
-        let result = self.poll_windows().await;
+        let mut summary = PollSummary::default();
+        let result = self.poll_windows(&mut summary).await;
         // Entries outside the ranges asked for: one line per poll, with the offset seen.
         let offset = std::mem::take(&mut self.offset);
         if let Some(seen) = offset.describe() {
@@ -268,12 +288,13 @@ impl Poller {
         // Windows that delivered nothing moved the cursor only in memory: record it, whatever
         // stopped the poll (their reads are done; a shutdown must not have them repeated).
         let flushed = self.flush_cursor().await;
-        let summary = result?;
+        self.last = summary.clone();
+        result?;
         flushed?;
         Ok(summary)
     }
 
-    async fn poll_windows(&mut self) -> Result<PollSummary, PollError> {
+    async fn poll_windows(&mut self, summary: &mut PollSummary) -> Result<(), PollError> {
         let unit = self.traits.time_unit;
         let now = timefmt::now();
         let row = self.state.source(&self.cfg.name).await?;
@@ -289,10 +310,7 @@ impl Poller {
         };
         let mut from = floor_to(from, unit);
         let end = floor_to(now - dur_nanos(self.cfg.lag), unit);
-        let mut summary = PollSummary {
-            cursor,
-            ..Default::default()
-        };
+        summary.cursor = cursor;
         while from < end {
             if self.cancel.is_cancelled() {
                 return Err(PollError::Cancelled);
@@ -303,7 +321,7 @@ impl Poller {
                 .source
                 .window_end(from, planned)
                 .clamp(from + unit, planned);
-            match self.read_window(from, w_end, &mut summary).await {
+            match self.read_window(from, w_end, summary).await {
                 Ok(stats) => {
                     summary.windows += 1;
                     summary.cursor = Some(summary.cursor.map_or(w_end, |c| c.max(w_end)));
@@ -320,7 +338,7 @@ impl Poller {
                 Err(e) => return Err(e),
             }
         }
-        Ok(summary)
+        Ok(())
     }
 
     /// Sizes the next sub-window from what reading the last one (`span` long) took. `whole`

@@ -405,6 +405,39 @@ mod tests {
         );
     }
 
+    /// A file sink's `mode` is octal bits the owner can read and write by; default 0600;
+    /// anything else is refused naming the key, and other kinds do not take it.
+    #[test]
+    fn file_sink_mode_is_validated() {
+        let file = |mode: &str| {
+            format!("{MINIMAL}\n[[sinks]]\nname = \"f\"\nkind = \"file\"\npath = \"/tmp/e.ndjson\"\n{mode}")
+        };
+        let mode_of = |text: &str| match &parse(text).unwrap().sinks[1].kind {
+            SinkKind::File { mode, .. } => *mode,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(mode_of(&file("")), 0o600);
+        assert_eq!(mode_of(&file("mode = \"0640\"\n")), 0o640);
+        assert_eq!(mode_of(&file("mode = \"644\"\n")), 0o644);
+        for (bad, why) in [
+            ("\"0988\"", "is not a file mode"),
+            ("\"04755\"", "is not a file mode"),
+            ("\"\"", "is not a file mode"),
+            ("\"rw-r-----\"", "is not a file mode"),
+            ("\"0400\"", "does not let the owner read and write"),
+        ] {
+            let p = problems(&file(&format!("mode = {bad}\n")));
+            assert!(
+                p.contains(&format!("sinks[1].mode: {bad}")) && p.contains(why),
+                "{bad}: {p}"
+            );
+        }
+        assert!(problems(
+            &MINIMAL.replace("kind = \"stdout\"", "kind = \"stdout\"\nmode = \"0600\"")
+        )
+        .contains("sinks[0].mode: not an option of kind stdout"));
+    }
+
     #[test]
     fn env_expansion_and_missing_variables() {
         std::env::set_var("AUDITSHIP_TEST_KEY", "from-env");

@@ -20,6 +20,9 @@ pub struct RawSink {
     pub kind: Option<String>,
     pub path: Option<String>,
     pub fsync: Option<bool>,
+    /// `file`: permissions of the file when the sink creates it, an octal string (default
+    /// "0600": audit data is sensitive), whatever the umask.
+    pub mode: Option<String>,
     pub sources: Option<Vec<String>>,
     pub include_raw: Option<bool>,
     pub format: Option<String>,
@@ -64,6 +67,8 @@ pub enum SinkKind {
         /// fdatasync the file before each commit, so a power loss cannot leave the state ahead
         /// of the file (default true).
         fsync: bool,
+        /// Permissions the file is given when the sink creates it (default 0o600).
+        mode: u32,
     },
     /// POSTs batches to a SIEM or collector (`src/sinks/http.rs`).
     Http(Box<HttpSinkConfig>),
@@ -176,8 +181,10 @@ pub(super) fn validate(
                 if s.path.is_some() {
                     c.fail(&format!("{key}.path"), "not an option of kind stdout");
                 }
-                if s.fsync.is_some() {
-                    c.fail(&format!("{key}.fsync"), "not an option of kind stdout");
+                for (opt, set) in [("fsync", s.fsync.is_some()), ("mode", s.mode.is_some())] {
+                    if set {
+                        c.fail(&format!("{key}.{opt}"), "not an option of kind stdout");
+                    }
                 }
                 Some(SinkKind::Stdout)
             }
@@ -189,9 +196,10 @@ pub(super) fn validate(
                     );
                     None
                 }
-                Some(p) => Some(SinkKind::File {
+                Some(p) => file_mode(c, &key, s.mode.as_deref()).map(|mode| SinkKind::File {
                     path: base.join(p),
                     fsync: s.fsync.unwrap_or(true),
+                    mode,
                 }),
             },
             Some("http") => http_sink(c, &key, s).map(|h| SinkKind::Http(Box::new(h))),
@@ -272,6 +280,34 @@ pub(super) fn validate(
     (sinks, raw.len())
 }
 
+/// The file sink's `mode`: an octal string of permission bits ("0600", "640"), at most 0777, and
+/// readable and writable by the owner (the agent appends to it and truncates it).
+fn file_mode(c: &mut Check<'_>, key: &str, mode: Option<&str>) -> Option<u32> {
+    let Some(m) = mode else {
+        return Some(0o600);
+    };
+    let digits = m.strip_prefix("0o").unwrap_or(m);
+    match u32::from_str_radix(digits, 8) {
+        Ok(v) if !digits.is_empty() && digits.len() <= 4 && v <= 0o777 && v & 0o600 == 0o600 => {
+            Some(v)
+        }
+        Ok(v) if v <= 0o777 && !digits.is_empty() && digits.len() <= 4 => {
+            c.fail(
+                &format!("{key}.mode"),
+                format_args!("{m:?} does not let the owner read and write the file, which the agent must; e.g. \"0600\" or \"0640\""),
+            );
+            None
+        }
+        _ => {
+            c.fail(
+                &format!("{key}.mode"),
+                format_args!("{m:?} is not a file mode: octal permission bits as a string, at most \"0777\", e.g. \"0600\" or \"0640\""),
+            );
+            None
+        }
+    }
+}
+
 /// The options only `kind = "http"` takes, and whether each is set.
 fn http_options(s: &RawSink) -> [(&'static str, bool); 15] {
     [
@@ -306,7 +342,11 @@ const RESERVED_HEADERS: [&str; 6] = [
 /// Validates a `kind = "http"` sink: reads its header files and checks its TLS files parse.
 fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig> {
     use reqwest::header::{HeaderName, HeaderValue};
-    for (opt, set) in [("path", s.path.is_some()), ("fsync", s.fsync.is_some())] {
+    for (opt, set) in [
+        ("path", s.path.is_some()),
+        ("fsync", s.fsync.is_some()),
+        ("mode", s.mode.is_some()),
+    ] {
         if set {
             c.fail(&format!("{key}.{opt}"), "not an option of kind http");
         }

@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,6 +22,8 @@ pub struct FileSink {
     name: String,
     path: PathBuf,
     fsync: bool,
+    /// Permissions of a file the sink creates.
+    mode: u32,
     /// The sink's format and `include_raw`.
     writer: Writer,
     file: Arc<File>,
@@ -34,11 +36,28 @@ pub struct FileSink {
     buf: Vec<u8>,
 }
 
-fn open_append(path: &PathBuf) -> std::io::Result<(File, (u64, u64), u64)> {
+/// Opens `path` for appending; a file it creates gets `mode` exactly, whatever the umask (a file
+/// that exists keeps the mode it has).
+fn open_append(path: &PathBuf, mode: u32) -> std::io::Result<(File, (u64, u64), u64)> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let f = OpenOptions::new().create(true).append(true).open(path)?;
+    let f = match OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .mode(mode)
+        .open(path)
+    {
+        Ok(f) => {
+            // The umask may have taken bits away from `mode`: set it as asked.
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            f
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            OpenOptions::new().append(true).open(path)?
+        }
+        Err(e) => return Err(e),
+    };
     let m = f.metadata()?;
     Ok((f, (m.dev(), m.ino()), m.len()))
 }
@@ -49,6 +68,7 @@ impl FileSink {
         name: &str,
         path: PathBuf,
         fsync: bool,
+        mode: u32,
         writer: Writer,
         committed: Option<u64>,
     ) -> Result<FileSink, SinkError> {
@@ -59,7 +79,7 @@ impl FileSink {
         let p = path.clone();
         let sink_name = name.to_string();
         let (file, identity, len) = tokio::task::spawn_blocking(move || {
-            let (f, id, len) = open_append(&p)?;
+            let (f, id, len) = open_append(&p, mode)?;
             let len = match committed {
                 Some(c) if len > c => {
                     f.set_len(c)?;
@@ -84,6 +104,7 @@ impl FileSink {
             name: name.to_string(),
             path,
             fsync,
+            mode,
             writer,
             file: Arc::new(file),
             identity,
@@ -130,11 +151,12 @@ impl Sink for FileSink {
         Box::pin(async move {
             self.writer.lines(events, &mut self.buf);
             let buf = std::mem::take(&mut self.buf);
-            let (file, identity, path, fsync, len) = (
+            let (file, identity, path, fsync, mode, len) = (
                 self.file.clone(),
                 self.identity,
                 self.path.clone(),
                 self.fsync,
+                self.mode,
                 self.len,
             );
             let (buf, written) = tokio::task::spawn_blocking(move || {
@@ -146,7 +168,7 @@ impl Sink for FileSink {
                 let (file, start) = if same {
                     (file, len)
                 } else {
-                    match open_append(&path) {
+                    match open_append(&path, mode) {
                         Ok((f, id, l)) => {
                             let f = Arc::new(f);
                             reopened = Some((f.clone(), id, l));
