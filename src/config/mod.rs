@@ -73,7 +73,7 @@ mod tls;
 pub use agent::{AgentConfig, RawAgent, RetryConfig};
 pub(crate) use file::fields;
 pub use secrets::SecretValue;
-pub use sinks::{HttpEncoding, HttpSinkConfig, RawSink, SinkConfig, SinkKind};
+pub use sinks::{HttpEncoding, HttpSinkConfig, RawSink, Rotate, SinkConfig, SinkKind};
 pub use sources::{FilterValue, RawSource, ScalarValue, SourceCheck, SourceConfig, SourceKind};
 pub use tls::TlsConfig;
 
@@ -436,6 +436,59 @@ mod tests {
             &MINIMAL.replace("kind = \"stdout\"", "kind = \"stdout\"\nmode = \"0600\"")
         )
         .contains("sinks[0].mode: not an option of kind stdout"));
+    }
+
+    /// `rotate_max_bytes` and `rotate_keep` are validated and belong to file sinks only.
+    #[test]
+    fn file_sink_rotation_is_validated() {
+        let file = |extra: &str| {
+            format!("{MINIMAL}\n[[sinks]]\nname = \"f\"\nkind = \"file\"\npath = \"/tmp/e.ndjson\"\n{extra}")
+        };
+        let rotate_of = |text: &str| match &parse(text).unwrap().sinks[1].kind {
+            SinkKind::File { rotate, .. } => *rotate,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(rotate_of(&file("")), None);
+        assert_eq!(
+            rotate_of(&file("rotate_max_bytes = 1048576\n")),
+            Some(Rotate {
+                max_bytes: 1 << 20,
+                keep: 7
+            })
+        );
+        assert_eq!(
+            rotate_of(&file("rotate_max_bytes = 100\nrotate_keep = 2\n")),
+            Some(Rotate {
+                max_bytes: 100,
+                keep: 2
+            })
+        );
+        for (extra, want) in [
+            (
+                "rotate_max_bytes = 0\n",
+                "sinks[1].rotate_max_bytes: 0 is out of range",
+            ),
+            (
+                "rotate_max_bytes = 2199023255552\n",
+                "sinks[1].rotate_max_bytes: 2199023255552 is out of range",
+            ),
+            (
+                "rotate_max_bytes = 100\nrotate_keep = 0\n",
+                "sinks[1].rotate_keep: 0 is out of range",
+            ),
+            (
+                "rotate_keep = 3\n",
+                "sinks[1].rotate_keep: needs rotate_max_bytes",
+            ),
+        ] {
+            let p = problems(&file(extra));
+            assert!(p.contains(want), "{extra}: {p}");
+        }
+        assert!(problems(&MINIMAL.replace(
+            "kind = \"stdout\"",
+            "kind = \"stdout\"\nrotate_max_bytes = 10"
+        ))
+        .contains("sinks[0].rotate_max_bytes: not an option of kind stdout"));
     }
 
     #[test]
