@@ -188,7 +188,10 @@ impl FileSink {
             }
             let (f, id, len) = open_append(&p, mode)?;
             if let Some(r) = rotate {
-                prune(&p, generation.saturating_sub(r.keep))?;
+                if let Err(e) = prune(&p, generation.saturating_sub(r.keep)) {
+                    tracing::warn!(sink = %sink_name, path = %p.display(), error = %e,
+                        "cannot delete rotated files beyond rotate_keep");
+                }
             }
             let len = match committed {
                 Some(c) if len > c => {
