@@ -14,7 +14,8 @@
 #                Kubernetes versions we support
 #   consistency  cross-references the schemas cannot see: volumes, mounts, Secrets, the embedded
 #                auditship.toml (parses, known keys only, paths on the right mounts, state on a
-#                PersistentVolumeClaim), probes (a native sidecar's readiness on /healthz),
+#                PersistentVolumeClaim, a file sink rotated and its rotations fitting in its
+#                volume), probes (a native sidecar's readiness on /healthz),
 #                securityContext, replicas/strategy
 #   consistency-mutants  sidecar variants that break one rule each must fail consistency
 #   agent-check  `auditship check` on each embedded config (only with a binary as $1)
@@ -107,7 +108,7 @@ step_consistency() {
 # refused with the rule's message.
 step_consistency_mutants() {
     local name want out
-    for name in state-emptydir readiness-readyz; do
+    for name in state-emptydir readiness-readyz no-rotation rotation-too-big; do
         "$PY" - deploy/kubernetes/sidecar.yaml "$WORK/$name.yaml" "$name" <<'PYEOF'
 import sys, yaml
 src, dst, mutation = sys.argv[1:]
@@ -124,11 +125,21 @@ for d in docs:
                 v["emptyDir"] = {"sizeLimit": "256Mi"}
     elif mutation == "readiness-readyz":
         agent["readinessProbe"]["httpGet"]["path"] = "/readyz"
+for d in docs:
+    if d["kind"] == "ConfigMap" and mutation in ("no-rotation", "rotation-too-big"):
+        for k, text in d["data"].items():
+            if mutation == "no-rotation":
+                text = "\n".join(l for l in text.split("\n") if not l.startswith("rotate_max_bytes"))
+            else:
+                text = text.replace("rotate_keep = 4", "rotate_keep = 40")
+            d["data"][k] = text
 yaml.safe_dump_all(docs, open(dst, "w"))
 PYEOF
         case $name in
             state-emptydir) want="is not on a PersistentVolumeClaim" ;;
             readiness-readyz) want="readinessProbe should GET /healthz" ;;
+            no-rotation) want="has no rotate_max_bytes" ;;
+            rotation-too-big) want="do not fit in" ;;
         esac
         if out=$(consistency "$WORK/$name.yaml" 2>&1); then
             echo "$out"
@@ -151,7 +162,16 @@ SOURCE_KEYS = {"name", "kind", "url", "api_key", "jwt", "start", "page_size", "w
                "poll_interval", "lag", "overlap", "filters", "client_id", "client_secret",
                "time_zone"}
 SINK_KEYS = {"name", "kind", "url", "encoding", "format", "headers", "path", "sources",
-             "include_raw"}
+             "include_raw", "fsync", "mode", "rotate_max_bytes", "rotate_keep"}
+
+def quantity(q):
+    """Bytes of a Kubernetes quantity such as "2Gi" or "500M"."""
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
+             "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    for u, n in units.items():
+        if str(q).endswith(u):
+            return int(float(str(q)[: -len(u)]) * n)
+    return int(q)
 SECRET_KEYS = {"api_key", "jwt", "client_secret"}
 
 errors = []
@@ -310,6 +330,20 @@ for fname in sys.argv[1:]:
                     # Pod while the state lives on would be behind what the state says was written.
                     err(cwhere, f"file sink {sink['path']!r} is not on the state's volume nor on a "
                                 "PersistentVolumeClaim")
+                # A file that is never rotated grows until the volume is full.
+                if "rotate_max_bytes" not in sink:
+                    err(cwhere, f"file sink {sink['path']!r} has no rotate_max_bytes: it would "
+                                "grow until the volume is full")
+                elif m:
+                    vol = volumes.get(m["name"], {})
+                    claim = vol.get("persistentVolumeClaim", {}).get("claimName")
+                    size = (by_kind.get("PersistentVolumeClaim", {}).get(claim, {})
+                            .get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
+                            or vol.get("emptyDir", {}).get("sizeLimit"))
+                    most = (sink.get("rotate_keep", 7) + 1) * sink["rotate_max_bytes"]
+                    if size and most > quantity(size):
+                        err(cwhere, f"file sink {sink['path']!r}: (rotate_keep + 1) x "
+                                    f"rotate_max_bytes = {most} bytes do not fit in {size}")
         if not cfg.get("sources") or not cfg.get("sinks"):
             err(cwhere, "needs at least one source and one sink")
 

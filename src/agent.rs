@@ -44,6 +44,7 @@ impl StateLock {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
         }
+        crate::state::private_file(&p).with_context(|| format!("cannot create {}", p.display()))?;
         let mut file = File::options()
             .create(true)
             .truncate(false)
@@ -138,6 +139,22 @@ pub async fn open_sinks(
     Ok(slots)
 }
 
+/// `--once`: how one source's pass ended, for the summary printed at the end of the run.
+#[derive(Debug, Clone, Default)]
+pub struct PassReport {
+    /// Events read from the API in this run.
+    pub fetched: u64,
+    /// Events newly delivered to the sinks in this run.
+    pub delivered: u64,
+    /// Events read again by `overlap` and recognised as delivered already (not sent again).
+    pub re_read: u64,
+    /// Why the pass did not complete.
+    pub error: Option<String>,
+}
+
+/// `--once`: the reports of the sources' passes, by source name.
+type PassReports = Arc<std::sync::Mutex<BTreeMap<String, PassReport>>>;
+
 /// A source task of the running generation.
 struct Running {
     config: SourceConfig,
@@ -162,6 +179,8 @@ struct Shared {
     cancel: CancellationToken,
     /// Set by a source that met an error the agent cannot go on after (the state file lost).
     fatal: Fatal,
+    /// `--once`: how each source's pass ended.
+    reports: PassReports,
 }
 
 /// An error that stops the whole agent: the first one is kept, and the agent's token cancelled.
@@ -204,12 +223,13 @@ impl Shared {
             .collect();
         let cancel = self.cancel.child_token();
         let health = self.health.register(&src.name);
-        let (state, http, retry, path, once) = (
+        let (state, http, retry, path, once, reports) = (
             self.state.clone(),
             g.http.clone(),
             g.config.agent.retry.clone(),
             g.config.path.clone(),
             self.once,
+            self.reports.clone(),
         );
         let mut cfg = src.clone();
         let (c, h) = (cancel.clone(), health.clone());
@@ -228,7 +248,7 @@ impl Shared {
                 c.clone(),
                 h.clone(),
             );
-            source_loop(poller, once, c.clone(), h.clone())
+            source_loop(poller, once.then(|| reports.clone()), c.clone(), h.clone())
         };
         let retry = g.config.agent.retry.clone();
         Running {
@@ -304,6 +324,7 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
         once,
         cancel: cancel.clone(),
         fatal: Fatal::new(cancel.clone()),
+        reports: PassReports::default(),
     };
     let mut current = shared.start(cfg.clone()).await?;
     shared.health.mark_started();
@@ -340,11 +361,18 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
     }
 
     let mut ok = true;
-    for (_, r) in std::mem::take(&mut current.sources) {
+    let mut names = Vec::new();
+    for (name, r) in std::mem::take(&mut current.sources) {
         ok &= r.handle.await.unwrap_or(false);
+        names.push(name);
     }
     if let Some(e) = shared.fatal.error() {
         anyhow::bail!(e);
+    }
+    if once {
+        let reports =
+            std::mem::take(&mut *shared.reports.lock().unwrap_or_else(|p| p.into_inner()));
+        once_summary(&shared.state, &names, reports).await;
     }
     Ok(if ok {
         Outcome::Completed
@@ -629,13 +657,66 @@ where
     }
 }
 
-/// One source's life: poll, wait, poll... Returns how it ended.
+/// `--once`: one line per source at the end of the run: on stderr for the person who ran it
+/// (unless the logs are JSON, which stderr then holds alone), and as a log line with fields.
+/// A source without a report ended without a poll result (its task panicked).
+async fn once_summary(state: &State, names: &[String], mut reports: BTreeMap<String, PassReport>) {
+    let json = std::env::var("AUDITSHIP_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    for name in names {
+        let r = reports.remove(name).unwrap_or_else(|| PassReport {
+            error: Some("the source task ended without a result (see the error above)".into()),
+            ..PassReport::default()
+        });
+        let cursor = match state.source(name).await {
+            Ok(row) => row
+                .and_then(|r| r.cursor)
+                .map(timefmt::human)
+                .unwrap_or_else(|| "none".into()),
+            Err(e) => format!("unknown ({e})"),
+        };
+        let (fetched, delivered, re_read) = (r.fetched, r.delivered, r.re_read);
+        match &r.error {
+            None => {
+                tracing::info!(source = %name, completed = true, fetched, delivered, re_read,
+                    cursor = %cursor, "--once: source completed");
+                if !json {
+                    eprintln!("summary: {name}: completed; fetched={fetched} delivered={delivered} re-read={re_read} (overlap, already delivered); cursor {cursor}");
+                }
+            }
+            Some(e) => {
+                tracing::warn!(source = %name, completed = false, fetched, delivered, re_read,
+                    cursor = %cursor, error = %e,
+                    "--once: source not completed; the next run resumes from its cursor");
+                if !json {
+                    eprintln!("summary: {name}: NOT completed; fetched={fetched} delivered={delivered} before it stopped; cursor {cursor} (the next run resumes there): {e}");
+                }
+            }
+        }
+    }
+}
+
+/// One source's life: poll, wait, poll... Returns how it ended. With `once` (the reports of
+/// `--once`), one poll, whose outcome is reported there.
 pub async fn source_loop(
     mut poller: Poller,
-    once: bool,
+    once: Option<PassReports>,
     cancel: CancellationToken,
     health: SourceHealth,
 ) -> Ended {
+    let report = |poller: &Poller, error: Option<String>| {
+        if let Some(reports) = &once {
+            let s = poller.last_poll();
+            reports.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                poller.name().to_string(),
+                PassReport {
+                    fetched: s.fetched,
+                    delivered: s.delivered,
+                    re_read: s.duplicates,
+                    error,
+                },
+            );
+        }
+    };
     let name = poller.name().to_string();
     let interval = poller.config().poll_interval;
     metrics::source_up(&name, true);
@@ -662,42 +743,56 @@ pub async fn source_loop(
                     pages = s.pages,
                     fetched = s.fetched,
                     delivered = s.delivered,
-                    duplicates = s.duplicates,
+                    // Not "duplicates": these were read again on purpose (`overlap`) and found
+                    // delivered already, so nothing was sent twice.
+                    re_read = s.duplicates,
                     cursor = %s.cursor.map(timefmt::human).unwrap_or_default(),
                     lag_s,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "poll complete"
                 );
-                if once {
+                if once.is_some() {
+                    report(&poller, None);
                     return Ended::Completed;
                 }
             }
             Err(PollError::Cancelled) => {
                 tracing::info!(source = %name, "stopped; uncommitted pages will be read again");
+                report(&poller, Some("stopped by shutdown".into()));
                 return Ended::Cancelled;
             }
             Err(PollError::State(e)) if e.is_fatal() => {
                 health.stopped(&e);
                 metrics::poll_done(&name, false);
                 metrics::source_up(&name, false);
+                report(&poller, Some(e.to_string()));
                 return Ended::Fatal(e.to_string());
             }
             Err(e) if e.is_permanent() => {
                 health.stopped(&e);
                 metrics::poll_done(&name, false);
                 metrics::source_up(&name, false);
-                tracing::error!(source = %name, error = %e,
-                    "source stopped: the API refused the request; it is tried again at retry_max_delay (secret files read again), or fix the configuration and reload");
+                if once.is_some() {
+                    tracing::error!(source = %name, error = %e,
+                        "source stopped: the API refused the request; fix the configuration or the credential");
+                } else {
+                    tracing::error!(source = %name, error = %e,
+                        "source stopped: the API refused the request; it is tried again at retry_max_delay (secret files read again), or fix the configuration and reload");
+                }
+                report(&poller, Some(e.to_string()));
                 return Ended::Refused(e.to_string());
             }
             Err(e) => {
                 health.failed(&e);
                 metrics::poll_done(&name, false);
-                tracing::warn!(source = %name, error = %e, next_poll_s = interval.as_secs(),
-                    "poll failed; nothing after the last commit was skipped, the next poll resumes there");
-                if once {
+                if once.is_some() {
+                    tracing::warn!(source = %name, error = %e,
+                        "poll failed; nothing after the last commit was skipped, the next run resumes there");
+                    report(&poller, Some(e.to_string()));
                     return Ended::Failed;
                 }
+                tracing::warn!(source = %name, error = %e, next_poll_s = interval.as_secs(),
+                    "poll failed; nothing after the last commit was skipped, the next poll resumes there");
             }
         }
         // What the poll freed goes back to the system before the agent sleeps.

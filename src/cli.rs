@@ -493,7 +493,7 @@ pub async fn simulate(args: auditship_sim::SimArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let handle = match auditship_sim::start(cfg, args.listen()).await {
+    let handle = match auditship_sim::start(cfg.clone(), args.listen()).await {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: cannot listen on {}: {e}", args.listen());
@@ -501,6 +501,20 @@ pub async fn simulate(args: auditship_sim::SimArgs) -> ExitCode {
         }
     };
     println!("simulator listening on {}", handle.url());
+    let start = format!("{:.0}", cfg.start);
+    let (_, mut blocks) = sim_sources(&cfg, &handle.url(), &start);
+    if cfg.domo_time_zone.iana_name() != Some("UTC") {
+        if let Some(zone) = cfg.domo_time_zone.iana_name() {
+            // Domo prints local time: the agent must be told the emulated instance's zone.
+            blocks = blocks.replace(
+                "kind = \"domo\"\n",
+                &format!("kind = \"domo\"\ntime_zone = {zone:?}\n"),
+            );
+        }
+    }
+    println!(
+        "\n# Ready to paste into a config file: one source per emulated vendor, and a stdout sink.\n\n{blocks}[[sinks]]\nname = \"console\"\nkind = \"stdout\"\n"
+    );
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
     cancel.cancelled().await;
@@ -508,9 +522,35 @@ pub async fn simulate(args: auditship_sim::SimArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The `[[sources]]` entries that read the emulators at `url` from `start` on: one per vendor
+/// that both the agent (`sources::VENDORS`) and the emulators know, named after its kind, with
+/// the credentials the emulators take as `cfg` sets them. Also the vendors' titles.
+#[cfg(feature = "sim")]
+fn sim_sources(
+    cfg: &auditship_sim::SimConfig,
+    url: &str,
+    start: &str,
+) -> (Vec<&'static str>, String) {
+    let mut titles = Vec::new();
+    let mut text = String::new();
+    for v in sources::VENDORS {
+        let Some(emulated) = auditship_sim::Vendor::parse(v.kind()) else {
+            continue;
+        };
+        titles.push(v.title());
+        text.push_str(&format!(
+            "[[sources]]\nname = \"{name}\"\nkind = \"{kind}\"\nurl = {url:?}\nstart = {start:?}\n{auth}\n",
+            name = v.kind().replace('_', "-"),
+            kind = v.kind(),
+            auth = emulated.source_keys(cfg),
+        ));
+    }
+    (titles, text)
+}
+
 #[cfg(feature = "sim")]
 pub async fn demo(events: u64, duration: Option<Duration>) -> ExitCode {
-    use auditship_sim::{SimConfig, Vendor};
+    use auditship_sim::SimConfig;
     let now = jiff::Timestamp::now();
     let live = jiff::SignedDuration::from_hours(2);
     // `events` over the last 30 minutes, and the same rate on for two more hours, live.
@@ -523,13 +563,9 @@ pub async fn demo(events: u64, duration: Option<Duration>) -> ExitCode {
         late_max: Duration::from_secs(20),
         ..SimConfig::default()
     };
-    // Each registered vendor reads its emulator, with the credentials the emulator takes.
-    let vendors: Vec<(&str, String)> = sources::VENDORS
-        .iter()
-        .filter_map(|v| Vendor::parse(v.kind()))
-        .map(|v| (v.as_str(), v.source_keys(&sim_cfg)))
-        .collect();
-    let sim = match auditship_sim::start(sim_cfg, "127.0.0.1:0".parse().expect("address")).await {
+    let sim = match auditship_sim::start(sim_cfg.clone(), "127.0.0.1:0".parse().expect("address"))
+        .await
+    {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: cannot start the simulator: {e}");
@@ -549,12 +585,8 @@ pub async fn demo(events: u64, duration: Option<Duration>) -> ExitCode {
         "[agent]\nstate_path = {state:?}\npoll_interval = \"2s\"\nlag = \"2s\"\noverlap = \"30s\"\n\n",
         state = dir.path().join("state.db").display().to_string()
     );
-    for (kind, auth) in &vendors {
-        text.push_str(&format!(
-            "[[sources]]\nname = \"{name}\"\nkind = \"{kind}\"\nurl = {url:?}\nstart = {start:?}\n{auth}\n",
-            name = kind.replace('_', "-")
-        ));
-    }
+    let (titles, sources) = sim_sources(&sim_cfg, &url, &start);
+    text.push_str(&sources);
     text.push_str("[[sinks]]\nname = \"console\"\nkind = \"stdout\"\ninclude_raw = false\n");
     let cfg = match Config::parse(&text, &dir.path().join("demo.toml")) {
         Ok(c) => c,
@@ -563,11 +595,6 @@ pub async fn demo(events: u64, duration: Option<Duration>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let titles: Vec<&str> = sources::VENDORS
-        .iter()
-        .filter(|v| vendors.iter().any(|(k, _)| *k == v.kind()))
-        .map(|v| v.title())
-        .collect();
     eprintln!(
         "auditship demo: emulators of the {} on {url}; events from the last 30 minutes, then live (10% arrive late). Ctrl-C to stop.",
         titles.join(", ")

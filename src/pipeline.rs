@@ -123,6 +123,8 @@ pub struct Poller {
     offset: clock::Offset,
     /// Where a poll ends instead of now − lag (`export`'s `--to`).
     until: Option<Nanos>,
+    /// What the last poll did, including one that failed part-way (for `--once`'s summary).
+    last: PollSummary,
 }
 
 /// Where the entries of one answer fall, against the range `[lo, hi)` it was asked for.
@@ -229,6 +231,7 @@ impl Poller {
             offset: clock::Offset::default(),
             pending_cursor: None,
             until: None,
+            last: PollSummary::default(),
         }
     }
 
@@ -247,6 +250,12 @@ impl Poller {
         &self.cfg
     }
 
+    /// What the last poll did, whether or not it completed: what a failed poll fetched and
+    /// delivered before it stopped, and the cursor it reached.
+    pub fn last_poll(&self) -> &PollSummary {
+        &self.last
+    }
+
     /// Where the source stands before its first poll: the stored cursor, or where its first
     /// poll will begin. For the lag gauge, which must show a source that is far behind from the
     /// first scrape on.
@@ -258,6 +267,16 @@ impl Poller {
         })
     }
 
+    /// The cursor the state holds for this source (`None`: never committed, or unreadable).
+    pub async fn stored_cursor(&self) -> Option<Nanos> {
+        self.state
+            .source(&self.cfg.name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.cursor)
+    }
+
     /// Where a source without a cursor begins.
     fn first_start(&self, now: Nanos) -> Nanos {
         self.cfg.start.unwrap_or(now - 24 * 3600 * NANOS_PER_SEC)
@@ -265,7 +284,8 @@ impl Poller {
 
     /// One poll: every sub-window from the cursor up to now − lag.
     pub async fn poll(&mut self) -> Result<PollSummary, PollError> {
-        let result = self.poll_windows().await;
+        let mut summary = PollSummary::default();
+        let result = self.poll_windows(&mut summary).await;
         // Entries outside the ranges asked for: one line per poll, with the offset seen.
         let offset = std::mem::take(&mut self.offset);
         if let Some(seen) = offset.describe() {
@@ -278,12 +298,13 @@ impl Poller {
         // Windows that delivered nothing moved the cursor only in memory: record it, whatever
         // stopped the poll (their reads are done; a shutdown must not have them repeated).
         let flushed = self.flush_cursor().await;
-        let summary = result?;
+        self.last = summary.clone();
+        result?;
         flushed?;
         Ok(summary)
     }
 
-    async fn poll_windows(&mut self) -> Result<PollSummary, PollError> {
+    async fn poll_windows(&mut self, summary: &mut PollSummary) -> Result<(), PollError> {
         let unit = self.traits.time_unit;
         let now = timefmt::now();
         let row = self.state.source(&self.cfg.name).await?;
@@ -304,10 +325,7 @@ impl Poller {
             Some(u) => floor_to(u.saturating_add(unit - 1), unit),
             None => floor_to(now - dur_nanos(self.cfg.lag), unit),
         };
-        let mut summary = PollSummary {
-            cursor,
-            ..Default::default()
-        };
+        summary.cursor = cursor;
         while from < end {
             if self.cancel.is_cancelled() {
                 return Err(PollError::Cancelled);
@@ -318,7 +336,7 @@ impl Poller {
                 .source
                 .window_end(from, planned)
                 .clamp(from + unit, planned);
-            match self.read_window(from, w_end, &mut summary).await {
+            match self.read_window(from, w_end, summary).await {
                 Ok(stats) => {
                     summary.windows += 1;
                     summary.cursor = Some(summary.cursor.map_or(w_end, |c| c.max(w_end)));
@@ -335,7 +353,7 @@ impl Poller {
                 Err(e) => return Err(e),
             }
         }
-        Ok(summary)
+        Ok(())
     }
 
     /// Sizes the next sub-window from what reading the last one (`span` long) took. `whole`

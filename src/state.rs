@@ -459,6 +459,22 @@ impl State {
     }
 }
 
+/// Creates `path` empty with mode 0600 (whatever the umask) unless it exists; an existing file
+/// is left as it is.
+pub fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f.set_permissions(std::fs::Permissions::from_mode(0o600)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn open_conn(path: &Path) -> Result<Connection, StateError> {
     let err = |source| StateError::Open {
         path: path.to_path_buf(),
@@ -486,6 +502,12 @@ fn open_conn(path: &Path) -> Result<Connection, StateError> {
             err(e)
         }
     };
+    // Audit state is private whatever the umask: SQLite gives the -wal and -shm files it makes
+    // the database file's mode, so a new database is created 0600 before SQLite opens it.
+    private_file(path).map_err(|e| StateError::Open {
+        path: path.to_path_buf(),
+        source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+    })?;
     let mut conn = Connection::open(path).map_err(err)?;
     // SQLite falls back to reading a file it may not write; the agent must write.
     if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {

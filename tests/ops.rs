@@ -340,6 +340,223 @@ async fn json_logs_are_one_object_a_line_with_fields() {
     assert_eq!(summaries, 1, "{stderr}");
 }
 
+/// `run --once` ends with one summary line per source, on stderr and as a log line with fields:
+/// a source that completed (with its counts and cursor) and one that could not (its API down),
+/// and nothing that speaks of a next poll, which `--once` does not make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_ends_with_a_summary_per_source_and_no_next_poll() {
+    let cfg = backfill(&[Vendor::WasabiAir], 400, 1, 57);
+    let sim = sim(cfg.clone()).await;
+    let truth = truth(&sim, &cfg, Vendor::WasabiAir).len();
+    let sources = format!(
+        "{}[[sources]]\nname = \"dead\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n",
+        source_toml(&sim, &cfg, Vendor::WasabiAir, "")
+    );
+    let s = setup_timed(
+        "lag = \"1s\"\noverlap = \"10s\"\npoll_interval = \"1s\"\nretry_max_attempts = 2",
+        "",
+        &sources,
+    );
+    let config = s.config.to_str().unwrap();
+    let out = run(&["run", "--once", "--config", config], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("next_poll"), "{stderr}");
+    let line = |name: &str| {
+        let prefix = format!("summary: {name}: ");
+        let found: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&prefix)).collect();
+        assert_eq!(found.len(), 1, "one summary line for {name}:\n{stderr}");
+        found[0].to_string()
+    };
+    let air = line("wasabi-air");
+    assert!(
+        air.contains("completed;")
+            && air.contains(&format!("fetched={truth} delivered={truth} "))
+            && !air.contains("cursor none"),
+        "{air}"
+    );
+    let dead = line("dead");
+    assert!(
+        dead.contains("NOT completed")
+            && dead.contains("delivered=0")
+            && dead.contains("cursor none"),
+        "{dead}"
+    );
+
+    // The same as log lines with fields; stderr stays one JSON object a line.
+    let out = run(
+        &["run", "--once", "--config", config],
+        &[("AUDITSHIP_LOG_FORMAT", "json")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let mut seen = std::collections::BTreeMap::new();
+    for l in stderr.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"));
+        assert!(v.get("next_poll_s").is_none(), "{l}");
+        if v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("--once: source"))
+        {
+            seen.insert(v["source"].as_str().unwrap().to_string(), v.clone());
+        }
+    }
+    let air = &seen["wasabi-air"];
+    assert_eq!(air["completed"], true, "{air}");
+    assert_eq!(air["delivered"], 0, "all delivered by the first run: {air}");
+    assert!(
+        air["cursor"].as_str().is_some_and(|c| c.starts_with("20")),
+        "{air}"
+    );
+    let dead = &seen["dead"];
+    assert_eq!(dead["completed"], false, "{dead}");
+    assert!(
+        dead["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{dead}"
+    );
+    assert_eq!(read_lines(&s.out).len(), truth);
+}
+
+/// `simulate` prints ready-to-paste `[[sources]]` blocks (its real port, the credentials its
+/// emulators take) and a sink: pasted into a config file as they are, `check --connect` passes
+/// and `run --once` reads every vendor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_prints_blocks_that_work_when_pasted() {
+    use tokio::io::AsyncBufReadExt;
+    let port = free_port();
+    let mut sim = agent(
+        &[
+            "simulate",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--events",
+            "300",
+            "--span",
+            "2h",
+        ],
+        &[],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            printed.push_str(&l);
+            printed.push('\n');
+            if l == "kind = \"stdout\"" {
+                break;
+            }
+        }
+    });
+    read.await.expect("simulate printed its blocks");
+    let blocks = &printed[printed.find("[[sources]]").expect(&printed)..];
+    for v in Vendor::ALL {
+        assert!(
+            blocks.contains(&format!("kind = \"{}\"", v.as_str())),
+            "{printed}"
+        );
+    }
+    assert!(
+        blocks.contains(&format!("url = \"http://127.0.0.1:{port}\"")),
+        "{printed}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditship.toml");
+    std::fs::write(
+        &config,
+        format!("[agent]\nstate_path = \"state.db\"\n\n{blocks}"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = run(&["check", "--connect", "--config", config], &[]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["run", "--once", "--config", config], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for v in Vendor::ALL {
+        let n = events.iter().filter(|e| e["source"] == name(v)).count();
+        assert!(n > 0, "no events from {}: {stderr}", v.as_str());
+    }
+    let _ = sim.kill().await;
+}
+
+/// Audit data is private whatever the umask (022 here, which alone would give 0644): the events
+/// file and the state (database, -wal, -shm, lock) are created 0600, and a file sink's `mode`
+/// gives its file exactly that mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_created_private_whatever_the_umask_and_mode_is_applied() {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = live(&[Vendor::WasabiAir], 2_000, 3_600, 600, 58);
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    text.push_str("\n[[sinks]]\nname = \"shared\"\nkind = \"file\"\npath = \"group/readable.ndjson\"\nmode = \"0640\"\nfsync = false\n");
+    std::fs::write(&s.config, text).unwrap();
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 022; exec {BIN} run --config {}",
+            s.config.display()
+        ))
+        .env("AUDITSHIP_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let dir = s.dir.path();
+    let wal = dir.join("state.db-wal");
+    let started = Instant::now();
+    while !(wal.exists() && dir.join("state.db-shm").exists() && read_lines(&s.out).len() > 100) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the agent did not start delivering"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mode = |name: &str| {
+        std::fs::metadata(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for f in [
+        "out.ndjson",
+        "state.db",
+        "state.db-wal",
+        "state.db-shm",
+        "state.db.lock",
+    ] {
+        assert_eq!(mode(f), 0o600, "{f}: {:o}", mode(f));
+    }
+    assert_eq!(mode("group/readable.ndjson"), 0o640);
+    // A new umask-022 file next to them would be 0644: the test would see a umask that did not apply.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 022; touch {}/probe; stat -c %a {}/probe",
+            dir.display(),
+            dir.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "644");
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_restarts_a_source_stopped_by_a_permanent_error() {
     let cfg = backfill(&[Vendor::WasabiAir], 300, 1, 56);

@@ -51,7 +51,7 @@ proptest! {
             let path = dir.path().join("out.ndjson");
             let prefix = if before.is_empty() { String::new() } else { format!("{{\"old\":\"{before}\"}}\n") };
             std::fs::write(&path, &prefix).unwrap();
-            let open = |pos: Option<u64>| FileSink::open("f", path.clone(), false, Writer::default(), pos);
+            let open = |pos: Option<u64>| FileSink::open("f", path.clone(), false, 0o600, None, Writer::default(), pos);
             let mut sink = open(None).await.unwrap();
             // The position the state holds: the opening one until a commit.
             let mut committed = sink.position();
@@ -103,7 +103,7 @@ proptest! {
         rt().block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("out.ndjson");
-            let mut sink = FileSink::open("f", path.clone(), false, Writer::default(), None).await.unwrap();
+            let mut sink = FileSink::open("f", path.clone(), false, 0o600, None, Writer::default(), None).await.unwrap();
             let ev = |i: usize| Event::standalone("s", "domo", "domo", i as i64, &format!("{{\"i\":{i}}}"));
             for i in 0..committed_pages {
                 sink.deliver(&[ev(i)], &CancellationToken::new()).await.unwrap();
@@ -114,7 +114,7 @@ proptest! {
             let events: Vec<Event> = (0..tail).map(|i| ev(100 + i)).collect();
             sink.deliver(&events, &CancellationToken::new()).await.unwrap();
             drop(sink);
-            let _sink = FileSink::open("f", path.clone(), false, Writer::default(), pos).await.unwrap();
+            let _sink = FileSink::open("f", path.clone(), false, 0o600, None, Writer::default(), pos).await.unwrap();
             prop_assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
             Ok(())
         })?;

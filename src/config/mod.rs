@@ -74,7 +74,8 @@ pub use agent::{AgentConfig, RawAgent, RetryConfig};
 pub(crate) use file::fields;
 pub use secrets::SecretValue;
 pub use sinks::{
-    HttpEncoding, HttpSinkConfig, RawSink, SinkConfig, SinkKind, SyslogSinkConfig, SyslogTransport,
+    HttpEncoding, HttpSinkConfig, RawSink, Rotate, SinkConfig, SinkKind, SyslogSinkConfig,
+    SyslogTransport,
 };
 pub use sources::{FilterValue, RawSource, ScalarValue, SourceCheck, SourceConfig, SourceKind};
 pub use tls::TlsConfig;
@@ -405,6 +406,92 @@ mod tests {
             p.contains("sources[1].time_zone: not an option of kind wasabi_air"),
             "{p}"
         );
+    }
+
+    /// A file sink's `mode` is octal bits the owner can read and write by; default 0600;
+    /// anything else is refused naming the key, and other kinds do not take it.
+    #[test]
+    fn file_sink_mode_is_validated() {
+        let file = |mode: &str| {
+            format!("{MINIMAL}\n[[sinks]]\nname = \"f\"\nkind = \"file\"\npath = \"/tmp/e.ndjson\"\n{mode}")
+        };
+        let mode_of = |text: &str| match &parse(text).unwrap().sinks[1].kind {
+            SinkKind::File { mode, .. } => *mode,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(mode_of(&file("")), 0o600);
+        assert_eq!(mode_of(&file("mode = \"0640\"\n")), 0o640);
+        assert_eq!(mode_of(&file("mode = \"644\"\n")), 0o644);
+        for (bad, why) in [
+            ("\"0988\"", "is not a file mode"),
+            ("\"04755\"", "is not a file mode"),
+            ("\"\"", "is not a file mode"),
+            ("\"rw-r-----\"", "is not a file mode"),
+            ("\"0400\"", "does not let the owner read and write"),
+        ] {
+            let p = problems(&file(&format!("mode = {bad}\n")));
+            assert!(
+                p.contains(&format!("sinks[1].mode: {bad}")) && p.contains(why),
+                "{bad}: {p}"
+            );
+        }
+        assert!(problems(
+            &MINIMAL.replace("kind = \"stdout\"", "kind = \"stdout\"\nmode = \"0600\"")
+        )
+        .contains("sinks[0].mode: not an option of kind stdout"));
+    }
+
+    /// `rotate_max_bytes` and `rotate_keep` are validated and belong to file sinks only.
+    #[test]
+    fn file_sink_rotation_is_validated() {
+        let file = |extra: &str| {
+            format!("{MINIMAL}\n[[sinks]]\nname = \"f\"\nkind = \"file\"\npath = \"/tmp/e.ndjson\"\n{extra}")
+        };
+        let rotate_of = |text: &str| match &parse(text).unwrap().sinks[1].kind {
+            SinkKind::File { rotate, .. } => *rotate,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(rotate_of(&file("")), None);
+        assert_eq!(
+            rotate_of(&file("rotate_max_bytes = 1048576\n")),
+            Some(Rotate {
+                max_bytes: 1 << 20,
+                keep: 7
+            })
+        );
+        assert_eq!(
+            rotate_of(&file("rotate_max_bytes = 100\nrotate_keep = 2\n")),
+            Some(Rotate {
+                max_bytes: 100,
+                keep: 2
+            })
+        );
+        for (extra, want) in [
+            (
+                "rotate_max_bytes = 0\n",
+                "sinks[1].rotate_max_bytes: 0 is out of range",
+            ),
+            (
+                "rotate_max_bytes = 2199023255552\n",
+                "sinks[1].rotate_max_bytes: 2199023255552 is out of range",
+            ),
+            (
+                "rotate_max_bytes = 100\nrotate_keep = 0\n",
+                "sinks[1].rotate_keep: 0 is out of range",
+            ),
+            (
+                "rotate_keep = 3\n",
+                "sinks[1].rotate_keep: needs rotate_max_bytes",
+            ),
+        ] {
+            let p = problems(&file(extra));
+            assert!(p.contains(want), "{extra}: {p}");
+        }
+        assert!(problems(&MINIMAL.replace(
+            "kind = \"stdout\"",
+            "kind = \"stdout\"\nrotate_max_bytes = 10"
+        ))
+        .contains("sinks[0].rotate_max_bytes: not an option of kind stdout"));
     }
 
     #[test]

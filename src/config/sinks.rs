@@ -20,6 +20,13 @@ pub struct RawSink {
     pub kind: Option<String>,
     pub path: Option<String>,
     pub fsync: Option<bool>,
+    /// `file`: permissions of the file when the sink creates it, an octal string (default
+    /// "0600": audit data is sensitive), whatever the umask.
+    pub mode: Option<String>,
+    /// `file`: rotate the file once it holds this many bytes (default: never).
+    pub rotate_max_bytes: Option<i64>,
+    /// `file`: rotated files kept besides the current one (default 7).
+    pub rotate_keep: Option<i64>,
     pub sources: Option<Vec<String>>,
     pub include_raw: Option<bool>,
     pub format: Option<String>,
@@ -83,6 +90,11 @@ pub enum SinkKind {
         /// fdatasync the file before each commit, so a power loss cannot leave the state ahead
         /// of the file (default true).
         fsync: bool,
+        /// Permissions the file is given when the sink creates it (default 0o600), rotated
+        /// files included.
+        mode: u32,
+        /// Built-in rotation, if configured.
+        rotate: Option<Rotate>,
     },
     /// POSTs batches to a SIEM or collector (`src/sinks/http.rs`).
     Http(Box<HttpSinkConfig>),
@@ -144,6 +156,19 @@ pub const FACILITIES: [(&str, u8); 24] = [
     ("local6", 22),
     ("local7", 23),
 ];
+/// The file sink's rotation: once the file holds `max_bytes` (checked after a commit), it is
+/// renamed `PATH.N` (N its generation, counting up) and a new file is started; the oldest
+/// rotated files beyond `keep` are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotate {
+    /// Size at which the file is rotated (a page already written is never split).
+    pub max_bytes: u64,
+    /// Rotated files kept besides the current one.
+    pub keep: u64,
+}
+
+/// The largest `rotate_max_bytes`: a file sink's committed length has 40 bits in the state.
+pub const ROTATE_MAX_BYTES_LIMIT: u64 = (1 << 40) - 1;
 
 /// How an HTTP sink writes a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,8 +281,15 @@ pub(super) fn validate(
                 if s.path.is_some() {
                     c.fail(&format!("{key}.path"), "not an option of kind stdout");
                 }
-                if s.fsync.is_some() {
-                    c.fail(&format!("{key}.fsync"), "not an option of kind stdout");
+                for (opt, set) in [
+                    ("fsync", s.fsync.is_some()),
+                    ("mode", s.mode.is_some()),
+                    ("rotate_max_bytes", s.rotate_max_bytes.is_some()),
+                    ("rotate_keep", s.rotate_keep.is_some()),
+                ] {
+                    if set {
+                        c.fail(&format!("{key}.{opt}"), "not an option of kind stdout");
+                    }
                 }
                 Some(SinkKind::Stdout)
             }
@@ -269,10 +301,15 @@ pub(super) fn validate(
                     );
                     None
                 }
-                Some(p) => Some(SinkKind::File {
-                    path: base.join(p),
-                    fsync: s.fsync.unwrap_or(true),
-                }),
+                Some(p) => {
+                    let rotate = rotation(c, &key, s);
+                    file_mode(c, &key, s.mode.as_deref()).map(|mode| SinkKind::File {
+                        path: base.join(p),
+                        fsync: s.fsync.unwrap_or(true),
+                        mode,
+                        rotate,
+                    })
+                }
             },
             Some("http") => http_sink(c, &key, s).map(|h| SinkKind::Http(Box::new(h))),
             Some("syslog") => syslog_sink(c, &key, s).map(|h| SinkKind::Syslog(Box::new(h))),
@@ -406,7 +443,13 @@ fn printusascii(s: &str, max: usize) -> bool {
 
 /// Validates a `kind = "syslog"` sink.
 fn syslog_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<SyslogSinkConfig> {
-    for (opt, set) in [("path", s.path.is_some()), ("fsync", s.fsync.is_some())] {
+    for (opt, set) in [
+        ("path", s.path.is_some()),
+        ("fsync", s.fsync.is_some()),
+        ("mode", s.mode.is_some()),
+        ("rotate_max_bytes", s.rotate_max_bytes.is_some()),
+        ("rotate_keep", s.rotate_keep.is_some()),
+    ] {
         if set {
             c.fail(&format!("{key}.{opt}"), "not an option of kind syslog");
         }
@@ -516,6 +559,69 @@ fn syslog_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<SyslogSinkCo
         app_name,
         hostname: s.hostname.clone(),
     })
+/// The file sink's `rotate_max_bytes` and `rotate_keep`.
+fn rotation(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<Rotate> {
+    let keep = match s.rotate_keep {
+        None => 7,
+        Some(n) if (1..=1024).contains(&n) => n as u64,
+        Some(n) => {
+            c.fail(
+                &format!("{key}.rotate_keep"),
+                format_args!("{n} is out of range; 1 to 1024 rotated files"),
+            );
+            7
+        }
+    };
+    match s.rotate_max_bytes {
+        None => {
+            if s.rotate_keep.is_some() {
+                c.fail(
+                    &format!("{key}.rotate_keep"),
+                    "needs rotate_max_bytes, the size at which the file is rotated",
+                );
+            }
+            None
+        }
+        Some(n) if n >= 1 && n as u64 <= ROTATE_MAX_BYTES_LIMIT => Some(Rotate {
+            max_bytes: n as u64,
+            keep,
+        }),
+        Some(n) => {
+            c.fail(
+                &format!("{key}.rotate_max_bytes"),
+                format_args!("{n} is out of range; 1 to {ROTATE_MAX_BYTES_LIMIT} bytes"),
+            );
+            None
+        }
+    }
+}
+
+/// The file sink's `mode`: an octal string of permission bits ("0600", "640"), at most 0777, and
+/// readable and writable by the owner (the agent appends to it and truncates it).
+fn file_mode(c: &mut Check<'_>, key: &str, mode: Option<&str>) -> Option<u32> {
+    let Some(m) = mode else {
+        return Some(0o600);
+    };
+    let digits = m.strip_prefix("0o").unwrap_or(m);
+    match u32::from_str_radix(digits, 8) {
+        Ok(v) if !digits.is_empty() && digits.len() <= 4 && v <= 0o777 && v & 0o600 == 0o600 => {
+            Some(v)
+        }
+        Ok(v) if v <= 0o777 && !digits.is_empty() && digits.len() <= 4 => {
+            c.fail(
+                &format!("{key}.mode"),
+                format_args!("{m:?} does not let the owner read and write the file, which the agent must; e.g. \"0600\" or \"0640\""),
+            );
+            None
+        }
+        _ => {
+            c.fail(
+                &format!("{key}.mode"),
+                format_args!("{m:?} is not a file mode: octal permission bits as a string, at most \"0777\", e.g. \"0600\" or \"0640\""),
+            );
+            None
+        }
+    }
 }
 
 /// The options only `kind = "http"` takes, and whether each is set.
@@ -561,7 +667,13 @@ const RESERVED_HEADERS: [&str; 6] = [
 /// Validates a `kind = "http"` sink: reads its header files and checks its TLS files parse.
 fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig> {
     use reqwest::header::{HeaderName, HeaderValue};
-    for (opt, set) in [("path", s.path.is_some()), ("fsync", s.fsync.is_some())] {
+    for (opt, set) in [
+        ("path", s.path.is_some()),
+        ("fsync", s.fsync.is_some()),
+        ("mode", s.mode.is_some()),
+        ("rotate_max_bytes", s.rotate_max_bytes.is_some()),
+        ("rotate_keep", s.rotate_keep.is_some()),
+    ] {
         if set {
             c.fail(&format!("{key}.{opt}"), "not an option of kind http");
         }

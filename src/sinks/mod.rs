@@ -80,8 +80,22 @@ pub async fn open(
     // One line per kind; each kind is one file.
     let sink: Box<dyn Sink> = match &cfg.kind {
         SinkKind::Stdout => Box::new(stdout::Stdout::new(writer)),
-        SinkKind::File { path, fsync } => Box::new(
-            file::FileSink::open(&cfg.name, path.clone(), *fsync, writer, committed).await?,
+        SinkKind::File {
+            path,
+            fsync,
+            mode,
+            rotate,
+        } => Box::new(
+            file::FileSink::open(
+                &cfg.name,
+                path.clone(),
+                *fsync,
+                *mode,
+                *rotate,
+                writer,
+                committed,
+            )
+            .await?,
         ),
         SinkKind::Http(h) => Box::new(http::HttpSink::new(&cfg.name, h, writer, retry, once)?),
         SinkKind::Syslog(s) => {
