@@ -74,12 +74,168 @@ pub struct PollSummary {
 }
 
 /// What reading one sub-window took, to size the next one.
+#[doc(hidden)]
 #[derive(Debug, Default, Clone, Copy)]
-struct WindowStats {
+pub struct WindowStats {
     /// Requests made.
-    pages: u64,
+    pub pages: u64,
     /// The most entries one answer held.
-    largest: usize,
+    pub largest: usize,
+}
+
+/// The window plan, as pure arithmetic the poller follows (and `tests/properties.rs` checks
+/// against random cursors, lags, overlaps, sizes and clocks): where a poll begins and ends, how
+/// long each sub-window is, how that length follows the data.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Planner {
+    /// The vendor's time unit: every bound is a multiple of it.
+    unit: Nanos,
+    /// How far before the cursor a poll begins again (late arrivals).
+    overlap: Nanos,
+    /// How far behind now a poll stops.
+    lag: Nanos,
+    /// The configured `start`: nothing older is read, overlap or not.
+    start: Option<Nanos>,
+    /// The most entries one answer can hold (the page size, or a whole-window API's cap).
+    capacity: usize,
+    /// The length of the next sub-window: it grows while answers are small (eightfold while
+    /// they are empty, twofold while they are small) and shrinks when they are dense (see
+    /// [`Planner::adapt`]).
+    window: Nanos,
+}
+
+/// What is left of a poll's range: `[from, end)`.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub from: Nanos,
+    pub end: Nanos,
+}
+
+/// One planned sub-window `[start, end)`.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: Nanos,
+    pub end: Nanos,
+    /// Whether it is as long as planned (not cut short by the poll's end or by the vendor).
+    pub whole: bool,
+}
+
+impl Planner {
+    /// A plan for a vendor of time unit `unit` whose answers hold at most `capacity` entries,
+    /// beginning with sub-windows of `window` (rounded down to whole units, at least one).
+    pub fn new(
+        unit: Nanos,
+        overlap: Nanos,
+        lag: Nanos,
+        start: Option<Nanos>,
+        window: Nanos,
+        capacity: usize,
+    ) -> Planner {
+        Planner {
+            unit,
+            overlap,
+            lag,
+            start,
+            capacity,
+            window: floor_to(window, unit).max(unit),
+        }
+    }
+
+    /// The plan of a configured source.
+    fn of(cfg: &SourceConfig, traits: &Traits) -> Planner {
+        let capacity = match traits.paging {
+            Paging::Whole { max_events } => max_events,
+            _ => cfg.page_size as usize,
+        };
+        Planner::new(
+            traits.time_unit,
+            dur_nanos(cfg.overlap),
+            dur_nanos(cfg.lag),
+            cfg.start,
+            dur_nanos(cfg.window),
+            capacity,
+        )
+    }
+
+    /// The length the next sub-window is planned with.
+    pub fn window(&self) -> Nanos {
+        self.window
+    }
+
+    /// What a poll at `now` reads, from the stored `cursor` (`first`: where a source without
+    /// one begins): `[cursor − overlap, now − lag)` on whole units, never before `start`. It may
+    /// be empty (nothing to read yet, or a clock that went back).
+    pub fn span(&self, cursor: Option<Nanos>, first: Nanos, now: Nanos) -> Span {
+        let from = match cursor {
+            // Re-read `overlap` for late arrivals, but never before the configured start: the
+            // user asked for nothing older.
+            Some(c) => c
+                .saturating_sub(self.overlap)
+                .max(self.start.unwrap_or(i64::MIN).min(c)),
+            None => first,
+        };
+        Span {
+            from: floor_to(from, self.unit),
+            end: floor_to(now - self.lag, self.unit),
+        }
+    }
+
+    /// The next sub-window of `span`, which the vendor may cut short with
+    /// `vendor_end(from, planned end)` (Domo: never across a repeated hour); `None` once the
+    /// span is read.
+    pub fn next(
+        &self,
+        span: &Span,
+        vendor_end: impl FnOnce(Nanos, Nanos) -> Nanos,
+    ) -> Option<Window> {
+        let (from, end) = (span.from, span.end);
+        if from >= end {
+            return None;
+        }
+        let planned = from.saturating_add(self.window).min(end);
+        let w_end = vendor_end(from, planned).clamp(from + self.unit, planned);
+        Some(Window {
+            start: from,
+            end: w_end,
+            whole: w_end == planned && planned < end,
+        })
+    }
+
+    /// `w` was read (`stats`: what it took): the span goes on after it, and the next
+    /// sub-window is sized from it.
+    pub fn done(&mut self, span: &mut Span, w: &Window, stats: WindowStats) {
+        span.from = w.end;
+        self.adapt(w, stats);
+    }
+
+    /// Sizes the next sub-window from what reading `w` took. A window that was as long as
+    /// planned and held small answers says something about the window's length.
+    fn adapt(&mut self, w: &Window, stats: WindowStats) {
+        let unit = self.unit;
+        let span = w.end - w.start;
+        if stats.pages > 4 {
+            // Dense: aim at two pages a window, so the cursor moves (and a crash repeats little).
+            let target = (span as i128 * 2 / stats.pages as i128) as Nanos;
+            self.window = floor_to(target, unit).max(unit).min(self.window);
+        } else if w.whole && stats.pages <= 1 && stats.largest.saturating_mul(4) < self.capacity {
+            // Empty: nothing says how far away the data is; cross the gap in a few steps.
+            let factor = if stats.largest == 0 { 8 } else { 2 };
+            self.window = floor_to(self.window.saturating_mul(factor), unit).min(MAX_WINDOW);
+        }
+    }
+
+    /// The answer to `w` held more than the agent reads in one go: halve the window and read
+    /// it again. `false` when it is a single unit already (nothing to halve).
+    pub fn too_large(&mut self, w: &Window) -> bool {
+        if w.end - w.start <= self.unit {
+            return false;
+        }
+        self.window = floor_to((w.end - w.start) / 2, self.unit).max(self.unit);
+        true
+    }
 }
 
 /// Reads one source into its sinks.
@@ -92,10 +248,8 @@ pub struct Poller {
     sinks: Vec<Arc<SinkSlot>>,
     retry: RetryConfig,
     cancel: CancellationToken,
-    /// The length of the next sub-window: it grows while answers are small (eightfold while
-    /// they are empty, twofold while they are small) and shrinks when they are dense (see
-    /// `adapt`).
-    window: Nanos,
+    /// Where polls begin and end, and the length of the next sub-window.
+    plan: Planner,
     /// Keys events; counts occurrences of a content within the window being read.
     keyer: Keyer,
     /// Set once an answer held entries at exactly the end of the range asked for: from then on
@@ -211,7 +365,7 @@ impl Poller {
         health: SourceHealth,
     ) -> Poller {
         let traits = source.traits();
-        let window = first_window(&cfg, &traits);
+        let plan = Planner::of(&cfg, &traits);
         Poller {
             cfg,
             source,
@@ -220,7 +374,7 @@ impl Poller {
             sinks,
             retry,
             cancel,
-            window,
+            plan,
             keyer: Keyer::default(),
             inclusive_end: false,
             unordered_noted: false,
@@ -305,75 +459,44 @@ impl Poller {
     }
 
     async fn poll_windows(&mut self, summary: &mut PollSummary) -> Result<(), PollError> {
-        let unit = self.traits.time_unit;
         let now = timefmt::now();
         let row = self.state.source(&self.cfg.name).await?;
         let cursor = row.as_ref().and_then(|r| r.cursor);
         self.max_event = row.as_ref().and_then(|r| r.max_event);
-        let from = match cursor {
-            // Re-read `overlap` for late arrivals, but never before the configured start: the
-            // user asked for nothing older.
-            Some(c) => c
-                .saturating_sub(dur_nanos(self.cfg.overlap))
-                .max(self.cfg.start.unwrap_or(i64::MIN).min(c)),
-            None => self.first_start(now),
-        };
-        let mut from = floor_to(from, unit);
-        let end = match self.until {
+        let mut span = self.plan.span(cursor, self.first_start(now), now);
+        if let Some(u) = self.until {
             // Rounded up to the vendor's unit, so nothing before `until` is left out (`export`
             // drops what is after it).
-            Some(u) => floor_to(u.saturating_add(unit - 1), unit),
-            None => floor_to(now - dur_nanos(self.cfg.lag), unit),
-        };
+            let unit = self.traits.time_unit;
+            span.end = floor_to(u.saturating_add(unit - 1), unit);
+        }
         summary.cursor = cursor;
-        while from < end {
+        loop {
+            let source = &self.source;
+            let Some(w) = self.plan.next(&span, |a, b| source.window_end(a, b)) else {
+                break;
+            };
             if self.cancel.is_cancelled() {
                 return Err(PollError::Cancelled);
             }
-            let planned = from.saturating_add(self.window).min(end);
-            // A vendor may need a window cut short (Domo: never across a repeated hour).
-            let w_end = self
-                .source
-                .window_end(from, planned)
-                .clamp(from + unit, planned);
-            match self.read_window(from, w_end, summary).await {
+            match self.read_window(w.start, w.end, summary).await {
                 Ok(stats) => {
                     summary.windows += 1;
-                    summary.cursor = Some(summary.cursor.map_or(w_end, |c| c.max(w_end)));
-                    self.pending_cursor = Some(self.pending_cursor.map_or(w_end, |c| c.max(w_end)));
-                    metrics::cursor_at(&self.cfg.name, w_end);
-                    self.adapt(stats, w_end - from, w_end == planned && planned < end);
-                    from = w_end;
+                    let reached = summary.cursor.map_or(w.end, |c| c.max(w.end));
+                    summary.cursor = Some(reached);
+                    self.pending_cursor = Some(self.pending_cursor.map_or(w.end, |c| c.max(w.end)));
+                    // The cursor, not the window: re-reading `overlap` is not falling behind.
+                    metrics::cursor_at(&self.cfg.name, reached);
+                    self.plan.done(&mut span, &w, stats);
                 }
-                Err(PollError::Source(SourceError::TooLarge(n))) if w_end - from > unit => {
-                    self.window = floor_to((w_end - from) / 2, unit).max(unit);
+                Err(PollError::Source(SourceError::TooLarge(n))) if self.plan.too_large(&w) => {
                     tracing::debug!(source = %self.cfg.name, max_events = n,
-                        window_ms = self.window / 1_000_000, "response too large; halving the window");
+                        window_ms = self.plan.window() / 1_000_000, "response too large; halving the window");
                 }
                 Err(e) => return Err(e),
             }
         }
         Ok(())
-    }
-
-    /// Sizes the next sub-window from what reading the last one (`span` long) took. `whole`
-    /// says the window was as long as planned (not cut short by now − lag or the vendor), so
-    /// an answer that was small says something about the window's length.
-    fn adapt(&mut self, stats: WindowStats, span: Nanos, whole: bool) {
-        let unit = self.traits.time_unit;
-        let capacity = match self.traits.paging {
-            Paging::Whole { max_events } => max_events,
-            _ => self.cfg.page_size as usize,
-        };
-        if stats.pages > 4 {
-            // Dense: aim at two pages a window, so the cursor moves (and a crash repeats little).
-            let target = (span as i128 * 2 / stats.pages as i128) as Nanos;
-            self.window = floor_to(target, unit).max(unit).min(self.window);
-        } else if whole && stats.pages <= 1 && stats.largest.saturating_mul(4) < capacity {
-            // Empty: nothing says how far away the data is; cross the gap in a few steps.
-            let factor = if stats.largest == 0 { 8 } else { 2 };
-            self.window = floor_to(self.window.saturating_mul(factor), unit).min(MAX_WINDOW);
-        }
     }
 
     /// Reads the sub-window `[start, end)`.

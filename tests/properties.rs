@@ -1,6 +1,6 @@
 //! Property tests (issue 18, proptest): the file sink's truncate-on-start, occurrence numbering,
-//! and the content hash that keys entries without ids. Window planning lives inside the poller
-//! and is held by the crash-loop and backfill tests (`reliability.rs`, `restarts.rs`).
+//! the content hash that keys entries without ids, and the poller's window planning
+//! (`pipeline::Planner`, the code the poller runs, driven through random polls).
 
 use std::collections::BTreeMap;
 
@@ -177,5 +177,183 @@ proptest! {
         let h = content_hash(&compact).unwrap();
         prop_assert_eq!(content_hash(&pretty).unwrap(), h);
         prop_assert_eq!(content_hash(&reversed).unwrap(), h);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Window planning: the poller's own `Planner`, driven through polls at random clocks.
+
+use auditship::pipeline::{Planner, Window, WindowStats};
+use auditship::sources::domo;
+use jiff::tz::TimeZone;
+
+const SEC: i64 = 1_000_000_000;
+
+/// What reading one sub-window gave: the stats the planner sizes the next one from, or an
+/// answer too large for one go, or a failure that ends the poll.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Read { pages: u64, largest: usize },
+    TooLarge,
+    Fails,
+}
+
+fn outcomes() -> impl Strategy<Value = Vec<Outcome>> {
+    prop::collection::vec(
+        prop_oneof![
+            3 => Just(Outcome::Read { pages: 1, largest: 0 }),
+            3 => (0u64..12, 0usize..1200).prop_map(|(pages, largest)| Outcome::Read { pages, largest }),
+            1 => Just(Outcome::TooLarge),
+            1 => Just(Outcome::Fails),
+        ],
+        1..40,
+    )
+}
+
+/// Zones whose clocks go back (a repeated hour, or half-hour at Lord Howe), and UTC.
+const ZONES: &[&str] = &[
+    "UTC",
+    "America/Denver",
+    "Europe/Paris",
+    "Australia/Lord_Howe",
+    "America/Santiago",
+];
+
+/// Instants near the autumn changes of those zones in 2026, so that windows meet them.
+const NEAR_CHANGES: &[&str] = &[
+    "2026-11-01T07:30:00Z", // America/Denver falls back at 08:00Z
+    "2026-10-25T00:30:00Z", // Europe/Paris at 01:00Z
+    "2026-04-04T14:30:00Z", // Australia/Lord_Howe at 15:00Z (half an hour)
+    "2026-04-05T02:30:00Z", // America/Santiago at 03:00Z
+];
+
+/// Whether the clocks of `tz` go back anywhere in `[a, b)`: the wall clock moves less than
+/// real time between two instants of it (read with jiff directly, not with the code under test).
+fn clocks_go_back_within(tz: &TimeZone, a: i64, b: i64) -> bool {
+    let civil = |t: i64| {
+        let ts = jiff::Timestamp::from_nanosecond(i128::from(t)).unwrap();
+        tz.to_datetime(ts)
+    };
+    // Second by second would be exact but slow: the offset can only change at a transition,
+    // and a window ends before or at the first one where it goes back, so compare the ends
+    // and every transition inside.
+    let mut points = vec![a];
+    let from = jiff::Timestamp::from_nanosecond(i128::from(a)).unwrap();
+    for t in tz.following(from) {
+        let at = i64::try_from(t.timestamp().as_nanosecond()).unwrap();
+        if at >= b {
+            break;
+        }
+        points.push(at);
+    }
+    points.push(b - 1);
+    points.windows(2).any(|p| {
+        let real = p[1] - p[0];
+        let wall = civil(p[1]).duration_since(civil(p[0])).as_nanos() as i64;
+        wall < real
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Over random cursors, lags, overlaps, first window sizes, answers (dense windows shrink
+    /// the next, empty ones grow it, too-large answers halve it, failures end a poll), Domo
+    /// zones whose clocks go back and `now` sequences (a clock stepped back included): each
+    /// poll's sub-windows follow one another with no gap, the first no earlier than
+    /// `cursor − overlap` (rounded down to the unit) and no later than the cursor, none ends
+    /// after `now − lag`, none holds both passes of a repeated hour, each is at least a unit
+    /// long and on whole units; the cursor never goes back, and a poll that completes reaches
+    /// `now − lag`.
+    #[test]
+    fn windows_have_no_gap_no_overlap_beyond_overlap_and_stop_at_now_minus_lag(
+        unit_ix in 0usize..3,
+        zone in 0usize..ZONES.len(),
+        near in 0usize..NEAR_CHANGES.len(),
+        lag_ms in 0i64..120_000,
+        overlap_ms in 0i64..3_600_000,
+        window_s in 1i64..86_400,
+        page_size in 1usize..1000,
+        start_back_s in 0i64..(3 * 86_400),
+        configured_start in any::<bool>(),
+        nows in prop::collection::vec(-600i64..7_200, 1..12),
+        outcomes in outcomes(),
+    ) {
+        let unit = [1_000_000, SEC, 1_000][unit_ix];
+        // Domo (whole seconds) cuts its windows at the zone's changes; the others do not.
+        let tz = TimeZone::get(ZONES[zone]).unwrap();
+        let domo = unit == SEC;
+        let base = NEAR_CHANGES[near].parse::<jiff::Timestamp>().unwrap().as_nanosecond() as i64;
+        let first = base - start_back_s * SEC;
+        let (lag, overlap) = (lag_ms * 1_000_000, overlap_ms * 1_000_000);
+        let start = configured_start.then_some(first);
+        let mut plan = Planner::new(unit, overlap, lag, start, window_s * SEC, page_size);
+        let mut now = base;
+        // The stored cursor (the state keeps the greatest committed).
+        let mut cursor: Option<i64> = None;
+        let mut next_outcome = outcomes.iter().cycle();
+        for step in nows {
+            now += step * SEC;
+            let mut span = plan.span(cursor, auditship::timefmt::floor_to(first, unit), now);
+            let poll_end = span.end;
+            prop_assert!(poll_end <= now - lag);
+            if let Some(c) = cursor {
+                // No gap after the last poll, and no more re-read than `overlap` asks for.
+                prop_assert!(span.from <= c, "a gap: the poll begins at {} after the cursor {c}", span.from);
+                prop_assert!(span.from > c - overlap - unit, "re-reads {} before the cursor, overlap {overlap}", c - span.from);
+                if let Some(s) = start {
+                    prop_assert!(span.from >= auditship::timefmt::floor_to(s.min(c), unit));
+                }
+            }
+            let mut last: Option<Window> = None;
+            let mut completed = true;
+            let mut windows = 0;
+            while let Some(w) = plan.next(&span, |a, b| if domo { domo::window_end(&tz, a, b) } else { b }) {
+                windows += 1;
+                if windows > 5_000 {
+                    // Dense answers shrank the windows to a few units: the poll goes on for
+                    // long; here it ends as a failure would.
+                    completed = false;
+                    break;
+                }
+                prop_assert_eq!(w.start, span.from);
+                if let Some(l) = last {
+                    prop_assert_eq!(w.start, l.end, "a gap or an overlap between sub-windows");
+                }
+                prop_assert!(w.end - w.start >= unit && w.end <= poll_end);
+                prop_assert!(w.start % unit == 0 && w.end % unit == 0, "{w:?} not on whole units of {unit}");
+                prop_assert!(plan.window() >= unit && plan.window() % unit == 0);
+                if domo {
+                    prop_assert!(!clocks_go_back_within(&tz, w.start, w.end),
+                        "{w:?} holds both passes of a repeated hour in {}", ZONES[zone]);
+                }
+                match *next_outcome.next().unwrap() {
+                    Outcome::Read { pages, largest } => {
+                        plan.done(&mut span, &w, WindowStats { pages, largest });
+                        let before = cursor;
+                        cursor = Some(cursor.map_or(w.end, |c| c.max(w.end)));
+                        prop_assert!(cursor >= before);
+                        last = Some(w);
+                    }
+                    Outcome::TooLarge => {
+                        if !plan.too_large(&w) {
+                            completed = false;
+                            break;
+                        }
+                        prop_assert!(plan.window() < w.end - w.start, "halving did not shrink the window");
+                    }
+                    Outcome::Fails => {
+                        completed = false;
+                        break;
+                    }
+                }
+            }
+            if completed {
+                prop_assert!(span.from >= poll_end, "a completed poll stopped at {} before {poll_end}", span.from);
+                if let Some(l) = last {
+                    prop_assert_eq!(l.end, poll_end);
+                }
+            }
+        }
     }
 }

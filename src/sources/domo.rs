@@ -349,6 +349,12 @@ pub fn next_fold(tz: &TimeZone, start: Nanos, end: Nanos) -> Option<Nanos> {
     None
 }
 
+/// Where a window `[start, end)` of a Domo instance in `tz` ends: at the first instant the
+/// clocks go back, if one falls inside it ([`next_fold`]), else at `end`.
+pub fn window_end(tz: &TimeZone, start: Nanos, end: Nanos) -> Nanos {
+    next_fold(tz, start, end).unwrap_or(end)
+}
+
 /// The instant of a wall-clock time in `tz`. In the repeated hour of a daylight-saving change a
 /// wall-clock time means two instants: the one inside the requested window `[start, end)` is
 /// chosen (windows never cross the change, see [`next_fold`], so at most one is). In the skipped
@@ -550,7 +556,7 @@ impl Source for Domo {
     }
 
     fn window_end(&self, start: Nanos, end: Nanos) -> Nanos {
-        next_fold(&self.time_zone, start, end).unwrap_or(end)
+        window_end(&self.time_zone, start, end)
     }
 
     fn clock_hint(&self, earlier_by: Nanos, at: Nanos) -> Option<String> {
