@@ -559,6 +559,8 @@ fn syslog_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<SyslogSinkCo
         app_name,
         hostname: s.hostname.clone(),
     })
+}
+
 /// The file sink's `rotate_max_bytes` and `rotate_keep`.
 fn rotation(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<Rotate> {
     let keep = match s.rotate_keep {
