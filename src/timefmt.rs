@@ -135,10 +135,11 @@ fn days_in_month(y: i64, m: u32) -> u32 {
     }
 }
 
-/// Nanoseconds of a civil UTC date and time (used by the Domo parser after zone resolution).
-pub fn from_civil(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Nanos {
-    (days_from_civil(y, mo, d) * 86_400 + h as i64 * 3600 + mi as i64 * 60 + s as i64)
-        * NANOS_PER_SEC
+/// Seconds since the epoch of a civil UTC date and time (the Domo parser, before it applies
+/// the zone's offset). Seconds, not nanoseconds: a year outside 1678–2261, which a damaged
+/// page can hold, has no `Nanos`, and the caller finds that out with a checked multiply.
+pub fn civil_seconds(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+    days_from_civil(y, mo, d) * 86_400 + h as i64 * 3600 + mi as i64 * 60 + s as i64
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of an instant, in a fixed array: built in registers and appended in

@@ -371,14 +371,14 @@ fn resolve_noting_fold(
     end: Nanos,
 ) -> Option<(Nanos, bool)> {
     // Seconds of the wall-clock time read as if it were UTC; an offset `o` makes it `- o`.
-    let wall = crate::timefmt::from_civil(
+    let wall = crate::timefmt::civil_seconds(
         i64::from(local.year()),
         local.month() as u32,
         local.day() as u32,
         local.hour() as u32,
         local.minute() as u32,
         local.second() as u32,
-    ) / NANOS_PER_SEC;
+    );
     let at = |o: jiff::tz::Offset| {
         wall.checked_sub(i64::from(o.seconds()))?
             .checked_mul(NANOS_PER_SEC)
