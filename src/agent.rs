@@ -54,15 +54,12 @@ impl StateLock {
             .with_context(|| format!("cannot open {}", p.display()))?;
         match file.try_lock() {
             Ok(()) => {
-                // Who holds it, for the message a second agent gives (best effort: the lock,
-                // not this text, is what keeps the second one out).
-                use std::io::{Read as _, Seek as _, Write as _};
+                // The pid of the last agent that made or used the state here, if any. This
+                // one's pid goes in only once its state is open ([`StateLock::claim`]).
+                use std::io::Read as _;
                 let mut before = String::new();
                 let _ = file.read_to_string(&mut before);
                 let previous = Some(before.trim().to_string()).filter(|p| !p.is_empty());
-                let _ = file.set_len(0);
-                let _ = file.seek(std::io::SeekFrom::Start(0));
-                let _ = writeln!(file, "{}", std::process::id());
                 Ok(StateLock { file, previous })
             }
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -102,9 +99,17 @@ impl StateLock {
         Ok(())
     }
 
-    /// Forgets that an agent ran here (the state could not be made, so there is none to lose).
-    fn forget(&self) {
-        let _ = self.file.set_len(0);
+    /// Records this agent's pid in the lock file, for the message a second agent gives and for
+    /// [`StateLock::check_not_vanished`] at the next start. Called only once the state is open:
+    /// an agent killed before its state existed (between taking the lock and SQLite's first
+    /// write) must not leave a pid that makes every later start refuse a state that never was.
+    /// Best effort: the lock, not this text, is what keeps a second agent out.
+    pub fn claim(&self) {
+        use std::io::{Seek as _, Write as _};
+        let mut f = &self.file;
+        let _ = f.set_len(0);
+        let _ = f.seek(std::io::SeekFrom::Start(0));
+        let _ = writeln!(f, "{}", std::process::id());
     }
 }
 
@@ -297,15 +302,8 @@ async fn stop(running: Vec<Running>) {
 pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow::Result<Outcome> {
     let lock = StateLock::acquire(&cfg.agent.state_path)?;
     lock.check_not_vanished(&cfg.agent.state_path)?;
-    let state = match open_state(&cfg.agent.state_path).await {
-        Ok(s) => s,
-        Err(e) => {
-            if !cfg.agent.state_path.exists() {
-                lock.forget();
-            }
-            return Err(e);
-        }
-    };
+    let state = open_state(&cfg.agent.state_path).await?;
+    lock.claim();
     let health = Arc::new(Health::default());
     if let Some(addr) = cfg.agent.listen {
         let probe = Probe {
@@ -996,6 +994,7 @@ mod tests {
         let lock = StateLock::acquire(&db).unwrap();
         assert_eq!(lock.previous, None);
         lock.check_not_vanished(&db).unwrap();
+        lock.claim();
         let e = StateLock::acquire(&db).err().unwrap().to_string();
         assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
         drop(lock);
@@ -1008,6 +1007,22 @@ mod tests {
             "{e}"
         );
         std::fs::write(&db, "x").unwrap();
+        lock.check_not_vanished(&db).unwrap();
+    }
+
+    /// An agent killed after taking the lock and before its state existed (SQLite had not
+    /// written the file yet) left its pid in the lock, and every later start refused the
+    /// "vanished" state that never was.
+    #[test]
+    fn a_kill_before_the_state_exists_does_not_block_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let lock = StateLock::acquire(&db).unwrap();
+        lock.check_not_vanished(&db).unwrap();
+        std::fs::File::create(&db).unwrap(); // SQLite's empty file, before its first write
+        drop(lock); // SIGKILL here
+        let lock = StateLock::acquire(&db).unwrap();
+        assert_eq!(lock.previous, None);
         lock.check_not_vanished(&db).unwrap();
     }
 
