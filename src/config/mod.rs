@@ -441,6 +441,41 @@ mod tests {
         .contains("sinks[0].mode: not an option of kind stdout"));
     }
 
+    /// Every other kind refuses each of the file sink's options, by name; a kind that is not
+    /// known gets one error, about `kind`.
+    #[test]
+    fn the_file_options_are_refused_by_every_other_kind() {
+        let file_opts = [
+            "path = \"o\"",
+            "fsync = true",
+            "mode = \"0600\"",
+            "rotate_max_bytes = 1000",
+            "rotate_keep = 2",
+        ];
+        for kind in [
+            "kind = \"stdout\"",
+            "kind = \"http\"\nurl = \"http://127.0.0.1:1/\"",
+            "kind = \"syslog\"\naddress = \"127.0.0.1:514\"",
+        ] {
+            let text = MINIMAL.replace(
+                "kind = \"stdout\"",
+                &format!("{kind}\n{}", file_opts.join("\n")),
+            );
+            let p = problems(&text);
+            let name = kind.split('"').nth(1).unwrap();
+            for opt in ["path", "fsync", "mode", "rotate_max_bytes", "rotate_keep"] {
+                let want = format!("sinks[0].{opt}: not an option of kind {name}");
+                assert_eq!(p.matches(&want).count(), 1, "{want}: {p}");
+            }
+        }
+        let p =
+            problems(&MINIMAL.replace("kind = \"stdout\"", "kind = \"files\"\nmode = \"0600\""));
+        assert!(
+            p.contains("sinks[0].kind") && !p.contains("sinks[0].mode"),
+            "{p}"
+        );
+    }
+
     /// `rotate_max_bytes` and `rotate_keep` are validated and belong to file sinks only.
     #[test]
     fn file_sink_rotation_is_validated() {

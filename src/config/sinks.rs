@@ -277,22 +277,7 @@ pub(super) fn validate(
         let key = format!("sinks[{i}]");
         let name = c.name(&format!("{key}.name"), &s.name, &mut sink_names);
         let kind = match s.kind.as_deref() {
-            Some("stdout") => {
-                if s.path.is_some() {
-                    c.fail(&format!("{key}.path"), "not an option of kind stdout");
-                }
-                for (opt, set) in [
-                    ("fsync", s.fsync.is_some()),
-                    ("mode", s.mode.is_some()),
-                    ("rotate_max_bytes", s.rotate_max_bytes.is_some()),
-                    ("rotate_keep", s.rotate_keep.is_some()),
-                ] {
-                    if set {
-                        c.fail(&format!("{key}.{opt}"), "not an option of kind stdout");
-                    }
-                }
-                Some(SinkKind::Stdout)
-            }
+            Some("stdout") => Some(SinkKind::Stdout),
             Some("file") => match s.path.as_deref() {
                 None | Some("") => {
                     c.fail(
@@ -333,6 +318,18 @@ pub(super) fn validate(
                 // A syslog sink takes the TLS options (checked in `syslog_sink`).
                 let tls = s.kind.as_deref() == Some("syslog") && TLS_OPTIONS.contains(&opt);
                 if set && !tls {
+                    c.fail(
+                        &format!("{key}.{opt}"),
+                        format_args!("not an option of kind {}", s.kind.as_deref().unwrap_or("?")),
+                    );
+                }
+            }
+        }
+        // The file's options, refused by every other kind (not by one that is unknown or
+        // missing: that error is about `kind`).
+        if matches!(s.kind.as_deref(), Some("stdout" | "http" | "syslog")) {
+            for (opt, set) in file_options(s) {
+                if set {
                     c.fail(
                         &format!("{key}.{opt}"),
                         format_args!("not an option of kind {}", s.kind.as_deref().unwrap_or("?")),
@@ -425,6 +422,17 @@ const TLS_OPTIONS: [&str; 4] = [
     "insecure_skip_verify",
 ];
 
+/// The options only `kind = "file"` takes, and whether each is set.
+fn file_options(s: &RawSink) -> [(&'static str, bool); 5] {
+    [
+        ("path", s.path.is_some()),
+        ("fsync", s.fsync.is_some()),
+        ("mode", s.mode.is_some()),
+        ("rotate_max_bytes", s.rotate_max_bytes.is_some()),
+        ("rotate_keep", s.rotate_keep.is_some()),
+    ]
+}
+
 /// The options only `kind = "syslog"` takes, and whether each is set.
 fn syslog_options(s: &RawSink) -> [(&'static str, bool); 5] {
     [
@@ -443,17 +451,6 @@ fn printusascii(s: &str, max: usize) -> bool {
 
 /// Validates a `kind = "syslog"` sink.
 fn syslog_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<SyslogSinkConfig> {
-    for (opt, set) in [
-        ("path", s.path.is_some()),
-        ("fsync", s.fsync.is_some()),
-        ("mode", s.mode.is_some()),
-        ("rotate_max_bytes", s.rotate_max_bytes.is_some()),
-        ("rotate_keep", s.rotate_keep.is_some()),
-    ] {
-        if set {
-            c.fail(&format!("{key}.{opt}"), "not an option of kind syslog");
-        }
-    }
     let address = match s.address.as_deref() {
         None | Some("") => {
             c.fail(
@@ -669,17 +666,6 @@ const RESERVED_HEADERS: [&str; 6] = [
 /// Validates a `kind = "http"` sink: reads its header files and checks its TLS files parse.
 fn http_sink(c: &mut Check<'_>, key: &str, s: &RawSink) -> Option<HttpSinkConfig> {
     use reqwest::header::{HeaderName, HeaderValue};
-    for (opt, set) in [
-        ("path", s.path.is_some()),
-        ("fsync", s.fsync.is_some()),
-        ("mode", s.mode.is_some()),
-        ("rotate_max_bytes", s.rotate_max_bytes.is_some()),
-        ("rotate_keep", s.rotate_keep.is_some()),
-    ] {
-        if set {
-            c.fail(&format!("{key}.{opt}"), "not an option of kind http");
-        }
-    }
     let url = match &s.url {
         None => {
             c.fail(
