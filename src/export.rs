@@ -310,16 +310,16 @@ pub async fn export(args: ExportArgs) -> ExitCode {
         to,
         written: written.clone(),
     };
-    let slot = Arc::new(SinkSlot {
-        config: SinkConfig {
+    let slot = SinkSlot::new(
+        SinkConfig {
             name: "export".into(),
             kind: SinkKind::Stdout,
             sources: None,
             include_raw: true,
             format: Format::default(),
         },
-        sink: tokio::sync::Mutex::new(Box::new(sink)),
-    });
+        Box::new(sink),
+    );
     let http = match Http::new(cfg.agent.request_timeout) {
         Ok(h) => h,
         Err(e) => return failed(format_args!("cannot build the HTTP client: {e}")),

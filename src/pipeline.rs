@@ -279,6 +279,9 @@ pub struct Poller {
     until: Option<Nanos>,
     /// What the last poll did, including one that failed part-way (for `--once`'s summary).
     last: PollSummary,
+    /// A page-in-flight permit of each sink ([`crate::sinks::PAGES_IN_FLIGHT`]), held from the request
+    /// for a page until that page is committed (or the poll ends).
+    permits: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Where the entries of one answer fall, against the range `[lo, hi)` it was asked for.
@@ -386,6 +389,7 @@ impl Poller {
             pending_cursor: None,
             until: None,
             last: PollSummary::default(),
+            permits: Vec::new(),
         }
     }
 
@@ -440,6 +444,8 @@ impl Poller {
     pub async fn poll(&mut self) -> Result<PollSummary, PollError> {
         let mut summary = PollSummary::default();
         let result = self.poll_windows(&mut summary).await;
+        // A page a failed or cancelled poll read is dropped: so is its place in the sinks.
+        self.permits.clear();
         // Entries outside the ranges asked for: one line per poll, with the offset seen.
         let offset = std::mem::take(&mut self.offset);
         if let Some(seen) = offset.describe() {
@@ -561,6 +567,7 @@ impl Poller {
         stats: &mut WindowStats,
         summary: &mut PollSummary,
     ) -> Result<Page, PollError> {
+        self.wait_for_sinks().await?;
         let page = self.fetch(req).await?;
         self.offset.answer(
             page.events.iter().map(|e| e.time),
@@ -716,6 +723,31 @@ impl Poller {
         }
     }
 
+    /// Takes a page-in-flight permit of every sink of this source, unless it holds them already
+    /// (a range whose page was read and set aside, or not delivered): waits while the sinks hold
+    /// as many pages as they may, which is how an outage or a slow receiver holds reading back.
+    async fn wait_for_sinks(&mut self) -> Result<(), PollError> {
+        if !self.permits.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        // In the agent's sink order, as the locks are: no two pollers wait on each other.
+        for slot in &self.sinks {
+            let take = slot.pages.clone().acquire_owned();
+            let permit = tokio::select! {
+                p = beating(&self.health, take) => p.expect("the page semaphore is never closed"),
+                _ = self.cancel.cancelled() => return Err(PollError::Cancelled),
+            };
+            self.permits.push(permit);
+        }
+        let waited = started.elapsed();
+        if waited > std::time::Duration::from_secs(1) {
+            tracing::debug!(source = %self.cfg.name, waited_ms = waited.as_millis() as u64,
+                "waited for the sinks to take pages already read before reading another");
+        }
+        Ok(())
+    }
+
     async fn fetch(&self, req: &PageRequest) -> Result<Page, PollError> {
         let name = self.cfg.name.as_str();
         let started = Instant::now();
@@ -756,6 +788,8 @@ impl Poller {
         start: Nanos,
         summary: &mut PollSummary,
     ) -> Result<(), PollError> {
+        // The page's places in the sinks are given back once it is committed (or not).
+        let _permits = std::mem::take(&mut self.permits);
         if let Some(keep) = keep {
             let mut i = 0;
             events.retain(|_| {

@@ -57,11 +57,31 @@ pub trait Sink: Send {
     fn rollback(&mut self) {}
 }
 
+/// How many pages may be read for one sink and not yet committed to it, across all the sources
+/// it takes. A poller holds one of these permits from the request for a page until that page is
+/// committed: so while the receiver is down (its delivery retried) or slow, at most this many
+/// pages wait in memory for it and the other sources ask their vendors for nothing, instead of
+/// every source holding a page it cannot deliver. Sixteen pages in flight keep a sink busy
+/// behind vendors that take a second or more to answer.
+pub const PAGES_IN_FLIGHT: usize = 16;
+
 /// A configured sink, shared by the pollers of the sources it takes. The mutex is held from
 /// delivery through commit, so that commits of one sink happen in the order of its writes.
 pub struct SinkSlot {
     pub config: SinkConfig,
     pub sink: tokio::sync::Mutex<Box<dyn Sink>>,
+    /// Permits for pages read and not yet committed ([`PAGES_IN_FLIGHT`]).
+    pub pages: Arc<tokio::sync::Semaphore>,
+}
+
+impl SinkSlot {
+    pub fn new(config: SinkConfig, sink: Box<dyn Sink>) -> Arc<SinkSlot> {
+        Arc::new(SinkSlot {
+            config,
+            sink: tokio::sync::Mutex::new(sink),
+            pages: Arc::new(tokio::sync::Semaphore::new(PAGES_IN_FLIGHT)),
+        })
+    }
 }
 
 /// Opens a sink. `committed` is the position the state last recorded for it; `retry` is the
@@ -102,8 +122,5 @@ pub async fn open(
             Box::new(syslog::SyslogSink::new(&cfg.name, s, writer, retry, once)?)
         }
     };
-    Ok(Arc::new(SinkSlot {
-        config: cfg.clone(),
-        sink: tokio::sync::Mutex::new(sink),
-    }))
+    Ok(SinkSlot::new(cfg.clone(), sink))
 }
