@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use auditship_sim::{Chaos, SimConfig, Vendor};
+use auditship_sim::{Chaos, SimConfig, SimHandle, Vendor};
 use common::*;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
@@ -126,6 +126,20 @@ fn memory_kib(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// CPU time a process has used so far (user + system), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / tick
 }
 
 /// Lost and doubled entries of `source` against the truth (multisets of raw entries).
@@ -816,6 +830,38 @@ async fn crash_loop_unsorted() {
 // ---------------------------------------------------------------------------------------------
 // Load
 
+/// `n` sources, the four vendors in turn, each its own name (`domo-2`) and cursor over its
+/// vendor's emulator: their names and vendors, and their `[[sources]]` entries.
+fn tenants(sim: &SimHandle, cfg: &SimConfig, n: usize) -> (Vec<(String, Vendor)>, String) {
+    let names: Vec<(String, Vendor)> = (0..n)
+        .map(|i| {
+            let v = Vendor::ALL[i % 4];
+            (format!("{}-{i}", name(v)), v)
+        })
+        .collect();
+    let sources = names
+        .iter()
+        .map(|(n, v)| {
+            source_toml(sim, cfg, *v, "").replacen(
+                &format!("name = {:?}", name(*v)),
+                &format!("name = {n:?}"),
+                1,
+            )
+        })
+        .collect();
+    (names, sources)
+}
+
+/// Events by their `source`.
+fn by_source(all: Vec<Value>) -> HashMap<String, Vec<Value>> {
+    let mut m: HashMap<String, Vec<Value>> = HashMap::new();
+    for e in all {
+        let n = e["source"].as_str().unwrap_or_default().to_string();
+        m.entry(n).or_default().push(e);
+    }
+    m
+}
+
 /// Many sources in one agent (tenants of the emulators: each its own name and cursor over one
 /// vendor's live traffic), a file and an HTTP sink. Once its first poll is done, every source keeps
 /// its cursor lag under 3 × `poll_interval`; then the HTTP receiver is down for a while with all sources live:
@@ -843,22 +889,7 @@ async fn many_sources_keep_up_and_a_sink_outage_loses_nothing() {
     let sim = sim(cfg.clone()).await;
     let mut receiver = http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await;
     let port = free_port();
-    let names: Vec<(String, Vendor)> = (0..n)
-        .map(|i| {
-            let v = Vendor::ALL[i % 4];
-            (format!("{}-{i}", name(v)), v)
-        })
-        .collect();
-    let sources: String = names
-        .iter()
-        .map(|(n, v)| {
-            source_toml(&sim, &cfg, *v, "").replacen(
-                &format!("name = {:?}", name(*v)),
-                &format!("name = {n:?}"),
-                1,
-            )
-        })
-        .collect();
+    let (names, sources) = tenants(&sim, &cfg, n);
     let s = setup_timed(
         &format!("poll_interval = \"{poll}s\"\nlag = \"1s\"\noverlap = \"30s\""),
         &format!("listen = \"127.0.0.1:{port}\"\n"),
@@ -960,6 +991,7 @@ async fn many_sources_keep_up_and_a_sink_outage_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let (peak, rss_after) = memory_kib(pid);
+    let (cpu, wall) = (cpu_seconds(pid), spawned.elapsed().as_secs_f64());
     signal(&child, "TERM");
     let status = wait_for(&mut child, Duration::from_secs(60));
     let stderr = daemon_log(&s);
@@ -983,14 +1015,6 @@ async fn many_sources_keep_up_and_a_sink_outage_loses_nothing() {
         .map(|v| (*v, truth(&sim, &cfg, *v)))
         .collect();
     // Each source's lines apart, once: 200 sources each filtering 144,000 lines took minutes.
-    let by_source = |all: Vec<Value>| {
-        let mut m: HashMap<String, Vec<Value>> = HashMap::new();
-        for e in all {
-            let n = e["source"].as_str().unwrap_or_default().to_string();
-            m.entry(n).or_default().push(e);
-        }
-        m
-    };
     let (lines, received) = (by_source(lines), by_source(received));
     let (mut events, mut http_lost, mut http_repeats) = (0, 0, 0);
     for (n, v) in &names {
@@ -1005,11 +1029,13 @@ async fn many_sources_keep_up_and_a_sink_outage_loses_nothing() {
         "FIGURES load: sources {n} events {events} first catch-up {:.1}s; worst lag after it {:.1}s ({}) threshold {}s; \
          RSS before outage {rss_before} KiB, peak during {outage}s outage {rss_outage} KiB, after {rss_after} KiB, \
          peak (VmHWM) {peak} KiB (before outage {peak_before} KiB); lag after outage {after_lag:.1}s; \
-         file lost 0 doubled 0; http lost {http_lost} repeats {http_repeats}",
+         file lost 0 doubled 0; http lost {http_lost} repeats {http_repeats}; \
+         agent CPU {cpu:.1}s in {wall:.0}s ({:.2} of a core)",
         first_catch_up.as_secs_f64(),
         worst.1,
         worst.0,
-        3 * poll
+        3 * poll,
+        cpu / wall,
     );
     assert!(
         worst.1 < (3 * poll) as f64,
@@ -1045,22 +1071,7 @@ async fn a_sink_outage_holds_reading_back() {
     };
     let sim = sim(cfg.clone()).await;
     let mut receiver = http_receiver::Receiver::down(http_receiver::Mode::Ndjson);
-    let names: Vec<(String, Vendor)> = (0..SOURCES)
-        .map(|i| {
-            let v = Vendor::ALL[i % 4];
-            (format!("{}-{i}", name(v)), v)
-        })
-        .collect();
-    let sources: String = names
-        .iter()
-        .map(|(n, v)| {
-            source_toml(&sim, &cfg, *v, "").replacen(
-                &format!("name = {:?}", name(*v)),
-                &format!("name = {n:?}"),
-                1,
-            )
-        })
-        .collect();
+    let (names, sources) = tenants(&sim, &cfg, SOURCES);
     let s = setup_timed(
         "poll_interval = \"1s\"\nlag = \"1s\"\noverlap = \"10s\"",
         "",
@@ -1088,16 +1099,12 @@ async fn a_sink_outage_holds_reading_back() {
     .await;
     let (status, log) = stop(child, &s);
     assert!(status.success(), "{status:?}\n{log}");
-    let mut lines: HashMap<String, Vec<Value>> = HashMap::new();
-    for e in read_lines(&s.out) {
-        let n = e["source"].as_str().unwrap_or_default().to_string();
-        lines.entry(n).or_default().push(e);
-    }
-    let received = receiver.data().events.clone();
+    let lines = by_source(read_lines(&s.out));
+    let received = by_source(receiver.data().events.clone());
     let mut http_lost = 0;
     for (n, v) in &names {
         assert_exactly(lines.get(n).map_or(&[][..], |l| l), n, &truths[v]);
-        http_lost += lost_doubled(&received, n, &truths[v]).0;
+        http_lost += lost_doubled(received.get(n).map_or(&[][..], |l| l), n, &truths[v]).0;
     }
     assert_eq!(http_lost, 0, "the HTTP receiver lost events");
     eprintln!(
