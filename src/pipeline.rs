@@ -862,22 +862,46 @@ impl Poller {
             return Ok(());
         }
         // Hold every sink from delivery through commit: a sink's commits follow its writes.
+        // (A sink given back before the commit, to settle its delivery, leaves a `None`.)
         let mut guards = Vec::with_capacity(self.sinks.len());
         for slot in &self.sinks {
-            guards.push(slot.sink.lock().await);
+            guards.push(Some(slot.sink.lock().await));
         }
+        // Sink `i` failed: the sinks still held that took the page undo what they can.
+        let failed = |held: &mut [Option<SinkGuard<'_>>], i: usize, e: SinkError| {
+            for g in held.iter_mut().flatten() {
+                g.rollback();
+            }
+            if let SinkError::Cancelled { .. } = e {
+                return PollError::Cancelled;
+            }
+            metrics::sink_error(&self.sinks[i].config.name);
+            PollError::from(e)
+        };
         if !fresh.is_empty() {
             for i in 0..guards.len() {
-                let delivery = beating(&self.health, guards[i].deliver(&fresh, &self.cancel));
+                let g = guards[i]
+                    .as_mut()
+                    .expect("every sink is held while delivering");
+                let delivery = beating(&self.health, g.deliver(&fresh, &self.cancel));
                 if let Err(e) = delivery.await {
-                    for g in guards[..i].iter_mut() {
-                        g.rollback();
-                    }
-                    if let SinkError::Cancelled { .. } = e {
-                        return Err(PollError::Cancelled);
-                    }
-                    metrics::sink_error(&self.sinks[i].config.name);
-                    return Err(e.into());
+                    // Only the sinks before this one took the page.
+                    return Err(failed(&mut guards[..i], i, e));
+                }
+            }
+            // What a sink must still wait for (Splunk's acknowledgements) is waited for with
+            // the sink given back: other sources deliver to it meanwhile.
+            let mut settles = Vec::new();
+            for (i, slot) in guards.iter_mut().enumerate() {
+                let settle = slot.as_mut().and_then(|g| g.settle(&fresh, &self.cancel));
+                if let Some(f) = settle {
+                    *slot = None;
+                    settles.push((i, f));
+                }
+            }
+            for (i, f) in settles {
+                if let Err(e) = beating(&self.health, f).await {
+                    return Err(failed(&mut guards, i, e));
                 }
             }
         }
@@ -885,7 +909,10 @@ impl Poller {
             .sinks
             .iter()
             .zip(&guards)
-            .filter_map(|(slot, g)| g.position().map(|p| (slot.config.name.clone(), p)))
+            .filter_map(|(slot, g)| {
+                let p = g.as_ref()?.position()?;
+                Some((slot.config.name.clone(), p))
+            })
             .collect();
         let newest = fresh.iter().map(|e| e.time).max();
         let oldest = fresh.iter().map(|e| e.time).min();
@@ -904,7 +931,7 @@ impl Poller {
         match self.state.commit(commit).await {
             Ok(()) => {
                 metrics::state_commit(&self.cfg.name);
-                for g in guards.iter_mut() {
+                for g in guards.iter_mut().flatten() {
                     g.committed();
                 }
                 if self.pending_cursor == cursor {
@@ -917,7 +944,7 @@ impl Poller {
                 self.health.progress();
             }
             Err(e) => {
-                for g in guards.iter_mut() {
+                for g in guards.iter_mut().flatten() {
                     g.rollback();
                 }
                 return Err(e.into());
@@ -998,6 +1025,9 @@ impl Lookup {
         });
     }
 }
+
+/// A sink held from its delivery through the commit.
+type SinkGuard<'a> = tokio::sync::MutexGuard<'a, Box<dyn crate::sinks::Sink>>;
 
 /// Awaits `fut`, beating `health` every second meanwhile: a sink that retries through an outage
 /// keeps the loop alive (backpressure, not a hang).

@@ -6,8 +6,10 @@
 //! `batch_max_bytes`, and each request is sent until the receiver acknowledges it. Transient
 //! failures (connection errors, timeouts, 408, 429, 5xx, an unreadable `_bulk` answer) are
 //! retried without limit through [`retry::retry`], honouring `Retry-After`; only shutdown cuts
-//! that short. While a sink retries, its sources stop fetching: memory stays at one page per
-//! source however long the outage lasts. Any other 4xx is permanent for that delivery: the
+//! that short. While a sink retries, its sources stop fetching: at most
+//! [`PAGES_IN_FLIGHT`](super::PAGES_IN_FLIGHT) pages wait for it however long the outage lasts.
+//! With `hec_ack`, a page's acknowledgements are awaited in [`Sink::settle`], with the sink
+//! given back to the other sources. Any other 4xx is permanent for that delivery: the
 //! poll fails without a commit, so nothing is skipped, and the next poll sends the page again.
 //!
 //! Delivery is at-least-once (a page that failed half-way, or whose commit did not happen, is
@@ -17,7 +19,7 @@
 
 use std::io::Write as _;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -46,9 +48,23 @@ static HEC_CHANNEL: HeaderName = HeaderName::from_static("x-splunk-request-chann
 /// Largest HEC answer read (`{"text":"Success","code":0,"ackId":7}` or the ack statuses).
 const MAX_HEC_RESPONSE: usize = 1 << 20;
 
-/// An HTTP sink: one client, one encoder, and the retry policy of the agent without its limit
-/// on attempts.
+/// An HTTP sink: what it sends with, shared with the acknowledgements it waits for, and the
+/// batches of the page last delivered that Splunk has yet to acknowledge (`hec_ack`).
 pub struct HttpSink {
+    inner: Arc<Inner>,
+    /// Taken by [`Sink::settle`], which waits for them without the sink's lock.
+    waiting: Vec<Waiting>,
+}
+
+impl std::ops::Deref for HttpSink {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// One client, one encoder, and the retry policy of the agent without its limit on attempts.
+pub struct Inner {
     /// The sink's configured name, for logs, metrics and errors.
     name: String,
     /// Where every batch is POSTed.
@@ -95,15 +111,15 @@ struct Waiting {
     sends: usize,
 }
 
-impl HttpSink {
+impl Inner {
     /// Builds the client (reading the CA and client certificate files) and the encoder.
-    pub fn new(
+    fn build(
         name: &str,
         cfg: &HttpSinkConfig,
         writer: Writer,
         retry: &RetryConfig,
         once: bool,
-    ) -> Result<HttpSink, SinkError> {
+    ) -> Result<Inner, SinkError> {
         let fail = |msg: String| SinkError::Io {
             sink: name.to_string(),
             msg,
@@ -179,7 +195,7 @@ impl HttpSink {
                 cfg.url.port().map(|p| format!(":{p}")).unwrap_or_default(), cfg.url.path()),
             gzip = cfg.gzip, batch_max_events = cfg.batch_max_events, batch_max_bytes = cfg.batch_max_bytes,
             "http sink ready");
-        Ok(HttpSink {
+        Ok(Inner {
             name: name.to_string(),
             url: cfg.url.clone(),
             client,
@@ -401,7 +417,7 @@ impl HttpSink {
     }
 }
 
-impl HttpSink {
+impl Inner {
     /// `hec_ack`: polls `/services/collector/ack` with the agent's backoff until Splunk says
     /// every batch of the page is indexed; a batch not acknowledged within `ack_timeout` is
     /// sent again (at-least-once), without limit in the daemon and `retry_max_attempts` times in
@@ -495,6 +511,22 @@ impl HttpSink {
             });
         }
         read_ack_statuses(&body).map_err(Failure::Body)
+    }
+}
+
+impl HttpSink {
+    /// Builds the client (reading the CA and client certificate files) and the encoder.
+    pub fn new(
+        name: &str,
+        cfg: &HttpSinkConfig,
+        writer: Writer,
+        retry: &RetryConfig,
+        once: bool,
+    ) -> Result<HttpSink, SinkError> {
+        Ok(HttpSink {
+            inner: Arc::new(Inner::build(name, cfg, writer, retry, once)?),
+            waiting: Vec::new(),
+        })
     }
 }
 
@@ -648,6 +680,9 @@ impl Sink for HttpSink {
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
+            // Batches of an earlier page still unacknowledged: that page was not settled, so
+            // not committed either (a settle that failed or was cut short), and is sent again.
+            self.waiting.clear();
             let mut waiting = Vec::new();
             let mut start = 0;
             while start < events.len() {
@@ -665,8 +700,27 @@ impl Sink for HttpSink {
                 }
                 start = end;
             }
-            self.await_acks(events, waiting, cancel).await
+            self.waiting = waiting;
+            Ok(())
         })
+    }
+
+    /// `hec_ack`: Splunk's acknowledgements of the batches just sent, awaited once the sink is
+    /// given back, so that other sources deliver meanwhile instead of queueing behind an
+    /// indexer that takes seconds to acknowledge.
+    fn settle<'a>(
+        &mut self,
+        events: &'a [Event],
+        cancel: &'a CancellationToken,
+    ) -> Option<BoxFuture<'a, Result<(), SinkError>>> {
+        if self.waiting.is_empty() {
+            return None;
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        let inner = self.inner.clone();
+        Some(Box::pin(async move {
+            inner.await_acks(events, waiting, cancel).await
+        }))
     }
 }
 

@@ -45,6 +45,19 @@ pub trait Sink: Send {
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<(), SinkError>>;
 
+    /// What must still happen after `deliver` before the page may commit, awaited by the
+    /// poller once it has given the sink back (other sources deliver meanwhile): Splunk's
+    /// acknowledgements with `hec_ack`. A sink that returns one keeps no position, and gets no
+    /// `committed` or `rollback` for that page: its commits need not follow its writes. If it
+    /// fails, or is never awaited, the page is not committed and is delivered again.
+    fn settle<'a>(
+        &mut self,
+        _events: &'a [Event],
+        _cancel: &'a CancellationToken,
+    ) -> Option<BoxFuture<'a, Result<(), SinkError>>> {
+        None
+    }
+
     /// The position to record in the commit that follows a delivery, if this sink keeps one.
     fn position(&self) -> Option<u64> {
         None

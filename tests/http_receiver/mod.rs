@@ -96,6 +96,10 @@ pub struct Data {
     pub acked: Vec<String>,
     /// HEC: ack queries answered.
     pub ack_queries: usize,
+    /// HEC: the `source` of each batch not yet reported done, and the most sources that had
+    /// batches waiting for their acknowledgement at once.
+    pub unacked_sources: HashMap<(String, u64), String>,
+    pub most_sources_unacked: usize,
     pub requests: Vec<Seen>,
     /// Every event accepted, in arrival order (repeats included).
     pub events: Vec<Value>,
@@ -366,6 +370,7 @@ async fn handle(
                             if let Some((_, ids)) = data.acks.remove(&(channel.clone(), id)) {
                                 data.acked.extend(ids);
                             }
+                            data.unacked_sources.remove(&(channel.clone(), id));
                         }
                         acks.insert(id.to_string(), Value::Bool(done));
                     }
@@ -480,6 +485,14 @@ async fn handle(
                             let channel = header("x-splunk-request-channel").unwrap_or_default();
                             let id = data.issued;
                             data.issued += 1;
+                            let source = data.events.last().map_or(String::new(), |e| {
+                                e["event"]["source"].as_str().unwrap_or("").to_string()
+                            });
+                            data.unacked_sources.insert((channel.clone(), id), source);
+                            let waiting: std::collections::HashSet<&String> =
+                                data.unacked_sources.values().collect();
+                            data.most_sources_unacked =
+                                data.most_sources_unacked.max(waiting.len());
                             data.acks.insert((channel, id), (at, seen.ids.clone()));
                             (200, json!({"text":"Success","code":0,"ackId":id}))
                         }
