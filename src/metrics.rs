@@ -111,6 +111,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "gauge",
         "1 while the source polls, 0 once stopped by a permanent error.",
     ),
+    (
+        "auditship_sink_pages_in_flight",
+        "gauge",
+        "Pages read for a sink and not yet committed (at most 16; at 16 reading waits for the sink).",
+    ),
 ];
 
 /// A page request's outcome: its status `class` (2xx, 4xx, 5xx, error) and, for a page that was
@@ -260,6 +265,19 @@ pub fn source_up(source: &str, up: bool) {
         r.gauges.insert(
             ("auditship_source_up", vec![("source", source.into())]),
             if up { 1.0 } else { 0.0 },
+        );
+    });
+}
+
+/// How many pages read for a sink are not yet committed to it.
+pub fn sink_pages_in_flight(sink: &str, pages: usize) {
+    with(|r| {
+        r.gauges.insert(
+            (
+                "auditship_sink_pages_in_flight",
+                vec![("sink", sink.into())],
+            ),
+            pages as f64,
         );
     });
 }

@@ -281,7 +281,7 @@ pub struct Poller {
     last: PollSummary,
     /// A page-in-flight permit of each sink ([`crate::sinks::PAGES_IN_FLIGHT`]), held from the request
     /// for a page until that page is committed (or the poll ends).
-    permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    permits: Vec<crate::sinks::PagePermit>,
 }
 
 /// Where the entries of one answer fall, against the range `[lo, hi)` it was asked for.
@@ -733,9 +733,8 @@ impl Poller {
         let started = Instant::now();
         // In the agent's sink order, as the locks are: no two pollers wait on each other.
         for slot in &self.sinks {
-            let take = slot.pages.clone().acquire_owned();
             let permit = tokio::select! {
-                p = beating(&self.health, take) => p.expect("the page semaphore is never closed"),
+                p = beating(&self.health, slot.page()) => p,
                 _ = self.cancel.cancelled() => return Err(PollError::Cancelled),
             };
             self.permits.push(permit);

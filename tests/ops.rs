@@ -904,6 +904,7 @@ async fn metrics_pass_promtool_with_every_family_sampled() {
         ("auditship_state_commits_total", "counter"),
         ("auditship_last_poll_success_timestamp_seconds", "gauge"),
         ("auditship_source_up", "gauge"),
+        ("auditship_sink_pages_in_flight", "gauge"),
         ("auditship_cursor_lag_seconds", "gauge"),
         ("auditship_page_fetch_seconds", "histogram"),
     ] {

@@ -1072,9 +1072,10 @@ async fn a_sink_outage_holds_reading_back() {
     let sim = sim(cfg.clone()).await;
     let mut receiver = http_receiver::Receiver::down(http_receiver::Mode::Ndjson);
     let (names, sources) = tenants(&sim, &cfg, SOURCES);
+    let port = free_port();
     let s = setup_timed(
         "poll_interval = \"1s\"\nlag = \"1s\"\noverlap = \"10s\"",
-        "",
+        &format!("listen = \"127.0.0.1:{port}\"\n"),
         &format!("{sources}\n{}", http_sink_toml(&receiver.base())),
     );
     let mut child = spawn_daemon(&s);
@@ -1087,6 +1088,15 @@ async fn a_sink_outage_holds_reading_back() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let during = requests();
     assert!(child.try_wait().unwrap().is_none(), "the agent exited");
+    // The sink's gauge says why: every place taken.
+    let (_, text) = until(
+        &format!("http://127.0.0.1:{port}/metrics"),
+        Duration::from_secs(10),
+        |s, _| s == 200,
+    )
+    .await;
+    let in_flight = metric(&text, "auditship_sink_pages_in_flight{sink=\"collector\"}");
+    assert_eq!(in_flight, bound, "{text}");
     receiver.up().await;
     let truths: HashMap<Vendor, Vec<String>> = Vendor::ALL
         .iter()
@@ -1109,7 +1119,7 @@ async fn a_sink_outage_holds_reading_back() {
     assert_eq!(http_lost, 0, "the HTTP receiver lost events");
     eprintln!(
         "FIGURES sink outage: sources {SOURCES} events {want}; vendor requests during the outage \
-         {during} (bound {bound}); file lost 0 doubled 0; http lost 0"
+         {during} (bound {bound}), pages in flight {in_flight}; file lost 0 doubled 0; http lost 0"
     );
     assert!(
         during <= bound,

@@ -466,6 +466,7 @@ impl Inner {
                         msg,
                     });
                 }
+                metrics::retry("sink", &self.name);
                 tracing::warn!(sink = %self.name, events = n, ack_id = w.ack, sends = w.sends,
                     "batch not acknowledged within ack_timeout; sending it again");
                 let batch = &events[w.range.clone()];

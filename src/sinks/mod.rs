@@ -95,6 +95,40 @@ impl SinkSlot {
             pages: Arc::new(tokio::sync::Semaphore::new(PAGES_IN_FLIGHT)),
         })
     }
+
+    /// Waits for a place for one more page, held until the [`PagePermit`] is dropped; each
+    /// change shows in `auditship_sink_pages_in_flight`.
+    pub async fn page(self: &Arc<SinkSlot>) -> PagePermit {
+        let permit = self
+            .pages
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the page semaphore is never closed");
+        self.report_pages();
+        PagePermit {
+            permit: Some(permit),
+            slot: self.clone(),
+        }
+    }
+
+    fn report_pages(&self) {
+        let n = PAGES_IN_FLIGHT - self.pages.available_permits();
+        crate::metrics::sink_pages_in_flight(&self.config.name, n);
+    }
+}
+
+/// A page's place in a sink, from the request for the page until its commit.
+pub struct PagePermit {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    slot: Arc<SinkSlot>,
+}
+
+impl Drop for PagePermit {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        self.slot.report_pages();
+    }
 }
 
 /// Opens a sink. `committed` is the position the state last recorded for it; `retry` is the
