@@ -319,6 +319,7 @@ pub async fn export(args: ExportArgs) -> ExitCode {
             format: Format::default(),
         },
         Box::new(sink),
+        true,
     );
     let http = match Http::new(cfg.agent.request_timeout) {
         Ok(h) => h,

@@ -730,6 +730,10 @@ impl Poller {
         if !self.permits.is_empty() {
             return Ok(());
         }
+        // `--once`: a sink that failed earlier in the run is not read for.
+        if let Some(e) = self.sinks.iter().find_map(|s| s.failed_earlier()) {
+            return Err(e.into());
+        }
         let started = Instant::now();
         // In the agent's sink order, as the locks are: no two pollers wait on each other.
         for slot in &self.sinks {
@@ -875,10 +879,14 @@ impl Poller {
                 return PollError::Cancelled;
             }
             metrics::sink_error(&self.sinks[i].config.name);
+            self.sinks[i].note_failure(&e);
             PollError::from(e)
         };
         if !fresh.is_empty() {
             for i in 0..guards.len() {
+                if let Some(e) = self.sinks[i].failed_earlier() {
+                    return Err(failed(&mut guards[..i], i, e));
+                }
                 let g = guards[i]
                     .as_mut()
                     .expect("every sink is held while delivering");

@@ -737,6 +737,81 @@ async fn run_once_gives_up_on_an_unreachable_sink_and_commits_nothing() {
     assert_eq!(assert_all_arrived(&r.data().events, |v| v, &w.truth()), 0);
 }
 
+/// `--once` with many sources and a receiver that is down: the sink's retries run out once, and
+/// the other sources' pages are not tried again in that run (one retry cycle per source, one
+/// after the other behind the sink, would make a cron job late by that many). Every source
+/// reports NOT completed, nothing is committed, and the next run with the receiver up delivers
+/// everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_tries_a_dead_sink_once_for_all_sources() {
+    const SOURCES: usize = 12;
+    let w = world(400, 1, 53).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let more: String = (1..SOURCES)
+        .map(|i| {
+            format!(
+                "[[sources]]\nname = \"air-{i}\"\nkind = \"wasabi_air\"\nurl = {:?}\napi_key = {:?}\nstart = {:?}\n\n",
+                w.sim.url(),
+                w.cfg.api_key,
+                format!("{:.3}", w.cfg.start)
+            )
+        })
+        .collect();
+    let sink = |base: &str| {
+        format!("{more}[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{base}/ingest\"\n")
+    };
+    let config = w.config(&sink(&format!("http://127.0.0.1:{closed}")));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[agent]\n", "[agent]\nretry_max_attempts = 3\n");
+    std::fs::write(&config, &text).unwrap();
+    let out = run_once(&config, &[]).await;
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let retries = log.matches("retrying delivery").count();
+    let not_completed = log.matches(": NOT completed;").count();
+    let not_tried = log
+        .matches("not tried again in this run, it failed earlier")
+        .count();
+    eprintln!(
+        "FIGURES once dead sink: {SOURCES} sources, delivery retries {retries} (one cycle: 2), \
+         not completed {not_completed}, not tried again {not_tried}"
+    );
+    assert_eq!(
+        retries, 2,
+        "the dead sink was retried for more than one page\n{log}"
+    );
+    assert_eq!(not_completed, SOURCES, "{log}");
+    assert!(log.contains("gave up after 3 attempts"), "{log}");
+    let state = agent(
+        &["state", "--config", config.to_str().unwrap(), "--json"],
+        &[],
+    )
+    .output()
+    .await
+    .unwrap();
+    let rows: Value = serde_json::from_slice(&state.stdout).unwrap();
+    for r in rows.as_array().unwrap() {
+        assert!(
+            r["cursor"].is_null(),
+            "a cursor moved past undelivered events: {r}"
+        );
+    }
+    let r = Receiver::start(Mode::Ndjson).await;
+    std::fs::write(
+        &config,
+        text.replace(&format!("http://127.0.0.1:{closed}"), &r.base()),
+    )
+    .unwrap();
+    assert_ok(&run_once(&config, &[]).await);
+    let d = r.data();
+    assert_eq!(d.events.len(), SOURCES * w.truth().len(), "lost or doubled");
+}
+
 /// Elasticsearch with the target in the URL (`/{target}/_bulk`, no `index`): actions are
 /// `{"create":{"_id":…}}`. Into a data stream, native events (no `@timestamp`) are refused item
 /// by item with Elasticsearch's own error; the run fails, commits nothing, and the log line says

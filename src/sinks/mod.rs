@@ -85,15 +85,43 @@ pub struct SinkSlot {
     pub sink: tokio::sync::Mutex<Box<dyn Sink>>,
     /// Permits for pages read and not yet committed ([`PAGES_IN_FLIGHT`]).
     pub pages: Arc<tokio::sync::Semaphore>,
+    /// `--once` only: why a delivery failed earlier in this run. The sink is not tried again
+    /// until the next run: the run exits 1 either way, and a retry cycle for every source
+    /// (one after the other, behind the sink's lock) would make a cron job late by that many.
+    failed: Option<std::sync::OnceLock<String>>,
 }
 
 impl SinkSlot {
-    pub fn new(config: SinkConfig, sink: Box<dyn Sink>) -> Arc<SinkSlot> {
+    /// A sink shared by the pollers of its sources; `once` for a run that must end.
+    pub fn new(config: SinkConfig, sink: Box<dyn Sink>, once: bool) -> Arc<SinkSlot> {
         Arc::new(SinkSlot {
             config,
             sink: tokio::sync::Mutex::new(sink),
             pages: Arc::new(tokio::sync::Semaphore::new(PAGES_IN_FLIGHT)),
+            failed: once.then(std::sync::OnceLock::new),
         })
+    }
+
+    /// `--once`: the error for a page this sink is not tried with, having failed earlier.
+    pub fn failed_earlier(&self) -> Option<SinkError> {
+        let why = self.failed.as_ref()?.get()?;
+        Some(SinkError::Io {
+            sink: self.config.name.clone(),
+            msg: format!("not tried again in this run, it failed earlier: {why}"),
+        })
+    }
+
+    /// A delivery failed (shutdown aside): in `--once`, the sink is not tried again.
+    pub fn note_failure(&self, e: &SinkError) {
+        let Some(failed) = &self.failed else {
+            return;
+        };
+        let why = match e {
+            SinkError::Cancelled { .. } => return,
+            SinkError::Io { msg, .. } => msg.clone(),
+            SinkError::Rejected { status, detail, .. } => format!("HTTP {status}: {detail}"),
+        };
+        let _ = failed.set(why);
     }
 
     /// Waits for a place for one more page, held until the [`PagePermit`] is dropped; each
@@ -169,5 +197,5 @@ pub async fn open(
             Box::new(syslog::SyslogSink::new(&cfg.name, s, writer, retry, once)?)
         }
     };
-    Ok(SinkSlot::new(cfg.clone(), sink))
+    Ok(SinkSlot::new(cfg.clone(), sink, once))
 }
