@@ -279,8 +279,8 @@ pub struct Poller {
     until: Option<Nanos>,
     /// What the last poll did, including one that failed part-way (for `--once`'s summary).
     last: PollSummary,
-    /// A page-in-flight permit of each sink ([`crate::sinks::PAGES_IN_FLIGHT`]), held from the request
-    /// for a page until that page is committed (or the poll ends).
+    /// A page-in-flight permit of each sink ([`crate::sinks::PAGES_IN_FLIGHT`]), held from the
+    /// request for a page until that page is committed (or the poll ends).
     permits: Vec<crate::sinks::PagePermit>,
 }
 

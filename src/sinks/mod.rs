@@ -84,7 +84,7 @@ pub struct SinkSlot {
     pub config: SinkConfig,
     pub sink: tokio::sync::Mutex<Box<dyn Sink>>,
     /// Permits for pages read and not yet committed ([`PAGES_IN_FLIGHT`]).
-    pub pages: Arc<tokio::sync::Semaphore>,
+    pages: Arc<tokio::sync::Semaphore>,
     /// `--once` only: why a delivery failed earlier in this run. The sink is not tried again
     /// until the next run: the run exits 1 either way, and a retry cycle for every source
     /// (one after the other, behind the sink's lock) would make a cron job late by that many.
