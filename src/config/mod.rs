@@ -468,12 +468,15 @@ mod tests {
                 assert_eq!(p.matches(&want).count(), 1, "{want}: {p}");
             }
         }
-        let p =
-            problems(&MINIMAL.replace("kind = \"stdout\"", "kind = \"files\"\nmode = \"0600\""));
-        assert!(
-            p.contains("sinks[0].kind") && !p.contains("sinks[0].mode"),
-            "{p}"
-        );
+        // An unknown kind: one error, about `kind`, whichever kind's options are there.
+        let p = problems(&MINIMAL.replace(
+            "kind = \"stdout\"",
+            "kind = \"files\"\nmode = \"0600\"\nurl = \"http://x/\"\naddress = \"x:514\"",
+        ));
+        assert!(p.contains("sinks[0].kind"), "{p}");
+        for opt in ["mode", "url", "address"] {
+            assert!(!p.contains(&format!("sinks[0].{opt}")), "{opt}: {p}");
+        }
     }
 
     /// `rotate_max_bytes` and `rotate_keep` are validated and belong to file sinks only.

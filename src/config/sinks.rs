@@ -301,48 +301,31 @@ pub(super) fn validate(
             Some(other) => {
                 c.fail(
                     &format!("{key}.kind"),
-                    format_args!("{other:?} is not a sink kind; one of stdout, file, http, syslog"),
+                    format_args!("{other:?} is not a sink kind; one of {}", KINDS.join(", ")),
                 );
                 None
             }
             None => {
                 c.fail(
                     &format!("{key}.kind"),
-                    "missing; one of stdout, file, http, syslog",
+                    format_args!("missing; one of {}", KINDS.join(", ")),
                 );
                 None
             }
         };
-        if s.kind.as_deref() != Some("http") {
-            for (opt, set) in http_options(s) {
-                // A syslog sink takes the TLS options (checked in `syslog_sink`).
-                let tls = s.kind.as_deref() == Some("syslog") && TLS_OPTIONS.contains(&opt);
-                if set && !tls {
+        // Each kind's own options, refused by every other kind (an unknown or missing kind has
+        // its one error, about `kind`). A syslog sink takes the TLS options too (checked in
+        // `syslog_sink`).
+        if let Some(kind) = s.kind.as_deref().filter(|k| KINDS.contains(k)) {
+            let owned = (http_options(s).into_iter().map(|o| ("http", o)))
+                .chain(file_options(s).into_iter().map(|o| ("file", o)))
+                .chain(syslog_options(s).into_iter().map(|o| ("syslog", o)));
+            for (owner, (opt, set)) in owned {
+                let tls = kind == "syslog" && TLS_OPTIONS.contains(&opt);
+                if set && owner != kind && !tls {
                     c.fail(
                         &format!("{key}.{opt}"),
-                        format_args!("not an option of kind {}", s.kind.as_deref().unwrap_or("?")),
-                    );
-                }
-            }
-        }
-        // The file's options, refused by every other kind (not by one that is unknown or
-        // missing: that error is about `kind`).
-        if matches!(s.kind.as_deref(), Some("stdout" | "http" | "syslog")) {
-            for (opt, set) in file_options(s) {
-                if set {
-                    c.fail(
-                        &format!("{key}.{opt}"),
-                        format_args!("not an option of kind {}", s.kind.as_deref().unwrap_or("?")),
-                    );
-                }
-            }
-        }
-        if s.kind.as_deref() != Some("syslog") {
-            for (opt, set) in syslog_options(s) {
-                if set {
-                    c.fail(
-                        &format!("{key}.{opt}"),
-                        format_args!("not an option of kind {}", s.kind.as_deref().unwrap_or("?")),
+                        format_args!("not an option of kind {kind}"),
                     );
                 }
             }
@@ -421,6 +404,9 @@ const TLS_OPTIONS: [&str; 4] = [
     "client_key",
     "insecure_skip_verify",
 ];
+
+/// The sink kinds, as `kind` names them.
+const KINDS: [&str; 4] = ["stdout", "file", "http", "syslog"];
 
 /// The options only `kind = "file"` takes, and whether each is set.
 fn file_options(s: &RawSink) -> [(&'static str, bool); 5] {
