@@ -70,6 +70,21 @@ impl World {
         path
     }
 
+    /// `[[sources]]` entries for `n - 1` more tenants of the emulator (`air-1`, `air-2`, …),
+    /// each its own source and cursor, to go before a config's sinks.
+    fn tenants(&self, n: usize) -> String {
+        (1..n)
+            .map(|i| {
+                format!(
+                    "[[sources]]\nname = \"air-{i}\"\nkind = \"wasabi_air\"\nurl = {:?}\napi_key = {:?}\nstart = {:?}\n\n",
+                    self.sim.url(),
+                    self.cfg.api_key,
+                    format!("{:.3}", self.cfg.start)
+                )
+            })
+            .collect()
+    }
+
     /// Every event the emulator serves, as its raw JSON.
     fn truth(&self) -> Vec<Value> {
         self.sim
@@ -78,6 +93,24 @@ impl World {
             .map(|s| serde_json::from_str(s).unwrap())
             .collect()
     }
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Adds `line` to the `[agent]` table of `config`; returns the new text.
+fn with_agent_line(config: &Path, line: &str) -> String {
+    let text = std::fs::read_to_string(config)
+        .unwrap()
+        .replace("[agent]\n", &format!("[agent]\n{line}\n"));
+    std::fs::write(config, &text).unwrap();
+    text
 }
 
 async fn run_once(config: &Path, env: &[(&str, &str)]) -> Output {
@@ -703,20 +736,12 @@ async fn mutual_tls_with_a_private_ca_and_insecure_skip_verify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_gives_up_on_an_unreachable_sink_and_commits_nothing() {
     let w = world(800, 1, 47).await;
-    // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = closed_port();
     let sinks = |url: &str| {
         format!("[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{url}/ingest\"\n")
     };
     let config = w.config(&sinks(&format!("http://127.0.0.1:{closed}")));
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[agent]\n", "[agent]\nretry_max_attempts = 3\n");
-    std::fs::write(&config, &text).unwrap();
+    let text = with_agent_line(&config, "retry_max_attempts = 3");
     let out = run_once(&config, &[]).await;
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
@@ -746,29 +771,13 @@ async fn run_once_gives_up_on_an_unreachable_sink_and_commits_nothing() {
 async fn run_once_tries_a_dead_sink_once_for_all_sources() {
     const SOURCES: usize = 12;
     let w = world(400, 1, 53).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let more: String = (1..SOURCES)
-        .map(|i| {
-            format!(
-                "[[sources]]\nname = \"air-{i}\"\nkind = \"wasabi_air\"\nurl = {:?}\napi_key = {:?}\nstart = {:?}\n\n",
-                w.sim.url(),
-                w.cfg.api_key,
-                format!("{:.3}", w.cfg.start)
-            )
-        })
-        .collect();
+    let closed = closed_port();
+    let more = w.tenants(SOURCES);
     let sink = |base: &str| {
         format!("{more}[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{base}/ingest\"\n")
     };
     let config = w.config(&sink(&format!("http://127.0.0.1:{closed}")));
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[agent]\n", "[agent]\nretry_max_attempts = 3\n");
-    std::fs::write(&config, &text).unwrap();
+    let text = with_agent_line(&config, "retry_max_attempts = 3");
     let out = run_once(&config, &[]).await;
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
@@ -810,6 +819,47 @@ async fn run_once_tries_a_dead_sink_once_for_all_sources() {
     assert_ok(&run_once(&config, &[]).await);
     let d = r.data();
     assert_eq!(d.events.len(), SOURCES * w.truth().len(), "lost or doubled");
+}
+
+/// `--once`, and the receiver refuses one source's documents for their content (a mapping
+/// error, 400): that page is refused, not the sink. The other source's pages are all still
+/// tried and delivered; only the refused source reports NOT completed, with nothing of it
+/// committed. (A refusal taken for the sink failing stopped every source behind it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_a_page_refused_for_its_content_stops_only_its_source() {
+    let w = world(800, 1, 54).await;
+    let recv = Receiver::start(Mode::Bulk { api_key: None }).await;
+    recv.faults().refuse_source = Some("air-1".into());
+    let sink = format!(
+        "{}[[sinks]]\nname = \"es\"\nkind = \"http\"\nurl = \"{}/_bulk\"\n\
+         encoding = \"elasticsearch_bulk\"\nindex = \"audit\"\nbatch_max_events = 50\n",
+        w.tenants(2),
+        recv.base()
+    );
+    let config = w.config(&sink);
+    // Pages of 50: the source that is not refused has many pages to deliver after the first
+    // refusal of the other one.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("page_size = 1000", "page_size = 50");
+    std::fs::write(&config, text).unwrap();
+    let out = run_once(&config, &[]).await;
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("summary: air: completed;"), "{log}");
+    assert!(log.contains("summary: air-1: NOT completed;"), "{log}");
+    assert!(!log.contains("not tried again in this run"), "{log}");
+    let delivered = recv
+        .data()
+        .events
+        .iter()
+        .filter(|d| d["source"] == "air")
+        .count();
+    eprintln!(
+        "FIGURES once content refusal: air delivered {delivered} of {}, air-1 refused",
+        w.truth().len()
+    );
+    assert_eq!(delivered, w.truth().len(), "{log}");
 }
 
 /// Elasticsearch with the target in the URL (`/{target}/_bulk`, no `index`): actions are
@@ -960,17 +1010,7 @@ async fn hec_ack_waits_without_holding_the_sink() {
         withhold: vec![],
         no_ack_id: false,
     });
-    // More tenants of the one emulator, each its own source and cursor.
-    let more: String = (1..SOURCES)
-        .map(|i| {
-            format!(
-                "[[sources]]\nname = \"air-{i}\"\nkind = \"wasabi_air\"\nurl = {:?}\napi_key = {:?}\nstart = {:?}\n\n",
-                w.sim.url(),
-                w.cfg.api_key,
-                format!("{:.3}", w.cfg.start)
-            )
-        })
-        .collect();
+    let more = w.tenants(SOURCES);
     let config = w.config(&format!("{more}{}", hec_ack_sink(&recv, "60s")));
     let out = run_once(&config, &[]).await;
     assert_ok(&out);

@@ -111,7 +111,10 @@ impl SinkSlot {
         })
     }
 
-    /// A delivery failed (shutdown aside): in `--once`, the sink is not tried again.
+    /// A delivery failed: in `--once`, a failure of the sink itself (unreachable after its
+    /// retries, a full disk, credentials or URL refused) means it is not tried again. A page
+    /// refused for its content (a 400 for a field of the wrong type, say) is that page's: the
+    /// other sources' pages are still tried.
     pub fn note_failure(&self, e: &SinkError) {
         let Some(failed) = &self.failed else {
             return;
@@ -119,7 +122,10 @@ impl SinkSlot {
         let why = match e {
             SinkError::Cancelled { .. } => return,
             SinkError::Io { msg, .. } => msg.clone(),
-            SinkError::Rejected { status, detail, .. } => format!("HTTP {status}: {detail}"),
+            SinkError::Rejected { status, detail, .. } if sink_wide(*status) => {
+                format!("HTTP {status}: {detail}")
+            }
+            SinkError::Rejected { .. } => return,
         };
         let _ = failed.set(why);
     }
@@ -144,6 +150,12 @@ impl SinkSlot {
         let n = PAGES_IN_FLIGHT - self.pages.available_permits();
         crate::metrics::sink_pages_in_flight(&self.config.name, n);
     }
+}
+
+/// Whether a refusal with this status is the receiver's about every page, not one page's
+/// content: credentials (401, 403, 407) or the URL (404, 405).
+fn sink_wide(status: u16) -> bool {
+    matches!(status, 401 | 403 | 404 | 405 | 407)
 }
 
 /// A page's place in a sink, from the request for the page until its commit.
@@ -198,4 +210,68 @@ pub async fn open(
         }
     };
     Ok(SinkSlot::new(cfg.clone(), sink, once))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(once: bool) -> Arc<SinkSlot> {
+        let config = SinkConfig {
+            name: "siem".into(),
+            kind: SinkKind::Stdout,
+            sources: None,
+            include_raw: true,
+            format: crate::encodings::Format::default(),
+        };
+        SinkSlot::new(
+            config,
+            Box::new(stdout::Stdout::new(Writer::default())),
+            once,
+        )
+    }
+
+    fn rejected(status: u16) -> SinkError {
+        SinkError::Rejected {
+            sink: "siem".into(),
+            status,
+            detail: "no".into(),
+        }
+    }
+
+    /// In `--once`, the sink's own failures stop it for the run; a page refused for its
+    /// content, shutdown, and anything in the daemon do not.
+    #[test]
+    fn only_a_failure_of_the_sink_itself_stops_it_for_the_run() {
+        for e in [
+            rejected(400),
+            rejected(409),
+            rejected(413),
+            rejected(422),
+            SinkError::Cancelled {
+                sink: "siem".into(),
+            },
+        ] {
+            let s = slot(true);
+            s.note_failure(&e);
+            assert!(s.failed_earlier().is_none(), "{e}");
+        }
+        for e in [
+            rejected(401),
+            rejected(403),
+            rejected(404),
+            SinkError::Io {
+                sink: "siem".into(),
+                msg: "gave up after 3 attempts: connection refused".into(),
+            },
+        ] {
+            let s = slot(true);
+            s.note_failure(&e);
+            let again = s.failed_earlier().expect("stopped for the run").to_string();
+            assert!(again.contains("not tried again in this run"), "{again}");
+            let daemon = slot(false);
+            daemon.note_failure(&e);
+            assert!(daemon.failed_earlier().is_none(), "{e}");
+        }
+    }
 }

@@ -75,6 +75,9 @@ pub struct Faults {
     /// `_bulk`: targets that are data streams: a document without `@timestamp` is refused with
     /// Elasticsearch 8's per-item error.
     pub data_streams: Vec<String>,
+    /// `_bulk`: documents whose `source` is this are refused with a mapping error (400), as an
+    /// index refuses a field of the wrong type.
+    pub refuse_source: Option<String>,
 }
 
 /// How the emulated indexer acknowledges.
@@ -554,7 +557,11 @@ async fn handle(
                     data.targets.push(index.clone());
                     seen.ids.push(id.clone());
                     let stream = faults.data_streams.contains(&index);
-                    let status = if stream && doc.get("@timestamp").is_none() {
+                    let refused = faults
+                        .refuse_source
+                        .as_deref()
+                        .is_some_and(|r| doc["source"] == r);
+                    let status = if refused || (stream && doc.get("@timestamp").is_none()) {
                         400
                     } else if faulted && pos % 5 == 1 {
                         429
@@ -578,6 +585,9 @@ async fn handle(
                             }
                             429 => {
                                 json!({"type":"es_rejected_execution_exception","reason":"rejected execution of coordinating operation"})
+                            }
+                            400 if refused => {
+                                json!({"type":"document_parsing_exception","reason":"[1:42] failed to parse field [actor] of type [keyword]"})
                             }
                             // Elasticsearch 8.x, verbatim but for the column number.
                             400 => {
