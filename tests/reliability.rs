@@ -1073,8 +1073,10 @@ async fn a_sink_outage_holds_reading_back() {
     let mut receiver = http_receiver::Receiver::down(http_receiver::Mode::Ndjson);
     let (names, sources) = tenants(&sim, &cfg, SOURCES);
     let port = free_port();
+    // Pages of 25 (each source's window holds about 100 entries): a source that read one page
+    // may not read the next before the sink has taken the first.
     let s = setup_timed(
-        "poll_interval = \"1s\"\nlag = \"1s\"\noverlap = \"10s\"",
+        "poll_interval = \"1s\"\nlag = \"1s\"\noverlap = \"10s\"\npage_size = 25",
         &format!("listen = \"127.0.0.1:{port}\"\n"),
         &format!("{sources}\n{}", http_sink_toml(&receiver.base())),
     );
