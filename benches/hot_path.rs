@@ -317,7 +317,10 @@ fn sqlite_commit(c: &mut Criterion) {
                             kind: "wasabi_air",
                             delivered: known.len() as u64,
                             keys,
-                            positions: vec![("file".into(), n)],
+                            positions: vec![(
+                                "file".into(),
+                                auditship::state::SinkPosition::bare(n),
+                            )],
                             cursor: Some(n as i64),
                             prune_before: Some(n as i64 * PAGE as i64 - 50_000),
                             ..Default::default()

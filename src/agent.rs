@@ -57,9 +57,18 @@ impl StateLock {
                 // The pid of the last agent that made or used the state here, if any. This
                 // one's pid goes in only once its state is open ([`StateLock::claim`]).
                 use std::io::Read as _;
-                let mut before = String::new();
-                let _ = file.read_to_string(&mut before);
-                let previous = Some(before.trim().to_string()).filter(|p| !p.is_empty());
+                let mut before = Vec::new();
+                file.read_to_end(&mut before)
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+                let text = String::from_utf8_lossy(&before);
+                let previous = Some(text.trim().to_string()).filter(|p| !p.is_empty());
+                // The agent writes its pid here: anything else is another program's file.
+                if previous.as_ref().is_some_and(|p| p.parse::<u32>().is_err()) {
+                    anyhow::bail!(
+                        "{} exists and does not hold an auditship pid: it is not this agent's lock, and the agent would overwrite it; move it away (or choose another agent.state_path)",
+                        p.display()
+                    );
+                }
                 Ok(StateLock { file, previous })
             }
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -131,15 +140,7 @@ pub async fn open_sinks(
 ) -> anyhow::Result<Vec<Arc<SinkSlot>>> {
     let mut slots = Vec::new();
     for s in &cfg.sinks {
-        let pos = state.sink_position(&s.name).await?;
-        let slot = sinks::open(s, pos, &cfg.agent.retry, once).await?;
-        if pos.is_none() {
-            let opened_at = slot.sink.lock().await.position();
-            if let Some(p) = opened_at {
-                state.init_sink_position(&s.name, p).await?;
-            }
-        }
-        slots.push(slot);
+        slots.push(sinks::open(s, state, &cfg.agent.retry, once).await?);
     }
     Ok(slots)
 }
@@ -770,12 +771,17 @@ pub async fn source_loop(
                 health.stopped(&e);
                 metrics::poll_done(&name, false);
                 metrics::source_up(&name, false);
+                let what = if matches!(e, PollError::Sink(_)) {
+                    "a sink refused to write"
+                } else {
+                    "the API refused the request"
+                };
                 if once.is_some() {
                     tracing::error!(source = %name, error = %e,
-                        "source stopped: the API refused the request; fix the configuration or the credential");
+                        "source stopped: {what}; fix the configuration or the credential");
                 } else {
                     tracing::error!(source = %name, error = %e,
-                        "source stopped: the API refused the request; it is tried again at retry_max_delay (secret files read again), or fix the configuration and reload");
+                        "source stopped: {what}; it is tried again at retry_max_delay (secret files read again), or fix the configuration and reload");
                 }
                 report(&poller, Some(e.to_string()));
                 return Ended::Refused(e.to_string());
@@ -844,7 +850,9 @@ mod tests {
         // The restart drops that page, and only it, so that writing it again does not double it.
         let _sinks = open_sinks(&cfg, &state, false).await.unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"older\":1}\n");
-        assert_eq!(state.sink_position("file").await.unwrap(), Some(12));
+        let pos = state.sink_position("file").await.unwrap().unwrap();
+        assert_eq!(pos.position, 12);
+        assert!(pos.file.is_some(), "the file it belongs to is recorded");
     }
 
     /// The panics these tests cause on purpose print nothing: with `RUST_BACKTRACE` set, the

@@ -163,6 +163,37 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
         cfg.sources.len(),
         cfg.sinks.len()
     );
+    // A file sink whose path holds a file that is not its own would refuse it: say so now.
+    let mut refused = false;
+    if cfg.agent.state_path.exists() {
+        match crate::state::read_sink_positions(&cfg.agent.state_path) {
+            Ok(recorded) => {
+                for s in &cfg.sinks {
+                    let SinkKind::File { path, .. } = &s.kind else {
+                        continue;
+                    };
+                    let Some((_, pos)) = recorded.iter().find(|(n, _)| *n == s.name) else {
+                        continue;
+                    };
+                    match crate::sinks::file::refusal(path, pos) {
+                        Ok(None) => {}
+                        Ok(Some(why)) => {
+                            refused = true;
+                            println!("sink {}: {why}", s.name);
+                        }
+                        Err(e) => {
+                            refused = true;
+                            println!("sink {}: cannot read {}: {e}", s.name, path.display());
+                        }
+                    }
+                }
+            }
+            Err(e) => println!("state: cannot read it to check the file sinks: {e}"),
+        }
+    }
+    if refused {
+        return ExitCode::from(2);
+    }
     if !connect {
         return ExitCode::SUCCESS;
     }

@@ -50,9 +50,13 @@ pub struct ExportArgs {
     /// native, csv, or any other sink format of this build.
     #[arg(long, default_value = "native")]
     pub format: String,
-    /// Write here (atomically: only a complete export replaces it); default stdout.
+    /// Write here (atomically: only a complete export replaces it); default stdout. A FILE that
+    /// exists and is not empty is replaced only with --overwrite.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Replace an existing, non-empty --output FILE (once the export is complete).
+    #[arg(long, requires = "output")]
+    pub overwrite: bool,
     /// A vendor query parameter added to the source's filters (repeatable).
     #[arg(long = "filter", value_name = "KEY=VALUE")]
     pub filters: Vec<String>,
@@ -151,7 +155,8 @@ impl Partial {
             name.to_string_lossy(),
             std::process::id()
         ));
-        let file = std::fs::File::create(&tmp)?;
+        // A name of its own (the pid), made new: a file of that name is not touched.
+        let file = std::fs::File::create_new(&tmp)?;
         Ok((
             Partial {
                 tmp,
@@ -224,6 +229,17 @@ pub async fn export(args: ExportArgs) -> ExitCode {
             "--from {} is not before --to {}: the window [from, to) is empty",
             args.from, args.to
         ));
+    }
+    if let Some(out) = args.output.as_ref().filter(|_| !args.overwrite) {
+        if let Ok(m) = std::fs::metadata(out) {
+            if m.len() > 0 || !m.is_file() {
+                return usage(format_args!(
+                    "--output {} exists ({} bytes) and would be replaced: pass --overwrite to replace it, or choose another file",
+                    out.display(),
+                    m.len()
+                ));
+            }
+        }
     }
     let now = timefmt::now();
     if to > now {

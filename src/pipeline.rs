@@ -57,7 +57,14 @@ impl PollError {
     /// A permanent error stops the source until the config changes; others are retried at the
     /// next poll.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, PollError::Source(e) if e.verdict() == Verdict::Stop && !matches!(e, SourceError::TooLarge(_)))
+        match self {
+            PollError::Source(e) => {
+                e.verdict() == Verdict::Stop && !matches!(e, SourceError::TooLarge(_))
+            }
+            // A file sink whose path holds someone else's file.
+            PollError::Sink(SinkError::NotOurs { .. }) => true,
+            _ => false,
+        }
     }
 }
 

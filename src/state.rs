@@ -45,6 +45,14 @@ pub enum StateError {
     /// The file was there before and is missing or empty now.
     #[error("state {path} is missing or empty, but {path}.lock shows an agent used it (pid {pid}); starting over would deliver every event again: restore the file, or remove {path}.lock as well to start every source again from its start")]
     Vanished { path: PathBuf, pid: String },
+    /// A `-wal` or `-shm` file beside a database that does not exist: another program's, or
+    /// left from another database; SQLite would take it over.
+    #[error("state {path} does not exist but {other} does ({len} bytes): it is not this agent's, and SQLite would take it over; move it away (or choose another agent.state_path)")]
+    Stray {
+        path: PathBuf,
+        other: PathBuf,
+        len: u64,
+    },
     #[error("state {path} is read-only; the agent records its cursors there: make the file, its directory and their file system writable")]
     ReadOnly { path: PathBuf },
     #[error("state: the state thread has stopped")]
@@ -134,6 +142,20 @@ const MIGRATIONS: &[&str] = &[
     "UPDATE sources SET max_event =
         (SELECT max(max_time) FROM key_pages WHERE key_pages.source = sources.id)
      WHERE max_event IS NULL;",
+    // 6: a file sink's position belongs to one file: its path, device and inode, and a hash of
+    // the bytes before the committed length (which a copy of the file keeps). The files its
+    // rotation made, by generation, so that only those are ever deleted.
+    "ALTER TABLE sinks ADD COLUMN path TEXT;
+     ALTER TABLE sinks ADD COLUMN dev INTEGER;
+     ALTER TABLE sinks ADD COLUMN ino INTEGER;
+     ALTER TABLE sinks ADD COLUMN tail BLOB;
+     CREATE TABLE sink_rotated (
+        sink TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        dev INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        PRIMARY KEY (sink, generation)
+     ) WITHOUT ROWID;",
 ];
 
 /// Bytes of one stored key record: the event time, big-endian, then the key.
@@ -209,6 +231,52 @@ pub struct SourceRow {
     pub max_event: Option<Nanos>,
 }
 
+/// The file a file sink's position belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMark {
+    /// The path it had when recorded (for messages: the identity is what decides).
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    /// BLAKE3 of the file's last bytes before the committed length (up to 4 KiB): a copy of
+    /// the file (restored, or moved to another disk) has other device and inode but these.
+    pub tail: [u8; 32],
+}
+
+/// A file made by a sink's rotation: its generation and (device, inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotatedFile {
+    pub generation: u64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// A sink's committed position, and for a file sink the file it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkPosition {
+    pub position: u64,
+    /// `None` for a position recorded before schema 6.
+    pub file: Option<FileMark>,
+    /// A rotation this commit records: the file renamed away. Written, never read back here
+    /// (see [`State::sink_rotated`]).
+    pub rotated: Option<RotatedFile>,
+    /// Forget the rotated files of generations before this one: the sink deletes them once
+    /// this is committed (a file of that name later, even on a reused inode, is not its own).
+    pub forget_rotated_before: Option<u64>,
+}
+
+impl SinkPosition {
+    /// A position with no file (and no rotation).
+    pub fn bare(position: u64) -> SinkPosition {
+        SinkPosition {
+            position,
+            file: None,
+            rotated: None,
+            forget_rotated_before: None,
+        }
+    }
+}
+
 /// What one page's delivery commits.
 #[derive(Debug, Default)]
 pub struct Commit {
@@ -219,7 +287,7 @@ pub struct Commit {
     pub delivered: u64,
     pub duplicates: u64,
     /// Sink name → committed position.
-    pub positions: Vec<(String, u64)>,
+    pub positions: Vec<(String, SinkPosition)>,
     /// The new cursor, when a window is complete (never moves backwards).
     pub cursor: Option<Nanos>,
     /// Drop this source's keys older than this.
@@ -392,11 +460,7 @@ impl State {
                 commit.max_event
             ])?;
             for (sink, pos) in &commit.positions {
-                tx.prepare_cached(
-                    "INSERT INTO sinks (name, position) VALUES (?1, ?2)
-                     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                )?
-                .execute(params![sink, *pos as i64])?;
+                put_sink_position(&tx, sink, pos)?;
             }
             if let Some(before) = commit.prune_before {
                 // Whole rows: a row that straddles the line keeps its older keys a little longer.
@@ -410,31 +474,35 @@ impl State {
     }
 
     /// The committed position of a sink, if it has one.
-    pub async fn sink_position(&self, sink: &str) -> Result<Option<u64>, StateError> {
+    pub async fn sink_position(&self, sink: &str) -> Result<Option<SinkPosition>, StateError> {
+        let sink = sink.to_string();
+        self.call(move |c| get_sink_position(c, &sink)).await
+    }
+
+    /// The files a sink's rotation made that are still recorded, oldest first.
+    pub async fn sink_rotated(&self, sink: &str) -> Result<Vec<RotatedFile>, StateError> {
         let sink = sink.to_string();
         self.call(move |c| {
-            Ok(c.query_row(
-                "SELECT position FROM sinks WHERE name = ?1",
-                params![sink],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .map(|p| p as u64))
+            let mut st = c.prepare_cached(
+                "SELECT generation, dev, ino FROM sink_rotated WHERE sink = ?1 ORDER BY generation",
+            )?;
+            let rows = st.query_map(params![sink], |r| {
+                Ok(RotatedFile {
+                    generation: r.get::<_, i64>(0)? as u64,
+                    dev: r.get::<_, i64>(1)? as u64,
+                    ino: r.get::<_, i64>(2)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
 
-    /// Records where a sink starts when the state has no position for it yet (kept if it has).
-    pub async fn init_sink_position(&self, sink: &str, position: u64) -> Result<(), StateError> {
+    /// Records a sink's position outside a page's commit: where a sink starts (new to the
+    /// state), or the new file it is about to write into. Replaces what was recorded.
+    pub async fn set_sink_position(&self, sink: &str, pos: SinkPosition) -> Result<(), StateError> {
         let sink = sink.to_string();
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO sinks (name, position) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-                params![sink, position as i64],
-            )?;
-            Ok(())
-        })
-        .await
+        self.call(move |c| put_sink_position(c, &sink, &pos)).await
     }
 
     /// Rewinds a source's cursor to `to` and forgets its keys at or after `to`, so the events
@@ -502,6 +570,27 @@ fn open_conn(path: &Path) -> Result<Connection, StateError> {
             err(e)
         }
     };
+    // A new database has no -wal or -shm yet: files of those names are someone else's, which
+    // SQLite would read as its own (a -wal is replayed into the database, then reset).
+    if std::fs::metadata(path)
+        .map(|m| m.len() == 0)
+        .unwrap_or(true)
+    {
+        for suffix in ["-wal", "-shm"] {
+            let mut other = path.as_os_str().to_owned();
+            other.push(suffix);
+            let other = PathBuf::from(other);
+            if let Ok(m) = std::fs::metadata(&other) {
+                if m.len() > 0 {
+                    return Err(StateError::Stray {
+                        path: path.to_path_buf(),
+                        other,
+                        len: m.len(),
+                    });
+                }
+            }
+        }
+    }
     // Audit state is private whatever the umask: SQLite gives the -wal and -shm files it makes
     // the database file's mode, so a new database is created 0600 before SQLite opens it.
     private_file(path).map_err(|e| StateError::Open {
@@ -558,6 +647,112 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+fn put_sink_position(c: &Connection, sink: &str, pos: &SinkPosition) -> Result<(), StateError> {
+    let file = pos.file.as_ref();
+    c.prepare_cached(
+        "INSERT INTO sinks (name, position, path, dev, ino, tail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position, path = excluded.path,
+            dev = excluded.dev, ino = excluded.ino, tail = excluded.tail",
+    )?
+    .execute(params![
+        sink,
+        pos.position as i64,
+        file.map(|f| f.path.as_str()),
+        file.map(|f| f.dev as i64),
+        file.map(|f| f.ino as i64),
+        file.map(|f| &f.tail[..]),
+    ])?;
+    if let Some(r) = pos.rotated {
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO sink_rotated (sink, generation, dev, ino) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            sink,
+            r.generation as i64,
+            r.dev as i64,
+            r.ino as i64
+        ])?;
+    }
+    if let Some(g) = pos.forget_rotated_before {
+        c.prepare_cached("DELETE FROM sink_rotated WHERE sink = ?1 AND generation < ?2")?
+            .execute(params![sink, g as i64])?;
+    }
+    Ok(())
+}
+
+fn get_sink_position(c: &Connection, sink: &str) -> Result<Option<SinkPosition>, StateError> {
+    Ok(c.query_row(
+        "SELECT position, path, dev, ino, tail FROM sinks WHERE name = ?1",
+        params![sink],
+        |r| {
+            let (path, dev, ino, tail) = (
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<Vec<u8>>>(4)?,
+            );
+            let file = match (path, dev, ino, tail) {
+                (Some(path), Some(dev), Some(ino), Some(tail)) if tail.len() == 32 => {
+                    Some(FileMark {
+                        path,
+                        dev: dev as u64,
+                        ino: ino as u64,
+                        tail: tail.try_into().expect("32 bytes"),
+                    })
+                }
+                _ => None,
+            };
+            Ok(SinkPosition {
+                position: r.get::<_, i64>(0)? as u64,
+                file,
+                rotated: None,
+                forget_rotated_before: None,
+            })
+        },
+    )
+    .optional()?)
+}
+
+/// The recorded position of every sink, read without writing (no migration, no lock): for
+/// `check`, which may run beside the agent. A state of a schema before 6 has no files.
+pub fn read_sink_positions(path: &Path) -> Result<Vec<(String, SinkPosition)>, StateError> {
+    let err = |source| StateError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(err)?;
+    let version: i64 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    if version < 1 {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = c
+        .prepare("SELECT name FROM sinks ORDER BY name")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(err)?;
+    let mut out = Vec::new();
+    for name in names {
+        let pos = if version >= 6 {
+            get_sink_position(&c, &name)?
+        } else {
+            c.query_row(
+                "SELECT position FROM sinks WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(err)?
+            .map(|p| SinkPosition::bare(p as u64))
+        };
+        if let Some(p) = pos {
+            out.push((name, p));
+        }
+    }
+    Ok(out)
 }
 
 fn insert_keys(tx: &Connection, source: i64, keys: &[(Key, Nanos)]) -> Result<(), StateError> {
@@ -670,7 +865,7 @@ mod tests {
             keys: vec![([1; 16], 100)],
             delivered: 1,
             duplicates: 1,
-            positions: vec![("file".into(), 42)],
+            positions: vec![("file".into(), SinkPosition::bare(42))],
             cursor: Some(1000),
             prune_before: None,
             max_event: Some(100),
@@ -709,7 +904,10 @@ mod tests {
             st.known("b", vec![([2; 16], 200)]).await.unwrap(),
             vec![false]
         );
-        assert_eq!(st.sink_position("file").await.unwrap(), Some(42));
+        assert_eq!(
+            st.sink_position("file").await.unwrap(),
+            Some(SinkPosition::bare(42))
+        );
         drop(st);
         // Reopening keeps everything and does not re-run migrations.
         let st = State::open(&path).unwrap();

@@ -275,7 +275,10 @@ async fn export_exit_codes_and_an_output_replaced_only_when_complete() {
         slow: std::time::Duration::from_millis(10),
         seed: 1,
     }));
-    let out = export(&s.config, &window(&src, &from, &to, &["-o", p]));
+    let out = export(
+        &s.config,
+        &window(&src, &from, &to, &["-o", p, "--overwrite"]),
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("the window could not be read completely"),

@@ -51,10 +51,11 @@ proptest! {
             let path = dir.path().join("out.ndjson");
             let prefix = if before.is_empty() { String::new() } else { format!("{{\"old\":\"{before}\"}}\n") };
             std::fs::write(&path, &prefix).unwrap();
-            let open = |pos: Option<u64>| FileSink::open("f", path.clone(), false, 0o600, None, Writer::default(), pos);
-            let mut sink = open(None).await.unwrap();
-            // The position the state holds: the opening one until a commit.
-            let mut committed = sink.position();
+            let state = auditship::state::State::open(&dir.path().join("state.db")).unwrap();
+            // The sink reads its committed position from the state (the opening one until a
+            // commit, which records it there as the poller's commit does).
+            let open = || FileSink::open("f", path.clone(), false, 0o600, None, Writer::default(), state.clone());
+            let mut sink = open().await.unwrap();
             let mut want = prefix.clone();
             let mut pending = String::new();
             let mut seq = 0u64;
@@ -72,7 +73,7 @@ proptest! {
                         Writer::default().lines(&events, &mut buf);
                         pending.push_str(std::str::from_utf8(&buf).unwrap());
                         if *commit {
-                            committed = sink.position();
+                            state.set_sink_position("f", sink.position().unwrap()).await.unwrap();
                             sink.committed();
                             want.push_str(&pending);
                             pending.clear();
@@ -84,13 +85,13 @@ proptest! {
                     }
                     Step::Crash => {
                         drop(sink);
-                        sink = open(committed).await.unwrap();
+                        sink = open().await.unwrap();
                         pending.clear();
                     }
                 }
             }
             drop(sink);
-            let _reopened = open(committed).await.unwrap();
+            let _reopened = open().await.unwrap();
             let got = std::fs::read_to_string(&path).unwrap();
             prop_assert_eq!(got, want);
             Ok(())
@@ -103,18 +104,20 @@ proptest! {
         rt().block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("out.ndjson");
-            let mut sink = FileSink::open("f", path.clone(), false, 0o600, None, Writer::default(), None).await.unwrap();
+            let state = auditship::state::State::open(&dir.path().join("state.db")).unwrap();
+            let open = || FileSink::open("f", path.clone(), false, 0o600, None, Writer::default(), state.clone());
+            let mut sink = open().await.unwrap();
             let ev = |i: usize| Event::standalone("s", "domo", "domo", i as i64, &format!("{{\"i\":{i}}}"));
             for i in 0..committed_pages {
                 sink.deliver(&[ev(i)], &CancellationToken::new()).await.unwrap();
+                state.set_sink_position("f", sink.position().unwrap()).await.unwrap();
                 sink.committed();
             }
-            let pos = sink.position();
             let good = std::fs::read_to_string(&path).unwrap_or_default();
             let events: Vec<Event> = (0..tail).map(|i| ev(100 + i)).collect();
             sink.deliver(&events, &CancellationToken::new()).await.unwrap();
             drop(sink);
-            let _sink = FileSink::open("f", path.clone(), false, 0o600, None, Writer::default(), pos).await.unwrap();
+            let _sink = open().await.unwrap();
             prop_assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
             Ok(())
         })?;

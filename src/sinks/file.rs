@@ -1,26 +1,42 @@
-//! `kind = "file"`: native NDJSON appended to a file, exactly once across crashes.
+//! `kind = "file"`: native NDJSON appended to a file, exactly once across crashes, and never into
+//! a file that is not the sink's own.
 //!
 //! The file's committed length is recorded in the same SQLite transaction as the page's keys and
-//! the cursor. On start the file is truncated back to it, dropping a tail written by a process
-//! that died before its commit; that page is fetched and written again. A file that someone else
-//! rotated or removed is recreated and written from its new end.
+//! the cursor, together with which file it is: its device and inode, and a hash of its last bytes
+//! before that length ([`FileMark`]). On start the file is truncated back to the committed length,
+//! dropping a tail written by a process that died before its commit; that page is fetched and
+//! written again. That truncation, and every write, happens only to a file proven to be the
+//! sink's own:
+//! - the recorded device and inode, or a copy of the recorded file (a restore, a move to another
+//!   disk: the same bytes before the committed length), is the sink's file;
+//! - a missing path, or an empty file there (another tool rotated ours away and created it), is
+//!   started afresh, and recorded as the sink's file *before* anything is written to it, so a
+//!   crash before the next commit finds it the sink's own;
+//! - anything else (the sink pointed at another tool's file, a file moved over ours) is refused:
+//!   nothing is written to it or cut from it, and every delivery says why, naming the sink and
+//!   the path, until the file is moved away (then a new one is started) or `path` changed.
 //!
 //! Built-in rotation (`rotate_max_bytes`, `rotate_keep`) keeps that promise. The position in the
 //! state is the file's generation (how often it was rotated) and its committed length, packed
 //! into one number ([`pack`]). A rotation happens only at the start of a delivery that follows a
 //! commit, when the file holds at least `rotate_max_bytes`: the file of generation G is renamed
-//! `PATH.G`, a new file is created at `PATH` (with `mode`), the page is written to it, and the
-//! commit records generation G+1 with the new length, in the same transaction as the page's keys
-//! and cursor. A crash before that commit leaves the state at G: on start, a `PATH.G` that exists
-//! means the rotation was not committed, so the new file (whose contents were never committed) is
-//! removed and `PATH.G` renamed back to `PATH`, then truncated to the committed length as always.
-//! A crash after the commit leaves a consistent G+1. With `fsync`, the directory is synced after
-//! the rename, before the commit, so a power loss cannot undo a committed rename either.
+//! `PATH.G` (never over a file of that name: the rename refuses to replace one), a new file is
+//! created at `PATH` (with `mode`), the page is written to it, and the commit records generation
+//! G+1 with the new length and the renamed file's identity, in the same transaction as the page's
+//! keys and cursor. A crash before that commit leaves the state at G: on start, a `PATH.G` that
+//! is the recorded file means the rotation was not committed, so the new file (whose contents
+//! were never committed) is removed and `PATH.G` renamed back to `PATH`, then truncated to the
+//! committed length as always. A crash after the commit leaves a consistent G+1. With `fsync`,
+//! the directory is synced after the rename, before the commit, so a power loss cannot undo a
+//! committed rename either. Rotated files beyond `rotate_keep` are deleted only if they are the
+//! very files the rotation made (their recorded device and inode): a `PATH.N` of anyone else's
+//! is left alone.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -29,6 +45,7 @@ use super::{Sink, SinkError};
 use crate::config::Rotate;
 use crate::encodings::Writer;
 use crate::event::Event;
+use crate::state::{FileMark, RotatedFile, SinkPosition, State};
 use crate::BoxFuture;
 
 /// Bits of a position that hold the committed length; the generation is above them.
@@ -73,36 +90,8 @@ fn sync_dir(path: &std::path::Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Deletes the rotated files of generations before `oldest_kept`.
-fn prune(path: &std::path::Path, oldest_kept: u64) -> std::io::Result<()> {
-    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
-        return Ok(());
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        std::path::Path::new(".")
-    } else {
-        dir
-    };
-    let mut prefix = base.to_owned();
-    prefix.push(".");
-    let prefix = prefix.to_string_lossy().into_owned();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(g) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .filter(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|g| g.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        if g < oldest_kept {
-            std::fs::remove_file(entry.path())?;
-        }
-    }
-    Ok(())
-}
+/// Bytes of the file's end that [`FileMark::tail`] hashes.
+const TAIL: usize = 4096;
 
 pub struct FileSink {
     name: String,
@@ -118,19 +107,61 @@ pub struct FileSink {
     committed_generation: u64,
     /// The sink's format and `include_raw`.
     writer: Writer,
-    file: Arc<File>,
+    /// The file written to; `None` while the path holds a file that is not the sink's own.
+    file: Option<Arc<File>>,
     /// (device, inode) of the open file, to notice rotation.
     identity: (u64, u64),
     /// Length after the last successful write.
     len: u64,
     /// Length at the last commit.
     committed: u64,
+    /// The file's last bytes up to `len` (at most [`TAIL`]), hashed into the position.
+    tail: Vec<u8>,
     buf: Vec<u8>,
+    /// Where a new file the sink starts at its path is recorded before it is written to.
+    state: State,
+    /// The files this sink's rotation made, by generation: (device, inode). Only these are
+    /// ever deleted.
+    rotated: BTreeMap<u64, (u64, u64)>,
+    /// The rotation of this delivery, until it is committed: the file renamed away.
+    rotating: Option<RotatedFile>,
 }
 
-/// Opens `path` for appending; a file it creates gets `mode` exactly, whatever the umask (a file
-/// that exists keeps the mode it has).
-fn open_append(path: &PathBuf, mode: u32) -> std::io::Result<(File, (u64, u64), u64)> {
+/// (device, inode) of the file at `path`, if there is one.
+fn identity_at(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The last bytes of `file` before `len` (at most [`TAIL`]).
+fn read_tail(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt as _;
+    let n = len.min(TAIL as u64) as usize;
+    let mut tail = vec![0; n];
+    file.read_exact_at(&mut tail, len - n as u64)?;
+    Ok(tail)
+}
+
+/// Appends `buf` to `tail`, keeping the last [`TAIL`] bytes.
+fn push_tail(tail: &mut Vec<u8>, buf: &[u8]) {
+    if buf.len() >= TAIL {
+        tail.clear();
+        tail.extend_from_slice(&buf[buf.len() - TAIL..]);
+    } else {
+        tail.extend_from_slice(buf);
+        if tail.len() > TAIL {
+            tail.drain(..tail.len() - TAIL);
+        }
+    }
+}
+
+/// An open file, its (device, inode) and its length.
+type OpenFile = (File, (u64, u64), u64);
+
+/// Opens `path` for appending if it is missing (created with `mode` exactly, whatever the
+/// umask) or empty: a file another tool created where the sink's was (logrotate's `create`), or
+/// one the sink itself left empty. `Ok(Err(why))` for a file with something in it, which is not
+/// for the sink to write into.
+fn open_new_or_empty(path: &Path, mode: u32) -> std::io::Result<Result<OpenFile, String>> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -151,11 +182,50 @@ fn open_append(path: &PathBuf, mode: u32) -> std::io::Result<(File, (u64, u64), 
         Err(e) => return Err(e),
     };
     let m = f.metadata()?;
-    Ok((f, (m.dev(), m.ino()), m.len()))
+    if m.len() > 0 {
+        return Ok(Err(format!(
+            "{} bytes, device {} inode {}",
+            m.len(),
+            m.dev(),
+            m.ino()
+        )));
+    }
+    Ok(Ok((f, (m.dev(), m.ino()), 0)))
+}
+
+/// What to tell an operator about a file at `path` that is not the sink's own.
+fn not_ours(path: &Path, found: &str, recorded: Option<&FileMark>) -> String {
+    let was = match recorded {
+        Some(m) => format!(
+            "; the sink's own file is {} (device {} inode {}) by the state",
+            m.path, m.dev, m.ino
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{} holds a file that is not this sink's ({found}){was}: nothing is written to it or cut \
+         from it. Move that file away (the sink then starts a new one there) or set the sink's \
+         path to a file that does not exist yet",
+        path.display()
+    )
+}
+
+/// What opening found at the path.
+struct Opened {
+    /// The file written to, if it is the sink's own.
+    file: Option<OpenFile>,
+    /// Why the file at the path is refused.
+    foreign: Option<String>,
+    /// The file is not the one the state records (new, adopted, or a copy): record it now.
+    record: bool,
+    tail: Vec<u8>,
 }
 
 impl FileSink {
-    /// Opens the file and truncates any uncommitted tail (beyond `committed`).
+    /// Opens the file and truncates any uncommitted tail (beyond `committed`), if the file at
+    /// the path is the sink's own; see the module's doc for what is and what happens otherwise.
+    /// `rotated` are the files its rotation made, as the state records them.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         name: &str,
         path: PathBuf,
@@ -163,57 +233,35 @@ impl FileSink {
         mode: u32,
         rotate: Option<Rotate>,
         writer: Writer,
-        committed: Option<u64>,
+        state: State,
     ) -> Result<FileSink, SinkError> {
         let err = |e: std::io::Error| SinkError::Io {
             sink: name.to_string(),
             msg: format!("{}: {e}{}", path.display(), hint(&e)),
         };
+        let state_err = |e: crate::state::StateError| SinkError::Io {
+            sink: name.to_string(),
+            msg: e.to_string(),
+        };
+        let recorded = state.sink_position(name).await.map_err(state_err)?;
+        let rotated: BTreeMap<u64, (u64, u64)> = state
+            .sink_rotated(name)
+            .await
+            .map_err(state_err)?
+            .into_iter()
+            .map(|r| (r.generation, (r.dev, r.ino)))
+            .collect();
         let p = path.clone();
         let sink_name = name.to_string();
-        let generation = committed.map_or(0, |c| unpack(c).0);
-        let committed = committed.map(|c| unpack(c).1);
-        let (file, identity, len) = tokio::task::spawn_blocking(move || {
-            // A rotation of this generation that was not committed: undo it.
-            let renamed = rotated_path(&p, generation);
-            if committed.is_some() && (rotate.is_some() || generation > 0) && renamed.exists() {
-                match std::fs::remove_file(&p) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-                std::fs::rename(&renamed, &p)?;
-                sync_dir(&p)?;
-                tracing::info!(sink = %sink_name, path = %p.display(), generation,
-                    "undid a rotation that was not committed; the events written after it will be written again");
-            }
-            let (f, id, len) = open_append(&p, mode)?;
-            if let Some(r) = rotate {
-                if let Err(e) = prune(&p, generation.saturating_sub(r.keep)) {
-                    tracing::warn!(sink = %sink_name, path = %p.display(), error = %e,
-                        "cannot delete rotated files beyond rotate_keep");
-                }
-            }
-            let len = match committed {
-                Some(c) if len > c => {
-                    f.set_len(c)?;
-                    f.sync_all()?;
-                    tracing::info!(sink = %sink_name, path = %p.display(), dropped_bytes = len - c,
-                        "truncated an uncommitted tail; those events will be written again");
-                    c
-                }
-                Some(c) if len < c => {
-                    tracing::warn!(sink = %sink_name, path = %p.display(), committed = c, len,
-                        "file is shorter than committed: it was rotated or replaced; appending to it");
-                    len
-                }
-                _ => len,
-            };
-            Ok::<_, std::io::Error>((f, id, len))
+        let generation = recorded.as_ref().map_or(0, |c| unpack(c.position).0);
+        let rec = recorded.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            open_file(&sink_name, &p, mode, rotate, generation, rec)
         })
         .await
         .map_err(|e| err(std::io::Error::other(e)))?
         .map_err(err)?;
-        Ok(FileSink {
+        let mut sink = FileSink {
             name: name.to_string(),
             path,
             fsync,
@@ -222,12 +270,37 @@ impl FileSink {
             generation,
             committed_generation: generation,
             writer,
-            file: Arc::new(file),
-            identity,
-            len,
-            committed: len,
+            file: None,
+            identity: (0, 0),
+            len: 0,
+            committed: 0,
+            tail: opened.tail,
             buf: Vec::new(),
-        })
+            state,
+            rotated,
+            rotating: None,
+        };
+        if let Some((f, id, len)) = opened.file {
+            sink.file = Some(Arc::new(f));
+            sink.identity = id;
+            sink.len = len;
+            sink.committed = len;
+        }
+        if let Some(why) = &opened.foreign {
+            tracing::error!(sink = %sink.name, path = %sink.path.display(), "{why}");
+        }
+        if opened.record || recorded.is_none() {
+            if let Some(p) = sink.position() {
+                sink.state
+                    .set_sink_position(name, p)
+                    .await
+                    .map_err(state_err)?;
+            }
+        }
+        if let Some(r) = rotate {
+            sink.prune(sink.generation.saturating_sub(r.keep));
+        }
+        Ok(sink)
     }
 
     fn io(&self, e: std::io::Error) -> SinkError {
@@ -236,6 +309,206 @@ impl FileSink {
             msg: format!("{}: {e}{}", self.path.display(), hint(&e)),
         }
     }
+
+    /// Deletes the rotated files of generations before `oldest_kept` that this sink made.
+    fn prune(&mut self, oldest_kept: u64) {
+        let old: Vec<u64> = self.rotated.range(..oldest_kept).map(|(g, _)| *g).collect();
+        for g in old {
+            let id = self.rotated.remove(&g).expect("listed");
+            let p = rotated_path(&self.path, g);
+            match identity_at(&p) {
+                Some(found) if found == id => {
+                    if let Err(e) = std::fs::remove_file(&p) {
+                        tracing::warn!(sink = %self.name, path = %p.display(), error = %e,
+                            "cannot delete a rotated file beyond rotate_keep");
+                        self.rotated.insert(g, id);
+                        return;
+                    }
+                }
+                Some(_) => {
+                    tracing::warn!(sink = %self.name, path = %p.display(),
+                        "a rotated file beyond rotate_keep is not the one this sink made: left alone");
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// The blocking half of [`FileSink::open`].
+fn open_file(
+    sink: &str,
+    p: &Path,
+    mode: u32,
+    rotate: Option<Rotate>,
+    generation: u64,
+    recorded: Option<SinkPosition>,
+) -> std::io::Result<Opened> {
+    let committed = recorded.as_ref().map(|c| unpack(c.position).1);
+    let mark = recorded.as_ref().and_then(|r| r.file.clone());
+    // Is the file at `at` the one the state recorded? (A state from before marks were
+    // recorded knows no file: the one at the path is taken as it was before.)
+    let is_recorded = |at: &Path| match &mark {
+        Some(m) => identity_at(at) == Some((m.dev, m.ino)),
+        None => true,
+    };
+    // A rotation of this generation that was not committed: undo it, if `PATH.G` is the
+    // recorded file (so what is at the path now was made after it, by that rotation).
+    let renamed = rotated_path(p, generation);
+    if committed.is_some()
+        && (rotate.is_some() || generation > 0)
+        && renamed.exists()
+        && is_recorded(&renamed)
+    {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::rename(&renamed, p)?;
+        sync_dir(p)?;
+        tracing::info!(sink, path = %p.display(), generation,
+            "undid a rotation that was not committed; the events written after it will be written again");
+    }
+    let existing = match std::fs::metadata(p) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let Some(m) = existing else {
+        // Missing: started afresh.
+        if committed.is_some_and(|c| c > 0) {
+            tracing::warn!(sink, path = %p.display(),
+                "the file is gone (rotated or removed); starting a new one");
+        }
+        return Ok(match open_new_or_empty(p, mode)? {
+            Ok(f) => Opened {
+                file: Some(f),
+                foreign: None,
+                record: true,
+                tail: Vec::new(),
+            },
+            // Created by someone else between the two looks.
+            Err(found) => Opened {
+                file: None,
+                foreign: Some(not_ours(p, &found, mark.as_ref())),
+                record: false,
+                tail: Vec::new(),
+            },
+        });
+    };
+    let open = || OpenOptions::new().append(true).read(true).open(p);
+    let (f, record) = match judge(p, &m, mark.as_ref(), committed)? {
+        Judged::Recorded => (open()?, mark.is_none()),
+        Judged::Copy => {
+            tracing::info!(sink, path = %p.display(), recorded = %mark.as_ref().map_or("", |m| &m.path),
+                "the file is a copy of the sink's own (the same bytes up to the committed length): writing on in it");
+            (open()?, true)
+        }
+        Judged::Empty => {
+            tracing::warn!(sink, path = %p.display(),
+                "the file was emptied, or rotated or removed and an empty one created in its place; writing to it");
+            (open()?, true)
+        }
+        Judged::Foreign(why) => {
+            return Ok(Opened {
+                file: None,
+                foreign: Some(why),
+                record: false,
+                tail: Vec::new(),
+            })
+        }
+    };
+    let len = f.metadata()?.len();
+    let len = match committed {
+        Some(c) if len > c => {
+            f.set_len(c)?;
+            f.sync_all()?;
+            tracing::info!(sink, path = %p.display(), dropped_bytes = len - c,
+                "truncated an uncommitted tail; those events will be written again");
+            c
+        }
+        // (Only a state from before files were recorded gets here: otherwise such a file is
+        // empty, or not the sink's.)
+        Some(c) if len < c && len > 0 => {
+            tracing::warn!(sink, path = %p.display(), committed = c, len,
+                "file is shorter than committed: it was truncated (copytruncate?); appending to it");
+            len
+        }
+        _ => len,
+    };
+    let tail = read_tail(&f, len)?;
+    let m = f.metadata()?;
+    Ok(Opened {
+        file: Some((f, (m.dev(), m.ino()), len)),
+        foreign: None,
+        record,
+        tail,
+    })
+}
+
+/// Whose the file at a sink's path is, against what the state records.
+enum Judged {
+    /// The recorded file; or, for a state from before files were recorded, the file at the path
+    /// (as then); or a new sink's existing file (appended to, never cut below its length now).
+    Recorded,
+    /// Another file with the recorded file's bytes up to the committed length: a copy of it.
+    Copy,
+    /// An empty file in place of the recorded one, or the recorded one emptied in place
+    /// (logrotate's `copytruncate`).
+    Empty,
+    /// Someone else's: why.
+    Foreign(String),
+}
+
+fn judge(
+    p: &Path,
+    m: &std::fs::Metadata,
+    mark: Option<&FileMark>,
+    committed: Option<u64>,
+) -> std::io::Result<Judged> {
+    let (Some(mk), Some(c)) = (mark, committed) else {
+        return Ok(Judged::Recorded);
+    };
+    // The bytes before the committed length are the recorded ones: the file, or a copy.
+    let same_bytes = || -> std::io::Result<bool> {
+        let f = File::open(p)?;
+        Ok(*blake3::hash(&read_tail(&f, c)?).as_bytes() == mk.tail)
+    };
+    if m.len() >= c && same_bytes()? {
+        // The same inode with the same bytes, or another file with them: a copy. (The same
+        // inode alone is not enough: a deleted file's inode number is given to the next one.)
+        return Ok(if (m.dev(), m.ino()) == (mk.dev, mk.ino) {
+            Judged::Recorded
+        } else {
+            Judged::Copy
+        });
+    }
+    if m.len() == 0 {
+        return Ok(Judged::Empty);
+    }
+    let found = format!("{} bytes, device {} inode {}", m.len(), m.dev(), m.ino());
+    Ok(Judged::Foreign(not_ours(p, &found, Some(mk))))
+}
+
+/// For `check`: why a file sink would refuse the file at `path`, given what the state records
+/// for it; `None` if it would write on (or start a new file there).
+pub fn refusal(path: &Path, recorded: &SinkPosition) -> std::io::Result<Option<String>> {
+    let (generation, committed) = unpack(recorded.position);
+    let m = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mark = recorded.file.as_ref();
+    // A rotation not committed, which the next start undoes.
+    if mark.is_some_and(|mk| identity_at(&rotated_path(path, generation)) == Some((mk.dev, mk.ino)))
+    {
+        return Ok(None);
+    }
+    Ok(match judge(path, &m, mark, Some(committed))? {
+        Judged::Foreign(why) => Some(why),
+        _ => None,
+    })
 }
 
 /// What to do about a write error a person must fix; nothing was kept of the failed write, and
@@ -252,26 +525,62 @@ fn hint(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// What the blocking half of a delivery reports back.
-struct Written {
-    reopened: Option<(Arc<File>, (u64, u64), u64)>,
-    /// The file was rotated (and `reopened` is the new one).
-    rotated: bool,
-    result: std::io::Result<()>,
+/// Renames `from` to `to` unless `to` exists (`renameat2(RENAME_NOREPLACE)`; on a file system
+/// without it, a look first, which only a racing writer can beat).
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::other("a path with a NUL byte"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            if to.symlink_metadata().is_ok() {
+                return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            std::fs::rename(from, to)
+        }
+        _ => Err(e),
+    }
 }
 
-/// Renames the file of `generation` at `path` to `PATH.generation` and creates a new one.
-fn rotate_file(
-    path: &std::path::Path,
-    generation: u64,
-    mode: u32,
-    fsync: bool,
-) -> std::io::Result<(File, (u64, u64), u64)> {
+/// Renames the file of `generation` at `path` to `PATH.generation` and creates a new one. A
+/// `PATH.generation` that exists already is someone else's: refused, nothing renamed.
+fn rotate_file(path: &Path, generation: u64, mode: u32, fsync: bool) -> std::io::Result<OpenFile> {
     crash_point("before_rename");
     let renamed = rotated_path(path, generation);
-    std::fs::rename(path, &renamed)?;
+    rename_no_replace(path, &renamed).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            std::io::Error::other(format!(
+                "cannot rotate: {} exists and is not this sink's (its rotation would replace it); move it away",
+                renamed.display()
+            ))
+        } else {
+            e
+        }
+    })?;
     crash_point("after_rename");
-    let opened = open_append(&path.to_path_buf(), mode).and_then(|o| {
+    let opened = open_new_or_empty(path, mode).and_then(|o| {
+        let o = o.map_err(|found| {
+            std::io::Error::other(format!(
+                "a file appeared at the path as it was rotated ({found})"
+            ))
+        })?;
         if fsync {
             sync_dir(path)?;
         }
@@ -279,9 +588,58 @@ fn rotate_file(
     });
     if opened.is_err() {
         // Put the file back; if that fails too, the next start does it.
-        let _ = std::fs::rename(&renamed, path);
+        let _ = rename_no_replace(&renamed, path);
     }
     opened
+}
+
+/// What the blocking half of a delivery found at the path before writing.
+enum Found {
+    /// The sink's file, rotated now if it was due.
+    Ours { rotated: Option<(File, (u64, u64))> },
+    /// A new or empty file the sink starts: recorded before it is written to.
+    New(File, (u64, u64)),
+    /// Not the sink's: why.
+    Foreign(String),
+}
+
+/// Looks at the path before a delivery: still the sink's file (rotated if `rotate_now`), or a
+/// new one to start, or someone else's.
+fn look(
+    path: &Path,
+    identity: Option<(u64, u64)>,
+    rotate_now: bool,
+    generation: u64,
+    mode: u32,
+    fsync: bool,
+) -> std::io::Result<Found> {
+    let same = identity.is_some() && identity_at(path) == identity;
+    if same && !rotate_now {
+        return Ok(Found::Ours { rotated: None });
+    }
+    if same {
+        let (f, id, _) = rotate_file(path, generation, mode, fsync)?;
+        return Ok(Found::Ours {
+            rotated: Some((f, id)),
+        });
+    }
+    Ok(match open_new_or_empty(path, mode)? {
+        Ok((f, id, _)) => Found::New(f, id),
+        Err(found) => Found::Foreign(found),
+    })
+}
+
+/// Writes `buf` at the end of `file` (at `start`), synced if asked; a failed write leaves no
+/// partial line behind.
+fn write_at_end(file: &File, buf: &[u8], start: u64, fsync: bool) -> std::io::Result<()> {
+    let mut result = (&*file).write_all(buf);
+    if result.is_ok() && fsync {
+        result = file.sync_data();
+    }
+    if result.is_err() {
+        let _ = file.set_len(start);
+    }
+    result
 }
 
 impl Sink for FileSink {
@@ -299,117 +657,154 @@ impl Sink for FileSink {
             }
             let buf = std::mem::take(&mut self.buf);
             // Rotate only right after a commit: the file then holds committed events alone.
-            let rotate_now = self.rotate.is_some_and(|r| self.len >= r.max_bytes)
+            let rotate_now = self.file.is_some()
+                && self.rotate.is_some_and(|r| self.len >= r.max_bytes)
                 && self.generation == self.committed_generation
                 && self.len == self.committed;
-            let (file, identity, path, fsync, mode, len, generation) = (
+            let identity = self.file.as_ref().map(|_| self.identity);
+            let (file, path, fsync, mode, len, generation) = (
                 self.file.clone(),
-                self.identity,
                 self.path.clone(),
                 self.fsync,
                 self.mode,
                 self.len,
                 self.generation,
             );
-            let (buf, written) = tokio::task::spawn_blocking(move || {
-                // Rotated or removed by someone else? Then write to a new file at its path.
-                let mut reopened = None;
-                let mut rotated = false;
-                let same = std::fs::metadata(&path)
-                    .map(|m| (m.dev(), m.ino()) == identity)
-                    .unwrap_or(false);
-                let (file, start) = if same && !rotate_now {
-                    (file, len)
-                } else {
-                    // Our own rotation, or a new file where someone else's went.
-                    rotated = same;
-                    let opened = if same {
-                        rotate_file(&path, generation, mode, fsync)
-                    } else {
-                        open_append(&path, mode)
-                    };
-                    match opened {
-                        Ok((f, id, l)) => {
-                            let f = Arc::new(f);
-                            reopened = Some((f.clone(), id, l));
-                            (f, l)
-                        }
-                        Err(e) => {
-                            return (
-                                buf,
-                                Written {
-                                    reopened,
-                                    rotated: false,
-                                    result: Err(e),
-                                },
-                            );
-                        }
+            // The common case in one blocking call: the path still holds the sink's file, and
+            // the page is written to it (or to the file its rotation starts).
+            let (buf, found) = tokio::task::spawn_blocking(move || {
+                let found = look(&path, identity, rotate_now, generation, mode, fsync);
+                let written = match (&found, &file) {
+                    (Ok(Found::Ours { rotated: None }), Some(f)) => {
+                        Some(write_at_end(f, &buf, len, fsync))
                     }
+                    (
+                        Ok(Found::Ours {
+                            rotated: Some((f, _)),
+                        }),
+                        _,
+                    ) => {
+                        let w = write_at_end(f, &buf, 0, fsync);
+                        if w.is_ok() {
+                            crash_point("after_write");
+                        }
+                        Some(w)
+                    }
+                    _ => None,
                 };
-                let mut result = (&*file).write_all(&buf);
-                if result.is_ok() && fsync {
-                    result = file.sync_data();
-                }
-                if result.is_err() {
-                    // Leave no partial line behind.
-                    let _ = file.set_len(start);
-                } else if rotated {
-                    crash_point("after_write");
-                }
-                (
-                    buf,
-                    Written {
-                        reopened,
-                        rotated,
-                        result,
-                    },
-                )
+                (buf, (found, written))
             })
             .await
             .map_err(|e| self.io(std::io::Error::other(e)))?;
-            let n = buf.len() as u64;
-            self.buf = buf;
-            if let Some((f, id, l)) = written.reopened {
-                if written.rotated {
+            let (found, written) = found;
+            let found = match found {
+                Ok(f) => f,
+                Err(e) => {
+                    self.buf = buf;
+                    return Err(self.io(e));
+                }
+            };
+            let result = match found {
+                Found::Ours { rotated: None } => written.expect("written to the sink's file"),
+                Found::Ours {
+                    rotated: Some((f, id)),
+                } => {
                     tracing::info!(sink = %self.name, path = %self.path.display(),
                         rotated_to = %rotated_path(&self.path, self.generation).display(),
                         bytes = self.len, "rotated the file");
+                    self.rotating = Some(RotatedFile {
+                        generation: self.generation,
+                        dev: self.identity.0,
+                        ino: self.identity.1,
+                    });
                     self.generation += 1;
-                } else {
+                    self.file = Some(Arc::new(f));
+                    self.identity = id;
+                    self.len = 0;
+                    self.tail.clear();
+                    written.expect("written to the new file")
+                }
+                Found::Foreign(found) => {
+                    self.buf = buf;
+                    if self.file.take().is_some() {
+                        tracing::error!(sink = %self.name, path = %self.path.display(),
+                            "the sink's file was replaced by one that is not its own: delivery stops until it is moved away");
+                    }
+                    return Err(SinkError::NotOurs {
+                        sink: self.name.clone(),
+                        msg: not_ours(&self.path, &found, None),
+                    });
+                }
+                Found::New(f, id) => {
                     tracing::warn!(sink = %self.name, path = %self.path.display(),
                         "file was rotated or removed; writing to a new one");
-                    self.committed = l;
+                    let f = Arc::new(f);
+                    self.file = Some(f.clone());
+                    self.identity = id;
+                    self.len = 0;
+                    self.committed = 0;
+                    self.tail.clear();
+                    // Recorded as the sink's file before anything is written to it: a crash
+                    // before the next commit then finds it the sink's own.
+                    let pos = self.position().expect("a file is open");
+                    if let Err(e) = self.state.set_sink_position(&self.name, pos).await {
+                        self.buf = buf;
+                        return Err(SinkError::Io {
+                            sink: self.name.clone(),
+                            msg: format!("cannot record the new file {}: {e}", self.path.display()),
+                        });
+                    }
+                    let (r, buf) = tokio::task::spawn_blocking(move || {
+                        let r = write_at_end(&f, &buf, 0, fsync);
+                        (r, buf)
+                    })
+                    .await
+                    .map_err(|e| self.io(std::io::Error::other(e)))?;
+                    self.buf = buf;
+                    r.map_err(|e| self.io(e))?;
+                    push_tail(&mut self.tail, &self.buf);
+                    self.len += self.buf.len() as u64;
+                    return Ok(());
                 }
-                self.file = f;
-                self.identity = id;
-                self.len = l;
-            }
-            written.result.map_err(|e| self.io(e))?;
-            self.len += n;
+            };
+            self.buf = buf;
+            result.map_err(|e| self.io(e))?;
+            push_tail(&mut self.tail, &self.buf);
+            self.len += self.buf.len() as u64;
             Ok(())
         })
     }
 
-    fn position(&self) -> Option<u64> {
-        Some(pack(self.generation, self.len))
+    fn position(&self) -> Option<SinkPosition> {
+        self.file.as_ref()?;
+        Some(SinkPosition {
+            position: pack(self.generation, self.len),
+            file: Some(FileMark {
+                path: self.path.to_string_lossy().into_owned(),
+                dev: self.identity.0,
+                ino: self.identity.1,
+                tail: *blake3::hash(&self.tail).as_bytes(),
+            }),
+            rotated: self.rotating,
+            // With a rotation, the files it makes older than `rotate_keep` are deleted once it
+            // is committed: forgotten in the same commit.
+            forget_rotated_before: self
+                .rotating
+                .and(self.rotate)
+                .map(|r| self.generation.saturating_sub(r.keep)),
+        })
     }
 
     fn committed(&mut self) {
         self.committed = self.len;
+        if let Some(r) = self.rotating.take() {
+            self.rotated.insert(r.generation, (r.dev, r.ino));
+        }
         if self.generation != self.committed_generation {
             self.committed_generation = self.generation;
-            // The rotation is committed: the oldest rotated file beyond `rotate_keep` goes.
+            // The rotation is committed: the rotated files beyond `rotate_keep` go.
             if let Some(r) = self.rotate {
-                if let Some(old) = self.generation.checked_sub(r.keep + 1) {
-                    let old = rotated_path(&self.path, old);
-                    match std::fs::remove_file(&old) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            tracing::warn!(sink = %self.name, path = %old.display(), error = %e,
-                                "cannot delete a rotated file beyond rotate_keep");
-                        }
-                        _ => {}
-                    }
-                }
+                self.prune(self.generation.saturating_sub(r.keep));
             }
         }
     }
@@ -422,9 +817,11 @@ impl Sink for FileSink {
         } else {
             0
         };
-        if let Err(e) = self.file.set_len(keep) {
+        let Some(file) = &self.file else { return };
+        if let Err(e) = file.set_len(keep) {
             tracing::error!(sink = %self.name, error = %e, "could not truncate after a failed commit");
         }
+        self.tail = read_tail(file, keep).unwrap_or_default();
         self.len = keep;
     }
 }

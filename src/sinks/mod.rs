@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{RetryConfig, SinkConfig, SinkKind};
 use crate::encodings::Writer;
 use crate::event::Event;
+use crate::state::{SinkPosition, State};
 use crate::BoxFuture;
 
 pub mod file;
@@ -24,6 +25,9 @@ pub mod syslog;
 pub enum SinkError {
     #[error("sink {sink}: {msg}")]
     Io { sink: String, msg: String },
+    /// The path holds a file that is not the sink's own: nothing is written to it.
+    #[error("sink {sink}: {msg}")]
+    NotOurs { sink: String, msg: String },
     #[error("sink {sink}: delivery cancelled by shutdown")]
     Cancelled { sink: String },
     /// The receiver refused a batch for good (a 4xx other than 408/429); nothing is committed.
@@ -59,7 +63,7 @@ pub trait Sink: Send {
     }
 
     /// The position to record in the commit that follows a delivery, if this sink keeps one.
-    fn position(&self) -> Option<u64> {
+    fn position(&self) -> Option<SinkPosition> {
         None
     }
 
@@ -121,7 +125,7 @@ impl SinkSlot {
         };
         let why = match e {
             SinkError::Cancelled { .. } => return,
-            SinkError::Io { msg, .. } => msg.clone(),
+            SinkError::Io { msg, .. } | SinkError::NotOurs { msg, .. } => msg.clone(),
             SinkError::Rejected { status, detail, .. } if sink_wide(*status) => {
                 format!("HTTP {status}: {detail}")
             }
@@ -171,12 +175,12 @@ impl Drop for PagePermit {
     }
 }
 
-/// Opens a sink. `committed` is the position the state last recorded for it; `retry` is the
+/// Opens a sink (a sink with a position reads it from, and records it in, `state`); `retry` is the
 /// agent's backoff, which the HTTP sink uses without a limit on attempts, except in `--once`
 /// (`once`), where a run must end: there it gives up after `retry_max_attempts`.
 pub async fn open(
     cfg: &SinkConfig,
-    committed: Option<u64>,
+    state: &State,
     retry: &RetryConfig,
     once: bool,
 ) -> Result<Arc<SinkSlot>, SinkError> {
@@ -200,7 +204,7 @@ pub async fn open(
                 *mode,
                 *rotate,
                 writer,
-                committed,
+                state.clone(),
             )
             .await?,
         ),

@@ -13,6 +13,12 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_auditship");
 
+/// The binary the tests run: `AUDITSHIP_TEST_BIN` if set (to see a new test fail against an
+/// older build), else the one cargo built.
+pub fn bin() -> String {
+    std::env::var("AUDITSHIP_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// Starts the emulator on a free loopback port.
 pub async fn sim(cfg: SimConfig) -> SimHandle {
     auditship_sim::start(cfg, "127.0.0.1:0".parse().unwrap())
@@ -85,7 +91,7 @@ pub fn setup_timed(timing: &str, agent_extra: &str, sources: &str) -> Setup {
 
 /// Runs the binary to completion.
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args).env("AUDITSHIP_LOG", "info");
     for (k, v) in env {
         cmd.env(k, v);
@@ -96,7 +102,7 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
 /// The binary as a tokio command, with no proxy from the environment (receivers are on
 /// loopback), killed when dropped.
 pub fn agent(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BIN);
+    let mut cmd = tokio::process::Command::new(bin());
     cmd.args(args)
         .env("AUDITSHIP_LOG", "info")
         .env("NO_PROXY", "127.0.0.1,localhost");
@@ -134,7 +140,7 @@ pub fn once_ok(s: &Setup) -> Output {
 
 /// Starts the binary in the background.
 pub fn spawn(args: &[&str]) -> Child {
-    Command::new(BIN)
+    Command::new(bin())
         .args(args)
         .env("AUDITSHIP_LOG", "info")
         .stdout(Stdio::piped())
