@@ -35,7 +35,10 @@
 #   rules        the PrometheusRule's spec as a rule file: `promtool check rules`, then
 #                `promtool test rules` with monitoring/rules_test.yaml, which must test each
 #                alert firing and not firing
-#   metric-names every auditship_* metric the rules use is one src/metrics.rs exports
+#   metric-names every auditship_* metric the rules and the Grafana dashboard use is one
+#                src/metrics.rs exports
+#   grafana      deploy/grafana/auditship.json: valid JSON, the panels' fields, each query
+#                parsed by promtool, the metrics the dashboard must show
 #   hadolint     deploy/Dockerfile (Docker cannot run here, so it is linted, not built)
 #   shell-lint   this script, with shellcheck
 #   systemd      `systemd-analyze verify` on deploy/systemd/auditship.service
@@ -738,7 +741,7 @@ PENDING_METRICS=(
 
 # The files whose auditship_* names must exist in src/metrics.rs: PrometheusRules (YAML) and
 # Grafana dashboards (JSON).
-METRIC_USERS=("$K8S/monitoring/prometheusrule.yaml")
+METRIC_USERS=("$K8S/monitoring/prometheusrule.yaml" deploy/grafana/auditship.json)
 
 step_metric_names() {
     "$PY" - src/metrics.rs "${METRIC_USERS[@]}" -- "${PENDING_METRICS[@]}" <<'PYEOF'
@@ -782,6 +785,75 @@ for n in pending:
         print(f"note: {n} is in src/metrics.rs now: remove it from PENDING_METRICS in deploy/check.sh")
 sys.exit(1 if bad else 0)
 PYEOF
+}
+
+# The dashboard: valid JSON, panels well-formed, each query parsed by promtool (as a recording
+# rule, Grafana's variables replaced), and the metrics it must show.
+step_grafana() {
+    local dir="$WORK/grafana"
+    mkdir -p "$dir"
+    "$PY" - deploy/grafana/auditship.json "$dir/queries.yaml" <<'PYEOF'
+import json, re, sys, yaml
+src, out = sys.argv[1:]
+try:
+    d = json.load(open(src))
+except json.JSONDecodeError as e:
+    sys.exit(f"{src}: not valid JSON: {e}")
+errors = []
+for k in ("title", "uid", "schemaVersion", "panels", "templating"):
+    if k not in d:
+        errors.append(f"no {k}")
+variables = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
+if variables.get("datasource", {}).get("type") != "datasource" or variables["datasource"].get("query") != "prometheus":
+    errors.append("needs a datasource variable of type prometheus")
+ids, rules, exprs = set(), [], []
+for p in d.get("panels", []):
+    where = f"panel {p.get('id')} {p.get('title')!r}"
+    if p.get("id") in ids:
+        errors.append(f"{where}: duplicate id")
+    ids.add(p.get("id"))
+    g = p.get("gridPos", {})
+    if not all(isinstance(g.get(k), int) for k in ("x", "y", "w", "h")) or g["x"] + g["w"] > 24:
+        errors.append(f"{where}: gridPos should be integers within 24 columns")
+    if p.get("type") == "row":
+        continue
+    if p.get("datasource") != {"type": "prometheus", "uid": "${datasource}"}:
+        errors.append(f"{where}: datasource should be the ${{datasource}} variable")
+    if not p.get("targets") or not p.get("description"):
+        errors.append(f"{where}: needs targets and a description")
+    refs = [t.get("refId") for t in p.get("targets", [])]
+    if len(set(refs)) != len(refs):
+        errors.append(f"{where}: duplicate refId")
+    for t in p.get("targets", []):
+        e = t.get("expr", "")
+        exprs.append(e)
+        for v in re.findall(r"\$\{?(\w+)", e):
+            if v not in variables and v != "__rate_interval":
+                errors.append(f"{where}: uses ${v}, which is not a dashboard variable")
+        q = e.replace("$__rate_interval", "5m")
+        q = re.sub(r"\$\{?(\w+)\}?", ".*", q)
+        rules.append({"record": f"grafana:panel{p['id']}:{t.get('refId')}", "expr": q})
+for name in ("job", "source", "sink"):
+    q = variables.get(name, {}).get("definition", "")
+    m = re.fullmatch(r"label_values\((.*), *\w+\)", q)
+    if not m:
+        errors.append(f"variable {name}: should be label_values(SERIES, LABEL)")
+    else:
+        rules.append({"record": f"grafana:variable:{name}", "expr": re.sub(r"\$\{?(\w+)\}?", ".*", m.group(1))})
+# What the dashboard must show (deploy/README.md).
+for metric in ("auditship_events_delivered_total", "auditship_events_fetched_total",
+               "auditship_cursor_lag_seconds", "auditship_source_up", "auditship_sink_up",
+               "auditship_sink_pages_in_flight", "auditship_api_requests_total",
+               "auditship_retries_total"):
+    if not any(re.search(rf"\b{metric}\b", e) for e in exprs):
+        errors.append(f"no panel shows {metric}")
+yaml.safe_dump({"groups": [{"name": "grafana", "rules": rules}]}, open(out, "w"), width=1000)
+for e in errors:
+    print("ERROR", e)
+print(f"{src}: {sum(p.get('type') != 'row' for p in d.get('panels', []))} panels, {len(exprs)} queries")
+sys.exit(1 if errors else 0)
+PYEOF
+    (cd "$dir" && promtool check rules queries.yaml)
 }
 
 step_hadolint() {
@@ -847,7 +919,7 @@ passed=0
 failed=0
 failures=()
 for step in render kubernetes consistency consistency-mutants agent-check rules metric-names \
-            hadolint shell-lint systemd security; do
+            grafana hadolint shell-lint systemd security; do
     log "$step"
     set +e
     (set -e; "step_${step//-/_}")
