@@ -41,8 +41,10 @@
 #                parsed by promtool, the metrics the dashboard must show
 #   hadolint     deploy/Dockerfile (Docker cannot run here, so it is linted, not built)
 #   shell-lint   this script, with shellcheck
-#   systemd      `systemd-analyze verify` on deploy/systemd/auditship.service
-#   security     `systemd-analyze security --offline=true`: exposure must be <= MAX_EXPOSURE
+#   systemd      `systemd-analyze verify` on deploy/systemd/auditship.service, alone and with
+#                the drop-in deploy/systemd/auditship-shipper-group.conf
+#   security     `systemd-analyze security --offline=true`, alone and with the drop-in:
+#                exposure must be <= MAX_EXPOSURE
 set -euo pipefail
 
 MAX_EXPOSURE=${MAX_EXPOSURE:-1.5}
@@ -870,46 +872,67 @@ step_shell_lint() {
 
 # The unit names /usr/local/bin/auditship, which does not exist here, and verify fails on a
 # missing ExecStart binary; so verify a copy that points at $1 or at /bin/true. Nothing else
-# differs. verify exits 0 on warnings such as unknown keys, so any output about the unit fails.
+# differs. With "dropin", the copy gets deploy/systemd/auditship-shipper-group.conf in its
+# auditship.service.d/, which systemd-analyze loads from beside the unit as systemd would from
+# /etc/systemd/system/auditship.service.d/. verify exits 0 on warnings such as unknown keys, so
+# any output about the unit or the drop-in fails.
 unit_copy() {
-    local dir="$WORK/systemd"
+    local dir="$WORK/systemd-${1:-unit}"
     mkdir -p "$dir"
     sed "s#/usr/local/bin/auditship#${BIN:-/bin/true}#g" deploy/systemd/auditship.service \
         >"$dir/auditship.service"
+    if [[ ${1:-} == dropin ]]; then
+        mkdir -p "$dir/auditship.service.d"
+        cp deploy/systemd/auditship-shipper-group.conf "$dir/auditship.service.d/shipper-group.conf"
+    fi
     echo "$dir/auditship.service"
 }
 
 step_systemd() {
-    local unit out
-    unit=$(unit_copy)
+    local variant unit out
     systemd-analyze --version | head -n 1
-    out=$(systemd-analyze verify "$unit" 2>&1) || { echo "$out"; return 1; }
-    [[ -n "$out" ]] && echo "$out"
-    if grep -q 'auditship' <<<"$out"; then
-        echo "check.sh: systemd-analyze verify complained about the unit" >&2
-        return 1
-    fi
-    echo "deploy/systemd/auditship.service: verify clean (ExecStart checked with ${BIN:-/bin/true})"
+    for variant in unit dropin; do
+        unit=$(unit_copy "$variant")
+        out=$(systemd-analyze verify "$unit" 2>&1) || { echo "$out"; return 1; }
+        [[ -n "$out" ]] && echo "$out"
+        if grep -qE 'auditship|shipper-group' <<<"$out"; then
+            echo "check.sh: systemd-analyze verify complained about the unit ($variant)" >&2
+            return 1
+        fi
+        if [[ $variant == unit ]]; then
+            echo "deploy/systemd/auditship.service: verify clean (ExecStart checked with ${BIN:-/bin/true})"
+        else
+            # That the drop-in was loaded: its static user replaces the dynamic one.
+            # (Into a variable first: `grep -q` closing the pipe early would fail it under pipefail.)
+            out=$(systemd-analyze security --offline=true --no-pager "$unit" 2>&1) || true
+            grep -q 'static non-root user' <<<"$out" \
+                || { echo "check.sh: the drop-in was not loaded" >&2; return 1; }
+            echo "deploy/systemd/auditship.service + auditship-shipper-group.conf: verify clean," \
+                 "drop-in loaded (User=auditship)"
+        fi
+    done
 }
 
 step_security() {
-    local unit out score
-    unit=$(unit_copy)
+    local variant unit out score
     if ! systemd-analyze --help 2>&1 | grep -q -- '--offline'; then
         echo "skipped: this systemd ($(systemd-analyze --version | head -n 1)) has no" \
              "'security --offline' (systemd >= 250 has it; Debian 12 ships 252), and" \
              "'security' without it needs a running systemd, which a container lacks"
         return 0
     fi
-    out=$(systemd-analyze security --offline=true --no-pager "$unit" 2>&1) || { echo "$out"; return 1; }
-    echo "$out"
-    score=$(sed -n 's/.*Overall exposure level for auditship.service: \([0-9.]*\).*/\1/p' <<<"$out")
-    [[ -n "$score" ]] || { echo "check.sh: no exposure score in the output" >&2; return 1; }
-    if awk -v s="$score" -v max="$MAX_EXPOSURE" 'BEGIN { exit !(s > max) }'; then
-        echo "check.sh: exposure $score is above the threshold $MAX_EXPOSURE" >&2
-        return 1
-    fi
-    echo "exposure $score <= threshold $MAX_EXPOSURE"
+    for variant in unit dropin; do
+        unit=$(unit_copy "$variant")
+        out=$(systemd-analyze security --offline=true --no-pager "$unit" 2>&1) || { echo "$out"; return 1; }
+        [[ $variant == unit ]] && echo "$out"
+        score=$(sed -n 's/.*Overall exposure level for auditship.service: \([0-9.]*\).*/\1/p' <<<"$out")
+        [[ -n "$score" ]] || { echo "check.sh: no exposure score in the output" >&2; return 1; }
+        if awk -v s="$score" -v max="$MAX_EXPOSURE" 'BEGIN { exit !(s > max) }'; then
+            echo "check.sh: exposure $score ($variant) is above the threshold $MAX_EXPOSURE" >&2
+            return 1
+        fi
+        echo "exposure $score <= threshold $MAX_EXPOSURE ($([[ $variant == unit ]] && echo the unit || echo with the shipper-group drop-in))"
+    done
 }
 
 # ---------------------------------------------------------------------------------------------
