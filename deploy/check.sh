@@ -16,7 +16,8 @@
 #
 # Steps (each reported as ok/FAIL; the script exits 1 if any failed):
 #   render       `kustomize build` of deploy/kubernetes/base, each overlays/*, and monitoring;
-#                an overlay must not contain a Secret (the operator creates it once, apart)
+#                neither an overlay nor a plain manifest may contain a Secret (the operator
+#                creates it once, apart: secret.example.yaml, NAME.secret.example.yaml)
 #   kubernetes   every rendered and plain YAML document against the Kubernetes JSON schemas,
 #                strict (unknown fields are errors), for the oldest (1.29) and newest (1.37)
 #                Kubernetes versions we support; the Prometheus Operator's kinds (no schema there)
@@ -191,6 +192,11 @@ step_render() {
     done
     while read -r f; do
         name=$(basename "$f" .yaml)
+        if grep -q '^kind: Secret$' "$f"; then
+            echo "check.sh: $f holds a Secret: move it to $name.secret.example.yaml, which the" \
+                 "operator applies once" >&2
+            return 1
+        fi
         secrets=()
         [[ -f "$K8S/$name.secret.example.yaml" ]] && secrets=("$K8S/$name.secret.example.yaml")
         bundle "$BUNDLES/$name.yaml" "$f${secrets[*]:+ (+ ${secrets[*]})}" "$f" "${secrets[@]}"
