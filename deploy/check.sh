@@ -744,9 +744,7 @@ PYEOF
 
 # Metrics that dashboards and alerts may name before src/metrics.rs has them, with why. Each is
 # reported; once src/metrics.rs has it, the step asks for it to be removed from here.
-PENDING_METRICS=(
-    "auditship_sink_up: the per-sink up gauge (1 delivering, 0 failing for longer than unready_after), being added to src/metrics.rs for issue 25 part 2"
-)
+PENDING_METRICS=()
 
 # The files whose auditship_* names must exist in src/metrics.rs: PrometheusRules (YAML) and
 # Grafana dashboards (JSON).

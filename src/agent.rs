@@ -220,6 +220,19 @@ impl Fatal {
 }
 
 impl Shared {
+    /// The sinks `/readyz` and `/metrics` report on, with every label set of theirs and their
+    /// sources' shown from the start.
+    fn publish_sinks(&self, sinks: &[Arc<SinkSlot>]) {
+        self.health.set_sinks(
+            sinks
+                .iter()
+                .map(|s| (s.config.name.clone(), s.health.clone())),
+        );
+        for s in sinks {
+            metrics::init_sink(&s.config.name);
+        }
+    }
+
     fn start_source(&self, g: &Generation, src: &SourceConfig) -> Running {
         let sinks: Vec<_> = g
             .sinks
@@ -229,6 +242,8 @@ impl Shared {
             .collect();
         let cancel = self.cancel.child_token();
         let health = self.health.register(&src.name);
+        let sink_names: Vec<&str> = sinks.iter().map(|s| s.config.name.as_str()).collect();
+        metrics::init_source(&src.name, &sink_names);
         let (state, http, retry, path, once, reports) = (
             self.state.clone(),
             g.http.clone(),
@@ -276,6 +291,7 @@ impl Shared {
         let http =
             Http::new(config.agent.request_timeout).context("cannot build the HTTP client")?;
         let sinks = open_sinks(&config, &self.state, self.once).await?;
+        self.publish_sinks(&sinks);
         let mut g = Generation {
             config,
             http,
@@ -306,6 +322,22 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
     let state = open_state(&cfg.agent.state_path).await?;
     lock.claim();
     let health = Arc::new(Health::default());
+    // Every series of the configured sources and sinks from the first scrape on.
+    for s in &cfg.sinks {
+        metrics::init_sink(&s.name);
+    }
+    for src in &cfg.sources {
+        let fed: Vec<&str> = cfg
+            .sinks
+            .iter()
+            .filter(|s| s.takes(&src.name))
+            .map(|s| s.name.as_str())
+            .collect();
+        metrics::init_source(&src.name, &fed);
+    }
+    if !once {
+        metrics::init_reloads();
+    }
     if let Some(addr) = cfg.agent.listen {
         let probe = Probe {
             health: health.clone(),
@@ -404,6 +436,7 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
         Ok(c) => c,
         Err(e) => {
             tracing::error!(trigger = why, error = %e, "reload refused: the new configuration is invalid; the running one is kept");
+            metrics::reload("refused");
             return Ok(current);
         }
     };
@@ -411,6 +444,7 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
     if new.agent.state_path != old.agent.state_path || new.agent.listen != old.agent.listen {
         tracing::error!(trigger = why,
             "reload refused: agent.state_path and agent.listen cannot change while running; restart to apply them (the running configuration is kept)");
+        metrics::reload("refused");
         return Ok(current);
     }
     // A source that stopped (a permanent error, say a revoked key since renewed) is started
@@ -421,6 +455,7 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
     let stopped = current.sources.iter().any(|(n, r)| is_stopped(n, r));
     if new.agent == old.agent && new.sinks == old.sinks && new.sources == old.sources && !stopped {
         tracing::info!(trigger = why, "configuration unchanged");
+        metrics::reload("unchanged");
         return Ok(current);
     }
     let everything = new.agent != old.agent || new.sinks != old.sinks;
@@ -462,6 +497,7 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
         .await;
         match opened {
             Ok((sinks, http)) => {
+                shared.publish_sinks(&sinks);
                 current.sinks = sinks;
                 current.http = http;
             }
@@ -469,7 +505,9 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
                 // Refused like any invalid config: the old generation comes back as it was.
                 tracing::error!(trigger = why, error = %format!("{e:#}"),
                     "reload refused: the new sinks cannot be opened; the running configuration is kept");
+                metrics::reload("refused");
                 current.sinks = open_sinks(&current.config, &shared.state, shared.once).await?;
+                shared.publish_sinks(&current.sinks);
                 start_missing(shared, &mut current);
                 return Ok(current);
             }
@@ -479,6 +517,7 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
     start_missing(shared, &mut current);
     tracing::info!(trigger = why, added = ?added, removed = ?removed, restarted = ?changed,
         sinks_reopened = everything, "configuration reloaded");
+    metrics::reload("applied");
     Ok(current)
 }
 
@@ -660,7 +699,7 @@ where
 /// (unless the logs are JSON, which stderr then holds alone), and as a log line with fields.
 /// A source without a report ended without a poll result (its task panicked).
 async fn once_summary(state: &State, names: &[String], mut reports: BTreeMap<String, PassReport>) {
-    let json = std::env::var("AUDITSHIP_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let json = crate::json_logs();
     for name in names {
         let r = reports.remove(name).unwrap_or_else(|| PassReport {
             error: Some("the source task ended without a result (see the error above)".into()),

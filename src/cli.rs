@@ -104,9 +104,42 @@ pub enum StateAction {
 /// Loads a config, or prints why not (exit code 2).
 fn load(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
-        eprintln!("error: {e}");
+        say_error("invalid configuration", &e);
         ExitCode::from(2)
     })
+}
+
+/// Sources and HTTP sinks whose `url` carries a user name or password over plain `http`:
+/// those go out in clear with every request (as HTTP Basic authentication).
+fn cleartext_credentials(cfg: &Config) -> Vec<String> {
+    let clear =
+        |u: &url::Url| u.scheme() == "http" && (!u.username().is_empty() || u.password().is_some());
+    let sources = cfg
+        .sources
+        .iter()
+        .filter(|s| clear(&s.url))
+        .map(|s| format!("source {}", s.name));
+    let sinks = cfg
+        .sinks
+        .iter()
+        .filter(|s| matches!(&s.kind, SinkKind::Http(h) if clear(&h.url)))
+        .map(|s| format!("sink {}", s.name));
+    sources
+        .chain(sinks)
+        .map(|who| {
+            format!("{who}: its url carries a user name and password over plain http: they go out in clear with every request; use https")
+        })
+        .collect()
+}
+
+/// An error that ends a command: a JSON log line when the logs are JSON (stderr then holds them
+/// alone, for the collector that parses it), else `error: …` for a person.
+fn say_error(what: &str, e: &dyn std::fmt::Display) {
+    if crate::json_logs() {
+        tracing::error!(error = %e, "{what}");
+    } else {
+        eprintln!("error: {e}");
+    }
 }
 
 /// Cancels `cancel` on SIGTERM or SIGINT; a second signal exits at once.
@@ -141,15 +174,27 @@ pub async fn run(config: &Path, once: bool) -> ExitCode {
     spawn_signal_handler(cancel.clone());
     tracing::info!(config = %config.display(), sources = cfg.sources.len(), sinks = cfg.sinks.len(),
         state = %cfg.agent.state_path.display(), once, "auditship starting");
-    match agent::run(&cfg, once, cancel).await {
-        Ok(Outcome::Completed) => ExitCode::SUCCESS,
-        Ok(Outcome::Failed) => ExitCode::from(1),
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "auditship failed");
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+    for w in cleartext_credentials(&cfg) {
+        tracing::warn!("{w}");
     }
+    if !cfg.agent.state_path.exists() {
+        tracing::info!(state = %cfg.agent.state_path.display(),
+            "no state file yet: creating it (agent.state_path; every source starts at its start)");
+    }
+    let code = match agent::run(&cfg, once, cancel).await {
+        Ok(Outcome::Completed) => 0,
+        Ok(Outcome::Failed) => 1,
+        Err(e) => {
+            let e = format!("{e:#}");
+            tracing::error!(error = %e, "auditship failed");
+            if !crate::json_logs() {
+                eprintln!("error: {e}");
+            }
+            1
+        }
+    };
+    tracing::info!(exit_code = code, once, "auditship stopped");
+    ExitCode::from(code)
 }
 
 pub async fn check(config: &Path, connect: bool) -> ExitCode {
@@ -193,6 +238,9 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
     }
     if refused {
         return ExitCode::from(2);
+    }
+    for w in cleartext_credentials(&cfg) {
+        println!("warning: {w}");
     }
     if !connect {
         return ExitCode::SUCCESS;
@@ -295,51 +343,71 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
                     }
                 }
             }
-            SinkKind::File { path, .. } => {
-                // What `run` would do: it creates missing directories, so the test is whether
-                // the nearest one that exists lets us write (and so create them).
-                let dir = path
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
-                let existing = dir
-                    .ancestors()
-                    .find(|d| d.as_os_str().is_empty() || d.exists())
-                    .map(|d| {
-                        if d.as_os_str().is_empty() {
-                            Path::new(".")
-                        } else {
-                            d
-                        }
-                    })
-                    .unwrap_or(Path::new("/"));
-                let probe = if existing.is_dir() {
-                    tempfile_in(existing)
-                } else {
-                    Err(std::io::Error::other("not a directory"))
-                };
-                match probe {
-                    Ok(()) if existing == dir => {
-                        println!("sink {}: ok ({} is writable)", s.name, dir.display())
-                    }
-                    Ok(()) => println!(
-                        "sink {}: ok ({} does not exist yet; run creates it in {}, which is writable)",
-                        s.name,
-                        dir.display(),
-                        existing.display()
-                    ),
-                    Err(e) => {
-                        ok = false;
-                        println!("sink {}: cannot write in {}: {e}", s.name, existing.display());
-                    }
-                }
-            }
+            SinkKind::File { path, .. } => ok &= report_writable(&format!("sink {}", s.name), path),
+        }
+    }
+    // The state: its directory must take the file (and its -wal, -shm, .lock), the file itself
+    // must be writable if it exists.
+    ok &= report_writable("state", &cfg.agent.state_path);
+    if cfg.agent.state_path.exists() {
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&cfg.agent.state_path)
+        {
+            ok = false;
+            println!(
+                "state: cannot write {}: {e}",
+                cfg.agent.state_path.display()
+            );
         }
     }
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Whether a file can be made at `path` as `run` would make it (creating missing directories):
+/// the nearest directory that exists must let us write. Prints what it found for `who`.
+fn report_writable(who: &str, path: &Path) -> bool {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let existing = dir
+        .ancestors()
+        .find(|d| d.as_os_str().is_empty() || d.exists())
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        })
+        .unwrap_or(Path::new("/"));
+    let probe = if existing.is_dir() {
+        tempfile_in(existing)
+    } else {
+        Err(std::io::Error::other("not a directory"))
+    };
+    match probe {
+        Ok(()) if existing == dir => {
+            println!("{who}: ok ({} is writable)", dir.display());
+            true
+        }
+        Ok(()) => {
+            println!(
+                "{who}: ok ({} does not exist yet; run creates it in {}, which is writable)",
+                dir.display(),
+                existing.display()
+            );
+            true
+        }
+        Err(e) => {
+            println!("{who}: cannot write in {}: {e}", existing.display());
+            false
+        }
     }
 }
 
@@ -478,7 +546,7 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             k,
             cursor
                 .map(timefmt::human)
-                .unwrap_or_else(|| "never polled".into()),
+                .unwrap_or_else(|| "nothing committed yet".into()),
             lag,
             r.map_or(0, |r| r.delivered),
             r.map_or(0, |r| r.duplicates),

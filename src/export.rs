@@ -279,10 +279,8 @@ pub async fn export(args: ExportArgs) -> ExitCode {
                 "--filter {f:?} is not KEY=VALUE (a vendor query parameter, as in the source's filters)"
             ));
         };
-        if source.kind.vendor().reserved_params().contains(&k) {
-            return usage(format_args!(
-                "--filter {k}: is set by the agent itself (from the window and paging)"
-            ));
+        if let Some(why) = crate::config::filter_problem(source.kind.vendor(), k) {
+            return usage(format_args!("--filter {k}: {why}"));
         }
         source.filters.push((k.to_string(), v.to_string()));
     }

@@ -125,10 +125,59 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Health of every running source.
+/// One sink's delivery health, shared by its slot (the pollers report each delivery, the sink
+/// each retry inside one) and the server (reader).
+#[derive(Debug, Clone, Default)]
+pub struct SinkHealth(Arc<Mutex<SinkInner>>);
+
+#[derive(Debug, Default)]
+struct SinkInner {
+    /// Set at the first failed delivery (or retry inside one), cleared by the next success.
+    failing_since: Option<Instant>,
+    last_error: Option<String>,
+    last_success: Option<Instant>,
+}
+
+impl SinkHealth {
+    fn with(&self, f: impl FnOnce(&mut SinkInner)) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g);
+    }
+
+    /// A delivery completed.
+    pub fn delivered(&self) {
+        self.with(|i| {
+            i.failing_since = None;
+            i.last_error = None;
+            i.last_success = Some(Instant::now());
+        });
+    }
+
+    /// A delivery failed, or an attempt inside one that is retried.
+    pub fn failed(&self, error: &dyn std::fmt::Display) {
+        self.with(|i| {
+            i.failing_since.get_or_insert_with(Instant::now);
+            i.last_error = Some(error.to_string());
+        });
+    }
+}
+
+/// A sink's state as `/readyz` reports it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct SinkStatus {
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success_seconds_ago: Option<u64>,
+}
+
+/// Health of every running source and sink.
 #[derive(Debug, Default)]
 pub struct Health {
     sources: Mutex<BTreeMap<String, SourceHealth>>,
+    /// The sinks of the running configuration (replaced when a reload reopens them).
+    sinks: Mutex<BTreeMap<String, SinkHealth>>,
     /// Whether the sources have been started: until then there is nothing to be ready.
     started: std::sync::atomic::AtomicBool,
 }
@@ -162,6 +211,46 @@ impl Health {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .is_some_and(|h| h.is_stopped())
+    }
+
+    /// The sinks of the running configuration, replacing those of the one before.
+    pub fn set_sinks(&self, sinks: impl IntoIterator<Item = (String, SinkHealth)>) {
+        *self.sinks.lock().unwrap_or_else(|p| p.into_inner()) = sinks.into_iter().collect();
+    }
+
+    /// Readiness of each sink: not ready once it has failed to deliver (refused, unreachable,
+    /// retrying) for longer than `unready_after`.
+    pub fn sink_readiness(&self, unready_after: Duration) -> BTreeMap<String, SinkStatus> {
+        let now = Instant::now();
+        let sinks: Vec<(String, SinkHealth)> = self
+            .sinks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        sinks
+            .into_iter()
+            .map(|(name, h)| {
+                let i = h.0.lock().unwrap_or_else(|p| p.into_inner());
+                let reason = match i.failing_since {
+                    Some(since) if now.duration_since(since) > unready_after => Some(format!(
+                        "cannot deliver for {}s: {}",
+                        now.duration_since(since).as_secs(),
+                        i.last_error.as_deref().unwrap_or("unknown error")
+                    )),
+                    _ => None,
+                };
+                let status = SinkStatus {
+                    ready: reason.is_none(),
+                    reason,
+                    last_success_seconds_ago: i
+                        .last_success
+                        .map(|t| now.duration_since(t).as_secs()),
+                };
+                (name, status)
+            })
+            .collect()
     }
 
     /// Forgets a source removed by a reload.
@@ -269,6 +358,31 @@ mod tests {
         assert!(health.readiness(Duration::from_millis(20))["a"].ready);
         h.stopped(&"HTTP 401");
         assert!(!health.readiness(Duration::from_secs(60))["a"].ready);
+    }
+
+    #[test]
+    fn a_sink_failing_too_long_is_not_ready_until_it_delivers() {
+        let health = Health::default();
+        let h = SinkHealth::default();
+        health.set_sinks([("siem".to_string(), h.clone())]);
+        assert!(health.sink_readiness(Duration::from_millis(20))["siem"].ready);
+        h.failed(&"HTTP 401: bad token");
+        assert!(health.sink_readiness(Duration::from_millis(20))["siem"].ready);
+        std::thread::sleep(Duration::from_millis(40));
+        h.failed(&"HTTP 401: still a bad token");
+        let r = health.sink_readiness(Duration::from_millis(20));
+        assert!(!r["siem"].ready);
+        assert!(
+            r["siem"]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("still a bad token"),
+            "{r:?}"
+        );
+        h.delivered();
+        let r = health.sink_readiness(Duration::from_millis(20));
+        assert!(r["siem"].ready && r["siem"].last_success_seconds_ago == Some(0));
     }
 
     #[test]

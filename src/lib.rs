@@ -63,6 +63,24 @@ pub fn release_free_memory() {
 
 /// Sets up logging on stderr: `AUDITSHIP_LOG` is the filter (default `info`),
 /// `AUDITSHIP_LOG_FORMAT=json` writes JSON lines.
+/// What `AUDITSHIP_LOG_FORMAT` asks for: `Ok(true)` for JSON lines, `Ok(false)` for text (unset
+/// or empty too); anything else is refused rather than silently logged as text.
+pub fn log_format() -> Result<bool, String> {
+    match std::env::var("AUDITSHIP_LOG_FORMAT") {
+        Err(_) => Ok(false),
+        Ok(v) if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("text") => Ok(false),
+        Ok(v) if v.trim().eq_ignore_ascii_case("json") => Ok(true),
+        Ok(v) => Err(format!(
+            "AUDITSHIP_LOG_FORMAT={v:?} is not a log format: one of text, json"
+        )),
+    }
+}
+
+/// Whether the logs are JSON lines: then stderr holds them alone, errors included.
+pub fn json_logs() -> bool {
+    log_format().unwrap_or(false)
+}
+
 pub fn init_logging() {
     let (filter, bad) = log_filter(std::env::var("AUDITSHIP_LOG").ok().as_deref());
     let builder = tracing_subscriber::fmt()
@@ -76,7 +94,7 @@ pub fn init_logging() {
         .with_target(false);
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    if std::env::var("AUDITSHIP_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
+    if json_logs() {
         builder
             .json()
             .flatten_event(true)

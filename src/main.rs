@@ -11,6 +11,10 @@ fn main() -> ExitCode {
         one_malloc_arena();
     }
     ignore_sigxfsz();
+    if let Err(e) = auditship::log_format() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     auditship::init_logging();
     // The agent's tasks run on one thread: its sources take turns (a page is read in a few ms),
     // file writes, gzip and SQLite have threads of their own, and no task wakes another across

@@ -116,7 +116,236 @@ const HELP: &[(&str, &str, &str)] = &[
         "gauge",
         "Pages read for a sink and not yet committed (at most 16; at 16 reading waits for the sink).",
     ),
+    (
+        "auditship_sink_up",
+        "gauge",
+        "1 while the sink delivers, 0 once it has failed to (refused, unreachable) for longer than unready_after.",
+    ),
+    (
+        "auditship_sink_last_success_timestamp_seconds",
+        "gauge",
+        "When the sink last took a page (committed).",
+    ),
+    (
+        "auditship_reloads_total",
+        "counter",
+        "Configuration reloads, by outcome (applied, unchanged, refused).",
+    ),
+    (
+        "auditship_build_info",
+        "gauge",
+        "Always 1; the agent's version as a label.",
+    ),
 ];
+
+/// Outcome classes of a vendor request, each shown from the start.
+const CLASSES: [&str; 4] = ["2xx", "4xx", "5xx", "error"];
+
+/// Every counter of a source, at zero until it counts: `increase()` then sees its first
+/// error (a series that appears at 1 shows no increase). `sinks` are those it feeds.
+pub fn init_source(source: &str, sinks: &[&str]) {
+    with(|r| {
+        let s = || ("source", source.to_string());
+        for class in CLASSES {
+            add(
+                r,
+                "auditship_api_requests_total",
+                vec![s(), ("class", class.into())],
+                0,
+            );
+        }
+        for outcome in ["ok", "error"] {
+            add(
+                r,
+                "auditship_polls_total",
+                vec![s(), ("outcome", outcome.into())],
+                0,
+            );
+        }
+        for reason in ["panic", "refused"] {
+            add(
+                r,
+                "auditship_source_restarts_total",
+                vec![s(), ("reason", reason.into())],
+                0,
+            );
+        }
+        for name in [
+            "auditship_events_fetched_total",
+            "auditship_events_duplicate_total",
+            "auditship_state_commits_total",
+        ] {
+            add(r, name, vec![s()], 0);
+        }
+        add(
+            r,
+            "auditship_retries_total",
+            vec![("component", "source".into()), ("name", source.into())],
+            0,
+        );
+        for sink in sinks {
+            add(
+                r,
+                "auditship_events_delivered_total",
+                vec![s(), ("sink", sink.to_string())],
+                0,
+            );
+        }
+    });
+}
+
+/// Every series of a sink, from the start (see [`init_source`]).
+pub fn init_sink(sink: &str) {
+    with(|r| {
+        add(
+            r,
+            "auditship_sink_errors_total",
+            vec![("sink", sink.into())],
+            0,
+        );
+        add(
+            r,
+            "auditship_retries_total",
+            vec![("component", "sink".into()), ("name", sink.into())],
+            0,
+        );
+        r.gauges
+            .entry(("auditship_sink_up", vec![("sink", sink.into())]))
+            .or_insert(1.0);
+        r.gauges
+            .entry((
+                "auditship_sink_pages_in_flight",
+                vec![("sink", sink.into())],
+            ))
+            .or_insert(0.0);
+    });
+}
+
+/// The reload counter's outcomes, at zero (the daemon calls it once).
+pub fn init_reloads() {
+    with(|r| {
+        for outcome in ["applied", "unchanged", "refused"] {
+            add(
+                r,
+                "auditship_reloads_total",
+                vec![("outcome", outcome.into())],
+                0,
+            );
+        }
+    });
+}
+
+/// A reload was tried: `applied`, `unchanged` or `refused`.
+pub fn reload(outcome: &'static str) {
+    with(|r| {
+        add(
+            r,
+            "auditship_reloads_total",
+            vec![("outcome", outcome.into())],
+            1,
+        )
+    });
+}
+
+pub fn sink_up(sink: &str, up: bool) {
+    with(|r| {
+        r.gauges.insert(
+            ("auditship_sink_up", vec![("sink", sink.into())]),
+            if up { 1.0 } else { 0.0 },
+        );
+    });
+}
+
+/// A sink took a page (committed).
+pub fn sink_delivered(sink: &str) {
+    with(|r| {
+        r.gauges.insert(
+            (
+                "auditship_sink_last_success_timestamp_seconds",
+                vec![("sink", sink.into())],
+            ),
+            timefmt::now() as f64 / NANOS_PER_SEC as f64,
+        );
+    });
+}
+
+/// The standard process metrics, read from `/proc` at scrape time (Linux).
+fn process_metrics(out: &mut String) {
+    // SAFETY: sysconf reads a constant of the system.
+    let (tick, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command (which may hold spaces): state is field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    let btime = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
+    });
+    let mut put = |name: &str, kind: &str, help: &str, v: Option<f64>| {
+        if let Some(v) = v {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    };
+    if tick > 0 && page > 0 {
+        let (tick, page) = (tick as f64, page as f64);
+        put(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            field(14).zip(field(15)).map(|(u, s)| (u + s) / tick),
+        );
+        put(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            field(24).map(|p| p * page),
+        );
+        put(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            field(23),
+        );
+        put(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            field(22).zip(btime).map(|(t, b)| b + t / tick),
+        );
+    }
+    put(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+        std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as f64),
+    );
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    let max = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0)
+        .then_some(lim.rlim_cur as f64);
+    put(
+        "process_max_fds",
+        "gauge",
+        "Maximum number of open file descriptors.",
+        max,
+    );
+}
 
 /// A page request's outcome: its status `class` (2xx, 4xx, 5xx, error) and, for a page that was
 /// read, the events it brought.
@@ -304,6 +533,9 @@ pub fn render() -> String {
         let mut out = String::new();
         for (name, kind, help) in HELP {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            if *name == "auditship_build_info" {
+                let _ = writeln!(out, "{name}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+            }
             for ((n, l), v) in r.counters.iter().filter(|((n, _), _)| n == name) {
                 let _ = writeln!(out, "{n}{{{}}} {v}", labels_text(l));
             }
@@ -311,6 +543,7 @@ pub fn render() -> String {
                 let _ = writeln!(out, "{n}{{{}}} {v}", labels_text(l));
             }
         }
+        process_metrics(&mut out);
         let _ = writeln!(
             out,
             "# HELP auditship_cursor_lag_seconds How far the source's cursor is behind now.\n# TYPE auditship_cursor_lag_seconds gauge"

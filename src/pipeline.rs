@@ -885,6 +885,7 @@ impl Poller {
             if let SinkError::Cancelled { .. } = e {
                 return PollError::Cancelled;
             }
+            self.sinks[i].health.failed(&e);
             metrics::sink_error(&self.sinks[i].config.name);
             self.sinks[i].note_failure(&e);
             PollError::from(e)
@@ -947,6 +948,12 @@ impl Poller {
                 metrics::state_commit(&self.cfg.name);
                 for g in guards.iter_mut().flatten() {
                     g.committed();
+                }
+                if !fresh.is_empty() {
+                    for slot in &self.sinks {
+                        slot.health.delivered();
+                        metrics::sink_delivered(&slot.config.name);
+                    }
                 }
                 if self.pending_cursor == cursor {
                     self.pending_cursor = None;

@@ -59,19 +59,27 @@ async fn readyz(AxState(p): AxState<Probe>) -> Response {
         Ok(Ok(1))
     );
     let sources = p.health.readiness(p.unready_after);
+    let sinks = p.health.sink_readiness(p.unready_after);
     // The server answers from before the sources are started (opening sinks and building the
     // HTTP client take a moment): no sources yet is not ready.
     let started = p.health.is_started();
-    let ready = started && state_ok && sources.values().all(|s| s.ready);
+    let ready =
+        started && state_ok && sources.values().all(|s| s.ready) && sinks.values().all(|s| s.ready);
     let mut body = serde_json::json!({
         "status": if ready { "ready" } else { "not ready" },
         "state": if state_ok { "ok" } else { "not answering" },
         "sources": sources,
+        "sinks": sinks,
     });
     if !ready {
         let reasons: Vec<String> = sources
             .iter()
             .filter_map(|(n, s)| s.reason.as_ref().map(|r| format!("{n}: {r}")))
+            .chain(
+                sinks
+                    .iter()
+                    .filter_map(|(n, s)| s.reason.as_ref().map(|r| format!("sink {n}: {r}"))),
+            )
             .chain((!state_ok).then(|| "state: not answering".to_string()))
             .chain((!started).then(|| "starting: the sources are not started yet".to_string()))
             .collect();
@@ -87,7 +95,10 @@ async fn readyz(AxState(p): AxState<Probe>) -> Response {
     )
 }
 
-async fn metrics_text() -> Response {
+async fn metrics_text(AxState(p): AxState<Probe>) -> Response {
+    for (name, s) in p.health.sink_readiness(p.unready_after) {
+        metrics::sink_up(&name, s.ready);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -248,6 +248,10 @@ async fn export_exit_codes_and_an_output_replaced_only_when_complete() {
             window(&src, &from, &to, &["--filter", "novalue"]),
             "--filter \"novalue\" is not KEY=VALUE",
         ),
+        (
+            window(&src, &from, &to, &["--filter", "action_kye=login"]),
+            "--filter action_kye: is not a filter of wasabi_air (its API takes user_id, group_id, target_kind, target_id, action_key); did you mean `action_key`?",
+        ),
     ] {
         let out = export(&s.config, &args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

@@ -659,8 +659,12 @@ async fn lag_is_exported_from_the_first_scrape_and_state_prints_it_short() {
     )
     .await;
     // Seen before any request succeeded, so before any window could complete.
-    assert!(
-        !body.contains("auditship_api_requests_total{source=\"wasabi-air\",class=\"2xx\"}"),
+    assert_eq!(
+        metric(
+            &body,
+            "auditship_api_requests_total{source=\"wasabi-air\",class=\"2xx\"}"
+        ),
+        0,
         "the gauge appeared only once a request succeeded:\n{body}"
     );
     assert!(metric(&body, lag) >= 29 * 86_400, "{body}");
@@ -907,6 +911,14 @@ async fn metrics_pass_promtool_with_every_family_sampled() {
         ("auditship_sink_pages_in_flight", "gauge"),
         ("auditship_cursor_lag_seconds", "gauge"),
         ("auditship_page_fetch_seconds", "histogram"),
+        ("auditship_sink_up", "gauge"),
+        ("auditship_sink_last_success_timestamp_seconds", "gauge"),
+        ("auditship_reloads_total", "counter"),
+        ("auditship_build_info", "gauge"),
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
     ] {
         let type_line = format!("# TYPE {family} {kind}");
         assert_eq!(
@@ -935,6 +947,103 @@ async fn metrics_pass_promtool_with_every_family_sampled() {
     }
 }
 
+/// An HTTP sink whose receiver answers 401 for longer than `unready_after`: `/readyz` is not
+/// ready, naming the sink and the refusal, and `auditship_sink_up` is 0 for it (1 for the file
+/// sink beside it). Every counter an alert would take `increase()` of is there at 0 from the
+/// first scrape, before anything happened to it (a series that appears at 1 shows no increase);
+/// a refused reload is counted. (The build before this answered 200 and had no such series.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_refused_for_longer_than_unready_after_is_seen_and_counters_start_at_zero() {
+    use axum::http::StatusCode;
+    let cfg = live(&[Vendor::WasabiAir], 2_000, 60, 120, 59);
+    let sim = sim(cfg.clone()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let siem = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|| async {
+        (
+            StatusCode::UNAUTHORIZED,
+            "{\"text\":\"Invalid token\",\"code\":4}",
+        )
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let port = free_port();
+    let s = setup(
+        &format!("listen = \"127.0.0.1:{port}\"\nunready_after = \"3s\"\n"),
+        &source_toml(&sim, &cfg, Vendor::WasabiAir, ""),
+    );
+    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    text.push_str(&format!(
+        "\n[[sinks]]\nname = \"siem\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{siem}/\"\n"
+    ));
+    std::fs::write(&s.config, &text).unwrap();
+    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    let base = format!("http://127.0.0.1:{port}");
+    let (_, first) = until(
+        &format!("{base}/metrics"),
+        Duration::from_secs(20),
+        |s, _| s == 200,
+    )
+    .await;
+    for series in [
+        "auditship_sink_errors_total{sink=\"siem\"}",
+        "auditship_sink_errors_total{sink=\"file\"}",
+        "auditship_retries_total{component=\"sink\",name=\"file\"}",
+        "auditship_retries_total{component=\"source\",name=\"wasabi-air\"}",
+        "auditship_source_restarts_total{source=\"wasabi-air\",reason=\"refused\"}",
+        "auditship_source_restarts_total{source=\"wasabi-air\",reason=\"panic\"}",
+        "auditship_api_requests_total{source=\"wasabi-air\",class=\"4xx\"}",
+        "auditship_api_requests_total{source=\"wasabi-air\",class=\"5xx\"}",
+        "auditship_api_requests_total{source=\"wasabi-air\",class=\"error\"}",
+        "auditship_polls_total{source=\"wasabi-air\",outcome=\"error\"}",
+        "auditship_events_delivered_total{source=\"wasabi-air\",sink=\"siem\"}",
+        "auditship_reloads_total{outcome=\"refused\"}",
+        "auditship_reloads_total{outcome=\"applied\"}",
+        "auditship_sink_up{sink=\"siem\"}",
+    ] {
+        assert!(
+            first.lines().any(|l| l.starts_with(series)),
+            "{series} missing from the first scrape:\n{first}"
+        );
+    }
+    assert!(
+        first
+            .lines()
+            .any(|l| l.starts_with("auditship_build_info{version=\"") && l.ends_with("} 1")),
+        "{first}"
+    );
+    let (_, body) = until(
+        &format!("{base}/readyz"),
+        Duration::from_secs(30),
+        |s, b| s == 503 && b.contains("sink siem"),
+    )
+    .await;
+    assert!(
+        body.contains("401") && body.contains("Invalid token"),
+        "{body}"
+    );
+    let (_, m) = until(
+        &format!("{base}/metrics"),
+        Duration::from_secs(10),
+        |_, b| b.contains("auditship_sink_up{sink=\"siem\"} 0"),
+    )
+    .await;
+    assert!(m.contains("auditship_sink_up{sink=\"file\"} 1"), "{m}");
+    assert!(
+        metric(&m, "auditship_sink_errors_total{sink=\"siem\"}") > 0,
+        "{m}"
+    );
+
+    // A broken edit of the config is refused, and counted.
+    std::fs::write(&s.config, format!("{text}\n[agent.oops\n")).unwrap();
+    until(
+        &format!("{base}/metrics"),
+        Duration::from_secs(10),
+        |_, b| metric(b, "auditship_reloads_total{outcome=\"refused\"}") >= 1,
+    )
+    .await;
+    stop(child);
+}
+
 /// The check above can fail: promtool refuses what a hand-written exposition could get wrong.
 #[test]
 fn promtool_refuses_a_broken_exposition() {
@@ -946,4 +1055,129 @@ fn promtool_refuses_a_broken_exposition() {
             "promtool accepted a counter without _total: {status:?} {report}"
         );
     }
+}
+
+/// What an operator reads must be true: a misspelt `AUDITSHIP_LOG_FORMAT` is refused (not
+/// silently text); in JSON mode a config error is a JSON line; a run ends with a final line;
+/// `state` does not call a source that polled and found nothing "never polled"; credentials in
+/// an `http://` URL are warned about; `check --connect` fails when the state cannot be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_facing_messages_tell_the_truth() {
+    let now = Timestamp::now();
+    let cfg = SimConfig {
+        seed: 60,
+        start: now - SignedDuration::from_hours(2),
+        end: now - SignedDuration::from_hours(1),
+        events: 0,
+        vendors: vec![Vendor::WasabiAir],
+        ..SimConfig::default()
+    };
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let config = s.config.to_str().unwrap();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    let out = run(
+        &["run", "--once", "--config", config],
+        &[("AUDITSHIP_LOG_FORMAT", "jsn")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("AUDITSHIP_LOG_FORMAT=\"jsn\" is not a log format: one of text, json"),
+        "{}",
+        text(&out)
+    );
+
+    let broken = s.dir.path().join("broken.toml");
+    std::fs::write(&broken, "[agent]\npoll_interval = \"soon\"\n").unwrap();
+    let out = run(
+        &["run", "--once", "--config", broken.to_str().unwrap()],
+        &[("AUDITSHIP_LOG_FORMAT", "json")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.trim().is_empty());
+    for line in stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line in JSON mode ({e}): {line}"));
+        if v["level"] == "ERROR" {
+            assert!(
+                v["error"].as_str().unwrap().contains("agent.poll_interval"),
+                "{line}"
+            );
+        }
+    }
+
+    // A source that polled and was refused (a wrong key) has committed nothing: `state` says
+    // so, not "never polled"; the run still ends with its final line.
+    let good = std::fs::read_to_string(&s.config).unwrap();
+    let bad: String = good
+        .lines()
+        .map(|l| {
+            if l.starts_with("api_key = ") {
+                "api_key = \"wrong\""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(bad, good);
+    std::fs::write(&s.config, &bad).unwrap();
+    let out = run(&["run", "--once", "--config", config], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("auditship stopped"), "{}", text(&out));
+    let out = run(&["state", "--config", config], &[]);
+    assert!(
+        text(&out).contains("nothing committed yet"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("never polled"), "{}", text(&out));
+    std::fs::write(&s.config, &good).unwrap();
+
+    // A sink URL with credentials over plain http.
+    let mut with_http = std::fs::read_to_string(&s.config).unwrap();
+    with_http.push_str(
+        "\n[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"http://shipper:pa55word@127.0.0.1:9/in\"\n",
+    );
+    std::fs::write(&s.config, &with_http).unwrap();
+    let out = run(&["check", "--config", config], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("sink collector: its url carries a user name and password over plain http"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("pa55word"), "{}", text(&out));
+
+    // The state's directory cannot be made (its parent is a file): check --connect says so.
+    let blocker = s.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let without_http = with_http
+        .split("\n[[sinks]]\nname = \"collector\"")
+        .next()
+        .unwrap();
+    std::fs::write(
+        &s.config,
+        without_http.replace(
+            "state_path = \"state.db\"",
+            "state_path = \"not-a-dir/state.db\"",
+        ),
+    )
+    .unwrap();
+    let out = run(&["check", "--connect", "--config", config], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("state: cannot write in"),
+        "{}",
+        text(&out)
+    );
 }

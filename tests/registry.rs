@@ -103,6 +103,22 @@ fn every_vendor_refuses_what_is_not_its_own() {
                 assert!(p.contains(&want), "{want:?} not in:\n{p}");
             }
         }
+        // Every documented filter passes; an undocumented one is refused, naming the kind.
+        for param in v.filter_params() {
+            let p = problems(&one_source(
+                v.kind(),
+                "http://127.0.0.1:9",
+                &format!("[sources.filters]\n{param} = \"1\""),
+            ));
+            assert!(!p.contains("filters"), "{}: {param}: {p}", v.kind());
+        }
+        let p = problems(&one_source(
+            v.kind(),
+            "http://127.0.0.1:9",
+            "[sources.filters]\nevnt = \"1\"",
+        ));
+        let want = format!("sources[0].filters.evnt: is not a filter of {}", v.kind());
+        assert!(p.contains(&want), "{want:?} not in:\n{p}");
         for param in v.reserved_params() {
             let p = problems(&one_source(
                 v.kind(),

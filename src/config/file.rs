@@ -165,6 +165,16 @@ pub(crate) fn unknown_key(c: &mut Check<'_>, key: &str, name: &str, known: &[&st
     }
 }
 
+/// The known key nearest to `name` (one or two letters off), if any.
+pub(crate) fn nearest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (distance(name, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
 /// Levenshtein distance of two short ASCII-ish keys.
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();

@@ -77,7 +77,9 @@ pub use sinks::{
     HttpEncoding, HttpSinkConfig, RawSink, Rotate, SinkConfig, SinkKind, SyslogSinkConfig,
     SyslogTransport,
 };
-pub use sources::{FilterValue, RawSource, ScalarValue, SourceCheck, SourceConfig, SourceKind};
+pub use sources::{
+    filter_problem, FilterValue, RawSource, ScalarValue, SourceCheck, SourceConfig, SourceKind,
+};
 pub use tls::TlsConfig;
 
 /// The whole validated configuration.
@@ -580,6 +582,19 @@ mod tests {
         let p = problems(&format!("{MINIMAL}\n[sources.filters]\npage = 3\n"));
         assert!(
             p.contains("sources[0].filters.page: is set by the agent"),
+            "{p}"
+        );
+        // A misspelt filter would be ignored by the vendor, which then sends every event.
+        let p = problems(&format!(
+            "{MINIMAL}\n[sources.filters]\naction_kye = \"login\"\nflavour = \"x\"\n"
+        ));
+        assert!(
+            p.contains("sources[0].filters.action_kye: is not a filter of wasabi_air (its API takes user_id, group_id, target_kind, target_id, action_key); did you mean `action_key`?"),
+            "{p}"
+        );
+        assert!(
+            p.contains("sources[0].filters.flavour: is not a filter of wasabi_air")
+                && !p.contains("did you mean `flavour"),
             "{p}"
         );
     }

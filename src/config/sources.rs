@@ -326,11 +326,8 @@ pub(super) fn validate(
             .unwrap_or(1000);
         let mut filters = Vec::new();
         for (fk, fv) in s.filters.iter().flatten() {
-            if kind.vendor().reserved_params().contains(&fk.as_str()) {
-                c.fail(
-                    &format!("{key}.filters.{fk}"),
-                    "is set by the agent itself (from the window and paging); remove it",
-                );
+            if let Some(why) = filter_problem(kind.vendor(), fk) {
+                c.fail(&format!("{key}.filters.{fk}"), why);
                 continue;
             }
             match fv {
@@ -365,4 +362,24 @@ pub(super) fn validate(
         }
     }
     (sources, names)
+}
+
+/// Why `key` cannot be a filter of `vendor`: a parameter the agent sets itself, or one its API
+/// does not document (the vendor would ignore it and send every event).
+pub fn filter_problem(vendor: &dyn crate::sources::Vendor, key: &str) -> Option<String> {
+    if vendor.reserved_params().contains(&key) {
+        return Some("is set by the agent itself (from the window and paging); remove it".into());
+    }
+    let known = vendor.filter_params();
+    if known.contains(&key) {
+        return None;
+    }
+    let hint = super::file::nearest(key, known)
+        .map(|k| format!("; did you mean `{k}`?"))
+        .unwrap_or_default();
+    Some(format!(
+        "is not a filter of {} (its API takes {}){hint}",
+        vendor.kind(),
+        known.join(", ")
+    ))
 }

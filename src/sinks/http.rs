@@ -30,6 +30,7 @@ use super::{Sink, SinkError};
 use crate::config::{HttpEncoding, HttpSinkConfig, RetryConfig, Secret};
 use crate::encodings::Writer;
 use crate::event::{push_json_str, Event};
+use crate::health::SinkHealth;
 use crate::metrics;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::timefmt::{NANOS_PER_MS, NANOS_PER_SEC};
@@ -89,6 +90,8 @@ pub struct Inner {
     max_bytes: usize,
     /// Splunk HEC indexer acknowledgement (`hec_ack = true`).
     ack: Option<HecAck>,
+    /// Told of each failed attempt, so a delivery retried for long shows in `/readyz`.
+    health: SinkHealth,
 }
 
 /// Where and how long to wait for Splunk's indexer acknowledgements.
@@ -196,6 +199,7 @@ impl Inner {
             gzip = cfg.gzip, batch_max_events = cfg.batch_max_events, batch_max_bytes = cfg.batch_max_bytes,
             "http sink ready");
         Ok(Inner {
+            health: SinkHealth::default(),
             name: name.to_string(),
             url: cfg.url.clone(),
             client,
@@ -237,6 +241,7 @@ impl Inner {
             cancel,
             |e: &Failure, delay| {
                 metrics::retry("sink", name);
+                this.health.failed(e);
                 tracing::warn!(sink = %name, error = %e, delay_ms = delay.as_millis() as u64,
                     "retrying delivery");
             },
@@ -443,6 +448,7 @@ impl Inner {
                 Ok(done) => waiting.retain(|w| !done.contains(&w.ack)),
                 Err(e) => {
                     metrics::retry("sink", &self.name);
+                    self.health.failed(&self.scrub(&e.to_string()));
                     tracing::warn!(sink = %self.name, error = %self.scrub(&e.to_string()),
                         "asking Splunk for acknowledgements failed; asking again");
                 }
@@ -675,6 +681,12 @@ struct Request {
 }
 
 impl Sink for HttpSink {
+    fn watch(&mut self, health: SinkHealth) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.health = health;
+        }
+    }
+
     fn deliver<'a>(
         &'a mut self,
         events: &'a [Event],

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{RetryConfig, SinkConfig, SinkKind};
 use crate::encodings::Writer;
 use crate::event::Event;
+use crate::health::SinkHealth;
 use crate::state::{SinkPosition, State};
 use crate::BoxFuture;
 
@@ -70,6 +71,9 @@ pub trait Sink: Send {
     /// The commit after the last delivery succeeded.
     fn committed(&mut self) {}
 
+    /// Where a sink that retries inside a delivery reports each failed attempt.
+    fn watch(&mut self, _health: SinkHealth) {}
+
     /// The commit after the last delivery failed: undo the delivery where possible.
     fn rollback(&mut self) {}
 }
@@ -93,12 +97,17 @@ pub struct SinkSlot {
     /// until the next run: the run exits 1 either way, and a retry cycle for every source
     /// (one after the other, behind the sink's lock) would make a cron job late by that many.
     failed: Option<std::sync::OnceLock<String>>,
+    /// Each delivery's outcome, for `/readyz` and `auditship_sink_up`.
+    pub health: SinkHealth,
 }
 
 impl SinkSlot {
     /// A sink shared by the pollers of its sources; `once` for a run that must end.
-    pub fn new(config: SinkConfig, sink: Box<dyn Sink>, once: bool) -> Arc<SinkSlot> {
+    pub fn new(config: SinkConfig, mut sink: Box<dyn Sink>, once: bool) -> Arc<SinkSlot> {
+        let health = SinkHealth::default();
+        sink.watch(health.clone());
         Arc::new(SinkSlot {
+            health,
             config,
             sink: tokio::sync::Mutex::new(sink),
             pages: Arc::new(tokio::sync::Semaphore::new(PAGES_IN_FLIGHT)),

@@ -33,6 +33,7 @@ use crate::config::{RetryConfig, SyslogSinkConfig, SyslogTransport, TlsConfig};
 use crate::encodings::cef::Severity;
 use crate::encodings::Writer;
 use crate::event::Event;
+use crate::health::SinkHealth;
 use crate::metrics;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::BoxFuture;
@@ -64,6 +65,8 @@ pub struct SyslogSink {
     retry: RetryConfig,
     /// The connection and what was sent on it.
     link: tokio::sync::Mutex<Link>,
+    /// Told of each failed attempt, so a delivery retried for long shows in `/readyz`.
+    health: SinkHealth,
 }
 
 /// The open connection, if any (dropped on any error), and the replay of what it carried.
@@ -181,6 +184,7 @@ impl SyslogSink {
                 ..retry.clone()
             },
             link: tokio::sync::Mutex::new(Link::default()),
+            health: SinkHealth::default(),
         })
     }
 
@@ -529,6 +533,10 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 }
 
 impl Sink for SyslogSink {
+    fn watch(&mut self, health: SinkHealth) {
+        self.health = health;
+    }
+
     fn deliver<'a>(
         &'a mut self,
         events: &'a [Event],
@@ -547,6 +555,7 @@ impl Sink for SyslogSink {
                 cancel,
                 |e: &Failure, delay| {
                     metrics::retry("sink", name);
+                    this.health.failed(e);
                     tracing::warn!(sink = %name, error = %e, delay_ms = delay.as_millis() as u64,
                         "retrying delivery");
                 },

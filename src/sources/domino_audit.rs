@@ -65,6 +65,18 @@ impl super::Vendor for DominoAuditKind {
     fn reserved_params(&self) -> &'static [&'static str] {
         &["startTimestamp", "endTimestamp", "limit", "offset", "sort"]
     }
+    fn filter_params(&self) -> &'static [&'static str] {
+        &[
+            "actorId",
+            "actorName",
+            "event",
+            "targetType",
+            "targetId",
+            "targetName",
+            "withinProjectId",
+            "withinProjectName",
+        ]
+    }
     fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<super::VendorSettings> {
         let s: Section = c.section();
         let api_key = c.secret("api_key", &s.api_key, &s.api_key_file);

@@ -70,6 +70,9 @@ impl super::Vendor for DominoDatasourceKind {
     fn reserved_params(&self) -> &'static [&'static str] {
         &["startTime", "endTime"]
     }
+    fn filter_params(&self) -> &'static [&'static str] {
+        &["dataSourceNames", "eventKinds"]
+    }
     fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<super::VendorSettings> {
         let s: Section = c.section();
         let api_key = c.secret("api_key", &s.api_key, &s.api_key_file);

@@ -101,6 +101,9 @@ impl super::Vendor for DomoKind {
     fn reserved_params(&self) -> &'static [&'static str] {
         &["start", "end", "limit", "offset"]
     }
+    fn filter_params(&self) -> &'static [&'static str] {
+        &["user"]
+    }
     fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<super::VendorSettings> {
         let s: Section = c.section();
         let client_id = c.secret("client_id", &s.client_id, &s.client_id_file);

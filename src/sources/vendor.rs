@@ -22,6 +22,9 @@ pub trait Vendor: Sync {
     fn options(&self) -> &'static [&'static str];
     /// Query parameters the agent itself sets, which a filter must not override.
     fn reserved_params(&self) -> &'static [&'static str];
+    /// The query parameters its API documents as filters: a filter must be one of them (a
+    /// misspelt one would be ignored by the vendor, and every event read).
+    fn filter_params(&self) -> &'static [&'static str];
     /// Reads and validates its own keys (`c.section()`), reporting every problem on `c`;
     /// `None` when they cannot be used.
     fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<VendorSettings>;

@@ -59,6 +59,15 @@ impl super::Vendor for WasabiAirKind {
     fn reserved_params(&self) -> &'static [&'static str] {
         &["from", "to", "page", "count", "order"]
     }
+    fn filter_params(&self) -> &'static [&'static str] {
+        &[
+            "user_id",
+            "group_id",
+            "target_kind",
+            "target_id",
+            "action_key",
+        ]
+    }
     fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<super::VendorSettings> {
         let s: Section = c.section();
         let api_key = c.secret("api_key", &s.api_key, &s.api_key_file);
