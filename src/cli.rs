@@ -142,36 +142,13 @@ fn say_error(what: &str, e: &dyn std::fmt::Display) {
     }
 }
 
-/// Cancels `cancel` on SIGTERM or SIGINT; a second signal exits at once.
-pub fn spawn_signal_handler(cancel: CancellationToken) {
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let mut got = 0;
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-            got += 1;
-            if got == 1 {
-                tracing::info!("shutting down: finishing the pages in flight");
-                cancel.cancel();
-            } else {
-                tracing::warn!("second signal: exiting now; uncommitted pages will be read again");
-                std::process::exit(130);
-            }
-        }
-    });
-}
-
 pub async fn run(config: &Path, once: bool) -> ExitCode {
     let cfg = match load(config) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
+    crate::signals::spawn_signal_handler(cancel.clone());
     tracing::info!(config = %config.display(), sources = cfg.sources.len(), sinks = cfg.sinks.len(),
         state = %cfg.agent.state_path.display(), once, "auditship starting");
     for w in cleartext_credentials(&cfg) {
@@ -615,7 +592,7 @@ pub async fn simulate(args: auditship_sim::SimArgs) -> ExitCode {
         "\n# Ready to paste into a config file: one source per emulated vendor, and a stdout sink.\n\n{blocks}[[sinks]]\nname = \"console\"\nkind = \"stdout\"\n"
     );
     let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
+    crate::signals::spawn_signal_handler(cancel.clone());
     cancel.cancelled().await;
     handle.shutdown().await;
     ExitCode::SUCCESS
@@ -699,7 +676,7 @@ pub async fn demo(events: u64, duration: Option<Duration>) -> ExitCode {
         titles.join(", ")
     );
     let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
+    crate::signals::spawn_signal_handler(cancel.clone());
     if let Some(d) = duration {
         let c = cancel.clone();
         tokio::spawn(async move {

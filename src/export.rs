@@ -340,7 +340,7 @@ pub async fn export(args: ExportArgs) -> ExitCode {
         Err(e) => return failed(format_args!("cannot build the HTTP client: {e}")),
     };
     let cancel = CancellationToken::new();
-    crate::cli::spawn_signal_handler(cancel.clone());
+    crate::signals::spawn_signal_handler(cancel.clone());
     let health = crate::health::Health::default().register(&source.name);
     let mut poller = Poller::new(
         source.clone(),

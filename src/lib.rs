@@ -20,7 +20,8 @@
 //! - [`event`], [`timefmt`]: the native event (spans into the page it came in) and time text.
 //! - [`retry`]: the one retry policy of every HTTP call; [`clock`]: what entries placed outside
 //!   the range asked for say about a vendor's zone or clock.
-//! - [`metrics`], [`health`], [`server`]: `/metrics`, `/healthz` and `/readyz`.
+//! - [`metrics`], [`health`], [`server`]: `/metrics`, `/healthz` and `/readyz`; [`signals`]:
+//!   shutdown on SIGTERM/SIGINT for every command that runs until told to stop.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod retry;
 pub mod server;
+pub mod signals;
 pub mod sinks;
 pub mod sources;
 pub mod state;

@@ -8,7 +8,15 @@ use std::time::{Duration, SystemTime};
 use backon::{ExponentialBuilder, Retryable as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RetryConfig;
+/// Retry policy of every HTTP call (`[agent]` `retry_*`): defined here, with the policy that
+/// uses it, so that retrying knows nothing of the configuration (`config` re-exports it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    pub initial: Duration,
+    pub max_delay: Duration,
+    /// Attempts of one request before the poll gives up; `None` retries while the agent runs.
+    pub max_attempts: Option<usize>,
+}
 
 /// What to do about a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

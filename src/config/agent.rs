@@ -41,14 +41,7 @@ pub struct RawAgent {
     pub unready_after: Option<String>,
 }
 
-/// Retry policy of every HTTP call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryConfig {
-    pub initial: Duration,
-    pub max_delay: Duration,
-    /// Attempts of one request before the poll gives up; `None` retries while the agent runs.
-    pub max_attempts: Option<usize>,
-}
+pub use crate::retry::RetryConfig;
 
 /// `[agent]`, validated.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,6 +20,15 @@ use crate::json::canon::{self, Scratch};
 
 pub mod lanes;
 
+/// How a source's events are told apart (its `Traits::identity`, in `sources`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// By the vendor's id, in `Event::id`.
+    VendorId,
+    /// By canonical content plus occurrence; the poller fills in `Event::id`.
+    Content,
+}
+
 /// A dedupe key as stored in SQLite: 16 bytes of BLAKE3.
 pub type Key = [u8; 16];
 
@@ -198,14 +207,14 @@ impl Keyer {
     /// source has already read once, so in practice never.
     pub fn key(
         &mut self,
-        identity: crate::sources::Identity,
+        identity: Identity,
         events: &mut [Event],
     ) -> Result<PageKeys, serde_json::Error> {
         let mut out = PageKeys {
             keys: Vec::with_capacity(events.len()),
             legacy: Vec::new(),
         };
-        if identity == crate::sources::Identity::VendorId {
+        if identity == Identity::VendorId {
             out.keys.extend(events.iter().map(|ev| id_key(ev.id())));
             return Ok(out);
         }
@@ -362,22 +371,16 @@ mod tests {
             Event::standalone("s", "domo", "domo", 0, twin),
         ];
         let mut keyer = Keyer::default();
-        let keys = keyer
-            .key(crate::sources::Identity::Content, &mut events)
-            .unwrap();
+        let keys = keyer.key(Identity::Content, &mut events).unwrap();
         assert_eq!(keys.keys.iter().map(hex).collect::<Vec<_>>(), want);
         assert_eq!([events[0].id(), events[1].id()], want);
         assert!(keys.legacy.is_empty());
         // Within one window the count goes on; a new window starts it again.
         let mut third = vec![Event::standalone("s", "domo", "domo", 0, twin)];
-        let next = keyer
-            .key(crate::sources::Identity::Content, &mut third)
-            .unwrap();
+        let next = keyer.key(Identity::Content, &mut third).unwrap();
         assert_ne!(hex(&next.keys[0]), want[0]);
         keyer.clear();
-        let again = keyer
-            .key(crate::sources::Identity::Content, &mut third)
-            .unwrap();
+        let again = keyer.key(Identity::Content, &mut third).unwrap();
         assert_eq!(hex(&again.keys[0]), want[0]);
     }
 

@@ -47,14 +47,7 @@ pub enum Paging {
     Whole { max_events: usize },
 }
 
-/// How a source's events are told apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Identity {
-    /// By the vendor's id, in `Event::id`.
-    VendorId,
-    /// By canonical content plus occurrence; the poller fills in `Event::id`.
-    Content,
-}
+pub use crate::keys::Identity;
 
 /// What the poller needs to know about a source.
 #[derive(Debug, Clone, Copy)]
