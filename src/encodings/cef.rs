@@ -3,9 +3,9 @@
 //!
 //! The header names the SaaS product the event came from (the "device"), the action is both the
 //! signature and the name, and the extension carries the native fields under standard CEF keys
-//! (or labelled custom strings where CEF has no key): [`MAPPING`] lists them, and README's CEF
-//! table is checked against it by a unit test. Header values escape `\` and `|`; extension
-//! values escape `\`, `=` and line breaks (`\n`, `\r`), as the CEF guide requires.
+//! (or labelled custom strings where CEF has no key): [`MAPPING`] lists them, and the CEF table
+//! of `docs/siem-formats.md` is checked against it by a unit test. Header values escape `\` and
+//! `|`; extension values escape `\`, `=` and line breaks (`\n`, `\r`), as the CEF guide requires.
 
 use super::Encoding;
 use crate::event::{Entity, Event};
@@ -186,7 +186,8 @@ pub const MAPPING: &[Ext] = &[
     },
 ];
 
-/// README's CEF table, made from the code: header parts, then every extension key.
+/// The CEF table of `docs/siem-formats.md`, made from the code: header parts, then every
+/// extension key.
 pub fn mapping_table() -> String {
     let mut t = String::from("| native | CEF |\n| --- | --- |\n");
     for (n, c) in [
@@ -358,19 +359,20 @@ pub(crate) mod tests {
             .ends_with(" shost=proxy.example.com"));
     }
 
-    /// README's table is the one the code makes: the mapping cannot drift from the docs.
+    /// docs/siem-formats.md's table is the one the code makes: the mapping cannot drift from the
+    /// docs.
     #[test]
     fn readme_cef_table_matches_the_code() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/siem-formats.md");
         let start = readme
             .find("<!-- cef-mapping:start -->\n")
-            .expect("README has the cef-mapping markers");
+            .expect("docs/siem-formats.md has the cef-mapping markers");
         let rest = &readme[start + "<!-- cef-mapping:start -->\n".len()..];
         let end = rest.find("<!-- cef-mapping:end -->").unwrap();
         assert_eq!(
             &rest[..end],
             mapping_table(),
-            "README's CEF table differs from the code; paste mapping_table()'s output"
+            "docs/siem-formats.md's CEF table differs from the code; paste mapping_table()'s output"
         );
     }
 }

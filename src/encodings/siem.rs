@@ -1,7 +1,7 @@
 //! The per-vendor tables the SIEM encodings share: for each vendor action, the OCSF class and
 //! activity ([`super::ocsf`]) and the ECS category and type ([`super::ecs`]). One row a vendor
-//! action; README's "SIEM formats" section is [`readme_section`] of these tables (a test holds
-//! it to them). An action no row names falls to its table's `other` row: OCSF activity 99
+//! action; the tables of `docs/siem-formats.md` are [`readme_section`] of these tables (a test
+//! holds them to them). An action no row names falls to its table's `other` row: OCSF activity 99
 //! "Other" with the vendor's label as `activity_name`.
 
 use crate::event::Event;
@@ -181,7 +181,7 @@ const DELETE: &[&str] = &["deletion"];
 const ACCESS: &[&str] = &["access"];
 const INFO: &[&str] = &["info"];
 
-/// Every vendor's table, in README order.
+/// Every vendor's table, in the order of `docs/siem-formats.md`.
 pub static TABLES: [Table; 4] = [
     Table {
         kind: "domino_audit",
@@ -469,7 +469,7 @@ static GENERIC: Table = Table {
     other: rule("(any other)", EntityManagement, 99, "configuration", INFO),
 };
 
-/// README's "SIEM formats" tables: one per vendor, a row per action and the default last.
+/// The tables of `docs/siem-formats.md`: one per vendor, a row per action and the default last.
 pub fn readme_section() -> String {
     let mut s = String::new();
     for t in &TABLES {
@@ -519,7 +519,7 @@ mod tests {
 
     #[test]
     fn readme_holds_the_tables_of_the_code() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/siem-formats.md");
         let want = readme_section();
         const BEGIN: &str = "<!-- siem-tables: generated from src/encodings/siem.rs -->\n";
         const END: &str = "<!-- /siem-tables -->";
@@ -530,7 +530,7 @@ mod tests {
         assert_eq!(
             got,
             Some(want.as_str()),
-            "README's SIEM formats tables differ from the code's: put this between the \
+            "docs/siem-formats.md's tables differ from the code's: put this between the \
              {BEGIN:?} and {END:?} lines:\n{want}"
         );
     }
