@@ -438,3 +438,68 @@ async fn export_replaces_an_existing_output_only_when_told_to() {
         truth(&sim, &cfg, Vendor::WasabiAir).len()
     );
 }
+
+/// logrotate's `copytruncate` while the daemon runs: the sink's own file is emptied in place.
+/// The sink notices (its file is shorter than it wrote it), records the emptied file as its own
+/// before writing again, and writes on from its start: no hole of NULs, and after a SIGKILL the
+/// restart still finds the file its own (before, the length it kept in memory no longer matched
+/// the file's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_emptied_in_place_is_written_on_and_stays_the_sinks() {
+    let now = jiff::Timestamp::now();
+    let cfg = SimConfig {
+        seed: 79,
+        start: now - jiff::SignedDuration::from_secs(30),
+        end: now + jiff::SignedDuration::from_secs(30),
+        events: 3_000,
+        vendors: vec![Vendor::WasabiAir],
+        ..SimConfig::default()
+    };
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let mut child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    let started = Instant::now();
+    while std::fs::metadata(&s.out).map(|m| m.len()).unwrap_or(0) < 10_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // copytruncate: a copy, then the file cut to nothing in place (same inode).
+    std::fs::copy(&s.out, s.dir.path().join("out.ndjson.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&s.out)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::metadata(&s.out).map(|m| m.len()).unwrap_or(0) < 2_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing written after"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(&child, "KILL");
+    let _ = child.wait();
+    let bytes = std::fs::read(&s.out).unwrap();
+    assert!(!bytes.contains(&0), "a hole of NULs in the file");
+    let out = run(
+        &["run", "--once", "--config", s.config.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("is not this sink's"),
+        "{}",
+        stderr(&out)
+    );
+    let lines = read_lines(&s.out);
+    assert!(!lines.is_empty());
+    let mut ids = std::collections::HashSet::new();
+    for l in &lines {
+        assert!(ids.insert(l["id"].to_string()), "{} twice", l["id"]);
+    }
+}

@@ -597,8 +597,9 @@ fn rotate_file(path: &Path, generation: u64, mode: u32, fsync: bool) -> std::io:
 enum Found {
     /// The sink's file, rotated now if it was due.
     Ours { rotated: Option<(File, (u64, u64))> },
-    /// A new or empty file the sink starts: recorded before it is written to.
-    New(File, (u64, u64)),
+    /// A new or empty file the sink starts (`None`: its own file, emptied in place, as
+    /// logrotate's `copytruncate` does): recorded before it is written to.
+    New(Option<File>, (u64, u64)),
     /// Not the sink's: why.
     Foreign(String),
 }
@@ -608,12 +609,28 @@ enum Found {
 fn look(
     path: &Path,
     identity: Option<(u64, u64)>,
+    len: u64,
     rotate_now: bool,
     generation: u64,
     mode: u32,
     fsync: bool,
 ) -> std::io::Result<Found> {
-    let same = identity.is_some() && identity_at(path) == identity;
+    let now = std::fs::metadata(path).ok();
+    let same = identity.is_some() && now.as_ref().map(|m| (m.dev(), m.ino())) == identity;
+    if let (true, Some(m)) = (same, &now) {
+        // Shorter than the sink wrote it: cut in place by someone else. Emptied (logrotate's
+        // `copytruncate`), it is started afresh; anything else in it is not the sink's.
+        if m.len() < len {
+            return Ok(if m.len() == 0 {
+                Found::New(None, (m.dev(), m.ino()))
+            } else {
+                Found::Foreign(format!(
+                    "the sink's file, cut from {len} to {} bytes by another program",
+                    m.len()
+                ))
+            });
+        }
+    }
     if same && !rotate_now {
         return Ok(Found::Ours { rotated: None });
     }
@@ -624,7 +641,7 @@ fn look(
         });
     }
     Ok(match open_new_or_empty(path, mode)? {
-        Ok((f, id, _)) => Found::New(f, id),
+        Ok((f, id, _)) => Found::New(Some(f), id),
         Err(found) => Found::Foreign(found),
     })
 }
@@ -673,7 +690,7 @@ impl Sink for FileSink {
             // The common case in one blocking call: the path still holds the sink's file, and
             // the page is written to it (or to the file its rotation starts).
             let (buf, found) = tokio::task::spawn_blocking(move || {
-                let found = look(&path, identity, rotate_now, generation, mode, fsync);
+                let found = look(&path, identity, len, rotate_now, generation, mode, fsync);
                 let written = match (&found, &file) {
                     (Ok(Found::Ours { rotated: None }), Some(f)) => {
                         Some(write_at_end(f, &buf, len, fsync))
@@ -736,9 +753,19 @@ impl Sink for FileSink {
                     });
                 }
                 Found::New(f, id) => {
-                    tracing::warn!(sink = %self.name, path = %self.path.display(),
-                        "file was rotated or removed; writing to a new one");
-                    let f = Arc::new(f);
+                    let f = match (f, &self.file) {
+                        (Some(f), _) => {
+                            tracing::warn!(sink = %self.name, path = %self.path.display(),
+                                "file was rotated or removed; writing to a new one");
+                            Arc::new(f)
+                        }
+                        (None, Some(own)) => {
+                            tracing::warn!(sink = %self.name, path = %self.path.display(),
+                                "file was emptied in place (copytruncate?); writing on from its start");
+                            own.clone()
+                        }
+                        (None, None) => unreachable!("emptied in place means a file is open"),
+                    };
                     self.file = Some(f.clone());
                     self.identity = id;
                     self.len = 0;
