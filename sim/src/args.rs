@@ -71,6 +71,10 @@ pub struct SimArgs {
     /// gateway that formats its JSON does; the content stays the same.
     #[arg(long)]
     pub pretty: bool,
+    /// Requests a second each credential may make; past it, 429 with `Retry-After` (default:
+    /// no limit).
+    #[arg(long, value_name = "N")]
+    pub rate_limit: Option<f64>,
 }
 
 impl SimArgs {
@@ -121,6 +125,9 @@ impl SimArgs {
         if span.is_none() || ahead.is_none() {
             problems.push("--span/--live: too long".to_string());
         }
+        if self.rate_limit.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            problems.push("--rate-limit: must be a number above 0".to_string());
+        }
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
@@ -145,6 +152,7 @@ impl SimArgs {
             },
             latency: self.latency,
             pretty: self.pretty,
+            rate_limit: self.rate_limit,
         })
     }
 
@@ -214,6 +222,8 @@ mod tests {
             "--latency",
             "20ms",
             "--pretty",
+            "--rate-limit",
+            "4",
         ]);
         let c = a.to_config().unwrap();
         assert_eq!(c.vendors, vec![Vendor::Domo, Vendor::WasabiAir]);
@@ -222,6 +232,7 @@ mod tests {
         assert_eq!(c.domo_token_ttl, Duration::from_secs(60));
         assert_eq!(c.latency, Duration::from_millis(20));
         assert!(c.pretty);
+        assert_eq!(c.rate_limit, Some(4.0));
         assert_eq!(c.end.duration_since(c.start).as_mins(), 150);
         assert!(c.end > Timestamp::now());
     }

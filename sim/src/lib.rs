@@ -182,6 +182,11 @@ pub struct SimConfig {
     /// formats its JSON does: newlines, indentation and `": "`, with the same content. The
     /// truth ([`SimHandle::events`], `/_sim/events`) stays compact.
     pub pretty: bool,
+    /// Requests a second each credential may make (a token bucket holding one second's worth,
+    /// as API gateways limit a key); past it, 429 with a `Retry-After` of the whole seconds
+    /// until a request is allowed again. The credential is the request's key or token (all of
+    /// Domo's tokens are its one client's). `None`: no limit.
+    pub rate_limit: Option<f64>,
 }
 
 /// The choices the vendor docs leave open, which an agent must survive whichever way they fall.
@@ -230,6 +235,7 @@ impl Default for SimConfig {
             answers: Answers::default(),
             latency: Duration::ZERO,
             pretty: false,
+            rate_limit: None,
         }
     }
 }
@@ -247,6 +253,13 @@ pub struct SimStats {
     /// Random faults served ([`Chaos`]), by kind.
     #[serde(default)]
     pub chaos: std::collections::BTreeMap<String, u64>,
+    /// Requests answered 429 by the rate limit ([`SimConfig::rate_limit`]).
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// Requests sent while their credential had been told to wait (before the `Retry-After` of
+    /// an earlier 429 had passed), answered or not.
+    #[serde(default)]
+    pub sent_early: u64,
 }
 
 /// Random faults: each data request (any vendor, Domo's token endpoint aside) gets, with

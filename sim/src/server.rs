@@ -42,6 +42,20 @@ pub(crate) struct Sim {
     chaos_served: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Random faults drawn so far (but expired tokens): whose turn it is.
     chaos_turn: AtomicU64,
+    /// [`SimConfig::rate_limit`]: each credential's bucket.
+    buckets: Mutex<HashMap<String, Bucket>>,
+    /// Requests answered 429 by the rate limit, and requests sent before the `Retry-After` their
+    /// credential was given had passed.
+    rate_limited: AtomicU64,
+    sent_early: AtomicU64,
+}
+
+/// One credential's token bucket.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    /// The end of the last `Retry-After` given to this credential.
+    wait_until: Option<Instant>,
 }
 
 impl Sim {
@@ -72,6 +86,9 @@ impl Sim {
             chaos: Mutex::new(None),
             chaos_served: Mutex::new(Default::default()),
             chaos_turn: AtomicU64::new(0),
+            buckets: Mutex::new(HashMap::new()),
+            rate_limited: AtomicU64::new(0),
+            sent_early: AtomicU64::new(0),
         }
     }
 
@@ -162,6 +179,8 @@ impl Sim {
             tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
             faults_served: self.faults_served.load(Ordering::Relaxed),
             chaos: self.chaos_served.lock().expect("chaos poisoned").clone(),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            sent_early: self.sent_early.load(Ordering::Relaxed),
         }
     }
 
@@ -335,6 +354,7 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
         .iter()
         .fold(Router::new(), |r, e| (e.routes)(r))
         // Only the routes above (the vendors' own, Domo's token endpoint included) wait.
+        .route_layer(middleware::from_fn_with_state(sim.clone(), rate_limit))
         .route_layer(middleware::from_fn_with_state(sim.clone(), latency))
         .route("/_sim/events", get(admin_events))
         .route("/_sim/stats", get(admin_stats))
@@ -352,6 +372,67 @@ async fn latency(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Respo
         tokio::time::sleep(wait).await;
     }
     next.run(req).await
+}
+
+/// [`SimConfig::rate_limit`]: a token bucket per credential (the request's key or token; every
+/// Domo token is its one client's, and Domo's token endpoint is not limited). A request without
+/// a token left is answered 429 with the whole seconds until one is back.
+async fn rate_limit(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
+    let Some(rate) = sim.cfg.rate_limit else {
+        return next.run(req).await;
+    };
+    let headers = req.headers();
+    let Some(credential) = header(headers, "x-domino-api-key")
+        .map(str::to_string)
+        .or_else(|| {
+            auth_token(headers, "Bearer").map(|t| {
+                if sim.tokens.lock().expect("tokens poisoned").contains_key(t) {
+                    format!("domo:{}", sim.cfg.domo_client_id)
+                } else {
+                    t.to_string()
+                }
+            })
+        })
+    else {
+        // No credential (Domo's token endpoint, or a request the emulator refuses anyway).
+        return next.run(req).await;
+    };
+    let now = Instant::now();
+    let refused = {
+        let mut buckets = sim.buckets.lock().expect("buckets poisoned");
+        let b = buckets.entry(credential).or_insert(Bucket {
+            tokens: rate,
+            at: now,
+            wait_until: None,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate.max(1.0));
+        b.at = now;
+        if b.wait_until.is_some_and(|w| now < w) {
+            sim.sent_early.fetch_add(1, Ordering::Relaxed);
+        }
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            None
+        } else {
+            let secs = ((1.0 - b.tokens) / rate).ceil().max(1.0);
+            let until = now + std::time::Duration::from_secs_f64(secs);
+            b.wait_until = Some(b.wait_until.map_or(until, |w| w.max(until)));
+            Some(secs as u64)
+        }
+    };
+    match refused {
+        None => next.run(req).await,
+        Some(secs) => {
+            sim.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let mut resp = json(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"error":"rate limit exceeded"}"#.to_string(),
+            );
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+            resp
+        }
+    }
 }
 
 /// Unknown paths.

@@ -1111,3 +1111,59 @@ async fn latency_delays_every_vendor_request() {
     assert_eq!(stats.tokens_issued, 1);
     s.shutdown().await;
 }
+
+/// `rate_limit`: each credential gets that many requests a second (a bucket of one second's
+/// worth), then 429 with a `Retry-After` of whole seconds; a request sent before that has
+/// passed is counted as sent early. Domino's key and Domo's client are buckets of their own,
+/// and Domo's token endpoint is not limited.
+#[tokio::test]
+async fn the_rate_limit_is_per_credential_with_retry_after() {
+    let s = sim(SimConfig {
+        rate_limit: Some(4.0),
+        ..past(100)
+    })
+    .await;
+    let c = Client::new();
+    let wasabi = || {
+        c.get(format!("{}/api/data/audit?count=10&page=0", s.url()))
+            .bearer_auth(KEY)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..6 {
+        let r = wasabi().await.unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..4], &[200; 4], "{statuses:?}");
+    assert_eq!(&statuses[4..], &[429; 2], "{statuses:?}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    let st = s.stats();
+    assert_eq!((st.rate_limited, st.sent_early), (2, 1), "{st:?}");
+
+    // Domo's client is another credential, with a full bucket of its own (Domino's
+    // `X-Domino-Api-Key: sim-api-key` would share Wasabi's: the same key).
+    let token = domo_token(&c, &s).await;
+    let r = c
+        .get(format!(
+            "{}/v1/audit?start=0&end={}&limit=10",
+            s.url(),
+            ms(at("2024-01-02T00:00:00Z"))
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Once the Retry-After has passed, the credential is served again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(wasabi().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(s.stats().sent_early, 1);
+}
