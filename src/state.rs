@@ -308,8 +308,8 @@ pub struct State {
     opened: Option<(u64, u64)>,
 }
 
-/// (device, inode) of a file.
-fn identity(path: &Path) -> Option<(u64, u64)> {
+/// (device, inode) of the file at `path`, if there is one.
+pub(crate) fn identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }

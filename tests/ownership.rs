@@ -110,6 +110,39 @@ async fn a_sink_pointed_at_another_file_neither_cuts_nor_writes_it() {
     );
 }
 
+/// The same when the sink has committed nothing yet (its recorded file is empty): an empty
+/// prefix matches any file, so it is no proof of a copy, and the other file is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_committed_nothing_is_not_fooled_by_another_file() {
+    let cfg = backfill(&[Vendor::WasabiAir, Vendor::Domo], 300, 1, 80);
+    let sim = sim(cfg.clone()).await;
+    // A filter nothing matches: the sink's file is made, recorded, and stays empty.
+    let s = setup(
+        "",
+        &source_toml(
+            &sim,
+            &cfg,
+            Vendor::WasabiAir,
+            "[sources.filters]\naction_key = \"no-such-action\"\n",
+        ),
+    );
+    once_ok(&s);
+    assert_eq!(std::fs::metadata(&s.out).unwrap().len(), 0);
+    let other = s.dir.path().join("other.log");
+    let theirs = foreign(20_000);
+    std::fs::write(&other, &theirs).unwrap();
+    add_domo(&s, &sim, &cfg, "other.log");
+    let out = once(&s);
+    assert_eq!(std::fs::read(&other).unwrap(), theirs, "{}", stderr(&out));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not this sink's"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(check(&s).status.code(), Some(2));
+}
+
 /// The same with the path unchanged: while the agent was stopped, its file was replaced by a
 /// larger one that is not its own (moved over it). Refused the same way, untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,4 +535,45 @@ async fn a_file_emptied_in_place_is_written_on_and_stays_the_sinks() {
     for l in &lines {
         assert!(ids.insert(l["id"].to_string()), "{} twice", l["id"]);
     }
+}
+
+/// While the daemon runs, another program moves its own file over the sink's: the next
+/// delivery sees a file that is not the sink's and refuses it; nothing is written into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_moved_over_the_sinks_own_while_it_runs_is_refused() {
+    let now = jiff::Timestamp::now();
+    let cfg = SimConfig {
+        seed: 81,
+        start: now - jiff::SignedDuration::from_secs(30),
+        end: now + jiff::SignedDuration::from_secs(30),
+        events: 3_000,
+        vendors: vec![Vendor::WasabiAir],
+        ..SimConfig::default()
+    };
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let mut child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    let started = Instant::now();
+    while std::fs::metadata(&s.out).map(|m| m.len()).unwrap_or(0) < 10_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let theirs = foreign(30_000);
+    let tmp = s.dir.path().join("theirs.tmp");
+    std::fs::write(&tmp, &theirs).unwrap();
+    std::fs::rename(&tmp, &s.out).unwrap();
+    // Live events (50 a second) keep coming: several polls try to deliver.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    signal(&child, "TERM");
+    wait_for(&mut child, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).to_string();
+    assert_eq!(std::fs::read(&s.out).unwrap(), theirs, "{stderr}");
+    assert!(
+        stderr.contains("the sink's file was replaced by one that is not its own")
+            && stderr.contains("is not this sink's"),
+        "{stderr}"
+    );
 }

@@ -107,8 +107,9 @@ async fn keeps_rotate_keep_files_the_newest() {
     }
 }
 
-/// A crash at each point of a rotation — before the rename, after it (no new file yet), and
-/// after the new file is written but not committed — then a restart: every event exactly once
+/// A crash at each point of a rotation — before the rename, after it (no new file yet, the
+/// rename undone at the restart), and after the new file is recorded and written but its page
+/// not committed (the page cut at the restart) — then a restart: every event exactly once
 /// across the current file and the rotated ones, and no file torn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_at_each_point_of_a_rotation_loses_and_doubles_nothing() {
@@ -146,11 +147,19 @@ async fn a_crash_at_each_point_of_a_rotation_loses_and_doubles_nothing() {
         }
         let out = once_ok(&s);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if point != "before_rename" {
-            assert!(
+        match point {
+            // The rename was not recorded yet: undone.
+            "after_rename" => assert!(
                 stderr.contains("undid a rotation that was not committed"),
                 "{point}: {stderr}"
-            );
+            ),
+            // The new file was recorded before the page went in: its uncommitted page is cut.
+            "after_write" => assert!(
+                stderr.contains("truncated an uncommitted tail")
+                    && !stderr.contains("undid a rotation"),
+                "{point}: {stderr}"
+            ),
+            _ => {}
         }
         assert!(rotated(&s.out).len() >= 3, "{point}: it went on rotating");
         assert_exactly(&all_events(&s.out), &name(Vendor::WasabiAir), &truth);

@@ -19,18 +19,16 @@
 //! Built-in rotation (`rotate_max_bytes`, `rotate_keep`) keeps that promise. The position in the
 //! state is the file's generation (how often it was rotated) and its committed length, packed
 //! into one number ([`pack`]). A rotation happens only at the start of a delivery that follows a
-//! commit, when the file holds at least `rotate_max_bytes`: the file of generation G is renamed
-//! `PATH.G` (never over a file of that name: the rename refuses to replace one), a new file is
-//! created at `PATH` (with `mode`), the page is written to it, and the commit records generation
-//! G+1 with the new length and the renamed file's identity, in the same transaction as the page's
-//! keys and cursor. A crash before that commit leaves the state at G: on start, a `PATH.G` that
-//! is the recorded file means the rotation was not committed, so the new file (whose contents
-//! were never committed) is removed and `PATH.G` renamed back to `PATH`, then truncated to the
-//! committed length as always. A crash after the commit leaves a consistent G+1. With `fsync`,
-//! the directory is synced after the rename, before the commit, so a power loss cannot undo a
-//! committed rename either. Rotated files beyond `rotate_keep` are deleted only if they are the
-//! very files the rotation made (their recorded device and inode): a `PATH.N` of anyone else's
-//! is left alone.
+//! commit, when the file holds at least `rotate_max_bytes` (all of it committed): the file of
+//! generation G is renamed `PATH.G` (never over a file of that name: the rename refuses to
+//! replace one), a new file is created at `PATH` (with `mode`) and recorded, like any file the
+//! sink starts, before the page is written to it: generation G+1, length 0, its identity, and
+//! the renamed file's. A crash after that record finds G+1 and cuts the new file's uncommitted
+//! tail as always. A crash between the rename and the record leaves the state at G with
+//! `PATH.G` the recorded file: on start the rename is undone (the new file, empty, removed).
+//! With `fsync`, the directory is synced after the rename, before the record. Rotated files
+//! beyond `rotate_keep` are deleted only if they are the very files the rotation made (their
+//! recorded device and inode): a `PATH.N` of anyone else's is left alone.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -45,7 +43,7 @@ use super::{Sink, SinkError};
 use crate::config::Rotate;
 use crate::encodings::Writer;
 use crate::event::Event;
-use crate::state::{FileMark, RotatedFile, SinkPosition, State};
+use crate::state::{identity, FileMark, RotatedFile, SinkPosition, State};
 use crate::BoxFuture;
 
 /// Bits of a position that hold the committed length; the generation is above them.
@@ -103,8 +101,6 @@ pub struct FileSink {
     rotate: Option<Rotate>,
     /// Generation of the file at `path`: how often it was rotated.
     generation: u64,
-    /// Generation at the last commit: below `generation` while a rotation is not committed.
-    committed_generation: u64,
     /// The sink's format and `include_raw`.
     writer: Writer,
     /// The file written to; `None` while the path holds a file that is not the sink's own.
@@ -123,13 +119,11 @@ pub struct FileSink {
     /// The files this sink's rotation made, by generation: (device, inode). Only these are
     /// ever deleted.
     rotated: BTreeMap<u64, (u64, u64)>,
-    /// The rotation of this delivery, until it is committed: the file renamed away.
-    rotating: Option<RotatedFile>,
 }
 
-/// (device, inode) of the file at `path`, if there is one.
-fn identity_at(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+/// What a file the sink refuses is, for the message.
+fn describe(m: &std::fs::Metadata) -> String {
+    format!("{} bytes, device {} inode {}", m.len(), m.dev(), m.ino())
 }
 
 /// The last bytes of `file` before `len` (at most [`TAIL`]).
@@ -183,12 +177,7 @@ fn open_new_or_empty(path: &Path, mode: u32) -> std::io::Result<Result<OpenFile,
     };
     let m = f.metadata()?;
     if m.len() > 0 {
-        return Ok(Err(format!(
-            "{} bytes, device {} inode {}",
-            m.len(),
-            m.dev(),
-            m.ino()
-        )));
+        return Ok(Err(describe(&m)));
     }
     Ok(Ok((f, (m.dev(), m.ino()), 0)))
 }
@@ -268,7 +257,6 @@ impl FileSink {
             mode,
             rotate,
             generation,
-            committed_generation: generation,
             writer,
             file: None,
             identity: (0, 0),
@@ -278,7 +266,6 @@ impl FileSink {
             buf: Vec::new(),
             state,
             rotated,
-            rotating: None,
         };
         if let Some((f, id, len)) = opened.file {
             sink.file = Some(Arc::new(f));
@@ -316,7 +303,7 @@ impl FileSink {
         for g in old {
             let id = self.rotated.remove(&g).expect("listed");
             let p = rotated_path(&self.path, g);
-            match identity_at(&p) {
+            match identity(&p) {
                 Some(found) if found == id => {
                     if let Err(e) = std::fs::remove_file(&p) {
                         tracing::warn!(sink = %self.name, path = %p.display(), error = %e,
@@ -349,16 +336,26 @@ fn open_file(
     // Is the file at `at` the one the state recorded? (A state from before marks were
     // recorded knows no file: the one at the path is taken as it was before.)
     let is_recorded = |at: &Path| match &mark {
-        Some(m) => identity_at(at) == Some((m.dev, m.ino)),
+        Some(m) => identity(at) == Some((m.dev, m.ino)),
         None => true,
     };
-    // A rotation of this generation that was not committed: undo it, if `PATH.G` is the
-    // recorded file (so what is at the path now was made after it, by that rotation).
+    // A rotation of this generation that was not recorded: `PATH.G` is the recorded file, so
+    // the rename happened and the agent stopped before it recorded the new file. That file, if
+    // any, was never written to (the sink records a file before it writes into it): removed only
+    // if it is empty, so that nothing of anyone else's goes. (A state from before files were
+    // recorded knows no file, and its agent wrote the new file before its commit: as then.)
     let renamed = rotated_path(p, generation);
+    let at_path_is_empty_or_missing = || {
+        std::fs::metadata(p).map_or_else(
+            |e| e.kind() == std::io::ErrorKind::NotFound,
+            |m| m.len() == 0,
+        )
+    };
     if committed.is_some()
         && (rotate.is_some() || generation > 0)
         && renamed.exists()
         && is_recorded(&renamed)
+        && (mark.is_none() || at_path_is_empty_or_missing())
     {
         match std::fs::remove_file(p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -474,10 +471,12 @@ fn judge(
         let f = File::open(p)?;
         Ok(*blake3::hash(&read_tail(&f, c)?).as_bytes() == mk.tail)
     };
-    if m.len() >= c && same_bytes()? {
-        // The same inode with the same bytes, or another file with them: a copy. (The same
-        // inode alone is not enough: a deleted file's inode number is given to the next one.)
-        return Ok(if (m.dev(), m.ino()) == (mk.dev, mk.ino) {
+    let same_inode = (m.dev(), m.ino()) == (mk.dev, mk.ino);
+    // The same inode with the same bytes, or another file with them (and at least one byte, or
+    // any file would be one): a copy. The same inode alone is not enough: a deleted file's
+    // inode number is given to the next one.
+    if m.len() >= c && (same_inode || c > 0) && same_bytes()? {
+        return Ok(if same_inode {
             Judged::Recorded
         } else {
             Judged::Copy
@@ -486,8 +485,7 @@ fn judge(
     if m.len() == 0 {
         return Ok(Judged::Empty);
     }
-    let found = format!("{} bytes, device {} inode {}", m.len(), m.dev(), m.ino());
-    Ok(Judged::Foreign(not_ours(p, &found, Some(mk))))
+    Ok(Judged::Foreign(not_ours(p, &describe(m), Some(mk))))
 }
 
 /// For `check`: why a file sink would refuse the file at `path`, given what the state records
@@ -501,8 +499,7 @@ pub fn refusal(path: &Path, recorded: &SinkPosition) -> std::io::Result<Option<S
     };
     let mark = recorded.file.as_ref();
     // A rotation not committed, which the next start undoes.
-    if mark.is_some_and(|mk| identity_at(&rotated_path(path, generation)) == Some((mk.dev, mk.ino)))
-    {
+    if mark.is_some_and(|mk| identity(&rotated_path(path, generation)) == Some((mk.dev, mk.ino))) {
         return Ok(None);
     }
     Ok(match judge(path, &m, mark, Some(committed))? {
@@ -595,11 +592,16 @@ fn rotate_file(path: &Path, generation: u64, mode: u32, fsync: bool) -> std::io:
 
 /// What the blocking half of a delivery found at the path before writing.
 enum Found {
-    /// The sink's file, rotated now if it was due.
-    Ours { rotated: Option<(File, (u64, u64))> },
-    /// A new or empty file the sink starts (`None`: its own file, emptied in place, as
-    /// logrotate's `copytruncate` does): recorded before it is written to.
-    New(Option<File>, (u64, u64)),
+    /// The sink's file (the page is written to it in the same call).
+    Ours,
+    /// A file the sink starts, recorded as its own before it is written to: `rotated`, the one
+    /// its rotation made; else a new or empty file at the path (`None`: its own file, emptied
+    /// in place, as logrotate's `copytruncate` does).
+    Started {
+        file: Option<File>,
+        id: (u64, u64),
+        rotated: bool,
+    },
     /// Not the sink's: why.
     Foreign(String),
 }
@@ -622,7 +624,11 @@ fn look(
         // `copytruncate`), it is started afresh; anything else in it is not the sink's.
         if m.len() < len {
             return Ok(if m.len() == 0 {
-                Found::New(None, (m.dev(), m.ino()))
+                Found::Started {
+                    file: None,
+                    id: (m.dev(), m.ino()),
+                    rotated: false,
+                }
             } else {
                 Found::Foreign(format!(
                     "the sink's file, cut from {len} to {} bytes by another program",
@@ -632,16 +638,22 @@ fn look(
         }
     }
     if same && !rotate_now {
-        return Ok(Found::Ours { rotated: None });
+        return Ok(Found::Ours);
     }
     if same {
         let (f, id, _) = rotate_file(path, generation, mode, fsync)?;
-        return Ok(Found::Ours {
-            rotated: Some((f, id)),
+        return Ok(Found::Started {
+            file: Some(f),
+            id,
+            rotated: true,
         });
     }
     Ok(match open_new_or_empty(path, mode)? {
-        Ok((f, id, _)) => Found::New(Some(f), id),
+        Ok((f, id, _)) => Found::Started {
+            file: Some(f),
+            id,
+            rotated: false,
+        },
         Err(found) => Found::Foreign(found),
     })
 }
@@ -657,6 +669,61 @@ fn write_at_end(file: &File, buf: &[u8], start: u64, fsync: bool) -> std::io::Re
         let _ = file.set_len(start);
     }
     result
+}
+
+impl FileSink {
+    /// Makes `file` (`None`: the open one, emptied in place) the sink's file, empty, and records
+    /// it in the state before anything is written to it, so that a crash before the next commit
+    /// finds it the sink's own. With `rotated`, the file of the generation before was renamed
+    /// `PATH.G`: the same record holds it (to be deleted only once beyond `rotate_keep`), and
+    /// the rotated files beyond `rotate_keep` are deleted once it is recorded.
+    async fn start_file(
+        &mut self,
+        file: Option<File>,
+        id: (u64, u64),
+        rotated: bool,
+    ) -> Result<Arc<File>, SinkError> {
+        let f = match (file, &self.file) {
+            (Some(f), _) => Arc::new(f),
+            (None, Some(own)) => own.clone(),
+            (None, None) => unreachable!("emptied in place means a file is open"),
+        };
+        let before = RotatedFile {
+            generation: self.generation,
+            dev: self.identity.0,
+            ino: self.identity.1,
+        };
+        if rotated {
+            tracing::info!(sink = %self.name, path = %self.path.display(),
+                rotated_to = %rotated_path(&self.path, self.generation).display(),
+                bytes = self.len, "rotated the file");
+            self.generation += 1;
+        }
+        self.file = Some(f.clone());
+        self.identity = id;
+        self.len = 0;
+        self.committed = 0;
+        self.tail.clear();
+        let mut pos = self.position().expect("a file is open");
+        if rotated {
+            pos.rotated = Some(before);
+            pos.forget_rotated_before = self.rotate.map(|r| self.generation.saturating_sub(r.keep));
+        }
+        if let Err(e) = self.state.set_sink_position(&self.name, pos).await {
+            return Err(SinkError::Io {
+                sink: self.name.clone(),
+                msg: format!("cannot record the new file {}: {e}", self.path.display()),
+            });
+        }
+        if rotated {
+            self.rotated
+                .insert(before.generation, (before.dev, before.ino));
+            if let Some(r) = self.rotate {
+                self.prune(self.generation.saturating_sub(r.keep));
+            }
+        }
+        Ok(f)
+    }
 }
 
 impl Sink for FileSink {
@@ -676,7 +743,6 @@ impl Sink for FileSink {
             // Rotate only right after a commit: the file then holds committed events alone.
             let rotate_now = self.file.is_some()
                 && self.rotate.is_some_and(|r| self.len >= r.max_bytes)
-                && self.generation == self.committed_generation
                 && self.len == self.committed;
             let identity = self.file.as_ref().map(|_| self.identity);
             let (file, path, fsync, mode, len, generation) = (
@@ -688,32 +754,17 @@ impl Sink for FileSink {
                 self.generation,
             );
             // The common case in one blocking call: the path still holds the sink's file, and
-            // the page is written to it (or to the file its rotation starts).
-            let (buf, found) = tokio::task::spawn_blocking(move || {
+            // the page is written to it.
+            let (buf, found, written) = tokio::task::spawn_blocking(move || {
                 let found = look(&path, identity, len, rotate_now, generation, mode, fsync);
                 let written = match (&found, &file) {
-                    (Ok(Found::Ours { rotated: None }), Some(f)) => {
-                        Some(write_at_end(f, &buf, len, fsync))
-                    }
-                    (
-                        Ok(Found::Ours {
-                            rotated: Some((f, _)),
-                        }),
-                        _,
-                    ) => {
-                        let w = write_at_end(f, &buf, 0, fsync);
-                        if w.is_ok() {
-                            crash_point("after_write");
-                        }
-                        Some(w)
-                    }
+                    (Ok(Found::Ours), Some(f)) => Some(write_at_end(f, &buf, len, fsync)),
                     _ => None,
                 };
-                (buf, (found, written))
+                (buf, found, written)
             })
             .await
             .map_err(|e| self.io(std::io::Error::other(e)))?;
-            let (found, written) = found;
             let found = match found {
                 Ok(f) => f,
                 Err(e) => {
@@ -722,24 +773,9 @@ impl Sink for FileSink {
                 }
             };
             let result = match found {
-                Found::Ours { rotated: None } => written.expect("written to the sink's file"),
-                Found::Ours {
-                    rotated: Some((f, id)),
-                } => {
-                    tracing::info!(sink = %self.name, path = %self.path.display(),
-                        rotated_to = %rotated_path(&self.path, self.generation).display(),
-                        bytes = self.len, "rotated the file");
-                    self.rotating = Some(RotatedFile {
-                        generation: self.generation,
-                        dev: self.identity.0,
-                        ino: self.identity.1,
-                    });
-                    self.generation += 1;
-                    self.file = Some(Arc::new(f));
-                    self.identity = id;
-                    self.len = 0;
-                    self.tail.clear();
-                    written.expect("written to the new file")
+                Found::Ours => {
+                    self.buf = buf;
+                    written.expect("written to the sink's file")
                 }
                 Found::Foreign(found) => {
                     self.buf = buf;
@@ -752,49 +788,36 @@ impl Sink for FileSink {
                         msg: not_ours(&self.path, &found, None),
                     });
                 }
-                Found::New(f, id) => {
-                    let f = match (f, &self.file) {
-                        (Some(f), _) => {
+                Found::Started { file, id, rotated } => {
+                    if !rotated {
+                        if file.is_some() {
                             tracing::warn!(sink = %self.name, path = %self.path.display(),
                                 "file was rotated or removed; writing to a new one");
-                            Arc::new(f)
-                        }
-                        (None, Some(own)) => {
+                        } else {
                             tracing::warn!(sink = %self.name, path = %self.path.display(),
                                 "file was emptied in place (copytruncate?); writing on from its start");
-                            own.clone()
                         }
-                        (None, None) => unreachable!("emptied in place means a file is open"),
-                    };
-                    self.file = Some(f.clone());
-                    self.identity = id;
-                    self.len = 0;
-                    self.committed = 0;
-                    self.tail.clear();
-                    // Recorded as the sink's file before anything is written to it: a crash
-                    // before the next commit then finds it the sink's own.
-                    let pos = self.position().expect("a file is open");
-                    if let Err(e) = self.state.set_sink_position(&self.name, pos).await {
-                        self.buf = buf;
-                        return Err(SinkError::Io {
-                            sink: self.name.clone(),
-                            msg: format!("cannot record the new file {}: {e}", self.path.display()),
-                        });
                     }
+                    let f = match self.start_file(file, id, rotated).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            self.buf = buf;
+                            return Err(e);
+                        }
+                    };
                     let (r, buf) = tokio::task::spawn_blocking(move || {
                         let r = write_at_end(&f, &buf, 0, fsync);
+                        if r.is_ok() && rotated {
+                            crash_point("after_write");
+                        }
                         (r, buf)
                     })
                     .await
                     .map_err(|e| self.io(std::io::Error::other(e)))?;
                     self.buf = buf;
-                    r.map_err(|e| self.io(e))?;
-                    push_tail(&mut self.tail, &self.buf);
-                    self.len += self.buf.len() as u64;
-                    return Ok(());
+                    r
                 }
             };
-            self.buf = buf;
             result.map_err(|e| self.io(e))?;
             push_tail(&mut self.tail, &self.buf);
             self.len += self.buf.len() as u64;
@@ -812,44 +835,22 @@ impl Sink for FileSink {
                 ino: self.identity.1,
                 tail: *blake3::hash(&self.tail).as_bytes(),
             }),
-            rotated: self.rotating,
-            // With a rotation, the files it makes older than `rotate_keep` are deleted once it
-            // is committed: forgotten in the same commit.
-            forget_rotated_before: self
-                .rotating
-                .and(self.rotate)
-                .map(|r| self.generation.saturating_sub(r.keep)),
+            rotated: None,
+            forget_rotated_before: None,
         })
     }
 
     fn committed(&mut self) {
         self.committed = self.len;
-        if let Some(r) = self.rotating.take() {
-            self.rotated.insert(r.generation, (r.dev, r.ino));
-        }
-        if self.generation != self.committed_generation {
-            self.committed_generation = self.generation;
-            // The rotation is committed: the rotated files beyond `rotate_keep` go.
-            if let Some(r) = self.rotate {
-                self.prune(self.generation.saturating_sub(r.keep));
-            }
-        }
     }
 
     fn rollback(&mut self) {
-        // A rotation not committed stays done in memory, with nothing of the new file
-        // committed; the state still says the old generation, which a restart goes back to.
-        let keep = if self.generation == self.committed_generation {
-            self.committed
-        } else {
-            0
-        };
         let Some(file) = &self.file else { return };
-        if let Err(e) = file.set_len(keep) {
+        if let Err(e) = file.set_len(self.committed) {
             tracing::error!(sink = %self.name, error = %e, "could not truncate after a failed commit");
         }
-        self.tail = read_tail(file, keep).unwrap_or_default();
-        self.len = keep;
+        self.tail = read_tail(file, self.committed).unwrap_or_default();
+        self.len = self.committed;
     }
 }
 
