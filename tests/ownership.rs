@@ -472,16 +472,12 @@ async fn export_replaces_an_existing_output_only_when_told_to() {
     );
 }
 
-/// logrotate's `copytruncate` while the daemon runs: the sink's own file is emptied in place.
-/// The sink notices (its file is shorter than it wrote it), records the emptied file as its own
-/// before writing again, and writes on from its start: no hole of NULs, and after a SIGKILL the
-/// restart still finds the file its own (before, the length it kept in memory no longer matched
-/// the file's).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_emptied_in_place_is_written_on_and_stays_the_sinks() {
+/// A daemon reading live Wasabi AiR events (50 a second, 30 s of them already there) into
+/// the file sink, once it has written 10 kB.
+async fn live_daemon(seed: u64) -> (auditship_sim::SimHandle, Setup, std::process::Child) {
     let now = jiff::Timestamp::now();
     let cfg = SimConfig {
-        seed: 79,
+        seed,
         start: now - jiff::SignedDuration::from_secs(30),
         end: now + jiff::SignedDuration::from_secs(30),
         events: 3_000,
@@ -490,7 +486,7 @@ async fn a_file_emptied_in_place_is_written_on_and_stays_the_sinks() {
     };
     let sim = sim(cfg.clone()).await;
     let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
-    let mut child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
     let started = Instant::now();
     while std::fs::metadata(&s.out).map(|m| m.len()).unwrap_or(0) < 10_000 {
         assert!(
@@ -499,6 +495,17 @@ async fn a_file_emptied_in_place_is_written_on_and_stays_the_sinks() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (sim, s, child)
+}
+
+/// logrotate's `copytruncate` while the daemon runs: the sink's own file is emptied in place.
+/// The sink notices (its file is shorter than it wrote it), records the emptied file as its own
+/// before writing again, and writes on from its start: no hole of NULs, and after a SIGKILL the
+/// restart still finds the file its own (before, the length it kept in memory no longer matched
+/// the file's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_emptied_in_place_is_written_on_and_stays_the_sinks() {
+    let (_sim, s, mut child) = live_daemon(79).await;
     // copytruncate: a copy, then the file cut to nothing in place (same inode).
     std::fs::copy(&s.out, s.dir.path().join("out.ndjson.1")).unwrap();
     std::fs::OpenOptions::new()
@@ -541,26 +548,7 @@ async fn a_file_emptied_in_place_is_written_on_and_stays_the_sinks() {
 /// delivery sees a file that is not the sink's and refuses it; nothing is written into it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_moved_over_the_sinks_own_while_it_runs_is_refused() {
-    let now = jiff::Timestamp::now();
-    let cfg = SimConfig {
-        seed: 81,
-        start: now - jiff::SignedDuration::from_secs(30),
-        end: now + jiff::SignedDuration::from_secs(30),
-        events: 3_000,
-        vendors: vec![Vendor::WasabiAir],
-        ..SimConfig::default()
-    };
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
-    let mut child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
-    let started = Instant::now();
-    while std::fs::metadata(&s.out).map(|m| m.len()).unwrap_or(0) < 10_000 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "nothing written"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (_sim, s, mut child) = live_daemon(81).await;
     let theirs = foreign(30_000);
     let tmp = s.dir.path().join("theirs.tmp");
     std::fs::write(&tmp, &theirs).unwrap();
