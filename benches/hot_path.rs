@@ -294,7 +294,8 @@ fn sqlite_commit(c: &mut Criterion) {
     let mut g = c.benchmark_group("state");
     g.throughput(Throughput::Elements(PAGE as u64));
     let mut n: u64 = 0;
-    g.bench_function("lookup_and_commit_page", |b| {
+    let chunk = bytes::Bytes::from(vec![b'x'; PAGE * 450]);
+    g.bench_function("lookup_commit_and_deliver_page", |b| {
         b.iter_batched(
             || {
                 n += 1;
@@ -317,16 +318,30 @@ fn sqlite_commit(c: &mut Criterion) {
                             kind: "wasabi_air",
                             delivered: known.len() as u64,
                             keys,
-                            positions: vec![(
-                                "file".into(),
-                                auditship::state::SinkPosition::bare(n),
-                            )],
+                            // The page's events queued for one file sink (about 450 bytes
+                            // each, as Wasabi AiR's), then taken and acknowledged with the
+                            // file's position: the state's whole share of a page.
+                            queued: vec![auditship::state::Queued {
+                                sink: "file".into(),
+                                events: PAGE as u32,
+                                records: chunk.clone(),
+                            }],
                             cursor: Some(n as i64),
                             prune_before: Some(n as i64 * PAGE as i64 - 50_000),
                             ..Default::default()
                         })
                         .await
-                        .unwrap()
+                        .unwrap();
+                    let taken = state.take("file", vec![], 1000, 1 << 20).await.unwrap();
+                    state
+                        .ack(auditship::state::Ack {
+                            sink: "file".into(),
+                            chunks: taken.iter().map(|c| c.id).collect(),
+                            events: PAGE as u64,
+                            position: Some(auditship::state::SinkPosition::bare(n)),
+                        })
+                        .await
+                        .unwrap();
                 })
             },
             BatchSize::SmallInput,

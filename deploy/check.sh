@@ -332,10 +332,11 @@ SINK_KEYS = {"name", "kind", "url", "encoding", "format", "headers", "header_fil
              "sources", "include_raw", "fsync", "mode", "rotate_max_bytes", "rotate_keep",
              "index", "sourcetype", "host", "hec_ack", "ack_timeout", "batch_max_events",
              "batch_max_bytes", "gzip", "timeout", "ca_file", "client_cert", "client_key",
-             "insecure_skip_verify", "address", "transport", "facility", "app_name", "hostname"}
+             "insecure_skip_verify", "address", "transport", "facility", "app_name", "hostname",
+             "queue_max_bytes", "batch_max_age"}
 # Alerts the PrometheusRule must have, by the series their expression reads.
 ALERTED = ["auditship_cursor_lag_seconds", "auditship_source_up", "auditship_sink_up",
-           "auditship_sink_pages_in_flight", "up"]
+           "auditship_sink_queue_full", "up"]
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 
 def seconds(d):
@@ -850,7 +851,7 @@ for name in ("job", "source", "sink"):
 # What the dashboard must show (deploy/README.md).
 for metric in ("auditship_events_delivered_total", "auditship_events_fetched_total",
                "auditship_cursor_lag_seconds", "auditship_source_up", "auditship_sink_up",
-               "auditship_sink_pages_in_flight", "auditship_api_requests_total",
+               "auditship_sink_queue_bytes", "auditship_api_requests_total",
                "auditship_retries_total"):
     if not any(re.search(rf"\b{metric}\b", e) for e in exprs):
         errors.append(f"no panel shows {metric}")

@@ -14,6 +14,7 @@ use crate::health::{Health, SourceHealth};
 use crate::metrics;
 use crate::pipeline::{PollError, Poller};
 use crate::server::{self, Probe};
+use crate::sinks::drain::{drain, DrainCx, Drained};
 use crate::sinks::{self, SinkSlot};
 use crate::sources::{self, Http};
 use crate::state::{State, StateError};
@@ -133,16 +134,34 @@ pub async fn open_state(path: &Path) -> anyhow::Result<State> {
 /// before anything is written: without it, a crash between the sink's first write and the first
 /// commit would leave that write in place, and the restart would write the same events again
 /// after it.
+///
+/// Each sink's queue is loaded with what the state holds for it; events queued for a sink that
+/// is no longer configured are kept, and said so.
 pub async fn open_sinks(
     cfg: &Config,
     state: &State,
     once: bool,
 ) -> anyhow::Result<Vec<Arc<SinkSlot>>> {
+    let totals = state.queue_totals().await?;
+    for t in &totals {
+        if t.events > 0 && !cfg.sinks.iter().any(|s| s.name == t.sink) {
+            tracing::warn!(sink = %t.sink, queued = t.events, bytes = t.bytes,
+                "a sink that is no longer configured has events queued; they are kept: add the sink back (same name) to deliver them");
+        }
+    }
     let mut slots = Vec::new();
     for s in &cfg.sinks {
-        slots.push(sinks::open(s, state, &cfg.agent.retry, once).await?);
+        let queued = totals.iter().find(|t| t.sink == s.name);
+        slots.push(sinks::open(s, state, &cfg.agent.retry, once, queued).await?);
     }
     Ok(slots)
+}
+
+/// A sink's task of the running generation.
+struct Draining {
+    name: String,
+    cancel: CancellationToken,
+    handle: tokio::task::JoinHandle<Drained>,
 }
 
 /// `--once`: how one source's pass ended, for the summary printed at the end of the run.
@@ -174,6 +193,7 @@ struct Generation {
     config: Config,
     http: Http,
     sinks: Vec<Arc<SinkSlot>>,
+    drains: Vec<Draining>,
     sources: BTreeMap<String, Running>,
 }
 
@@ -187,6 +207,9 @@ struct Shared {
     fatal: Fatal,
     /// `--once`: how each source's pass ended.
     reports: PassReports,
+    /// `--once`: cancelled once every source has ended; a sink's task then ends when its queue
+    /// is empty.
+    sources_done: Option<CancellationToken>,
 }
 
 /// An error that stops the whole agent: the first one is kept, and the agent's token cancelled.
@@ -287,15 +310,64 @@ impl Shared {
         }
     }
 
+    /// Starts the task of each sink.
+    fn start_drains(&self, config: &Config, sinks: &[Arc<SinkSlot>]) -> Vec<Draining> {
+        sinks
+            .iter()
+            .map(|slot| {
+                let cancel = self.cancel.child_token();
+                let cx = DrainCx {
+                    state: self.state.clone(),
+                    retry: config.agent.retry.clone(),
+                    sources_done: self.sources_done.clone(),
+                    cancel: cancel.clone(),
+                };
+                let name = slot.config.name.clone();
+                let (slot, fatal, retry) =
+                    (slot.clone(), self.fatal.clone(), config.agent.retry.clone());
+                let handle = tokio::spawn(async move {
+                    // A panic starts the task again (the queue is durable: the batch in flight
+                    // is delivered again); the state lost stops the agent.
+                    let mut panics = 0;
+                    loop {
+                        match tokio::spawn(drain(slot.clone(), cx.clone())).await {
+                            Ok(Drained::Fatal(e)) => {
+                                fatal.raise(e.clone());
+                                return Drained::Fatal(e);
+                            }
+                            Ok(d) => return d,
+                            Err(e) => {
+                                panics += 1;
+                                tracing::error!(sink = %slot.config.name, error = %e,
+                                    "the sink's task panicked; starting it again");
+                                tokio::select! {
+                                    _ = tokio::time::sleep(restart_delay(&retry, panics, false)) => {}
+                                    _ = cx.cancel.cancelled() => return Drained::Stopped,
+                                }
+                            }
+                        }
+                    }
+                });
+                Draining {
+                    name,
+                    cancel,
+                    handle,
+                }
+            })
+            .collect()
+    }
+
     async fn start(&self, config: Config) -> anyhow::Result<Generation> {
         let http =
             Http::new(config.agent.request_timeout).context("cannot build the HTTP client")?;
         let sinks = open_sinks(&config, &self.state, self.once).await?;
         self.publish_sinks(&sinks);
+        let drains = self.start_drains(&config, &sinks);
         let mut g = Generation {
             config,
             http,
             sinks,
+            drains,
             sources: BTreeMap::new(),
         };
         start_missing(self, &mut g);
@@ -303,8 +375,19 @@ impl Shared {
     }
 }
 
-/// Stops source tasks and waits for them: each finishes (delivers and commits) the page in
-/// flight or leaves it uncommitted, never half-committed.
+/// Stops sinks' tasks and waits for them: a batch in flight is acknowledged, or left in the
+/// queue to be delivered again.
+async fn stop_drains(drains: Vec<Draining>) {
+    for d in &drains {
+        d.cancel.cancel();
+    }
+    for d in drains {
+        let _ = d.handle.await;
+    }
+}
+
+/// Stops source tasks and waits for them: each commits the page in flight or leaves it
+/// uncommitted, never half-committed.
 async fn stop(running: Vec<Running>) {
     for r in &running {
         r.cancel.cancel();
@@ -356,6 +439,7 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
         cancel: cancel.clone(),
         fatal: Fatal::new(cancel.clone()),
         reports: PassReports::default(),
+        sources_done: once.then(CancellationToken::new),
     };
     let mut current = shared.start(cfg.clone()).await?;
     shared.health.mark_started();
@@ -397,13 +481,40 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
         ok &= r.handle.await.unwrap_or(false);
         names.push(name);
     }
+    // `--once`: the sinks deliver what is queued, then end; the daemon stops them.
+    if let Some(done) = &shared.sources_done {
+        done.cancel();
+    }
+    let mut drained = Vec::new();
+    for d in std::mem::take(&mut current.drains) {
+        let end = d
+            .handle
+            .await
+            .unwrap_or_else(|e| Drained::GaveUp(e.to_string()));
+        drained.push((d.name, end));
+    }
     if let Some(e) = shared.fatal.error() {
         anyhow::bail!(e);
     }
     if once {
-        let reports =
+        let mut reports =
             std::mem::take(&mut *shared.reports.lock().unwrap_or_else(|p| p.into_inner()));
+        // A source whose events a sink holds (refused for their content) did not complete.
+        for slot in &current.sinks {
+            for (source, n) in slot.queue.held() {
+                if let Some(r) = reports.get_mut(&source) {
+                    ok = false;
+                    r.error.get_or_insert_with(|| {
+                        format!(
+                            "{n} events were refused by sink {} for their content and are kept in its queue (tried again at the next run)",
+                            slot.config.name
+                        )
+                    });
+                }
+            }
+        }
         once_summary(&shared.state, &names, reports).await;
+        ok &= sinks_summary(&current.sinks, &drained);
     }
     Ok(if ok {
         Outcome::Completed
@@ -431,6 +542,10 @@ fn stale_after(cfg: &Config) -> Duration {
 /// changed are stopped (their pages in flight committed or left to be read again), and new or
 /// changed ones started; a change to sinks or `[agent]` restarts every source on new sinks.
 async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::Result<Generation> {
+    // Whatever the file says, a failing sink tries again now (a file moved away, a fixed key).
+    for slot in &current.sinks {
+        slot.queue.retry_now();
+    }
     let path = current.config.path.clone();
     let new = match Config::load(&path) {
         Ok(c) => c,
@@ -486,7 +601,9 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
         .map(|s| s.name.clone())
         .collect();
     if everything {
-        // No task holds the old sinks any more: open the new ones at their committed positions.
+        // No task holds the old sinks any more: open the new ones at their committed positions
+        // (their queues as the state holds them).
+        stop_drains(std::mem::take(&mut current.drains)).await;
         current.sinks.clear();
         let opened = async {
             let sinks = open_sinks(&new, &shared.state, shared.once).await?;
@@ -498,6 +615,7 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
         match opened {
             Ok((sinks, http)) => {
                 shared.publish_sinks(&sinks);
+                current.drains = shared.start_drains(&new, &sinks);
                 current.sinks = sinks;
                 current.http = http;
             }
@@ -508,6 +626,7 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
                 metrics::reload("refused");
                 current.sinks = open_sinks(&current.config, &shared.state, shared.once).await?;
                 shared.publish_sinks(&current.sinks);
+                current.drains = shared.start_drains(&current.config, &current.sinks);
                 start_missing(shared, &mut current);
                 return Ok(current);
             }
@@ -731,6 +850,33 @@ async fn once_summary(state: &State, names: &[String], mut reports: BTreeMap<Str
             }
         }
     }
+}
+
+/// `--once`: one line per sink that did not deliver everything queued for it; whether all did.
+fn sinks_summary(sinks: &[Arc<SinkSlot>], drained: &[(String, Drained)]) -> bool {
+    let json = crate::json_logs();
+    let mut ok = true;
+    for (name, end) in drained {
+        let slot = sinks.iter().find(|s| &s.config.name == name);
+        let queued = slot.map_or(0, |s| s.queue.level().events);
+        let held: u64 = slot.map_or(0, |s| s.queue.held().iter().map(|(_, n)| n).sum());
+        let why = match end {
+            Drained::Empty if held == 0 => continue,
+            Drained::Empty => {
+                format!("{held} events were refused by the receiver for their content")
+            }
+            Drained::GaveUp(why) => why.clone(),
+            Drained::Stopped => "stopped by shutdown".into(),
+            Drained::Fatal(e) => e.clone(),
+        };
+        ok = false;
+        tracing::warn!(sink = %name, drained = false, queued, error = %why,
+            "--once: sink not drained; its queued events are kept for the next run");
+        if !json {
+            eprintln!("summary: sink {name}: NOT drained; {queued} events kept in its queue for the next run: {why}");
+        }
+    }
+    ok
 }
 
 /// One source's life: poll, wait, poll... Returns how it ended. With `once` (the reports of

@@ -449,13 +449,12 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             }
         };
     }
-    let rows = if path.exists() {
+    let (rows, queues) = if path.exists() {
         match async {
-            agent::open_state(path)
-                .await?
-                .sources()
-                .await
-                .map_err(anyhow::Error::from)
+            let st = agent::open_state(path).await?;
+            let rows = st.sources().await?;
+            let queues = st.queue_totals().await?;
+            anyhow::Ok((rows, queues))
         }
         .await
         {
@@ -466,7 +465,7 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             }
         }
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let now = timefmt::now();
     let mut names: Vec<(String, String)> = cfg
@@ -528,6 +527,42 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             r.map_or(0, |r| r.delivered),
             r.map_or(0, |r| r.duplicates),
             r.map_or(0, |r| r.keys),
+        );
+    }
+    // Each sink's queue: read and committed, not yet delivered.
+    let _ = writeln!(
+        out,
+        "\n{:<20} {:>10} {:>12} {:>8} {:>12} {:>12}",
+        "SINK", "QUEUED", "BYTES", "OLDEST", "LIMIT", "DELIVERED"
+    );
+    let mut sinks: Vec<&str> = cfg.sinks.iter().map(|s| s.name.as_str()).collect();
+    for q in &queues {
+        if !sinks.contains(&q.sink.as_str()) && q.events > 0 {
+            sinks.push(&q.sink);
+        }
+    }
+    for name in sinks {
+        let q = queues.iter().find(|q| q.sink == name);
+        let limit = cfg
+            .sinks
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.queue_max_bytes);
+        let label = match limit {
+            Some(_) => name.to_string(),
+            None => format!("{name} (removed)"),
+        };
+        let _ = writeln!(
+            out,
+            "{:<20} {:>10} {:>12} {:>8} {:>12} {:>12}",
+            label,
+            q.map_or(0, |q| q.events),
+            q.map_or(0, |q| q.bytes),
+            q.and_then(|q| q.oldest)
+                .map(|o| timefmt::short_duration((now - o).max(0) / NANOS_PER_SEC))
+                .unwrap_or_else(|| "-".into()),
+            limit.map_or_else(|| "-".into(), |l| l.to_string()),
+            q.map_or(0, |q| q.delivered),
         );
     }
     ExitCode::SUCCESS

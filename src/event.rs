@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use crate::timefmt::{self, Nanos};
 
+pub mod queued;
+
 /// The text of a page as received: the events read from it point into it.
 pub type PageText = Arc<String>;
 

@@ -331,9 +331,11 @@ pub async fn export(args: ExportArgs) -> ExitCode {
             sources: None,
             include_raw: true,
             format: Format::default(),
+            queue_max_bytes: crate::config::QUEUE_MAX_BYTES,
+            batch_max_age: std::time::Duration::ZERO,
         },
         Box::new(sink),
-        true,
+        None,
     );
     let http = match Http::new(cfg.agent.request_timeout) {
         Ok(h) => h,
@@ -342,6 +344,18 @@ pub async fn export(args: ExportArgs) -> ExitCode {
     let cancel = CancellationToken::new();
     crate::signals::spawn_signal_handler(cancel.clone());
     let health = crate::health::Health::default().register(&source.name);
+    // The window is read into the temporary state's queue and written out by the sink's task
+    // as it is read, the way the agent delivers.
+    let done = CancellationToken::new();
+    let drained = tokio::spawn(crate::sinks::drain::drain(
+        slot.clone(),
+        crate::sinks::drain::DrainCx {
+            state: state.clone(),
+            retry: cfg.agent.retry.clone(),
+            sources_done: Some(done.clone()),
+            cancel: cancel.clone(),
+        },
+    ));
     let mut poller = Poller::new(
         source.clone(),
         sources::build(&source, http),
@@ -352,9 +366,18 @@ pub async fn export(args: ExportArgs) -> ExitCode {
         health,
     )
     .end_at(to);
-    if let Err(e) = poller.poll().await {
+    let polled = poller.poll().await;
+    done.cancel();
+    let written_out = drained.await;
+    let failure = match (polled, written_out) {
+        (Err(e), _) => Some(format!("the window could not be read completely ({e})")),
+        (Ok(_), Ok(crate::sinks::drain::Drained::Empty)) => None,
+        (Ok(_), Ok(d)) => Some(format!("the events could not be written out ({d:?})")),
+        (Ok(_), Err(e)) => Some(format!("the events could not be written out ({e})")),
+    };
+    if let Some(why) = failure {
         return failed(format_args!(
-            "{}: the window could not be read completely ({e}); {}",
+            "{}: {why}; {}",
             source.name,
             match &args.output {
                 Some(p) => format!("{} was not written", p.display()),

@@ -136,6 +136,12 @@ struct SinkInner {
     failing_since: Option<Instant>,
     last_error: Option<String>,
     last_success: Option<Instant>,
+    /// The last failure was a refusal that waiting cannot cure (a file that is not the sink's):
+    /// not ready at once.
+    refused: bool,
+    /// Since when events have waited in the sink's queue with nothing delivered (reset at each
+    /// delivery that leaves some, cleared when the queue is empty).
+    waiting_since: Option<Instant>,
 }
 
 impl SinkHealth {
@@ -149,6 +155,7 @@ impl SinkHealth {
         self.with(|i| {
             i.failing_since = None;
             i.last_error = None;
+            i.refused = false;
             i.last_success = Some(Instant::now());
         });
     }
@@ -158,6 +165,32 @@ impl SinkHealth {
         self.with(|i| {
             i.failing_since.get_or_insert_with(Instant::now);
             i.last_error = Some(error.to_string());
+            i.refused = false;
+        });
+    }
+
+    /// The sink's task found events in its queue (`true`), or delivered and left it empty.
+    pub fn queued(&self, waiting: bool) {
+        self.with(|i| {
+            if waiting {
+                i.waiting_since.get_or_insert_with(Instant::now);
+            } else {
+                i.waiting_since = None;
+            }
+        });
+    }
+
+    /// A delivery left events in the queue: the wait starts again from now.
+    pub fn progressed(&self) {
+        self.with(|i| i.waiting_since = Some(Instant::now()));
+    }
+
+    /// A delivery was refused in a way that waiting does not cure: not ready at once.
+    pub fn refused(&self, error: &dyn std::fmt::Display) {
+        self.with(|i| {
+            i.failing_since.get_or_insert_with(Instant::now);
+            i.last_error = Some(error.to_string());
+            i.refused = true;
         });
     }
 }
@@ -234,12 +267,22 @@ impl Health {
             .map(|(name, h)| {
                 let i = h.0.lock().unwrap_or_else(|p| p.into_inner());
                 let reason = match i.failing_since {
+                    Some(_) if i.refused => Some(format!(
+                        "refused: {}",
+                        i.last_error.as_deref().unwrap_or("unknown error")
+                    )),
                     Some(since) if now.duration_since(since) > unready_after => Some(format!(
                         "cannot deliver for {}s: {}",
                         now.duration_since(since).as_secs(),
                         i.last_error.as_deref().unwrap_or("unknown error")
                     )),
-                    _ => None,
+                    _ => match i.waiting_since {
+                        Some(w) if now.duration_since(w) > unready_after => Some(format!(
+                            "nothing delivered for {}s while events wait in its queue",
+                            now.duration_since(w).as_secs()
+                        )),
+                        _ => None,
+                    },
                 };
                 let status = SinkStatus {
                     ready: reason.is_none(),
@@ -383,6 +426,54 @@ mod tests {
         h.delivered();
         let r = health.sink_readiness(Duration::from_millis(20));
         assert!(r["siem"].ready && r["siem"].last_success_seconds_ago == Some(0));
+    }
+
+    /// A sink that is slow without failing: not ready once its queue has waited longer than
+    /// `unready_after` with nothing delivered; a refusal that waiting cannot cure: at once.
+    #[test]
+    fn a_sink_with_events_waiting_too_long_or_refused_is_not_ready() {
+        let health = Health::default();
+        let h = SinkHealth::default();
+        health.set_sinks([("siem".to_string(), h.clone())]);
+        let after = Duration::from_millis(20);
+        h.queued(true);
+        assert!(health.sink_readiness(after)["siem"].ready);
+        std::thread::sleep(Duration::from_millis(40));
+        let r = health.sink_readiness(after);
+        assert!(!r["siem"].ready);
+        assert!(
+            r["siem"]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("events wait in its queue"),
+            "{r:?}"
+        );
+        h.delivered();
+        h.progressed();
+        assert!(
+            health.sink_readiness(after)["siem"].ready,
+            "a delivery resets the wait"
+        );
+        h.queued(false);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(
+            health.sink_readiness(after)["siem"].ready,
+            "an empty queue is no wait"
+        );
+        h.refused(&"out.ndjson holds a file that is not this sink's");
+        let r = health.sink_readiness(Duration::from_secs(3600));
+        assert!(!r["siem"].ready);
+        assert!(
+            r["siem"]
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("refused: "),
+            "{r:?}"
+        );
+        h.delivered();
+        assert!(health.sink_readiness(after)["siem"].ready);
     }
 
     #[test]

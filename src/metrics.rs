@@ -38,6 +38,9 @@ struct Registry {
     /// Per source: the cursor, for `auditship_cursor_lag_seconds` computed at scrape time.
     cursors: BTreeMap<String, Nanos>,
     latency: BTreeMap<String, Histogram>,
+    /// Per sink: when its oldest queued chunk was committed, for
+    /// `auditship_sink_queue_oldest_age_seconds` computed at scrape time.
+    queue_oldest: BTreeMap<String, Option<Nanos>>,
 }
 
 fn registry() -> &'static Mutex<Registry> {
@@ -64,7 +67,12 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "auditship_events_delivered_total",
         "counter",
-        "Events delivered to a sink and committed.",
+        "Events a sink has taken (and, for the file sink, committed with its position).",
+    ),
+    (
+        "auditship_events_queued_total",
+        "counter",
+        "Events committed into a sink's queue.",
     ),
     (
         "auditship_events_duplicate_total",
@@ -112,9 +120,24 @@ const HELP: &[(&str, &str, &str)] = &[
         "1 while the source polls, 0 once stopped by a permanent error.",
     ),
     (
-        "auditship_sink_pages_in_flight",
+        "auditship_sink_queue_events",
         "gauge",
-        "Pages read for a sink and not yet committed (at most 16; at 16 reading waits for the sink).",
+        "Events in the sink's queue, read and committed, not yet delivered.",
+    ),
+    (
+        "auditship_sink_queue_bytes",
+        "gauge",
+        "Bytes of the events in the sink's queue.",
+    ),
+    (
+        "auditship_sink_queue_limit_bytes",
+        "gauge",
+        "The sink's queue_max_bytes: at it, the sources feeding the sink wait.",
+    ),
+    (
+        "auditship_sink_queue_full",
+        "gauge",
+        "1 while the sink's queue is at its limit and its sources wait for room.",
     ),
     (
         "auditship_sink_up",
@@ -124,7 +147,7 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "auditship_sink_last_success_timestamp_seconds",
         "gauge",
-        "When the sink last took a page (committed).",
+        "When the sink last took a batch of its queue.",
     ),
     (
         "auditship_reloads_total",
@@ -184,12 +207,12 @@ pub fn init_source(source: &str, sinks: &[&str]) {
             0,
         );
         for sink in sinks {
-            add(
-                r,
+            for name in [
                 "auditship_events_delivered_total",
-                vec![s(), ("sink", sink.to_string())],
-                0,
-            );
+                "auditship_events_queued_total",
+            ] {
+                add(r, name, vec![s(), ("sink", sink.to_string())], 0);
+            }
         }
     });
 }
@@ -212,12 +235,16 @@ pub fn init_sink(sink: &str) {
         r.gauges
             .entry(("auditship_sink_up", vec![("sink", sink.into())]))
             .or_insert(1.0);
-        r.gauges
-            .entry((
-                "auditship_sink_pages_in_flight",
-                vec![("sink", sink.into())],
-            ))
-            .or_insert(0.0);
+        for name in [
+            "auditship_sink_queue_events",
+            "auditship_sink_queue_bytes",
+            "auditship_sink_queue_full",
+        ] {
+            r.gauges
+                .entry((name, vec![("sink", sink.into())]))
+                .or_insert(0.0);
+        }
+        r.queue_oldest.entry(sink.to_string()).or_insert(None);
     });
 }
 
@@ -395,20 +422,21 @@ pub fn page_latency(source: &str, d: Duration) {
     });
 }
 
-/// A page was delivered to `sinks` and committed.
-pub fn delivered<'a>(
+/// A page was committed: `queued` new events into the queue of each of `sinks`, `duplicates`
+/// dropped as delivered already.
+pub fn queued<'a>(
     source: &str,
     sinks: impl IntoIterator<Item = &'a str>,
-    n: u64,
+    queued: u64,
     duplicates: u64,
 ) {
     with(|r| {
         for sink in sinks {
             add(
                 r,
-                "auditship_events_delivered_total",
+                "auditship_events_queued_total",
                 vec![("source", source.into()), ("sink", sink.into())],
-                n,
+                queued,
             );
         }
         add(
@@ -417,6 +445,44 @@ pub fn delivered<'a>(
             vec![("source", source.into())],
             duplicates,
         );
+    });
+}
+
+/// A sink took `n` events of `source` from its queue.
+pub fn delivered(source: &str, sink: &str, n: u64) {
+    with(|r| {
+        add(
+            r,
+            "auditship_events_delivered_total",
+            vec![("source", source.into()), ("sink", sink.into())],
+            n,
+        );
+    });
+}
+
+/// Where a sink's queue stands: events, bytes, its limit, when its oldest chunk was committed,
+/// and whether sources wait for room.
+pub fn sink_queue(
+    sink: &str,
+    events: u64,
+    bytes: u64,
+    limit: u64,
+    oldest: Option<Nanos>,
+    full: bool,
+) {
+    with(|r| {
+        let l = || vec![("sink", sink.to_string())];
+        r.gauges
+            .insert(("auditship_sink_queue_events", l()), events as f64);
+        r.gauges
+            .insert(("auditship_sink_queue_bytes", l()), bytes as f64);
+        r.gauges
+            .insert(("auditship_sink_queue_limit_bytes", l()), limit as f64);
+        r.gauges.insert(
+            ("auditship_sink_queue_full", l()),
+            if full { 1.0 } else { 0.0 },
+        );
+        r.queue_oldest.insert(sink.to_string(), oldest);
     });
 }
 
@@ -498,19 +564,6 @@ pub fn source_up(source: &str, up: bool) {
     });
 }
 
-/// How many pages read for a sink are not yet committed to it.
-pub fn sink_pages_in_flight(sink: &str, pages: usize) {
-    with(|r| {
-        r.gauges.insert(
-            (
-                "auditship_sink_pages_in_flight",
-                vec![("sink", sink.into())],
-            ),
-            pages as f64,
-        );
-    });
-}
-
 fn labels_text(labels: &Labels) -> String {
     let mut s = String::new();
     for (i, (k, v)) in labels.iter().enumerate() {
@@ -553,6 +606,17 @@ pub fn render() -> String {
             let _ = writeln!(
                 out,
                 "auditship_cursor_lag_seconds{{source=\"{s}\"}} {lag:.3}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP auditship_sink_queue_oldest_age_seconds How long the oldest event in the sink's queue has waited (0 when it is empty).\n# TYPE auditship_sink_queue_oldest_age_seconds gauge"
+        );
+        for (s, oldest) in &r.queue_oldest {
+            let age = oldest.map_or(0.0, |o| (now - o).max(0) as f64 / NANOS_PER_SEC as f64);
+            let _ = writeln!(
+                out,
+                "auditship_sink_queue_oldest_age_seconds{{sink=\"{s}\"}} {age:.3}"
             );
         }
         let _ = writeln!(

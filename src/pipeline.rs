@@ -5,8 +5,9 @@
 //! whose length follows the data: it grows while answers are empty or small and shrinks when a
 //! window takes many pages, so a first run from a far `start` costs requests in proportion to the events,
 //! not to the span. For each page: normalise, key, drop what the state already knows, deliver to
-//! every sink, then commit keys, sink positions and the cursor in one transaction. A crash
-//! between delivery and commit repeats a page; it never skips one. A window that delivered
+//! then commit keys, the new events into the queue of every sink of the source, and the cursor
+//! in one transaction; each sink's task delivers its queue on its own (`sinks::drain`). A crash
+//! before the commit repeats a page; it never skips one. A window that delivered
 //! nothing is not committed on its own: its cursor goes with the next commit, or at the end of
 //! the poll.
 //!
@@ -37,8 +38,15 @@ use crate::metrics;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::sinks::{SinkError, SinkSlot};
 use crate::sources::{Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
-use crate::state::{Commit, State, StateError};
+use crate::state::{Commit, Queued, State, StateError};
 use crate::timefmt::{self, dur_nanos, floor_to, Nanos, NANOS_PER_SEC};
+
+/// How many pages the agent reads at once, from the request for a page to its commit: what
+/// bounds the memory of pages in flight however many sources there are (each waits for a
+/// permit before asking its vendor for a page).
+pub const READS_IN_FLIGHT: usize = 16;
+
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READS_IN_FLIGHT);
 
 /// Why a poll stopped before reaching now − lag.
 #[derive(Debug, thiserror::Error)]
@@ -286,9 +294,9 @@ pub struct Poller {
     until: Option<Nanos>,
     /// What the last poll did, including one that failed part-way (for `--once`'s summary).
     last: PollSummary,
-    /// A page-in-flight permit of each sink ([`crate::sinks::PAGES_IN_FLIGHT`]), held from the
-    /// request for a page until that page is committed (or the poll ends).
-    permits: Vec<crate::sinks::PagePermit>,
+    /// One of the agent's [`READS_IN_FLIGHT`] permits, held from the request for a page until
+    /// that page is committed (or the poll ends).
+    read: Option<tokio::sync::SemaphorePermit<'static>>,
 }
 
 /// Where the entries of one answer fall, against the range `[lo, hi)` it was asked for.
@@ -396,7 +404,7 @@ impl Poller {
             pending_cursor: None,
             until: None,
             last: PollSummary::default(),
-            permits: Vec::new(),
+            read: None,
         }
     }
 
@@ -451,8 +459,8 @@ impl Poller {
     pub async fn poll(&mut self) -> Result<PollSummary, PollError> {
         let mut summary = PollSummary::default();
         let result = self.poll_windows(&mut summary).await;
-        // A page a failed or cancelled poll read is dropped: so is its place in the sinks.
-        self.permits.clear();
+        // A page a failed or cancelled poll read is dropped: so is its place among the reads.
+        self.read = None;
         // Entries outside the ranges asked for: one line per poll, with the offset seen.
         let offset = std::mem::take(&mut self.offset);
         if let Some(seen) = offset.describe() {
@@ -532,7 +540,7 @@ impl Poller {
                 let page = self.fetch_counted(&req, &mut stats, summary).await?;
                 let keep = self.keep(&page, start, end);
                 self.keyer.clear();
-                self.deliver_and_commit(page.events, keep, start, summary)
+                self.queue_and_commit(page.events, keep, start, summary)
                     .await?;
             }
             Paging::Numbered => {
@@ -543,7 +551,7 @@ impl Poller {
                     let page = self.fetch_counted(&req, &mut stats, summary).await?;
                     let more = page.more;
                     let keep = self.keep(&page, start, end);
-                    self.deliver_and_commit(page.events, keep, start, summary)
+                    self.queue_and_commit(page.events, keep, start, summary)
                         .await?;
                     if !more {
                         break;
@@ -574,7 +582,7 @@ impl Poller {
         stats: &mut WindowStats,
         summary: &mut PollSummary,
     ) -> Result<Page, PollError> {
-        self.wait_for_sinks().await?;
+        self.wait_for_room().await?;
         let page = self.fetch(req).await?;
         self.offset.answer(
             page.events.iter().map(|e| e.time),
@@ -689,7 +697,7 @@ impl Poller {
                 .map(|e| (from..to).contains(&floor_to(e.time, unit)))
                 .collect();
             self.keyer.clear();
-            self.deliver_and_commit(page.events, Some(keep), start, summary)
+            self.queue_and_commit(page.events, Some(keep), start, summary)
                 .await?;
         }
         Ok(())
@@ -720,7 +728,7 @@ impl Poller {
                 .iter()
                 .map(|e| spread.foreign > 0 || floor_to(e.time, unit) != hi)
                 .collect();
-            self.deliver_and_commit(page.events, Some(keep), lo, summary)
+            self.queue_and_commit(page.events, Some(keep), lo, summary)
                 .await?;
             if returned < req.limit as usize {
                 return Ok(());
@@ -730,30 +738,36 @@ impl Poller {
         }
     }
 
-    /// Takes a page-in-flight permit of every sink of this source, unless it holds them already
-    /// (a range whose page was read and set aside, or not delivered): waits while the sinks hold
-    /// as many pages as they may, which is how an outage or a slow receiver holds reading back.
-    async fn wait_for_sinks(&mut self) -> Result<(), PollError> {
-        if !self.permits.is_empty() {
+    /// Before a page is read: waits while a sink of this source has a full queue (its sources
+    /// read on once it delivers), then for one of the agent's [`READS_IN_FLIGHT`] permits,
+    /// unless it holds one already (a range whose page was read and set aside).
+    async fn wait_for_room(&mut self) -> Result<(), PollError> {
+        if self.read.is_some() {
             return Ok(());
         }
-        // `--once`: a sink that failed earlier in the run is not read for.
-        if let Some(e) = self.sinks.iter().find_map(|s| s.failed_earlier()) {
-            return Err(e.into());
-        }
         let started = Instant::now();
-        // In the agent's sink order, as the locks are: no two pollers wait on each other.
         for slot in &self.sinks {
-            let permit = tokio::select! {
-                p = beating(&self.health, slot.page()) => p,
+            let room = tokio::select! {
+                r = beating(&self.health, slot.queue.wait_for_room()) => r,
                 _ = self.cancel.cancelled() => return Err(PollError::Cancelled),
             };
-            self.permits.push(permit);
+            if let Err(why) = room {
+                // `--once`: the sink gave up for this run; nothing more is read for it.
+                return Err(PollError::Sink(SinkError::Io {
+                    sink: slot.config.name.clone(),
+                    msg: format!("not read for in this run, the sink failed: {why}"),
+                }));
+            }
         }
+        let permit = tokio::select! {
+            p = beating(&self.health, READS.acquire()) => p.expect("the reads semaphore is never closed"),
+            _ = self.cancel.cancelled() => return Err(PollError::Cancelled),
+        };
+        self.read = Some(permit);
         let waited = started.elapsed();
         if waited > std::time::Duration::from_secs(1) {
             tracing::debug!(source = %self.cfg.name, waited_ms = waited.as_millis() as u64,
-                "waited for the sinks to take pages already read before reading another");
+                "waited for room in the sinks' queues before reading another page");
         }
         Ok(())
     }
@@ -790,16 +804,16 @@ impl Poller {
         })
     }
 
-    /// Keys a page, delivers what is new to every sink, and commits.
-    async fn deliver_and_commit(
+    /// Keys a page and commits what is new into the queue of every sink of the source.
+    async fn queue_and_commit(
         &mut self,
         mut events: Vec<Event>,
         keep: Option<Vec<bool>>,
         start: Nanos,
         summary: &mut PollSummary,
     ) -> Result<(), PollError> {
-        // The page's places in the sinks are given back once it is committed (or not).
-        let _permits = std::mem::take(&mut self.permits);
+        // The page's place among the reads is given back once it is committed (or not).
+        let _read = self.read.take();
         if let Some(keep) = keep {
             let mut i = 0;
             events.retain(|_| {
@@ -871,64 +885,27 @@ impl Poller {
         if fresh.is_empty() && duplicates == 0 {
             return Ok(());
         }
-        // Hold every sink from delivery through commit: a sink's commits follow its writes.
-        // (A sink given back before the commit, to settle its delivery, leaves a `None`.)
-        let mut guards = Vec::with_capacity(self.sinks.len());
-        for slot in &self.sinks {
-            guards.push(Some(slot.sink.lock().await));
-        }
-        // Sink `i` failed: the sinks still held that took the page undo what they can.
-        let failed = |held: &mut [Option<SinkGuard<'_>>], i: usize, e: SinkError| {
-            for g in held.iter_mut().flatten() {
-                g.rollback();
-            }
-            if let SinkError::Cancelled { .. } = e {
-                return PollError::Cancelled;
-            }
-            self.sinks[i].health.failed(&e);
-            metrics::sink_error(&self.sinks[i].config.name);
-            self.sinks[i].note_failure(&e);
-            PollError::from(e)
+        // Queued for every sink of the source in the page's commit: written once, shared.
+        let (records, n) = if fresh.is_empty() {
+            (bytes::Bytes::new(), 0)
+        } else {
+            (
+                bytes::Bytes::from(crate::event::queued::encode(&fresh)),
+                fresh.len() as u32,
+            )
         };
-        if !fresh.is_empty() {
-            for i in 0..guards.len() {
-                if let Some(e) = self.sinks[i].failed_earlier() {
-                    return Err(failed(&mut guards[..i], i, e));
-                }
-                let g = guards[i]
-                    .as_mut()
-                    .expect("every sink is held while delivering");
-                let delivery = beating(&self.health, g.deliver(&fresh, &self.cancel));
-                if let Err(e) = delivery.await {
-                    // Only the sinks before this one took the page.
-                    return Err(failed(&mut guards[..i], i, e));
-                }
-            }
-            // What a sink must still wait for (Splunk's acknowledgements) is waited for with
-            // the sink given back: other sources deliver to it meanwhile.
-            let mut settles = Vec::new();
-            for (i, slot) in guards.iter_mut().enumerate() {
-                let settle = slot.as_mut().and_then(|g| g.settle(&fresh, &self.cancel));
-                if let Some(f) = settle {
-                    *slot = None;
-                    settles.push((i, f));
-                }
-            }
-            for (i, f) in settles {
-                if let Err(e) = beating(&self.health, f).await {
-                    return Err(failed(&mut guards, i, e));
-                }
-            }
-        }
-        let positions = self
-            .sinks
-            .iter()
-            .zip(&guards)
-            .filter_map(|(slot, g)| {
-                let p = g.as_ref()?.position()?;
-                Some((slot.config.name.clone(), p))
-            })
-            .collect();
+        let queued = if n == 0 {
+            Vec::new()
+        } else {
+            self.sinks
+                .iter()
+                .map(|slot| Queued {
+                    sink: slot.config.name.clone(),
+                    events: n,
+                    records: records.clone(),
+                })
+                .collect()
+        };
         let newest = fresh.iter().map(|e| e.time).max();
         let oldest = fresh.iter().map(|e| e.time).min();
         let cursor = self.pending_cursor;
@@ -938,43 +915,30 @@ impl Poller {
             delivered: fresh.len() as u64,
             duplicates,
             keys: fresh_keys,
-            positions,
+            queued,
             cursor,
             prune_before: cursor.map(|c| self.prune_before(c)),
             max_event: newest,
         };
-        match self.state.commit(commit).await {
-            Ok(()) => {
-                metrics::state_commit(&self.cfg.name);
-                for g in guards.iter_mut().flatten() {
-                    g.committed();
-                }
-                if !fresh.is_empty() {
-                    for slot in &self.sinks {
-                        slot.health.delivered();
-                        metrics::sink_delivered(&slot.config.name);
-                    }
-                }
-                if self.pending_cursor == cursor {
-                    self.pending_cursor = None;
-                }
-                self.max_event = self.max_event.max(newest);
-                if let (Some(lo), Some(hi)) = (oldest, newest) {
-                    self.lookup.delivered(lo, hi);
-                }
-                self.health.progress();
-            }
-            Err(e) => {
-                for g in guards.iter_mut().flatten() {
-                    g.rollback();
-                }
-                return Err(e.into());
+        self.state.commit(commit).await?;
+        metrics::state_commit(&self.cfg.name);
+        if n > 0 {
+            let at = timefmt::now();
+            for slot in &self.sinks {
+                slot.queue.added(n as u64, records.len() as u64, at);
             }
         }
-        drop(guards);
+        if self.pending_cursor == cursor {
+            self.pending_cursor = None;
+        }
+        self.max_event = self.max_event.max(newest);
+        if let (Some(lo), Some(hi)) = (oldest, newest) {
+            self.lookup.delivered(lo, hi);
+        }
+        self.health.progress();
         summary.delivered += fresh.len() as u64;
         summary.duplicates += duplicates;
-        metrics::delivered(
+        metrics::queued(
             &self.cfg.name,
             self.sinks.iter().map(|s| s.config.name.as_str()),
             fresh.len() as u64,
@@ -1046,9 +1010,6 @@ impl Lookup {
         });
     }
 }
-
-/// A sink held from its delivery through the commit.
-type SinkGuard<'a> = tokio::sync::MutexGuard<'a, Box<dyn crate::sinks::Sink>>;
 
 /// Awaits `fut`, beating `health` every second meanwhile: a sink that retries through an outage
 /// keeps the loop alive (backpressure, not a hang).

@@ -1,8 +1,12 @@
-//! Durable state in SQLite: per-source cursors and counts, dedupe keys, sink positions.
+//! Durable state in SQLite: per-source cursors and counts, dedupe keys, a queue per sink and
+//! sink positions.
 //!
 //! rusqlite blocks, so one dedicated thread owns the connection and async code sends it closures
-//! ([`State::call`]). A page's keys, the sink positions and (at the end of a window) the cursor
-//! are written in one transaction ([`State::commit`]): a crash leaves either all or none.
+//! ([`State::call`]). A page's keys, its new events queued for every sink that takes the source,
+//! and (at the end of a window) the cursor are written in one transaction ([`State::commit`]): a
+//! crash leaves either all or none. Each sink's task takes its queue's events in order
+//! ([`State::take`]) and, once the sink has them, removes them and records the sink's position
+//! in one transaction ([`State::ack`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
@@ -156,6 +160,28 @@ const MIGRATIONS: &[&str] = &[
         ino INTEGER NOT NULL,
         PRIMARY KEY (sink, generation)
      ) WITHOUT ROWID;",
+    // 7: a durable queue per sink. A page's new events go into the queue of every sink that
+    // takes the source, in the page's commit (one row, a chunk, per sink: see
+    // `event::queued`); each sink's task delivers its rows in id order and deletes them in the
+    // commit that records its progress. AUTOINCREMENT: a chunk id is never handed out twice, so
+    // a sink's task never takes a new chunk for one it already delivered. The index holds the
+    // counters, so totals never read a chunk.
+    "CREATE TABLE sink_queues (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,   -- the sink's configured name
+        delivered INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER              -- ns wall clock of the last delivery
+     );
+     CREATE TABLE queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sink INTEGER NOT NULL,       -- sink_queues.id
+        source INTEGER NOT NULL,     -- sources.id
+        events INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,      -- length(records)
+        enqueued INTEGER NOT NULL,   -- ns wall clock of the commit
+        records BLOB NOT NULL
+     );
+     CREATE INDEX queue_by_sink ON queue (sink, id, source, events, bytes, enqueued);",
 ];
 
 /// Bytes of one stored key record: the event time, big-endian, then the key.
@@ -286,14 +312,58 @@ pub struct Commit {
     pub keys: Vec<(Key, Nanos)>,
     pub delivered: u64,
     pub duplicates: u64,
-    /// Sink name → committed position.
-    pub positions: Vec<(String, SinkPosition)>,
+    /// The page's new events, for the queue of each sink that takes the source.
+    pub queued: Vec<Queued>,
     /// The new cursor, when a window is complete (never moves backwards).
     pub cursor: Option<Nanos>,
     /// Drop this source's keys older than this.
     pub prune_before: Option<Nanos>,
     /// The newest time among the delivered events.
     pub max_event: Option<Nanos>,
+}
+
+/// A page's new events for one sink's queue ([`crate::event::queued`]).
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub sink: String,
+    pub events: u32,
+    /// The chunk; one allocation shared by every sink of the page.
+    pub records: bytes::Bytes,
+}
+
+/// A chunk taken from a sink's queue.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub id: i64,
+    /// The source that read it, and its kind.
+    pub source: String,
+    pub kind: String,
+    pub events: u32,
+    pub records: Vec<u8>,
+}
+
+/// What a sink's task commits once the sink has taken `chunks`.
+#[derive(Debug)]
+pub struct Ack {
+    pub sink: String,
+    /// The chunks delivered: they leave the queue.
+    pub chunks: Vec<i64>,
+    pub events: u64,
+    /// The sink's position after the delivery (a file sink's).
+    pub position: Option<SinkPosition>,
+}
+
+/// A sink's queue, counted from the index (never from its chunks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    pub sink: String,
+    pub chunks: u64,
+    pub events: u64,
+    pub bytes: u64,
+    /// When the oldest queued chunk was committed.
+    pub oldest: Option<Nanos>,
+    /// Events this sink has delivered, ever.
+    pub delivered: u64,
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -432,13 +502,7 @@ impl State {
     pub async fn commit(&self, commit: Commit) -> Result<(), StateError> {
         let (path, opened) = (self.path.clone(), self.opened);
         self.call(move |c| {
-            // Deleted or replaced under us: SQLite would go on writing to the open, unlinked
-            // file, and the next start would find no cursors and deliver everything again.
-            if identity(&path) != opened {
-                return Err(StateError::Lost {
-                    path: path.to_path_buf(),
-                });
-            }
+            still_there(&path, opened)?;
             let tx = c.transaction()?;
             let id = ensure_source(&tx, &commit.source, commit.kind)?;
             insert_keys(&tx, id, &commit.keys)?;
@@ -459,8 +523,21 @@ impl State {
                 crate::timefmt::now(),
                 commit.max_event
             ])?;
-            for (sink, pos) in &commit.positions {
-                put_sink_position(&tx, sink, pos)?;
+            let enqueued = crate::timefmt::now();
+            for q in &commit.queued {
+                let sink = ensure_sink_queue(&tx, &q.sink)?;
+                tx.prepare_cached(
+                    "INSERT INTO queue (sink, source, events, bytes, enqueued, records)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    sink,
+                    id,
+                    q.events,
+                    q.records.len() as i64,
+                    enqueued,
+                    &q.records[..]
+                ])?;
             }
             if let Some(before) = commit.prune_before {
                 // Whole rows: a row that straddles the line keeps its older keys a little longer.
@@ -471,6 +548,96 @@ impl State {
             Ok(())
         })
         .await
+    }
+
+    /// Chunks of `sink`'s queue in order, but those in `skip`: as many as fit in `max_events`
+    /// and `max_bytes`, and always the first (a chunk is never split).
+    pub async fn take(
+        &self,
+        sink: &str,
+        skip: Vec<i64>,
+        max_events: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Chunk>, StateError> {
+        let sink = sink.to_string();
+        self.call(move |c| {
+            let Some(sink) = sink_queue_id(c, &sink)? else {
+                return Ok(Vec::new());
+            };
+            // Counters first, from the index; chunks are read only once chosen.
+            let mut st = c.prepare_cached(
+                "SELECT id, events, bytes FROM queue WHERE sink = ?1 ORDER BY id",
+            )?;
+            let mut rows = st.query(params![sink])?;
+            let (mut ids, mut events, mut bytes) = (Vec::new(), 0u64, 0u64);
+            while let Some(r) = rows.next()? {
+                let (id, n, b): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                if skip.contains(&id) {
+                    continue;
+                }
+                if !ids.is_empty()
+                    && (events + n as u64 > max_events || bytes + b as u64 > max_bytes)
+                {
+                    break;
+                }
+                ids.push(id);
+                events += n as u64;
+                bytes += b as u64;
+            }
+            drop(rows);
+            let mut one = c.prepare_cached(
+                "SELECT q.id, s.name, s.kind, q.events, q.records
+                 FROM queue q JOIN sources s ON s.id = q.source WHERE q.id = ?1",
+            )?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(one.query_row(params![id], |r| {
+                    Ok(Chunk {
+                        id: r.get(0)?,
+                        source: r.get(1)?,
+                        kind: r.get(2)?,
+                        events: r.get::<_, i64>(3)? as u32,
+                        records: r.get(4)?,
+                    })
+                })?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Removes a sink's delivered chunks and records its position, atomically. Returns when the
+    /// oldest chunk left was committed (`None`: the queue is empty).
+    pub async fn ack(&self, ack: Ack) -> Result<Option<Nanos>, StateError> {
+        let (path, opened) = (self.path.clone(), self.opened);
+        self.call(move |c| {
+            still_there(&path, opened)?;
+            let tx = c.transaction()?;
+            let sink = ensure_sink_queue(&tx, &ack.sink)?;
+            for id in &ack.chunks {
+                tx.prepare_cached("DELETE FROM queue WHERE sink = ?1 AND id = ?2")?
+                    .execute(params![sink, id])?;
+            }
+            tx.prepare_cached(
+                "UPDATE sink_queues SET delivered = delivered + ?2, updated = ?3 WHERE id = ?1",
+            )?
+            .execute(params![sink, ack.events as i64, crate::timefmt::now()])?;
+            if let Some(pos) = &ack.position {
+                put_sink_position(&tx, &ack.sink, pos)?;
+            }
+            let oldest = tx
+                .prepare_cached("SELECT enqueued FROM queue WHERE sink = ?1 ORDER BY id LIMIT 1")?
+                .query_row(params![sink], |r| r.get(0))
+                .optional()?;
+            tx.commit()?;
+            Ok(oldest)
+        })
+        .await
+    }
+
+    /// Every sink queue the state knows of, by sink name.
+    pub async fn queue_totals(&self) -> Result<Vec<QueueTotals>, StateError> {
+        self.call(|c| queue_totals(c)).await
     }
 
     /// The committed position of a sink, if it has one.
@@ -755,6 +922,54 @@ pub fn read_sink_positions(path: &Path) -> Result<Vec<(String, SinkPosition)>, S
     Ok(out)
 }
 
+/// Deleted or replaced under us: SQLite would go on writing to the open, unlinked file, and the
+/// next start would find no cursors and deliver everything again.
+fn still_there(path: &Path, opened: Option<(u64, u64)>) -> Result<(), StateError> {
+    if identity(path) != opened {
+        return Err(StateError::Lost {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+fn queue_totals(c: &Connection) -> Result<Vec<QueueTotals>, StateError> {
+    let mut st = c.prepare_cached(
+        "SELECT k.name, k.delivered, count(q.id), coalesce(sum(q.events), 0),
+                coalesce(sum(q.bytes), 0), min(q.enqueued)
+         FROM sink_queues k LEFT JOIN queue q ON q.sink = k.id
+         GROUP BY k.id ORDER BY k.name",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(QueueTotals {
+            sink: r.get(0)?,
+            delivered: r.get::<_, i64>(1)? as u64,
+            chunks: r.get::<_, i64>(2)? as u64,
+            events: r.get::<_, i64>(3)? as u64,
+            bytes: r.get::<_, i64>(4)? as u64,
+            oldest: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn sink_queue_id(c: &Connection, name: &str) -> Result<Option<i64>, StateError> {
+    Ok(
+        c.prepare_cached("SELECT id FROM sink_queues WHERE name = ?1")?
+            .query_row(params![name], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+fn ensure_sink_queue(c: &Connection, name: &str) -> Result<i64, StateError> {
+    if let Some(id) = sink_queue_id(c, name)? {
+        return Ok(id);
+    }
+    c.prepare_cached("INSERT INTO sink_queues (name) VALUES (?1)")?
+        .execute(params![name])?;
+    Ok(c.last_insert_rowid())
+}
+
 fn insert_keys(tx: &Connection, source: i64, keys: &[(Key, Nanos)]) -> Result<(), StateError> {
     let (Some(min), Some(max)) = (
         keys.iter().map(|k| k.1).min(),
@@ -865,10 +1080,10 @@ mod tests {
             keys: vec![([1; 16], 100)],
             delivered: 1,
             duplicates: 1,
-            positions: vec![("file".into(), SinkPosition::bare(42))],
             cursor: Some(1000),
             prune_before: None,
             max_event: Some(100),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -903,10 +1118,6 @@ mod tests {
         assert_eq!(
             st.known("b", vec![([2; 16], 200)]).await.unwrap(),
             vec![false]
-        );
-        assert_eq!(
-            st.sink_position("file").await.unwrap(),
-            Some(SinkPosition::bare(42))
         );
         drop(st);
         // Reopening keeps everything and does not re-run migrations.
@@ -1093,6 +1304,210 @@ mod tests {
             sort_nearly_sorted(&mut v);
             assert_eq!(v, want, "case {case}");
         }
+    }
+
+    fn page(source: &str, sinks: &[&str], events: u32, tag: u8) -> Commit {
+        let records = bytes::Bytes::from(vec![tag; 10 * events as usize]);
+        Commit {
+            source: source.into(),
+            kind: "domo",
+            keys: vec![([tag; 16], tag as Nanos)],
+            delivered: events as u64,
+            queued: sinks
+                .iter()
+                .map(|s| Queued {
+                    sink: s.to_string(),
+                    events,
+                    records: records.clone(),
+                })
+                .collect(),
+            cursor: Some(tag as Nanos * 10),
+            ..Default::default()
+        }
+    }
+
+    /// A page's events are queued for each of its sinks in the page's own commit, and each
+    /// sink takes them in commit order, from its own queue, a batch within its limits.
+    #[tokio::test]
+    async fn a_page_commit_queues_for_every_sink_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::open(&dir.path().join("s.db")).unwrap();
+        st.commit(page("a", &["file", "siem"], 3, 1)).await.unwrap();
+        st.commit(page("b", &["siem"], 2, 2)).await.unwrap();
+        st.commit(page("a", &["file", "siem"], 4, 3)).await.unwrap();
+        let totals = st.queue_totals().await.unwrap();
+        let t = |n: &str| totals.iter().find(|t| t.sink == n).unwrap().clone();
+        assert_eq!(
+            (t("file").chunks, t("file").events, t("file").bytes),
+            (2, 7, 70)
+        );
+        assert_eq!(
+            (t("siem").chunks, t("siem").events, t("siem").bytes),
+            (3, 9, 90)
+        );
+        assert!(t("siem").oldest.is_some());
+        // Commit order across sources, whole chunks, at least one however small the limits.
+        let all = st.take("siem", vec![], 100, 1 << 20).await.unwrap();
+        let seen: Vec<(&str, u32, u8)> = all
+            .iter()
+            .map(|c| (c.source.as_str(), c.events, c.records[0]))
+            .collect();
+        assert_eq!(seen, vec![("a", 3, 1), ("b", 2, 2), ("a", 4, 3)]);
+        assert_eq!(all[0].kind, "domo");
+        assert_eq!(st.take("siem", vec![], 5, 1 << 20).await.unwrap().len(), 2);
+        assert_eq!(st.take("siem", vec![], 1, 1).await.unwrap().len(), 1);
+        assert_eq!(
+            st.take("siem", vec![all[0].id], 100, 45)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(st
+            .take("nobody", vec![], 100, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        // A commit that fails at its last sink's queue leaves nothing: no other sink's chunk,
+        // no keys, no cursor.
+        st.call(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON queue
+                 WHEN NEW.sink = (SELECT id FROM sink_queues WHERE name = 'siem')
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let before = st.queue_totals().await.unwrap();
+        let row = st.source("a").await.unwrap();
+        assert!(st.commit(page("a", &["file", "siem"], 1, 9)).await.is_err());
+        assert_eq!(st.queue_totals().await.unwrap(), before);
+        assert_eq!(st.source("a").await.unwrap(), row);
+        assert_eq!(
+            st.known("a", vec![([9; 16], 9)]).await.unwrap(),
+            vec![false]
+        );
+    }
+
+    /// An ack removes what the sink took and records the sink's position in one commit; the
+    /// other sinks' queues are untouched.
+    #[tokio::test]
+    async fn an_ack_deletes_chunks_and_records_the_file_position_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::open(&dir.path().join("s.db")).unwrap();
+        for tag in 1..=3 {
+            st.commit(page("a", &["file", "siem"], 2, tag))
+                .await
+                .unwrap();
+        }
+        let taken = st.take("file", vec![], 4, 1 << 20).await.unwrap();
+        assert_eq!(taken.len(), 2);
+        let oldest = st
+            .ack(Ack {
+                sink: "file".into(),
+                chunks: vec![taken[0].id, taken[1].id],
+                events: 4,
+                position: Some(SinkPosition::bare(120)),
+            })
+            .await
+            .unwrap();
+        assert!(oldest.is_some(), "one chunk is left");
+        assert_eq!(
+            st.sink_position("file").await.unwrap(),
+            Some(SinkPosition::bare(120))
+        );
+        let left = st.take("file", vec![], 100, 1 << 20).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].records[0], 3);
+        let totals = st.queue_totals().await.unwrap();
+        assert_eq!(totals[0].sink, "file");
+        assert_eq!((totals[0].events, totals[0].delivered), (2, 4));
+        assert_eq!((totals[1].sink.as_str(), totals[1].events), ("siem", 6));
+        let oldest = st
+            .ack(Ack {
+                sink: "file".into(),
+                chunks: vec![left[0].id],
+                events: 2,
+                position: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(oldest, None);
+        assert_eq!(
+            st.sink_position("file").await.unwrap(),
+            Some(SinkPosition::bare(120)),
+            "an ack without a position keeps the recorded one"
+        );
+    }
+
+    /// After a queue empties, the next chunk gets a new id: a sink's task that remembers the
+    /// last id it delivered never skips a new chunk as delivered.
+    #[tokio::test]
+    async fn chunk_ids_are_never_reused_after_the_queue_empties() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::open(&dir.path().join("s.db")).unwrap();
+        st.commit(page("a", &["file"], 1, 1)).await.unwrap();
+        let first = st.take("file", vec![], 10, 1 << 20).await.unwrap()[0].id;
+        st.ack(Ack {
+            sink: "file".into(),
+            chunks: vec![first],
+            events: 1,
+            position: None,
+        })
+        .await
+        .unwrap();
+        drop(st);
+        let st = State::open(&dir.path().join("s.db")).unwrap();
+        st.commit(page("a", &["file"], 1, 2)).await.unwrap();
+        let next = st.take("file", vec![], 10, 1 << 20).await.unwrap();
+        assert_eq!(next.len(), 1);
+        assert!(next[0].id > first);
+    }
+
+    /// A state written by the release before the queue (schema 6) upgrades in place: its file
+    /// positions, rotated files and cursors are kept, and its queues start empty.
+    #[tokio::test]
+    async fn a_state_of_schema_6_upgrades_with_its_file_positions_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            for (i, sql) in MIGRATIONS[..6].iter().enumerate() {
+                let tx = c.transaction().unwrap();
+                tx.execute_batch(sql).unwrap();
+                tx.pragma_update(None, "user_version", (i + 1) as i64)
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+            c.execute(
+                "INSERT INTO sources (name, kind, cursor, delivered) VALUES ('a', 'domo', 77, 5)",
+                [],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO sinks (name, position, path, dev, ino, tail)
+                 VALUES ('file', 640, '/x/out.ndjson', 3, 9, zeroblob(32))",
+                [],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO sink_rotated (sink, generation, dev, ino) VALUES ('file', 2, 3, 8)",
+                [],
+            )
+            .unwrap();
+        }
+        let st = State::open(&path).unwrap();
+        let row = st.source("a").await.unwrap().unwrap();
+        assert_eq!((row.cursor, row.delivered), (Some(77), 5));
+        let pos = st.sink_position("file").await.unwrap().unwrap();
+        assert_eq!(pos.position, 640);
+        assert_eq!(pos.file.unwrap().ino, 9);
+        assert_eq!(st.sink_rotated("file").await.unwrap().len(), 1);
+        assert!(st.queue_totals().await.unwrap().is_empty());
+        st.commit(page("a", &["file"], 1, 1)).await.unwrap();
+        assert_eq!(st.queue_totals().await.unwrap()[0].events, 1);
     }
 
     #[tokio::test]

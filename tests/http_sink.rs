@@ -413,10 +413,10 @@ async fn ndjson_gzip_and_json_array_bodies_parse_at_two_sinks() {
     );
 }
 
-/// A 401 (a revoked API key) stops delivery with a clear error and exit code 1; the cursor does
-/// not pass what was not delivered, the file sink before it was rolled back to what was
-/// committed, no secret is logged even at trace level, and after the key is fixed a rerun
-/// delivers everything, each document once.
+/// A 401 (a revoked API key) stops delivery to that sink with a clear error and exit code 1;
+/// what it did not take stays in its queue, the file sink beside it takes everything, no secret
+/// is logged even at trace level, and after the key is fixed a rerun delivers the rest, each
+/// document once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_skips_nothing_and_a_fixed_key_delivers_everything() {
     let w = world(3000, 2, 44).await;
@@ -455,31 +455,20 @@ async fn a_401_skips_nothing_and_a_fixed_key_delivers_everything() {
     }
 
     let truth = w.truth();
-    let cursor = cursor(&config, &[("AUDITSHIP_TEST_ES_KEY", "first-key-8d1f2a")])
-        .await
-        .expect("three windows were committed");
     let received: HashSet<String> = recv.data().docs.keys().cloned().collect();
     assert!(received.len() < truth.len());
-    let before: Vec<&Value> = truth.iter().filter(|r| event_time(r) < cursor).collect();
-    assert!(!before.is_empty());
-    for r in &before {
-        assert!(
-            received.contains(r["id"].as_str().unwrap()),
-            "{r} is before the cursor but was not delivered"
-        );
-    }
-    // The file sink holds what was committed: everything before the cursor, nothing unsent.
+    assert!(
+        err.contains("summary: sink siem: NOT drained;"),
+        "{}",
+        &err[err.len().saturating_sub(3000)..]
+    );
+    // The file sink is not held back by the refused one: it holds every event, once.
     let lines: Vec<Value> = std::fs::read_to_string(w.dir.path().join("out.ndjson"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let in_file: HashSet<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
-    assert_eq!(in_file.len(), lines.len());
-    assert!(in_file.iter().all(|id| received.contains(*id)));
-    assert!(before
-        .iter()
-        .all(|r| in_file.contains(r["id"].as_str().unwrap())));
+    assert_eq!(assert_all_arrived(&lines, |v| v, &truth), 0);
 
     let out = run_once(&config, &[("AUDITSHIP_TEST_ES_KEY", "second-key-77c0e1")]).await;
     assert_ok(&out);
@@ -731,10 +720,10 @@ async fn mutual_tls_with_a_private_ca_and_insecure_skip_verify() {
 }
 
 /// `run --once` against an HTTP sink that cannot be reached gives up like a source does
-/// (`retry_max_attempts`) instead of hanging a cron job: exit 1, nothing committed, and a later
-/// run that reaches the receiver delivers everything.
+/// (`retry_max_attempts`) instead of hanging a cron job: exit 1, the events read kept in the
+/// sink's queue, and a later run that reaches the receiver delivers everything, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_once_gives_up_on_an_unreachable_sink_and_commits_nothing() {
+async fn run_once_gives_up_on_an_unreachable_sink_and_keeps_its_events_queued() {
     let w = world(800, 1, 47).await;
     let closed = closed_port();
     let sinks = |url: &str| {
@@ -746,11 +735,27 @@ async fn run_once_gives_up_on_an_unreachable_sink_and_commits_nothing() {
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(log.contains("gave up after 3 attempts"), "{log}");
-    assert_eq!(
-        cursor(&config, &[]).await,
-        None,
-        "a cursor moved past undelivered events"
+    assert!(
+        log.contains(&format!(
+            "summary: sink collector: NOT drained; {} events kept in its queue for the next run",
+            w.truth().len()
+        )),
+        "{log}"
     );
+    // `state` shows them waiting in the sink's queue.
+    let state = agent(&["state", "--config", config.to_str().unwrap()], &[])
+        .output()
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&state.stdout);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("collector "))
+        .unwrap_or_else(|| panic!("no row for the sink:\n{table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[1], w.truth().len().to_string(), "{table}");
+    assert_eq!(row[5], "0", "{table}");
 
     let r = Receiver::start(Mode::Ndjson).await;
     std::fs::write(
@@ -762,11 +767,10 @@ async fn run_once_gives_up_on_an_unreachable_sink_and_commits_nothing() {
     assert_eq!(assert_all_arrived(&r.data().events, |v| v, &w.truth()), 0);
 }
 
-/// `--once` with many sources and a receiver that is down: the sink's retries run out once, and
-/// the other sources' pages are not tried again in that run (one retry cycle per source, one
-/// after the other behind the sink, would make a cron job late by that many). Every source
-/// reports NOT completed, nothing is committed, and the next run with the receiver up delivers
-/// everything.
+/// `--once` with many sources and a receiver that is down: the sink's retries run out once (one
+/// retry cycle per source, one after the other behind the sink, would make a cron job late by
+/// that many). The run exits 1 naming the sink, its events are kept in its queue, and the next
+/// run with the receiver up delivers everything, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_tries_a_dead_sink_once_for_all_sources() {
     const SOURCES: usize = 12;
@@ -782,34 +786,18 @@ async fn run_once_tries_a_dead_sink_once_for_all_sources() {
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     let retries = log.matches("retrying delivery").count();
-    let not_completed = log.matches(": NOT completed;").count();
-    let not_tried = log
-        .matches("not tried again in this run, it failed earlier")
-        .count();
     eprintln!(
-        "FIGURES once dead sink: {SOURCES} sources, delivery retries {retries} (one cycle: 2), \
-         not completed {not_completed}, not tried again {not_tried}"
+        "FIGURES once dead sink: {SOURCES} sources, delivery retries {retries} (one cycle: 2)"
     );
     assert_eq!(
         retries, 2,
-        "the dead sink was retried for more than one page\n{log}"
+        "the dead sink was retried for more than one batch\n{log}"
     );
-    assert_eq!(not_completed, SOURCES, "{log}");
     assert!(log.contains("gave up after 3 attempts"), "{log}");
-    let state = agent(
-        &["state", "--config", config.to_str().unwrap(), "--json"],
-        &[],
-    )
-    .output()
-    .await
-    .unwrap();
-    let rows: Value = serde_json::from_slice(&state.stdout).unwrap();
-    for r in rows.as_array().unwrap() {
-        assert!(
-            r["cursor"].is_null(),
-            "a cursor moved past undelivered events: {r}"
-        );
-    }
+    assert!(
+        log.contains("summary: sink collector: NOT drained;"),
+        "{log}"
+    );
     let r = Receiver::start(Mode::Ndjson).await;
     std::fs::write(
         &config,
@@ -822,9 +810,10 @@ async fn run_once_tries_a_dead_sink_once_for_all_sources() {
 }
 
 /// `--once`, and the receiver refuses one source's documents for their content (a mapping
-/// error, 400): that page is refused, not the sink. The other source's pages are all still
-/// tried and delivered; only the refused source reports NOT completed, with nothing of it
-/// committed. (A refusal taken for the sink failing stopped every source behind it.)
+/// error, 400): that source's pages are held in the queue, not the sink stopped. The other
+/// source's pages are all still delivered, though they share batches with the refused ones;
+/// only the refused source reports NOT completed. (A refusal taken for the sink failing
+/// stopped every source behind it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_a_page_refused_for_its_content_stops_only_its_source() {
     let w = world(800, 1, 54).await;
@@ -864,8 +853,8 @@ async fn run_once_a_page_refused_for_its_content_stops_only_its_source() {
 
 /// Elasticsearch with the target in the URL (`/{target}/_bulk`, no `index`): actions are
 /// `{"create":{"_id":…}}`. Into a data stream, native events (no `@timestamp`) are refused item
-/// by item with Elasticsearch's own error; the run fails, commits nothing, and the log line says
-/// what is wrong. Into an index named by the URL, everything arrives.
+/// by item with Elasticsearch's own error; the run fails, the events are held in the sink's
+/// queue, and the log line says what is wrong. Into an index named by the URL, everything arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_target_in_the_url_and_a_data_stream_without_timestamp() {
     let w = world(300, 1, 48).await;
@@ -894,10 +883,10 @@ async fn bulk_target_in_the_url_and_a_data_stream_without_timestamp() {
         log.contains("data stream timestamp field [@timestamp] is missing"),
         "{log}"
     );
-    assert_eq!(
-        cursor(&config, &[]).await,
-        None,
-        "a refused page was committed"
+    assert!(
+        log.contains("summary: sink es: NOT drained;")
+            && log.contains("refused by the receiver for their content"),
+        "{log}"
     );
     {
         let d = recv.data();
@@ -1051,8 +1040,8 @@ async fn hec_ack_waits_without_holding_the_sink() {
 }
 
 /// `hec_ack` against a token without acknowledgement (no `ackId` in the answer): a clear error,
-/// exit 1 and no commit. And `--once` against an indexer that acknowledges nothing gives up
-/// after `retry_max_attempts` sendings instead of hanging, committing nothing.
+/// exit 1, the events kept in the queue. And `--once` against an indexer that acknowledges
+/// nothing gives up after `retry_max_attempts` sendings instead of hanging, its events kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hec_ack_without_ack_ids_or_acks_fails_clearly_and_commits_nothing() {
     let w = world(120, 1, 50).await;
@@ -1070,7 +1059,7 @@ async fn hec_ack_without_ack_ids_or_acks_fails_clearly_and_commits_nothing() {
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(log.contains("the HEC answer has no ackId"), "{log}");
     assert!(log.contains("useACK"), "{log}");
-    assert_eq!(cursor(&config, &[]).await, None);
+    assert!(log.contains("summary: sink splunk: NOT drained;"), "{log}");
 
     recv.faults().hec_ack = Some(http_receiver::HecAck {
         withhold: (0..10_000).collect(),
@@ -1091,7 +1080,7 @@ async fn hec_ack_without_ack_ids_or_acks_fails_clearly_and_commits_nothing() {
             && log.contains("was not acknowledged"),
         "{log}"
     );
-    assert_eq!(cursor(&config, &[]).await, None);
+    assert!(log.contains("summary: sink splunk: NOT drained;"), "{log}");
 }
 
 /// `check --connect` reaches each HTTP sink without sending an event: Splunk HEC's health

@@ -250,11 +250,12 @@ async fn a_new_file_started_in_place_of_a_removed_one_is_the_sinks_after_a_crash
     );
 }
 
-/// The daemon with a sink whose path holds another tool's file: the sources feeding it stop,
-/// `/readyz` is not ready naming the sink and the path, the file is untouched; once it is moved
-/// away a reload (SIGHUP) brings the sources back and the events arrive.
+/// The daemon with a sink whose path holds another tool's file: the sink writes nothing there
+/// (its events wait in its queue), `/readyz` is not ready at once naming the sink and the path,
+/// the file is untouched; once it is moved away a reload (SIGHUP) tries the sink again and the
+/// events arrive, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_stops_the_sources_of_a_refused_sink_and_says_why() {
+async fn the_daemon_holds_a_refused_sinks_events_and_says_why() {
     let cfg = backfill(&[Vendor::WasabiAir], 300, 1, 75);
     let sim = sim(cfg.clone()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")

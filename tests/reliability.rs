@@ -94,7 +94,7 @@ async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool)
 /// The daemon on `s`, logging to `agent.log` in its directory: a pipe that the test does not
 /// read would fill up within seconds, and the agent then blocks on its next log line.
 fn spawn_daemon(s: &Setup) -> Child {
-    Command::new(BIN)
+    Command::new(bin())
         .args(["run", "--config", s.config.to_str().unwrap()])
         .env("AUDITSHIP_LOG", "info")
         .stdout(std::process::Stdio::null())
@@ -578,11 +578,16 @@ async fn a_full_disk_is_reported_and_the_sink_catches_up_once_there_is_room() {
 /// once the limit is raised, catches up with exactly the ground truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_size_limit_is_an_error_not_a_kill() {
-    let cfg = backfill(&[Vendor::WasabiAir], 4_000, 1, 1810);
+    // The limit binds every file the agent writes, the state (and its WAL) included, which
+    // holds the file sink's queue: 30,000 events (some 13 MiB of output) against 6 MiB, with
+    // the sink's queue kept to 1 MiB, reach it in the file sink's file, not in the state.
+    let cfg = backfill(&[Vendor::WasabiAir], 30_000, 1, 1810);
     let sim = sim(cfg.clone()).await;
     let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
-    let limit: u64 = 512 << 10;
-    let mut cmd = Command::new(BIN);
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, format!("{text}queue_max_bytes = 1048576\n")).unwrap();
+    let limit: u64 = 6 << 20;
+    let mut cmd = Command::new(bin());
     cmd.args(["run", "--config", s.config.to_str().unwrap()])
         .env("AUDITSHIP_LOG", "info")
         .stdout(std::process::Stdio::null())
@@ -852,6 +857,26 @@ fn tenants(sim: &SimHandle, cfg: &SimConfig, n: usize) -> (Vec<(String, Vendor)>
     (names, sources)
 }
 
+/// The ground truth of each vendor, once the receiver has at least as many events as the
+/// tenants `names` have in all (at most 120 s).
+async fn all_received(
+    sim: &SimHandle,
+    cfg: &SimConfig,
+    names: &[(String, Vendor)],
+    receiver: &http_receiver::Receiver,
+) -> HashMap<Vendor, Vec<String>> {
+    let truths: HashMap<Vendor, Vec<String>> = Vendor::ALL
+        .iter()
+        .map(|v| (*v, truth(sim, cfg, *v)))
+        .collect();
+    let want: usize = names.iter().map(|(_, v)| truths[v].len()).sum();
+    wait_until("everything delivered", Duration::from_secs(120), || {
+        receiver.data().events.len() >= want
+    })
+    .await;
+    truths
+}
+
 /// Events by their `source`.
 fn by_source(all: Vec<Value>) -> HashMap<String, Vec<Value>> {
     let mut m: HashMap<String, Vec<Value>> = HashMap::new();
@@ -990,6 +1015,29 @@ async fn many_sources_keep_up_and_a_sink_outage_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    // Read is not delivered: the sinks' queues empty too (the HTTP sink waits out its backoff
+    // after the outage and `batch_max_age`).
+    let draining = Instant::now();
+    loop {
+        let text = get(&metrics).await.map(|r| r.1).unwrap_or_default();
+        let queued: u64 = ["collector", "file"]
+            .iter()
+            .map(|k| {
+                metric(
+                    &text,
+                    &format!("auditship_sink_queue_events{{sink=\"{k}\"}}"),
+                )
+            })
+            .sum();
+        if queued == 0 && text.contains("auditship_sink_queue_events") {
+            break;
+        }
+        assert!(
+            draining.elapsed() < Duration::from_secs(60),
+            "{queued} events still queued 60 s after catching up"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let (peak, rss_after) = memory_kib(pid);
     let (cpu, wall) = (cpu_seconds(pid), spawned.elapsed().as_secs_f64());
     signal(&child, "TERM");
@@ -1051,15 +1099,13 @@ async fn many_sources_keep_up_and_a_sink_outage_loses_nothing() {
     );
 }
 
-/// While the receiver is down, the sources do not each read a page that cannot go anywhere: at
-/// most `PAGES_IN_FLIGHT` pages wait for the sink (one of them retried), and the other sources
-/// ask their vendors for nothing until it is back. Without the bound, every source read its
-/// first page and held it (200 sources took RSS from 31 to 87 MB in the soak's outage). Once the
-/// receiver is back, everything arrives, exactly once in the file.
+/// While the receiver is down, the sources read on into the sink's queue (the file sink beside
+/// it takes everything meanwhile) until the queue reaches `queue_max_bytes`; then they ask
+/// their vendors for nothing more until it has room, the gauge and the log say so, and memory
+/// stays flat. Once the receiver is back, everything arrives, exactly once in the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sink_outage_holds_reading_back() {
+async fn a_sink_outage_holds_reading_back_at_the_queue_limit() {
     const SOURCES: usize = 48;
-    let bound = auditship::sinks::PAGES_IN_FLIGHT as u64;
     let now = Timestamp::now();
     let cfg = SimConfig {
         seed: 1840,
@@ -1073,44 +1119,65 @@ async fn a_sink_outage_holds_reading_back() {
     let mut receiver = http_receiver::Receiver::down(http_receiver::Mode::Ndjson);
     let (names, sources) = tenants(&sim, &cfg, SOURCES);
     let port = free_port();
-    // Pages of 25 (each source's window holds about 100 entries): a source that read one page
-    // may not read the next before the sink has taken the first.
+    // Pages of 25 (each source's window holds about 100 entries, some 4,800 events in all, a
+    // few MiB queued): the queue of 1 MiB fills long before the sources have read everything.
     let s = setup_timed(
         "poll_interval = \"1s\"\nlag = \"1s\"\noverlap = \"10s\"\npage_size = 25",
         &format!("listen = \"127.0.0.1:{port}\"\n"),
-        &format!("{sources}\n{}", http_sink_toml(&receiver.base())),
+        &format!(
+            "{sources}\n{}queue_max_bytes = 1048576\n",
+            http_sink_toml(&receiver.base())
+        ),
     );
     let mut child = spawn_daemon(&s);
     let requests = || sim.stats().requests.values().sum::<u64>();
-    // The first pages are read and the sink retries the first of them; then nothing more.
-    wait_until("the first pages read", Duration::from_secs(60), || {
-        requests() >= bound
-    })
-    .await;
+    let metrics = || async {
+        until(
+            &format!("http://127.0.0.1:{port}/metrics"),
+            Duration::from_secs(10),
+            |s, _| s == 200,
+        )
+        .await
+        .1
+    };
+    // The queue fills; then reading stops.
+    let mut text = String::new();
+    for _ in 0..120 {
+        text = metrics().await;
+        if metric(&text, "auditship_sink_queue_full{sink=\"collector\"}") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        metric(&text, "auditship_sink_queue_full{sink=\"collector\"}"),
+        1,
+        "{text}"
+    );
+    let queued = metric(&text, "auditship_sink_queue_bytes{sink=\"collector\"}");
+    assert!(queued >= 1 << 20, "{text}");
+    // Sources let through at the moment it filled finish their page; then nothing more.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (during, rss_before) = (requests(), memory_kib(child.id()).1);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let during = requests();
+    let (after, rss_after) = (requests(), memory_kib(child.id()).1);
     assert!(child.try_wait().unwrap().is_none(), "the agent exited");
-    // The sink's gauge says why: every place taken.
-    let (_, text) = until(
-        &format!("http://127.0.0.1:{port}/metrics"),
-        Duration::from_secs(10),
-        |s, _| s == 200,
-    )
-    .await;
-    let in_flight = metric(&text, "auditship_sink_pages_in_flight{sink=\"collector\"}");
-    assert_eq!(in_flight, bound, "{text}");
+    let in_file = read_lines(&s.out).len();
     receiver.up().await;
-    let truths: HashMap<Vendor, Vec<String>> = Vendor::ALL
-        .iter()
-        .map(|v| (*v, truth(&sim, &cfg, *v)))
-        .collect();
-    let want: usize = names.iter().map(|(_, v)| truths[v].len()).sum();
-    wait_until("everything delivered", Duration::from_secs(120), || {
-        receiver.data().events.len() >= want
-    })
-    .await;
+    let truths = all_received(&sim, &cfg, &names, &receiver).await;
+    let text = metrics().await;
     let (status, log) = stop(child, &s);
     assert!(status.success(), "{status:?}\n{log}");
+    assert!(
+        log.contains("queue full: the sources feeding this sink wait"),
+        "{log}"
+    );
+    assert!(log.contains("queue has room again"), "{log}");
+    assert_eq!(
+        metric(&text, "auditship_sink_queue_full{sink=\"collector\"}"),
+        0,
+        "{text}"
+    );
     let lines = by_source(read_lines(&s.out));
     let received = by_source(receiver.data().events.clone());
     let mut http_lost = 0;
@@ -1120,11 +1187,224 @@ async fn a_sink_outage_holds_reading_back() {
     }
     assert_eq!(http_lost, 0, "the HTTP receiver lost events");
     eprintln!(
-        "FIGURES sink outage: sources {SOURCES} events {want}; vendor requests during the outage \
-         {during} (bound {bound}), pages in flight {in_flight}; file lost 0 doubled 0; http lost 0"
+        "FIGURES queue limit: sources {SOURCES} events {}; {queued} bytes queued at the limit; \
+         vendor requests {during} then {after} 4 s later; in the file before the receiver came back \
+         {in_file}; RSS {rss_before} -> {rss_after} KiB; file lost 0 doubled 0; http lost 0",
+        receiver.data().events.len()
+    );
+    assert_eq!(
+        during, after,
+        "the sources read on while the queue was full"
     );
     assert!(
-        during <= bound,
-        "{during} vendor requests while the sink was down: more pages read than it may hold ({bound})"
+        rss_after < rss_before + 5 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB while the queue was full"
+    );
+}
+
+/// Four sources under live traffic (10 events a second each) feed a file and an HTTP sink, and
+/// the HTTP receiver is down for the first 30 s. The file does not wait for it: of the events
+/// whose time falls in the outage (less the sources' lag and a poll at its end), at least 80%
+/// are in the file when the outage ends (with one queue for both sinks, none were). Afterwards
+/// the file holds exactly the truth and the receiver all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_outage_does_not_hold_back_the_file_sink() {
+    const OUTAGE: Duration = Duration::from_secs(30);
+    let now = Timestamp::now();
+    let cfg = SimConfig {
+        seed: 2601,
+        start: now - SignedDuration::from_secs(5),
+        end: now + SignedDuration::from_secs(45),
+        events: 10 * 50,
+        vendors: Vendor::ALL.to_vec(),
+        ..SimConfig::default()
+    };
+    let sim = sim(cfg.clone()).await;
+    let mut receiver = http_receiver::Receiver::down(http_receiver::Mode::Ndjson);
+    let sources: String = Vendor::ALL
+        .iter()
+        .map(|v| source_toml(&sim, &cfg, *v, ""))
+        .collect();
+    let s = setup_timed(
+        "poll_interval = \"1s\"\nlag = \"1s\"\noverlap = \"10s\"",
+        "",
+        &format!("{sources}\n{}", http_sink_toml(&receiver.base())),
+    );
+    let child = spawn_daemon(&s);
+    let down_from = Timestamp::now();
+    tokio::time::sleep(OUTAGE).await;
+    let down_to = Timestamp::now();
+    let during_outage = read_lines(&s.out);
+    receiver.up().await;
+    let time_of = |v: &Value| v["time"].as_str().unwrap().parse::<Timestamp>().unwrap();
+    // What the file could have had by the end of the outage: events the vendors showed by then.
+    let (lo, hi) = (down_from, down_to - SignedDuration::from_secs(3));
+    let in_window = |lines: &[Value]| {
+        lines
+            .iter()
+            .filter(|v| (lo..hi).contains(&time_of(v)))
+            .count()
+    };
+    let settled = cfg.end + SignedDuration::from_secs(4);
+    while Timestamp::now() < settled {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let truths: HashMap<Vendor, Vec<String>> = Vendor::ALL
+        .iter()
+        .map(|v| (*v, truth(&sim, &cfg, *v)))
+        .collect();
+    let want: usize = truths.values().map(Vec::len).sum();
+    wait_until("everything delivered", Duration::from_secs(60), || {
+        receiver.data().events.len() >= want && read_lines(&s.out).len() >= want
+    })
+    .await;
+    let (status, log) = stop(child, &s);
+    assert!(status.success(), "{status:?}\n{log}");
+    let lines = read_lines(&s.out);
+    let received = receiver.data().events.clone();
+    for v in Vendor::ALL {
+        assert_exactly(&lines, &name(v), &truths[&v]);
+        assert_eq!(lost_doubled(&received, &name(v), &truths[&v]).0, 0, "{v:?}");
+    }
+    let (took, could) = (in_window(&during_outage), in_window(&lines));
+    eprintln!(
+        "FIGURES http outage: {}s down; the file took {took} of the {could} events of the outage \
+         while the receiver was down; afterwards file lost 0 doubled 0, http lost 0",
+        OUTAGE.as_secs()
+    );
+    assert!(
+        could > 500,
+        "too few events in the outage to judge: {could}"
+    );
+    assert!(
+        took * 10 >= could * 8,
+        "the file took {took} of {could} events while the HTTP sink was down"
+    );
+}
+
+/// An upgrade from the release before the sinks' queues (state schema 6), killed between a
+/// page's write and its commit (just after a rotation), delivers nothing twice to the file and
+/// loses nothing: the new release reads that page again, cuts the file's uncommitted tail and
+/// queues it. Needs that
+/// release's binary: `AUDITSHIP_PREVIOUS_BIN=PATH cargo test --test reliability -- --ignored
+/// an_upgrade` (a `git worktree` of the commit before the queue, built).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the previous release's binary in AUDITSHIP_PREVIOUS_BIN"]
+async fn an_upgrade_from_schema_6_delivers_nothing_twice() {
+    let previous = std::env::var("AUDITSHIP_PREVIOUS_BIN")
+        .expect("AUDITSHIP_PREVIOUS_BIN: the binary of the release before the queue");
+    let cfg = backfill(&[Vendor::WasabiAir], 1500, 1, 2602);
+    let sim = sim(cfg.clone()).await;
+    let receiver = http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await;
+    let s = setup_timed(
+        "lag = \"1s\"\noverlap = \"10s\"\npoll_interval = \"1s\"\npage_size = 100",
+        "",
+        &format!(
+            "{}\n{}",
+            source_toml(&sim, &cfg, Vendor::WasabiAir, ""),
+            http_sink_toml(&receiver.base())
+        ),
+    );
+    // Rotation on: the previous release's crash point between a write and its commit is in
+    // the first write into a new file after a rotation.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        format!("{text}rotate_max_bytes = 100000\nrotate_keep = 100\n"),
+    )
+    .unwrap();
+    let config = s.config.to_str().unwrap();
+    // Every line the file sink wrote, over its rotated files and the current one.
+    let all_lines = || {
+        let mut lines = Vec::new();
+        for g in 0..100 {
+            let p = s.dir.path().join(format!("out.ndjson.{g}"));
+            if p.exists() {
+                lines.extend(read_lines(&p));
+            }
+        }
+        lines.extend(read_lines(&s.out));
+        lines
+    };
+    // The previous release, killed between a page's write and its commit.
+    let first = Command::new(&previous)
+        .args(["run", "--once", "--config", config])
+        .env("AUDITSHIP_TEST_CRASH_AT", "after_write")
+        .output()
+        .unwrap();
+    assert!(
+        !first.status.success(),
+        "the previous release did not stop at its crash point: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let written = all_lines().len();
+    assert!(written > 0, "nothing was written before the crash");
+    let out = Command::new(bin())
+        .args(["run", "--once", "--config", config])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth = truth(&sim, &cfg, Vendor::WasabiAir);
+    assert_exactly(&all_lines(), &name(Vendor::WasabiAir), &truth);
+    let (lost, doubled) = lost_doubled(&receiver.data().events, &name(Vendor::WasabiAir), &truth);
+    eprintln!(
+        "FIGURES upgrade from schema 6: {} events, {written} lines written before the kill; \
+         file exact; http lost {lost}, repeated {doubled} (the page in flight)",
+        truth.len()
+    );
+    assert_eq!(lost, 0);
+}
+
+/// Many sources polling live into one HTTP sink share its requests: each source's page is a
+/// few events, and the sink's task sends what its queue holds in batches of up to
+/// `batch_max_events`, waiting `batch_max_age` for more, instead of one request per page.
+/// CI runs 100 sources; `AUDITSHIP_SOAK=1` runs 1,000 polling every 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sources_share_batches() {
+    let (n, poll, live) = if soak() { (1000, 10, 60) } else { (100, 2, 20) };
+    let now = Timestamp::now();
+    let cfg = SimConfig {
+        seed: 2603,
+        start: now - SignedDuration::from_secs(10),
+        end: now + SignedDuration::from_secs(live),
+        events: 2 * (10 + live) as u64,
+        vendors: Vendor::ALL.to_vec(),
+        ..SimConfig::default()
+    };
+    let sim = sim(cfg.clone()).await;
+    let receiver = http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await;
+    let (names, sources) = tenants(&sim, &cfg, n);
+    let s = setup_timed(
+        &format!("poll_interval = \"{poll}s\"\nlag = \"1s\"\noverlap = \"30s\""),
+        "",
+        &format!("{sources}\n{}", http_sink_toml(&receiver.base())),
+    );
+    let child = spawn_daemon(&s);
+    let settled = cfg.end + SignedDuration::from_secs(poll + 3);
+    while Timestamp::now() < settled {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let truths = all_received(&sim, &cfg, &names, &receiver).await;
+    let (status, log) = stop(child, &s);
+    assert!(status.success(), "{status:?}\n{log}");
+    let d = receiver.data();
+    let received = by_source(d.events.clone());
+    for (name, v) in &names {
+        let lost = lost_doubled(received.get(name).map_or(&[][..], |l| l), name, &truths[v]).0;
+        assert_eq!(lost, 0, "{name} lost events");
+    }
+    let (requests, events) = (d.requests.len(), d.events.len());
+    let per_event = requests as f64 / events as f64;
+    eprintln!(
+        "FIGURES shared batches: {n} sources polling every {poll}s into one HTTP sink: \
+         {requests} requests for {events} events, {per_event:.4} requests per event"
+    );
+    assert!(
+        per_event <= 0.02,
+        "{requests} requests for {events} events: pages are not sharing batches"
     );
 }

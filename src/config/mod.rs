@@ -75,7 +75,7 @@ pub(crate) use file::fields;
 pub use secrets::SecretValue;
 pub use sinks::{
     HttpEncoding, HttpSinkConfig, RawSink, Rotate, SinkConfig, SinkKind, SyslogSinkConfig,
-    SyslogTransport,
+    SyslogTransport, QUEUE_MAX_BYTES,
 };
 pub use sources::{
     filter_problem, FilterValue, RawSource, ScalarValue, SourceCheck, SourceConfig, SourceKind,

@@ -30,6 +30,14 @@ pub struct RawSink {
     pub sources: Option<Vec<String>>,
     pub include_raw: Option<bool>,
     pub format: Option<String>,
+    /// Every kind: the most bytes of events waiting in the sink's queue (read from the vendors,
+    /// not yet delivered), 1 MiB to 1 TiB (default 512 MiB). At the limit the sources feeding
+    /// the sink stop reading until it delivers; nothing is dropped.
+    pub queue_max_bytes: Option<i64>,
+    /// Every kind: how long a batch smaller than the sink's batch waits for more events of its
+    /// queue before it is sent (default "1s" for http and syslog, "0s" for file and stdout), so
+    /// that many sources' small pages share one request. At most 1 minute.
+    pub batch_max_age: Option<String>,
     /// `http`: where batches are POSTed.
     pub url: Option<String>,
     /// `http`: `ndjson` (default), `json_array`, `splunk_hec` or `elasticsearch_bulk`.
@@ -237,7 +245,17 @@ pub struct SinkConfig {
     pub include_raw: bool,
     /// How each event is written (`format`, default `native`).
     pub format: crate::encodings::Format,
+    /// The most bytes its queue holds before its sources wait (`queue_max_bytes`).
+    pub queue_max_bytes: u64,
+    /// How long a small batch waits for more (`batch_max_age`, with the kind's default).
+    pub batch_max_age: Duration,
 }
+
+/// `queue_max_bytes` when it is not set: at 40 events a second of about 1 KiB each (four busy
+/// sources), three and a half hours of a receiver's outage.
+pub const QUEUE_MAX_BYTES: u64 = 512 << 20;
+/// The range of `queue_max_bytes`.
+const QUEUE_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 40);
 
 impl SinkConfig {
     /// Whether events of `source` go to this sink.
@@ -372,6 +390,33 @@ pub(super) fn validate(
                 }
             }
         }
+        let queue_max_bytes = match s.queue_max_bytes {
+            None => QUEUE_MAX_BYTES,
+            Some(n) if n >= 0 && QUEUE_MAX_BYTES_RANGE.contains(&(n as u64)) => n as u64,
+            Some(n) => {
+                c.fail(
+                    &format!("{key}.queue_max_bytes"),
+                    format_args!(
+                        "{n} is out of range; {} to {} bytes",
+                        QUEUE_MAX_BYTES_RANGE.start(),
+                        QUEUE_MAX_BYTES_RANGE.end()
+                    ),
+                );
+                QUEUE_MAX_BYTES
+            }
+        };
+        let age_key = format!("{key}.batch_max_age");
+        let batch_max_age = match c.duration(&age_key, &s.batch_max_age, false) {
+            Some(d) if d > Duration::from_secs(60) => {
+                c.fail(&age_key, "is longer than the most, 1 minute");
+                d
+            }
+            Some(d) => d,
+            None => match s.kind.as_deref() {
+                Some("http" | "syslog") => Duration::from_secs(1),
+                _ => Duration::ZERO,
+            },
+        };
         if let (Some(kind), Some(format)) = (kind, format) {
             sinks.push(SinkConfig {
                 name,
@@ -379,6 +424,8 @@ pub(super) fn validate(
                 sources: s.sources.clone(),
                 include_raw: s.include_raw.unwrap_or(true),
                 format,
+                queue_max_bytes,
+                batch_max_age,
             });
         }
     }

@@ -1,19 +1,18 @@
 //! `kind = "http"`: batches POSTed to a SIEM or collector — Splunk HEC, Elasticsearch/OpenSearch
 //! `_bulk`, or any endpoint that takes NDJSON or a JSON array.
 //!
-//! The poller hands over one page at a time and commits only after every sink took it, so there
-//! is no buffer here: a page is cut into requests within `batch_max_events` and
-//! `batch_max_bytes`, and each request is sent until the receiver acknowledges it. Transient
-//! failures (connection errors, timeouts, 408, 429, 5xx, an unreadable `_bulk` answer) are
-//! retried without limit through [`retry::retry`], honouring `Retry-After`; only shutdown cuts
-//! that short. While a sink retries, its sources stop fetching: at most
-//! [`PAGES_IN_FLIGHT`](super::PAGES_IN_FLIGHT) pages wait for it however long the outage lasts.
-//! With `hec_ack`, a page's acknowledgements are awaited in [`Sink::settle`], with the sink
-//! given back to the other sources. Any other 4xx is permanent for that delivery: the
-//! poll fails without a commit, so nothing is skipped, and the next poll sends the page again.
+//! The sink's task ([`super::drain`]) hands over a batch of the sink's queue at a time and
+//! removes it from the queue only once this sink took it, so there is no buffer here: a batch
+//! is cut into requests within `batch_max_events` and `batch_max_bytes`, and each request is
+//! sent until the receiver acknowledges it. Transient failures (connection errors, timeouts,
+//! 408, 429, 5xx, an unreadable `_bulk` answer) are retried without limit through
+//! [`retry::retry`], honouring `Retry-After`; only shutdown cuts that short. While a sink
+//! retries, its queue fills (its sources read on until `queue_max_bytes`). With `hec_ack`, a
+//! batch's acknowledgements are awaited in [`Sink::settle`] before it leaves the queue. Any
+//! other 4xx is permanent for that delivery: the batch stays queued.
 //!
-//! Delivery is at-least-once (a page that failed half-way, or whose commit did not happen, is
-//! sent again). Every event carries its stable `id`, `_bulk` creates use it as `_id` (a repeat
+//! Delivery is at-least-once (a batch that failed half-way, or whose removal from the queue did
+//! not happen, is sent again). Every event carries its stable `id`, `_bulk` creates use it as `_id` (a repeat
 //! is a 409, counted as delivered), and every request carries an `Idempotency-Key` derived from
 //! the ids it holds.
 

@@ -1,5 +1,7 @@
-//! Sinks: where delivered events go, behind one small trait. The poller hands a sink a page of
-//! new events, then commits; a sink with a position (the file) has it recorded in that commit.
+//! Sinks: where delivered events go, behind one small trait. The pollers commit each page's new
+//! events into a queue per sink ([`queue`]); each sink's task ([`drain`]) hands the sink a batch
+//! of its queue, then removes the batch from the queue in the commit that records the sink's
+//! position (the file's).
 //!
 //! One file per kind (`stdout`, `file`, `http`, `syslog`), opened by the one `match` in [`open`]. A sink
 //! frames records; what goes inside a frame is the sink's `format`, written by an
@@ -16,8 +18,10 @@ use crate::health::SinkHealth;
 use crate::state::{SinkPosition, State};
 use crate::BoxFuture;
 
+pub mod drain;
 pub mod file;
 pub mod http;
+pub mod queue;
 pub mod stdout;
 pub mod syslog;
 
@@ -78,109 +82,31 @@ pub trait Sink: Send {
     fn rollback(&mut self) {}
 }
 
-/// How many pages may be read for one sink and not yet committed to it, across all the sources
-/// it takes. A poller holds one of these permits from the request for a page until that page is
-/// committed: so while the receiver is down (its delivery retried) or slow, at most this many
-/// pages wait in memory for it and the other sources ask their vendors for nothing, instead of
-/// every source holding a page it cannot deliver. Sixteen pages in flight keep a sink busy
-/// behind vendors that take a second or more to answer.
-pub const PAGES_IN_FLIGHT: usize = 16;
-
-/// A configured sink, shared by the pollers of the sources it takes. The mutex is held from
-/// delivery through commit, so that commits of one sink happen in the order of its writes.
+/// A configured sink: its config, the sink itself (used by its task alone), its queue as the
+/// pollers and its task share it, and its health.
 pub struct SinkSlot {
     pub config: SinkConfig,
     pub sink: tokio::sync::Mutex<Box<dyn Sink>>,
-    /// Permits for pages read and not yet committed ([`PAGES_IN_FLIGHT`]).
-    pages: Arc<tokio::sync::Semaphore>,
-    /// `--once` only: why a delivery failed earlier in this run. The sink is not tried again
-    /// until the next run: the run exits 1 either way, and a retry cycle for every source
-    /// (one after the other, behind the sink's lock) would make a cron job late by that many.
-    failed: Option<std::sync::OnceLock<String>>,
+    pub queue: queue::SinkQueue,
     /// Each delivery's outcome, for `/readyz` and `auditship_sink_up`.
     pub health: SinkHealth,
 }
 
 impl SinkSlot {
-    /// A sink shared by the pollers of its sources; `once` for a run that must end.
-    pub fn new(config: SinkConfig, mut sink: Box<dyn Sink>, once: bool) -> Arc<SinkSlot> {
+    /// A sink whose queue holds `queued` (what the state holds for it).
+    pub fn new(
+        config: SinkConfig,
+        mut sink: Box<dyn Sink>,
+        queued: Option<&crate::state::QueueTotals>,
+    ) -> Arc<SinkSlot> {
         let health = SinkHealth::default();
         sink.watch(health.clone());
         Arc::new(SinkSlot {
             health,
+            queue: queue::SinkQueue::new(&config.name, config.queue_max_bytes, queued),
             config,
             sink: tokio::sync::Mutex::new(sink),
-            pages: Arc::new(tokio::sync::Semaphore::new(PAGES_IN_FLIGHT)),
-            failed: once.then(std::sync::OnceLock::new),
         })
-    }
-
-    /// `--once`: the error for a page this sink is not tried with, having failed earlier.
-    pub fn failed_earlier(&self) -> Option<SinkError> {
-        let why = self.failed.as_ref()?.get()?;
-        Some(SinkError::Io {
-            sink: self.config.name.clone(),
-            msg: format!("not tried again in this run, it failed earlier: {why}"),
-        })
-    }
-
-    /// A delivery failed: in `--once`, a failure of the sink itself (unreachable after its
-    /// retries, a full disk, credentials or URL refused) means it is not tried again. A page
-    /// refused for its content (a 400 for a field of the wrong type, say) is that page's: the
-    /// other sources' pages are still tried.
-    pub fn note_failure(&self, e: &SinkError) {
-        let Some(failed) = &self.failed else {
-            return;
-        };
-        let why = match e {
-            SinkError::Cancelled { .. } => return,
-            SinkError::Io { msg, .. } | SinkError::NotOurs { msg, .. } => msg.clone(),
-            SinkError::Rejected { status, detail, .. } if sink_wide(*status) => {
-                format!("HTTP {status}: {detail}")
-            }
-            SinkError::Rejected { .. } => return,
-        };
-        let _ = failed.set(why);
-    }
-
-    /// Waits for a place for one more page, held until the [`PagePermit`] is dropped; each
-    /// change shows in `auditship_sink_pages_in_flight`.
-    pub async fn page(self: &Arc<SinkSlot>) -> PagePermit {
-        let permit = self
-            .pages
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the page semaphore is never closed");
-        self.report_pages();
-        PagePermit {
-            permit: Some(permit),
-            slot: self.clone(),
-        }
-    }
-
-    fn report_pages(&self) {
-        let n = PAGES_IN_FLIGHT - self.pages.available_permits();
-        crate::metrics::sink_pages_in_flight(&self.config.name, n);
-    }
-}
-
-/// Whether a refusal with this status is the receiver's about every page, not one page's
-/// content: credentials (401, 403, 407) or the URL (404, 405).
-fn sink_wide(status: u16) -> bool {
-    matches!(status, 401 | 403 | 404 | 405 | 407)
-}
-
-/// A page's place in a sink, from the request for the page until its commit.
-pub struct PagePermit {
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    slot: Arc<SinkSlot>,
-}
-
-impl Drop for PagePermit {
-    fn drop(&mut self) {
-        drop(self.permit.take());
-        self.slot.report_pages();
     }
 }
 
@@ -192,6 +118,7 @@ pub async fn open(
     state: &State,
     retry: &RetryConfig,
     once: bool,
+    queued: Option<&crate::state::QueueTotals>,
 ) -> Result<Arc<SinkSlot>, SinkError> {
     let writer = Writer {
         format: cfg.format.clone(),
@@ -222,69 +149,5 @@ pub async fn open(
             Box::new(syslog::SyslogSink::new(&cfg.name, s, writer, retry, once)?)
         }
     };
-    Ok(SinkSlot::new(cfg.clone(), sink, once))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn slot(once: bool) -> Arc<SinkSlot> {
-        let config = SinkConfig {
-            name: "siem".into(),
-            kind: SinkKind::Stdout,
-            sources: None,
-            include_raw: true,
-            format: crate::encodings::Format::default(),
-        };
-        SinkSlot::new(
-            config,
-            Box::new(stdout::Stdout::new(Writer::default())),
-            once,
-        )
-    }
-
-    fn rejected(status: u16) -> SinkError {
-        SinkError::Rejected {
-            sink: "siem".into(),
-            status,
-            detail: "no".into(),
-        }
-    }
-
-    /// In `--once`, the sink's own failures stop it for the run; a page refused for its
-    /// content, shutdown, and anything in the daemon do not.
-    #[test]
-    fn only_a_failure_of_the_sink_itself_stops_it_for_the_run() {
-        for e in [
-            rejected(400),
-            rejected(409),
-            rejected(413),
-            rejected(422),
-            SinkError::Cancelled {
-                sink: "siem".into(),
-            },
-        ] {
-            let s = slot(true);
-            s.note_failure(&e);
-            assert!(s.failed_earlier().is_none(), "{e}");
-        }
-        for e in [
-            rejected(401),
-            rejected(403),
-            rejected(404),
-            SinkError::Io {
-                sink: "siem".into(),
-                msg: "gave up after 3 attempts: connection refused".into(),
-            },
-        ] {
-            let s = slot(true);
-            s.note_failure(&e);
-            let again = s.failed_earlier().expect("stopped for the run").to_string();
-            assert!(again.contains("not tried again in this run"), "{again}");
-            let daemon = slot(false);
-            daemon.note_failure(&e);
-            assert!(daemon.failed_earlier().is_none(), "{e}");
-        }
-    }
+    Ok(SinkSlot::new(cfg.clone(), sink, queued))
 }
