@@ -72,7 +72,7 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "auditship_events_queued_total",
         "counter",
-        "Events committed into a sink's queue.",
+        "Events read for a sink and committed (into its queue, or written at once by an idle local sink).",
     ),
     (
         "auditship_events_duplicate_total",

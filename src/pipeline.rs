@@ -885,27 +885,62 @@ impl Poller {
         if fresh.is_empty() && duplicates == 0 {
             return Ok(());
         }
-        // Queued for every sink of the source in the page's commit: written once, shared.
-        let (records, n) = if fresh.is_empty() {
-            (bytes::Bytes::new(), 0)
+        // A local sink (file, stdout) that is idle with nothing queued takes the page now, its
+        // position going into the page's commit (write-through: no queue row, no second pass).
+        // Holding its lock from the write through the commit keeps its commits in the order of
+        // its writes, and an empty queue means nothing older waits for it. Any other sink, or
+        // one whose write fails, gets the page in its queue, in the same commit.
+        let n = fresh.len() as u32;
+        let mut through = Vec::new();
+        let mut positions = Vec::new();
+        let mut queue_for = Vec::new();
+        for slot in self.sinks.iter().filter(|_| n > 0) {
+            let idle = slot.write_through() && slot.queue.level().events == 0;
+            let guard = if idle {
+                slot.sink.try_lock().ok()
+            } else {
+                None
+            };
+            let Some(mut g) = guard else {
+                queue_for.push(slot);
+                continue;
+            };
+            match beating(&self.health, g.deliver(&fresh, &self.cancel)).await {
+                Ok(()) => {
+                    if let Some(p) = g.position() {
+                        positions.push((slot.config.name.clone(), p));
+                    }
+                    through.push((slot, g));
+                }
+                Err(e) => {
+                    g.rollback();
+                    if let SinkError::Cancelled { .. } = e {
+                        for (_, g) in through.iter_mut() {
+                            g.rollback();
+                        }
+                        return Err(PollError::Cancelled);
+                    }
+                    // Its task retries it from the queue, and says why.
+                    tracing::debug!(sink = %slot.config.name, error = %e,
+                        "the sink could not take a page directly; it goes into its queue");
+                    queue_for.push(slot);
+                }
+            }
+        }
+        // Written once for every sink that queues it, shared.
+        let records = if queue_for.is_empty() {
+            bytes::Bytes::new()
         } else {
-            (
-                bytes::Bytes::from(crate::event::queued::encode(&fresh)),
-                fresh.len() as u32,
-            )
+            bytes::Bytes::from(crate::event::queued::encode(&fresh))
         };
-        let queued = if n == 0 {
-            Vec::new()
-        } else {
-            self.sinks
-                .iter()
-                .map(|slot| Queued {
-                    sink: slot.config.name.clone(),
-                    events: n,
-                    records: records.clone(),
-                })
-                .collect()
-        };
+        let queued = queue_for
+            .iter()
+            .map(|slot| Queued {
+                sink: slot.config.name.clone(),
+                events: n,
+                records: records.clone(),
+            })
+            .collect();
         let newest = fresh.iter().map(|e| e.time).max();
         let oldest = fresh.iter().map(|e| e.time).min();
         let cursor = self.pending_cursor;
@@ -916,17 +951,28 @@ impl Poller {
             duplicates,
             keys: fresh_keys,
             queued,
+            positions,
             cursor,
             prune_before: cursor.map(|c| self.prune_before(c)),
             max_event: newest,
         };
-        self.state.commit(commit).await?;
-        metrics::state_commit(&self.cfg.name);
-        if n > 0 {
-            let at = timefmt::now();
-            for slot in &self.sinks {
-                slot.queue.added(n as u64, records.len() as u64, at);
+        if let Err(e) = self.state.commit(commit).await {
+            for (_, g) in through.iter_mut() {
+                g.rollback();
             }
+            return Err(e.into());
+        }
+        metrics::state_commit(&self.cfg.name);
+        for (slot, mut g) in through {
+            g.committed();
+            drop(g);
+            slot.health.delivered();
+            metrics::sink_delivered(&slot.config.name);
+            metrics::delivered(&self.cfg.name, &slot.config.name, n as u64);
+        }
+        let at = timefmt::now();
+        for slot in queue_for {
+            slot.queue.added(n as u64, records.len() as u64, at);
         }
         if self.pending_cursor == cursor {
             self.pending_cursor = None;

@@ -314,6 +314,8 @@ pub struct Commit {
     pub duplicates: u64,
     /// The page's new events, for the queue of each sink that takes the source.
     pub queued: Vec<Queued>,
+    /// Sink name → position, for a sink that took the page directly (write-through).
+    pub positions: Vec<(String, SinkPosition)>,
     /// The new cursor, when a window is complete (never moves backwards).
     pub cursor: Option<Nanos>,
     /// Drop this source's keys older than this.
@@ -523,6 +525,9 @@ impl State {
                 crate::timefmt::now(),
                 commit.max_event
             ])?;
+            for (sink, pos) in &commit.positions {
+                put_sink_position(&tx, sink, pos)?;
+            }
             let enqueued = crate::timefmt::now();
             for q in &commit.queued {
                 let sink = ensure_sink_queue(&tx, &q.sink)?;

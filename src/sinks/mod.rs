@@ -108,6 +108,12 @@ impl SinkSlot {
             sink: tokio::sync::Mutex::new(sink),
         })
     }
+
+    /// Whether a poller may hand this sink a page itself while the sink is idle and its queue
+    /// empty (a local file or stdout: writing costs less than queueing).
+    pub fn write_through(&self) -> bool {
+        matches!(self.config.kind, SinkKind::File { .. } | SinkKind::Stdout)
+    }
 }
 
 /// Opens a sink (a sink with a position reads it from, and records it in, `state`); `retry` is the
