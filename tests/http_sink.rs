@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use auditship_sim::{SimConfig, SimHandle, Vendor};
-use common::agent;
+use common::{agent, sink_queue_row};
 use http_receiver::tls::{Pki, TlsServer};
 use http_receiver::{Canned, Mode, Receiver};
 use jiff::{SignedDuration, Timestamp};
@@ -743,19 +743,9 @@ async fn run_once_gives_up_on_an_unreachable_sink_and_keeps_its_events_queued() 
         "{log}"
     );
     // `state` shows them waiting in the sink's queue.
-    let state = agent(&["state", "--config", config.to_str().unwrap()], &[])
-        .output()
-        .await
-        .unwrap();
-    let table = String::from_utf8_lossy(&state.stdout);
-    let row: Vec<&str> = table
-        .lines()
-        .find(|l| l.starts_with("collector "))
-        .unwrap_or_else(|| panic!("no row for the sink:\n{table}"))
-        .split_whitespace()
-        .collect();
-    assert_eq!(row[1], w.truth().len().to_string(), "{table}");
-    assert_eq!(row[5], "0", "{table}");
+    let row = sink_queue_row(&config, "collector");
+    assert_eq!(row[1], w.truth().len().to_string(), "{row:?}");
+    assert_eq!(row[5], "0", "{row:?}");
 
     let r = Receiver::start(Mode::Ndjson).await;
     std::fs::write(

@@ -768,10 +768,7 @@ async fn crash_loop(variant_name: &str, seed: u64) {
     cfg.answers.shuffle_ties |= variant_name == "shuffled_ties";
     let sim = sim(cfg.clone()).await;
     let receiver = http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await;
-    let sources: String = Vendor::ALL
-        .iter()
-        .map(|v| source_toml(&sim, &cfg, *v, ""))
-        .collect();
+    let sources = all_sources(&sim, &cfg);
     let s = setup_timed(
         "poll_interval = \"1s\"\nlag = \"2s\"\noverlap = \"60s\"\nretry_max_attempts = 30",
         "",
@@ -1221,10 +1218,7 @@ async fn an_http_outage_does_not_hold_back_the_file_sink() {
     };
     let sim = sim(cfg.clone()).await;
     let mut receiver = http_receiver::Receiver::down(http_receiver::Mode::Ndjson);
-    let sources: String = Vendor::ALL
-        .iter()
-        .map(|v| source_toml(&sim, &cfg, *v, ""))
-        .collect();
+    let sources = all_sources(&sim, &cfg);
     let s = setup_timed(
         "poll_interval = \"1s\"\nlag = \"1s\"\noverlap = \"10s\"",
         "",
@@ -1420,10 +1414,7 @@ async fn sigkill_while_a_sink_drains_its_backlog() {
     let cfg = backfill(&Vendor::ALL, 1500, 1, 2604);
     let sim = sim(cfg.clone()).await;
     let mut receiver = http_receiver::Receiver::down(http_receiver::Mode::Ndjson);
-    let sources: String = Vendor::ALL
-        .iter()
-        .map(|v| source_toml(&sim, &cfg, *v, ""))
-        .collect();
+    let sources = all_sources(&sim, &cfg);
     let s = setup(
         "",
         &format!(
@@ -1476,13 +1467,6 @@ async fn sigkill_while_a_sink_drains_its_backlog() {
         during.windows(2).any(|w| w[1] > w[0]),
         "the kills never let the sink make progress: {during:?}"
     );
-    let state = run(&["state", "--config", s.config.to_str().unwrap()], &[]);
-    let table = String::from_utf8_lossy(&state.stdout);
-    let row: Vec<&str> = table
-        .lines()
-        .find(|l| l.starts_with("collector "))
-        .unwrap_or_else(|| panic!("no row for the sink:\n{table}"))
-        .split_whitespace()
-        .collect();
-    assert_eq!(row[1], "0", "events left in the queue:\n{table}");
+    let row = sink_queue_row(&s.config, "collector");
+    assert_eq!(row[1], "0", "events left in the queue: {row:?}");
 }

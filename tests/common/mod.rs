@@ -89,6 +89,28 @@ pub fn setup_timed(timing: &str, agent_extra: &str, sources: &str) -> Setup {
     Setup { dir, config, out }
 }
 
+/// The `[[sources]]` of every vendor of the emulator, under its default name.
+pub fn all_sources(sim: &SimHandle, cfg: &SimConfig) -> String {
+    Vendor::ALL
+        .iter()
+        .map(|v| source_toml(sim, cfg, *v, ""))
+        .collect()
+}
+
+/// The row of `sink` in `auditship state`'s table of sink queues, split on blanks: name,
+/// queued, bytes, oldest, limit, delivered.
+pub fn sink_queue_row(config: &Path, sink: &str) -> Vec<String> {
+    let out = run(&["state", "--config", config.to_str().unwrap()], &[]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    table
+        .lines()
+        .find(|l| l.starts_with(&format!("{sink} ")))
+        .unwrap_or_else(|| panic!("no row for sink {sink}:\n{table}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Runs the binary to completion.
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin());
