@@ -109,6 +109,40 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// The sinks' queues live in the state file: while sinks are down they may hold up to the sum
+/// of their `queue_max_bytes`. Says so when the state's file system has less room than that.
+fn queue_room(cfg: &Config) -> Option<String> {
+    let most: u64 = cfg.sinks.iter().map(|s| s.queue_max_bytes).sum();
+    let dir = cfg.agent.state_path.parent().unwrap_or(Path::new("."));
+    let dir = dir
+        .ancestors()
+        .find(|d| !d.as_os_str().is_empty() && d.exists())
+        .unwrap_or(Path::new("."));
+    let free = free_bytes(dir)?;
+    (free < most).then(|| {
+        format!(
+            "the sinks' queues may hold up to {most} bytes together (the sum of their \
+             queue_max_bytes) while sinks are down, but {} has {free} bytes free: when the disk \
+             fills the sources stop reading; lower queue_max_bytes or give the state more room",
+            dir.display()
+        )
+    })
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` a buffer statvfs fills on success.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Sources and HTTP sinks whose `url` carries a user name or password over plain `http`:
 /// those go out in clear with every request (as HTTP Basic authentication).
 fn cleartext_credentials(cfg: &Config) -> Vec<String> {
@@ -217,6 +251,9 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
         return ExitCode::from(2);
     }
     for w in cleartext_credentials(&cfg) {
+        println!("warning: {w}");
+    }
+    if let Some(w) = queue_room(&cfg) {
         println!("warning: {w}");
     }
     if !connect {

@@ -1186,3 +1186,32 @@ async fn operator_facing_messages_tell_the_truth() {
         text(&out)
     );
 }
+
+/// `check` warns when the sinks' queues could outgrow the state's file system: two sinks of
+/// 1 TiB each against a test machine's disk; none with the default limits.
+#[test]
+fn check_warns_when_the_queues_could_fill_the_states_disk() {
+    let s = setup(
+        "",
+        "[[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n",
+    );
+    let check = || run(&["check", "--config", s.config.to_str().unwrap()], &[]);
+    let out = check();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("queues may hold"));
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        format!(
+            "{text}queue_max_bytes = 1099511627776\n[[sinks]]\nname = \"out\"\nkind = \"stdout\"\nqueue_max_bytes = 1099511627776\n"
+        ),
+    )
+    .unwrap();
+    let out = check();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("warning: the sinks' queues may hold up to 2199023255552 bytes together"),
+        "{said}"
+    );
+}
