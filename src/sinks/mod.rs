@@ -54,11 +54,9 @@ pub trait Sink: Send {
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<(), SinkError>>;
 
-    /// What must still happen after `deliver` before the page may commit, awaited by the
-    /// poller once it has given the sink back (other sources deliver meanwhile): Splunk's
-    /// acknowledgements with `hec_ack`. A sink that returns one keeps no position, and gets no
-    /// `committed` or `rollback` for that page: its commits need not follow its writes. If it
-    /// fails, or is never awaited, the page is not committed and is delivered again.
+    /// What must still happen after `deliver` before the batch may leave the sink's queue,
+    /// awaited by the sink's task: Splunk's acknowledgements with `hec_ack`. If it fails, the
+    /// batch stays queued and is delivered again.
     fn settle<'a>(
         &mut self,
         _events: &'a [Event],
@@ -82,8 +80,9 @@ pub trait Sink: Send {
     fn rollback(&mut self) {}
 }
 
-/// A configured sink: its config, the sink itself (used by its task alone), its queue as the
-/// pollers and its task share it, and its health.
+/// A configured sink: its config, the sink itself (used by its task, and by a poller writing
+/// through to an idle local sink), its queue as the pollers and its task share it, and its
+/// health.
 pub struct SinkSlot {
     pub config: SinkConfig,
     pub sink: tokio::sync::Mutex<Box<dyn Sink>>,
