@@ -297,6 +297,30 @@ pub struct Poller {
     /// One of the agent's [`READS_IN_FLIGHT`] permits, held from the request for a page until
     /// that page is committed (or the poll ends).
     read: Option<tokio::sync::SemaphorePermit<'static>>,
+    /// Room reserved in the queue of each of its sinks for the page being read (released at its
+    /// commit, or when the poll ends).
+    reserved: Vec<Reserved>,
+    /// The bytes of this source's last queued page: what the next one is reckoned to need.
+    page_bytes: u64,
+}
+
+/// Room reserved in a sink's queue for a page being read; given back when dropped.
+struct Reserved {
+    slot: Arc<SinkSlot>,
+    bytes: u64,
+}
+
+impl Reserved {
+    fn new(slot: Arc<SinkSlot>, bytes: u64) -> Reserved {
+        slot.queue.reserve(bytes);
+        Reserved { slot, bytes }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.slot.queue.release(self.bytes);
+    }
 }
 
 /// Where the entries of one answer fall, against the range `[lo, hi)` it was asked for.
@@ -405,6 +429,8 @@ impl Poller {
             until: None,
             last: PollSummary::default(),
             read: None,
+            reserved: Vec::new(),
+            page_bytes: 64 << 10,
         }
     }
 
@@ -461,6 +487,7 @@ impl Poller {
         let result = self.poll_windows(&mut summary).await;
         // A page a failed or cancelled poll read is dropped: so is its place among the reads.
         self.read = None;
+        self.reserved.clear();
         // Entries outside the ranges asked for: one line per poll, with the offset seen.
         let offset = std::mem::take(&mut self.offset);
         if let Some(seen) = offset.describe() {
@@ -746,9 +773,10 @@ impl Poller {
             return Ok(());
         }
         let started = Instant::now();
+        let page = self.page_bytes;
         for slot in &self.sinks {
             let room = tokio::select! {
-                r = beating(&self.health, slot.queue.wait_for_room()) => r,
+                r = beating(&self.health, slot.queue.wait_for_room(page)) => r,
                 _ = self.cancel.cancelled() => return Err(PollError::Cancelled),
             };
             if let Err(why) = room {
@@ -759,6 +787,13 @@ impl Poller {
                 }));
             }
         }
+        // Reserved only once every sink has room: a source waiting for one sink holds no room
+        // in another.
+        self.reserved = self
+            .sinks
+            .iter()
+            .map(|slot| Reserved::new(slot.clone(), page))
+            .collect();
         let permit = tokio::select! {
             p = beating(&self.health, READS.acquire()) => p.expect("the reads semaphore is never closed"),
             _ = self.cancel.cancelled() => return Err(PollError::Cancelled),
@@ -812,8 +847,10 @@ impl Poller {
         start: Nanos,
         summary: &mut PollSummary,
     ) -> Result<(), PollError> {
-        // The page's place among the reads is given back once it is committed (or not).
+        // The page's place among the reads, and its room in the queues, are given back once it
+        // is committed (or not): after its real bytes are added.
         let _read = self.read.take();
+        let _reserved = std::mem::take(&mut self.reserved);
         if let Some(keep) = keep {
             let mut i = 0;
             events.retain(|_| {
@@ -933,6 +970,9 @@ impl Poller {
         } else {
             bytes::Bytes::from(crate::event::queued::encode(&fresh))
         };
+        if !records.is_empty() {
+            self.page_bytes = records.len() as u64;
+        }
         let queued = queue_for
             .iter()
             .map(|slot| Queued {

@@ -1153,6 +1153,12 @@ async fn a_sink_outage_holds_reading_back_at_the_queue_limit() {
     );
     let queued = metric(&text, "auditship_sink_queue_bytes{sink=\"collector\"}");
     assert!(queued >= 1 << 20, "{text}");
+    // Pages being read count against the limit: it is passed by how much pages outgrow their
+    // estimate, not by a page per source (3.3 MB at this limit when they did not count).
+    assert!(
+        queued < 2 << 20,
+        "{queued} bytes queued at a limit of 1 MiB"
+    );
     // Sources let through at the moment it filled finish their page; then nothing more.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (during, rss_before) = (requests(), memory_kib(child.id()).1);

@@ -19,6 +19,8 @@ struct Counts {
     bytes: u64,
     /// When the oldest queued chunk was committed.
     oldest: Option<Nanos>,
+    /// Bytes of pages being read for this queue (let through, not yet committed).
+    reserved: u64,
     /// Since when sources have waited for room (logged once when it starts and once when it
     /// ends).
     full_since: Option<Instant>,
@@ -60,6 +62,7 @@ impl SinkQueue {
                 events: totals.map_or(0, |t| t.events),
                 bytes: totals.map_or(0, |t| t.bytes),
                 oldest: totals.and_then(|t| t.oldest),
+                reserved: 0,
                 full_since: None,
             }),
             more: Notify::new(),
@@ -135,10 +138,11 @@ impl SinkQueue {
         self.room.notify_waiters();
     }
 
-    /// Waits until the queue has room for another page (it holds less than its limit), or
-    /// the sink gave up in this run (`Err` with why). A queue may pass its limit by the pages
-    /// of the sources that were let through at once, never by more.
-    pub async fn wait_for_room(&self) -> Result<(), String> {
+    /// Waits until the queue has room for a page of about `page` bytes besides what it holds
+    /// and the pages being read for it ([`SinkQueue::reserve`]), or is empty; or until the sink
+    /// gave up in this run (`Err` with why). A queue passes its limit only by how much pages
+    /// outgrow their estimates.
+    pub async fn wait_for_room(&self, page: u64) -> Result<(), String> {
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
@@ -148,7 +152,8 @@ impl SinkQueue {
             }
             {
                 let mut c = self.lock();
-                if c.bytes < self.limit {
+                let empty = c.bytes == 0 && c.reserved == 0;
+                if empty || c.bytes + c.reserved + page <= self.limit {
                     return Ok(());
                 }
                 if c.full_since.is_none() {
@@ -161,6 +166,20 @@ impl SinkQueue {
             }
             notified.await;
         }
+    }
+
+    /// A page of about `page` bytes is being read for this queue: counted against its limit
+    /// until [`SinkQueue::release`].
+    pub fn reserve(&self, page: u64) {
+        self.lock().reserved += page;
+    }
+
+    /// The page reserved for is committed (its real bytes added), or will not be.
+    pub fn release(&self, page: u64) {
+        let mut c = self.lock();
+        c.reserved = c.reserved.saturating_sub(page);
+        drop(c);
+        self.room.notify_waiters();
     }
 
     /// Waits until something is queued after the last look (or at once if something was
@@ -218,15 +237,25 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_holds_sources_until_room_or_giving_up() {
         let q = Arc::new(SinkQueue::new("siem", 100, None));
-        q.wait_for_room().await.unwrap();
+        q.wait_for_room(10).await.unwrap();
         q.added(3, 150, 1);
         let waiting = tokio::spawn({
             let q = q.clone();
-            async move { q.wait_for_room().await }
+            async move { q.wait_for_room(10).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "a full queue let a source through");
         q.removed(1, 60, Some(2));
+        waiting.await.unwrap().unwrap();
+        // Pages being read count: 90 held and 10 reserved leave no room for 10 more.
+        q.reserve(10);
+        let waiting = tokio::spawn({
+            let q = q.clone();
+            async move { q.wait_for_room(10).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a reserved page was not counted");
+        q.release(10);
         waiting.await.unwrap().unwrap();
         assert_eq!(
             q.level(),
@@ -239,7 +268,7 @@ mod tests {
         q.added(1, 50, 3);
         let waiting = tokio::spawn({
             let q = q.clone();
-            async move { q.wait_for_room().await }
+            async move { q.wait_for_room(10).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         q.give_up("HTTP 401".into());
