@@ -322,11 +322,11 @@ async fn the_daemon_holds_a_refused_sinks_events_and_says_why() {
     signal(&child, "HUP");
     let want = truth(&sim, &cfg, Vendor::WasabiAir).len();
     let started = Instant::now();
-    while read_lines(&s.out).len() < want {
+    while lines_so_far(&s.out) < want {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "{} of {want} events after the file was moved away",
-            read_lines(&s.out).len()
+            lines_so_far(&s.out)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -316,7 +316,7 @@ async fn a_second_agent_on_the_same_state_refuses_with_the_first_ones_pid() {
     let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
     let first = spawn_daemon(&s);
     wait_until("first agent delivered", Duration::from_secs(20), || {
-        read_lines(&s.out).len() == 200
+        lines_so_far(&s.out) == 200
     })
     .await;
     let out = run(
@@ -357,7 +357,7 @@ async fn a_state_file_deleted_while_running_stops_the_agent_and_redelivers_nothi
     let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
     let mut child = spawn_daemon(&s);
     wait_until("first events", Duration::from_secs(20), || {
-        read_lines(&s.out).len() > 100
+        lines_so_far(&s.out) > 100
     })
     .await;
     let db = s.dir.path().join("state.db");
@@ -369,7 +369,7 @@ async fn a_state_file_deleted_while_running_stops_the_agent_and_redelivers_nothi
         stderr.contains("deleted or replaced while the agent ran") && stderr.contains("state.db"),
         "{stderr}"
     );
-    let before = read_lines(&s.out).len();
+    let before = lines_so_far(&s.out);
     // Started again on the missing file: refused, nothing written.
     let out = run(
         &["run", "--once", "--config", s.config.to_str().unwrap()],
@@ -632,7 +632,7 @@ async fn a_file_size_limit_is_an_error_not_a_kill() {
     };
     assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
     wait_until("caught up", Duration::from_secs(30), || {
-        read_lines(&s.out).len() >= truth.len()
+        lines_so_far(&s.out) >= truth.len()
     })
     .await;
     let (status, stderr) = stop(child, &s);
@@ -1165,7 +1165,7 @@ async fn a_sink_outage_holds_reading_back_at_the_queue_limit() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (after, rss_after) = (requests(), memory_kib(child.id()).1);
     assert!(child.try_wait().unwrap().is_none(), "the agent exited");
-    let in_file = read_lines(&s.out).len();
+    let in_file = lines_so_far(&s.out);
     receiver.up().await;
     let truths = all_received(&sim, &cfg, &names, &receiver).await;
     let text = metrics().await;
@@ -1255,7 +1255,7 @@ async fn an_http_outage_does_not_hold_back_the_file_sink() {
         .collect();
     let want: usize = truths.values().map(Vec::len).sum();
     wait_until("everything delivered", Duration::from_secs(60), || {
-        receiver.data().events.len() >= want && read_lines(&s.out).len() >= want
+        receiver.data().events.len() >= want && lines_so_far(&s.out) >= want
     })
     .await;
     let (status, log) = stop(child, &s);
@@ -1436,7 +1436,7 @@ async fn sigkill_while_a_sink_drains_its_backlog() {
     // Everything read (the file has it all) while the receiver is down: a backlog of `want`.
     let child = spawn_daemon(&s);
     wait_until("the file has everything", Duration::from_secs(60), || {
-        read_lines(&s.out).len() >= want
+        lines_so_far(&s.out) >= want
     })
     .await;
     signal(&child, "KILL");

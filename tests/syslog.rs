@@ -501,7 +501,7 @@ async fn an_rsyslog_restart_mid_run_loses_nothing() {
             .filter_map(|r| serde_json::from_str::<Value>(&r.msg).ok())
             .map(|v| v["id"].as_str().unwrap().to_string())
             .collect();
-        if ids.len() >= total && common::read_lines(&s.out).len() >= total {
+        if ids.len() >= total && common::lines_so_far(&s.out) >= total {
             break;
         }
         if started.elapsed() > Duration::from_secs(180) {

@@ -196,6 +196,14 @@ pub fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
     }
 }
 
+/// How many complete lines a file holds now: safe to poll while the agent appends to it (a
+/// line being written is not counted; `read_lines` afterwards checks every line whole).
+pub fn lines_so_far(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
 /// Every line of an NDJSON file, parsed (a torn last line is a failure).
 pub fn read_lines(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
