@@ -120,6 +120,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "1 while the source polls, 0 once stopped by a permanent error.",
     ),
     (
+        "auditship_sink_batches_total",
+        "counter",
+        "Deliveries of a sink by outcome: delivered, failed (kept queued, tried again), held (refused for their content, kept).",
+    ),
+    (
         "auditship_sink_queue_events",
         "gauge",
         "Events in the sink's queue, read and committed, not yet delivered.",
@@ -235,6 +240,14 @@ pub fn init_sink(sink: &str) {
         r.gauges
             .entry(("auditship_sink_up", vec![("sink", sink.into())]))
             .or_insert(1.0);
+        for outcome in ["delivered", "failed", "held"] {
+            add(
+                r,
+                "auditship_sink_batches_total",
+                vec![("sink", sink.into()), ("outcome", outcome.into())],
+                0,
+            );
+        }
         for name in [
             "auditship_sink_queue_events",
             "auditship_sink_queue_bytes",
@@ -483,6 +496,18 @@ pub fn sink_queue(
             if full { 1.0 } else { 0.0 },
         );
         r.queue_oldest.insert(sink.to_string(), oldest);
+    });
+}
+
+/// A delivery of a sink ended: `delivered`, `failed` or `held`.
+pub fn sink_batch(sink: &str, outcome: &'static str) {
+    with(|r| {
+        add(
+            r,
+            "auditship_sink_batches_total",
+            vec![("sink", sink.into()), ("outcome", outcome.into())],
+            1,
+        )
     });
 }
 

@@ -1007,6 +1007,7 @@ impl Poller {
             g.committed();
             drop(g);
             slot.health.delivered();
+            metrics::sink_batch(&slot.config.name, "delivered");
             metrics::sink_delivered(&slot.config.name);
             metrics::delivered(&self.cfg.name, &slot.config.name, n as u64);
         }

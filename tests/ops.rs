@@ -909,6 +909,7 @@ async fn metrics_pass_promtool_with_every_family_sampled() {
         ("auditship_last_poll_success_timestamp_seconds", "gauge"),
         ("auditship_source_up", "gauge"),
         ("auditship_events_queued_total", "counter"),
+        ("auditship_sink_batches_total", "counter"),
         ("auditship_sink_queue_events", "gauge"),
         ("auditship_sink_queue_bytes", "gauge"),
         ("auditship_sink_queue_limit_bytes", "gauge"),
@@ -1004,6 +1005,7 @@ async fn a_sink_refused_for_longer_than_unready_after_is_seen_and_counters_start
         "auditship_reloads_total{outcome=\"refused\"}",
         "auditship_reloads_total{outcome=\"applied\"}",
         "auditship_sink_up{sink=\"siem\"}",
+        "auditship_sink_batches_total{sink=\"siem\",outcome=\"held\"}",
     ] {
         assert!(
             first.lines().any(|l| l.starts_with(series)),
@@ -1037,6 +1039,16 @@ async fn a_sink_refused_for_longer_than_unready_after_is_seen_and_counters_start
         metric(&m, "auditship_sink_errors_total{sink=\"siem\"}") > 0,
         "{m}"
     );
+    // The refused sink's deliveries fail and stay queued; the file's go through.
+    let batches = |sink: &str, outcome: &str| {
+        metric(
+            &m,
+            &format!("auditship_sink_batches_total{{sink=\"{sink}\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert!(batches("siem", "failed") > 0, "{m}");
+    assert_eq!(batches("siem", "delivered"), 0, "{m}");
+    assert!(batches("file", "delivered") > 0, "{m}");
 
     // A broken edit of the config is refused, and counted.
     std::fs::write(&s.config, format!("{text}\n[agent.oops\n")).unwrap();

@@ -267,6 +267,7 @@ fn sink_wide(status: u16) -> bool {
 fn hold(slot: &SinkSlot, held: &mut BTreeSet<i64>, id: i64, source: &str, events: u64, why: &str) {
     held.insert(id);
     slot.queue.hold(source, events);
+    metrics::sink_batch(&slot.config.name, "held");
     slot.health.failed(&why);
     metrics::sink_error(&slot.config.name);
     tracing::error!(sink = %slot.config.name, source = %source, events, error = %why,
@@ -328,6 +329,9 @@ async fn send(slot: &SinkSlot, cx: &DrainCx, parts: &[Part]) -> Result<Option<Si
     .await;
     if let Err(e) = sent {
         sink.rollback();
+        if !matches!(e, SinkError::Cancelled { .. }) {
+            metrics::sink_batch(name, "failed");
+        }
         return Ok(Some(e));
     }
     let ack = Ack {
@@ -343,6 +347,7 @@ async fn send(slot: &SinkSlot, cx: &DrainCx, parts: &[Part]) -> Result<Option<Si
             slot.queue
                 .removed(n, parts.iter().map(|p| p.bytes).sum(), oldest);
             slot.health.delivered();
+            metrics::sink_batch(name, "delivered");
             if oldest.is_some() {
                 slot.health.progressed();
             } else {
