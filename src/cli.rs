@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{self, Outcome};
-use crate::config::{Config, SinkKind};
+use crate::config::Config;
 use crate::sources::{self, Http, PageRequest};
 use crate::timefmt::{self, NANOS_PER_SEC};
 
@@ -143,26 +143,24 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-/// Sources and HTTP sinks whose `url` carries a user name or password over plain `http`:
-/// those go out in clear with every request (as HTTP Basic authentication).
+/// Sources whose `url` carries a user name or password over plain `http` (those go out in clear
+/// with every request, as HTTP Basic authentication), and each sink's own warnings.
 fn cleartext_credentials(cfg: &Config) -> Vec<String> {
-    let clear =
-        |u: &url::Url| u.scheme() == "http" && (!u.username().is_empty() || u.password().is_some());
     let sources = cfg
         .sources
         .iter()
-        .filter(|s| clear(&s.url))
+        .filter(|s| crate::config::cleartext(&s.url))
         .map(|s| format!("source {}", s.name));
-    let sinks = cfg
-        .sinks
-        .iter()
-        .filter(|s| matches!(&s.kind, SinkKind::Http(h) if clear(&h.url)))
-        .map(|s| format!("sink {}", s.name));
+    let sinks = cfg.sinks.iter().flat_map(|s| {
+        s.kind
+            .destination()
+            .warnings(s)
+            .into_iter()
+            .map(|w| format!("sink {}: {w}", s.name))
+    });
     sources
+        .map(|who| format!("{who}: {}", crate::config::CLEARTEXT_URL))
         .chain(sinks)
-        .map(|who| {
-            format!("{who}: its url carries a user name and password over plain http: they go out in clear with every request; use https")
-        })
         .collect()
 }
 
@@ -225,22 +223,12 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
         match crate::state::read_sink_positions(&cfg.agent.state_path) {
             Ok(recorded) => {
                 for s in &cfg.sinks {
-                    let SinkKind::File { path, .. } = &s.kind else {
-                        continue;
-                    };
                     let Some((_, pos)) = recorded.iter().find(|(n, _)| *n == s.name) else {
                         continue;
                     };
-                    match crate::sinks::file::refusal(path, pos) {
-                        Ok(None) => {}
-                        Ok(Some(why)) => {
-                            refused = true;
-                            println!("sink {}: {why}", s.name);
-                        }
-                        Err(e) => {
-                            refused = true;
-                            println!("sink {}: cannot read {}: {e}", s.name, path.display());
-                        }
+                    if let Some(why) = s.kind.destination().preflight(s, pos) {
+                        refused = true;
+                        println!("sink {}: {why}", s.name);
                     }
                 }
             }
@@ -307,58 +295,9 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
         }
     }
     for s in &cfg.sinks {
-        match &s.kind {
-            SinkKind::Stdout => println!("sink {}: ok", s.name),
-            SinkKind::Http(h) => {
-                let writer = crate::encodings::Writer {
-                    format: s.format.clone(),
-                    include_raw: s.include_raw,
-                };
-                match crate::sinks::http::HttpSink::new(&s.name, h, writer, &cfg.agent.retry, true)
-                {
-                    Err(e) => {
-                        ok = false;
-                        println!("sink {}: {e}", s.name);
-                    }
-                    Ok(sink) => match sink.probe().await {
-                        crate::sinks::http::Probe::Reachable(said) => {
-                            println!("sink {}: reachable ({said})", s.name)
-                        }
-                        crate::sinks::http::Probe::AuthRefused(said) => {
-                            ok = false;
-                            println!(
-                                "sink {}: auth refused ({said}): check the sink's headers",
-                                s.name
-                            );
-                        }
-                        crate::sinks::http::Probe::Unreachable(said) => {
-                            ok = false;
-                            println!("sink {}: unreachable ({said})", s.name);
-                        }
-                    },
-                }
-            }
-            SinkKind::Syslog(sys) => {
-                let probe = match crate::sinks::syslog::SyslogSink::new(
-                    &s.name,
-                    sys,
-                    crate::encodings::Writer::default(),
-                    &cfg.agent.retry,
-                    true,
-                ) {
-                    Ok(sink) => sink.probe().await,
-                    Err(e) => Err(e.to_string()),
-                };
-                match probe {
-                    Ok(how) => println!("sink {}: {how}", s.name),
-                    Err(e) => {
-                        ok = false;
-                        println!("sink {}: cannot reach {}: {e}", s.name, sys.address);
-                    }
-                }
-            }
-            SinkKind::File { path, .. } => ok &= report_writable(&format!("sink {}", s.name), path),
-        }
+        let probe = s.kind.destination().probe(s, &cfg.agent.retry).await;
+        ok &= probe.ok;
+        println!("sink {}: {}", s.name, probe.said);
     }
     // The state: its directory must take the file (and its -wal, -shm, .lock), the file itself
     // must be writable if it exists.
@@ -382,54 +321,18 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
     }
 }
 
-/// Whether a file can be made at `path` as `run` would make it (creating missing directories):
-/// the nearest directory that exists must let us write. Prints what it found for `who`.
+/// Says whether `path` can be created or written, as `who: …`.
 fn report_writable(who: &str, path: &Path) -> bool {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let existing = dir
-        .ancestors()
-        .find(|d| d.as_os_str().is_empty() || d.exists())
-        .map(|d| {
-            if d.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                d
-            }
-        })
-        .unwrap_or(Path::new("/"));
-    let probe = if existing.is_dir() {
-        tempfile_in(existing)
-    } else {
-        Err(std::io::Error::other("not a directory"))
-    };
-    match probe {
-        Ok(()) if existing == dir => {
-            println!("{who}: ok ({} is writable)", dir.display());
+    match crate::sinks::file::writable(path) {
+        Ok(said) => {
+            println!("{who}: {said}");
             true
         }
-        Ok(()) => {
-            println!(
-                "{who}: ok ({} does not exist yet; run creates it in {}, which is writable)",
-                dir.display(),
-                existing.display()
-            );
-            true
-        }
-        Err(e) => {
-            println!("{who}: cannot write in {}: {e}", existing.display());
+        Err(said) => {
+            println!("{who}: {said}");
             false
         }
     }
-}
-
-/// Creates and removes a probe file in `dir`.
-fn tempfile_in(dir: &Path) -> std::io::Result<()> {
-    let p = dir.join(format!(".auditship-check-{}", std::process::id()));
-    std::fs::File::create(&p)?;
-    std::fs::remove_file(&p)
 }
 
 pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> ExitCode {

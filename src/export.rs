@@ -327,12 +327,14 @@ pub async fn export(args: ExportArgs) -> ExitCode {
     let slot = SinkSlot::new(
         SinkConfig {
             name: "export".into(),
-            kind: SinkKind::Stdout,
+            // Written through, as a stdout sink: the export's own sink, no settings of its own.
+            kind: SinkKind::parse("stdout").expect("stdout is a kind"),
             sources: None,
             include_raw: true,
             format: Format::default(),
             queue_max_bytes: crate::config::QUEUE_MAX_BYTES,
             batch_max_age: std::time::Duration::ZERO,
+            settings: crate::config::PluginSettings::new(()),
         },
         Box::new(sink),
         None,

@@ -10,14 +10,6 @@ use auditship_sim::{Fault, SimConfig, SimHandle, Vendor};
 use common::*;
 use jiff::{SignedDuration, Timestamp};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A live emulator: events from `back` seconds ago until `ahead` seconds from now.
 fn live(vendors: &[Vendor], events: u64, back: i64, ahead: i64, seed: u64) -> SimConfig {
     let now = Timestamp::now();

@@ -1,13 +1,18 @@
-//! The vendor registry, walked: every registered vendor has an emulator, is documented in the
+//! The registries, walked. Every registered vendor has an emulator, is documented in the
 //! annotated example (which validates), refuses what is not its own, builds, and reads its
-//! emulator exactly. A new vendor is covered by adding it to `sources::VENDORS`.
+//! emulator exactly. Every registered destination is documented in the annotated example with
+//! each of its keys, refuses what is not its own, opens, and probes a receiver on loopback. A
+//! new vendor is covered by adding it to `sources::VENDORS`, a new destination by adding it to
+//! `sinks::DESTINATIONS` (and its minimal entry to `minimal_sink`).
 
 mod common;
+mod http_receiver;
 
 use std::path::Path;
 use std::time::Duration;
 
 use auditship::config::Config;
+use auditship::sinks::DESTINATIONS;
 use auditship::sources::{self, Http, PageRequest, VENDORS};
 use auditship::timefmt::{floor_to, NANOS_PER_SEC};
 use auditship_sim::Vendor;
@@ -202,4 +207,154 @@ async fn every_vendor_builds_and_reads_its_emulator() {
         assert_exactly(&delivered, "s", &truth);
     }
     sim.shutdown().await;
+}
+
+/// The receivers a destination's minimal entry points at, on loopback.
+struct Receivers {
+    http: http_receiver::Receiver,
+    syslog: tokio::net::TcpListener,
+    dir: tempfile::TempDir,
+}
+
+impl Receivers {
+    async fn start() -> Receivers {
+        Receivers {
+            http: http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await,
+            syslog: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+/// The keys a sink of `kind` needs, pointed at `at` (`None`: at nothing that answers).
+fn minimal_sink(kind: &str, at: Option<&Receivers>) -> String {
+    match (kind, at) {
+        ("stdout", _) => String::new(),
+        ("file", Some(r)) => format!("path = {:?}", r.dir.path().join("out.ndjson")),
+        ("file", None) => "path = \"/proc/no/such/dir/out.ndjson\"".into(),
+        ("http", Some(r)) => format!("url = \"{}/\"", r.http.base()),
+        ("http", None) => format!("url = \"http://127.0.0.1:{}/\"", free_port()),
+        ("syslog", Some(r)) => format!("address = \"{}\"", r.syslog.local_addr().unwrap()),
+        ("syslog", None) => format!("address = \"127.0.0.1:{}\"", free_port()),
+        (other, _) => panic!("{other}: add a minimal entry of the new destination to minimal_sink"),
+    }
+}
+
+/// A config holding one wasabi_air source and one sink of `kind` with `keys`.
+fn one_sink(kind: &str, keys: &str) -> String {
+    format!(
+        "[agent]\nstate_path = \"/tmp/never-opened.db\"\n\
+         [[sources]]\nname = \"s\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n\
+         [[sinks]]\nname = \"out\"\nkind = \"{kind}\"\n{keys}\n"
+    )
+}
+
+/// Every destination has a unique kind and a title, and `config/auditship.toml` shows it with
+/// each of its keys (as a live or a commented-out line): its users' documentation.
+#[test]
+fn every_destination_is_documented_in_the_annotated_example() {
+    let mut kinds: Vec<&str> = DESTINATIONS.iter().map(|d| d.kind()).collect();
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(
+        kinds.len(),
+        DESTINATIONS.len(),
+        "a kind is registered twice"
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/auditship.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_start_matches(['#', ' ']))
+        .collect();
+    for d in DESTINATIONS {
+        assert!(!d.title().is_empty(), "{}", d.kind());
+        let kind = format!("kind = \"{}\"", d.kind());
+        assert!(
+            lines.iter().any(|l| l.starts_with(&kind)),
+            "config/auditship.toml shows no sink of kind {}",
+            d.kind()
+        );
+        for opt in d.options() {
+            assert!(
+                lines.iter().any(|l| l.starts_with(&format!("{opt} ="))
+                    || l.starts_with(&format!("[sinks.{opt}]"))),
+                "config/auditship.toml does not document {}'s key {opt}",
+                d.kind()
+            );
+        }
+    }
+}
+
+/// Each destination's own keys are refused, by name, by every other destination; an unknown
+/// key is named; a sink missing what it needs says so; the minimal entry validates.
+#[test]
+fn every_destination_refuses_what_is_not_its_own() {
+    for d in DESTINATIONS {
+        let minimal = minimal_sink(d.kind(), None);
+        assert_eq!(problems(&one_sink(d.kind(), &minimal)), "", "{}", d.kind());
+        for other in DESTINATIONS.iter().filter(|o| o.kind() != d.kind()) {
+            for opt in other.options().iter().filter(|o| !d.options().contains(o)) {
+                let p = problems(&one_sink(d.kind(), &format!("{minimal}\n{opt} = \"x\"")));
+                let want = format!("sinks[0].{opt}: not an option of kind {}", d.kind());
+                assert_eq!(p.matches(&want).count(), 1, "{want:?} not in:\n{p}");
+            }
+        }
+        let p = problems(&one_sink(d.kind(), &format!("{minimal}\nbogus_key = 1")));
+        assert!(
+            p.contains("sinks[0].bogus_key: unknown field"),
+            "{}: {p}",
+            d.kind()
+        );
+        if !minimal.is_empty() {
+            let p = problems(&one_sink(d.kind(), ""));
+            assert!(p.contains(": missing"), "{}: {p}", d.kind());
+        }
+    }
+    // A kind that is not registered: one error, about `kind`, whatever keys are there.
+    let p = problems(&one_sink(
+        "files",
+        "path = \"o\"\nurl = \"http://x/\"\nbogus = 1",
+    ));
+    assert!(
+        p.contains(
+            "sinks[0].kind: \"files\" is not a sink kind; one of stdout, file, http, syslog"
+        ),
+        "{p}"
+    );
+    assert!(
+        !p.contains("sinks[0].path") && !p.contains("sinks[0].url"),
+        "{p}"
+    );
+}
+
+/// Every destination opens from its minimal entry, and `check --connect`'s probe finds its
+/// receiver on loopback (and, but for stdout, says so when nothing is there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_destination_opens_and_probes_its_receiver() {
+    let receivers = Receivers::start().await;
+    let state = auditship::state::State::open(&receivers.dir.path().join("state.db")).unwrap();
+    let retry = auditship::config::RetryConfig {
+        initial: Duration::from_millis(1),
+        max_delay: Duration::from_millis(1),
+        max_attempts: Some(1),
+    };
+    for d in DESTINATIONS {
+        let text = one_sink(d.kind(), &minimal_sink(d.kind(), Some(&receivers)));
+        let c = Config::parse(&text, Path::new("/etc/auditship/registry.toml"))
+            .unwrap_or_else(|e| panic!("{}: {e}", d.kind()));
+        let sink = &c.sinks[0];
+        assert_eq!(sink.kind.as_str(), d.kind());
+        auditship::sinks::open(sink, &state, &retry, true, None)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", d.kind()));
+        let probe = d.probe(sink, &retry).await;
+        assert!(probe.ok, "{}: {probe:?}", d.kind());
+        if d.kind() != "stdout" {
+            let text = one_sink(d.kind(), &minimal_sink(d.kind(), None));
+            let c = Config::parse(&text, Path::new("/etc/auditship/registry.toml")).unwrap();
+            let probe = d.probe(&c.sinks[0], &retry).await;
+            assert!(!probe.ok, "{}: nothing there, yet {probe:?}", d.kind());
+        }
+    }
 }

@@ -165,6 +165,48 @@ pub(crate) fn unknown_key(c: &mut Check<'_>, key: &str, name: &str, known: &[&st
     }
 }
 
+/// Splits a `[[sources]]` or `[[sinks]]` entry (at `key`) in two: the keys every entry takes
+/// (`common`) stay in `entry`; the keys of its plugin (`kind`: its name and options) are
+/// returned, its section. A key of another plugin (`foreign`) is "not an option of kind X",
+/// said only when the kind is known (an unknown kind has its one error, about `kind`); any
+/// other key is unknown, with the nearest known one suggested.
+pub(crate) fn split_entry(
+    c: &mut Check<'_>,
+    key: &str,
+    entry: &mut serde_json::Map<String, Value>,
+    common: &[&str],
+    kind: Option<(&str, &[&str])>,
+    foreign: impl Fn(&str) -> bool,
+) -> serde_json::Map<String, Value> {
+    let mut section = serde_json::Map::new();
+    let theirs: Vec<String> = entry
+        .keys()
+        .filter(|k| !common.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for k in theirs {
+        let v = entry.remove(&k).expect("listed");
+        let at = format!("{key}.{k}");
+        match kind {
+            Some((_, options)) if options.contains(&k.as_str()) => {
+                section.insert(k, v);
+            }
+            _ if foreign(&k) => {
+                if let Some((name, _)) = kind {
+                    c.fail(&at, format_args!("not an option of kind {name}"));
+                }
+            }
+            Some((_, options)) => {
+                let mut known: Vec<&str> = common.to_vec();
+                known.extend(options);
+                unknown_key(c, &at, &k, &known);
+            }
+            None => unknown_key(c, &at, &k, common),
+        }
+    }
+    section
+}
+
 /// The known key nearest to `name` (one or two letters off), if any.
 pub(crate) fn nearest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
     known

@@ -10,8 +10,9 @@
 //!   wrong types reported, the rest still read), syntax errors with the line and a caret;
 //! - `secrets`: `${NAME}` expansion and the `X` / `X_file` secret options;
 //! - `agent`: `[agent]`; `sources`: the keys every `[[sources]]` entry takes, the rest going to
-//!   its vendor's plugin (`sources::VENDORS`); `sinks`: `[[sinks]]`; `tls`: the TLS options a
-//!   source and an HTTP sink share.
+//!   its vendor's plugin (`sources::VENDORS`); `sinks`: the keys every `[[sinks]]` entry takes,
+//!   the rest going to its destination's plugin (`sinks::DESTINATIONS`); `settings`: a plugin's
+//!   validated keys behind one type; `tls`: the TLS options a source and a sink share.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -44,6 +45,15 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Whether `u` carries a user name or password over plain `http`: they would go out in clear
+/// with every request (as HTTP Basic authentication).
+pub fn cleartext(u: &Url) -> bool {
+    u.scheme() == "http" && (!u.username().is_empty() || u.password().is_some())
+}
+
+/// What is said of a `url` that is [`cleartext`].
+pub const CLEARTEXT_URL: &str = "its url carries a user name and password over plain http: they go out in clear with every request; use https";
+
 /// A configuration that could not be used: every problem found, each naming its key.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
@@ -66,6 +76,7 @@ impl fmt::Display for ConfigError {
 mod agent;
 mod file;
 mod secrets;
+mod settings;
 mod sinks;
 mod sources;
 mod tls;
@@ -73,10 +84,8 @@ mod tls;
 pub use agent::{AgentConfig, RawAgent, RetryConfig};
 pub(crate) use file::fields;
 pub use secrets::SecretValue;
-pub use sinks::{
-    HttpEncoding, HttpSinkConfig, RawSink, Rotate, SinkConfig, SinkKind, SyslogSinkConfig,
-    SyslogTransport, QUEUE_MAX_BYTES,
-};
+pub use settings::PluginSettings;
+pub use sinks::{RawSink, SinkCheck, SinkConfig, SinkKind, QUEUE_MAX_BYTES};
 pub use sources::{
     filter_problem, FilterValue, RawSource, ScalarValue, SourceCheck, SourceConfig, SourceKind,
 };
@@ -417,9 +426,10 @@ mod tests {
         let file = |mode: &str| {
             format!("{MINIMAL}\n[[sinks]]\nname = \"f\"\nkind = \"file\"\npath = \"/tmp/e.ndjson\"\n{mode}")
         };
-        let mode_of = |text: &str| match &parse(text).unwrap().sinks[1].kind {
-            SinkKind::File { mode, .. } => *mode,
-            other => panic!("{other:?}"),
+        let mode_of = |text: &str| {
+            parse(text).unwrap().sinks[1]
+                .settings::<crate::sinks::file::FileSettings>()
+                .mode
         };
         assert_eq!(mode_of(&file("")), 0o600);
         assert_eq!(mode_of(&file("mode = \"0640\"\n")), 0o640);
@@ -487,21 +497,22 @@ mod tests {
         let file = |extra: &str| {
             format!("{MINIMAL}\n[[sinks]]\nname = \"f\"\nkind = \"file\"\npath = \"/tmp/e.ndjson\"\n{extra}")
         };
-        let rotate_of = |text: &str| match &parse(text).unwrap().sinks[1].kind {
-            SinkKind::File { rotate, .. } => *rotate,
-            other => panic!("{other:?}"),
+        let rotate_of = |text: &str| {
+            parse(text).unwrap().sinks[1]
+                .settings::<crate::sinks::file::FileSettings>()
+                .rotate
         };
         assert_eq!(rotate_of(&file("")), None);
         assert_eq!(
             rotate_of(&file("rotate_max_bytes = 1048576\n")),
-            Some(Rotate {
+            Some(crate::sinks::file::Rotate {
                 max_bytes: 1 << 20,
                 keep: 7
             })
         );
         assert_eq!(
             rotate_of(&file("rotate_max_bytes = 100\nrotate_keep = 2\n")),
-            Some(Rotate {
+            Some(crate::sinks::file::Rotate {
                 max_bytes: 100,
                 keep: 2
             })

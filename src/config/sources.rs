@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::agent::SourceDefaults;
-use super::file::{fields, read_section, unknown_key};
+use super::file::{fields, read_section, split_entry, unknown_key};
 use super::secrets::SecretValue;
 use super::tls::{self, RawTls, TlsConfig};
 use super::Check;
@@ -225,35 +225,16 @@ pub(super) fn validate(
             _ => Err(None),
         };
         // Split the entry: the keys every source takes, and the vendor's.
-        let mut section = Map::new();
-        for k in entry
-            .keys()
-            .filter(|k| !common.contains(&k.as_str()))
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            let v = entry.remove(&k).expect("listed");
-            let key = format!("{key}.{k}");
-            match kind {
-                Ok(kind) if kind.vendor().options().contains(&k.as_str()) => {
-                    section.insert(k, v);
-                }
-                _ if VENDORS.iter().any(|v| v.options().contains(&k.as_str())) => {
-                    if let Ok(kind) = kind {
-                        c.fail(
-                            &key,
-                            format_args!("not an option of kind {}", kind.as_str()),
-                        );
-                    }
-                }
-                Ok(kind) => {
-                    let mut known: Vec<&str> = common.to_vec();
-                    known.extend(kind.vendor().options());
-                    unknown_key(c, &key, &k, &known);
-                }
-                Err(_) => unknown_key(c, &key, &k, common),
-            }
-        }
+        let section = split_entry(
+            c,
+            &key,
+            &mut entry,
+            common,
+            kind.as_ref()
+                .ok()
+                .map(|k| (k.as_str(), k.vendor().options())),
+            |k| VENDORS.iter().any(|v| v.options().contains(&k)),
+        );
         let s: RawSource = read_section(c, &key, Value::Object(entry), |_, _, _| {});
         let name = c.name(&format!("{key}.name"), &s.name, &mut names);
         let kind = match (kind, &s.kind) {

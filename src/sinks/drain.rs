@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{SinkError, SinkSlot};
-use crate::config::{RetryConfig, SinkKind, SourceKind};
+use crate::config::{RetryConfig, SourceKind};
 use crate::event::{queued, Event};
 use crate::metrics;
 use crate::state::{Ack, Chunk, State};
@@ -43,26 +43,12 @@ pub struct DrainCx {
     pub cancel: CancellationToken,
 }
 
-/// Most events and bytes of queued chunks one delivery takes: an HTTP sink's batch, so that a
-/// delivery is one request; otherwise a thousand events or a MiB. A chunk (a page) larger than
-/// that goes alone, whole. With Splunk's acknowledgements, [`ACKED_BATCHES`] batches: they are
-/// sent one after the other and their acknowledgements awaited together.
+/// Most events and bytes of queued chunks one delivery takes: the destination's (an HTTP
+/// sink's batch, so that a delivery is one request; otherwise a thousand events or a MiB). A
+/// chunk (a page) larger than that goes alone, whole.
 fn take_limits(slot: &SinkSlot) -> (u64, u64) {
-    match &slot.config.kind {
-        SinkKind::Http(h) => {
-            let n = if h.hec_ack.is_some() {
-                ACKED_BATCHES
-            } else {
-                1
-            };
-            (n * h.batch_max_events as u64, n * h.batch_max_bytes as u64)
-        }
-        _ => (1000, 1 << 20),
-    }
+    slot.config.kind.destination().take_limits(&slot.config)
 }
-
-/// `hec_ack`: batches sent before their acknowledgements are awaited.
-const ACKED_BATCHES: u64 = 16;
 
 /// The delay before the `failures`th attempt again: the agent's backoff, doubling to its cap.
 fn backoff(retry: &RetryConfig, failures: u32) -> Duration {

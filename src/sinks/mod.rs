@@ -3,20 +3,24 @@
 //! of its queue, then removes the batch from the queue in the commit that records the sink's
 //! position (the file's).
 //!
-//! One file per kind (`stdout`, `file`, `http`, `syslog`), opened by the one `match` in [`open`]. A sink
-//! frames records; what goes inside a frame is the sink's `format`, written by an
+//! A destination is a plugin: one folder per kind (`stdout`, `file`, `http`, `syslog`), whose
+//! type implements [`Destination`] — its kind name, its own `[[sinks]]` keys (a serde struct in
+//! its `config.rs`), their validation, how to open its [`Sink`] and how `check --connect`
+//! probes its receiver. [`DESTINATIONS`] lists them; nothing else names a kind. A sink frames
+//! records; what goes inside a frame is the sink's `format`, written by an
 //! [`encodings::Writer`](crate::encodings::Writer) it is handed.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{RetryConfig, SinkConfig, SinkKind};
+use crate::config::{PluginSettings, RetryConfig, SinkCheck, SinkConfig};
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
 use crate::state::{SinkPosition, State};
 use crate::BoxFuture;
+use std::time::Duration;
 
 pub mod drain;
 pub mod file;
@@ -24,6 +28,81 @@ pub mod http;
 pub mod queue;
 pub mod stdout;
 pub mod syslog;
+
+/// Every kind of sink, as `kind = "…"` names it.
+pub static DESTINATIONS: &[&dyn Destination] = &[
+    &stdout::StdoutKind,
+    &file::FileKind,
+    &http::HttpKind,
+    &syslog::SyslogKind,
+];
+
+/// Everything the agent knows of one kind of sink, besides its [`Sink`]'s delivering.
+pub trait Destination: Sync {
+    /// `kind = "…"` in `[[sinks]]`.
+    fn kind(&self) -> &'static str;
+    /// What it is, for people: "a syslog receiver (RFC 5424)".
+    fn title(&self) -> &'static str;
+    /// The keys of its own section of `[[sinks]]` (the serde field names of its section
+    /// struct, see [`crate::config::fields`]), besides the ones every sink takes.
+    fn options(&self) -> &'static [&'static str];
+    /// Reads and validates its own keys (`c.section()`), reporting every problem on `c`;
+    /// `None` when they cannot be used.
+    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings>;
+    /// Opens the sink of a validated entry of its kind.
+    fn open<'a>(
+        &'a self,
+        cfg: &'a SinkConfig,
+        cx: OpenCx<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>>;
+    /// `check --connect`: whether the receiver answers (and takes the credentials), without
+    /// delivering anything.
+    fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe>;
+    /// `batch_max_age` when it is not set: how long a small batch waits for more.
+    fn batch_max_age(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// Most events and bytes one delivery takes from the sink's queue (a page larger than
+    /// that goes alone, whole).
+    fn take_limits(&self, _cfg: &SinkConfig) -> (u64, u64) {
+        (1000, 1 << 20)
+    }
+    /// Whether a poller may hand this sink a page itself while the sink is idle and its queue
+    /// empty (local and cheap: writing costs less than queueing).
+    fn write_through(&self) -> bool {
+        false
+    }
+    /// What the sink owns that no other sink of its kind may (a file sink's path): the option
+    /// and its value.
+    fn claims(&self, _cfg: &SinkConfig) -> Option<(&'static str, String)> {
+        None
+    }
+    /// Why the sink would refuse to start with what the state recorded of it (`check` says
+    /// so before `run` does): a file sink whose path holds another file.
+    fn preflight(&self, _cfg: &SinkConfig, _recorded: &SinkPosition) -> Option<String> {
+        None
+    }
+    /// Warnings about a valid entry (credentials sent in clear).
+    fn warnings(&self, _cfg: &SinkConfig) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// What opening a sink may use: the state (a sink keeping a position reads it from, and
+/// records it in, the state), the agent's backoff, and whether the run is `--once`.
+#[derive(Clone, Copy)]
+pub struct OpenCx<'a> {
+    pub state: &'a State,
+    pub retry: &'a RetryConfig,
+    pub once: bool,
+}
+
+/// What `check --connect` found of a sink's receiver: `ok` and a line for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub ok: bool,
+    pub said: String,
+}
 
 /// Why a sink could not take a batch.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +190,7 @@ impl SinkSlot {
     /// Whether a poller may hand this sink a page itself while the sink is idle and its queue
     /// empty (a local file or stdout: writing costs less than queueing).
     pub fn write_through(&self) -> bool {
-        matches!(self.config.kind, SinkKind::File { .. } | SinkKind::Stdout)
+        self.config.kind.destination().write_through()
     }
 }
 
@@ -125,34 +204,15 @@ pub async fn open(
     once: bool,
     queued: Option<&crate::state::QueueTotals>,
 ) -> Result<Arc<SinkSlot>, SinkError> {
-    let writer = Writer {
+    let cx = OpenCx { state, retry, once };
+    let sink = cfg.kind.destination().open(cfg, cx).await?;
+    Ok(SinkSlot::new(cfg.clone(), sink, queued))
+}
+
+/// The writer of a sink's records: its `format`, and whether the vendor's event goes along.
+pub fn writer(cfg: &SinkConfig) -> Writer {
+    Writer {
         format: cfg.format.clone(),
         include_raw: cfg.include_raw,
-    };
-    // One line per kind; each kind is one file.
-    let sink: Box<dyn Sink> = match &cfg.kind {
-        SinkKind::Stdout => Box::new(stdout::Stdout::new(writer)),
-        SinkKind::File {
-            path,
-            fsync,
-            mode,
-            rotate,
-        } => Box::new(
-            file::FileSink::open(
-                &cfg.name,
-                path.clone(),
-                *fsync,
-                *mode,
-                *rotate,
-                writer,
-                state.clone(),
-            )
-            .await?,
-        ),
-        SinkKind::Http(h) => Box::new(http::HttpSink::new(&cfg.name, h, writer, retry, once)?),
-        SinkKind::Syslog(s) => {
-            Box::new(syslog::SyslogSink::new(&cfg.name, s, writer, retry, once)?)
-        }
-    };
-    Ok(SinkSlot::new(cfg.clone(), sink, queued))
+    }
 }

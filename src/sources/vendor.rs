@@ -2,10 +2,6 @@
 //! `[[sources]]` keys (a serde struct), their validation, the query parameters the agent sets,
 //! and how to build its [`Source`]. [`super::VENDORS`] lists them; nothing else names a vendor.
 
-use std::any::Any;
-use std::fmt;
-use std::sync::Arc;
-
 use super::{Http, Source};
 use crate::config::{SourceCheck, SourceConfig};
 
@@ -38,51 +34,7 @@ pub fn options_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
 }
 
 /// A vendor's validated settings, kept in [`SourceConfig`] and read back by its own `build`.
-#[derive(Clone)]
-pub struct VendorSettings(Arc<dyn AnySettings>);
-
-impl VendorSettings {
-    pub fn new<T: fmt::Debug + PartialEq + Send + Sync + 'static>(t: T) -> VendorSettings {
-        VendorSettings(Arc::new(t))
-    }
-
-    /// The settings as the vendor's type; `None` for another type (a programming error the
-    /// vendor's `build` turns into a panic naming itself).
-    pub fn get<T: 'static>(&self) -> Option<&T> {
-        self.0.as_any().downcast_ref()
-    }
-}
-
-impl fmt::Debug for VendorSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.debug(f)
-    }
-}
-
-impl PartialEq for VendorSettings {
-    fn eq(&self, other: &VendorSettings) -> bool {
-        self.0.same(other.0.as_any())
-    }
-}
-
-/// `Debug + PartialEq` behind a trait object.
-trait AnySettings: Send + Sync {
-    fn as_any(&self) -> &dyn Any;
-    fn same(&self, other: &dyn Any) -> bool;
-    fn debug(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
-}
-
-impl<T: fmt::Debug + PartialEq + Send + Sync + 'static> AnySettings for T {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn same(&self, other: &dyn Any) -> bool {
-        other.downcast_ref::<T>() == Some(self)
-    }
-    fn debug(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
+pub type VendorSettings = crate::config::PluginSettings;
 
 /// The settings of `cfg`, which its vendor made.
 pub fn settings_of<'a, T: 'static>(cfg: &'a SourceConfig, vendor: &str) -> &'a T {

@@ -196,6 +196,15 @@ pub fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
     }
 }
 
+/// A loopback TCP port nobody listens on (bound, then let go).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// How many complete lines a file holds now: safe to poll while the agent appends to it (a
 /// line being written is not counted; `read_lines` afterwards checks every line whole).
 pub fn lines_so_far(path: &Path) -> usize {

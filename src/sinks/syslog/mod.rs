@@ -28,8 +28,12 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
+pub mod config;
+
+pub use config::{SyslogKind, SyslogSinkConfig, SyslogTransport, FACILITIES};
+
 use super::{Sink, SinkError};
-use crate::config::{RetryConfig, SyslogSinkConfig, SyslogTransport, TlsConfig};
+use crate::config::{RetryConfig, TlsConfig};
 use crate::encodings::cef::Severity;
 use crate::encodings::Writer;
 use crate::event::Event;

@@ -39,8 +39,11 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub mod config;
+
+pub use config::{FileKind, FileSettings, Rotate, ROTATE_MAX_BYTES_LIMIT};
+
 use super::{Sink, SinkError};
-use crate::config::Rotate;
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::state::{identity, FileMark, RotatedFile, SinkPosition, State};
@@ -486,6 +489,41 @@ fn judge(
         return Ok(Judged::Empty);
     }
     Ok(Judged::Foreign(not_ours(p, &describe(m), Some(mk))))
+}
+
+/// Whether a file can be made at `path` as `run` would make it (creating missing directories):
+/// the nearest directory that exists must let us write. `Ok` says what was found, `Err` why not.
+pub fn writable(path: &Path) -> Result<String, String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let existing = dir
+        .ancestors()
+        .find(|d| d.as_os_str().is_empty() || d.exists())
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        })
+        .unwrap_or(Path::new("/"));
+    let probe = if existing.is_dir() {
+        let p = existing.join(format!(".auditship-check-{}", std::process::id()));
+        File::create(&p).and_then(|_| std::fs::remove_file(&p))
+    } else {
+        Err(std::io::Error::other("not a directory"))
+    };
+    match probe {
+        Ok(()) if existing == dir => Ok(format!("ok ({} is writable)", dir.display())),
+        Ok(()) => Ok(format!(
+            "ok ({} does not exist yet; run creates it in {}, which is writable)",
+            dir.display(),
+            existing.display()
+        )),
+        Err(e) => Err(format!("cannot write in {}: {e}", existing.display())),
+    }
 }
 
 /// For `check`: why a file sink would refuse the file at `path`, given what the state records

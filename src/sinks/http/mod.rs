@@ -16,37 +16,34 @@
 //! is a 409, counted as delivered), and every request carries an `Idempotency-Key` derived from
 //! the ids it holds.
 
-use std::io::Write as _;
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Sink, SinkError};
-use crate::config::{HttpEncoding, HttpSinkConfig, RetryConfig, Secret};
+mod bulk;
+mod client;
+pub mod config;
+mod encoder;
+mod hec;
+
+use bulk::*;
+pub use client::hostname;
+use client::*;
+use encoder::*;
+use hec::*;
+
+pub use config::{HttpEncoding, HttpKind, HttpSinkConfig};
+
+use super::{Probe, Sink, SinkError};
+use crate::config::{RetryConfig, Secret};
 use crate::encodings::Writer;
-use crate::event::{push_json_str, Event};
+use crate::event::Event;
 use crate::health::SinkHealth;
 use crate::metrics;
 use crate::retry::{self, Gave, Retryable, Verdict};
-use crate::timefmt::{NANOS_PER_MS, NANOS_PER_SEC};
 use crate::BoxFuture;
-
-/// Largest `_bulk` answer read (it lists every document sent); a larger one is retried as
-/// unreadable.
-const MAX_BULK_RESPONSE: usize = 64 << 20;
-/// How much of an error answer is kept for the log line.
-const MAX_ERROR_BODY: usize = 16 << 10;
-
-/// The `Idempotency-Key` request header.
-static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-/// Splunk's channel header: acknowledgements are per channel.
-static HEC_CHANNEL: HeaderName = HeaderName::from_static("x-splunk-request-channel");
-/// Largest HEC answer read (`{"text":"Success","code":0,"ackId":7}` or the ack statuses).
-const MAX_HEC_RESPONSE: usize = 1 << 20;
 
 /// An HTTP sink: what it sends with, shared with the acknowledgements it waits for, and the
 /// batches of the page last delivered that Splunk has yet to acknowledge (`hec_ack`).
@@ -91,26 +88,6 @@ pub struct Inner {
     ack: Option<HecAck>,
     /// Told of each failed attempt, so a delivery retried for long shows in `/readyz`.
     health: SinkHealth,
-}
-
-/// Where and how long to wait for Splunk's indexer acknowledgements.
-struct HecAck {
-    /// `…/services/collector/ack`, beside the event endpoint.
-    url: url::Url,
-    /// How long a batch may wait for its acknowledgement before it is sent again.
-    timeout: Duration,
-}
-
-/// A batch of the page being delivered that Splunk has not yet said is indexed.
-struct Waiting {
-    /// Its events, as positions in the page.
-    range: Range<usize>,
-    /// The `ackId` of its last sending.
-    ack: u64,
-    /// When it was last sent.
-    sent: Instant,
-    /// How often it was sent.
-    sends: usize,
 }
 
 impl Inner {
@@ -421,105 +398,6 @@ impl Inner {
     }
 }
 
-impl Inner {
-    /// `hec_ack`: polls `/services/collector/ack` with the agent's backoff until Splunk says
-    /// every batch of the page is indexed; a batch not acknowledged within `ack_timeout` is
-    /// sent again (at-least-once), without limit in the daemon and `retry_max_attempts` times in
-    /// `--once`. Only then may the page commit.
-    async fn await_acks(
-        &self,
-        events: &[Event],
-        mut waiting: Vec<Waiting>,
-        cancel: &CancellationToken,
-    ) -> Result<(), SinkError> {
-        let Some(ack) = &self.ack else {
-            return Ok(());
-        };
-        let mut delay = self.retry.initial;
-        while !waiting.is_empty() {
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = cancel.cancelled() => return Err(SinkError::Cancelled { sink: self.name.clone() }),
-            }
-            delay = (delay * 2).min(self.retry.max_delay);
-            let ids: Vec<u64> = waiting.iter().map(|w| w.ack).collect();
-            match self.query_acks(&ack.url, &ids).await {
-                Ok(done) => waiting.retain(|w| !done.contains(&w.ack)),
-                Err(e) => {
-                    metrics::retry("sink", &self.name);
-                    self.health.failed(&self.scrub(&e.to_string()));
-                    tracing::warn!(sink = %self.name, error = %self.scrub(&e.to_string()),
-                        "asking Splunk for acknowledgements failed; asking again");
-                }
-            }
-            for w in waiting.iter_mut() {
-                if w.sent.elapsed() < ack.timeout {
-                    continue;
-                }
-                let n = w.range.len();
-                if self.retry.max_attempts.is_some_and(|max| w.sends >= max) {
-                    let msg = format!(
-                        "gave up after {} attempts: a batch of {n} events was not acknowledged \
-                         within ack_timeout ({})",
-                        w.sends,
-                        humantime::format_duration(ack.timeout)
-                    );
-                    tracing::error!(sink = %self.name, error = %msg,
-                        "Splunk did not acknowledge the batch; nothing was committed: the next run sends it again");
-                    return Err(SinkError::Io {
-                        sink: self.name.clone(),
-                        msg,
-                    });
-                }
-                metrics::retry("sink", &self.name);
-                tracing::warn!(sink = %self.name, events = n, ack_id = w.ack, sends = w.sends,
-                    "batch not acknowledged within ack_timeout; sending it again");
-                let batch = &events[w.range.clone()];
-                let mut body = Vec::new();
-                self.encoder.encode_all(batch.iter(), &mut body);
-                let Some(id) = self.send_batch(batch, body, cancel).await? else {
-                    return Err(SinkError::Io {
-                        sink: self.name.clone(),
-                        msg: "the HEC answer held no ackId".into(),
-                    });
-                };
-                *w = Waiting {
-                    range: w.range.clone(),
-                    ack: id,
-                    sent: Instant::now(),
-                    sends: w.sends + 1,
-                };
-                delay = self.retry.initial;
-            }
-        }
-        Ok(())
-    }
-
-    /// One POST to `/services/collector/ack`: which of `ids` are indexed.
-    async fn query_acks(&self, url: &url::Url, ids: &[u64]) -> Result<Vec<u64>, Failure> {
-        let resp = self
-            .client
-            .post(url.clone())
-            .headers(self.headers.clone())
-            .body(serde_json::json!({ "acks": ids }).to_string())
-            .send()
-            .await
-            .map_err(|e| Failure::Transport(chain(&e.without_url())))?;
-        let status = resp.status().as_u16();
-        let (body, _) = read_body(resp, MAX_HEC_RESPONSE)
-            .await
-            .map_err(|e| Failure::Transport(chain(&e.without_url())))?;
-        if !(200..300).contains(&status) {
-            return Err(Failure::Status {
-                status,
-                retry_after: None,
-                body: crate::retry::snippet(&self.scrub(&String::from_utf8_lossy(&body))),
-            });
-        }
-        read_ack_statuses(&body).map_err(Failure::Body)
-    }
-}
-
 impl HttpSink {
     /// Builds the client (reading the CA and client certificate files) and the encoder.
     pub fn new(
@@ -536,21 +414,11 @@ impl HttpSink {
     }
 }
 
-/// What `check --connect` found at an HTTP sink's receiver.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Probe {
-    /// It answered, and did not refuse the credentials.
-    Reachable(String),
-    /// It answered 401 or 403: the headers (the token or key) are refused.
-    AuthRefused(String),
-    /// No answer (connection, TLS or timeout), or an unhealthy one (5xx).
-    Unreachable(String),
-}
-
 impl HttpSink {
     /// Contacts the receiver without sending events, with the sink's TLS options and headers:
     /// Splunk HEC `GET …/services/collector/health`, Elasticsearch `GET /` (cluster info, which
-    /// needs the credentials), anything else `HEAD url`.
+    /// needs the credentials), anything else `HEAD url`. Answering without refusing the
+    /// credentials is `ok`; 401 and 403, 5xx, or no answer (connection, TLS, timeout) are not.
     pub async fn probe(&self) -> Probe {
         let (method, url) = match self.encoder.framing {
             Framing::SplunkHec { .. } => {
@@ -581,7 +449,10 @@ impl HttpSink {
         {
             Ok(r) => r,
             Err(e) => {
-                return Probe::Unreachable(self.scrub(&chain(&e.without_url())));
+                return Probe {
+                    ok: false,
+                    said: format!("unreachable ({})", self.scrub(&chain(&e.without_url()))),
+                };
             }
         };
         let status = resp.status().as_u16();
@@ -596,77 +467,22 @@ impl HttpSink {
             format!("{what}: HTTP {status} {body}")
         };
         match status {
-            401 | 403 => Probe::AuthRefused(said),
-            500..=599 => Probe::Unreachable(said),
-            _ => Probe::Reachable(said),
+            // The headers (the token or key) are refused.
+            401 | 403 => Probe {
+                ok: false,
+                said: format!("auth refused ({said}): check the sink's headers"),
+            },
+            // An unhealthy answer.
+            500..=599 => Probe {
+                ok: false,
+                said: format!("unreachable ({said})"),
+            },
+            _ => Probe {
+                ok: true,
+                said: format!("reachable ({said})"),
+            },
         }
     }
-}
-
-/// The ack endpoint beside a HEC event endpoint (`…/services/collector[/event|/raw]`).
-fn ack_url(url: &url::Url) -> url::Url {
-    let mut u = url.clone();
-    let path = url.path();
-    let base = path.find("/services/collector").map_or("", |i| &path[..i]);
-    u.set_path(&format!("{base}/services/collector/ack"));
-    u.set_query(None);
-    u
-}
-
-/// The sink's HEC channel: a UUID (version 4 layout) derived from its name and URL, so it is
-/// the same at every start.
-fn channel(name: &str, url: &url::Url) -> HeaderValue {
-    let mut h = blake3::Hasher::new();
-    h.update(b"auditship hec channel\0");
-    h.update(name.as_bytes());
-    h.update(b"\0");
-    h.update(url.as_str().as_bytes());
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&h.finalize().as_bytes()[..16]);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    let uuid = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    );
-    HeaderValue::from_str(&uuid).expect("a UUID is a valid header value")
-}
-
-/// The `ackId` of a HEC answer (`{"text":"Success","code":0,"ackId":7}`).
-fn read_ack_id(body: &[u8]) -> Result<u64, Failure> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        Failure::Body(format!(
-            "not a HEC answer ({e}): {}",
-            crate::retry::snippet(&String::from_utf8_lossy(body))
-        ))
-    })?;
-    v.get("ackId")
-        .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| Failure::NoAck(crate::retry::snippet(&v.to_string())))
-}
-
-/// The ids an ack answer (`{"acks":{"0":true,"1":false}}`) says are indexed.
-fn read_ack_statuses(body: &[u8]) -> Result<Vec<u64>, String> {
-    #[derive(Deserialize)]
-    struct Acks {
-        acks: std::collections::HashMap<String, bool>,
-    }
-    let a: Acks = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "not an ack answer ({e}): {}",
-            crate::retry::snippet(&String::from_utf8_lossy(body))
-        )
-    })?;
-    Ok(a.acks
-        .into_iter()
-        .filter(|(_, done)| *done)
-        .filter_map(|(id, _)| id.parse().ok())
-        .collect())
 }
 
 /// The request of a batch now being sent: what is left of it, its key and its body.
@@ -736,396 +552,10 @@ impl Sink for HttpSink {
     }
 }
 
-/// Why one attempt at a request failed.
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    /// Connecting, sending or reading failed (including the timeout).
-    #[error("request failed: {0}")]
-    Transport(String),
-    /// The receiver answered with a status other than 2xx.
-    #[error("HTTP {status}: {body}")]
-    Status {
-        status: u16,
-        retry_after: Option<Duration>,
-        body: String,
-    },
-    /// A 2xx answer that is not what the encoding's receiver sends.
-    #[error("unreadable answer: {0}")]
-    Body(String),
-    /// `_bulk`: some documents were not indexed for a transient reason; they are sent again.
-    #[error("{retried} of {sent} documents were not indexed ({first}); sending them again")]
-    Items {
-        sent: usize,
-        retried: usize,
-        first: String,
-    },
-    /// `_bulk`: a document was refused for good (a mapping error, say).
-    #[error("a document was refused with HTTP {status}: {body}")]
-    Refused { status: u16, body: String },
-    /// `hec_ack`: Splunk took the batch but gave no `ackId`: acknowledgement is off for the token.
-    #[error(
-        "the HEC answer has no ackId ({0}): indexer acknowledgement is off for this token; turn \
-         on \"Enable indexer acknowledgement\" (useACK) for the token, or set hec_ack = false"
-    )]
-    NoAck(String),
-}
-
-impl Retryable for Failure {
-    fn verdict(&self) -> Verdict {
-        match self {
-            Failure::Transport(_) | Failure::Body(_) | Failure::Items { .. } => {
-                Verdict::Retry { after: None }
-            }
-            Failure::Status {
-                status,
-                retry_after,
-                ..
-            } => retry::classify_status(*status, *retry_after),
-            Failure::Refused { .. } | Failure::NoAck(_) => Verdict::Stop,
-        }
-    }
-}
-
-/// What a refusal means, when its text says more than "check the url, headers and
-/// credentials": `format` is the sink's format name.
-fn refusal_hint(detail: &str, format: &str) -> Option<String> {
-    // Elasticsearch 7.9+: "data stream timestamp field [@timestamp] is missing" (as the reason,
-    // or as `caused_by` of "failed to parse").
-    if detail.contains("data stream timestamp field [@timestamp] is missing") {
-        return Some(if format == "ecs" {
-            "document has no @timestamp, which a data stream requires (the format is ecs: \
-             check the events' time)"
-                .into()
-        } else {
-            format!(
-                "document has no @timestamp: a data stream needs format = \"ecs\" \
-                 (format {format:?} has no @timestamp), or point the sink at an index instead"
-            )
-        });
-    }
-    if detail.contains("only write ops with an op_type of create are allowed in data streams") {
-        return Some("the data stream takes only `create` actions".into());
-    }
-    None
-}
-
-/// Reads at most `cap` bytes of a body; the flag says whether there was more.
-async fn read_body(
-    mut resp: reqwest::Response,
-    cap: usize,
-) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if out.len() + chunk.len() > cap {
-            let room = cap - out.len();
-            out.extend_from_slice(&chunk[..room]);
-            return Ok((out, true));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok((out, false))
-}
-
-/// An error with its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_msg = s.to_string();
-        if !msg.contains(&s_msg) {
-            msg.push_str(": ");
-            msg.push_str(&s_msg);
-        }
-        src = s.source();
-    }
-    msg
-}
-
-fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::default(),
-    );
-    enc.write_all(body)?;
-    enc.finish()
-}
-
-/// The `Idempotency-Key` of a request: hex BLAKE3 over its events' ids, each length-prefixed.
-/// The same events in the same order give the same key, in this process or the next.
-fn idempotency_key<'e>(events: impl Iterator<Item = &'e Event>) -> HeaderValue {
-    let mut h = blake3::Hasher::new();
-    for e in events {
-        let id = e.id();
-        h.update(&(id.len() as u64).to_le_bytes());
-        h.update(id.as_bytes());
-    }
-    HeaderValue::from_str(h.finalize().to_hex().as_str()).expect("hex is a valid header value")
-}
-
-/// This machine's name, for Splunk's `host` field and syslog's HOSTNAME.
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// How a batch of events becomes a request body: the framing of this `encoding`, around records
-/// that `writer` writes in the sink's `format`.
-struct Encoder {
-    writer: Writer,
-    framing: Framing,
-}
-
-/// The framing of each `encoding`.
-enum Framing {
-    /// One record per line.
-    Ndjson,
-    /// `[record,record,...]`.
-    JsonArray,
-    /// Splunk HEC event objects one after another. `fields` is the constant JSON between `time`
-    /// and `source`: `,"host":…`; `after_source` that between `source` and the event.
-    SplunkHec {
-        fields: String,
-        after_source: String,
-    },
-    /// `_bulk` create action and document pairs; `action` is `{"create":{"_index":…,"_id":`
-    /// (or `{"create":{"_id":` when the URL names the target).
-    Bulk { action: String },
-}
-
-impl Encoder {
-    fn new(enc: &HttpEncoding, writer: Writer) -> Encoder {
-        let json = |s: &str| serde_json::to_string(s).expect("a string serialises");
-        let framing = match enc {
-            HttpEncoding::Ndjson => Framing::Ndjson,
-            HttpEncoding::JsonArray => Framing::JsonArray,
-            HttpEncoding::SplunkHec {
-                index,
-                sourcetype,
-                host,
-            } => {
-                let host = host.clone().unwrap_or_else(hostname);
-                let mut after_source = format!(",\"sourcetype\":{}", json(sourcetype));
-                if let Some(i) = index {
-                    after_source.push_str(&format!(",\"index\":{}", json(i)));
-                }
-                after_source.push_str(",\"event\":");
-                Framing::SplunkHec {
-                    fields: format!(",\"host\":{},\"source\":", json(&host)),
-                    after_source,
-                }
-            }
-            // Without `index`, the URL's `/{target}/_bulk` is the target of every action.
-            HttpEncoding::ElasticsearchBulk { index } => Framing::Bulk {
-                action: match index {
-                    Some(i) => format!("{{\"create\":{{\"_index\":{},\"_id\":", json(i)),
-                    None => "{\"create\":{\"_id\":".to_string(),
-                },
-            },
-        };
-        Encoder { writer, framing }
-    }
-
-    fn name(&self) -> &'static str {
-        match self.framing {
-            Framing::Ndjson => "ndjson",
-            Framing::JsonArray => "json_array",
-            Framing::SplunkHec { .. } => "splunk_hec",
-            Framing::Bulk { .. } => "elasticsearch_bulk",
-        }
-    }
-
-    fn content_type(&self) -> &'static str {
-        match self.framing {
-            Framing::Ndjson | Framing::Bulk { .. } => "application/x-ndjson",
-            Framing::JsonArray | Framing::SplunkHec { .. } => "application/json",
-        }
-    }
-
-    /// Bytes before the first record, between records, and after the last.
-    fn framing(&self) -> (&'static [u8], &'static [u8], &'static [u8]) {
-        match self.framing {
-            Framing::JsonArray => (b"[", b",", b"]"),
-            _ => (b"", b"", b""),
-        }
-    }
-
-    /// Appends one event's record.
-    fn record(&self, e: &Event, out: &mut Vec<u8>) {
-        match &self.framing {
-            Framing::Ndjson => self.writer.line(e, out),
-            Framing::JsonArray => self.writer.record(e, out),
-            Framing::SplunkHec {
-                fields,
-                after_source,
-            } => {
-                let secs = e.time.div_euclid(NANOS_PER_SEC);
-                let ms = e.time.rem_euclid(NANOS_PER_SEC) / NANOS_PER_MS;
-                let _ = write!(out, "{{\"time\":{secs}.{ms:03}");
-                out.extend_from_slice(fields.as_bytes());
-                push_json_str(out, &e.source);
-                out.extend_from_slice(after_source.as_bytes());
-                self.writer.record(e, out);
-                out.push(b'}');
-            }
-            Framing::Bulk { action } => {
-                out.extend_from_slice(action.as_bytes());
-                push_json_str(out, e.id());
-                out.extend_from_slice(b"}}\n");
-                self.writer.line(e, out);
-            }
-        }
-    }
-
-    /// Encodes `events[start..]` into `body` (cleared first) until the next event would pass
-    /// `max_events` or `max_bytes`; returns where it stopped. An event is always taken, even one
-    /// larger than `max_bytes` on its own.
-    fn fill(
-        &self,
-        events: &[Event],
-        start: usize,
-        max_events: usize,
-        max_bytes: usize,
-        body: &mut Vec<u8>,
-    ) -> usize {
-        let (open, sep, close) = self.framing();
-        body.clear();
-        body.extend_from_slice(open);
-        let mut end = start;
-        while end < events.len() && end - start < max_events {
-            let mark = body.len();
-            if end > start {
-                body.extend_from_slice(sep);
-            }
-            self.record(&events[end], body);
-            if end > start && body.len() + close.len() > max_bytes {
-                body.truncate(mark);
-                break;
-            }
-            end += 1;
-        }
-        body.extend_from_slice(close);
-        end
-    }
-
-    /// Encodes every event given into `body`.
-    fn encode_all<'e>(&self, events: impl Iterator<Item = &'e Event>, body: &mut Vec<u8>) {
-        let (open, sep, close) = self.framing();
-        body.clear();
-        body.extend_from_slice(open);
-        for (i, e) in events.enumerate() {
-            if i > 0 {
-                body.extend_from_slice(sep);
-            }
-            self.record(e, body);
-        }
-        body.extend_from_slice(close);
-    }
-}
-
-/// What an `_bulk` answer says about the documents of the request, in request order.
-#[derive(Debug, Default, PartialEq)]
-struct BulkReport {
-    /// Positions of the documents to send again (408, 429, 5xx).
-    retry: Vec<usize>,
-    /// The first of those, as `status type: reason`, for the log line.
-    first_retry: Option<String>,
-    /// Documents that already existed (409 on `create`): delivered before, by us.
-    conflicts: usize,
-    /// The first document refused for good (another 4xx): its status and reason.
-    rejected: Option<(u16, String)>,
-}
-
-#[derive(Deserialize)]
-struct BulkHead {
-    errors: bool,
-}
-
-#[derive(Deserialize)]
-struct BulkBody {
-    items: Vec<std::collections::HashMap<String, BulkItem>>,
-}
-
-#[derive(Deserialize)]
-struct BulkItem {
-    status: u16,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
-}
-
-/// Reads an `_bulk` answer to a request of `sent` documents.
-fn read_bulk(body: &[u8], sent: usize) -> Result<BulkReport, String> {
-    let head: BulkHead = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "not an _bulk answer ({e}): {}",
-            crate::retry::snippet(&String::from_utf8_lossy(body))
-        )
-    })?;
-    let mut report = BulkReport::default();
-    if !head.errors {
-        return Ok(report);
-    }
-    let full: BulkBody =
-        serde_json::from_slice(body).map_err(|e| format!("_bulk answer without items: {e}"))?;
-    if full.items.len() != sent {
-        return Err(format!(
-            "_bulk answer lists {} items for {sent} documents",
-            full.items.len()
-        ));
-    }
-    for (i, item) in full.items.iter().enumerate() {
-        let Some(item) = item.values().next() else {
-            return Err(format!("_bulk answer item {i} is empty"));
-        };
-        let why = || {
-            let e = item.error.as_ref();
-            let kind = e.and_then(|e| e.get("type")).and_then(|t| t.as_str());
-            let reason = e.and_then(|e| e.get("reason")).and_then(|t| t.as_str());
-            // Elasticsearch 7 puts the useful part in `caused_by` ("failed to parse", caused by
-            // "data stream timestamp field [@timestamp] is missing").
-            let cause = e
-                .and_then(|e| e.get("caused_by"))
-                .and_then(|c| c.get("reason"))
-                .and_then(|t| t.as_str())
-                .filter(|c| !reason.is_some_and(|r| r.contains(c)));
-            let mut text = format!(
-                "{} {}: {}",
-                item.status,
-                kind.unwrap_or("error"),
-                reason.unwrap_or("")
-            );
-            if let Some(c) = cause {
-                text.push_str(&format!(" (caused by: {c})"));
-            }
-            crate::retry::snippet(&text)
-        };
-        match item.status {
-            200..=299 => {}
-            409 => report.conflicts += 1,
-            s => match retry::classify_status(s, None) {
-                Verdict::Retry { .. } => {
-                    report.retry.push(i);
-                    if report.first_retry.is_none() {
-                        report.first_retry = Some(why());
-                    }
-                }
-                Verdict::Stop => {
-                    if report.rejected.is_none() {
-                        report.rejected = Some((s, why()));
-                    }
-                }
-            },
-        }
-    }
-    Ok(report)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timefmt::NANOS_PER_MS;
 
     /// The native format, with or without `raw`.
     fn writer(include_raw: bool) -> Writer {
@@ -1522,10 +952,7 @@ mod tests {
     }
 
     fn http_cfg(c: &crate::config::Config) -> &HttpSinkConfig {
-        match &c.sinks[0].kind {
-            crate::config::SinkKind::Http(h) => h,
-            k => panic!("{k:?}"),
-        }
+        c.sinks[0].settings()
     }
 
     #[test]
