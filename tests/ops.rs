@@ -24,42 +24,6 @@ fn live(vendors: &[Vendor], events: u64, back: i64, ahead: i64, seed: u64) -> Si
     }
 }
 
-async fn get(url: &str) -> Option<(u16, String)> {
-    let r = reqwest::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.text().await.ok()?))
-}
-
-/// Polls `url` until `want` holds for its answer, at most `limit`.
-async fn until(url: &str, limit: Duration, want: impl Fn(u16, &str) -> bool) -> (u16, String) {
-    let started = Instant::now();
-    loop {
-        if let Some((s, b)) = get(url).await {
-            if want(s, &b) {
-                return (s, b);
-            }
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{url}: condition not met within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-}
-
-fn metric(text: &str, name_and_labels: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
-}
-
 fn stop(mut child: Child) -> String {
     signal(&child, "TERM");
     let status = wait_for(&mut child, Duration::from_secs(20));

@@ -35,54 +35,6 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-async fn get(url: &str) -> Option<(u16, String)> {
-    let r = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(url)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.text().await.ok()?))
-}
-
-/// Polls `url` until `want` holds for its answer, at most `limit`.
-async fn until(url: &str, limit: Duration, want: impl Fn(u16, &str) -> bool) -> (u16, String) {
-    let started = Instant::now();
-    loop {
-        if let Some((s, b)) = get(url).await {
-            if want(s, &b) {
-                return (s, b);
-            }
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{url}: condition not met within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-}
-
-fn metric(text: &str, name_and_labels: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
-}
-
-/// Waits until `cond` holds, at most `limit`.
-async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The daemon on `s`, logging to `agent.log` in its directory: a pipe that the test does not
 /// read would fill up within seconds, and the agent then blocks on its next log line.
 fn spawn_daemon(s: &Setup) -> Child {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use auditship_sim::{SimConfig, SimHandle, Vendor};
 use jiff::{SignedDuration, Timestamp};
@@ -309,4 +309,55 @@ pub fn kill_at_random_points(
         sizes.push(std::fs::metadata(&s.out).map(|m| m.len()).unwrap_or(0));
     }
     sizes
+}
+
+/// GET `url` (no proxy, 2 s): its status and body; `None` when it could not be read.
+pub async fn get(url: &str) -> Option<(u16, String)> {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.text().await.ok()?))
+}
+
+/// Polls `url` until `want` holds for its answer, at most `limit`.
+pub async fn until(url: &str, limit: Duration, want: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    let started = Instant::now();
+    loop {
+        if let Some((s, b)) = get(url).await {
+            if want(s, &b) {
+                return (s, b);
+            }
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{url}: condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// The value of the first series of a Prometheus text that starts with `name_and_labels` (0 when
+/// there is none).
+pub fn metric(text: &str, name_and_labels: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// Waits until `cond` holds, at most `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
