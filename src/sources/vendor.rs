@@ -6,7 +6,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Http, Source};
+use super::{CredentialId, Http, Source};
 use crate::config::{SourceCheck, SourceConfig};
 
 /// Everything the agent knows of one kind of source, besides its file's reading of pages.
@@ -30,6 +30,10 @@ pub trait Vendor: Sync {
     fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<VendorSettings>;
     /// Builds the source of a validated entry of its kind.
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source>;
+    /// The credential the vendor counts this source's requests against (its host and the
+    /// identity its requests authenticate with), which every source with the same one shares
+    /// (see `pace.rs`); `None` when it has none (it fails before asking anything).
+    fn credential(&self, cfg: &SourceConfig) -> Option<CredentialId>;
 }
 
 /// The keys of a vendor's section struct `T`.
