@@ -16,6 +16,7 @@ use crate::pipeline::{PollError, Poller};
 use crate::server::{self, Probe};
 use crate::sinks::drain::{drain, DrainCx, Drained};
 use crate::sinks::{self, SinkSlot};
+use crate::sources::pace::Paces;
 use crate::sources::{self, Http};
 use crate::state::{State, StateError};
 use crate::timefmt::{self, NANOS_PER_SEC};
@@ -210,6 +211,8 @@ struct Shared {
     /// `--once`: cancelled once every source has ended; a sink's task then ends when its queue
     /// is empty.
     sources_done: Option<CancellationToken>,
+    /// One pace per vendor credential, shared by the sources that use it; kept across reloads.
+    paces: Arc<Paces>,
 }
 
 /// An error that stops the whole agent: the first one is kept, and the agent's token cancelled.
@@ -267,13 +270,14 @@ impl Shared {
         let health = self.health.register(&src.name);
         let sink_names: Vec<&str> = sinks.iter().map(|s| s.config.name.as_str()).collect();
         metrics::init_source(&src.name, &sink_names);
-        let (state, http, retry, path, once, reports) = (
+        let (state, http, retry, path, once, reports, paces) = (
             self.state.clone(),
             g.http.clone(),
             g.config.agent.retry.clone(),
             g.config.path.clone(),
             self.once,
             self.reports.clone(),
+            self.paces.clone(),
         );
         let mut cfg = src.clone();
         let (c, h) = (cancel.clone(), health.clone());
@@ -283,15 +287,17 @@ impl Shared {
                 // updated in place) heals a refused source without a reload.
                 cfg.settings = fresh_settings(&path, &cfg);
             }
+            let paced = paces.paced(&cfg);
             let poller = Poller::new(
                 cfg.clone(),
-                sources::build(&cfg, http.clone()),
+                sources::build(&cfg, http.clone().paced(paced.clone())),
                 state.clone(),
                 sinks.clone(),
                 retry.clone(),
                 c.clone(),
                 h.clone(),
-            );
+            )
+            .paced(paced);
             source_loop(poller, once.then(|| reports.clone()), c.clone(), h.clone())
         };
         let retry = g.config.agent.retry.clone();
@@ -440,7 +446,9 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
         fatal: Fatal::new(cancel.clone()),
         reports: PassReports::default(),
         sources_done: once.then(CancellationToken::new),
+        paces: Arc::default(),
     };
+    shared.paces.configure(&cfg.sources);
     let mut current = shared.start(cfg.clone()).await?;
     shared.health.mark_started();
 
@@ -513,7 +521,7 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
                 }
             }
         }
-        once_summary(&shared.state, &names, reports).await;
+        once_summary(&shared.state, &shared.paces, &names, reports).await;
         ok &= sinks_summary(&current.sinks, &drained);
     }
     Ok(if ok {
@@ -633,6 +641,7 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
         }
     }
     current.config = new;
+    shared.paces.configure(&current.config.sources);
     start_missing(shared, &mut current);
     tracing::info!(trigger = why, added = ?added, removed = ?removed, restarted = ?changed,
         sinks_reopened = everything, "configuration reloaded");
@@ -817,7 +826,12 @@ where
 /// `--once`: one line per source at the end of the run: on stderr for the person who ran it
 /// (unless the logs are JSON, which stderr then holds alone), and as a log line with fields.
 /// A source without a report ended without a poll result (its task panicked).
-async fn once_summary(state: &State, names: &[String], mut reports: BTreeMap<String, PassReport>) {
+async fn once_summary(
+    state: &State,
+    paces: &Paces,
+    names: &[String],
+    mut reports: BTreeMap<String, PassReport>,
+) {
     let json = crate::json_logs();
     for name in names {
         let r = reports.remove(name).unwrap_or_else(|| PassReport {
@@ -832,24 +846,41 @@ async fn once_summary(state: &State, names: &[String], mut reports: BTreeMap<Str
             Err(e) => format!("unknown ({e})"),
         };
         let (fetched, delivered, re_read) = (r.fetched, r.delivered, r.re_read);
+        let (rate_limited, waited) = paces.tally(name);
+        let waited_s = (waited.as_secs_f64() * 10.0).round() / 10.0;
+        let slowed = slowed_by_a_limit(rate_limited, waited);
         match &r.error {
             None => {
                 tracing::info!(source = %name, completed = true, fetched, delivered, re_read,
-                    cursor = %cursor, "--once: source completed");
+                    rate_limited, waited_s, cursor = %cursor, "--once: source completed");
                 if !json {
-                    eprintln!("summary: {name}: completed; fetched={fetched} delivered={delivered} re-read={re_read} (overlap, already delivered); cursor {cursor}");
+                    eprintln!("summary: {name}: completed; fetched={fetched} delivered={delivered} re-read={re_read} (overlap, already delivered); cursor {cursor}{slowed}");
                 }
             }
             Some(e) => {
                 tracing::warn!(source = %name, completed = false, fetched, delivered, re_read,
-                    cursor = %cursor, error = %e,
+                    rate_limited, waited_s, cursor = %cursor, error = %e,
                     "--once: source not completed; the next run resumes from its cursor");
                 if !json {
-                    eprintln!("summary: {name}: NOT completed; fetched={fetched} delivered={delivered} before it stopped; cursor {cursor} (the next run resumes there): {e}");
+                    eprintln!("summary: {name}: NOT completed; fetched={fetched} delivered={delivered} before it stopped; cursor {cursor} (the next run resumes there){slowed}: {e}");
                 }
             }
         }
     }
+}
+
+/// What `--once`'s summary adds for a source its credential's pace slowed: the answers 429
+/// and the time its requests waited for their turns (the vendor's limit, shared with the other
+/// sources of the credential, or `max_requests_per_second`). Nothing for a source that waited
+/// less than a second and was never refused.
+fn slowed_by_a_limit(rate_limited: u64, waited: Duration) -> String {
+    if rate_limited == 0 && waited < Duration::from_secs(1) {
+        return String::new();
+    }
+    format!(
+        "; slowed by a rate limit: {rate_limited} requests answered 429, {:.1}s waiting for its credential's turn",
+        waited.as_secs_f64()
+    )
 }
 
 /// `--once`: one line per sink that did not deliver everything queued for it; whether all did.

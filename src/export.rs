@@ -358,16 +358,21 @@ pub async fn export(args: ExportArgs) -> ExitCode {
             cancel: cancel.clone(),
         },
     ));
+    // Paced as the agent paces it (its ceiling, the vendor's 429s and Retry-After).
+    let paces = sources::pace::Paces::default();
+    paces.configure(std::slice::from_ref(&source));
+    let paced = paces.paced(&source);
     let mut poller = Poller::new(
         source.clone(),
-        sources::build(&source, http),
+        sources::build(&source, http.paced(paced.clone())),
         state,
         vec![slot],
         cfg.agent.retry.clone(),
         cancel,
         health,
     )
-    .end_at(to);
+    .end_at(to)
+    .paced(paced);
     let polled = poller.poll().await;
     done.cancel();
     let written_out = drained.await;

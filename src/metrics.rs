@@ -34,6 +34,7 @@ struct Histogram {
 #[derive(Default)]
 struct Registry {
     counters: BTreeMap<(&'static str, Labels), u64>,
+    /// Gauges, and the counters of seconds (`auditship_credential_wait_seconds_total`).
     gauges: BTreeMap<(&'static str, Labels), f64>,
     /// Per source: the cursor, for `auditship_cursor_lag_seconds` computed at scrape time.
     cursors: BTreeMap<String, Nanos>,
@@ -88,6 +89,21 @@ const HELP: &[(&str, &str, &str)] = &[
         "auditship_retries_total",
         "counter",
         "Retried requests, by component (source or sink).",
+    ),
+    (
+        "auditship_api_rate_limited_total",
+        "counter",
+        "Vendor API requests answered 429 (too many requests).",
+    ),
+    (
+        "auditship_credential_wait_seconds_total",
+        "counter",
+        "Seconds the source's requests waited for their turn at their credential's pace.",
+    ),
+    (
+        "auditship_credential_pace_requests_per_second",
+        "gauge",
+        "Requests a second a vendor credential is paced at (+Inf: not paced yet, one request at a time); named after the first of its sources.",
     ),
     (
         "auditship_sink_errors_total",
@@ -211,6 +227,10 @@ pub fn init_source(source: &str, sinks: &[&str]) {
             vec![("component", "source".into()), ("name", source.into())],
             0,
         );
+        add(r, "auditship_api_rate_limited_total", vec![s()], 0);
+        r.gauges
+            .entry(("auditship_credential_wait_seconds_total", vec![s()]))
+            .or_insert(0.0);
         for sink in sinks {
             for name in [
                 "auditship_events_delivered_total",
@@ -420,6 +440,54 @@ pub fn retry(component: &'static str, name: &str) {
     });
 }
 
+/// A request of `source` was answered 429.
+pub fn rate_limited(source: &str) {
+    with(|r| {
+        add(
+            r,
+            "auditship_api_rate_limited_total",
+            vec![("source", source.into())],
+            1,
+        )
+    });
+}
+
+/// A request of `source` waited `d` for its turn at its credential's pace.
+pub fn credential_wait(source: &str, d: Duration) {
+    with(|r| {
+        *r.gauges
+            .entry((
+                "auditship_credential_wait_seconds_total",
+                vec![("source", source.into())],
+            ))
+            .or_default() += d.as_secs_f64();
+    });
+}
+
+/// The pace of the credential named `credential` (the first of its sources by name): requests
+/// a second, `None` while not paced.
+pub fn credential_pace(credential: &str, pace: Option<f64>) {
+    with(|r| {
+        r.gauges.insert(
+            (
+                "auditship_credential_pace_requests_per_second",
+                vec![("credential", credential.into())],
+            ),
+            pace.unwrap_or(f64::INFINITY),
+        );
+    });
+}
+
+/// The credential named `credential` is no longer used (or is named otherwise now).
+pub fn forget_credential(credential: &str) {
+    with(|r| {
+        r.gauges.remove(&(
+            "auditship_credential_pace_requests_per_second",
+            vec![("credential", credential.into())],
+        ));
+    });
+}
+
 /// Time to fetch one page, retries included.
 pub fn page_latency(source: &str, d: Duration) {
     let s = d.as_secs_f64();
@@ -618,6 +686,11 @@ pub fn render() -> String {
                 let _ = writeln!(out, "{n}{{{}}} {v}", labels_text(l));
             }
             for ((n, l), v) in r.gauges.iter().filter(|((n, _), _)| n == name) {
+                let v = if v.is_infinite() && *v > 0.0 {
+                    "+Inf".to_string()
+                } else {
+                    v.to_string()
+                };
                 let _ = writeln!(out, "{n}{{{}}} {v}", labels_text(l));
             }
         }

@@ -37,6 +37,7 @@ use crate::keys::{self, Key, Keyer, PageKeys};
 use crate::metrics;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::sinks::{SinkError, SinkSlot};
+use crate::sources::pace::Paced;
 use crate::sources::{Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::state::{Commit, Queued, State, StateError};
 use crate::timefmt::{self, dur_nanos, floor_to, Nanos, NANOS_PER_SEC};
@@ -302,6 +303,8 @@ pub struct Poller {
     reserved: Vec<Reserved>,
     /// The bytes of this source's last queued page: what the next one is reckoned to need.
     page_bytes: u64,
+    /// The pace of the source's credential: a page's turn is taken before its read permit.
+    paced: Option<Paced>,
 }
 
 /// Room reserved in a sink's queue for a page being read; given back when dropped.
@@ -431,7 +434,16 @@ impl Poller {
             read: None,
             reserved: Vec::new(),
             page_bytes: 64 << 10,
+            paced: None,
         }
+    }
+
+    /// Takes each page's turn at its credential's pace (the one its source's HTTP client was
+    /// given) before one of the agent's read permits: a source waiting for its credential holds
+    /// no permit that sources of other credentials need.
+    pub fn paced(mut self, paced: Paced) -> Poller {
+        self.paced = Some(paced);
+        self
     }
 
     /// Makes every poll end at `until` instead of now − lag: `export` reads a closed window
@@ -488,6 +500,9 @@ impl Poller {
         // A page a failed or cancelled poll read is dropped: so is its place among the reads.
         self.read = None;
         self.reserved.clear();
+        if let Some(p) = &self.paced {
+            p.unreserve();
+        }
         // Entries outside the ranges asked for: one line per poll, with the offset seen.
         let offset = std::mem::take(&mut self.offset);
         if let Some(seen) = offset.describe() {
@@ -794,6 +809,12 @@ impl Poller {
             .iter()
             .map(|slot| Reserved::new(slot.clone(), page))
             .collect();
+        if let Some(paced) = &self.paced {
+            tokio::select! {
+                _ = beating(&self.health, paced.reserve()) => {}
+                _ = self.cancel.cancelled() => return Err(PollError::Cancelled),
+            }
+        }
         let permit = tokio::select! {
             p = beating(&self.health, READS.acquire()) => p.expect("the reads semaphore is never closed"),
             _ = self.cancel.cancelled() => return Err(PollError::Cancelled),

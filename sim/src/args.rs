@@ -143,6 +143,7 @@ impl SimArgs {
             domo_time_zone: tz.unwrap_or(jiff::tz::TimeZone::UTC),
             domo_token_ttl: self.domo_token_ttl,
             api_key: self.api_key.clone(),
+            more_api_keys: Vec::new(),
             domo_client_id: self.domo_client_id.clone(),
             domo_client_secret: self.domo_client_secret.clone(),
             answers: crate::Answers {

@@ -526,9 +526,8 @@ pub(crate) async fn list(
     if let Some(fault) = sim.begin(Vendor::DominoAudit) {
         return fault;
     }
-    let key = sim.cfg.api_key.as_str();
-    let ok = header(&headers, "x-domino-api-key") == Some(key)
-        || auth_token(&headers, "bearer") == Some(key);
+    let ok = sim.cfg.accepts_key(header(&headers, "x-domino-api-key"))
+        || sim.cfg.accepts_key(auth_token(&headers, "bearer"));
     if !ok {
         return error(
             StatusCode::UNAUTHORIZED,

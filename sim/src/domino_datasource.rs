@@ -228,7 +228,7 @@ pub(crate) async fn list(
     if let Some(fault) = sim.begin(Vendor::DominoDatasource) {
         return fault;
     }
-    if header(&headers, "x-domino-api-key") != Some(sim.cfg.api_key.as_str()) {
+    if !sim.cfg.accepts_key(header(&headers, "x-domino-api-key")) {
         return error(
             StatusCode::UNAUTHORIZED,
             "Unauthorized: a SysAdmin X-Domino-Api-Key is required",

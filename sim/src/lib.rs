@@ -169,6 +169,10 @@ pub struct SimConfig {
     /// API key accepted by Domino audit (`X-Domino-Api-Key: K` or `Authorization: Bearer K`),
     /// Domino data-source (`X-Domino-Api-Key`) and Wasabi AiR (`Authorization: Bearer K`).
     pub api_key: String,
+    /// Further API keys every one of those emulators accepts as it does `api_key`: separate
+    /// credentials of one tenant (each has a rate-limit bucket of its own), as when several
+    /// tools or teams read the same instance with keys of their own.
+    pub more_api_keys: Vec<String>,
     /// Domo OAuth client id (HTTP Basic user of `/oauth/token`).
     pub domo_client_id: String,
     /// Domo OAuth client secret (HTTP Basic password of `/oauth/token`).
@@ -215,6 +219,13 @@ impl Answers {
     }
 }
 
+impl SimConfig {
+    /// Whether `key` is one of the API keys the emulators accept (`api_key`, `more_api_keys`).
+    pub(crate) fn accepts_key(&self, key: Option<&str>) -> bool {
+        key.is_some_and(|k| k == self.api_key || self.more_api_keys.iter().any(|m| m == k))
+    }
+}
+
 impl Default for SimConfig {
     fn default() -> Self {
         let end = Timestamp::now();
@@ -230,6 +241,7 @@ impl Default for SimConfig {
             domo_time_zone: jiff::tz::TimeZone::UTC,
             domo_token_ttl: Duration::from_secs(3599),
             api_key: "sim-api-key".to_string(),
+            more_api_keys: Vec::new(),
             domo_client_id: "sim-client".to_string(),
             domo_client_secret: "sim-secret".to_string(),
             answers: Answers::default(),

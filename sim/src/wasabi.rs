@@ -223,7 +223,7 @@ fn error(status: StatusCode, msg: &str) -> Response {
 
 /// Whether the request carries the API key as a bearer token.
 fn authorized(sim: &Sim, headers: &HeaderMap) -> bool {
-    auth_token(headers, "bearer") == Some(sim.cfg.api_key.as_str())
+    sim.cfg.accepts_key(auth_token(headers, "bearer"))
 }
 
 /// This emulator's entry in the registry ([`crate::EMULATORS`]).

@@ -1167,3 +1167,53 @@ async fn the_rate_limit_is_per_credential_with_retry_after() {
     assert_eq!(wasabi().await.unwrap().status(), StatusCode::OK);
     assert_eq!(s.stats().sent_early, 1);
 }
+
+/// `more_api_keys`: each is accepted as `api_key` is, by every key-taking emulator, and is a
+/// credential of its own for the rate limit; any other key is refused.
+#[tokio::test]
+async fn more_api_keys_are_accepted_each_with_a_bucket_of_its_own() {
+    let s = sim(SimConfig {
+        rate_limit: Some(2.0),
+        more_api_keys: vec!["second-key".into()],
+        ..past(100)
+    })
+    .await;
+    let c = Client::new();
+    let wasabi = |key: &'static str| {
+        c.get(format!("{}/api/data/audit?count=10&page=0", s.url()))
+            .bearer_auth(key)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for key in [
+        KEY,
+        KEY,
+        KEY,
+        "second-key",
+        "second-key",
+        "second-key",
+        "other",
+    ] {
+        statuses.push(wasabi(key).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429, 200, 200, 429, 401]);
+    let domino = c
+        .get(format!(
+            "{}/api/audittrail/v1/auditevents?startTimestamp=0&endTimestamp={}&limit=10&offset=0",
+            s.url(),
+            ms(at("2024-01-02T00:00:00Z"))
+        ))
+        .header("X-Domino-Api-Key", "second-key")
+        .send()
+        .await
+        .unwrap();
+    // The same key on the same host: the same (empty) bucket.
+    assert_eq!(domino.status(), StatusCode::TOO_MANY_REQUESTS);
+    let datasource = c
+        .get(format!("{}/api/datasource/v1/audit", s.url()))
+        .header("X-Domino-Api-Key", "third-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(datasource.status(), StatusCode::UNAUTHORIZED);
+}

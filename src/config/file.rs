@@ -46,6 +46,9 @@ fn to_json(v: toml::Value) -> Value {
     match v {
         toml::Value::String(s) => Value::String(s),
         toml::Value::Integer(i) => Value::from(i),
+        // JSON has no NaN or infinity (`Value::from` would make them null, as if the key were
+        // not there): they stay text, which a number key refuses, naming itself.
+        toml::Value::Float(f) if !f.is_finite() => Value::String(f.to_string()),
         toml::Value::Float(f) => Value::from(f),
         toml::Value::Boolean(b) => Value::Bool(b),
         // A bare TOML date-time reads as the text it was written as (`start = 2024-10-18T00:00:00Z`).

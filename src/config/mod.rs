@@ -371,6 +371,44 @@ mod tests {
     }
 
     #[test]
+    fn max_requests_per_second_is_a_number_above_zero() {
+        let with = |v: &str| {
+            MINIMAL.replace(
+                "api_key = \"k\"",
+                &format!("api_key = \"k\"\nmax_requests_per_second = {v}"),
+            )
+        };
+        assert_eq!(
+            parse(MINIMAL).unwrap().sources[0].max_requests_per_second,
+            None
+        );
+        assert_eq!(
+            parse(&with("4")).unwrap().sources[0].max_requests_per_second,
+            Some(4.0)
+        );
+        assert_eq!(
+            parse(&with("0.5")).unwrap().sources[0].max_requests_per_second,
+            Some(0.5)
+        );
+        for bad in ["0", "-2"] {
+            let p = problems(&with(bad));
+            assert!(
+                p.contains("sources[0].max_requests_per_second:")
+                    && p.contains("must be a number above 0"),
+                "{bad}: {p}"
+            );
+        }
+        // Not numbers at all (TOML's nan and inf are not left out as if unset).
+        for bad in ["nan", "inf", "\"fast\""] {
+            let p = problems(&with(bad));
+            assert!(
+                p.contains("sources[0].max_requests_per_second"),
+                "{bad}: {p}"
+            );
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_key() {
         let p = problems(
             r#"

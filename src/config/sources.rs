@@ -35,6 +35,9 @@ pub struct RawSource {
     pub overlap: Option<String>,
     pub window: Option<String>,
     pub page_size: Option<i64>,
+    /// The most requests a second this source's credential may make (shared by every source
+    /// using it, which then all take the lowest of theirs).
+    pub max_requests_per_second: Option<f64>,
     /// Vendor query parameters, passed through.
     pub filters: Option<BTreeMap<String, FilterValue>>,
     /// PEM CA certificates trusted besides the system's roots (a vendor behind a private CA).
@@ -128,6 +131,9 @@ pub struct SourceConfig {
     /// The first sub-window's length.
     pub window: Duration,
     pub page_size: u32,
+    /// The most requests a second its credential may make (`None`: as many as the vendor
+    /// allows); a credential several sources share takes the lowest of theirs.
+    pub max_requests_per_second: Option<f64>,
     /// Vendor query parameters, passed through in order (repeated for lists).
     pub filters: Vec<(String, String)>,
     /// How the vendor's TLS certificate is checked, and the client certificate.
@@ -305,6 +311,18 @@ pub(super) fn validate(
             .page_size(&format!("{key}.page_size"), s.page_size)
             .or(defaults.page_size)
             .unwrap_or(1000);
+        let max_requests_per_second = s.max_requests_per_second.filter(|r| {
+            let ok = r.is_finite() && *r > 0.0;
+            if !ok {
+                c.fail(
+                    &format!("{key}.max_requests_per_second"),
+                    format_args!(
+                        "{r} must be a number above 0 (requests a second; 0.5 is one every two seconds)"
+                    ),
+                );
+            }
+            ok
+        });
         let mut filters = Vec::new();
         for (fk, fv) in s.filters.iter().flatten() {
             if let Some(why) = filter_problem(kind.vendor(), fk) {
@@ -336,6 +354,7 @@ pub(super) fn validate(
                 overlap,
                 window,
                 page_size,
+                max_requests_per_second,
                 filters,
                 tls,
                 settings,

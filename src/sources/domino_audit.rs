@@ -99,6 +99,11 @@ impl super::Vendor for DominoAuditKind {
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
         Box::new(DominoAudit::new(cfg, http))
     }
+    fn credential(&self, cfg: &SourceConfig) -> Option<super::CredentialId> {
+        let settings: &Settings = super::settings_of(cfg, KIND);
+        let key = settings.api_key.as_ref().or(settings.jwt.as_ref())?;
+        Some(super::CredentialId::new(&cfg.url, key.expose()))
+    }
 }
 
 impl DominoAudit {

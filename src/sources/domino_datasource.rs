@@ -96,6 +96,12 @@ impl super::Vendor for DominoDatasourceKind {
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
         Box::new(DominoDatasource::new(cfg, http))
     }
+    fn credential(&self, cfg: &SourceConfig) -> Option<super::CredentialId> {
+        // The same key reads Domino's audit trail too: one credential for both.
+        let settings: &Settings = super::settings_of(cfg, KIND);
+        let key = settings.api_key.as_ref()?;
+        Some(super::CredentialId::new(&cfg.url, key.expose()))
+    }
 }
 
 impl DominoDatasource {

@@ -142,6 +142,12 @@ impl super::Vendor for DomoKind {
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
         Box::new(Domo::new(cfg, http))
     }
+    fn credential(&self, cfg: &SourceConfig) -> Option<super::CredentialId> {
+        // Every token is its client's: the client is the credential.
+        let settings: &Settings = super::settings_of(cfg, KIND);
+        let id = settings.client_id.as_ref()?;
+        Some(super::CredentialId::new(&cfg.url, id.expose()))
+    }
 }
 
 impl Domo {

@@ -20,10 +20,12 @@ use crate::timefmt::Nanos;
 pub mod domino_audit;
 pub mod domino_datasource;
 pub mod domo;
+pub mod pace;
 mod vendor;
 pub mod wasabi_air;
 
 pub use crate::BoxFuture;
+pub use pace::CredentialId;
 pub use vendor::{options_of, settings_of, Vendor, VendorSettings};
 
 /// Every kind of source: the one place where vendors are registered.
@@ -173,6 +175,9 @@ pub struct Http {
     /// Why this source's own client could not be built (a TLS file gone since the config was
     /// checked): every request fails with it, permanently, so the source stops saying why.
     broken: Option<Arc<str>>,
+    /// The pace of the source's credential, which every request waits its turn at (`None`:
+    /// not paced, as `check --connect`'s single requests).
+    paced: Option<pace::Paced>,
 }
 
 impl Http {
@@ -181,7 +186,14 @@ impl Http {
             client: Http::builder(timeout).build()?,
             timeout,
             broken: None,
+            paced: None,
         })
+    }
+
+    /// This client, with every request taking its turn at `paced` (its source's credential).
+    pub fn paced(mut self, paced: pace::Paced) -> Http {
+        self.paced = Some(paced);
+        self
     }
 
     fn builder(timeout: Duration) -> reqwest::ClientBuilder {
@@ -212,11 +224,13 @@ impl Http {
                 client,
                 timeout: self.timeout,
                 broken: None,
+                paced: self.paced.clone(),
             },
             Err(e) => Http {
                 client: self.client.clone(),
                 timeout: self.timeout,
                 broken: Some(e.into()),
+                paced: self.paced.clone(),
             },
         }
     }
@@ -251,9 +265,11 @@ impl Http {
         page_text(self.send(req, max_bytes).await?)
     }
 
-    /// Sends a request and returns the body of a 2xx answer, read up to `max_bytes` (more is
-    /// `TooLarge` with `max_events`, so the caller can shrink its window). Anything else is a
-    /// classified [`SourceError`].
+    /// Sends a request, when its credential's pace gives it its turn, and returns the body of
+    /// a 2xx answer, read up to `max_bytes` (more is `TooLarge` with `max_events`, so the
+    /// caller can shrink its window). Anything else is a classified [`SourceError`]. What the
+    /// answer says of the credential's limit (429, `Retry-After`, rate-limit headers) goes to
+    /// the pace.
     pub async fn send(
         &self,
         req: reqwest::RequestBuilder,
@@ -262,14 +278,29 @@ impl Http {
         if let Some(why) = &self.broken {
             return Err(SourceError::Permanent(why.to_string()));
         }
+        let turn = match &self.paced {
+            Some(p) => Some(p.turn().await),
+            None => None,
+        };
         let mut resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            let retry_after = resp
-                .headers()
+        let retry_after = if (200..300).contains(&status) {
+            None
+        } else {
+            resp.headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
+        };
+        if let Some(turn) = turn {
+            turn.answered(pace::Answer::read(
+                status,
+                retry_after,
+                resp.headers(),
+                SystemTime::now(),
+            ));
+        }
+        if !(200..300).contains(&status) {
             let body = resp.text().await.unwrap_or_default();
             return Err(SourceError::Status {
                 status,

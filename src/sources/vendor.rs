@@ -2,7 +2,7 @@
 //! `[[sources]]` keys (a serde struct), their validation, the query parameters the agent sets,
 //! and how to build its [`Source`]. [`super::VENDORS`] lists them; nothing else names a vendor.
 
-use super::{Http, Source};
+use super::{CredentialId, Http, Source};
 use crate::config::{SourceCheck, SourceConfig};
 
 /// Everything the agent knows of one kind of source, besides its file's reading of pages.
@@ -26,6 +26,10 @@ pub trait Vendor: Sync {
     fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<VendorSettings>;
     /// Builds the source of a validated entry of its kind.
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source>;
+    /// The credential the vendor counts this source's requests against (its host and the
+    /// identity its requests authenticate with), which every source with the same one shares
+    /// (see `pace.rs`); `None` when it has none (it fails before asking anything).
+    fn credential(&self, cfg: &SourceConfig) -> Option<CredentialId>;
 }
 
 /// The keys of a vendor's section struct `T`.

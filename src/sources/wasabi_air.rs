@@ -79,6 +79,11 @@ impl super::Vendor for WasabiAirKind {
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
         Box::new(WasabiAir::new(cfg, http))
     }
+    fn credential(&self, cfg: &SourceConfig) -> Option<super::CredentialId> {
+        let settings: &Settings = super::settings_of(cfg, KIND);
+        let key = settings.api_key.as_ref()?;
+        Some(super::CredentialId::new(&cfg.url, key.expose()))
+    }
 }
 
 impl WasabiAir {
