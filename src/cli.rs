@@ -434,6 +434,9 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
                     "delivered": r.map_or(0, |r| r.delivered),
                     "duplicates": r.map_or(0, |r| r.duplicates),
                     "keys": r.map_or(0, |r| r.keys),
+                    "requests": r.map_or(0, |r| r.requests.sent),
+                    "rate_limited": r.map_or(0, |r| r.requests.rate_limited),
+                    "waited_seconds": r.map_or(0.0, |r| r.requests.waited_ms as f64 / 1000.0),
                 })
             })
             .collect();
@@ -442,8 +445,17 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
     }
     let _ = writeln!(
         out,
-        "{:<20} {:<18} {:<24} {:>12} {:>10} {:>10} {:>8}",
-        "SOURCE", "KIND", "CURSOR", "LAG", "DELIVERED", "DUPLICATES", "KEYS"
+        "{:<20} {:<18} {:<24} {:>12} {:>10} {:>10} {:>8} {:>9} {:>6} {:>8}",
+        "SOURCE",
+        "KIND",
+        "CURSOR",
+        "LAG",
+        "DELIVERED",
+        "DUPLICATES",
+        "KEYS",
+        "REQUESTS",
+        "429",
+        "WAITED"
     );
     for (n, k) in &names {
         let r = rows.iter().find(|r| &r.name == n);
@@ -457,7 +469,7 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
         }
         let _ = writeln!(
             out,
-            "{:<20} {:<18} {:<24} {:>12} {:>10} {:>10} {:>8}",
+            "{:<20} {:<18} {:<24} {:>12} {:>10} {:>10} {:>8} {:>9} {:>6} {:>8}",
             name,
             k,
             cursor
@@ -467,6 +479,9 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             r.map_or(0, |r| r.delivered),
             r.map_or(0, |r| r.duplicates),
             r.map_or(0, |r| r.keys),
+            r.map_or(0, |r| r.requests.sent),
+            r.map_or(0, |r| r.requests.rate_limited),
+            timefmt::short_duration(r.map_or(0, |r| r.requests.waited_ms as i64 / 1000)),
         );
     }
     // Each sink's queue: read and committed, not yet delivered.

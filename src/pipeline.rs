@@ -438,6 +438,18 @@ impl Poller {
         }
     }
 
+    /// What the source's requests met that the state does not hold yet.
+    fn unsaved_requests(&self) -> crate::state::Requests {
+        self.paced.as_ref().map(Paced::unsaved).unwrap_or_default()
+    }
+
+    /// `r` is committed.
+    fn saved_requests(&self, r: crate::state::Requests) {
+        if let Some(p) = &self.paced {
+            p.saved(r);
+        }
+    }
+
     /// Takes each page's turn at its credential's pace (the one its source's HTTP client was
     /// given) before one of the agent's read permits: a source waiting for its credential holds
     /// no permit that sources of other credentials need.
@@ -1016,13 +1028,16 @@ impl Poller {
             cursor,
             prune_before: cursor.map(|c| self.prune_before(c)),
             max_event: newest,
+            requests: self.unsaved_requests(),
         };
+        let requests = commit.requests;
         if let Err(e) = self.state.commit(commit).await {
             for (_, g) in through.iter_mut() {
                 g.rollback();
             }
             return Err(e.into());
         }
+        self.saved_requests(requests);
         metrics::state_commit(&self.cfg.name);
         for (slot, mut g) in through {
             g.committed();
@@ -1074,9 +1089,12 @@ impl Poller {
             kind: self.cfg.kind.as_str(),
             cursor: Some(cursor),
             prune_before: Some(self.prune_before(cursor)),
+            requests: self.unsaved_requests(),
             ..Commit::default()
         };
+        let requests = commit.requests;
         self.state.commit(commit).await?;
+        self.saved_requests(requests);
         metrics::state_commit(&self.cfg.name);
         if self.pending_cursor == Some(cursor) {
             self.pending_cursor = None;

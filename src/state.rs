@@ -182,6 +182,11 @@ const MIGRATIONS: &[&str] = &[
         records BLOB NOT NULL
      );
      CREATE INDEX queue_by_sink ON queue (sink, id, source, events, bytes, enqueued);",
+    // 8: what a source's requests met at its vendor, for `state`: requests sent, answered 429,
+    // and milliseconds waited for its credential's turn (issue 27's pacing).
+    "ALTER TABLE sources ADD COLUMN requests INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE sources ADD COLUMN rate_limited INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE sources ADD COLUMN waited_ms INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Bytes of one stored key record: the event time, big-endian, then the key.
@@ -255,6 +260,8 @@ pub struct SourceRow {
     pub updated: Option<Nanos>,
     /// The newest event time ever delivered.
     pub max_event: Option<Nanos>,
+    /// What its requests met at its vendor, since the state was made.
+    pub requests: Requests,
 }
 
 /// The file a file sink's position belongs to.
@@ -322,6 +329,17 @@ pub struct Commit {
     pub prune_before: Option<Nanos>,
     /// The newest time among the delivered events.
     pub max_event: Option<Nanos>,
+    /// What the source's requests met since its last commit.
+    pub requests: Requests,
+}
+
+/// What a source's requests met at its vendor: sent, answered 429, and time waited for its
+/// credential's turn (milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    pub sent: u64,
+    pub rate_limited: u64,
+    pub waited_ms: u64,
 }
 
 /// A page's new events for one sink's queue ([`crate::event::queued`]).
@@ -514,7 +532,8 @@ impl State {
                                   WHEN cursor IS NULL OR ?4 > cursor THEN ?4 ELSE cursor END,
                     max_event = CASE WHEN ?6 IS NULL THEN max_event
                                   WHEN max_event IS NULL OR ?6 > max_event THEN ?6 ELSE max_event END,
-                    updated = ?5
+                    updated = ?5, requests = requests + ?7,
+                    rate_limited = rate_limited + ?8, waited_ms = waited_ms + ?9
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -523,7 +542,10 @@ impl State {
                 commit.duplicates as i64,
                 commit.cursor,
                 crate::timefmt::now(),
-                commit.max_event
+                commit.max_event,
+                commit.requests.sent as i64,
+                commit.requests.rate_limited as i64,
+                commit.requests.waited_ms as i64,
             ])?;
             for (sink, pos) in &commit.positions {
                 put_sink_position(&tx, sink, pos)?;
@@ -1039,7 +1061,9 @@ fn ensure_source(c: &Connection, name: &str, kind: &str) -> Result<i64, StateErr
 fn source_row(c: &Connection, name: &str) -> Result<Option<SourceRow>, StateError> {
     let row = c
         .query_row(
-            "SELECT id, kind, cursor, delivered, duplicates, updated, max_event FROM sources WHERE name = ?1",
+            "SELECT id, kind, cursor, delivered, duplicates, updated, max_event,
+                    requests, rate_limited, waited_ms
+             FROM sources WHERE name = ?1",
             params![name],
             |r| {
                 Ok((
@@ -1053,6 +1077,11 @@ fn source_row(c: &Connection, name: &str) -> Result<Option<SourceRow>, StateErro
                         keys: 0,
                         updated: r.get(5)?,
                         max_event: r.get(6)?,
+                        requests: Requests {
+                            sent: r.get::<_, i64>(7)? as u64,
+                            rate_limited: r.get::<_, i64>(8)? as u64,
+                            waited_ms: r.get::<_, i64>(9)? as u64,
+                        },
                     },
                 ))
             },

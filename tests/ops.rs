@@ -675,8 +675,8 @@ async fn lag_is_exported_from_the_first_scrape_and_state_prints_it_short() {
         .find(|l| l.starts_with("wasabi-air"))
         .unwrap_or_else(|| panic!("{table}"));
     let cols: Vec<&str> = row.split_whitespace().collect();
-    // SOURCE KIND CURSOR LAG DELIVERED DUPLICATES KEYS
-    assert_eq!(cols.len(), 7, "{table}");
+    // SOURCE KIND CURSOR LAG DELIVERED DUPLICATES KEYS REQUESTS 429 WAITED
+    assert_eq!(cols.len(), 10, "{table}");
     let lag = cols[3];
     assert!(
         lag.starts_with("5y") && lag.len() <= 6,

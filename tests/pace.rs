@@ -108,6 +108,26 @@ async fn three_sources_sharing_a_key_stay_under_its_limit() {
         "{}",
         cost.stderr
     );
+    // `state` keeps what the sources' requests met: the emulator's own counts, summed.
+    let state = state_json(&s);
+    let total = |field: &str| -> u64 {
+        state
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[field].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(total("requests"), cost.requests, "{state}");
+    assert_eq!(total("rate_limited"), cost.rate_limited, "{state}");
+    assert!(
+        state
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["waited_seconds"].as_f64().unwrap() > 0.0),
+        "{state}"
+    );
 }
 
 /// Twenty sources on five API keys of one emulator, four sources a key: each key is paced on

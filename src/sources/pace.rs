@@ -35,6 +35,7 @@ use reqwest::header::HeaderMap;
 
 use crate::config::SourceConfig;
 use crate::metrics;
+use crate::state::Requests;
 
 /// Seconds a cut pace takes to climb back, additively, to the rate it was cut from; past that
 /// rate it climbs [`PROBE_SLOWER`] times slower.
@@ -399,11 +400,14 @@ struct Turn {
     _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-/// What one source's requests met, for `--once`'s summary.
+/// What one source's requests met, for `--once`'s summary and `state`.
 #[derive(Debug, Default)]
 struct Tally {
+    sent: AtomicU64,
     rate_limited: AtomicU64,
     waited_ns: AtomicU64,
+    /// What of it the state holds already ([`Paced::unsaved`], [`Paced::saved`]).
+    saved: Mutex<Requests>,
 }
 
 /// The pacing of one source's requests: its credential's pace, and its own counts.
@@ -459,8 +463,28 @@ impl Paced {
         self.reserved().take();
     }
 
+    /// What the source's requests met that the state does not hold yet: for the next commit.
+    pub fn unsaved(&self) -> Requests {
+        let t = &self.tally;
+        let saved = *t.saved.lock().unwrap_or_else(|p| p.into_inner());
+        Requests {
+            sent: t.sent.load(Ordering::Relaxed) - saved.sent,
+            rate_limited: t.rate_limited.load(Ordering::Relaxed) - saved.rate_limited,
+            waited_ms: t.waited_ns.load(Ordering::Relaxed) / 1_000_000 - saved.waited_ms,
+        }
+    }
+
+    /// `r` (from [`Paced::unsaved`]) is committed.
+    pub fn saved(&self, r: Requests) {
+        let mut saved = self.tally.saved.lock().unwrap_or_else(|p| p.into_inner());
+        saved.sent += r.sent;
+        saved.rate_limited += r.rate_limited;
+        saved.waited_ms += r.waited_ms;
+    }
+
     /// The turn of the source's next request: the one reserved, or the next one.
     pub async fn turn(&self) -> Sent<'_> {
+        self.tally.sent.fetch_add(1, Ordering::Relaxed);
         let kept = self.reserved().take();
         let turn = match kept {
             Some(mut t) => {
