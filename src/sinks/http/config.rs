@@ -71,7 +71,6 @@ macro_rules! http_section {
         }
     };
 }
-#[allow(unused_imports)] // used by the next kind over HTTP (otlp)
 pub(crate) use http_section;
 
 /// The keys every kind over HTTP takes, as read.
