@@ -6,7 +6,9 @@ Content-Encoding. What it decoded is kept per scope (the first path segment, one
 read back as JSON; answers are scripted per scope (a status with Retry-After, or a 200 with a
 partial_success).
 
-Usage: receiver.py PORT_FILE — binds 127.0.0.1:0 and writes the port to PORT_FILE.
+Usage: receiver.py PORT_FILE [--count] — binds 127.0.0.1:0 and writes the port to PORT_FILE.
+With --count (benches/otlp.py) every request is still decoded, but only the records are
+counted: GET /_count says how many.
 """
 
 import gzip
@@ -24,6 +26,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 LOCK = threading.Lock()
+COUNT_ONLY = "--count" in sys.argv[2:]
+COUNTED = [0, 0]  # records, requests
 # scope -> {"records": [...], "requests": [...], "script": [...]}
 SCOPES = {}
 
@@ -99,6 +103,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         # /_scope/NAME: what the scope received.
         parts = self.path.strip("/").split("/")
+        if parts == ["_count"]:
+            with LOCK:
+                body = json.dumps({"records": COUNTED[0], "requests": COUNTED[1]})
+            return self.answer(200, body.encode())
         if len(parts) == 2 and parts[0] == "_scope":
             with LOCK:
                 s = scope(parts[1])
@@ -139,6 +147,14 @@ class Handler(BaseHTTPRequestHandler):
                 json_format.Parse(raw.decode("utf-8"), req)
             else:
                 raise ValueError(f"content type {ctype!r}")
+            if COUNT_ONLY:
+                n = sum(len(sl.log_records) for rl in req.resource_logs for sl in rl.scope_logs)
+                with LOCK:
+                    COUNTED[0] += n
+                    COUNTED[1] += 1
+                ok = b"" if encoding == "protobuf" else b"{}"
+                ct = "application/x-protobuf" if encoding == "protobuf" else "application/json"
+                return self.answer(200, ok, ct)
             got = records(req, encoding, gzipped)
         except Exception as e:  # a request the official definitions refuse: the test fails
             seen["status"] = 400
