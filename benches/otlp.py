@@ -2,7 +2,8 @@
 """Throughput of the OTLP sink into tests/otlp/receiver.py (which decodes every request with the
 official definitions, PyPI opentelemetry-proto; here in --count mode: decoded, counted, not
 kept). The release binary's `run --once` over the four emulated vendors into: a file sink alone
-(the baseline: reading, dedupe, the state), then an OTLP sink alone, protobuf, protobuf+gzip,
+(the baseline: reading, dedupe, the state), an HTTP sink's NDJSON (the queue and HTTP, no
+OTLP), then an OTLP sink alone, protobuf, protobuf+gzip,
 and JSON. Reports events/s, the agent's CPU µs per event (user+sys from wait4) and the
 receiver's. The receiver is Python: where its CPU per event nears the wall time per event, it is
 the bottleneck, not the agent.
@@ -74,6 +75,7 @@ def run(sim, start, sink, receiver):
 SINKS = [
     ("file (baseline)", '[[sinks]]\nname = "file"\nkind = "file"\npath = "out.ndjson"\n'
                         'fsync = false\n'),
+    ("http ndjson (no OTLP)", '[[sinks]]\nname = "h"\nkind = "http"\nurl = "RECEIVER/_null"\n'),
     ("otlp protobuf", '[[sinks]]\nname = "otel"\nkind = "otlp"\nurl = "RECEIVER/b/v1/logs"\n'),
     ("otlp protobuf gzip", '[[sinks]]\nname = "otel"\nkind = "otlp"\n'
                            'url = "RECEIVER/b/v1/logs"\ncompression = "gzip"\n'),
@@ -86,6 +88,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=50000, help="per vendor")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only", default="", help="rows whose name holds this")
     args = ap.parse_args()
     sim = e2e.Sim(e2e.VENDORS, args.events, 30)
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 31 * 86400))
@@ -93,7 +96,7 @@ def main():
     print(f"| sink | events | events/s | agent CPU µs/event | receiver CPU µs/event |")
     print("| --- | --- | --- | --- | --- |")
     try:
-        for name, sink in SINKS:
+        for name, sink in [r for r in SINKS if args.only in r[0]]:
             rows = [run(sim, start, sink, receiver) for _ in range(args.runs)]
             wall = statistics.median(r[0] for r in rows)
             cpu = statistics.median(r[1] for r in rows)

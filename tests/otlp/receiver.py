@@ -8,7 +8,8 @@ partial_success).
 
 Usage: receiver.py PORT_FILE [--count] — binds 127.0.0.1:0 and writes the port to PORT_FILE.
 With --count (benches/otlp.py) every request is still decoded, but only the records are
-counted: GET /_count says how many.
+counted: GET /_count says how many; POST /_null takes NDJSON (the HTTP sink's, a baseline)
+and counts its lines.
 """
 
 import gzip
@@ -121,6 +122,12 @@ class Handler(BaseHTTPRequestHandler):
         if len(parts) == 2 and parts[0] == "_script":
             with LOCK:
                 scope(parts[1])["script"] = json.loads(data)
+            return self.answer(200)
+        if parts == ["_null"] and COUNT_ONLY:
+            # benches/otlp.py's baseline: an HTTP sink's NDJSON, counted by its lines.
+            with LOCK:
+                COUNTED[0] += data.count(b"\n")
+                COUNTED[1] += 1
             return self.answer(200)
         if len(parts) != 3 or parts[1:] != ["v1", "logs"]:
             return self.answer(404)
