@@ -1,6 +1,8 @@
 //! A batch as one `ExportLogsServiceRequest`: the resource and scope once, a `LogRecord` per
 //! event whose body is the event's record (in the sink's `format`) as a structured `AnyValue`;
-//! written as protobuf (`prost`) or in the OTLP/JSON mapping ([`write_json`]).
+//! written in the OTLP/JSON mapping ([`write_json`]), or as protobuf straight from each
+//! record's JSON ([`Batcher::record_pb`], `wire.rs`), which prost's encoding of the tree
+//! checks in the tests.
 //!
 //! The record is written by the sink's encoding as JSON (as every sink does) and read straight
 //! into `AnyValue`s by a serde visitor: no `serde_json::Value` in between.
@@ -9,7 +11,10 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use prost::Message as _;
+
 use super::proto::*;
+use super::wire::{self, Pool};
 use crate::encodings::Writer;
 use crate::event::{push_json_str, Event};
 
@@ -23,6 +28,11 @@ pub(super) struct Batcher {
     writer: Writer,
     /// One record's JSON, reused.
     scratch: Vec<u8>,
+    /// The resource and the scope, as protobuf, for [`Batcher::request_pb`].
+    resource_pb: Vec<u8>,
+    scope_pb: Vec<u8>,
+    /// Buffers of [`Batcher::record_pb`], reused.
+    pool: Pool,
 }
 
 fn string(s: impl Into<String>) -> Option<AnyValue> {
@@ -41,7 +51,10 @@ fn kv(key: &str, value: impl Into<String>) -> KeyValue {
 impl Batcher {
     pub(super) fn new(writer: Writer, host: String) -> Batcher {
         let version = env!("CARGO_PKG_VERSION");
-        Batcher {
+        let mut b = Batcher {
+            resource_pb: Vec::new(),
+            scope_pb: Vec::new(),
+            pool: Pool::default(),
             resource: Resource {
                 attributes: vec![
                     kv("service.name", "auditship"),
@@ -55,7 +68,63 @@ impl Batcher {
             },
             writer,
             scratch: Vec::new(),
+        };
+        b.resource_pb = b.resource.encode_to_vec();
+        b.scope_pb = b.scope.encode_to_vec();
+        b
+    }
+
+    /// Appends an event's log record to `out` as protobuf, as a `ScopeLogs.log_records` field
+    /// (the same record as [`Batcher::record`], written without building it). Returns the size
+    /// of its record's JSON.
+    pub(super) fn record_pb(&mut self, e: &Event, observed: u64, out: &mut Vec<u8>) -> usize {
+        self.scratch.clear();
+        self.writer.record(e, &mut self.scratch);
+        let pool = &mut self.pool;
+        let mut rec = pool.take();
+        let time = e.time.max(0) as u64;
+        if time != 0 {
+            wire::fixed64(&mut rec, 1, time);
         }
+        wire::varint(&mut rec, 2, SEVERITY_INFO as u64);
+        wire::bytes(&mut rec, 3, b"INFO");
+        let mut body = pool.take();
+        if wire::any_value(&self.scratch, &mut body, pool).is_none() {
+            wire::bytes(
+                &mut body,
+                1,
+                String::from_utf8_lossy(&self.scratch).as_bytes(),
+            );
+        }
+        wire::bytes(&mut rec, 5, &body);
+        pool.give(body);
+        wire::string_kv(&mut rec, 6, "log.record.uid", e.id(), pool);
+        wire::string_kv(&mut rec, 6, "auditship.source", &e.source, pool);
+        wire::string_kv(&mut rec, 6, "auditship.vendor", e.vendor, pool);
+        wire::string_kv(&mut rec, 6, "auditship.kind", e.kind, pool);
+        if let Some(a) = e.action() {
+            wire::string_kv(&mut rec, 6, "auditship.action", a, pool);
+        }
+        if observed != 0 {
+            wire::fixed64(&mut rec, 11, observed);
+        }
+        wire::bytes(out, 2, &rec);
+        pool.give(rec);
+        self.scratch.len()
+    }
+
+    /// The protobuf request of the records [`Batcher::record_pb`] wrote into `records`.
+    pub(super) fn request_pb(&self, records: &[u8]) -> Vec<u8> {
+        let mut scope_logs = Vec::with_capacity(records.len() + self.scope_pb.len() + 8);
+        wire::bytes(&mut scope_logs, 1, &self.scope_pb);
+        scope_logs.extend_from_slice(records);
+        let mut resource_logs = Vec::with_capacity(scope_logs.len() + self.resource_pb.len() + 16);
+        wire::bytes(&mut resource_logs, 1, &self.resource_pb);
+        wire::bytes(&mut resource_logs, 2, &scope_logs);
+        drop(scope_logs);
+        let mut req = Vec::with_capacity(resource_logs.len() + 8);
+        wire::bytes(&mut req, 1, &resource_logs);
+        req
     }
 
     /// An event's log record; `observed` is when the agent handed it to the collector (the
@@ -298,7 +367,6 @@ fn write_any(v: &AnyValue, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message as _;
 
     #[test]
     fn a_record_becomes_a_kvlist_with_every_json_type() {
@@ -320,6 +388,47 @@ mod tests {
             String::from_utf8(out).unwrap(),
             r#"{"kvlistValue":{"values":[{"key":"s","value":{"stringValue":"x\"y"}},{"key":"i","value":{"intValue":"-3"}},{"key":"big","value":{"doubleValue":1.8446744073709552e+19}},{"key":"f","value":{"doubleValue":1.5}},{"key":"b","value":{"boolValue":true}},{"key":"n","value":{}},{"key":"a","value":{"arrayValue":{"values":[{"intValue":"1"},{"stringValue":"2"}]}}},{"key":"o","value":{"kvlistValue":{"values":[{"key":"k","value":{"kvlistValue":{"values":[]}}}]}}}]}}"#
         );
+    }
+
+    /// The protobuf written straight from the records' JSON is the request the `AnyValue` tree
+    /// makes (prost's encoding, the reference): every JSON type, nesting, escapes, a negative
+    /// time, a record without an action.
+    #[test]
+    fn protobuf_written_directly_decodes_to_the_tree_request() {
+        let mut b = Batcher::new(Writer::default(), "h".into());
+        let raws = [
+            r#"{"id":"a","n":-7,"big":18446744073709551615,"f":0.25,"t":true,"z":null,"arr":[[],{},"x",1],"o":{"k\"ey":"v\u00e9","e":{}}}"#,
+            r#"{"id":"b"}"#,
+            r#"{"id":"c","deep":{"a":{"b":{"c":[{"d":[null,false]}]}}}}"#,
+        ];
+        let mut events = Vec::new();
+        for (i, raw) in raws.iter().enumerate() {
+            let t = if i == 1 {
+                -5
+            } else {
+                1_700_000_000_123_000_000 + i as i64
+            };
+            let mut e = Event::standalone("src", "wasabi_air", "wasabi", t, raw);
+            e.set(crate::event::Field::Id, Some(&format!("id-{i}")));
+            if i != 1 {
+                e.set(crate::event::Field::Action, Some("log\"in"));
+            }
+            events.push(e);
+        }
+        let mut pb = Vec::new();
+        let mut tree = Vec::new();
+        for e in &events {
+            let n = b.record_pb(e, 42, &mut pb);
+            let (r, m) = b.record(e, 42);
+            assert_eq!(n, m);
+            tree.push(r);
+        }
+        let want = b.request(tree);
+        let got = ExportLogsServiceRequest::decode(&b.request_pb(&pb)[..]).unwrap();
+        assert_eq!(got, want);
+        // No records: the empty request a probe sends.
+        let empty = ExportLogsServiceRequest::decode(&b.request_pb(&[])[..]).unwrap();
+        assert_eq!(empty, b.request(Vec::new()));
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! - `config.rs`: its keys and the plugin ([`OtlpKind`]).
 //! - `proto.rs`: the OTLP messages, hand-written `prost` structs.
 //! - `encode.rs`: a batch as a request: resource, scope, and a log record per event whose body
-//!   is the event's record as a structured map; the OTLP/JSON writer.
+//!   is the event's record as a structured map, as an `AnyValue` tree; the OTLP/JSON writer.
+//! - `wire.rs`: the protobuf request written straight from each record's JSON (the hot path),
+//!   tested against the tree encoded by prost.
 //!
 //! The client, its TLS options and headers, reading answers and scrubbing secrets from them
-//! are the HTTP sink's ([`crate::sinks::http::client`]). Retries follow the OTLP/HTTP spec:
+//! are the HTTP sink's (`sinks::http::client`). Retries follow the OTLP/HTTP spec:
 //! 429, 502, 503 and 504 (and connection failures) are retried, honouring `Retry-After`,
 //! without limit in the daemon; any other 4xx or 5xx refuses the batch for good, which stays
 //! queued (`SinkError::Rejected`). A 200 whose `partial_success` says records were rejected
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 mod config;
 mod encode;
 mod proto;
+mod wire;
 
 pub use config::{OtlpEncoding, OtlpKind, OtlpSinkConfig};
 
@@ -136,14 +139,14 @@ impl OtlpSink {
         })
     }
 
-    /// The body of a request of `records`: encoded, then compressed if configured.
-    fn body(&self, records: Vec<proto::LogRecord>) -> std::io::Result<bytes::Bytes> {
-        let req = self.batcher.request(records);
+    /// The body of a request: protobuf of the records `pb` holds ([`Batcher::record_pb`]), or
+    /// OTLP/JSON of `records`; then compressed if configured.
+    fn body(&self, pb: &[u8], records: Vec<proto::LogRecord>) -> std::io::Result<bytes::Bytes> {
         let body = match self.encoding {
-            OtlpEncoding::Protobuf => req.encode_to_vec(),
+            OtlpEncoding::Protobuf => self.batcher.request_pb(pb),
             OtlpEncoding::Json => {
                 let mut out = Vec::new();
-                encode::write_json(&req, &mut out);
+                encode::write_json(&self.batcher.request(records), &mut out);
                 out
             }
         };
@@ -240,7 +243,7 @@ impl OtlpSink {
     /// `check --connect`: POSTs an empty `ExportLogsServiceRequest` (which the spec accepts)
     /// with the sink's headers and TLS options.
     pub async fn probe(&self) -> Probe {
-        let body: bytes::Bytes = match self.body(Vec::new()) {
+        let body: bytes::Bytes = match self.body(&[], Vec::new()) {
             Ok(b) => b,
             Err(e) => {
                 return Probe {
@@ -305,22 +308,31 @@ impl Sink for OtlpSink {
             let mut rest = events;
             while !rest.is_empty() {
                 // Records until the next would pass `max_events` or `max_bytes` (one is always
-                // taken).
-                let mut records = Vec::with_capacity(rest.len().min(self.max_events));
-                let mut bytes = 0;
+                // taken): protobuf written as it goes, JSON's built first.
+                let (mut pb, mut records) = (Vec::new(), Vec::new());
+                let (mut n, mut bytes) = (0, 0);
                 for e in rest {
-                    if records.len() == self.max_events {
+                    if n == self.max_events {
                         break;
                     }
-                    let (r, len) = self.batcher.record(e, observed);
-                    if !records.is_empty() && bytes + len > self.max_bytes {
+                    let mark = pb.len();
+                    let len = match self.encoding {
+                        OtlpEncoding::Protobuf => self.batcher.record_pb(e, observed, &mut pb),
+                        OtlpEncoding::Json => {
+                            let (r, len) = self.batcher.record(e, observed);
+                            records.push(r);
+                            len
+                        }
+                    };
+                    if n > 0 && bytes + len > self.max_bytes {
+                        pb.truncate(mark);
+                        records.truncate(n);
                         break;
                     }
                     bytes += len;
-                    records.push(r);
+                    n += 1;
                 }
-                let n = records.len();
-                let body = self.body(records).map_err(|e| SinkError::Io {
+                let body = self.body(&pb, records).map_err(|e| SinkError::Io {
                     sink: self.name.clone(),
                     msg: format!("compressing a batch: {e}"),
                 })?;
