@@ -261,7 +261,7 @@ async fn every_event_arrives_as_a_log_record_in_protobuf_and_json_plain_and_gzip
             assert!(requests.iter().all(|q| q["records"].as_u64().unwrap() <= 7));
         }
         eprintln!(
-            "{scope}: {} records in {} requests",
+            "FIGURES otlp {scope}: {} events in {} requests, lost 0, doubled 0",
             records.len(),
             requests.len()
         );
@@ -291,6 +291,14 @@ async fn refusals_are_retried_as_the_spec_says_and_a_400_holds_the_batch() {
     let gap = requests[1]["at"].as_f64().unwrap() - requests[0]["at"].as_f64().unwrap();
     assert!(gap >= 0.95, "Retry-After: 1 not honoured: {gap}s");
     assert_records(&records, &read_lines(&w.s.out), &w, true, since);
+    eprintln!(
+        "FIGURES otlp retried: {} events, requests {:?}, Retry-After gap {gap:.2}s, lost 0",
+        records.len(),
+        requests
+            .iter()
+            .map(|q| q["status"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    );
 
     // Every request refused (the sink's task tries the batch's pages one by one, each once).
     r.script("held", json!(vec![json!({"status": 400}); 1000]))
@@ -315,6 +323,11 @@ async fn refusals_are_retried_as_the_spec_says_and_a_400_holds_the_batch() {
     assert!(out.status.success(), "{}", stderr(&out));
     let (records, _) = r.scope("held").await;
     assert_records(&records, &read_lines(&w.s.out), &w, true, since);
+    eprintln!(
+        "FIGURES otlp held: {} requests refused with 400, none retried; next run {} events, lost 0",
+        requests.len(),
+        records.len()
+    );
 }
 
 /// A 200 whose partial_success says records were rejected: delivered (not sent again), the
