@@ -161,6 +161,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "1 while the sink's queue is at its limit and its sources wait for room.",
     ),
     (
+        "auditship_sink_records_rejected_total",
+        "counter",
+        "Records a receiver took a batch with but said it dropped (OTLP partial_success); not sent again.",
+    ),
+    (
         "auditship_sink_up",
         "gauge",
         "1 while the sink delivers, 0 once it has failed to (refused, unreachable) for longer than unready_after.",
@@ -260,6 +265,12 @@ pub fn init_sink(sink: &str) {
         r.gauges
             .entry(("auditship_sink_up", vec![("sink", sink.into())]))
             .or_insert(1.0);
+        add(
+            r,
+            "auditship_sink_records_rejected_total",
+            vec![("sink", sink.into())],
+            0,
+        );
         for outcome in ["delivered", "failed", "held"] {
             add(
                 r,
@@ -575,6 +586,18 @@ pub fn sink_batch(sink: &str, outcome: &'static str) {
             "auditship_sink_batches_total",
             vec![("sink", sink.into()), ("outcome", outcome.into())],
             1,
+        )
+    });
+}
+
+/// A receiver said it dropped `n` records of a batch it took (OTLP `partial_success`).
+pub fn sink_records_rejected(sink: &str, n: u64) {
+    with(|r| {
+        add(
+            r,
+            "auditship_sink_records_rejected_total",
+            vec![("sink", sink.into())],
+            n,
         )
     });
 }

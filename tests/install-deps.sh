@@ -32,3 +32,11 @@ if ! command -v rsyslogd >/dev/null 2>&1 || ! ls /usr/lib/*/rsyslog/lmnsd_gtls.s
 fi
 rsyslogd -v 2>&1 | sed -n 1p
 
+
+step "OTLP receiver's decoder (tests/otlp_sink.rs): PyPI opentelemetry-proto + protobuf"
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+fi
+bash tests/venv.sh target/otlp-venv tests/otlp/requirements.txt

@@ -874,6 +874,7 @@ async fn metrics_pass_promtool_with_every_family_sampled() {
         ("auditship_sink_queue_limit_bytes", "gauge"),
         ("auditship_sink_queue_full", "gauge"),
         ("auditship_sink_queue_oldest_age_seconds", "gauge"),
+        ("auditship_sink_records_rejected_total", "counter"),
         ("auditship_cursor_lag_seconds", "gauge"),
         ("auditship_page_fetch_seconds", "histogram"),
         ("auditship_sink_up", "gauge"),

@@ -236,6 +236,8 @@ fn minimal_sink(kind: &str, at: Option<&Receivers>) -> String {
         ("http", None) => format!("url = \"http://127.0.0.1:{}/\"", free_port()),
         ("syslog", Some(r)) => format!("address = \"{}\"", r.syslog.local_addr().unwrap()),
         ("syslog", None) => format!("address = \"127.0.0.1:{}\"", free_port()),
+        ("otlp", Some(r)) => format!("url = \"{}/v1/logs\"", r.http.base()),
+        ("otlp", None) => format!("url = \"http://127.0.0.1:{}/v1/logs\"", free_port()),
         (other, _) => panic!("{other}: add a minimal entry of the new destination to minimal_sink"),
     }
 }

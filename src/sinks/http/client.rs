@@ -1,22 +1,27 @@
-//! What every HTTP protocol shares: how a request failed and whether to retry it, reading a
-//! bounded answer, gzip, the `Idempotency-Key` of a batch, and the agent's hostname.
+//! What every protocol over HTTP shares (this kind's and `otlp`): the client with its TLS
+//! options, the headers, how a request failed and whether to retry it, reading a bounded
+//! answer, scrubbing secrets from it, gzip, the `Idempotency-Key` of a batch, what a probe's
+//! answer says, and the agent's hostname.
 
 use std::io::Write as _;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::config::{Secret, TlsConfig};
 use crate::event::Event;
+use crate::health::SinkHealth;
 use crate::retry::{self, Retryable, Verdict};
+use crate::sinks::{Probe, SinkError};
 
 /// How much of an error answer is kept for the log line.
-pub(super) const MAX_ERROR_BODY: usize = 16 << 10;
+pub(crate) const MAX_ERROR_BODY: usize = 16 << 10;
 
 /// The `Idempotency-Key` request header.
 pub(super) static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Why one attempt at a request failed.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum Failure {
+pub(crate) enum Failure {
     /// Connecting, sending or reading failed (including the timeout).
     #[error("request failed: {0}")]
     Transport(String),
@@ -88,7 +93,7 @@ pub(super) fn refusal_hint(detail: &str, format: &str) -> Option<String> {
 }
 
 /// Reads at most `cap` bytes of a body; the flag says whether there was more.
-pub(super) async fn read_body(
+pub(crate) async fn read_body(
     mut resp: reqwest::Response,
     cap: usize,
 ) -> Result<(Vec<u8>, bool), reqwest::Error> {
@@ -105,7 +110,7 @@ pub(super) async fn read_body(
 }
 
 /// An error with its causes, on one line.
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
@@ -119,7 +124,7 @@ pub(super) fn chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-pub(super) fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(crate) fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4),
         flate2::Compression::default(),
@@ -148,4 +153,224 @@ pub fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// What a sink over HTTP does on each failed attempt it retries: count it, tell the sink's
+/// health (so a delivery retried for long shows in `/readyz`), and log it.
+pub(crate) fn on_retry<'a, E: std::fmt::Display>(
+    name: &'a str,
+    health: &'a SinkHealth,
+) -> impl Fn(&E, Duration) + 'a {
+    move |e, delay| {
+        crate::metrics::retry("sink", name);
+        health.failed(e);
+        tracing::warn!(sink = %name, error = %e, delay_ms = delay.as_millis() as u64,
+            "retrying delivery");
+    }
+}
+
+/// The client of a sink over HTTP (`http`, `otlp`): its timeout and TLS options (reading the CA
+/// and client certificate files). Redirects are not followed.
+pub(crate) fn build_client(
+    name: &str,
+    timeout: Duration,
+    tls: &TlsConfig,
+) -> Result<reqwest::Client, SinkError> {
+    let fail = |msg: String| SinkError::Io {
+        sink: name.to_string(),
+        msg,
+    };
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
+        // A redirect of a POST is a misconfigured URL: say so rather than follow it.
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &tls.ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+        let mut pem = std::fs::read(cert)
+            .map_err(|e| fail(format!("client_cert {}: {e}", cert.display())))?;
+        pem.push(b'\n');
+        pem.extend(
+            std::fs::read(key).map_err(|e| fail(format!("client_key {}: {e}", key.display())))?,
+        );
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+            fail("client_cert/client_key: not a PEM certificate and private key".into())
+        })?;
+        builder = builder.identity(identity);
+    }
+    if tls.insecure_skip_verify {
+        tracing::warn!(sink = %name,
+            "insecure_skip_verify = true: the receiver's TLS certificate is NOT verified; anyone on \
+             the network path can impersonate it, read the events and take the credentials. Use \
+             ca_file instead");
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder
+        .build()
+        .map_err(|e| fail(format!("cannot build the HTTP client: {}", chain(&e))))
+}
+
+/// The headers of every request: `Content-Type`, then the configured ones (which may replace
+/// it), each configured value marked sensitive; and those values, to scrub from answers.
+pub(crate) fn header_map(
+    name: &str,
+    content_type: &'static str,
+    configured: &[(String, Secret)],
+) -> Result<(HeaderMap, Vec<Secret>), SinkError> {
+    let fail = |msg: String| SinkError::Io {
+        sink: name.to_string(),
+        msg,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let mut secrets = Vec::new();
+    for (k, v) in configured {
+        let key = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| fail(format!("header {k:?}: not a valid header name")))?;
+        let mut value = HeaderValue::from_str(v.expose()).map_err(|_| {
+            fail(format!(
+                "header {k}: value holds characters not allowed in HTTP"
+            ))
+        })?;
+        value.set_sensitive(true);
+        headers.insert(key, value);
+        secrets.push(v.clone());
+    }
+    Ok((headers, secrets))
+}
+
+/// `text` with any configured header value (or a long word of one, such as the token after
+/// `Splunk `) that a receiver echoed back replaced.
+pub(crate) fn scrub(secrets: &[Secret], text: &str) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        let v = s.expose();
+        for part in std::iter::once(v).chain(v.split_whitespace().filter(|w| w.len() >= 8)) {
+            if part.len() >= 4 && out.contains(part) {
+                out = out.replace(part, "***");
+            }
+        }
+    }
+    out
+}
+
+/// The failure of an answer that is not a 2xx: its status, `Retry-After` and the start of its
+/// body, scrubbed of `secrets`.
+pub(crate) async fn status_failure(resp: reqwest::Response, secrets: &[Secret]) -> Failure {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+    let body = read_body(resp, MAX_ERROR_BODY)
+        .await
+        .map(|(b, _)| b)
+        .unwrap_or_default();
+    Failure::Status {
+        status,
+        retry_after,
+        // Scrub before cutting, so that no part of a secret survives at the cut.
+        body: retry::snippet(&scrub(secrets, &String::from_utf8_lossy(&body))),
+    }
+}
+
+/// The request's endpoint for a log line: scheme, host, port and path; no user info or query,
+/// which can hold secrets.
+pub(crate) fn endpoint(url: &url::Url) -> String {
+    format!(
+        "{}://{}{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+        url.path()
+    )
+}
+
+/// What `check --connect` says of a receiver's answer to `what` (a request without events):
+/// 401 and 403 are the credentials refused, a 5xx is not healthy, anything else is an answer.
+pub(crate) async fn probe_answer(what: &str, resp: reqwest::Response, secrets: &[Secret]) -> Probe {
+    let status = resp.status().as_u16();
+    let body = read_body(resp, MAX_ERROR_BODY)
+        .await
+        .map(|(b, _)| b)
+        .unwrap_or_default();
+    let body = retry::snippet(&scrub(secrets, &String::from_utf8_lossy(&body)));
+    let said = if body.is_empty() {
+        format!("{what}: HTTP {status}")
+    } else {
+        format!("{what}: HTTP {status} {body}")
+    };
+    match status {
+        401 | 403 => Probe {
+            ok: false,
+            said: format!("auth refused ({said}): check the sink's headers"),
+        },
+        500..=599 => Probe {
+            ok: false,
+            said: format!("unreachable ({said})"),
+        },
+        _ => Probe {
+            ok: true,
+            said: format!("reachable ({said})"),
+        },
+    }
+}
+
+/// The error a delivery ends with once its retries stopped on `e`: in `--once`, the attempts
+/// (`attempts`) ran out on a failure that might have passed (`retryable`, as the protocol
+/// classifies it), else the receiver refused the batch for good (`hint` says more of a
+/// refusal's text, where it can).
+pub(crate) fn gave_up(
+    name: &str,
+    attempts: usize,
+    (e, retryable): (Failure, bool),
+    secrets: &[Secret],
+    hint: impl Fn(&str) -> Option<String>,
+) -> SinkError {
+    if retryable {
+        let msg = format!(
+            "gave up after {attempts} attempts: {}",
+            scrub(secrets, &e.to_string())
+        );
+        tracing::error!(sink = %name, error = %msg,
+            "the receiver could not be reached; nothing was committed: the next run sends it again");
+        return SinkError::Io {
+            sink: name.to_string(),
+            msg,
+        };
+    }
+    let (status, detail) = match e {
+        Failure::Status { status, body, .. } | Failure::Refused { status, body } => (status, body),
+        e @ Failure::NoAck(_) => (200, e.to_string()),
+        // Only statuses stop the retries; anything else reaching here is a bug.
+        other => (0, other.to_string()),
+    };
+    if let Some(hint) = hint(&detail) {
+        tracing::error!(sink = %name, status, body = %detail,
+            "the receiver refused the batch: {hint}. Not retried; nothing was committed: \
+             the next poll (or run) sends it again");
+        return SinkError::Rejected {
+            sink: name.to_string(),
+            status,
+            detail: format!("{hint}: {detail}"),
+        };
+    }
+    tracing::error!(sink = %name, status, body = %detail,
+        "the receiver refused the batch; not retried (check the sink's url, headers and \
+         credentials). Nothing was committed: the next poll (or run) sends it again");
+    SinkError::Rejected {
+        sink: name.to_string(),
+        status,
+        detail,
+    }
 }

@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use url::Url;
 
 use super::HttpSink;
@@ -15,46 +14,157 @@ use crate::BoxFuture;
 /// `kind = "http"`.
 pub struct HttpKind;
 
-/// The keys of `kind = "http"`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Section {
-    /// Where batches are POSTed.
-    url: Option<String>,
-    /// `ndjson` (default), `json_array`, `splunk_hec` or `elasticsearch_bulk`.
-    encoding: Option<String>,
-    /// The Splunk index (optional) or the Elasticsearch index (required).
-    index: Option<String>,
-    /// `splunk_hec`: `sourcetype` of every event (default `auditship`).
-    sourcetype: Option<String>,
-    /// `splunk_hec`: `host` of every event (default this machine's hostname).
-    host: Option<String>,
-    /// Most events in one request (default 500).
-    batch_max_events: Option<i64>,
-    /// Most bytes in one request body, before compression (default 4 MiB).
-    batch_max_bytes: Option<i64>,
-    /// gzip request bodies (default false).
-    gzip: Option<bool>,
-    /// Extra request headers; the values are secrets, never logged.
-    headers: Option<BTreeMap<String, String>>,
-    /// Header name → file whose content (one trailing newline trimmed) is the value.
-    header_files: Option<BTreeMap<String, String>>,
-    /// Timeout of one request (default 30s).
-    timeout: Option<String>,
-    /// PEM file of CA certificates trusted besides the system's roots.
-    ca_file: Option<String>,
-    /// PEM client certificate (chain) for mutual TLS; needs `client_key`.
-    client_cert: Option<String>,
-    /// PEM private key of `client_cert`.
-    client_key: Option<String>,
-    /// Do not verify the receiver's TLS certificate (warned about loudly at start).
-    insecure_skip_verify: Option<bool>,
-    /// `splunk_hec`: indexer acknowledgement (the token's `useACK`); a batch leaves the queue
-    /// only once Splunk says it is indexed (default false).
-    hec_ack: Option<bool>,
-    /// `hec_ack = true`: how long a batch may wait for its acknowledgement before it is sent
-    /// again (default 60s).
-    ack_timeout: Option<String>,
+/// Declares the `[[sinks]]` section of a kind over HTTP (`http`, `otlp`): its own keys, then
+/// the keys every such kind takes (batch limits, headers, timeout, TLS), documented once here;
+/// and `client`, which validates the latter.
+macro_rules! http_section {
+    ($(#[$m:meta])* struct $name:ident { $($(#[$fm:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $($(#[$fm])* $field: $ty,)*
+            /// Most events in one request (default 500).
+            batch_max_events: Option<i64>,
+            /// Most bytes in one request body, before compression (default 4 MiB).
+            batch_max_bytes: Option<i64>,
+            /// Extra request headers; the values are secrets, never logged.
+            headers: Option<std::collections::BTreeMap<String, String>>,
+            /// Header name → file whose content (one trailing newline trimmed) is the value.
+            header_files: Option<std::collections::BTreeMap<String, String>>,
+            /// Timeout of one request (default 30s).
+            timeout: Option<String>,
+            /// PEM file of CA certificates trusted besides the system's roots.
+            ca_file: Option<String>,
+            /// PEM client certificate (chain) for mutual TLS; needs `client_key`.
+            client_cert: Option<String>,
+            /// PEM private key of `client_cert`.
+            client_key: Option<String>,
+            /// Do not verify the receiver's TLS certificate (warned about loudly at start).
+            insecure_skip_verify: Option<bool>,
+        }
+
+        impl $name {
+            /// Validates the keys every kind over HTTP takes (reading the header files);
+            /// `https`: whether the url is (TLS options apply).
+            fn client(
+                &self,
+                c: &mut $crate::config::SinkCheck<'_, '_>,
+                https: bool,
+            ) -> $crate::sinks::http::config::ClientSettings {
+                $crate::sinks::http::config::client_settings(
+                    c,
+                    https,
+                    $crate::sinks::http::config::ClientKeys {
+                        batch_max_events: self.batch_max_events,
+                        batch_max_bytes: self.batch_max_bytes,
+                        headers: &self.headers,
+                        header_files: &self.header_files,
+                        timeout: &self.timeout,
+                        ca_file: &self.ca_file,
+                        client_cert: &self.client_cert,
+                        client_key: &self.client_key,
+                        insecure_skip_verify: self.insecure_skip_verify,
+                    },
+                )
+            }
+        }
+    };
+}
+pub(crate) use http_section;
+
+/// The keys every kind over HTTP takes, as read.
+pub(crate) struct ClientKeys<'a> {
+    pub batch_max_events: Option<i64>,
+    pub batch_max_bytes: Option<i64>,
+    pub headers: &'a Option<BTreeMap<String, String>>,
+    pub header_files: &'a Option<BTreeMap<String, String>>,
+    pub timeout: &'a Option<String>,
+    pub ca_file: &'a Option<String>,
+    pub client_cert: &'a Option<String>,
+    pub client_key: &'a Option<String>,
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// The keys every kind over HTTP takes, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// Most events in one request.
+    pub batch_max_events: usize,
+    /// Most bytes in one request body, before compression (one larger event goes alone).
+    pub batch_max_bytes: usize,
+    /// Extra headers (from `headers` and `header_files`), sent as sensitive values.
+    pub headers: Vec<(String, Secret)>,
+    /// Timeout of one request, connection included.
+    pub timeout: Duration,
+    /// CA, client certificate, and whether to verify the receiver's.
+    pub tls: crate::config::TlsConfig,
+}
+
+/// Validates [`ClientKeys`].
+pub(crate) fn client_settings(
+    c: &mut SinkCheck<'_, '_>,
+    https: bool,
+    k: ClientKeys<'_>,
+) -> ClientSettings {
+    let batch_max_events = bounded(
+        c,
+        "batch_max_events",
+        k.batch_max_events,
+        500,
+        100_000,
+        "events",
+    );
+    let batch_max_bytes = bounded(
+        c,
+        "batch_max_bytes",
+        k.batch_max_bytes,
+        4 << 20,
+        1 << 30,
+        "bytes",
+    );
+    let timeout = c
+        .duration("timeout", k.timeout, true)
+        .unwrap_or(Duration::from_secs(30));
+    let headers = headers(c, k.headers, k.header_files, &RESERVED_HEADERS);
+    let tls = c.tls(
+        https,
+        k.ca_file,
+        k.client_cert,
+        k.client_key,
+        k.insecure_skip_verify,
+    );
+    ClientSettings {
+        batch_max_events,
+        batch_max_bytes,
+        headers,
+        timeout,
+        tls,
+    }
+}
+
+http_section! {
+    /// The keys of `kind = "http"`.
+    struct Section {
+        /// Where batches are POSTed.
+        url: Option<String>,
+        /// `ndjson` (default), `json_array`, `splunk_hec` or `elasticsearch_bulk`.
+        encoding: Option<String>,
+        /// The Splunk index (optional) or the Elasticsearch index (required).
+        index: Option<String>,
+        /// `splunk_hec`: `sourcetype` of every event (default `auditship`).
+        sourcetype: Option<String>,
+        /// `splunk_hec`: `host` of every event (default this machine's hostname).
+        host: Option<String>,
+        /// gzip request bodies (default false).
+        gzip: Option<bool>,
+        /// `splunk_hec`: indexer acknowledgement (the token's `useACK`); a batch leaves the
+        /// queue only once Splunk says it is indexed (default false).
+        hec_ack: Option<bool>,
+        /// `hec_ack = true`: how long a batch may wait for its acknowledgement before it is
+        /// sent again (default 60s).
+        ack_timeout: Option<String>,
+    }
 }
 
 /// `hec_ack`: batches sent before their acknowledgements are awaited.
@@ -195,7 +305,7 @@ pub fn bulk_target(url: &Url) -> Option<&str> {
 }
 
 /// Headers the HTTP sink sets itself, which `headers` must not override.
-const RESERVED_HEADERS: [&str; 6] = [
+pub(crate) const RESERVED_HEADERS: [&str; 6] = [
     "content-length",
     "content-encoding",
     "transfer-encoding",
@@ -206,7 +316,6 @@ const RESERVED_HEADERS: [&str; 6] = [
 
 /// Validates a `kind = "http"` sink: reads its header files and checks its TLS files parse.
 fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<HttpSinkConfig> {
-    use reqwest::header::{HeaderName, HeaderValue};
     let url = match &s.url {
         None => {
             c.fail(
@@ -292,31 +401,6 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<HttpSinkConfig> {
             None
         }
     };
-    let mut bounded = |opt: &str, v: Option<i64>, default: usize, max: usize, what: &str| match v {
-        None => default,
-        Some(n) if n >= 1 && n as u64 <= max as u64 => n as usize,
-        Some(n) => {
-            c.fail(opt, format_args!("{n} is out of range; 1 to {max} {what}"));
-            default
-        }
-    };
-    let batch_max_events = bounded(
-        "batch_max_events",
-        s.batch_max_events,
-        500,
-        100_000,
-        "events",
-    );
-    let batch_max_bytes = bounded(
-        "batch_max_bytes",
-        s.batch_max_bytes,
-        4 << 20,
-        1 << 30,
-        "bytes",
-    );
-    let timeout = c
-        .duration("timeout", &s.timeout, true)
-        .unwrap_or(Duration::from_secs(30));
     let ack_timeout = c
         .duration("ack_timeout", &s.ack_timeout, true)
         .unwrap_or(Duration::from_secs(60));
@@ -325,15 +409,42 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<HttpSinkConfig> {
     }
     let hec_ack = (s.hec_ack == Some(true) && enc == "splunk_hec").then_some(ack_timeout);
 
+    let https = url.as_ref().is_none_or(|u| u.scheme() == "https");
+    let client = s.client(c, https);
+    Some(HttpSinkConfig {
+        url: url?,
+        encoding: encoding?,
+        batch_max_events: client.batch_max_events,
+        batch_max_bytes: client.batch_max_bytes,
+        gzip: s.gzip.unwrap_or(false),
+        headers: client.headers,
+        timeout: client.timeout,
+        ca_file: client.tls.ca_file,
+        client_cert: client.tls.client_cert,
+        client_key: client.tls.client_key,
+        insecure_skip_verify: client.tls.insecure_skip_verify,
+        hec_ack,
+    })
+}
+
+/// Validates a sink's `headers` and `header_files` (reading the files, when the check reads
+/// secrets): valid names, none of `reserved`, none twice, values that fit a header. The values
+/// are secrets: no message shows one.
+pub(crate) fn headers(
+    c: &mut SinkCheck<'_, '_>,
+    inline: &Option<BTreeMap<String, String>>,
+    files: &Option<BTreeMap<String, String>>,
+    reserved: &[&str],
+) -> Vec<(String, Secret)> {
+    use reqwest::header::{HeaderName, HeaderValue};
     let mut headers: Vec<(String, Secret)> = Vec::new();
     let mut seen = HashSet::new();
-    let inline = s
-        .headers
+    let inline = inline
         .iter()
         .flatten()
         .map(|(k, v)| ("headers", k, Ok(v.clone())));
     let (base, read) = (c.base().to_path_buf(), c.secrets());
-    let files = s.header_files.iter().flatten().map(|(k, f)| {
+    let files = files.iter().flatten().map(|(k, f)| {
         if !read {
             return ("header_files", k, Ok("unread".to_string()));
         }
@@ -353,7 +464,7 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<HttpSinkConfig> {
             c.fail(&hkey, "not a valid HTTP header name");
             continue;
         };
-        if RESERVED_HEADERS.contains(&hname.as_str()) {
+        if reserved.contains(&hname.as_str()) {
             c.fail(&hkey, "is set by the sink itself; remove it");
             continue;
         }
@@ -379,26 +490,25 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<HttpSinkConfig> {
         }
     }
 
-    let https = url.as_ref().is_none_or(|u| u.scheme() == "https");
-    let tls = c.tls(
-        https,
-        &s.ca_file,
-        &s.client_cert,
-        &s.client_key,
-        s.insecure_skip_verify,
-    );
-    Some(HttpSinkConfig {
-        url: url?,
-        encoding: encoding?,
-        batch_max_events,
-        batch_max_bytes,
-        gzip: s.gzip.unwrap_or(false),
-        headers,
-        timeout,
-        ca_file: tls.ca_file,
-        client_cert: tls.client_cert,
-        client_key: tls.client_key,
-        insecure_skip_verify: tls.insecure_skip_verify,
-        hec_ack,
-    })
+    headers
+}
+
+/// An integer option `opt` between 1 and `max` (`what` they count), `default` when not set or
+/// out of range (which `c` is told).
+pub(crate) fn bounded(
+    c: &mut SinkCheck<'_, '_>,
+    opt: &str,
+    v: Option<i64>,
+    default: usize,
+    max: usize,
+    what: &str,
+) -> usize {
+    match v {
+        None => default,
+        Some(n) if n >= 1 && n as u64 <= max as u64 => n as usize,
+        Some(n) => {
+            c.fail(opt, format_args!("{n} is out of range; 1 to {max} {what}"));
+            default
+        }
+    }
 }

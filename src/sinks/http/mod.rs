@@ -17,13 +17,13 @@
 //! the ids it holds.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
-use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio_util::sync::CancellationToken;
 
 mod bulk;
-mod client;
+pub(crate) mod client;
 pub mod config;
 mod encoder;
 mod hec;
@@ -37,11 +37,10 @@ use hec::*;
 pub use config::{HttpEncoding, HttpKind, HttpSinkConfig};
 
 use super::{Probe, Sink, SinkError};
-use crate::config::{RetryConfig, Secret};
+use crate::config::{RetryConfig, Secret, TlsConfig};
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
-use crate::metrics;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::BoxFuture;
 
@@ -99,68 +98,19 @@ impl Inner {
         retry: &RetryConfig,
         once: bool,
     ) -> Result<Inner, SinkError> {
-        let fail = |msg: String| SinkError::Io {
-            sink: name.to_string(),
-            msg,
-        };
-        let mut builder = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
-            // A redirect of a POST is a misconfigured URL: say so rather than follow it.
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        if let (Some(cert), Some(key)) = (&cfg.client_cert, &cfg.client_key) {
-            let mut pem = std::fs::read(cert)
-                .map_err(|e| fail(format!("client_cert {}: {e}", cert.display())))?;
-            pem.push(b'\n');
-            pem.extend(
-                std::fs::read(key)
-                    .map_err(|e| fail(format!("client_key {}: {e}", key.display())))?,
-            );
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
-                fail("client_cert/client_key: not a PEM certificate and private key".into())
-            })?;
-            builder = builder.identity(identity);
-        }
-        if cfg.insecure_skip_verify {
-            tracing::warn!(sink = %name,
-                "insecure_skip_verify = true: the receiver's TLS certificate is NOT verified; anyone on \
-                 the network path can impersonate it, read the events and take the credentials. Use \
-                 ca_file instead");
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| fail(format!("cannot build the HTTP client: {}", chain(&e))))?;
+        let client = build_client(
+            name,
+            cfg.timeout,
+            &TlsConfig {
+                ca_file: cfg.ca_file.clone(),
+                client_cert: cfg.client_cert.clone(),
+                client_key: cfg.client_key.clone(),
+                insecure_skip_verify: cfg.insecure_skip_verify,
+            },
+        )?;
 
         let encoder = Encoder::new(&cfg.encoding, writer);
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(encoder.content_type()),
-        );
-        let mut secrets = Vec::new();
-        for (k, v) in &cfg.headers {
-            let key = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| fail(format!("header {k:?}: not a valid header name")))?;
-            let mut value = HeaderValue::from_str(v.expose()).map_err(|_| {
-                fail(format!(
-                    "header {k}: value holds characters not allowed in HTTP"
-                ))
-            })?;
-            value.set_sensitive(true);
-            headers.insert(key, value);
-            secrets.push(v.clone());
-        }
+        let (mut headers, secrets) = header_map(name, encoder.content_type(), &cfg.headers)?;
         let ack = cfg.hec_ack.map(|timeout| HecAck {
             url: ack_url(&cfg.url),
             timeout,
@@ -169,9 +119,7 @@ impl Inner {
             headers.insert(HEC_CHANNEL.clone(), channel(name, &cfg.url));
         }
         tracing::info!(sink = %name, encoding = encoder.name(),
-            // Scheme, host, port and path: no user info or query, which can hold secrets.
-            endpoint = %format!("{}://{}{}{}", cfg.url.scheme(), cfg.url.host_str().unwrap_or(""),
-                cfg.url.port().map(|p| format!(":{p}")).unwrap_or_default(), cfg.url.path()),
+            endpoint = %endpoint(&cfg.url),
             gzip = cfg.gzip, batch_max_events = cfg.batch_max_events, batch_max_bytes = cfg.batch_max_bytes,
             "http sink ready");
         Ok(Inner {
@@ -215,12 +163,7 @@ impl Inner {
         let result = retry::retry(
             &self.retry,
             cancel,
-            |e: &Failure, delay| {
-                metrics::retry("sink", name);
-                this.health.failed(e);
-                tracing::warn!(sink = %name, error = %e, delay_ms = delay.as_millis() as u64,
-                    "retrying delivery");
-            },
+            on_retry::<Failure>(name, &this.health),
             || async move {
                 let (body, key, sent) = {
                     let r = current.lock().unwrap_or_else(|p| p.into_inner());
@@ -278,49 +221,18 @@ impl Inner {
             Err(Gave::Cancelled) => Err(SinkError::Cancelled {
                 sink: self.name.clone(),
             }),
-            // `--once` only: the attempts ran out on a failure that might have passed. The page
-            // stays uncommitted, and the run exits 1 rather than hang a cron job.
-            Err(Gave::Up(e)) if matches!(e.verdict(), Verdict::Retry { .. }) => {
-                let msg = format!(
-                    "gave up after {} attempts: {}",
-                    self.retry.max_attempts.unwrap_or(0),
-                    self.scrub(&e.to_string())
-                );
-                tracing::error!(sink = %self.name, error = %msg,
-                    "the receiver could not be reached; nothing was committed: the next run sends it again");
-                Err(SinkError::Io {
-                    sink: self.name.clone(),
-                    msg,
-                })
-            }
-            Err(Gave::Up(e)) => {
-                let (status, detail) = match e {
-                    Failure::Status { status, body, .. } | Failure::Refused { status, body } => {
-                        (status, body)
-                    }
-                    e @ Failure::NoAck(_) => (200, e.to_string()),
-                    // Only statuses stop the retries; anything else reaching here is a bug.
-                    other => (0, other.to_string()),
-                };
-                if let Some(hint) = refusal_hint(&detail, self.encoder.writer.format.name()) {
-                    tracing::error!(sink = %self.name, status, body = %detail,
-                        "the receiver refused the batch: {hint}. Not retried; nothing was committed: \
-                         the next poll (or run) sends it again");
-                    return Err(SinkError::Rejected {
-                        sink: self.name.clone(),
-                        status,
-                        detail: format!("{hint}: {detail}"),
-                    });
-                }
-                tracing::error!(sink = %self.name, status, body = %detail,
-                    "the receiver refused the batch; not retried (check the sink's url, headers and \
-                     credentials). Nothing was committed: the next poll (or run) sends it again");
-                Err(SinkError::Rejected {
-                    sink: self.name.clone(),
-                    status,
-                    detail,
-                })
-            }
+            // `--once` only, if it might have passed: the attempts ran out; the page stays
+            // uncommitted, and the run exits 1 rather than hang a cron job.
+            Err(Gave::Up(e)) => Err(gave_up(
+                &self.name,
+                self.retry.max_attempts.unwrap_or(0),
+                {
+                    let retryable = matches!(e.verdict(), Verdict::Retry { .. });
+                    (e, retryable)
+                },
+                &self.secrets,
+                |detail| refusal_hint(detail, self.encoder.writer.format.name()),
+            )),
         }
     }
 
@@ -365,36 +277,13 @@ impl Inner {
             }
             return Ok(Vec::new());
         }
-        let retry_after = resp
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-        let body = read_body(resp, MAX_ERROR_BODY)
-            .await
-            .map(|(b, _)| b)
-            .unwrap_or_default();
-        Err(Failure::Status {
-            status,
-            retry_after,
-            // Scrub before cutting, so that no part of a secret survives at the cut.
-            body: crate::retry::snippet(&self.scrub(&String::from_utf8_lossy(&body))),
-        })
+        Err(status_failure(resp, &self.secrets).await)
     }
 
     /// Replaces any configured header value (or a long word of one, such as the token after
     /// `Splunk `) that a receiver echoed back.
     fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in &self.secrets {
-            let v = s.expose();
-            for part in std::iter::once(v).chain(v.split_whitespace().filter(|w| w.len() >= 8)) {
-                if part.len() >= 4 && out.contains(part) {
-                    out = out.replace(part, "***");
-                }
-            }
-        }
-        out
+        scrub(&self.secrets, text)
     }
 }
 
@@ -455,33 +344,7 @@ impl HttpSink {
                 };
             }
         };
-        let status = resp.status().as_u16();
-        let body = read_body(resp, MAX_ERROR_BODY)
-            .await
-            .map(|(b, _)| b)
-            .unwrap_or_default();
-        let body = crate::retry::snippet(&self.scrub(&String::from_utf8_lossy(&body)));
-        let said = if body.is_empty() {
-            format!("{what}: HTTP {status}")
-        } else {
-            format!("{what}: HTTP {status} {body}")
-        };
-        match status {
-            // The headers (the token or key) are refused.
-            401 | 403 => Probe {
-                ok: false,
-                said: format!("auth refused ({said}): check the sink's headers"),
-            },
-            // An unhealthy answer.
-            500..=599 => Probe {
-                ok: false,
-                said: format!("unreachable ({said})"),
-            },
-            _ => Probe {
-                ok: true,
-                said: format!("reachable ({said})"),
-            },
-        }
+        probe_answer(&what, resp, &self.secrets).await
     }
 }
 
@@ -556,6 +419,7 @@ impl Sink for HttpSink {
 mod tests {
     use super::*;
     use crate::timefmt::NANOS_PER_MS;
+    use std::time::Duration;
 
     /// The native format, with or without `raw`.
     fn writer(include_raw: bool) -> Writer {

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# A Python venv for a test's validator or receiver: `tests/venv.sh DIR REQUIREMENTS` installs
+# the pinned packages of REQUIREMENTS (a pip requirements file) from PyPI into DIR (under
+# target/). Idempotent: a venv complete for exactly these requirements is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=$1
+REQ=$2
+STAMP="$VENV/.ready-$(sha256sum "$REQ" | cut -c1-16)"
+[ -f "$STAMP" ] && exit 0
+python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ"
+touch "$STAMP"
