@@ -25,6 +25,7 @@ use std::time::Duration;
 pub mod drain;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod queue;
 pub mod stdout;
 pub mod syslog;
@@ -35,6 +36,7 @@ pub static DESTINATIONS: &[&dyn Destination] = &[
     &file::FileKind,
     &http::HttpKind,
     &syslog::SyslogKind,
+    &kafka::KafkaKind,
 ];
 
 /// Everything the agent knows of one kind of sink, besides its [`Sink`]'s delivering.
