@@ -348,3 +348,104 @@ async fn sigkills_mid_run_lose_nothing() {
         records.len()
     );
 }
+
+/// The agent's CPU (user + system) of its children so far, in seconds.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes one `rusage` through the pointer, which points at `ru`.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
+/// Throughput (`AUDITSHIP_KAFKA_BENCH=1`, best with `AUDITSHIP_TEST_BIN` a release build): a
+/// `run --once` backfill of the four emulators into a file sink alone, then into a Kafka sink
+/// alone (three mock brokers on loopback, acks = all), each from a new state: events/s and the
+/// agent's CPU per event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_into_the_mock_cluster() {
+    if std::env::var("AUDITSHIP_KAFKA_BENCH").is_err() {
+        eprintln!("skipped: set AUDITSHIP_KAFKA_BENCH=1");
+        return;
+    }
+    let per_vendor: u64 = std::env::var("AUDITSHIP_KAFKA_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25_000);
+    let (sim, cfg, file) = common::four_vendors(per_vendor, 295, "page_size = 1000\n").await;
+    let total: usize = Vendor::ALL.iter().map(|v| sim.total_events(*v)).sum();
+    let c = cluster(&["audit"]);
+    let sources: String = Vendor::ALL
+        .iter()
+        .map(|v| common::source_toml(&sim, &cfg, *v, "page_size = 1000\n"))
+        .collect();
+    let kafka = common::setup("", &sources);
+    let text = std::fs::read_to_string(&kafka.config).unwrap();
+    let cut = text.find("[[sinks]]").unwrap();
+    std::fs::write(&kafka.config, &text[..cut]).unwrap();
+    add_kafka_sink(&kafka, "kafka", &c, "topic = \"audit\"");
+    for (what, s) in [("file", &file), ("kafka", &kafka)] {
+        let cpu = children_cpu();
+        let started = Instant::now();
+        common::once_ok(s);
+        let wall = started.elapsed().as_secs_f64();
+        let cpu = children_cpu() - cpu;
+        eprintln!(
+            "FIGURES kafka throughput: {what} sink alone, {total} events in {wall:.2} s: {:.0} events/s, agent CPU {cpu:.2} s = {:.2} µs/event",
+            total as f64 / wall,
+            cpu * 1e6 / total as f64
+        );
+    }
+    assert_eq!(records_on(&c, "audit"), total as i64);
+}
+
+/// Config problems name the key and the fix; a password from a file is read and never shown.
+#[test]
+fn config_problems_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.toml");
+    let one = |keys: &str| {
+        format!(
+            "[agent]\nstate_path = \"state.db\"\n\
+             [[sources]]\nname = \"s\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n\
+             [[sinks]]\nname = \"k\"\nkind = \"kafka\"\n{keys}\n"
+        )
+    };
+    let problems = |keys: &str| match auditship::config::Config::parse(&one(keys), &path) {
+        Ok(_) => String::new(),
+        Err(e) => e.problems.join("\n"),
+    };
+    let ok = "brokers = [\"kafka-1:9092\"]\ntopic = \"audit\"";
+    assert_eq!(problems(ok), "");
+    for (keys, want) in [
+        ("brokers = [\"kafka-1\"]\ntopic = \"a\"", "sinks[0].brokers: \"kafka-1\" is not host:port"),
+        ("brokers = []\ntopic = \"a\"", "sinks[0].brokers: missing"),
+        ("brokers = [\"k:1\"]\ntopic = \"a b\"", "sinks[0].topic: \"a b\" is not a Kafka topic name"),
+        (&format!("{ok}\nkey = \"user\""), "sinks[0].key: \"user\" is not a record key; one of id, source"),
+        (&format!("{ok}\ncompression = \"snappy\""), "sinks[0].compression: \"snappy\" is not a compression"),
+        (&format!("{ok}\nmessage_timeout = \"500ms\""), "sinks[0].message_timeout: must be 1s to 1h"),
+        (&format!("{ok}\nca_file = \"ca.pem\""), "sinks[0].ca_file: only used with tls = true"),
+        (&format!("{ok}\nsasl_username = \"u\""), "sinks[0].sasl_username: only used with sasl_mechanism"),
+        (&format!("{ok}\nsasl_mechanism = \"GSSAPI\"\nsasl_username = \"u\"\nsasl_password = \"p\""),
+            "sinks[0].sasl_mechanism: \"GSSAPI\" is not a SASL mechanism; one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+        (&format!("{ok}\nsasl_mechanism = \"PLAIN\""), "sinks[0].sasl_password: missing"),
+        (&format!("{ok}\nsasl_mechanism = \"PLAIN\""), "sinks[0].sasl_username: missing"),
+        (&format!("{ok}\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\nsasl_password = \"p\"\nsasl_password_file = \"f\""),
+            "sinks[0].sasl_password: set either sasl_password or sasl_password_file, not both"),
+        (&format!("{ok}\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\nsasl_password_file = \"nope\""),
+            "sinks[0].sasl_password_file: cannot read"),
+    ] {
+        let p = problems(keys);
+        assert!(p.contains(want), "{keys}: want {want:?} in:\n{p}");
+    }
+    std::fs::write(dir.path().join("pw"), "s3cret-kafka\n").unwrap();
+    let text = one(&format!(
+        "{ok}\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"u\"\nsasl_password_file = \"pw\""
+    ));
+    let c = auditship::config::Config::parse(&text, &path).unwrap();
+    let k: &auditship::sinks::kafka::KafkaSinkConfig = c.sinks[0].settings();
+    let sasl = k.sasl.as_ref().unwrap();
+    assert_eq!(sasl.password.expose(), "s3cret-kafka");
+    assert_eq!(k.security_protocol(), "sasl_plaintext");
+    assert!(!format!("{c:?}").contains("s3cret"));
+}
