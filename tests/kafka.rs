@@ -195,7 +195,9 @@ async fn every_event_reaches_the_topic_exactly_once() {
     let (code, out) = common::check_connect(&s);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("sink kafka: ok (metadata of 3 brokers fetched)"),
+        out.contains(
+            "sink kafka: ok (metadata of 3 brokers fetched; topic audit has 32 partitions)"
+        ),
         "{out}"
     );
     assert!(
@@ -226,11 +228,14 @@ async fn every_event_reaches_the_topic_exactly_once() {
     }
 }
 
-/// Nothing listens at the brokers' address: `check --connect` says unreachable, and fails.
+/// `check --connect` says what it found and fails but for the first: no broker answers
+/// (unreachable), the brokers refuse the topic to this client (auth refused: SASL refusals are
+/// told the same way, but the mock broker has no SASL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_connect_says_when_no_broker_answers() {
+async fn check_connect_says_unreachable_and_auth_refused() {
     let (_sim, _cfg, s) = common::four_vendors(20, 292, "").await;
-    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    let base = std::fs::read_to_string(&s.config).unwrap();
+    let mut text = base.clone();
     text.push_str(&format!(
         "\n[[sinks]]\nname = \"kafka\"\nkind = \"kafka\"\nbrokers = [\"127.0.0.1:{}\"]\ntopic = \"audit\"\n",
         common::free_port()
@@ -239,6 +244,21 @@ async fn check_connect_says_when_no_broker_answers() {
     let (code, out) = common::check_connect(&s);
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("sink kafka: unreachable: 127.0.0.1:"), "{out}");
+
+    let c = cluster(&["audit"]);
+    c.topic_error(
+        "audit",
+        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+    )
+    .unwrap();
+    std::fs::write(&s.config, &base).unwrap();
+    add_kafka_sink(&s, "kafka", &c, "topic = \"audit\"");
+    let (code, out) = common::check_connect(&s);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("sink kafka: auth refused (brokers reachable; topic audit:"),
+        "{out}"
+    );
 }
 
 /// A daemon delivering while every broker goes down for longer than `message_timeout` and

@@ -361,19 +361,42 @@ pub async fn probe(name: &str, cfg: &KafkaSinkConfig) -> Probe {
         }
     };
     let topic = cfg.topic.clone();
+    // The brokers, and what they say of the topic (an error code, or its partitions).
     let fetched = tokio::task::spawn_blocking(move || {
         client
             .client()
             .fetch_metadata(Some(&topic), PROBE_TIMEOUT)
-            .map(|m| m.brokers().len())
+            .map(|m| {
+                let t = m.topics().first();
+                let said = match t.and_then(|t| t.error()) {
+                    Some(e) => Err(RDKafkaErrorCode::from(e)),
+                    None => Ok(t.map_or(0, |t| t.partitions().len())),
+                };
+                (m.brokers().len(), said)
+            })
     })
     .await
     .unwrap_or(Err(KafkaError::Canceled));
     let last = errors.lock().expect("not poisoned").clone();
     match (fetched, last) {
-        (Ok(n), _) => Probe {
+        (Ok((n, Ok(partitions))), _) => Probe {
             ok: true,
-            said: format!("ok (metadata of {n} brokers fetched)"),
+            said: format!(
+                "ok (metadata of {n} brokers fetched; topic {} has {partitions} partitions)",
+                cfg.topic
+            ),
+        },
+        (Ok((_, Err(e))), _) => Probe {
+            ok: false,
+            said: format!(
+                "{} (brokers reachable; topic {}: {e})",
+                if matches!(e, RDKafkaErrorCode::TopicAuthorizationFailed) {
+                    "auth refused"
+                } else {
+                    "unusable topic"
+                },
+                cfg.topic
+            ),
         },
         (Err(_), Some((RDKafkaErrorCode::Authentication, reason))) => Probe {
             ok: false,
