@@ -244,6 +244,8 @@ async fn check_connect_says_unreachable_and_auth_refused() {
     let (code, out) = common::check_connect(&s);
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("sink kafka: unreachable: 127.0.0.1:"), "{out}");
+    // librdkafka's own reason, served from its error events.
+    assert!(out.contains("Connection refused"), "{out}");
 
     let c = cluster(&["audit"]);
     c.topic_error(

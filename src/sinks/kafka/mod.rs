@@ -54,7 +54,8 @@ pub struct KafkaSink {
 }
 
 /// librdkafka's callbacks: its log lines go to `tracing`; its last client-wide error is kept
-/// (for `check --connect`, which has no record to be told of it).
+/// (for `check --connect`, which has no record to be told of it), but for "all brokers down"
+/// after a more telling one.
 #[derive(Clone, Default)]
 pub struct Context {
     sink: Arc<str>,
@@ -83,7 +84,11 @@ impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::debug!(sink = %self.sink, error = %error, "kafka client error: {reason}");
         if let Some(code) = error.rdkafka_error_code() {
-            *self.last_error.lock().expect("not poisoned") = Some((code, reason.to_string()));
+            let mut last = self.last_error.lock().expect("not poisoned");
+            // "All brokers down" follows the reason why: the reason is kept.
+            if code != RDKafkaErrorCode::AllBrokersDown || last.is_none() {
+                *last = Some((code, reason.to_string()));
+            }
         }
     }
 }
@@ -363,17 +368,17 @@ pub async fn probe(name: &str, cfg: &KafkaSinkConfig) -> Probe {
     let topic = cfg.topic.clone();
     // The brokers, and what they say of the topic (an error code, or its partitions).
     let fetched = tokio::task::spawn_blocking(move || {
-        client
-            .client()
-            .fetch_metadata(Some(&topic), PROBE_TIMEOUT)
-            .map(|m| {
-                let t = m.topics().first();
-                let said = match t.and_then(|t| t.error()) {
-                    Some(e) => Err(RDKafkaErrorCode::from(e)),
-                    None => Ok(t.map_or(0, |t| t.partitions().len())),
-                };
-                (m.brokers().len(), said)
-            })
+        let fetched = client.client().fetch_metadata(Some(&topic), PROBE_TIMEOUT);
+        // Serves the client's queued error events: a SASL refusal is told only there.
+        client.poll(Duration::from_millis(100));
+        fetched.map(|m| {
+            let t = m.topics().first();
+            let said = match t.and_then(|t| t.error()) {
+                Some(e) => Err(RDKafkaErrorCode::from(e)),
+                None => Ok(t.map_or(0, |t| t.partitions().len())),
+            };
+            (m.brokers().len(), said)
+        })
     })
     .await
     .unwrap_or(Err(KafkaError::Canceled));
