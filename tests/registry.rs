@@ -214,6 +214,7 @@ struct Receivers {
     http: http_receiver::Receiver,
     syslog: tokio::net::TcpListener,
     dir: tempfile::TempDir,
+    kafka: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
 }
 
 impl Receivers {
@@ -222,6 +223,7 @@ impl Receivers {
             http: http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await,
             syslog: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
             dir: tempfile::tempdir().unwrap(),
+            kafka: rdkafka::mocking::MockCluster::new(1).unwrap(),
         }
     }
 }
@@ -238,6 +240,14 @@ fn minimal_sink(kind: &str, at: Option<&Receivers>) -> String {
         ("syslog", None) => format!("address = \"127.0.0.1:{}\"", free_port()),
         ("otlp", Some(r)) => format!("url = \"{}/v1/logs\"", r.http.base()),
         ("otlp", None) => format!("url = \"http://127.0.0.1:{}/v1/logs\"", free_port()),
+        ("kafka", Some(r)) => format!(
+            "brokers = [\"{}\"]\ntopic = \"audit\"",
+            r.kafka.bootstrap_servers()
+        ),
+        ("kafka", None) => format!(
+            "brokers = [\"127.0.0.1:{}\"]\ntopic = \"audit\"",
+            free_port()
+        ),
         (other, _) => panic!("{other}: add a minimal entry of the new destination to minimal_sink"),
     }
 }
@@ -318,12 +328,12 @@ fn every_destination_refuses_what_is_not_its_own() {
         "files",
         "path = \"o\"\nurl = \"http://x/\"\nbogus = 1",
     ));
-    assert!(
-        p.contains(
-            "sinks[0].kind: \"files\" is not a sink kind; one of stdout, file, http, syslog"
-        ),
-        "{p}"
+    let kinds: Vec<&str> = DESTINATIONS.iter().map(|d| d.kind()).collect();
+    let want = format!(
+        "sinks[0].kind: \"files\" is not a sink kind; one of {}",
+        kinds.join(", ")
     );
+    assert!(p.contains(&want), "{want:?} not in:\n{p}");
     assert!(
         !p.contains("sinks[0].path") && !p.contains("sinks[0].url"),
         "{p}"

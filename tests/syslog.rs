@@ -229,27 +229,6 @@ impl Drop for Rsyslog {
     }
 }
 
-/// The emulator with all four vendors, and a config with the file sink `out.ndjson` plus a
-/// syslog sink (`extra` are its further keys).
-async fn world(
-    events: u64,
-    seed: u64,
-    page: &str,
-) -> (
-    auditship_sim::SimHandle,
-    auditship_sim::SimConfig,
-    common::Setup,
-) {
-    let cfg = common::backfill(&Vendor::ALL, events, 3, seed);
-    let sim = common::sim(cfg.clone()).await;
-    let sources: String = Vendor::ALL
-        .iter()
-        .map(|v| common::source_toml(&sim, &cfg, *v, page))
-        .collect();
-    let s = common::setup("", &sources);
-    (sim, cfg, s)
-}
-
 fn add_syslog_sink(s: &common::Setup, keys: &str) {
     let mut text = std::fs::read_to_string(&s.config).unwrap();
     text.push_str(&format!(
@@ -313,23 +292,11 @@ fn assert_native_exactly_once(rs: &Rsyslog, lines: &[Value], by_id: &HashMap<Str
     );
 }
 
-/// `check --connect`: its exit code and standard output.
-fn check_connect(s: &common::Setup) -> (Option<i32>, String) {
-    let out = common::run(
-        &["check", "--connect", "--config", s.config.to_str().unwrap()],
-        &[],
-    );
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 /// TCP, octet-counted: every event of a `run --once` over the four emulators reaches rsyslog
 /// exactly once, each message the file sink's native line, and `check --connect` reaches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_delivers_every_event_exactly_once() {
-    let (sim, cfg, s) = world(250, 171, "page_size = 40\n").await;
+    let (sim, cfg, s) = common::four_vendors(250, 171, "page_size = 40\n").await;
     let Some(rs) = Rsyslog::start(s.dir.path(), "tcp") else {
         return;
     };
@@ -337,7 +304,7 @@ async fn tcp_delivers_every_event_exactly_once() {
         &s,
         &format!("address = {:?}\ntransport = \"tcp\"", rs.address()),
     );
-    let (code, out) = check_connect(&s);
+    let (code, out) = common::check_connect(&s);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("sink syslog: ok (TCP connection opened)"),
@@ -354,7 +321,7 @@ async fn tcp_delivers_every_event_exactly_once() {
 /// UDP: the same, one datagram per message, with the warning that UDP can lose events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_delivers_every_event_once_and_warns() {
-    let (sim, cfg, s) = world(80, 172, "page_size = 20\n").await;
+    let (sim, cfg, s) = common::four_vendors(80, 172, "page_size = 20\n").await;
     let Some(rs) = Rsyslog::start(s.dir.path(), "udp") else {
         return;
     };
@@ -362,7 +329,7 @@ async fn udp_delivers_every_event_once_and_warns() {
         &s,
         &format!("address = {:?}\ntransport = \"udp\"", rs.address()),
     );
-    let (code, out) = check_connect(&s);
+    let (code, out) = common::check_connect(&s);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("sink syslog: ok (address resolved only"),
@@ -385,7 +352,7 @@ async fn udp_delivers_every_event_once_and_warns() {
 /// parsed back, carries the native event's fields under the documented keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_cef_lines_parse_back_to_the_native_events() {
-    let (sim, cfg, s) = world(150, 173, "page_size = 50\n").await;
+    let (sim, cfg, s) = common::four_vendors(150, 173, "page_size = 50\n").await;
     let Some(rs) = Rsyslog::start(s.dir.path(), "tls") else {
         return;
     };
@@ -398,7 +365,7 @@ async fn tls_cef_lines_parse_back_to_the_native_events() {
             ca.to_str().unwrap()
         ),
     );
-    let (code, out) = check_connect(&s);
+    let (code, out) = common::check_connect(&s);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("sink syslog: ok (TLS handshake done)"),
@@ -424,7 +391,7 @@ async fn tls_cef_lines_parse_back_to_the_native_events() {
 /// sink presents `client_cert` + `client_key`, and every event arrives once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_delivers_every_event_exactly_once() {
-    let (sim, cfg, s) = world(60, 176, "page_size = 30\n").await;
+    let (sim, cfg, s) = common::four_vendors(60, 176, "page_size = 30\n").await;
     let Some(rs) = Rsyslog::start(s.dir.path(), "mtls") else {
         return;
     };
@@ -448,7 +415,7 @@ async fn mutual_tls_delivers_every_event_exactly_once() {
 /// nothing reaches rsyslog, and `check --connect` says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_without_the_ca_fails_and_commits_nothing() {
-    let (_sim, _cfg, s) = world(20, 174, "").await;
+    let (_sim, _cfg, s) = common::four_vendors(20, 174, "").await;
     let Some(rs) = Rsyslog::start(s.dir.path(), "tls") else {
         return;
     };
@@ -456,7 +423,7 @@ async fn tls_without_the_ca_fails_and_commits_nothing() {
         &s,
         &format!("address = \"localhost:{}\"\ntransport = \"tls\"", rs.port),
     );
-    let (code, out) = check_connect(&s);
+    let (code, out) = common::check_connect(&s);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("sink syslog: cannot reach") && out.contains("TLS handshake"),
@@ -476,7 +443,7 @@ async fn tls_without_the_ca_fails_and_commits_nothing() {
 /// sending: every event is still received at least once. Duplicates are allowed and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rsyslog_restart_mid_run_loses_nothing() {
-    let (sim, cfg, s) = world(1500, 175, "page_size = 25\n").await;
+    let (sim, cfg, s) = common::four_vendors(1500, 175, "page_size = 25\n").await;
     let Some(mut rs) = Rsyslog::start(s.dir.path(), "tcp") else {
         return;
     };

@@ -192,6 +192,17 @@ impl SinkCheck<'_, '_> {
         )
     }
 
+    /// A secret option given inline (`opt`) or as a file (`opt_file`), not both.
+    pub fn secret(
+        &mut self,
+        opt: &str,
+        inline: &Option<String>,
+        file: &Option<String>,
+    ) -> super::SecretValue {
+        let key = self.key;
+        self.check.secret(key, opt, inline, file)
+    }
+
     /// Where relative paths of the config file resolve.
     pub fn base(&self) -> &Path {
         self.check.base

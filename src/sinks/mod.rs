@@ -3,7 +3,7 @@
 //! of its queue, then removes the batch from the queue in the commit that records the sink's
 //! position (the file's).
 //!
-//! A destination is a plugin: one folder per kind (`stdout`, `file`, `http`, `syslog`, `otlp`), whose
+//! A destination is a plugin: one folder per kind (`stdout`, `file`, `http`, `syslog`, `otlp`, `kafka`), whose
 //! type implements [`Destination`] — its kind name, its own `[[sinks]]` keys (a serde struct in
 //! its `config.rs`), their validation, how to open its [`Sink`] and how `check --connect`
 //! probes its receiver. [`DESTINATIONS`] lists them; nothing else names a kind. A sink frames
@@ -25,6 +25,7 @@ use std::time::Duration;
 pub mod drain;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod otlp;
 pub mod queue;
 pub mod stdout;
@@ -37,6 +38,7 @@ pub static DESTINATIONS: &[&dyn Destination] = &[
     &http::HttpKind,
     &syslog::SyslogKind,
     &otlp::OtlpKind,
+    &kafka::KafkaKind,
 ];
 
 /// Everything the agent knows of one kind of sink, besides its [`Sink`]'s delivering.

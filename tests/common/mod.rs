@@ -361,3 +361,28 @@ pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> b
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The emulator with all four vendors (`events` each over three days, `page` the sources'
+/// further keys), and a config with the file sink `out.ndjson`: the world of a sink's tests.
+pub async fn four_vendors(events: u64, seed: u64, page: &str) -> (SimHandle, SimConfig, Setup) {
+    let cfg = backfill(&Vendor::ALL, events, 3, seed);
+    let sim = sim(cfg.clone()).await;
+    let sources: String = Vendor::ALL
+        .iter()
+        .map(|v| source_toml(&sim, &cfg, *v, page))
+        .collect();
+    let s = setup("", &sources);
+    (sim, cfg, s)
+}
+
+/// `check --connect`: its exit code and standard output.
+pub fn check_connect(s: &Setup) -> (Option<i32>, String) {
+    let out = run(
+        &["check", "--connect", "--config", s.config.to_str().unwrap()],
+        &[],
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
