@@ -1096,11 +1096,14 @@ async fn a_sink_outage_holds_reading_back_at_the_queue_limit() {
         .await
         .1
     };
-    // The queue fills; then reading stops.
+    // The queue fills; then reading stops. (Sources wait as soon as the queue and the pages
+    // being read for it reach the limit: the queue itself gets there once those are committed.)
     let mut text = String::new();
     for _ in 0..120 {
         text = metrics().await;
-        if metric(&text, "auditship_sink_queue_full{sink=\"collector\"}") == 1 {
+        if metric(&text, "auditship_sink_queue_full{sink=\"collector\"}") == 1
+            && metric(&text, "auditship_sink_queue_bytes{sink=\"collector\"}") >= 1 << 20
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1127,7 +1130,14 @@ async fn a_sink_outage_holds_reading_back_at_the_queue_limit() {
     let in_file = lines_so_far(&s.out);
     receiver.up().await;
     let truths = all_received(&sim, &cfg, &names, &receiver).await;
-    let text = metrics().await;
+    // The receiver has every event a moment before the agent removes the last batches from the
+    // queue (their commit follows the answer): the gauge falls back to 0 then.
+    let (_, text) = until(
+        &format!("http://127.0.0.1:{port}/metrics"),
+        Duration::from_secs(10),
+        |_, b| metric(b, "auditship_sink_queue_full{sink=\"collector\"}") == 0,
+    )
+    .await;
     let (status, log) = stop(child, &s);
     assert!(status.success(), "{status:?}\n{log}");
     assert!(

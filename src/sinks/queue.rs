@@ -22,8 +22,10 @@ struct Counts {
     /// Bytes of pages being read for this queue (let through, not yet committed).
     reserved: u64,
     /// Since when sources have waited for room (logged once when it starts and once when it
-    /// ends).
+    /// ends: when the last source waiting goes on).
     full_since: Option<Instant>,
+    /// Sources waiting for room now.
+    waiting: usize,
 }
 
 /// One sink's queue.
@@ -42,6 +44,15 @@ pub struct SinkQueue {
     gave_up: OnceLock<String>,
     /// Events of each source held in the queue, refused by the receiver for their content.
     held: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+/// A source waiting for room in a queue, until it is dropped.
+struct Waiter<'a>(&'a SinkQueue);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.waited();
+    }
 }
 
 /// What a queue holds, for `/readyz` and the logs.
@@ -64,6 +75,7 @@ impl SinkQueue {
                 oldest: totals.and_then(|t| t.oldest),
                 reserved: 0,
                 full_since: None,
+                waiting: 0,
             }),
             more: Notify::new(),
             room: Notify::new(),
@@ -88,6 +100,11 @@ impl SinkQueue {
             c.oldest,
             c.full_since.is_some(),
         );
+    }
+
+    /// Whether sources wait for room (`auditship_sink_queue_full`).
+    pub fn full(&self) -> bool {
+        self.lock().full_since.is_some()
     }
 
     /// The limit (`queue_max_bytes`).
@@ -127,12 +144,6 @@ impl SinkQueue {
             c.events = 0;
             c.bytes = 0;
         }
-        if c.bytes < self.limit {
-            if let Some(since) = c.full_since.take() {
-                tracing::info!(sink = %self.sink, waited_s = since.elapsed().as_secs(),
-                    queued_bytes = c.bytes, "queue has room again; its sources read on");
-            }
-        }
         self.report(&c);
         drop(c);
         self.room.notify_waiters();
@@ -143,6 +154,7 @@ impl SinkQueue {
     /// gave up in this run (`Err` with why). A queue passes its limit only by how much pages
     /// outgrow their estimates.
     pub async fn wait_for_room(&self, page: u64) -> Result<(), String> {
+        let mut waiter: Option<Waiter<'_>> = None;
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
@@ -156,6 +168,10 @@ impl SinkQueue {
                 if empty || c.bytes + c.reserved + page <= self.limit {
                     return Ok(());
                 }
+                if waiter.is_none() {
+                    c.waiting += 1;
+                    waiter = Some(Waiter(self));
+                }
                 if c.full_since.is_none() {
                     c.full_since = Some(Instant::now());
                     tracing::warn!(sink = %self.sink, queued_bytes = c.bytes, queued_events = c.events,
@@ -165,6 +181,20 @@ impl SinkQueue {
                 }
             }
             notified.await;
+        }
+    }
+
+    /// A source stopped waiting for room (it went on, gave up or was cancelled): the last one
+    /// ends the queue's being full.
+    fn waited(&self) {
+        let mut c = self.lock();
+        c.waiting = c.waiting.saturating_sub(1);
+        if c.waiting == 0 {
+            if let Some(since) = c.full_since.take() {
+                tracing::info!(sink = %self.sink, waited_s = since.elapsed().as_secs(),
+                    queued_bytes = c.bytes, "queue has room again; its sources read on");
+                self.report(&c);
+            }
         }
     }
 
@@ -275,5 +305,24 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Err("HTTP 401".into()));
         q.removed(9, 9, None);
         assert_eq!(q.level(), QueueLevel::default());
+    }
+
+    /// A queue that was full only because of the pages being read for it (nothing left to
+    /// deliver) is no longer full once the last source waiting for it goes on: it does not stay
+    /// "full" until a delivery that never comes.
+    #[tokio::test]
+    async fn a_queue_full_of_reserved_pages_is_not_full_once_its_sources_go_on() {
+        let q = Arc::new(SinkQueue::new("siem", 100, None));
+        q.reserve(60);
+        let waiting = tokio::spawn({
+            let q = q.clone();
+            async move { q.wait_for_room(50).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a reserved page was not counted");
+        assert!(q.full(), "sources wait, yet the queue does not say it is full");
+        q.release(60);
+        waiting.await.unwrap().unwrap();
+        assert!(!q.full(), "no source waits, yet the queue says it is full");
     }
 }
