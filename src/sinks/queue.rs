@@ -320,7 +320,10 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "a reserved page was not counted");
-        assert!(q.full(), "sources wait, yet the queue does not say it is full");
+        assert!(
+            q.full(),
+            "sources wait, yet the queue does not say it is full"
+        );
         q.release(60);
         waiting.await.unwrap().unwrap();
         assert!(!q.full(), "no source waits, yet the queue says it is full");
