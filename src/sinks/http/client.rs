@@ -2,21 +2,22 @@
 //! bounded answer, gzip, the `Idempotency-Key` of a batch, and the agent's hostname.
 
 use std::io::Write as _;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::header::{self, HeaderName, HeaderValue};
 
 use crate::event::Event;
 use crate::retry::{self, Retryable, Verdict};
 
 /// How much of an error answer is kept for the log line.
-pub(super) const MAX_ERROR_BODY: usize = 16 << 10;
+pub(crate) const MAX_ERROR_BODY: usize = 16 << 10;
 
 /// The `Idempotency-Key` request header.
 pub(super) static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Why one attempt at a request failed.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum Failure {
+pub(crate) enum Failure {
     /// Connecting, sending or reading failed (including the timeout).
     #[error("request failed: {0}")]
     Transport(String),
@@ -64,6 +65,81 @@ impl Retryable for Failure {
     }
 }
 
+/// The TLS options and timeout of a sink's HTTP client.
+pub(crate) struct ClientOptions<'a> {
+    /// Timeout of one request, connection included.
+    pub timeout: Duration,
+    /// PEM CA certificates trusted besides the system's roots.
+    pub ca_file: Option<&'a PathBuf>,
+    /// PEM client certificate and its key, for mutual TLS.
+    pub client_cert: Option<(&'a PathBuf, &'a PathBuf)>,
+    /// Accept any certificate from the receiver (warned about here).
+    pub insecure_skip_verify: bool,
+}
+
+/// A sink's HTTP client: its timeout, its TLS options (reading the CA and client certificate
+/// files), no redirects (a redirect of a POST is a misconfigured URL: said rather than
+/// followed). `name` is the sink's, for the warning of `insecure_skip_verify`.
+pub(crate) fn build_client(name: &str, o: &ClientOptions<'_>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(o.timeout)
+        .connect_timeout(o.timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = o.ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    if let Some((cert, key)) = o.client_cert {
+        let mut pem =
+            std::fs::read(cert).map_err(|e| format!("client_cert {}: {e}", cert.display()))?;
+        pem.push(b'\n');
+        pem.extend(std::fs::read(key).map_err(|e| format!("client_key {}: {e}", key.display()))?);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+            "client_cert/client_key: not a PEM certificate and private key".to_string()
+        })?;
+        builder = builder.identity(identity);
+    }
+    if o.insecure_skip_verify {
+        tracing::warn!(sink = %name,
+            "insecure_skip_verify = true: the receiver's TLS certificate is NOT verified; anyone on \
+             the network path can impersonate it, read the events and take the credentials. Use \
+             ca_file instead");
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))
+}
+
+/// The failure of an answer that is not a 2xx: its status, its `Retry-After`, and the start of
+/// its body, scrubbed of secrets by `scrub` before it is cut.
+pub(crate) async fn status_failure(
+    resp: reqwest::Response,
+    scrub: impl Fn(&str) -> String,
+) -> Failure {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+    let body = read_body(resp, MAX_ERROR_BODY)
+        .await
+        .map(|(b, _)| b)
+        .unwrap_or_default();
+    Failure::Status {
+        status,
+        retry_after,
+        // Scrub before cutting, so that no part of a secret survives at the cut.
+        body: retry::snippet(&scrub(&String::from_utf8_lossy(&body))),
+    }
+}
+
 /// What a refusal means, when its text says more than "check the url, headers and
 /// credentials": `format` is the sink's format name.
 pub(super) fn refusal_hint(detail: &str, format: &str) -> Option<String> {
@@ -88,7 +164,7 @@ pub(super) fn refusal_hint(detail: &str, format: &str) -> Option<String> {
 }
 
 /// Reads at most `cap` bytes of a body; the flag says whether there was more.
-pub(super) async fn read_body(
+pub(crate) async fn read_body(
     mut resp: reqwest::Response,
     cap: usize,
 ) -> Result<(Vec<u8>, bool), reqwest::Error> {
@@ -105,7 +181,7 @@ pub(super) async fn read_body(
 }
 
 /// An error with its causes, on one line.
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
