@@ -26,6 +26,7 @@ pub mod drain;
 pub mod file;
 pub mod http;
 pub mod queue;
+pub mod secops;
 pub mod stdout;
 pub mod syslog;
 
@@ -35,6 +36,7 @@ pub static DESTINATIONS: &[&dyn Destination] = &[
     &file::FileKind,
     &http::HttpKind,
     &syslog::SyslogKind,
+    &secops::SecopsKind,
 ];
 
 /// Everything the agent knows of one kind of sink, besides its [`Sink`]'s delivering.
