@@ -199,6 +199,14 @@ async fn every_event_arrives_once_through_expiry_throttling_and_splits() {
         !stderr.contains("ya29.") && !stderr.contains("PRIVATE KEY"),
         "{stderr}"
     );
+    eprintln!(
+        "figures: {} logs in {imports} requests (largest {} of {limit} bytes), {} tokens, {} 401, {} 429",
+        got.len(),
+        s.largest.load(Ordering::Relaxed),
+        s.tokens_issued.load(Ordering::Relaxed),
+        s.unauthenticated.load(Ordering::Relaxed),
+        s.throttled_at.lock().unwrap().len()
+    );
     w.shutdown().await;
 }
 
@@ -217,6 +225,10 @@ async fn tokens_expiring_mid_run_are_renewed_ahead() {
     assert_exactly(&records, "wasabi-air", &truth(sim, cfg, Vendor::WasabiAir));
     let issued = emu.shared.tokens_issued.load(Ordering::Relaxed);
     assert!(issued >= 3, "{issued} tokens for a run of several seconds");
+    eprintln!(
+        "figures: {issued} tokens, {} requests",
+        emu.shared.imports.load(Ordering::Relaxed)
+    );
     // Renewed before they expired: the API never saw an expired one.
     assert_eq!(emu.shared.unauthenticated.load(Ordering::Relaxed), 0);
     w.shutdown().await;

@@ -3,7 +3,7 @@
 //! of its queue, then removes the batch from the queue in the commit that records the sink's
 //! position (the file's).
 //!
-//! A destination is a plugin: one folder per kind (`stdout`, `file`, `http`, `syslog`), whose
+//! A destination is a plugin: one folder per kind (`stdout`, `file`, `http`, `syslog`, `secops`), whose
 //! type implements [`Destination`] — its kind name, its own `[[sinks]]` keys (a serde struct in
 //! its `config.rs`), their validation, how to open its [`Sink`] and how `check --connect`
 //! probes its receiver. [`DESTINATIONS`] lists them; nothing else names a kind. A sink frames
