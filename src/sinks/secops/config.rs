@@ -305,3 +305,121 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<SecopsConfig> {
         ca_file: tls.ca_file,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+
+    const AGENT: &str = "[agent]\nstate_path = \"s.db\"\n[[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:1\"\napi_key = \"k\"\n";
+
+    /// Parses a `secops` sink with `keys`, its key file written beside the config.
+    fn parse(dir: &std::path::Path, keys: &str) -> Result<crate::config::Config, String> {
+        let key = serde_json::json!({
+            "client_email": "a@p.iam.gserviceaccount.com",
+            "private_key": include_str!("../../../tests/secops_receiver/test-key.pem"),
+            "private_key_id": "k1",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        });
+        std::fs::write(dir.join("key.json"), key.to_string()).unwrap();
+        crate::config::Config::parse(
+            &format!("{AGENT}[[sinks]]\nname = \"g\"\nkind = \"secops\"\ncredentials_file = \"key.json\"\n{keys}"),
+            &dir.join("a.toml"),
+        )
+        .map_err(|e| e.problems.join("\n"))
+    }
+
+    #[test]
+    fn defaults_location_and_forwarder() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = parse(
+            dir.path(),
+            "project = \"p\"\nlocation = \"europe-west2\"\ninstance = \"i-1\"\nforwarder = \"f1\"\n",
+        )
+        .unwrap();
+        let s: &SecopsConfig = c.sinks[0].settings();
+        assert_eq!(s.region, "europe-west2");
+        assert_eq!(s.log_type, DEFAULT_LOG_TYPE);
+        assert_eq!(
+            s.endpoint.as_str(),
+            "https://chronicle.europe-west2.rep.googleapis.com/"
+        );
+        assert_eq!(
+            s.forwarder.as_deref(),
+            Some("projects/p/locations/europe-west2/instances/i-1/forwarders/f1")
+        );
+        assert_eq!(
+            s.log_type_url(),
+            "https://chronicle.europe-west2.rep.googleapis.com/v1alpha/projects/p/locations/europe-west2/instances/i-1/logTypes/AUDITSHIP"
+        );
+        assert_eq!(s.batch_max_bytes, REQUEST_MAX_BYTES);
+        assert!(!format!("{c:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn problems_name_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = parse(
+            dir.path(),
+            "project = \"a/b\"\nregion = \"us\"\nlocation = \"us\"\nbatch_max_bytes = 2000000\n\
+             endpoint = \"https://x.example.com/v1alpha\"\nforwarder = \"x y\"\n",
+        )
+        .unwrap_err();
+        for want in [
+            "sinks[0].project: \"a/b\": letters, digits",
+            "sinks[0].location: set region or location, not both",
+            "sinks[0].instance: missing",
+            "sinks[0].batch_max_bytes: 2000000 is out of range",
+            "sinks[0].endpoint: the API's base URL",
+            "sinks[0].forwarder: the forwarder's id",
+        ] {
+            assert!(p.contains(want), "missing {want:?} in:\n{p}");
+        }
+    }
+
+    #[test]
+    fn batches_are_cut_to_the_limit_and_an_oversize_record_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = parse(
+            dir.path(),
+            "project = \"p\"\nregion = \"us\"\ninstance = \"i\"\nbatch_max_bytes = 1024\n",
+        )
+        .unwrap();
+        let retry = c.agent.retry.clone();
+        let sink = sink(&c.sinks[0], &retry, true).unwrap();
+        let event = |id: &str, raw_len: usize| {
+            let raw = format!("{{\"id\":\"{id}\",\"pad\":\"{}\"}}", "x".repeat(raw_len));
+            let mut e = Event::standalone(
+                "air",
+                "wasabi_air",
+                "wasabi",
+                1_700_000_000_000_000_000,
+                &raw,
+            );
+            e.set(crate::event::Field::Id, Some(id));
+            e
+        };
+        let events: Vec<Event> = (0..10).map(|i| event(&format!("e{i}"), 50)).collect();
+        let bodies = sink.bodies(&events).unwrap();
+        assert!(bodies.len() > 1, "{} requests", bodies.len());
+        let mut logs = 0;
+        for b in &bodies {
+            assert!(b.len() <= 1024, "{} bytes", b.len());
+            let v: serde_json::Value = serde_json::from_slice(b).unwrap();
+            logs += v["inlineSource"]["logs"].as_array().unwrap().len();
+        }
+        assert_eq!(logs, 10);
+        let mut events = events;
+        events.push(event("huge", 2000));
+        match sink.bodies(&events) {
+            Err(SinkError::Rejected {
+                status: 413,
+                detail,
+                ..
+            }) => {
+                assert!(detail.contains("event huge of source air"), "{detail}")
+            }
+            other => panic!("{:?}", other.map(|b| b.len())),
+        }
+    }
+}
