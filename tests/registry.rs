@@ -7,6 +7,7 @@
 
 mod common;
 mod http_receiver;
+mod secops_receiver;
 
 use std::path::Path;
 use std::time::Duration;
@@ -213,6 +214,7 @@ async fn every_vendor_builds_and_reads_its_emulator() {
 struct Receivers {
     http: http_receiver::Receiver,
     syslog: tokio::net::TcpListener,
+    secops: secops_receiver::Emulator,
     dir: tempfile::TempDir,
     kafka: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
 }
@@ -222,6 +224,7 @@ impl Receivers {
         Receivers {
             http: http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await,
             syslog: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            secops: secops_receiver::Emulator::start().await,
             dir: tempfile::tempdir().unwrap(),
             kafka: rdkafka::mocking::MockCluster::new(1).unwrap(),
         }
@@ -248,6 +251,28 @@ fn minimal_sink(kind: &str, at: Option<&Receivers>) -> String {
             "brokers = [\"127.0.0.1:{}\"]\ntopic = \"audit\"",
             free_port()
         ),
+        ("secops", r) => {
+            let (dir, endpoint, token_uri) = match r {
+                Some(r) => (
+                    r.dir.path().to_path_buf(),
+                    r.secops.base(),
+                    r.secops.token_uri(),
+                ),
+                None => {
+                    let port = free_port();
+                    let base = format!("http://127.0.0.1:{port}");
+                    (std::env::temp_dir(), base.clone(), format!("{base}/token"))
+                }
+            };
+            let key = dir.join(format!("secops-key-{}.json", std::process::id()));
+            std::fs::write(&key, secops_receiver::key_json(&token_uri)).unwrap();
+            format!(
+                "project = {:?}\nregion = {:?}\ninstance = {:?}\ncredentials_file = {key:?}\nendpoint = {endpoint:?}",
+                secops_receiver::PROJECT,
+                secops_receiver::REGION,
+                secops_receiver::INSTANCE,
+            )
+        }
         (other, _) => panic!("{other}: add a minimal entry of the new destination to minimal_sink"),
     }
 }

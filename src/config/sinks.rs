@@ -22,7 +22,7 @@ use crate::sinks::{Destination, DESTINATIONS};
 pub struct RawSink {
     /// Unique, `[a-z0-9_-]+`; names the sink in logs, metrics and the state.
     pub name: Option<String>,
-    /// Which destination plugin delivers (`stdout`, `file`, `http`, `syslog`).
+    /// Which destination plugin delivers (`stdout`, `file`, `http`, `syslog`, `secops`).
     pub kind: Option<String>,
     /// Only these sources' events (default: all).
     pub sources: Option<Vec<String>>,
@@ -35,7 +35,7 @@ pub struct RawSink {
     /// stop reading until it delivers; nothing is dropped.
     pub queue_max_bytes: Option<i64>,
     /// How long a batch smaller than the sink's batch waits for more events of its queue before
-    /// it is sent (default per kind: "1s" for http and syslog, "0s" for file and stdout), so
+    /// it is sent (default per kind: "1s" for http, syslog and secops, "0s" for file and stdout), so
     /// that many sources' small pages share one request. At most 1 minute.
     pub batch_max_age: Option<String>,
 }

@@ -3,7 +3,8 @@
 //! of its queue, then removes the batch from the queue in the commit that records the sink's
 //! position (the file's).
 //!
-//! A destination is a plugin: one folder per kind (`stdout`, `file`, `http`, `syslog`, `otlp`, `kafka`), whose
+//! A destination is a plugin: one folder per kind (`stdout`, `file`, `http`, `syslog`, `otlp`, `kafka`,
+//! `secops`), whose
 //! type implements [`Destination`] — its kind name, its own `[[sinks]]` keys (a serde struct in
 //! its `config.rs`), their validation, how to open its [`Sink`] and how `check --connect`
 //! probes its receiver. [`DESTINATIONS`] lists them; nothing else names a kind. A sink frames
@@ -28,6 +29,7 @@ pub mod http;
 pub mod kafka;
 pub mod otlp;
 pub mod queue;
+pub mod secops;
 pub mod stdout;
 pub mod syslog;
 
@@ -39,6 +41,7 @@ pub static DESTINATIONS: &[&dyn Destination] = &[
     &syslog::SyslogKind,
     &otlp::OtlpKind,
     &kafka::KafkaKind,
+    &secops::SecopsKind,
 ];
 
 /// Everything the agent knows of one kind of sink, besides its [`Sink`]'s delivering.

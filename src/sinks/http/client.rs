@@ -69,6 +69,30 @@ impl Retryable for Failure {
     }
 }
 
+/// The failure of an answer that is not a 2xx: its status, its `Retry-After`, and the start of
+/// its body, scrubbed of secrets by `scrub` before it is cut.
+pub(crate) async fn status_failure(
+    resp: reqwest::Response,
+    scrub: impl Fn(&str) -> String,
+) -> Failure {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+    let body = read_body(resp, MAX_ERROR_BODY)
+        .await
+        .map(|(b, _)| b)
+        .unwrap_or_default();
+    Failure::Status {
+        status,
+        retry_after,
+        // Scrub before cutting, so that no part of a secret survives at the cut.
+        body: retry::snippet(&scrub(&String::from_utf8_lossy(&body))),
+    }
+}
+
 /// What a refusal means, when its text says more than "check the url, headers and
 /// credentials": `format` is the sink's format name.
 pub(super) fn refusal_hint(detail: &str, format: &str) -> Option<String> {
@@ -261,27 +285,6 @@ pub(crate) fn scrub(secrets: &[Secret], text: &str) -> String {
         }
     }
     out
-}
-
-/// The failure of an answer that is not a 2xx: its status, `Retry-After` and the start of its
-/// body, scrubbed of `secrets`.
-pub(crate) async fn status_failure(resp: reqwest::Response, secrets: &[Secret]) -> Failure {
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-    let body = read_body(resp, MAX_ERROR_BODY)
-        .await
-        .map(|(b, _)| b)
-        .unwrap_or_default();
-    Failure::Status {
-        status,
-        retry_after,
-        // Scrub before cutting, so that no part of a secret survives at the cut.
-        body: retry::snippet(&scrub(secrets, &String::from_utf8_lossy(&body))),
-    }
 }
 
 /// The request's endpoint for a log line: scheme, host, port and path; no user info or query,

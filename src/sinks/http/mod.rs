@@ -277,7 +277,7 @@ impl Inner {
             }
             return Ok(Vec::new());
         }
-        Err(status_failure(resp, &self.secrets).await)
+        Err(status_failure(resp, |t| scrub(&self.secrets, t)).await)
     }
 
     /// Replaces any configured header value (or a long word of one, such as the token after

@@ -208,7 +208,7 @@ impl OtlpSink {
             .await
             .map_err(|e| Failure::Transport(chain(&e.without_url())))?;
         if !resp.status().is_success() {
-            return Err(status_failure(resp, &self.secrets).await);
+            return Err(status_failure(resp, |t| scrub(&self.secrets, t)).await);
         }
         let (body, _) = read_body(resp, MAX_RESPONSE)
             .await

@@ -1,0 +1,400 @@
+//! The `secops` sink end to end: the real binary reads the four emulated vendors and delivers
+//! to the Google SecOps emulator (`secops_receiver`): its token endpoint checks each JWT
+//! assertion's RS256 signature and claims and gives tokens of a short life; its `logs:import`
+//! checks the bearer, the request size and the body, throttles on a schedule and keeps every
+//! log, which the tests decode and compare with the vendors' truth.
+//!
+//! The sink promises at-least-once (Google's `logs:import` takes no idempotency key, so a
+//! request whose answer is lost is sent again). These runs lose no answers: every fault the
+//! emulator scripts (429, 401, a refused key) is answered before a log is kept, so the tests
+//! assert exactly once, which also proves that no retry, split or renewal sends a log twice.
+
+mod common;
+mod secops_receiver;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use auditship_sim::{SimConfig, SimHandle, Vendor};
+use common::*;
+use secops_receiver::{Emulator, INSTANCE, PROJECT, REGION};
+use serde_json::Value;
+
+/// A test dir with the service account's key file and a config reading every vendor of `sim`
+/// into a `secops` sink at `emu` with `sink_extra` keys; `page_size` of the agent.
+fn config(
+    dir: &Path,
+    sim: &SimHandle,
+    cfg: &SimConfig,
+    emu: &Emulator,
+    page_size: usize,
+    sink_extra: &str,
+) -> PathBuf {
+    std::fs::write(
+        dir.join("key.json"),
+        secops_receiver::key_json(&emu.token_uri()),
+    )
+    .unwrap();
+    let path = dir.join("auditship.toml");
+    let text = format!(
+        "[agent]\nstate_path = \"state.db\"\nlag = \"1s\"\noverlap = \"10s\"\npoll_interval = \"1s\"\n\
+         retry_max_attempts = 20\nretry_initial = \"20ms\"\nretry_max_delay = \"200ms\"\npage_size = {page_size}\n\n\
+         {sources}\n[[sinks]]\nname = \"secops\"\nkind = \"secops\"\nproject = {PROJECT:?}\n\
+         region = {REGION:?}\ninstance = {INSTANCE:?}\ncredentials_file = \"key.json\"\n\
+         endpoint = {endpoint:?}\n{sink_extra}\n",
+        sources = all_sources(sim, cfg),
+        endpoint = emu.base(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The vendors' emulator, Google's, and a test dir.
+struct World {
+    cfg: SimConfig,
+    sim: SimHandle,
+    emu: Emulator,
+    dir: tempfile::TempDir,
+}
+
+/// `events` of each of `vendors` over a day.
+async fn world(vendors: &[Vendor], events: u64, seed: u64) -> World {
+    let cfg = backfill(vendors, events, 1, seed);
+    World {
+        sim: sim(cfg.clone()).await,
+        cfg,
+        emu: Emulator::start().await,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl World {
+    async fn shutdown(self) {
+        self.sim.shutdown().await;
+    }
+
+    /// [`config`] in the world's dir.
+    fn config(&self, page_size: usize, sink_extra: &str) -> PathBuf {
+        config(
+            self.dir.path(),
+            &self.sim,
+            &self.cfg,
+            &self.emu,
+            page_size,
+            sink_extra,
+        )
+    }
+}
+
+/// Asserts a run succeeded; its stderr.
+fn succeeded(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+/// `args` and `--config CONFIG`, run off the async threads (the emulators serve on them).
+async fn agent_run(args: &[&str], config: &Path) -> std::process::Output {
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    args.extend(["--config".to_string(), config.to_str().unwrap().to_string()]);
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args, &[])
+    })
+    .await
+    .unwrap()
+}
+
+/// `run --once`.
+async fn run_once(config: &Path) -> std::process::Output {
+    agent_run(&["run", "--once"], config).await
+}
+
+/// What `check --connect` says, stdout and stderr.
+async fn check(config: &Path) -> String {
+    let out = agent_run(&["check", "--connect"], config).await;
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The records the emulator took, decoded from `data`, with each log's times.
+fn delivered(emu: &Emulator) -> Vec<(Value, String, String)> {
+    emu.logs()
+        .into_iter()
+        .map(|l| {
+            let v: Value = serde_json::from_slice(&l.data).expect("data is a native record");
+            (v, l.log_entry_time, l.collection_time)
+        })
+        .collect()
+}
+
+fn assert_every_vendor_exactly(sim: &SimHandle, cfg: &SimConfig, records: &[Value]) {
+    for v in Vendor::ALL {
+        assert_exactly(records, &name(v), &truth(sim, cfg, v));
+    }
+}
+
+/// Every event of the four vendors arrives exactly once, its `logEntryTime` the event's time,
+/// while tokens expire mid-run (renewed ahead, and once on a 401), batches are cut to the
+/// request-size limit, and 429s are waited out for their `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_arrives_once_through_expiry_throttling_and_splits() {
+    let w = world(&Vendor::ALL, 60, 30).await;
+    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.emu);
+    let limit = 16 * 1024;
+    *emu.shared.token_lifetime.lock().unwrap() = Duration::from_secs(2);
+    emu.shared.max_request_bytes.store(limit, Ordering::Relaxed);
+    emu.shared.throttle_every.store(7, Ordering::Relaxed);
+    emu.shared.expire_tokens_at.store(4, Ordering::Relaxed);
+    let config = w.config(1000, &format!("batch_max_bytes = {limit}"));
+    let stderr = succeeded(&run_once(&config).await);
+
+    let got = delivered(emu);
+    let records: Vec<Value> = got.iter().map(|(v, _, _)| v.clone()).collect();
+    assert_every_vendor_exactly(sim, cfg, &records);
+    for (v, entry, collected) in &got {
+        assert_eq!(
+            v["time"].as_str(),
+            Some(entry.as_str()),
+            "logEntryTime of {}",
+            v["id"]
+        );
+        assert!(
+            collected.parse::<jiff::Timestamp>().unwrap()
+                >= entry.parse::<jiff::Timestamp>().unwrap()
+        );
+    }
+    let s = &emu.shared;
+    let imports = s.imports.load(Ordering::Relaxed);
+    // Split: several requests, none over the limit, most holding many logs.
+    assert!(s.largest.load(Ordering::Relaxed) <= limit);
+    assert!(
+        imports >= 3 && got.len() > 2 * imports,
+        "{imports} requests for {} logs",
+        got.len()
+    );
+    // The tokens expired under the sink (at the 4th request): one 401, renewed at once.
+    assert_eq!(s.unauthenticated.load(Ordering::Relaxed), 1, "{stderr}");
+    assert!(s.tokens_issued.load(Ordering::Relaxed) >= 2);
+    // 429 with `Retry-After: 1`: the next request came no sooner.
+    let throttled = s.throttled_at.lock().unwrap().clone();
+    let at = s.import_at.lock().unwrap().clone();
+    assert!(!throttled.is_empty());
+    for t in throttled {
+        let next = at
+            .iter()
+            .find(|a| **a > t)
+            .expect("a request after the 429");
+        assert!(
+            *next - t >= Duration::from_millis(950),
+            "retried {:?} after a 429 with Retry-After: 1",
+            *next - t
+        );
+    }
+    assert!(
+        !stderr.contains("ya29.") && !stderr.contains("PRIVATE KEY"),
+        "{stderr}"
+    );
+    eprintln!(
+        "figures: {} logs in {imports} requests (largest {} of {limit} bytes), {} tokens, {} 401, {} 429",
+        got.len(),
+        s.largest.load(Ordering::Relaxed),
+        s.tokens_issued.load(Ordering::Relaxed),
+        s.unauthenticated.load(Ordering::Relaxed),
+        s.throttled_at.lock().unwrap().len()
+    );
+    w.shutdown().await;
+}
+
+/// Tokens of a short life are renewed before they expire, during a longer run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_expiring_mid_run_are_renewed_ahead() {
+    let w = world(&[Vendor::WasabiAir], 40, 31).await;
+    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.emu);
+    *emu.shared.token_lifetime.lock().unwrap() = Duration::from_secs(1);
+    // Each 5th request waits a second: the run outlives several tokens.
+    emu.shared.throttle_every.store(5, Ordering::Relaxed);
+    let config = w.config(1000, "batch_max_bytes = 2048");
+    let out = run_once(&config).await;
+    succeeded(&out);
+    let records: Vec<Value> = delivered(emu).into_iter().map(|(v, _, _)| v).collect();
+    assert_exactly(&records, "wasabi-air", &truth(sim, cfg, Vendor::WasabiAir));
+    let issued = emu.shared.tokens_issued.load(Ordering::Relaxed);
+    assert!(issued >= 3, "{issued} tokens for a run of several seconds");
+    eprintln!(
+        "figures: {issued} tokens, {} requests",
+        emu.shared.imports.load(Ordering::Relaxed)
+    );
+    // Renewed before they expired: the API never saw an expired one.
+    assert_eq!(emu.shared.unauthenticated.load(Ordering::Relaxed), 0);
+    w.shutdown().await;
+}
+
+/// A revoked key is reported (the token endpoint's `invalid_grant`), nothing is imported and
+/// the queue is kept; once the key is restored, the next run delivers all of it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_keeps_the_queue_until_it_is_restored() {
+    let w = world(&Vendor::ALL, 20, 32).await;
+    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.emu);
+    emu.shared.revoked.store(true, Ordering::Relaxed);
+    let config = w.config(1000, "");
+    let out = run_once(&config).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refused the service account's key") && stderr.contains("invalid_grant"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("PRIVATE KEY") && !stderr.contains("assertion="),
+        "{stderr}"
+    );
+    assert!(emu.logs().is_empty());
+    let row = sink_queue_row(&config, "secops");
+    assert_ne!(row[1], "0", "the queue was emptied: {row:?}");
+
+    emu.shared.revoked.store(false, Ordering::Relaxed);
+    let out = run_once(&config).await;
+    succeeded(&out);
+    let records: Vec<Value> = delivered(emu).into_iter().map(|(v, _, _)| v).collect();
+    assert_every_vendor_exactly(sim, cfg, &records);
+    assert_eq!(sink_queue_row(&config, "secops")[1], "0");
+    w.shutdown().await;
+}
+
+/// A record larger than a request is refused before anything of its batch is sent, named by
+/// source and id, and its page held in the queue; the other pages are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_record_is_named_and_held() {
+    // The size of each record as a log of a request, from a first delivery.
+    let first = world(&[Vendor::WasabiAir], 30, 33).await;
+    succeeded(&run_once(&first.config(1000, "")).await);
+    let mut sizes: Vec<(usize, String)> = first
+        .emu
+        .logs()
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_slice(&l.data).unwrap();
+            (l.data.len(), v["id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    sizes.sort();
+    let (biggest, big_id) = sizes.last().cloned().unwrap();
+    // A limit the biggest record's log does not fit and the smallest ones do: base64 is 4/3
+    // of the record, and a log and the request's frame add about 130 bytes.
+    let limit = biggest * 4 / 3 + 100;
+    assert!(
+        sizes[0].0 * 4 / 3 + 140 < limit && limit >= 512,
+        "records {}..{biggest} bytes: no limit between them",
+        sizes[0].0
+    );
+
+    // The same events (the emulator's content depends on its start), into a new SecOps.
+    let w = World {
+        emu: Emulator::start().await,
+        dir: tempfile::tempdir().unwrap(),
+        ..first
+    };
+    let emu = &w.emu;
+    let config = w.config(5, &format!("batch_max_bytes = {limit}"));
+    let out = run_once(&config).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("event {big_id} of source wasabi-air")) && stderr.contains("held"),
+        "{stderr}"
+    );
+    let ids: Vec<String> = delivered(emu)
+        .iter()
+        .map(|(v, _, _)| v["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!ids.contains(&big_id), "the over-size record was sent");
+    assert!(
+        ids.len() >= sizes.len() - 5,
+        "only {} of {} delivered",
+        ids.len(),
+        sizes.len()
+    );
+    assert!(emu.shared.largest.load(Ordering::Relaxed) <= limit);
+    let row = sink_queue_row(&config, "secops");
+    assert_ne!(row[1], "0", "the held page left the queue: {row:?}");
+    w.shutdown().await;
+}
+
+/// `check --connect`: reachable with the log type; a missing log type, a denied identity and a
+/// refused key each said as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_says_which_step_failed() {
+    let w = world(&[Vendor::WasabiAir], 5, 34).await;
+    let emu = &w.emu;
+    let config = w.config(1000, "");
+    let said = check(&config).await;
+    assert!(said.contains("reachable: token from"), "{said}");
+    emu.shared.denied.store(true, Ordering::Relaxed);
+    let said = check(&config).await;
+    assert!(
+        said.contains("permission denied") && said.contains("chronicle.logs.import"),
+        "{said}"
+    );
+    emu.shared.denied.store(false, Ordering::Relaxed);
+    emu.shared.log_types.lock().unwrap().clear();
+    let said = check(&config).await;
+    assert!(
+        said.contains("not found") && said.contains("log type AUDITSHIP"),
+        "{said}"
+    );
+    emu.shared.revoked.store(true, Ordering::Relaxed);
+    let said = check(&config).await;
+    assert!(
+        said.contains("getting a token") && said.contains("invalid_grant"),
+        "{said}"
+    );
+    w.shutdown().await;
+}
+
+/// The emulator refuses what Google refuses: an assertion whose signature does not verify, a
+/// grant of another type, and an API call without a token, each with Google's error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_refuses_what_google_refuses() {
+    let emu = Emulator::start().await;
+    let http = reqwest::Client::new();
+    let token = |form: &'static str| {
+        http.post(emu.token_uri())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+    let forged = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=eyJhbGciOiJSUzI1NiJ9.e30.AAAA";
+    for (form, error) in [
+        (forged, "invalid_grant"),
+        ("grant_type=password", "unsupported_grant_type"),
+    ] {
+        let r = token(form).await.unwrap();
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], error, "{v}");
+        assert!(v["error_description"].is_string(), "{v}");
+    }
+    let log_type = format!(
+        "{}/v1alpha/projects/{PROJECT}/locations/{REGION}/instances/{INSTANCE}/logTypes/AUDITSHIP",
+        emu.base()
+    );
+    for r in [
+        http.get(&log_type).send().await.unwrap(),
+        http.post(format!("{log_type}/logs:import"))
+            .bearer_auth("ya29.forged")
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(r.status(), 401);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["status"], "UNAUTHENTICATED", "{v}");
+        assert_eq!(v["error"]["code"], 401, "{v}");
+    }
+    assert!(emu.logs().is_empty());
+}
