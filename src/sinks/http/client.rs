@@ -2,21 +2,22 @@
 //! bounded answer, gzip, the `Idempotency-Key` of a batch, and the agent's hostname.
 
 use std::io::Write as _;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::header::{self, HeaderName, HeaderValue};
 
 use crate::event::Event;
 use crate::retry::{self, Retryable, Verdict};
 
 /// How much of an error answer is kept for the log line.
-pub(super) const MAX_ERROR_BODY: usize = 16 << 10;
+pub(in crate::sinks) const MAX_ERROR_BODY: usize = 16 << 10;
 
 /// The `Idempotency-Key` request header.
 pub(super) static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Why one attempt at a request failed.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum Failure {
+pub(in crate::sinks) enum Failure {
     /// Connecting, sending or reading failed (including the timeout).
     #[error("request failed: {0}")]
     Transport(String),
@@ -87,8 +88,88 @@ pub(super) fn refusal_hint(detail: &str, format: &str) -> Option<String> {
     None
 }
 
+/// The TLS and timeout settings of a sink's HTTP client.
+pub(in crate::sinks) struct ClientTls<'a> {
+    pub timeout: Duration,
+    pub ca_file: &'a Option<PathBuf>,
+    pub client_cert: &'a Option<PathBuf>,
+    pub client_key: &'a Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+/// A sink's HTTP client: its timeout, its TLS files read (the CA bundle, the client certificate
+/// and key), no redirects (a redirected POST is a misconfigured URL: said rather than followed).
+pub(in crate::sinks) fn build_client(
+    name: &str,
+    tls: ClientTls<'_>,
+) -> Result<reqwest::Client, crate::sinks::SinkError> {
+    let fail = |msg: String| crate::sinks::SinkError::Io {
+        sink: name.to_string(),
+        msg,
+    };
+    let mut builder = reqwest::Client::builder()
+        .timeout(tls.timeout)
+        .connect_timeout(tls.timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = tls.ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    if let (Some(cert), Some(key)) = (tls.client_cert, tls.client_key) {
+        let mut pem = std::fs::read(cert)
+            .map_err(|e| fail(format!("client_cert {}: {e}", cert.display())))?;
+        pem.push(b'\n');
+        pem.extend(
+            std::fs::read(key).map_err(|e| fail(format!("client_key {}: {e}", key.display())))?,
+        );
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+            fail("client_cert/client_key: not a PEM certificate and private key".into())
+        })?;
+        builder = builder.identity(identity);
+    }
+    if tls.insecure_skip_verify {
+        tracing::warn!(sink = %name,
+            "insecure_skip_verify = true: the receiver's TLS certificate is NOT verified; anyone on \
+             the network path can impersonate it, read the events and take the credentials. Use \
+             ca_file instead");
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder
+        .build()
+        .map_err(|e| fail(format!("cannot build the HTTP client: {}", chain(&e))))
+}
+
+/// A non-2xx answer as a [`Failure::Status`]: its `Retry-After` and the start of its body,
+/// with `scrub` applied before the cut (so no part of a secret survives at the cut).
+pub(in crate::sinks) async fn status_failure(
+    resp: reqwest::Response,
+    scrub: impl Fn(&str) -> String,
+) -> Failure {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+    let body = read_body(resp, MAX_ERROR_BODY)
+        .await
+        .map(|(b, _)| b)
+        .unwrap_or_default();
+    Failure::Status {
+        status,
+        retry_after,
+        body: retry::snippet(&scrub(&String::from_utf8_lossy(&body))),
+    }
+}
+
 /// Reads at most `cap` bytes of a body; the flag says whether there was more.
-pub(super) async fn read_body(
+pub(in crate::sinks) async fn read_body(
     mut resp: reqwest::Response,
     cap: usize,
 ) -> Result<(Vec<u8>, bool), reqwest::Error> {
@@ -105,7 +186,7 @@ pub(super) async fn read_body(
 }
 
 /// An error with its causes, on one line.
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
+pub(in crate::sinks) fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
@@ -119,7 +200,7 @@ pub(super) fn chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-pub(super) fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(in crate::sinks) fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4),
         flate2::Compression::default(),

@@ -17,13 +17,13 @@
 //! the ids it holds.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 
 mod bulk;
-mod client;
+pub(super) mod client;
 pub mod config;
 mod encoder;
 mod hec;
@@ -103,44 +103,16 @@ impl Inner {
             sink: name.to_string(),
             msg,
         };
-        let mut builder = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
-            // A redirect of a POST is a misconfigured URL: say so rather than follow it.
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        if let (Some(cert), Some(key)) = (&cfg.client_cert, &cfg.client_key) {
-            let mut pem = std::fs::read(cert)
-                .map_err(|e| fail(format!("client_cert {}: {e}", cert.display())))?;
-            pem.push(b'\n');
-            pem.extend(
-                std::fs::read(key)
-                    .map_err(|e| fail(format!("client_key {}: {e}", key.display())))?,
-            );
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
-                fail("client_cert/client_key: not a PEM certificate and private key".into())
-            })?;
-            builder = builder.identity(identity);
-        }
-        if cfg.insecure_skip_verify {
-            tracing::warn!(sink = %name,
-                "insecure_skip_verify = true: the receiver's TLS certificate is NOT verified; anyone on \
-                 the network path can impersonate it, read the events and take the credentials. Use \
-                 ca_file instead");
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| fail(format!("cannot build the HTTP client: {}", chain(&e))))?;
+        let client = build_client(
+            name,
+            ClientTls {
+                timeout: cfg.timeout,
+                ca_file: &cfg.ca_file,
+                client_cert: &cfg.client_cert,
+                client_key: &cfg.client_key,
+                insecure_skip_verify: cfg.insecure_skip_verify,
+            },
+        )?;
 
         let encoder = Encoder::new(&cfg.encoding, writer);
         let mut headers = HeaderMap::new();
@@ -365,21 +337,7 @@ impl Inner {
             }
             return Ok(Vec::new());
         }
-        let retry_after = resp
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-        let body = read_body(resp, MAX_ERROR_BODY)
-            .await
-            .map(|(b, _)| b)
-            .unwrap_or_default();
-        Err(Failure::Status {
-            status,
-            retry_after,
-            // Scrub before cutting, so that no part of a secret survives at the cut.
-            body: crate::retry::snippet(&self.scrub(&String::from_utf8_lossy(&body))),
-        })
+        Err(status_failure(resp, |t| self.scrub(t)).await)
     }
 
     /// Replaces any configured header value (or a long word of one, such as the token after
@@ -555,6 +513,7 @@ impl Sink for HttpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use crate::timefmt::NANOS_PER_MS;
 
     /// The native format, with or without `raw`.
