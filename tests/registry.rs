@@ -5,6 +5,7 @@
 //! new vendor is covered by adding it to `sources::VENDORS`, a new destination by adding it to
 //! `sinks::DESTINATIONS` (and its minimal entry to `minimal_sink`).
 
+mod azure;
 mod common;
 mod http_receiver;
 
@@ -213,6 +214,7 @@ async fn every_vendor_builds_and_reads_its_emulator() {
 struct Receivers {
     http: http_receiver::Receiver,
     syslog: tokio::net::TcpListener,
+    azure: azure::Azure,
     dir: tempfile::TempDir,
 }
 
@@ -221,6 +223,7 @@ impl Receivers {
         Receivers {
             http: http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await,
             syslog: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            azure: azure::Azure::start().await,
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -236,6 +239,8 @@ fn minimal_sink(kind: &str, at: Option<&Receivers>) -> String {
         ("http", None) => format!("url = \"http://127.0.0.1:{}/\"", free_port()),
         ("syslog", Some(r)) => format!("address = \"{}\"", r.syslog.local_addr().unwrap()),
         ("syslog", None) => format!("address = \"127.0.0.1:{}\"", free_port()),
+        ("sentinel", Some(r)) => r.azure.sink_keys(),
+        ("sentinel", None) => azure::keys_at(&format!("http://127.0.0.1:{}", free_port())),
         (other, _) => panic!("{other}: add a minimal entry of the new destination to minimal_sink"),
     }
 }
@@ -318,7 +323,7 @@ fn every_destination_refuses_what_is_not_its_own() {
     ));
     assert!(
         p.contains(
-            "sinks[0].kind: \"files\" is not a sink kind; one of stdout, file, http, syslog"
+            "sinks[0].kind: \"files\" is not a sink kind; one of stdout, file, http, syslog, sentinel"
         ),
         "{p}"
     );

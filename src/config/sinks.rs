@@ -192,6 +192,16 @@ impl SinkCheck<'_, '_> {
         )
     }
 
+    /// A secret option `opt` (or `opt_file`).
+    pub fn secret(
+        &mut self,
+        opt: &str,
+        inline: &Option<String>,
+        file: &Option<String>,
+    ) -> super::SecretValue {
+        self.check.secret(self.key, opt, inline, file)
+    }
+
     /// Where relative paths of the config file resolve.
     pub fn base(&self) -> &Path {
         self.check.base

@@ -26,6 +26,7 @@ pub mod drain;
 pub mod file;
 pub mod http;
 pub mod queue;
+pub mod sentinel;
 pub mod stdout;
 pub mod syslog;
 
@@ -35,7 +36,11 @@ pub static DESTINATIONS: &[&dyn Destination] = &[
     &file::FileKind,
     &http::HttpKind,
     &syslog::SyslogKind,
+    &sentinel::SentinelKind,
 ];
+
+/// Sink options whose values are secrets (a `${NAME}` in them is not needed by `state`).
+pub const SECRET_OPTIONS: &[&str] = &["client_secret", "client_secret_file"];
 
 /// Everything the agent knows of one kind of sink, besides its [`Sink`]'s delivering.
 pub trait Destination: Sync {

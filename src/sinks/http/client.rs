@@ -168,6 +168,20 @@ pub(in crate::sinks) async fn status_failure(
     }
 }
 
+/// What a sink tells of each retried attempt: the metric, `/readyz` (through `health`) and a
+/// warning with the delay chosen.
+pub(in crate::sinks) fn on_retry<'a>(
+    name: &'a str,
+    health: &'a crate::health::SinkHealth,
+) -> impl FnMut(&Failure, Duration) + 'a {
+    move |e, delay| {
+        crate::metrics::retry("sink", name);
+        health.failed(e);
+        tracing::warn!(sink = %name, error = %e, delay_ms = delay.as_millis() as u64,
+            "retrying delivery");
+    }
+}
+
 /// Reads at most `cap` bytes of a body; the flag says whether there was more.
 pub(in crate::sinks) async fn read_body(
     mut resp: reqwest::Response,
@@ -207,6 +221,20 @@ pub(in crate::sinks) fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     );
     enc.write_all(body)?;
     enc.finish()
+}
+
+/// A request body as sent: gzip-compressed when `gzip` (off the async threads: it is CPU work).
+pub(in crate::sinks) async fn finish_body(
+    gzip: bool,
+    body: Vec<u8>,
+) -> std::io::Result<bytes::Bytes> {
+    if !gzip {
+        return Ok(body.into());
+    }
+    tokio::task::spawn_blocking(move || self::gzip(&body))
+        .await
+        .map_err(std::io::Error::other)?
+        .map(Into::into)
 }
 
 /// The `Idempotency-Key` of a request: hex BLAKE3 over its events' ids, each length-prefixed.

@@ -41,7 +41,6 @@ use crate::config::{RetryConfig, Secret};
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
-use crate::metrics;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::BoxFuture;
 
@@ -187,12 +186,7 @@ impl Inner {
         let result = retry::retry(
             &self.retry,
             cancel,
-            |e: &Failure, delay| {
-                metrics::retry("sink", name);
-                this.health.failed(e);
-                tracing::warn!(sink = %name, error = %e, delay_ms = delay.as_millis() as u64,
-                    "retrying delivery");
-            },
+            on_retry(name, &this.health),
             || async move {
                 let (body, key, sent) = {
                     let r = current.lock().unwrap_or_else(|p| p.into_inner());
@@ -298,13 +292,7 @@ impl Inner {
 
     /// Compresses a body if configured (off the async threads: it is CPU work).
     async fn finish_body(&self, body: Vec<u8>) -> std::io::Result<bytes::Bytes> {
-        if !self.gzip {
-            return Ok(body.into());
-        }
-        tokio::task::spawn_blocking(move || gzip(&body))
-            .await
-            .map_err(std::io::Error::other)?
-            .map(Into::into)
+        finish_body(self.gzip, body).await
     }
 
     /// One POST. A 2xx answer's body is returned (read only for `_bulk`, whose answer matters).
@@ -513,8 +501,8 @@ impl Sink for HttpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use crate::timefmt::NANOS_PER_MS;
+    use std::time::Duration;
 
     /// The native format, with or without `raw`.
     fn writer(include_raw: bool) -> Writer {
