@@ -5,6 +5,7 @@
 mod azure;
 mod common;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use auditship_sim::Vendor;
@@ -99,6 +100,13 @@ async fn every_event_of_the_four_vendors_arrives_once_with_its_time() {
     assert!(d.tokens_granted >= 3, "{} tokens", d.tokens_granted);
     assert_eq!(d.expired_seen, 0, "an expired token was sent");
     assert!(d.requests.iter().all(|r| r.gzip));
+    eprintln!(
+        "FIGURES sentinel four vendors: {} records, {} requests ({} refused: 429, 401, 3 × 503), {} tokens (expires_in 2 s), 429 waited {waited:?}, lost 0, doubled 0",
+        d.records.len(),
+        d.requests.len(),
+        d.requests.iter().filter(|r| r.status != 204).count(),
+        d.tokens_granted
+    );
 }
 
 /// A batch larger than 1 MB is cut into requests of at most 1 MB before it is sent; a service
@@ -127,7 +135,12 @@ async fn an_oversize_batch_is_cut_and_a_413_splits_it() {
             "wasabi-air",
             &truth(&sim, &cfg, Vendor::WasabiAir),
         );
-        assert!(!d.requests.iter().any(|r| !r.gzip && r.bytes > 1_000_000));
+        eprintln!(
+            "FIGURES sentinel pre-cut: {} records in {} requests, largest {} bytes, no 413",
+            d.records.len(),
+            d.requests.len(),
+            d.requests.iter().map(|r| r.bytes).max().unwrap()
+        );
     }
 
     // A second world whose service takes at most 150 kB a request.
@@ -152,6 +165,11 @@ async fn an_oversize_batch_is_cut_and_a_413_splits_it() {
         &truth(&sim, &cfg, Vendor::WasabiAir),
     );
     assert_time_generated(&d.records);
+    eprintln!(
+        "FIGURES sentinel 413 split: limit 150 kB, {} requests, {} answered 413, lost 0, doubled 0",
+        d.requests.len(),
+        d.requests.iter().filter(|r| r.status == 413).count()
+    );
 }
 
 /// A revoked client secret: the run says "token refused" with Entra's description (never the
@@ -175,6 +193,7 @@ async fn a_revoked_credential_keeps_the_queue_until_it_works_again() {
     assert!(az.data().records.is_empty());
     let row = sink_queue_row(&s.config, "siem");
     assert_ne!(row[1], "0", "the queue was not kept: {row:?}");
+    eprintln!("FIGURES sentinel revoked: {} events kept queued", row[1]);
 
     az.faults().revoked = false;
     let out = run_once(&s).await;
@@ -226,10 +245,108 @@ async fn check_connect_says_which_step_failed() {
         "{text}"
     );
     az.faults().no_role = false;
+    // A workload identity: the federated token file's content as a jwt-bearer client assertion.
+    az.faults().federated_token = Some("eyJhbGciOiJSUzI1NiJ9.federated.sig".into());
+    let dir = tempfile::tempdir().unwrap();
+    let fed = dir.path().join("azure-identity-token");
+    std::fs::write(&fed, "eyJhbGciOiJSUzI1NiJ9.federated.sig\n").unwrap();
+    let federated = az.sink_keys().replace(
+        &format!("client_secret = \"{}\"", azure::CLIENT_SECRET),
+        &format!("federated_token_file = {:?}", fed.to_str().unwrap()),
+    );
+    let text = check(federated.clone());
+    assert!(
+        text.contains("sink siem: reachable (token granted"),
+        "{text}"
+    );
+    std::fs::write(&fed, "eyJhbGciOiJSUzI1NiJ9.other.sig\n").unwrap();
+    let text = check(federated);
+    assert!(
+        text.contains("sink siem: token refused (HTTP 400): AADSTS70021"),
+        "{text}"
+    );
     az.faults().revoked = true;
     let text = check(az.sink_keys());
     assert!(
         text.contains("sink siem: token refused (HTTP 401): AADSTS7000215"),
         "{text}"
     );
+}
+
+/// The columns of `stream` in the DCR that `deploy/azure/auditship-dcr.json` creates.
+fn dcr_columns(stream: &str) -> HashMap<String, String> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/azure/auditship-dcr.json");
+    let tpl: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let dcr = tpl["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Microsoft.Insights/dataCollectionRules")
+        .unwrap();
+    dcr["properties"]["streamDeclarations"][stream]["columns"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stream {stream}"))
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Each format's records, from the four vendors, fit the stream that `deploy/azure` declares
+/// for it (every field a column of a type that takes it; ECS's `@timestamp`, which is
+/// `TimeGenerated` again and no valid column name, is left out), and carry the event's time
+/// as `TimeGenerated`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_format_fits_the_dcr_in_deploy_azure() {
+    let cfg = backfill(&Vendor::ALL, 200, 1, 305);
+    let sim = sim(cfg.clone()).await;
+    for (format, stream) in [
+        ("native", "Custom-AuditShip_CL"),
+        ("ocsf", "Custom-AuditShipOcsf_CL"),
+        ("ecs", "Custom-AuditShipEcs_CL"),
+    ] {
+        let az = Azure::start().await;
+        let s = setup("", &all_sources(&sim, &cfg));
+        with_sentinel(&s, &az, &format!("format = \"{format}\"\n"));
+        let out = run_once(&s).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let columns = dcr_columns(stream);
+        assert_eq!(columns["TimeGenerated"], "datetime");
+        let d = az.data();
+        let want: usize = Vendor::ALL
+            .iter()
+            .map(|v| truth(&sim, &cfg, *v).len())
+            .sum();
+        assert_eq!(d.records.len(), want, "{format}");
+        for r in &d.records {
+            for (k, v) in r.as_object().unwrap() {
+                if format == "ecs" && k == "@timestamp" {
+                    continue;
+                }
+                let ty = columns
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{format}: field {k} is not a column of {stream}"));
+                let fits = match v {
+                    Value::String(_) => ty == "string" || ty == "datetime",
+                    Value::Number(n) if n.is_i64() => ty == "long" || ty == "real",
+                    Value::Number(_) => ty == "real",
+                    Value::Bool(_) => ty == "boolean",
+                    _ => ty == "dynamic",
+                };
+                assert!(fits, "{format}: {k} = {v} in a {ty} column");
+            }
+            let tg: jiff::Timestamp = r["TimeGenerated"].as_str().unwrap().parse().unwrap();
+            let t: jiff::Timestamp = match format {
+                "native" => r["time"].as_str().unwrap().parse().unwrap(),
+                "ocsf" => jiff::Timestamp::from_millisecond(r["time"].as_i64().unwrap()).unwrap(),
+                _ => r["@timestamp"].as_str().unwrap().parse().unwrap(),
+            };
+            assert_eq!(tg, t, "{format}: {r}");
+        }
+    }
 }

@@ -268,7 +268,16 @@ async fn token(
         (None, Some(t), Some(a))
             if t == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" =>
         {
-            f.federated_token.as_deref() == Some(a.as_str()) && !f.revoked
+            if f.federated_token.as_deref() != Some(a.as_str()) || f.revoked {
+                drop(f);
+                return refused(aad_error(
+                    400,
+                    "invalid_request",
+                    70021,
+                    "No matching federated identity record found for presented assertion.",
+                ));
+            }
+            true
         }
         (None, None, None) => {
             drop(f);
