@@ -250,10 +250,14 @@ async fn check_connect_says_which_step_failed() {
     let dir = tempfile::tempdir().unwrap();
     let fed = dir.path().join("azure-identity-token");
     std::fs::write(&fed, "eyJhbGciOiJSUzI1NiJ9.federated.sig\n").unwrap();
-    let federated = az.sink_keys().replace(
-        &format!("client_secret = \"{}\"", azure::CLIENT_SECRET),
-        &format!("federated_token_file = {:?}", fed.to_str().unwrap()),
-    );
+    // The emulator's keys with another credential instead of the client secret.
+    let instead = |credential: &str, path: &std::path::Path| {
+        az.sink_keys().replace(
+            &format!("client_secret = \"{}\"", azure::CLIENT_SECRET),
+            &format!("{credential} = {:?}", path.to_str().unwrap()),
+        )
+    };
+    let federated = instead("federated_token_file", &fed);
     let text = check(federated.clone());
     assert!(
         text.contains("sink siem: reachable (token granted"),
@@ -263,6 +267,20 @@ async fn check_connect_says_which_step_failed() {
     let text = check(federated);
     assert!(
         text.contains("sink siem: token refused (HTTP 400): AADSTS70021"),
+        "{text}"
+    );
+    // A client certificate: an RS256 assertion with its x5t, signed by its key.
+    let (pem, registered) = azure::test_certificate();
+    let with_cert = instead("client_certificate_file", &pem);
+    let text = check(with_cert.clone());
+    assert!(
+        text.contains("sink siem: token refused (HTTP 401): AADSTS700027"),
+        "an unregistered certificate: {text}"
+    );
+    az.faults().certificate = Some(registered);
+    let text = check(with_cert);
+    assert!(
+        text.contains("sink siem: reachable (token granted"),
         "{text}"
     );
     az.faults().revoked = true;

@@ -67,6 +67,100 @@ pub struct Faults {
     pub limit: usize,
     /// The federated token a client assertion must carry, if workload identity is used.
     pub federated_token: Option<String>,
+    /// The client certificate registered on the app (its DER, and its RSA public key as PKCS#1
+    /// DER): an RS256 client assertion with its `x5t` and a valid signature is taken.
+    pub certificate: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The throwaway client certificate (and its key) made for these tests, in a PEM file for
+/// `client_certificate_file`, and as the emulator registers it.
+pub fn test_certificate() -> (std::path::PathBuf, (Vec<u8>, Vec<u8>)) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/azure");
+    let cert = std::fs::read(dir.join("test-client.cert.der")).unwrap();
+    let public = std::fs::read(dir.join("test-client.pub.der")).unwrap();
+    (dir.join("test-client.pem"), (cert, public))
+}
+
+/// Base64url, padded or not.
+fn b64url_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = acc << 6 | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Checks a certificate's client assertion as Entra ID does: RS256, the registered
+/// certificate's `x5t`, the signature, `aud` the token endpoint, `iss` and `sub` the client id,
+/// and the time range. The error is Entra's (code, text).
+fn check_assertion(
+    a: &str,
+    (cert, public): &(Vec<u8>, Vec<u8>),
+    aud: &str,
+) -> Result<(), (u32, String)> {
+    let bad = |t: &str| (50027, format!("JWT token is invalid or malformed: {t}."));
+    let parts: Vec<&str> = a.split('.').collect();
+    let [h, c, sig] = parts[..] else {
+        return Err(bad("not three parts"));
+    };
+    let header: Value = b64url_decode(h)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| bad("header"))?;
+    let claims: Value = b64url_decode(c)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| bad("claims"))?;
+    if header["alg"] != "RS256" {
+        return Err(bad("alg is not RS256"));
+    }
+    let thumb = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert);
+    let x5t = header["x5t"].as_str().and_then(b64url_decode);
+    if x5t.as_deref() != Some(thumb.as_ref()) {
+        return Err((700027, "The certificate with identifier used to sign the client assertion is not registered on application.".into()));
+    }
+    let sig = b64url_decode(sig).ok_or_else(|| bad("signature"))?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, public)
+        .verify(format!("{h}.{c}").as_bytes(), &sig)
+        .map_err(|_| {
+            (
+                700027,
+                "Client assertion failed signature validation.".to_string(),
+            )
+        })?;
+    if claims["aud"] != aud {
+        return Err((700212, format!("No matching federated identity record found for presented assertion audience '{}'.", claims["aud"])));
+    }
+    if claims["iss"] != CLIENT_ID || claims["sub"] != CLIENT_ID {
+        return Err((
+            700021,
+            "Client assertion application identifier doesn't match 'client_id' parameter.".into(),
+        ));
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let (nbf, exp) = (
+        claims["nbf"].as_i64().unwrap_or(i64::MAX),
+        claims["exp"].as_i64().unwrap_or(0),
+    );
+    if now + 300 < nbf || now >= exp {
+        return Err((
+            700024,
+            "Client assertion is not within its valid time range.".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Default for Faults {
@@ -78,6 +172,7 @@ impl Default for Faults {
             no_role: false,
             limit: LIMIT,
             federated_token: None,
+            certificate: None,
         }
     }
 }
@@ -268,7 +363,31 @@ async fn token(
         (None, Some(t), Some(a))
             if t == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" =>
         {
-            if f.federated_token.as_deref() != Some(a.as_str()) || f.revoked {
+            // A JWT whose header has an `x5t` is a certificate's assertion; anything else a
+            // federated token.
+            let x5t = a
+                .split('.')
+                .next()
+                .and_then(b64url_decode)
+                .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+                .is_some_and(|h| h.get("x5t").is_some());
+            if x5t {
+                let unregistered = (700027, "The certificate with identifier used to sign the client assertion is not registered on application.".to_string());
+                let host = headers
+                    .get("host")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("");
+                let aud = format!("http://{host}/{tenant}/oauth2/v2.0/token");
+                let checked = match (&f.certificate, f.revoked) {
+                    (Some(cert), false) => check_assertion(a, cert, &aud),
+                    _ => Err(unregistered),
+                };
+                if let Err((code, text)) = checked {
+                    drop(f);
+                    return refused(aad_error(401, "invalid_client", code, &text));
+                }
+                true
+            } else if f.federated_token.as_deref() != Some(a.as_str()) || f.revoked {
                 drop(f);
                 return refused(aad_error(
                     400,
@@ -276,8 +395,9 @@ async fn token(
                     70021,
                     "No matching federated identity record found for presented assertion.",
                 ));
+            } else {
+                true
             }
-            true
         }
         (None, None, None) => {
             drop(f);

@@ -33,6 +33,9 @@ struct Section {
     client_secret: Option<String>,
     /// A file holding the client secret (one trailing newline trimmed).
     client_secret_file: Option<String>,
+    /// A PEM file holding a client certificate registered on the app and its RSA private key
+    /// (a signed JWT client assertion is sent instead of a secret).
+    client_certificate_file: Option<String>,
     /// A workload identity's federated token file (AKS); default `$AZURE_FEDERATED_TOKEN_FILE`
     /// when neither client secret key is set.
     federated_token_file: Option<String>,
@@ -52,6 +55,8 @@ struct Section {
 pub enum Credential {
     /// The app's client secret.
     Secret(Secret),
+    /// A PEM file with a client certificate and its key, for signed client assertions.
+    Certificate(PathBuf),
     /// A federated token file, read at each token request (the kubelet rotates it).
     Federated(PathBuf),
 }
@@ -233,33 +238,49 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<SentinelConfig> {
         a => c.url("authority", a),
     };
     let secret = c.secret("client_secret", &s.client_secret, &s.client_secret_file);
+    let certificate = s.client_certificate_file.clone();
     let federated = s.federated_token_file.clone().or_else(|| {
-        secret
-            .is_absent()
+        (secret.is_absent() && certificate.is_none())
             .then(|| std::env::var("AZURE_FEDERATED_TOKEN_FILE").ok())
             .flatten()
             .filter(|f| !f.is_empty())
     });
-    let credential = match (secret, federated) {
-        (v, Some(_)) if !v.is_absent() => {
-            c.fail("federated_token_file", "set either client_secret (or client_secret_file) or federated_token_file, not both");
-            None
-        }
-        (v, None) if v.is_absent() => {
-            c.fail("client_secret", "missing: a credential: client_secret, client_secret_file or federated_token_file (or AZURE_FEDERATED_TOKEN_FILE in the environment)");
-            None
-        }
-        (v, None) => v.get().map(Credential::Secret),
-        (_, Some(f)) => {
-            let p = c.base().join(f);
-            if c.secrets() && std::fs::metadata(&p).is_err() {
-                c.fail(
-                    "federated_token_file",
-                    format_args!("cannot read {}", p.display()),
-                );
+    let given = [
+        (!secret.is_absent()).then_some("client_secret"),
+        certificate.as_ref().map(|_| "client_certificate_file"),
+        s.federated_token_file
+            .as_ref()
+            .map(|_| "federated_token_file"),
+    ];
+    let given: Vec<&str> = given.into_iter().flatten().collect();
+    let credential = if given.len() > 1 {
+        c.fail(
+            given[1],
+            format_args!("set one credential, not both {} and {}", given[0], given[1]),
+        );
+        None
+    } else if let Some(f) = certificate {
+        let p = c.base().join(f);
+        if c.secrets() {
+            if let Err(e) = super::cert::Signer::load(&p) {
+                c.fail("client_certificate_file", e);
             }
-            Some(Credential::Federated(p))
         }
+        Some(Credential::Certificate(p))
+    } else if let Some(f) = federated {
+        let p = c.base().join(f);
+        if c.secrets() && std::fs::metadata(&p).is_err() {
+            c.fail(
+                "federated_token_file",
+                format_args!("cannot read {}", p.display()),
+            );
+        }
+        Some(Credential::Federated(p))
+    } else if secret.is_absent() {
+        c.fail("client_secret", "missing: a credential: client_secret, client_secret_file, client_certificate_file or federated_token_file (or AZURE_FEDERATED_TOKEN_FILE in the environment)");
+        None
+    } else {
+        secret.get().map(Credential::Secret)
     };
     let timeout = c
         .duration("timeout", &s.timeout, true)

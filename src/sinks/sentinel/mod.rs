@@ -17,6 +17,7 @@
 use reqwest::header::{self, HeaderValue};
 use tokio_util::sync::CancellationToken;
 
+mod cert;
 pub mod config;
 mod token;
 
@@ -100,7 +101,11 @@ impl SentinelSink {
                 cfg.token_url.clone(),
                 cfg.client_id.clone(),
                 cfg.credential.clone(),
-            ),
+            )
+            .map_err(|msg| SinkError::Io {
+                sink: name.to_string(),
+                msg: format!("client_certificate_file: {msg}"),
+            })?,
             writer,
             gzip: cfg.gzip,
             retry: RetryConfig {

@@ -25,6 +25,8 @@ pub struct Tokens {
     url: url::Url,
     client_id: String,
     credential: Credential,
+    /// The client certificate's key, with `Credential::Certificate`.
+    signer: Option<super::cert::Signer>,
     /// The token and when it should be renewed.
     cached: Mutex<Option<(Secret, Instant)>>,
 }
@@ -46,13 +48,19 @@ struct Refused {
 }
 
 impl Tokens {
-    pub fn new(url: url::Url, client_id: String, credential: Credential) -> Tokens {
-        Tokens {
+    /// Reads the client certificate, if that is the credential.
+    pub fn new(url: url::Url, client_id: String, credential: Credential) -> Result<Tokens, String> {
+        let signer = match &credential {
+            Credential::Certificate(p) => Some(super::cert::Signer::load(p)?),
+            _ => None,
+        };
+        Ok(Tokens {
             url,
             client_id,
             credential,
+            signer,
             cached: Mutex::new(None),
-        }
+        })
     }
 
     /// Drops the cached token (the API said 401).
@@ -97,6 +105,18 @@ impl Tokens {
                         })?;
                 form.push(("client_assertion_type", JWT_BEARER));
                 form.push(("client_assertion", assertion.trim()));
+            }
+            Credential::Certificate(_) => {
+                let signer = self.signer.as_ref().expect("loaded with the certificate");
+                let now = jiff::Timestamp::now().as_second();
+                assertion = signer
+                    .assertion(self.url.as_str(), &self.client_id, now)
+                    .map_err(|e| Failure::Refused {
+                        status: 401,
+                        body: format!("token refused: {e}"),
+                    })?;
+                form.push(("client_assertion_type", JWT_BEARER));
+                form.push(("client_assertion", &assertion));
             }
         }
         let resp = client
