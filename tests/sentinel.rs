@@ -368,3 +368,56 @@ async fn every_format_fits_the_dcr_in_deploy_azure() {
         }
     }
 }
+
+/// The daemon with a revoked client secret: `/readyz` turns unready naming the sink and Entra's
+/// refusal, nothing is dropped; once the credential works again the sink's retries deliver the
+/// queue, each event once, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_credential_shows_in_readyz_and_heals_without_a_restart() {
+    let cfg = backfill(&[Vendor::WasabiAir], 400, 1, 306);
+    let sim = sim(cfg.clone()).await;
+    let az = Azure::start().await;
+    az.faults().revoked = true;
+    let port = free_port();
+    let s = setup(
+        &format!("listen = \"127.0.0.1:{port}\"\nunready_after = \"2s\"\n"),
+        &all_sources(&sim, &cfg),
+    );
+    with_sentinel(&s, &az, "");
+    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    let base = format!("http://127.0.0.1:{port}");
+    let (_, body) = until(
+        &format!("{base}/readyz"),
+        Duration::from_secs(30),
+        |st, b| st == 503 && b.contains("sink siem"),
+    )
+    .await;
+    assert!(
+        body.contains("token refused") && body.contains("AADSTS7000215"),
+        "{body}"
+    );
+    assert!(!body.contains(azure::CLIENT_SECRET), "{body}");
+    assert!(az.data().records.is_empty());
+    az.faults().revoked = false;
+    let want = truth(&sim, &cfg, Vendor::WasabiAir).len();
+    wait_until("the queue delivered", Duration::from_secs(30), || {
+        az.data().records.len() >= want
+    })
+    .await;
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains(azure::CLIENT_SECRET), "the secret was logged");
+    let d = az.data();
+    assert_exactly(
+        &d.records,
+        "wasabi-air",
+        &truth(&sim, &cfg, Vendor::WasabiAir),
+    );
+    eprintln!(
+        "FIGURES sentinel revoked daemon: /readyz 503 with the AADSTS code, {} records after the fix, {} tokens refused, lost 0, doubled 0",
+        d.records.len(),
+        d.tokens_refused
+    );
+}
