@@ -13,7 +13,8 @@
 //!   the canonical scanner and readers that give exactly what serde_json gives.
 //! - [`keys`]: how events are keyed — vendor ids, content hashes, occurrence numbers, the ids of
 //!   events without a vendor id; [`keys::Keyer`] is the one place a page's keys are made.
-//! - [`sinks`]: stdout, file (with rotation), HTTP and syslog, each a plugin in its folder listed in
+//! - [`sinks`]: stdout, file (with rotation), HTTP, syslog, OTLP, Kafka, Google SecOps and
+//!   Microsoft Sentinel, each a plugin in its folder listed in
 //!   [`sinks::DESTINATIONS`], behind [`sinks::Sink`];
 //!   [`encodings`]: how each event is written inside a sink's framing (`format`: native, ocsf,
 //!   ecs, cef), behind [`encodings::Encoding`].

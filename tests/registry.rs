@@ -5,6 +5,7 @@
 //! new vendor is covered by adding it to `sources::VENDORS`, a new destination by adding it to
 //! `sinks::DESTINATIONS` (and its minimal entry to `minimal_sink`).
 
+mod azure;
 mod common;
 mod http_receiver;
 mod secops_receiver;
@@ -215,6 +216,7 @@ struct Receivers {
     http: http_receiver::Receiver,
     syslog: tokio::net::TcpListener,
     secops: secops_receiver::Emulator,
+    azure: azure::Azure,
     dir: tempfile::TempDir,
     kafka: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
 }
@@ -225,6 +227,7 @@ impl Receivers {
             http: http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await,
             syslog: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
             secops: secops_receiver::Emulator::start().await,
+            azure: azure::Azure::start().await,
             dir: tempfile::tempdir().unwrap(),
             kafka: rdkafka::mocking::MockCluster::new(1).unwrap(),
         }
@@ -273,6 +276,8 @@ fn minimal_sink(kind: &str, at: Option<&Receivers>) -> String {
                 secops_receiver::INSTANCE,
             )
         }
+        ("sentinel", Some(r)) => r.azure.sink_keys(),
+        ("sentinel", None) => azure::keys_at(&format!("http://127.0.0.1:{}", free_port())),
         (other, _) => panic!("{other}: add a minimal entry of the new destination to minimal_sink"),
     }
 }

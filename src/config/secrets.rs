@@ -70,13 +70,14 @@ pub(super) fn expand_env(v: &mut Value, key: &mut String, c: &mut Check<'_>) {
 }
 
 /// Whether `key` holds a secret (or a secret's file): a vendor option `X` (or `X_file`) of a
-/// source where the vendor also takes `X_file`, a sink's header, or a Kafka sink's SASL password.
+/// source where the vendor also takes `X_file`, a sink's header, or a sink's
+/// [`SECRET_OPTIONS`](crate::sinks::SECRET_OPTIONS).
 fn is_secret_key(key: &str) -> bool {
     if let Some(rest) = key.strip_prefix("sinks[") {
         let opt = rest.split_once("].").map_or("", |(_, o)| o);
         return opt.starts_with("headers.")
             || opt.starts_with("header_files.")
-            || opt.starts_with("sasl_password");
+            || crate::sinks::SECRET_OPTIONS.contains(&opt);
     }
     let Some(opt) = key
         .strip_prefix("sources[")

@@ -4,7 +4,7 @@
 //! position (the file's).
 //!
 //! A destination is a plugin: one folder per kind (`stdout`, `file`, `http`, `syslog`, `otlp`, `kafka`,
-//! `secops`), whose
+//! `secops`, `sentinel`), whose
 //! type implements [`Destination`] — its kind name, its own `[[sinks]]` keys (a serde struct in
 //! its `config.rs`), their validation, how to open its [`Sink`] and how `check --connect`
 //! probes its receiver. [`DESTINATIONS`] lists them; nothing else names a kind. A sink frames
@@ -30,6 +30,7 @@ pub mod kafka;
 pub mod otlp;
 pub mod queue;
 pub mod secops;
+pub mod sentinel;
 pub mod stdout;
 pub mod syslog;
 
@@ -42,6 +43,15 @@ pub static DESTINATIONS: &[&dyn Destination] = &[
     &otlp::OtlpKind,
     &kafka::KafkaKind,
     &secops::SecopsKind,
+    &sentinel::SentinelKind,
+];
+
+/// Sink options whose values are secrets (a `${NAME}` in them is not needed by `state`).
+pub const SECRET_OPTIONS: &[&str] = &[
+    "client_secret",
+    "client_secret_file",
+    "sasl_password",
+    "sasl_password_file",
 ];
 
 /// Everything the agent knows of one kind of sink, besides its [`Sink`]'s delivering.

@@ -157,6 +157,20 @@ pub(crate) fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
+/// A request body as sent: gzip-compressed when `gzip` (off the async threads: it is CPU work).
+pub(in crate::sinks) async fn finish_body(
+    gzip: bool,
+    body: Vec<u8>,
+) -> std::io::Result<bytes::Bytes> {
+    if !gzip {
+        return Ok(body.into());
+    }
+    tokio::task::spawn_blocking(move || self::gzip(&body))
+        .await
+        .map_err(std::io::Error::other)?
+        .map(Into::into)
+}
+
 /// The `Idempotency-Key` of a request: hex BLAKE3 over its events' ids, each length-prefixed.
 /// The same events in the same order give the same key, in this process or the next.
 pub(super) fn idempotency_key<'e>(events: impl Iterator<Item = &'e Event>) -> HeaderValue {

@@ -238,13 +238,7 @@ impl Inner {
 
     /// Compresses a body if configured (off the async threads: it is CPU work).
     async fn finish_body(&self, body: Vec<u8>) -> std::io::Result<bytes::Bytes> {
-        if !self.gzip {
-            return Ok(body.into());
-        }
-        tokio::task::spawn_blocking(move || gzip(&body))
-            .await
-            .map_err(std::io::Error::other)?
-            .map(Into::into)
+        finish_body(self.gzip, body).await
     }
 
     /// One POST. A 2xx answer's body is returned (read only for `_bulk`, whose answer matters).
