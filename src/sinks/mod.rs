@@ -105,6 +105,43 @@ pub trait Destination: Sync {
     }
 }
 
+/// A sink of a kind that reaches a receiver over the network: built from its entry alone (no
+/// connection yet), and probed by `check --connect`. Its kind's `open` and `probe` are then
+/// [`open_built`] and [`probe_built`].
+pub trait Reaches: Sink + Sized + 'static {
+    /// The sink of a validated entry.
+    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<Self, SinkError>;
+    /// Whether its receiver answers (and takes the credentials), without delivering anything.
+    fn reach(&self) -> impl std::future::Future<Output = Probe> + Send + '_;
+}
+
+/// [`Destination::open`] of a kind whose sink [`Reaches`].
+pub fn open_built<'a, S: Reaches>(
+    cfg: &'a SinkConfig,
+    cx: OpenCx<'a>,
+) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
+    let sink = S::build(cfg, cx.retry, cx.once);
+    Box::pin(async move { Ok(Box::new(sink?) as Box<dyn Sink>) })
+}
+
+/// [`Destination::probe`] of a kind whose sink [`Reaches`]: a sink that cannot be built (a TLS
+/// file unreadable, say) is a failed probe saying why.
+pub fn probe_built<'a, S: Reaches>(
+    cfg: &'a SinkConfig,
+    retry: &'a RetryConfig,
+) -> BoxFuture<'a, Probe> {
+    let sink = S::build(cfg, retry, true);
+    Box::pin(async move {
+        match sink {
+            Ok(sink) => sink.reach().await,
+            Err(e) => Probe {
+                ok: false,
+                said: e.to_string(),
+            },
+        }
+    })
+}
+
 /// What opening a sink may use: the state (a sink keeping a position reads it from, and
 /// records it in, the state), the agent's backoff, and whether the run is `--once`.
 #[derive(Clone, Copy)]

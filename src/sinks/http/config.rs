@@ -245,33 +245,10 @@ impl Destination for HttpKind {
         cfg: &'a SinkConfig,
         cx: OpenCx<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        Box::pin(async move {
-            let sink = HttpSink::new(
-                &cfg.name,
-                cfg.settings(),
-                crate::sinks::writer(cfg),
-                cx.retry,
-                cx.once,
-            )?;
-            Ok(Box::new(sink) as Box<dyn Sink>)
-        })
+        crate::sinks::open_built::<HttpSink>(cfg, cx)
     }
     fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        Box::pin(async move {
-            match HttpSink::new(
-                &cfg.name,
-                cfg.settings(),
-                crate::sinks::writer(cfg),
-                retry,
-                true,
-            ) {
-                Err(e) => Probe {
-                    ok: false,
-                    said: e.to_string(),
-                },
-                Ok(sink) => sink.probe().await,
-            }
-        })
+        crate::sinks::probe_built::<HttpSink>(cfg, retry)
     }
     fn batch_max_age(&self) -> Duration {
         Duration::from_secs(1)
@@ -510,5 +487,20 @@ pub(crate) fn bounded(
             c.fail(opt, format_args!("{n} is out of range; 1 to {max} {what}"));
             default
         }
+    }
+}
+
+impl crate::sinks::Reaches for HttpSink {
+    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<HttpSink, SinkError> {
+        HttpSink::new(
+            &cfg.name,
+            cfg.settings(),
+            crate::sinks::writer(cfg),
+            retry,
+            once,
+        )
+    }
+    fn reach(&self) -> impl std::future::Future<Output = Probe> + Send + '_ {
+        self.probe()
     }
 }

@@ -67,21 +67,10 @@ impl Destination for OtlpKind {
         cfg: &'a SinkConfig,
         cx: OpenCx<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        Box::pin(async move {
-            let sink = OtlpSink::new(cfg, cx.retry, cx.once)?;
-            Ok(Box::new(sink) as Box<dyn Sink>)
-        })
+        crate::sinks::open_built::<OtlpSink>(cfg, cx)
     }
     fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        Box::pin(async move {
-            match OtlpSink::new(cfg, retry, true) {
-                Err(e) => Probe {
-                    ok: false,
-                    said: e.to_string(),
-                },
-                Ok(sink) => sink.probe().await,
-            }
-        })
+        crate::sinks::probe_built::<OtlpSink>(cfg, retry)
     }
     fn batch_max_age(&self) -> Duration {
         Duration::from_secs(1)
@@ -154,4 +143,13 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<OtlpSinkConfig> {
         gzip: gzip?,
         client,
     })
+}
+
+impl crate::sinks::Reaches for OtlpSink {
+    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<OtlpSink, SinkError> {
+        OtlpSink::new(cfg, retry, once)
+    }
+    fn reach(&self) -> impl std::future::Future<Output = Probe> + Send + '_ {
+        self.probe()
+    }
 }

@@ -131,21 +131,10 @@ impl Destination for SecopsKind {
         cfg: &'a SinkConfig,
         cx: OpenCx<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        let sink = sink(cfg, cx.retry, cx.once);
-        Box::pin(async move { Ok(Box::new(sink?) as Box<dyn Sink>) })
+        crate::sinks::open_built::<SecopsSink>(cfg, cx)
     }
     fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        let sink = sink(cfg, retry, true);
-        Box::pin(async move {
-            let failed = |e: SinkError| Probe {
-                ok: false,
-                said: e.to_string(),
-            };
-            match sink {
-                Ok(sink) => sink.probe().await,
-                Err(e) => failed(e),
-            }
-        })
+        crate::sinks::probe_built::<SecopsSink>(cfg, retry)
     }
     fn batch_max_age(&self) -> Duration {
         Duration::from_secs(1)
@@ -156,10 +145,14 @@ impl Destination for SecopsKind {
     }
 }
 
-/// The sink of a validated entry.
-fn sink(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<SecopsSink, SinkError> {
-    let writer = crate::sinks::writer(cfg);
-    SecopsSink::new(&cfg.name, cfg.settings(), writer, retry, once)
+impl crate::sinks::Reaches for SecopsSink {
+    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<SecopsSink, SinkError> {
+        let writer = crate::sinks::writer(cfg);
+        SecopsSink::new(&cfg.name, cfg.settings(), writer, retry, once)
+    }
+    fn reach(&self) -> impl std::future::Future<Output = Probe> + Send + '_ {
+        self.probe()
+    }
 }
 
 /// A resource id of a path segment: letters, digits, `-`, `_` and `.`.
@@ -386,7 +379,7 @@ mod tests {
         )
         .unwrap();
         let retry = c.agent.retry.clone();
-        let sink = sink(&c.sinks[0], &retry, true).unwrap();
+        let sink = <SecopsSink as crate::sinks::Reaches>::build(&c.sinks[0], &retry, true).unwrap();
         let event = |id: &str, raw_len: usize| {
             let raw = format!("{{\"id\":\"{id}\",\"pad\":\"{}\"}}", "x".repeat(raw_len));
             let mut e = Event::standalone(

@@ -106,33 +106,10 @@ impl Destination for SentinelKind {
         cfg: &'a SinkConfig,
         cx: OpenCx<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        Box::pin(async move {
-            let sink = SentinelSink::new(
-                &cfg.name,
-                cfg.settings(),
-                crate::sinks::writer(cfg),
-                cx.retry,
-                cx.once,
-            )?;
-            Ok(Box::new(sink) as Box<dyn Sink>)
-        })
+        crate::sinks::open_built::<SentinelSink>(cfg, cx)
     }
     fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        Box::pin(async move {
-            match SentinelSink::new(
-                &cfg.name,
-                cfg.settings(),
-                crate::sinks::writer(cfg),
-                retry,
-                true,
-            ) {
-                Err(e) => Probe {
-                    ok: false,
-                    said: e.to_string(),
-                },
-                Ok(sink) => sink.probe().await,
-            }
-        })
+        crate::sinks::probe_built::<SentinelSink>(cfg, retry)
     }
     fn batch_max_age(&self) -> Duration {
         Duration::from_secs(1)
@@ -311,4 +288,19 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<SentinelConfig> {
         timeout,
         ca_file: tls.ca_file,
     })
+}
+
+impl crate::sinks::Reaches for SentinelSink {
+    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<SentinelSink, SinkError> {
+        SentinelSink::new(
+            &cfg.name,
+            cfg.settings(),
+            crate::sinks::writer(cfg),
+            retry,
+            once,
+        )
+    }
+    fn reach(&self) -> impl std::future::Future<Output = Probe> + Send + '_ {
+        self.probe()
+    }
 }

@@ -116,41 +116,10 @@ impl Destination for SyslogKind {
         cfg: &'a SinkConfig,
         cx: OpenCx<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        Box::pin(async move {
-            let sink = SyslogSink::new(
-                &cfg.name,
-                cfg.settings(),
-                crate::sinks::writer(cfg),
-                cx.retry,
-                cx.once,
-            )?;
-            Ok(Box::new(sink) as Box<dyn Sink>)
-        })
+        crate::sinks::open_built::<SyslogSink>(cfg, cx)
     }
     fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        Box::pin(async move {
-            let sys: &SyslogSinkConfig = cfg.settings();
-            let probe = match SyslogSink::new(
-                &cfg.name,
-                sys,
-                crate::encodings::Writer::default(),
-                retry,
-                true,
-            ) {
-                Ok(sink) => sink.probe().await,
-                Err(e) => Err(e.to_string()),
-            };
-            match probe {
-                Ok(how) => Probe {
-                    ok: true,
-                    said: how.into(),
-                },
-                Err(e) => Probe {
-                    ok: false,
-                    said: format!("cannot reach {}: {e}", sys.address),
-                },
-            }
-        })
+        crate::sinks::probe_built::<SyslogSink>(cfg, retry)
     }
     fn batch_max_age(&self) -> std::time::Duration {
         std::time::Duration::from_secs(1)
@@ -262,4 +231,28 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<SyslogSinkConfig> 
         app_name,
         hostname: s.hostname.clone(),
     })
+}
+
+impl crate::sinks::Reaches for SyslogSink {
+    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<SyslogSink, SinkError> {
+        SyslogSink::new(
+            &cfg.name,
+            cfg.settings(),
+            crate::sinks::writer(cfg),
+            retry,
+            once,
+        )
+    }
+    async fn reach(&self) -> Probe {
+        match self.probe().await {
+            Ok(how) => Probe {
+                ok: true,
+                said: how.into(),
+            },
+            Err(e) => Probe {
+                ok: false,
+                said: format!("cannot reach {}: {e}", self.address()),
+            },
+        }
+    }
 }

@@ -266,6 +266,11 @@ impl SyslogSink {
         }
     }
 
+    /// The receiver's `host:port`, as configured.
+    pub fn address(&self) -> &str {
+        &self.cfg.address
+    }
+
     /// Checks the receiver can be reached (`check --connect`): a TCP connect or a TLS
     /// handshake; for UDP only the address is resolved. Sends no event.
     pub async fn probe(&self) -> Result<&'static str, String> {
