@@ -149,7 +149,7 @@ fn cleartext_credentials(cfg: &Config) -> Vec<String> {
     let sources = cfg
         .sources
         .iter()
-        .filter(|s| crate::config::cleartext(&s.url))
+        .filter(|s| crate::settings::cleartext(&s.url))
         .map(|s| format!("source {}", s.name));
     let sinks = cfg.sinks.iter().flat_map(|s| {
         s.kind
@@ -159,7 +159,7 @@ fn cleartext_credentials(cfg: &Config) -> Vec<String> {
             .map(|w| format!("sink {}: {w}", s.name))
     });
     sources
-        .map(|who| format!("{who}: {}", crate::config::CLEARTEXT_URL))
+        .map(|who| format!("{who}: {}", crate::settings::CLEARTEXT_URL))
         .chain(sinks)
         .collect()
 }

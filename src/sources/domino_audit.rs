@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{
-    BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
-};
-use crate::config::{Secret, SecretValue, SourceCheck, SourceConfig};
+use super::{BoxFuture, Http, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::event::{Event, Field, PageText};
+use crate::json::Text;
+use crate::keys::Identity;
+use crate::settings::{Secret, SecretValue};
+use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::NANOS_PER_MS;
 
 pub struct DominoAudit {
@@ -192,9 +193,9 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<Vec<Event>, SourceError> {
-    crate::json::read_hashed_entries::<Entry>(
+    super::entries::read_hashed_entries::<Entry>(
         page,
-        crate::json::Layout::Envelope {
+        super::entries::Layout::Envelope {
             field: "events",
             total: None,
         },

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{
-    BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
-};
-use crate::config::{Secret, SourceCheck, SourceConfig};
+use super::{BoxFuture, Http, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::event::{Event, Field, PageText};
+use crate::json::Text;
+use crate::keys::Identity;
+use crate::settings::Secret;
+use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::{self, NANOS_PER_MS};
 
 /// Bytes allowed per event in a response before it is treated as too large (entries are a few
@@ -165,9 +166,9 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<Vec<Event>, SourceError> {
-    crate::json::read_hashed_entries::<Entry>(
+    super::entries::read_hashed_entries::<Entry>(
         page,
-        crate::json::Layout::Array,
+        super::entries::Layout::Array,
         capacity,
         |raw, e| normalise(source, page, raw, e),
     )

@@ -14,11 +14,12 @@ use reqwest::header::HeaderValue;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::{
-    BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
-};
-use crate::config::{Secret, SourceCheck, SourceConfig};
+use super::{BoxFuture, Http, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::event::{Event, Field, PageText};
+use crate::json::Text;
+use crate::keys::Identity;
+use crate::settings::Secret;
+use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::{Nanos, NANOS_PER_MS, NANOS_PER_SEC};
 
 /// Renew a token this long before the vendor says it expires.
@@ -507,9 +508,9 @@ pub fn read_page(
     capacity: usize,
     (start, end): (Nanos, Nanos),
 ) -> Result<Vec<Event>, SourceError> {
-    crate::json::read_hashed_entries::<Entry>(
+    super::entries::read_hashed_entries::<Entry>(
         page,
-        crate::json::Layout::Array,
+        super::entries::Layout::Array,
         capacity,
         |raw, e| normalise(source, tz, page, raw, e, start, end),
     )

@@ -1,25 +1,28 @@
 //! Sources: one file a vendor, each knowing only how to ask for a page of a window and how to
-//! read what comes back. The generic poller (`pipeline.rs`) owns intervals, windows, paging,
+//! read what comes back. The generic poller (`pipeline/`) owns intervals, windows, paging,
 //! retries, dedupe and commits.
 //!
 //! A vendor is a plugin (`vendor.rs`): its file declares its kind, its own `[[sources]]` keys
 //! and their validation, and builds its source; [`VENDORS`] lists them. Adding a vendor is its
 //! file here, its emulator in `sim/`, a line in each registry, and its docs.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Secret, SourceConfig};
 use crate::event::{Event, PageText};
+use crate::keys::Identity;
 use crate::retry::{self, Retryable, Verdict};
+use crate::settings::Secret;
+use crate::sources::config::SourceConfig;
 use crate::timefmt::Nanos;
 
+pub mod config;
 pub mod domino_audit;
 pub mod domino_datasource;
 pub mod domo;
+pub mod entries;
 pub mod pace;
 mod vendor;
 pub mod wasabi_air;
@@ -40,7 +43,7 @@ pub static VENDORS: &[&dyn Vendor] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Paging {
     /// `limit`/`offset`; the page is full when it holds `limit` entries. The poller reads the
-    /// order from the pages themselves (see `pipeline.rs`): newest first, oldest first, or none.
+    /// order from the pages themselves (see `pipeline/`): newest first, oldest first, or none.
     Offset,
     /// Numbered pages with a total.
     Numbered,
@@ -48,8 +51,6 @@ pub enum Paging {
     /// again in halves.
     Whole { max_events: usize },
 }
-
-pub use crate::keys::Identity;
 
 /// What the poller needs to know about a source.
 #[derive(Debug, Clone, Copy)]
@@ -399,41 +400,6 @@ pub fn endpoint(base: &url::Url, path: &str) -> url::Url {
 /// The source name as events carry it.
 pub fn source_name(cfg: &SourceConfig) -> Arc<str> {
     Arc::from(cfg.name.as_str())
-}
-
-/// A JSON string field of a vendor entry: borrowed from the page when it holds no escapes.
-/// (serde borrows a bare `Cow<str>` field but never one inside an `Option`; this type borrows
-/// in either place.)
-#[derive(Debug)]
-pub struct Text<'a>(pub Cow<'a, str>);
-
-impl std::ops::Deref for Text<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
 }
 
 /// The first element of a JSON array (the rest are checked to be JSON and skipped): for a field

@@ -3,7 +3,7 @@
 //! and how to build its [`Source`]. [`super::VENDORS`] lists them; nothing else names a vendor.
 
 use super::{CredentialId, Http, Source};
-use crate::config::{SourceCheck, SourceConfig};
+use crate::sources::config::{SourceCheck, SourceConfig};
 
 /// Everything the agent knows of one kind of source, besides its file's reading of pages.
 pub trait Vendor: Sync {
@@ -34,11 +34,11 @@ pub trait Vendor: Sync {
 
 /// The keys of a vendor's section struct `T`.
 pub fn options_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
-    crate::config::fields::<T>()
+    crate::settings::fields::<T>()
 }
 
 /// A vendor's validated settings, kept in [`SourceConfig`] and read back by its own `build`.
-pub type VendorSettings = crate::config::PluginSettings;
+pub type VendorSettings = crate::settings::PluginSettings;
 
 /// The settings of `cfg`, which its vendor made.
 pub fn settings_of<'a, T: 'static>(cfg: &'a SourceConfig, vendor: &str) -> &'a T {

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{
-    BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
-};
-use crate::config::{Secret, SourceCheck, SourceConfig};
+use super::{BoxFuture, Http, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::event::{Event, Field, PageText};
+use crate::json::Text;
+use crate::keys::Identity;
+use crate::settings::Secret;
+use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::{self, NANOS_PER_MS};
 
 pub struct WasabiAir {
@@ -128,9 +129,9 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<(Vec<Event>, u64), SourceError> {
-    let (events, total) = crate::json::read_entries(
+    let (events, total) = super::entries::read_entries(
         page,
-        crate::json::Layout::Envelope {
+        super::entries::Layout::Envelope {
             field: "audit_events",
             total: Some("total"),
         },

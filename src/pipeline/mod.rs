@@ -30,17 +30,22 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
-use crate::config::{RetryConfig, SourceConfig};
 use crate::event::Event;
 use crate::health::SourceHealth;
-use crate::keys::{self, Key, Keyer, PageKeys};
+use crate::keys::Identity;
+use crate::keys::{self, Key};
 use crate::metrics;
+use crate::retry::RetryConfig;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::sinks::{SinkError, SinkSlot};
+use crate::sources::config::SourceConfig;
 use crate::sources::pace::Paced;
-use crate::sources::{Identity, Page, PageRequest, Paging, Source, SourceError, Traits};
+use crate::sources::{Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::state::{Commit, Queued, State, StateError};
 use crate::timefmt::{self, dur_nanos, floor_to, Nanos, NANOS_PER_SEC};
+
+pub mod keyer;
+use keyer::{Keyer, PageKeys};
 
 /// How many pages the agent reads at once, from the request for a page to its commit: what
 /// bounds the memory of pages in flight however many sources there are (each waits for a
