@@ -92,24 +92,25 @@ impl super::Vendor for DominoAuditKind {
             }
             _ => {}
         }
-        Some(super::VendorSettings::new(Settings {
+        Some(super::VendorSettings::DominoAudit(Settings {
             api_key: api_key.get(),
             jwt: jwt.get(),
         }))
     }
+}
+
+impl super::Configured for Settings {
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
-        Box::new(DominoAudit::new(cfg, http))
+        Box::new(DominoAudit::new(cfg, self, http))
     }
     fn credential(&self, cfg: &SourceConfig) -> Option<super::CredentialId> {
-        let settings: &Settings = super::settings_of(cfg, KIND);
-        let key = settings.api_key.as_ref().or(settings.jwt.as_ref())?;
+        let key = self.api_key.as_ref().or(self.jwt.as_ref())?;
         Some(super::CredentialId::new(&cfg.url, key.expose()))
     }
 }
 
 impl DominoAudit {
-    pub fn new(cfg: &SourceConfig, http: Http) -> DominoAudit {
-        let settings: &Settings = super::settings_of(cfg, KIND);
+    pub fn new(cfg: &SourceConfig, settings: &Settings, http: Http) -> DominoAudit {
         let auth = match (&settings.api_key, &settings.jwt) {
             (None, Some(j)) => super::credential(
                 reqwest::header::AUTHORIZATION,

@@ -89,25 +89,26 @@ impl super::Vendor for DominoDatasourceKind {
                 5_000
             }
         };
-        Some(super::VendorSettings::new(Settings {
+        Some(super::VendorSettings::DominoDatasource(Settings {
             api_key: api_key.get(),
             max_response_events,
         }))
     }
+}
+
+impl super::Configured for Settings {
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
-        Box::new(DominoDatasource::new(cfg, http))
+        Box::new(DominoDatasource::new(cfg, self, http))
     }
     fn credential(&self, cfg: &SourceConfig) -> Option<super::CredentialId> {
         // The same key reads Domino's audit trail too: one credential for both.
-        let settings: &Settings = super::settings_of(cfg, KIND);
-        let key = settings.api_key.as_ref()?;
+        let key = self.api_key.as_ref()?;
         Some(super::CredentialId::new(&cfg.url, key.expose()))
     }
 }
 
 impl DominoDatasource {
-    pub fn new(cfg: &SourceConfig, http: Http) -> DominoDatasource {
-        let settings: &Settings = super::settings_of(cfg, KIND);
+    pub fn new(cfg: &SourceConfig, settings: &Settings, http: Http) -> DominoDatasource {
         let auth = super::credential(
             reqwest::header::HeaderName::from_static("x-domino-api-key"),
             "",

@@ -133,27 +133,28 @@ impl super::Vendor for DomoKind {
                 "must be whole seconds for kind domo (its times have one-second resolution)",
             );
         }
-        Some(super::VendorSettings::new(Settings {
+        Some(super::VendorSettings::Domo(Settings {
             client_id: client_id.get(),
             client_secret: client_secret.get(),
             token_url,
             time_zone,
         }))
     }
+}
+
+impl super::Configured for Settings {
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
-        Box::new(Domo::new(cfg, http))
+        Box::new(Domo::new(cfg, self, http))
     }
     fn credential(&self, cfg: &SourceConfig) -> Option<super::CredentialId> {
         // Every token is its client's: the client is the credential.
-        let settings: &Settings = super::settings_of(cfg, KIND);
-        let id = settings.client_id.as_ref()?;
+        let id = self.client_id.as_ref()?;
         Some(super::CredentialId::new(&cfg.url, id.expose()))
     }
 }
 
 impl Domo {
-    pub fn new(cfg: &SourceConfig, http: Http) -> Domo {
-        let settings: &Settings = super::settings_of(cfg, KIND);
+    pub fn new(cfg: &SourceConfig, settings: &Settings, http: Http) -> Domo {
         let mut token_url = settings
             .token_url
             .clone()

@@ -29,15 +29,40 @@ pub mod wasabi_air;
 
 pub use crate::BoxFuture;
 pub use pace::CredentialId;
-pub use vendor::{options_of, settings_of, Vendor, VendorSettings};
+pub use vendor::{options_of, Configured, Vendor};
 
-/// Every kind of source: the one place where vendors are registered.
-pub static VENDORS: &[&dyn Vendor] = &[
-    &domino_audit::DominoAuditKind,
-    &domino_datasource::DominoDatasourceKind,
-    &domo::DomoKind,
-    &wasabi_air::WasabiAirKind,
-];
+/// Registers vendors, one line each (`Variant: module::Kind`): [`VENDORS`], every kind of
+/// source, and [`VendorSettings`], a vendor's validated settings as its own type.
+macro_rules! vendors {
+    ($($variant:ident: $module:ident::$kind:ident),* $(,)?) => {
+        /// Every kind of source: the one place where vendors are registered.
+        pub static VENDORS: &[&dyn Vendor] = &[$(&$module::$kind),*];
+
+        /// A vendor's validated settings (what its plugin read of its own keys), kept in
+        /// [`SourceConfig`](config::SourceConfig): one variant a vendor, each its file's
+        /// `Settings`.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum VendorSettings {
+            $($variant($module::Settings)),*
+        }
+
+        impl VendorSettings {
+            /// What the settings build.
+            pub fn configured(&self) -> &dyn Configured {
+                match self {
+                    $(VendorSettings::$variant(s) => s),*
+                }
+            }
+        }
+    };
+}
+
+vendors! {
+    DominoAudit: domino_audit::DominoAuditKind,
+    DominoDatasource: domino_datasource::DominoDatasourceKind,
+    Domo: domo::DomoKind,
+    WasabiAir: wasabi_air::WasabiAirKind,
+}
 
 /// How a vendor pages through a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +186,7 @@ pub trait Source: Send + Sync {
 /// `http` is the agent's client; a source with TLS options gets its own (see [`Http::for_source`]).
 pub fn build(cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
     let http = http.for_source(cfg);
-    cfg.kind.vendor().build(cfg, http)
+    cfg.settings.configured().build(cfg, http)
 }
 
 /// Largest response body read from a vendor, whatever the page size (a runaway guard).

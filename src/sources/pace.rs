@@ -86,8 +86,8 @@ impl CredentialId {
 
     /// The credential of source `cfg`, as its vendor names it.
     pub fn of(cfg: &SourceConfig) -> CredentialId {
-        cfg.kind
-            .vendor()
+        cfg.settings
+            .configured()
             .credential(cfg)
             .unwrap_or_else(|| CredentialId::alone(&cfg.name))
     }
