@@ -11,8 +11,9 @@
 //!   [`sinks::config`], and every section with [`settings`] ([`settings::Check`], which keys
 //!   every problem; [`settings::Secret`] and `X_file` secrets; TLS options).
 //! - [`agent`]: state, sinks and one poller task per source, until shutdown; config reload.
-//! - [`pipeline`]: the generic poller — windows, paging, retries, dedupe, deliver, commit;
-//!   [`pipeline::keyer::Keyer`] is the one place a page's keys are made.
+//! - [`pipeline`]: the generic poller — windows ([`pipeline::planner`]), paging, retries,
+//!   dedupe, deliver, commit, one file each; [`pipeline::keyer::Keyer`] is the one place a
+//!   page's keys are made.
 //! - [`sources`]: one file per vendor API, behind the small [`sources::Source`] trait;
 //!   [`sources::entries`]: a page's text in, its events out.
 //! - [`json`]: how entries are read, knowing nothing of events: the page walker, the canonical
