@@ -266,6 +266,16 @@ async fn check_connect_says_which_step_failed() {
     );
     assert_eq!(az.data().records.len(), 0);
     assert_eq!(az.data().requests.len(), 1);
+    // Were the service to refuse an empty array (undocumented), the steps before it passed.
+    az.faults().refuse_empty = true;
+    let said = check(az.sink_keys());
+    for want in [
+        "sink siem: reachable (token granted;",
+        "refused only the empty probe batch: HTTP 400 InvalidPayload",
+    ] {
+        assert!(said.contains(want), "no {want:?} in {said}");
+    }
+    az.faults().refuse_empty = false;
     let text = check(az.sink_keys().replace(azure::STREAM, "Custom-Other_CL"));
     assert!(
         text.contains("sink siem: not found (HTTP 404 InvalidStream"),

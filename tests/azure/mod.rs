@@ -78,6 +78,8 @@ pub struct Faults {
     pub no_role: bool,
     /// The body limit (before and after decompression).
     pub limit: usize,
+    /// Answer an empty array 400 rather than 204 (Microsoft does not document which).
+    pub refuse_empty: bool,
     /// The federated token a client assertion must carry, if workload identity is used.
     pub federated_token: Option<String>,
     /// The client certificate registered on the app (its DER, and its RSA public key as PKCS#1
@@ -185,6 +187,7 @@ impl Default for Faults {
             revoked: false,
             no_role: false,
             limit: LIMIT,
+            refuse_empty: false,
             federated_token: None,
             certificate: None,
         }
@@ -632,6 +635,13 @@ fn answer(
             "The request body is not a JSON array of records.",
         ));
     };
+    if records.is_empty() && s.faults.lock().unwrap().refuse_empty {
+        return no(az_error(
+            400,
+            "InvalidPayload",
+            "The request body is an empty array.",
+        ));
+    }
     for r in &records {
         let ok = r
             .get("TimeGenerated")
