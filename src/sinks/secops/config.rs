@@ -21,9 +21,10 @@ pub struct SecopsKind;
 /// (README "Google SecOps").
 pub const DEFAULT_LOG_TYPE: &str = "AUDITSHIP";
 
-/// Most bytes of one `logs:import` request body, and the default of `batch_max_bytes`: Google
-/// documents no larger figure for `logs:import`; 1 MB is the limit of its ingestion methods'
-/// payloads that every endpoint takes.
+/// Most bytes of one `logs:import` request body, and the default of `batch_max_bytes`. Google's
+/// reference of `logs:import` states no request-size limit; 1 MB is the most a log may be in
+/// Google's (legacy) Ingestion API, and the request size other senders of `logs:import` keep to
+/// (a request over Google's limit is answered 400 and its page held).
 pub const REQUEST_MAX_BYTES: usize = 1_000_000;
 
 /// The keys of `kind = "secops"`.
