@@ -390,3 +390,70 @@ async fn a_large_object_goes_up_in_parts_and_a_failed_upload_is_aborted() {
         body.len()
     );
 }
+
+/// No keys in the sink: the standard chain finds `AWS_WEB_IDENTITY_TOKEN_FILE` and
+/// `AWS_ROLE_ARN` (as EKS IRSA sets them), exchanges the token at STS
+/// (AssumeRoleWithWebIdentity) and writes with the role's temporary key. On the server that
+/// checks no signature ([`s3_server::moto_open`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_identity_token_file_is_exchanged_for_the_roles_key() {
+    use base64::Engine as _;
+    let m = s3_server::moto_open();
+    m.create("web-identity");
+    let proxy = Proxy::start(&m.url).await;
+    let cfg = backfill(&[Vendor::DominoAudit], 150, 1, 317);
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &all_sources(&sim, &cfg));
+    let keys = format!(
+        "bucket = \"web-identity\"\nendpoint = {:?}\nforce_path_style = true\nregion = \"us-east-1\"\nsts_endpoint = {:?}\n",
+        proxy.url, m.url
+    );
+    with_s3(&s, &keys, "");
+    // A token shaped as the kubelet's (a JWT); STS here does not check its signature.
+    let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let token = format!(
+        "{}.{}.c2ln",
+        b64(r#"{"alg":"RS256","typ":"JWT"}"#),
+        b64(
+            r#"{"sub":"system:serviceaccount:audit:auditship","aud":"sts.amazonaws.com","iss":"https://oidc.eks.example"}"#
+        )
+    );
+    let token_file = s.dir.path().join("token");
+    std::fs::write(&token_file, &token).unwrap();
+    let mut cmd = agent(
+        &["run", "--once", "--config", s.config.to_str().unwrap()],
+        &[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_str().unwrap()),
+            ("AWS_ROLE_ARN", &m.role_arn),
+        ],
+    );
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ] {
+        cmd.env_remove(k);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("web identity token"), "{err}");
+    assert!(!err.contains(&token), "the token was logged");
+    let seen = proxy.faults().seen.clone();
+    let puts: Vec<_> = seen.iter().filter(|r| r.method == "PUT").collect();
+    assert!(!puts.is_empty());
+    for r in &puts {
+        assert!(r.key_id.starts_with("ASIA"), "written with {}", r.key_id);
+    }
+    let all = records(&m.dump("web-identity"));
+    assert_exactly(
+        &all,
+        "domino-audit",
+        &truth(&sim, &cfg, Vendor::DominoAudit),
+    );
+}

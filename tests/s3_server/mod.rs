@@ -40,13 +40,20 @@ fn script() -> PathBuf {
 }
 
 static MOTO: OnceLock<Moto> = OnceLock::new();
+static MOTO_OPEN: OnceLock<Moto> = OnceLock::new();
 
 /// The test binary's moto server, started at the first call.
 pub fn moto() -> &'static Moto {
-    MOTO.get_or_init(start)
+    MOTO.get_or_init(|| start(true))
 }
 
-fn start() -> Moto {
+/// A second server that checks no signature, for STS's AssumeRoleWithWebIdentity: that call
+/// is not signed (the token is the proof), and moto's signature checks answer it with a 500.
+pub fn moto_open() -> &'static Moto {
+    MOTO_OPEN.get_or_init(|| start(false))
+}
+
+fn start(auth: bool) -> Moto {
     let bin = venv().join("bin/moto_server");
     assert!(
         bin.exists(),
@@ -63,9 +70,11 @@ fn start() -> Moto {
     std::thread::spawn(move || {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(bin);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
-            .stdin(Stdio::null())
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        if auth {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "3");
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
@@ -89,6 +98,17 @@ fn start() -> Moto {
             "moto_server did not listen within 60 s"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+    if !auth {
+        let any = "testing".to_string();
+        return Moto {
+            url,
+            key_id: any.clone(),
+            secret: any.clone(),
+            role_arn: "arn:aws:iam::123456789012:role/writer".into(),
+            denied_key_id: any.clone(),
+            denied_secret: any,
+        };
     }
     let out = python(&url, &[], &["setup", "-"]);
     let v: Value = serde_json::from_str(out.trim()).unwrap();
