@@ -317,7 +317,8 @@ async fn a_role_is_assumed_and_its_temporary_key_writes() {
 }
 
 /// An object larger than `part_bytes` goes up as a multipart upload whose parts S3 puts
-/// together; an upload whose part is refused is aborted: no object, no open upload left.
+/// together (a completion whose answer was lost is found done); an upload whose part is
+/// refused is aborted: no object, no open upload left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_object_goes_up_in_parts_and_a_failed_upload_is_aborted() {
     use auditship::sinks::Reaches;
@@ -351,9 +352,19 @@ async fn a_large_object_goes_up_in_parts_and_a_failed_upload_is_aborted() {
     let body = gz.finish().unwrap();
     assert!(body.len() > 10 << 20, "{}", body.len());
     let cancel = tokio_util::sync::CancellationToken::new();
+    // The first CompleteMultipartUpload's answer is lost: it is sent again (moto, like S3, takes
+    // a repeated completion; where the upload is gone, the sink checks the object's size).
+    proxy.faults().lose_complete = true;
     sink.put("big.ndjson.gz", body.clone().into(), &cancel)
         .await
         .unwrap();
+    let completes = proxy
+        .faults()
+        .seen
+        .iter()
+        .filter(|r| r.method == "POST" && r.query.starts_with("uploadId="))
+        .count();
+    assert_eq!(completes, 2);
     let parts = proxy
         .faults()
         .seen

@@ -214,6 +214,9 @@ pub struct Faults {
     pub slow_down_every: usize,
     /// Answer UploadPart of this part number with 403 AccessDenied.
     pub deny_part: Option<u32>,
+    /// Forward the next CompleteMultipartUpload, then answer the client 503 as if the answer
+    /// was lost on the way.
+    pub lose_complete: bool,
     /// Hold each object write this long before forwarding it.
     pub delay: Duration,
     pub seen: Vec<Seen>,
@@ -301,6 +304,11 @@ async fn forward(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    let lose = {
+        let mut f = faults.lock().unwrap();
+        let complete = method == Method::POST && query.starts_with("uploadId=");
+        complete && std::mem::take(&mut f.lose_complete)
+    };
     let resp = match fault {
         Some(503) => s3_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -334,6 +342,15 @@ async fn forward(
                 Err(e) => s3_error(StatusCode::BAD_GATEWAY, "ProxyError", &e.to_string()),
             }
         }
+    };
+    let resp = if lose {
+        s3_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "(the proxy dropped the answer)",
+        )
+    } else {
+        resp
     };
     faults.lock().unwrap().seen.push(Seen {
         method: method.to_string(),

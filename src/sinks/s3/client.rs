@@ -349,7 +349,12 @@ impl S3 {
             .call(reqwest::Method::HEAD, url, Bytes::new(), &[])
             .await
         {
-            Ok(resp) => Ok(resp.content_length()),
+            // The header, not the body's length: a HEAD answer has no body.
+            Ok(resp) => Ok(resp
+                .headers()
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())),
             Err(Failure::Status { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }

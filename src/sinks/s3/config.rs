@@ -126,16 +126,32 @@ impl Destination for S3Kind {
     fn take_limits(&self, cfg: &SinkConfig) -> (u64, u64) {
         // An object's worth of the queue: each delivery writes its objects whole, and the
         // batch leaves the queue once S3 has them all.
-        (u64::MAX, cfg.settings::<S3Config>().max_object_bytes)
+        (u64::MAX, object_bytes(cfg))
     }
     fn warnings(&self, cfg: &SinkConfig) -> Vec<String> {
         let s: &S3Config = cfg.settings();
         let mut w = Vec::new();
+        if s.max_object_bytes > object_bytes(cfg) {
+            w.push(format!(
+                "max_object_bytes ({}) is more than half of queue_max_bytes ({}): objects are cut at {} bytes, so that the queue does not fill before an object is written",
+                s.max_object_bytes,
+                cfg.queue_max_bytes,
+                object_bytes(cfg)
+            ));
+        }
         if s.endpoint.scheme() == "http" {
             w.push("endpoint is plain http: the events go out in clear (the signature keeps the secret key off the wire, not the data); use https".to_string());
         }
         w
     }
+}
+
+/// Most bytes of queued events in one batch: `max_object_bytes`, but at most half the queue,
+/// so that the sources never wait for room while the sink waits for a full object.
+fn object_bytes(cfg: &SinkConfig) -> u64 {
+    cfg.settings::<S3Config>()
+        .max_object_bytes
+        .min(cfg.queue_max_bytes / 2)
 }
 
 /// Validates a `kind = "s3"` sink; `env` reads the environment (the region's and the
