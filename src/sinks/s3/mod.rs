@@ -45,7 +45,10 @@ use crate::sinks::http::client::{build_client, on_retry};
 use crate::BoxFuture;
 use client::{Failure, S3};
 
-/// How an object's bytes are made from its events.
+/// How an object's bytes are made from its events: `encode` on the async thread, with the
+/// events borrowed (write what the object needs of them), then `finish` on owned bytes off it
+/// (compression; a Parquet variant may build its file there from what `encode` wrote). A new
+/// variant adds its name to [`ObjectFormat::NAMES`] and `by_name`, and an arm to each method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectFormat {
     /// One record per line in the sink's `format`, gzip-compressed (`.ndjson.gz`).
@@ -105,7 +108,11 @@ impl ObjectFormat {
     }
 }
 
-/// Which object an event goes to, and what the object is called.
+/// Which object an event goes to, and what the object is called. A new layout (Security
+/// Lake's `ext/{source}/region=…/accountId=…/eventDay=…/`) is a variant with its own
+/// `partition` (any string that groups the events of one object) and `key`; the key must stay a
+/// function of the partition and the object's first event, which is what makes a retried batch
+/// overwrite its objects rather than double them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     /// `{prefix}{source}/dt=YYYY-MM-DD/hour=HH/{name}`, by the event's UTC time (Hive-style
