@@ -468,3 +468,39 @@ async fn a_web_identity_token_file_is_exchanged_for_the_roles_key() {
         &truth(&sim, &cfg, Vendor::DominoAudit),
     );
 }
+
+/// A bad `kind = "s3"` entry: `check` exits 2 naming each key and what is wrong, never a
+/// secret's value.
+#[test]
+fn a_bad_entry_is_refused_naming_each_key() {
+    let secret = "wJalrXUtnFEMI-not-to-be-printed";
+    let s = setup(
+        "",
+        "[[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n",
+    );
+    with_s3(
+        &s,
+        &format!(
+            "bucket = \"Bad_Bucket\"\nregion = \"eu-west-1\"\naccess_key_id = \"AKIAEXAMPLE\"\nsecret_access_key = {secret:?}\nsession_token_file = \"/no/such/file\"\n"
+        ),
+        "object_format = \"orc\"\nexternal_id = \"x\"\nbatch_max_age = \"10s\"\nmax_object_bytes = 10\npart_bytes = 1024\nmax_object_age = \"2d\"\nformat = \"cef\"\n",
+    );
+    let out = run(&["check", "--config", s.config.to_str().unwrap()], &[]);
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for want in [
+        "sinks[1].bucket: \"Bad_Bucket\" is not a bucket name",
+        "sinks[1].object_format: \"orc\" is not supported by this version; use ndjson_gzip",
+        "sinks[1].external_id: is set without role_arn",
+        "sinks[1].batch_max_age: not an option of kind s3",
+        "sinks[1].max_object_bytes: 10 is out of range",
+        "sinks[1].part_bytes: 1024 is out of range",
+        "sinks[1].max_object_age: is longer than the most, 24 hours",
+        "sinks[1].format: cef writes text lines",
+        "sinks[1].session_token_file",
+    ] {
+        assert!(err.contains(want), "{want:?} not in:\n{err}");
+    }
+    assert!(!err.contains(secret), "{err}");
+}

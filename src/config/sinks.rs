@@ -340,13 +340,15 @@ pub(super) fn validate(
         let own_age = settings
             .as_ref()
             .and_then(|p| kind.destination().own_batch_max_age(p));
+        let own_key = kind.destination().batch_max_age_key();
         let batch_max_age = match c.duration(&age_key, &s.batch_max_age, false) {
-            Some(_) if own_age.is_some() => {
+            Some(_) if own_key.is_some() => {
                 c.fail(
                     &age_key,
                     format_args!(
-                        "not an option of kind {}: its own key (max_object_age) says how long a batch waits",
-                        kind.as_str()
+                        "not an option of kind {}: its own key {} says how long a batch waits",
+                        kind.as_str(),
+                        own_key.unwrap_or_default()
                     ),
                 );
                 Duration::ZERO

@@ -85,8 +85,13 @@ pub trait Destination: Sync {
     fn batch_max_age(&self) -> Duration {
         Duration::ZERO
     }
-    /// `batch_max_age` as the kind's own keys set it, which then take its place (an S3
-    /// object's `max_object_age`, which may be longer than the minute `batch_max_age` allows).
+    /// The kind's own key that takes `batch_max_age`'s place (an S3 object's
+    /// `max_object_age`, which may be longer than the minute `batch_max_age` allows); the
+    /// kind then refuses `batch_max_age`.
+    fn batch_max_age_key(&self) -> Option<&'static str> {
+        None
+    }
+    /// What that key says, from the kind's validated settings.
     fn own_batch_max_age(&self, _settings: &PluginSettings) -> Option<Duration> {
         None
     }

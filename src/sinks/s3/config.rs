@@ -120,6 +120,9 @@ impl Destination for S3Kind {
     fn batch_max_age(&self) -> Duration {
         MAX_OBJECT_AGE
     }
+    fn batch_max_age_key(&self) -> Option<&'static str> {
+        Some("max_object_age")
+    }
     fn own_batch_max_age(&self, settings: &PluginSettings) -> Option<Duration> {
         settings.get::<S3Config>().map(|s| s.max_object_age)
     }
