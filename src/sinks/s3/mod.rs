@@ -41,7 +41,7 @@ use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
 use crate::retry::{self, Gave, Retryable, Verdict};
-use crate::sinks::http::client::{build_client, on_retry};
+use crate::sinks::http::client::{build_client_with_ca, delivery_retry, on_retry};
 use crate::BoxFuture;
 use client::{Failure, S3};
 
@@ -183,14 +183,7 @@ impl S3Sink {
         retry: &RetryConfig,
         once: bool,
     ) -> Result<S3Sink, SinkError> {
-        let client = build_client(
-            name,
-            cfg.timeout,
-            &crate::config::TlsConfig {
-                ca_file: cfg.ca_file.clone(),
-                ..Default::default()
-            },
-        )?;
+        let client = build_client_with_ca(name, cfg.timeout, &cfg.ca_file)?;
         let chain = creds::Chain::new(
             cfg.base.clone(),
             cfg.assume.clone(),
@@ -217,10 +210,7 @@ impl S3Sink {
             layout: cfg.layout,
             writer,
             part_bytes: cfg.part_bytes,
-            retry: RetryConfig {
-                max_attempts: if once { retry.max_attempts } else { None },
-                ..retry.clone()
-            },
+            retry: delivery_retry(retry, once),
             health: SinkHealth::default(),
         })
     }
