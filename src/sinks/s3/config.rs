@@ -48,7 +48,7 @@ struct Section {
     sts_endpoint: Option<String>,
     /// `ndjson_gzip` (default).
     object_format: Option<String>,
-    /// Most bytes of events (as queued, before compression) in one object (default 64 MiB).
+    /// Most bytes of events (as queued, before compression) in one object (default 16 MiB).
     max_object_bytes: Option<i64>,
     /// Longest an event waits in the sink's queue before its object is written (default "5m").
     max_object_age: Option<String>,
@@ -84,7 +84,7 @@ pub struct S3Config {
 }
 
 /// `max_object_bytes` when it is not set.
-pub const MAX_OBJECT_BYTES: u64 = 64 << 20;
+pub const MAX_OBJECT_BYTES: u64 = 16 << 20;
 /// Its range: from 1 MiB; at most 1 GiB (a batch is held in memory while it is written).
 const MAX_OBJECT_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 30);
 /// `max_object_age` when it is not set.
