@@ -504,3 +504,52 @@ fn a_bad_entry_is_refused_naming_each_key() {
     }
     assert!(!err.contains(secret), "{err}");
 }
+
+/// The daemon writes a batch once its oldest event has waited `max_object_age` (here 3 s, in
+/// place of the kind's default of 5 minutes, which would fail this test): every event arrives
+/// while the agent runs, and a SIGTERM after that ends it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_writes_objects_at_max_object_age() {
+    let m = moto();
+    m.create("daemon");
+    let cfg = backfill(&Vendor::ALL, 100, 1, 318);
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &all_sources(&sim, &cfg));
+    with_s3(
+        &s,
+        &m.sink_keys(&m.url, "daemon"),
+        "max_object_age = \"3s\"\n",
+    );
+    let want: usize = Vendor::ALL
+        .iter()
+        .map(|v| truth(&sim, &cfg, *v).len())
+        .sum();
+    let started = Instant::now();
+    let mut child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
+    let mut first = None;
+    let mut objects = Vec::new();
+    while started.elapsed() < Duration::from_secs(90) {
+        objects = m.dump("daemon");
+        if first.is_none() && !objects.is_empty() {
+            first = Some(started.elapsed());
+        }
+        if records(&objects).len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let all = records(&objects);
+    for v in &Vendor::ALL {
+        assert_exactly(&all, &name(*v), &truth(&sim, &cfg, *v));
+    }
+    signal(&child, "TERM");
+    let status = wait_for(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+    eprintln!(
+        "FIGURES s3 daemon: max_object_age 3 s, first object {:?} after start, all {} events in {} objects after {:?}",
+        first.unwrap(),
+        all.len(),
+        objects.len(),
+        started.elapsed()
+    );
+}
