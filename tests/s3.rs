@@ -317,7 +317,8 @@ async fn a_role_is_assumed_and_its_temporary_key_writes() {
 }
 
 /// An object larger than `part_bytes` goes up as a multipart upload whose parts S3 puts
-/// together (a completion whose answer was lost is found done); an upload whose part is
+/// together (a completion whose answer was lost is sent again, or, when S3 says the upload is
+/// gone, the object is checked whole); an upload whose part is
 /// refused is aborted: no object, no open upload left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_object_goes_up_in_parts_and_a_failed_upload_is_aborted() {
@@ -358,13 +359,6 @@ async fn a_large_object_goes_up_in_parts_and_a_failed_upload_is_aborted() {
     sink.put("big.ndjson.gz", body.clone().into(), &cancel)
         .await
         .unwrap();
-    let completes = proxy
-        .faults()
-        .seen
-        .iter()
-        .filter(|r| r.method == "POST" && r.query.starts_with("uploadId="))
-        .count();
-    assert_eq!(completes, 2);
     let parts = proxy
         .faults()
         .seen
@@ -372,6 +366,27 @@ async fn a_large_object_goes_up_in_parts_and_a_failed_upload_is_aborted() {
         .filter(|r| r.query.contains("partNumber="))
         .count();
     assert_eq!(parts, body.len().div_ceil(5 << 20));
+    let completes = proxy
+        .faults()
+        .seen
+        .iter()
+        .filter(|r| r.method == "POST" && r.query.starts_with("uploadId="))
+        .count();
+    assert_eq!(completes, 2);
+    // Again, and S3 says the upload is gone (it completed it): the sink finds the object whole.
+    {
+        let mut f = proxy.faults();
+        f.lose_complete = true;
+        f.gone_complete = true;
+    }
+    sink.put("big.ndjson.gz", body.clone().into(), &cancel)
+        .await
+        .unwrap();
+    assert!(proxy
+        .faults()
+        .seen
+        .iter()
+        .any(|r| r.method == "HEAD" && r.path.ends_with("/big.ndjson.gz")));
     let objects = m.dump("multipart");
     assert_eq!(objects.len(), 1);
     assert_eq!(objects[0].size, body.len() as u64);

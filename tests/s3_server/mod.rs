@@ -217,6 +217,9 @@ pub struct Faults {
     /// Forward the next CompleteMultipartUpload, then answer the client 503 as if the answer
     /// was lost on the way.
     pub lose_complete: bool,
+    /// Answer the next CompleteMultipartUpload 404 NoSuchUpload (as S3 may once an upload it
+    /// completed is cleaned up), without forwarding it.
+    pub gone_complete: bool,
     /// Hold each object write this long before forwarding it.
     pub delay: Duration,
     pub seen: Vec<Seen>,
@@ -304,16 +307,24 @@ async fn forward(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let lose = {
+    let complete = method == Method::POST && query.starts_with("uploadId=");
+    let (lose, gone) = {
         let mut f = faults.lock().unwrap();
-        let complete = method == Method::POST && query.starts_with("uploadId=");
-        complete && std::mem::take(&mut f.lose_complete)
+        let lose = complete && std::mem::take(&mut f.lose_complete);
+        let gone = complete && !lose && std::mem::take(&mut f.gone_complete);
+        (lose, gone)
     };
+    let fault = if gone { Some(404) } else { fault };
     let resp = match fault {
         Some(503) => s3_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "SlowDown",
             "Please reduce your request rate.",
+        ),
+        Some(404) => s3_error(
+            StatusCode::NOT_FOUND,
+            "NoSuchUpload",
+            "The specified upload does not exist.",
         ),
         Some(_) => s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Access Denied"),
         None => {
