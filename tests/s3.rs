@@ -568,3 +568,51 @@ async fn the_daemon_writes_objects_at_max_object_age() {
         started.elapsed()
     );
 }
+
+/// No keys and nothing in the environment: the instance metadata service (IMDSv2, a session
+/// token then the instance role's credentials), here moto's emulation of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instance_metadata_service_gives_the_key_when_nothing_else_does() {
+    let m = s3_server::moto_open();
+    m.create("imds");
+    let proxy = Proxy::start(&m.url).await;
+    let cfg = backfill(&[Vendor::Domo], 100, 1, 319);
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &all_sources(&sim, &cfg));
+    let keys = format!(
+        "bucket = \"imds\"\nendpoint = {:?}\nforce_path_style = true\nregion = \"us-east-1\"\n",
+        proxy.url
+    );
+    with_s3(&s, &keys, "");
+    let mut cmd = agent(
+        &["run", "--once", "--config", s.config.to_str().unwrap()],
+        &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &m.url)],
+    );
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_EC2_METADATA_DISABLED",
+    ] {
+        cmd.env_remove(k);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("instance metadata service"), "{err}");
+    let seen = proxy.faults().seen.clone();
+    let puts: Vec<_> = seen.iter().filter(|r| r.method == "PUT").collect();
+    assert!(!puts.is_empty());
+    for r in &puts {
+        assert_eq!(r.key_id, "test-key", "not the instance role's key");
+        assert_eq!(r.session_token.as_deref(), Some("test-session-token"));
+    }
+    let all = records(&m.dump("imds"));
+    assert_exactly(&all, "domo", &truth(&sim, &cfg, Vendor::Domo));
+}

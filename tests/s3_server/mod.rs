@@ -202,6 +202,8 @@ pub struct Seen {
     pub status: u16,
     /// The access key id of its signature.
     pub key_id: String,
+    /// Its `x-amz-security-token`.
+    pub session_token: Option<String>,
     pub bytes: usize,
 }
 
@@ -369,6 +371,10 @@ async fn forward(
         query,
         status: resp.status().as_u16(),
         key_id,
+        session_token: headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         bytes: body.len(),
     });
     resp
