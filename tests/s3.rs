@@ -616,3 +616,35 @@ async fn the_instance_metadata_service_gives_the_key_when_nothing_else_does() {
     let all = records(&m.dump("imds"));
     assert_exactly(&all, "domo", &truth(&sim, &cfg, Vendor::Domo));
 }
+
+/// A batch is `max_object_bytes` of the queue, but at most half of `queue_max_bytes`, so that
+/// the sources never wait for room while the sink waits for a full object (and `check` warns).
+#[test]
+fn a_batch_is_at_most_half_the_queue() {
+    let text = |extra: &str| {
+        format!(
+            "[agent]\nstate_path = \"/tmp/never-opened.db\"\n\
+             [[sources]]\nname = \"s\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n\
+             [[sinks]]\nname = \"arch\"\nkind = \"s3\"\nbucket = \"b-1\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"AKIAEXAMPLE\"\nsecret_access_key = \"x\"\n{extra}"
+        )
+    };
+    let parse = |t: String| {
+        auditship::config::Config::parse(&t, std::path::Path::new("/tmp/s3.toml")).unwrap()
+    };
+    let c = parse(text(
+        "max_object_bytes = 16777216\nqueue_max_bytes = 4194304\n",
+    ));
+    let d = c.sinks[0].kind.destination();
+    assert_eq!(d.take_limits(&c.sinks[0]).1, 2 << 20);
+    let w = d.warnings(&c.sinks[0]).join("\n");
+    assert!(
+        w.contains("max_object_bytes (16777216) is more than half of queue_max_bytes"),
+        "{w}"
+    );
+    let c = parse(text(""));
+    let d = c.sinks[0].kind.destination();
+    assert_eq!(d.take_limits(&c.sinks[0]).1, 16 << 20);
+    assert_eq!(c.sinks[0].batch_max_age, Duration::from_secs(300));
+    assert!(d.warnings(&c.sinks[0]).is_empty());
+}
