@@ -246,7 +246,10 @@ impl SentinelSink {
         }
     }
 
-    /// `check --connect`: a token, then an empty array POSTed to the stream.
+    /// `check --connect`: a token, then an empty array POSTed to the stream. Microsoft documents
+    /// 204 for a request taken and does not document the answer to an empty array; 401, 403
+    /// and 404 name the token, the role and the DCR or stream. A 400 (a service that refuses
+    /// an empty batch) came past those checks, so it is said as reachable, with its message.
     pub async fn probe(&self) -> Probe {
         let no = |said: String| Probe { ok: false, said };
         if let Err(e) = self.tokens.get(&self.client).await {
@@ -272,6 +275,12 @@ impl SentinelSink {
                 no(match status {
                     401 | 403 => format!("auth refused (HTTP {status} {e}): the app needs the Monitoring Metrics Publisher role on the DCR"),
                     404 => format!("not found (HTTP 404 {e}): {what} does not exist at this endpoint"),
+                    400 => {
+                        return Probe {
+                            ok: true,
+                            said: format!("reachable (token granted; {what} let the app in and refused only the empty probe batch: HTTP 400 {e})"),
+                        }
+                    }
                     500..=599 => format!("unreachable (HTTP {status} {e})"),
                     _ => format!("refused (HTTP {status} {e}) by {what}"),
                 })
