@@ -386,7 +386,7 @@ fn every_destination_refuses_what_is_not_its_own() {
 async fn every_destination_opens_and_probes_its_receiver() {
     let receivers = Receivers::start().await;
     let state = auditship::state::State::open(&receivers.dir.path().join("state.db")).unwrap();
-    let retry = auditship::config::RetryConfig {
+    let retry = auditship::retry::RetryConfig {
         initial: Duration::from_millis(1),
         max_delay: Duration::from_millis(1),
         max_attempts: Some(1),

@@ -333,7 +333,7 @@ async fn a_large_object_goes_up_in_parts_and_a_failed_upload_is_aborted() {
         m.sink_keys(&proxy.url, "multipart")
     );
     let c = auditship::config::Config::parse(&text, std::path::Path::new("/tmp/s3.toml")).unwrap();
-    let retry = auditship::config::RetryConfig {
+    let retry = auditship::retry::RetryConfig {
         initial: Duration::from_millis(10),
         max_delay: Duration::from_millis(50),
         max_attempts: Some(3),

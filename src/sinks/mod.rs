@@ -15,14 +15,17 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{PluginSettings, RetryConfig, SinkCheck, SinkConfig};
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
+use crate::retry::RetryConfig;
+use crate::settings::PluginSettings;
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::state::{SinkPosition, State};
 use crate::BoxFuture;
 use std::time::Duration;
 
+pub mod config;
 pub mod drain;
 pub mod file;
 pub mod http;
@@ -67,7 +70,7 @@ pub trait Destination: Sync {
     /// What it is, for people: "a syslog receiver (RFC 5424)".
     fn title(&self) -> &'static str;
     /// The keys of its own section of `[[sinks]]` (the serde field names of its section
-    /// struct, see [`crate::config::fields`]), besides the ones every sink takes.
+    /// struct, see [`crate::settings::fields`]), besides the ones every sink takes.
     fn options(&self) -> &'static [&'static str];
     /// Reads and validates its own keys (`c.section()`), reporting every problem on `c`;
     /// `None` when they cannot be used.

@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Secret, TlsConfig};
 use crate::event::Event;
 use crate::health::SinkHealth;
 use crate::retry::{self, Retryable, Verdict};
+use crate::settings::{Secret, TlsConfig};
 use crate::sinks::{Probe, SinkError};
 
 /// How much of an error answer is kept for the log line.

@@ -3,7 +3,9 @@
 use serde::Deserialize;
 
 use super::KafkaSink;
-use crate::config::{PluginSettings, RetryConfig, Secret, SinkCheck, SinkConfig, TlsConfig};
+use crate::retry::RetryConfig;
+use crate::settings::{PluginSettings, Secret, TlsConfig};
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
 use crate::BoxFuture;
 
@@ -121,7 +123,7 @@ impl Destination for KafkaKind {
         "a Kafka topic (idempotent producer, acks = all)"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::config::fields::<Section>()
+        crate::settings::fields::<Section>()
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
         let s: Section = c.section();

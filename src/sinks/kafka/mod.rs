@@ -38,11 +38,11 @@ pub mod config;
 pub use config::{KafkaKind, KafkaSinkConfig, KeyBy, Sasl, SASL_MECHANISMS};
 
 use super::{Probe, Sink, SinkError};
-use crate::config::RetryConfig;
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
 use crate::metrics;
+use crate::retry::RetryConfig;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::BoxFuture;
 

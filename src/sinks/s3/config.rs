@@ -8,7 +8,9 @@ use url::Url;
 
 use super::creds::{AssumeRole, Base};
 use super::{Layout, ObjectFormat, S3Sink};
-use crate::config::{PluginSettings, RetryConfig, SinkCheck, SinkConfig};
+use crate::retry::RetryConfig;
+use crate::settings::PluginSettings;
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
 use crate::BoxFuture;
 
@@ -101,7 +103,7 @@ impl Destination for S3Kind {
         "S3-compatible object storage (AWS S3, Wasabi, MinIO, …): gzip NDJSON objects"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::config::fields::<Section>()
+        crate::settings::fields::<Section>()
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
         let s: Section = c.section();
@@ -219,20 +221,20 @@ fn validate(
     let token = c.secret("session_token", &s.session_token, &s.session_token_file);
     let base = match (&s.access_key_id, secret) {
         (Some(id), secret) if !id.trim().is_empty() => match secret {
-            crate::config::SecretValue::Given(secret) => Some(Base::Static {
+            crate::settings::SecretValue::Given(secret) => Some(Base::Static {
                 access_key_id: id.trim().to_string(),
                 secret_access_key: secret,
                 session_token: token.get(),
                 from: "config",
             }),
-            crate::config::SecretValue::Absent => {
+            crate::settings::SecretValue::Absent => {
                 c.fail(
                     "secret_access_key",
                     "missing: access_key_id is set, so its secret_access_key (or secret_access_key_file) is needed",
                 );
                 None
             }
-            crate::config::SecretValue::Broken => None,
+            crate::settings::SecretValue::Broken => None,
         },
         (Some(_), _) => {
             c.fail("access_key_id", "is empty");

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::client::{send_signed, status_failure, xml_tag, Failure};
 use super::sigv4::Credentials;
-use crate::config::Secret;
+use crate::settings::Secret;
 use crate::sinks::http::client::chain;
 
 /// Where the base credentials come from.

@@ -36,10 +36,10 @@ pub mod sigv4;
 pub use config::{S3Config, S3Kind};
 
 use super::{Probe, Sink, SinkError};
-use crate::config::RetryConfig;
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
+use crate::retry::RetryConfig;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::sinks::http::client::{build_client_with_ca, delivery_retry, on_retry};
 use crate::BoxFuture;
@@ -496,7 +496,7 @@ mod tests {
                 path_style: true,
                 base: creds::Base::Static {
                     access_key_id: "AKIA".into(),
-                    secret_access_key: crate::config::Secret::new("s"),
+                    secret_access_key: crate::settings::Secret::new("s"),
                     session_token: None,
                     from: "config",
                 },

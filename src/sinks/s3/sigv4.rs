@@ -5,7 +5,7 @@
 
 use ring::{digest, hmac};
 
-use crate::config::Secret;
+use crate::settings::Secret;
 
 /// What signs a request: an access key, its secret, and a session token for temporary ones.
 #[derive(Clone)]

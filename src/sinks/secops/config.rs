@@ -10,7 +10,9 @@ use url::Url;
 
 use super::token::ServiceAccountKey;
 use super::SecopsSink;
-use crate::config::{PluginSettings, RetryConfig, SinkCheck, SinkConfig};
+use crate::retry::RetryConfig;
+use crate::settings::PluginSettings;
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
 use crate::BoxFuture;
 
@@ -123,7 +125,7 @@ impl Destination for SecopsKind {
         "Google Security Operations (Chronicle API logs:import)"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::config::fields::<Section>()
+        crate::settings::fields::<Section>()
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
         let s: Section = c.section();

@@ -29,11 +29,11 @@ use token::{Source, TokenError, Tokens};
 
 use super::http::client::{build_client, chain, read_body, status_failure, Failure};
 use super::{Probe, Sink, SinkError};
-use crate::config::RetryConfig;
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
 use crate::metrics;
+use crate::retry::RetryConfig;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::BoxFuture;
 
@@ -127,7 +127,7 @@ impl SecopsSink {
         let client = build_client(
             name,
             cfg.timeout,
-            &crate::config::TlsConfig {
+            &crate::settings::TlsConfig {
                 ca_file: cfg.ca_file.clone(),
                 ..Default::default()
             },

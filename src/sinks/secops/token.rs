@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 
-use crate::config::Secret;
+use crate::settings::Secret;
 use crate::sinks::http::client::{chain, read_body, MAX_ERROR_BODY};
 
 /// The scope every Chronicle API method takes.

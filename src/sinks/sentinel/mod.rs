@@ -25,10 +25,10 @@ pub use config::{SentinelConfig, SentinelKind};
 
 use super::http::client::{build_client, chain, finish_body, on_retry, status_failure, Failure};
 use super::{Probe, Sink, SinkError};
-use crate::config::RetryConfig;
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
+use crate::retry::RetryConfig;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::BoxFuture;
 use token::Tokens;
@@ -79,7 +79,7 @@ impl SentinelSink {
         let client = build_client(
             name,
             cfg.timeout,
-            &crate::config::TlsConfig {
+            &crate::settings::TlsConfig {
                 ca_file: cfg.ca_file.clone(),
                 ..Default::default()
             },
@@ -166,7 +166,7 @@ impl SentinelSink {
         }
     }
 
-    fn scrub(&self, text: &str, token: &crate::config::Secret) -> String {
+    fn scrub(&self, text: &str, token: &crate::settings::Secret) -> String {
         let t = self.tokens.scrub(text);
         if token.expose().len() >= 8 {
             t.replace(token.expose(), "***")
@@ -444,7 +444,7 @@ mod tests {
             stream: "Custom-A_CL".into(),
             token_url: url::Url::parse("http://127.0.0.1:9/t/oauth2/v2.0/token").unwrap(),
             client_id: "c".into(),
-            credential: config::Credential::Secret(crate::config::Secret::new("s3cret-value")),
+            credential: config::Credential::Secret(crate::settings::Secret::new("s3cret-value")),
             gzip: true,
             timeout: std::time::Duration::from_secs(1),
             ca_file: None,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::config::Credential;
-use crate::config::Secret;
+use crate::settings::Secret;
 use crate::sinks::http::client::{chain, read_body, Failure, MAX_ERROR_BODY};
 
 /// The scope of the Logs Ingestion API.
