@@ -186,6 +186,8 @@ pub struct Leases {
     me: String,
     ttl: Duration,
     held: BTreeMap<String, Held>,
+    /// The names whose rows this replica made sure exist.
+    rows: Vec<String>,
 }
 
 impl Leases {
@@ -198,6 +200,7 @@ impl Leases {
             me: me.into(),
             ttl,
             held: BTreeMap::new(),
+            rows: Vec::new(),
         }
     }
 
@@ -259,7 +262,9 @@ impl Leases {
     pub async fn tick(&mut self, names: &[String]) -> Result<Tick, LeaseError> {
         let r = self.tick_inner(names).await;
         if r.is_err() {
+            // Reconnect, and make sure of the rows again (a database restored from a backup).
             self.client = None;
+            self.rows.clear();
         }
         r
     }
@@ -269,6 +274,7 @@ impl Leases {
         let me = self.me.clone();
         let sent = Instant::now();
         let deadline = sent + self.ttl;
+        let new_rows = self.rows != names;
         let client = self.client().await?;
         let mut tick = Tick::default();
 
@@ -279,12 +285,18 @@ impl Leases {
                 &[&me, &ttl],
             )
             .await?;
-        client
-            .execute(
-                "INSERT INTO leases (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING",
-                &[&names],
-            )
-            .await?;
+        if new_rows {
+            // Rows for names new to this replica (at its first tick, or a config reload).
+            client
+                .execute(
+                    "INSERT INTO leases (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING",
+                    &[&names],
+                )
+                .await?;
+        }
+        if new_rows {
+            self.rows = names.to_vec();
+        }
 
         // Renew what is held, at the epoch it was taken with.
         let (held_names, held_epochs): (Vec<String>, Vec<i64>) =

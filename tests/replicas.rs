@@ -169,6 +169,21 @@ async fn two_and_three_replicas_over_forty_sources_each_source_held_by_one_and_s
             }
         }
         assert_eq!(seen, 40);
+        // What a settled tick costs (heartbeat, renew, count: three statements), measured.
+        let started = Instant::now();
+        let mut ticks = 0u32;
+        for _ in 0..10 {
+            for r in rs.iter_mut() {
+                let t = r.tick(&names).await.unwrap();
+                assert!(t.acquired.is_empty() && t.released.is_empty() && t.lost.is_empty());
+                ticks += 1;
+            }
+        }
+        eprintln!(
+            "{n} replicas: a settled tick over {} sources took {:?} on average",
+            40 / n,
+            started.elapsed() / ticks
+        );
     }
 }
 
