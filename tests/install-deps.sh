@@ -40,3 +40,6 @@ if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
 fi
 bash tests/venv.sh target/otlp-venv tests/otlp/requirements.txt
+
+step "Parquet reader and OCSF validator (tests/parquet.rs): PyPI pyarrow + ocsf-json-schema + jsonschema"
+bash tests/venv.sh target/parquet-venv tests/parquet/requirements.txt
