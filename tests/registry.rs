@@ -8,6 +8,7 @@
 mod azure;
 mod common;
 mod http_receiver;
+mod s3_server;
 mod secops_receiver;
 
 use std::path::Path;
@@ -278,6 +279,15 @@ fn minimal_sink(kind: &str, at: Option<&Receivers>) -> String {
         }
         ("sentinel", Some(r)) => r.azure.sink_keys(),
         ("sentinel", None) => azure::keys_at(&format!("http://127.0.0.1:{}", free_port())),
+        ("s3", Some(_)) => {
+            let m = s3_server::moto();
+            m.create("registry");
+            m.sink_keys(&m.url, "registry")
+        }
+        ("s3", None) => format!(
+            "bucket = \"registry\"\nendpoint = \"http://127.0.0.1:{}\"\nforce_path_style = true\naccess_key_id = \"AKIAEXAMPLE\"\nsecret_access_key = \"not-a-secret\"",
+            free_port()
+        ),
         (other, _) => panic!("{other}: add a minimal entry of the new destination to minimal_sink"),
     }
 }

@@ -337,7 +337,23 @@ pub(super) fn validate(
             }
         };
         let age_key = format!("{key}.batch_max_age");
+        let own_age = settings
+            .as_ref()
+            .and_then(|p| kind.destination().own_batch_max_age(p));
+        let own_key = kind.destination().batch_max_age_key();
         let batch_max_age = match c.duration(&age_key, &s.batch_max_age, false) {
+            Some(_) if own_key.is_some() => {
+                c.fail(
+                    &age_key,
+                    format_args!(
+                        "not an option of kind {}: its own key {} says how long a batch waits",
+                        kind.as_str(),
+                        own_key.unwrap_or_default()
+                    ),
+                );
+                Duration::ZERO
+            }
+            None if own_age.is_some() => own_age.unwrap_or_default(),
             Some(d) if d > Duration::from_secs(60) => {
                 c.fail(&age_key, "is longer than the most, 1 minute");
                 d

@@ -257,6 +257,32 @@ pub(crate) fn build_client(
         .map_err(|e| fail(format!("cannot build the HTTP client: {}", chain(&e))))
 }
 
+/// [`build_client`] for a sink whose only TLS option is `ca_file` (CAs trusted besides the
+/// system's roots).
+pub(crate) fn build_client_with_ca(
+    name: &str,
+    timeout: Duration,
+    ca_file: &Option<std::path::PathBuf>,
+) -> Result<reqwest::Client, SinkError> {
+    let tls = TlsConfig {
+        ca_file: ca_file.clone(),
+        ..Default::default()
+    };
+    build_client(name, timeout, &tls)
+}
+
+/// The backoff of a sink's deliveries: the agent's, without a limit on attempts in the daemon,
+/// and `retry_max_attempts` in `--once` (`once`), where a run must end.
+pub(crate) fn delivery_retry(
+    retry: &crate::retry::RetryConfig,
+    once: bool,
+) -> crate::retry::RetryConfig {
+    crate::retry::RetryConfig {
+        max_attempts: if once { retry.max_attempts } else { None },
+        ..retry.clone()
+    }
+}
+
 /// The headers of every request: `Content-Type`, then the configured ones (which may replace
 /// it), each configured value marked sensitive; and those values, to scrub from answers.
 pub(crate) fn header_map(
