@@ -6,8 +6,13 @@
 //! and each row is compared with the record the sink wrote and validated by
 //! tests/siem/validate.py, the columns checked against the class's attribute types.
 //! tests/venv.sh installs pyarrow and the validator into target/parquet-venv.
+//!
+//! Then the `s3` sink's `layout = "security_lake"` against moto (tests/s3_server): every key in
+//! Security Lake's layout, every record valid as the OCSF class of its custom source, every
+//! event exactly once, written with the key of a role assumed with an external id.
 
 mod common;
+mod s3_server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -242,4 +247,204 @@ async fn every_emulated_event_read_back_by_pyarrow_is_its_ocsf_record_and_valid(
         r["raw"] = raw;
         assert_eq!(&&r, &by_id[r["id"].as_str().unwrap()]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_lake_layout_one_valid_ocsf_class_per_custom_source_every_event_once() {
+    let m = s3_server::moto();
+    m.create("lake");
+    let cfg = backfill(&Vendor::ALL, 400, 3, 37);
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &all_sources(&sim, &cfg));
+    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    text.push_str(&format!(
+        "\n[[sinks]]\nname = \"ocsf\"\nkind = \"file\"\npath = \"ocsf.ndjson\"\nfsync = false\nformat = \"ocsf\"\n\
+         \n[[sinks]]\nname = \"lake\"\nkind = \"s3\"\n{}format = \"ocsf\"\nobject_format = \"parquet\"\n\
+         layout = \"security_lake\"\naccount_id = \"123456789012\"\n\
+         security_lake_sources = {{ 3002 = \"vendor-logons\", 6003 = \"vendor-api\" }}\n\
+         role_arn = {:?}\nexternal_id = \"auditship-lake\"\nsts_endpoint = {:?}\n",
+        m.sink_keys(&m.url, "lake"),
+        m.role_arn,
+        m.url
+    ));
+    std::fs::write(&s.config, text).unwrap();
+    let out = run(
+        &["run", "--once", "--config", s.config.to_str().unwrap()],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("role {} assumed with", m.role_arn)),
+        "{err}"
+    );
+    assert!(!err.contains(&m.secret), "the secret key was logged");
+    let native = read_lines(&s.out);
+    for v in Vendor::ALL {
+        assert_exactly(&native, &name(v), &truth(&sim, &cfg, v));
+    }
+    let written: BTreeMap<String, Value> = read_lines(&s.dir.path().join("ocsf.ndjson"))
+        .into_iter()
+        .map(|v| (v["metadata"]["uid"].as_str().unwrap().to_string(), v))
+        .collect();
+    assert_eq!(written.len(), native.len());
+
+    let sources: BTreeMap<&str, i64> = [
+        ("auditship-account-change", 3001),
+        ("vendor-logons", 3002),
+        ("auditship-entity-management", 3004),
+        ("auditship-user-access", 3005),
+        ("vendor-api", 6003),
+        ("auditship-datastore-activity", 6005),
+    ]
+    .into_iter()
+    .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let objects = m.fetch("lake", dir.path());
+    assert!(!objects.is_empty());
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut classes = BTreeSet::new();
+    for (key, content_type, file) in &objects {
+        // ext/{source}/region=us-east-1/accountId=123456789012/eventDay=YYYYMMDD/{name}.parquet
+        let parts: Vec<&str> = key.split('/').collect();
+        assert_eq!(parts.len(), 6, "{key}");
+        assert_eq!(parts[0], "ext", "{key}");
+        let class = *sources
+            .get(parts[1])
+            .unwrap_or_else(|| panic!("{key}: not a configured custom source"));
+        classes.insert(class);
+        assert_eq!(parts[2], "region=us-east-1", "{key}");
+        assert_eq!(parts[3], "accountId=123456789012", "{key}");
+        let day = parts[4].strip_prefix("eventDay=").expect(key);
+        assert!(
+            day.len() == 8 && day.bytes().all(|b| b.is_ascii_digit()),
+            "{key}"
+        );
+        let name = parts[5];
+        assert!(
+            name.ends_with(".parquet")
+                && name.len() == "20260102T030405Z-0123456789abcdef.parquet".len(),
+            "{key}"
+        );
+        assert_eq!(content_type, "application/vnd.apache.parquet");
+
+        let file = file.with_extension("parquet");
+        std::fs::rename(file.with_extension("bin"), &file).unwrap();
+        let got = rows(&file);
+        assert!(!got.is_empty(), "{key}: an empty object");
+        let mut last = i64::MIN;
+        for r in &got {
+            let uid = r["metadata"]["uid"].as_str().unwrap();
+            assert_eq!(r, &written[uid], "{key}");
+            assert_eq!(r["class_uid"], class, "{key}");
+            let t = r["time"].as_i64().unwrap();
+            assert!(t >= last, "{key}: not sorted by time");
+            last = t;
+            let utc = jiff::Timestamp::from_millisecond(t).unwrap().to_string();
+            assert_eq!(&utc[..10].replace('-', ""), day, "{key}: {utc}");
+            assert!(
+                seen.insert(uid.to_string(), key.clone()).is_none(),
+                "{uid} in {key} and {}",
+                seen[uid]
+            );
+        }
+        let v = py(
+            "tests/siem/validate.py",
+            &["ocsf", file.with_extension("rows.ndjson").to_str().unwrap()],
+        );
+        assert_eq!(v["events"].as_u64().unwrap() as usize, got.len());
+        assert_eq!(v["errors"], serde_json::json!([]), "{key}");
+        let types = py(
+            "tests/parquet/read.py",
+            &["ocsf-types", file.to_str().unwrap(), &class.to_string()],
+        );
+        assert_eq!(types["errors"], serde_json::json!([]), "{key}");
+    }
+    assert_eq!(
+        seen.keys().collect::<BTreeSet<_>>(),
+        written.keys().collect::<BTreeSet<_>>(),
+        "every event in exactly one object"
+    );
+    assert_eq!(classes.len(), 6, "every class had objects: {classes:?}");
+    eprintln!(
+        "FIGURES security lake: {} events in {} objects, {} bytes of Parquet",
+        seen.len(),
+        objects.len(),
+        objects
+            .iter()
+            .map(|(_, _, f)| std::fs::metadata(f.with_extension("parquet"))
+                .unwrap()
+                .len())
+            .sum::<u64>()
+    );
+}
+
+/// `check` of a config with the wasabi source and an s3 sink of `entry`: its exit code and
+/// what it said.
+fn check_lake(entry: &str) -> (Option<i32>, String) {
+    let s = setup(
+        "",
+        &format!(
+            "[[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n\
+             [[sinks]]\nname = \"lake\"\nkind = \"s3\"\nbucket = \"lake\"\nregion = \"eu-west-1\"\n\
+             access_key_id = \"AKIAEXAMPLE\"\nsecret_access_key = \"s\"\n{entry}"
+        ),
+    );
+    let out = run(&["check", "--config", s.config.to_str().unwrap()], &[]);
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code(), said)
+}
+
+/// A Security Lake entry that cannot work is refused (exit 2) naming each key; a valid one
+/// passes `check`, warned that objects more often than every 5 minutes go against Security
+/// Lake's guidance.
+#[test]
+fn a_bad_security_lake_entry_is_refused_naming_each_key() {
+    const LAKE: &str = "layout = \"security_lake\"\n";
+    const OCSF_PARQUET: &str = "format = \"ocsf\"\nobject_format = \"parquet\"\n";
+    for (entry, wants) in [
+        (
+            format!(
+                "{LAKE}prefix = \"audit/\"\nformat = \"ecs\"\nobject_format = \"ndjson_gzip\"\n\
+                 security_lake_sources = {{ 3002 = \"bad name\" }}\n"
+            ),
+            &[
+                "sinks[0].format: layout = \"security_lake\" takes OCSF only",
+                "sinks[0].object_format: layout = \"security_lake\" takes Parquet objects only",
+                "sinks[0].prefix: layout = \"security_lake\" writes under ext/",
+                "sinks[0].account_id: missing",
+                "sinks[0].security_lake_sources: 3002: \"bad name\" is not a custom source name",
+            ][..],
+        ),
+        (
+            format!("{LAKE}{OCSF_PARQUET}account_id = \"1/2\"\nsecurity_lake_sources = {{ 4001 = \"net\" }}\n"),
+            &[
+                "sinks[0].account_id: \"1/2\": use letters, digits, - and _ only",
+                "sinks[0].security_lake_sources: \"4001\" is not an OCSF class this agent writes; one of 3001, 3002, 3004, 3005, 6003, 6005",
+            ],
+        ),
+        (
+            "layout = \"lake\"\n".to_string(),
+            &["sinks[0].layout: \"lake\" is not a layout; use partitioned or security_lake"],
+        ),
+        (
+            "account_id = \"1\"\n".to_string(),
+            &["sinks[0].account_id: is for layout = \"security_lake\" only"],
+        ),
+    ] {
+        let (code, said) = check_lake(&entry);
+        assert_eq!(code, Some(2), "{said}");
+        for want in wants {
+            assert!(said.contains(want), "{want:?} not in:\n{said}");
+        }
+    }
+    let (code, said) = check_lake(&format!(
+        "{LAKE}{OCSF_PARQUET}account_id = \"123456789012\"\nmax_object_age = \"1m\"\n"
+    ));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("max_object_age (1m) is under 5 minutes"),
+        "{said}"
+    );
 }
