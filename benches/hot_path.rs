@@ -245,12 +245,8 @@ fn keys_and_encoding(c: &mut Criterion) {
     g.finish();
 }
 
-/// Each `format` over a page of each vendor, `raw` included, as the file sink writes it:
-/// native against the SIEM encodings (µs/event = the time per page / 1000).
-fn formats(c: &mut Criterion) {
-    let mut g = c.benchmark_group("format");
-    g.throughput(Throughput::Elements(PAGE as u64));
-    let mut buf = Vec::with_capacity(4 << 20);
+/// A page of events of each vendor.
+fn vendor_pages() -> [(&'static str, Vec<Event>); 3] {
     let src: Arc<str> = Arc::from("bench");
     let domo = domo::read_page(
         &src,
@@ -263,11 +259,20 @@ fn formats(c: &mut Criterion) {
     let wasabi = wasabi_air::read_page(&src, &Arc::new(wasabi_page()), PAGE)
         .unwrap()
         .0;
-    for (vendor, evs) in [
+    [
         ("domino", events(domino_page())),
         ("domo", domo),
         ("wasabi", wasabi),
-    ] {
+    ]
+}
+
+/// Each `format` over a page of each vendor, `raw` included, as the file sink writes it:
+/// native against the SIEM encodings (µs/event = the time per page / 1000).
+fn formats(c: &mut Criterion) {
+    let mut g = c.benchmark_group("format");
+    g.throughput(Throughput::Elements(PAGE as u64));
+    let mut buf = Vec::with_capacity(4 << 20);
+    for (vendor, evs) in vendor_pages() {
         for name in Format::NAMES {
             let w = Writer {
                 format: Format::by_name(name).unwrap(),
@@ -278,6 +283,28 @@ fn formats(c: &mut Criterion) {
                     black_box(&w).lines(black_box(&evs), &mut buf);
                     buf.len()
                 })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// A page of each vendor as one Parquet file (zstd, `raw` included), OCSF of the page's class
+/// (as Security Lake takes it) and native: the cost per event of an object of Parquet, against
+/// the `format` group's JSON lines.
+fn parquet(c: &mut Criterion) {
+    use auditship::encodings::parquet::{ocsf_class, Parquet};
+    let mut g = c.benchmark_group("parquet");
+    g.throughput(Throughput::Elements(PAGE as u64));
+    for (vendor, evs) in vendor_pages() {
+        let class = ocsf_class(&evs[0]);
+        assert!(evs.iter().all(|e| ocsf_class(e) == class));
+        for (name, p) in [
+            ("ocsf", Parquet::ocsf_class(class)),
+            ("native", Parquet::native()),
+        ] {
+            g.bench_function(format!("{name}_{vendor}"), |b| {
+                b.iter(|| p.write(black_box(&evs), true).unwrap().len())
             });
         }
     }
@@ -353,6 +380,7 @@ fn sqlite_commit(c: &mut Criterion) {
 criterion_group!(
     benches,
     formats,
+    parquet,
     parse_and_normalise,
     body_reads,
     keys_and_encoding,

@@ -42,6 +42,8 @@ fi
 bash tests/venv.sh target/otlp-venv tests/otlp/requirements.txt
 bash tests/venv.sh target/s3-venv tests/s3_server/requirements.txt
 
+step "Parquet reader and OCSF validator (tests/parquet.rs): PyPI pyarrow + ocsf-json-schema + jsonschema"
+bash tests/venv.sh target/parquet-venv tests/parquet/requirements.txt
 
 step "PostgreSQL (tests/replicas.rs: leases between replicas on a real server, started by tests/postgres as the postgres user)"
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! id postgres >/dev/null 2>&1; then

@@ -15,6 +15,7 @@ pub mod cef;
 pub mod ecs;
 pub mod native;
 pub mod ocsf;
+pub mod parquet;
 pub mod siem;
 
 /// One way to write an event.

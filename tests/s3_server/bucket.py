@@ -9,6 +9,8 @@ keys are in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, but for `setup`.
     bucket.py ENDPOINT dump BUCKET      prints every object as one JSON line:
         {"key": ..., "size": ..., "content_type": ..., "records": [...]}
         (the object gunzipped and read as NDJSON, each line parsed; a torn object is an error)
+    bucket.py ENDPOINT fetch BUCKET DIR writes every object as it is to DIR/<n>.bin and prints
+        one JSON line an object: {"key": ..., "size": ..., "content_type": ..., "path": ...}
     bucket.py ENDPOINT uploads BUCKET   prints the multipart uploads still open, as a JSON list
 """
 
@@ -54,6 +56,20 @@ def main():
                         }
                     )
                 )
+    elif command == "fetch":
+        # Every object as it is (a Parquet file), written to DIR/<n>.bin.
+        out = sys.argv[4]
+        paginator = s3.get_paginator("list_objects_v2")
+        n = 0
+        for page in paginator.paginate(Bucket=bucket):
+            for o in page.get("Contents", []):
+                got = s3.get_object(Bucket=bucket, Key=o["Key"])
+                path = os.path.join(out, f"{n}.bin")
+                n += 1
+                with open(path, "wb") as f:
+                    f.write(got["Body"].read())
+                print(json.dumps({"key": o["Key"], "size": o["Size"],
+                                  "content_type": got.get("ContentType"), "path": path}))
     elif command == "uploads":
         open_uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
         print(json.dumps([u["Key"] for u in open_uploads]))

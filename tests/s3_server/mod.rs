@@ -178,6 +178,26 @@ impl Moto {
             .collect()
     }
 
+    /// Every object of the bucket as it is, downloaded by boto3 into `dir`: (key, content
+    /// type, file).
+    pub fn fetch(&self, bucket: &str, dir: &Path) -> Vec<(String, String, PathBuf)> {
+        python(
+            &self.url,
+            &self.admin(),
+            &["fetch", bucket, dir.to_str().unwrap()],
+        )
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["key"].as_str().unwrap().to_string(),
+                v["content_type"].as_str().unwrap_or("").to_string(),
+                PathBuf::from(v["path"].as_str().unwrap()),
+            )
+        })
+        .collect()
+    }
+
     /// The keys of the multipart uploads still open in the bucket.
     pub fn open_uploads(&self, bucket: &str) -> Vec<String> {
         serde_json::from_str(&python(&self.url, &self.admin(), &["uploads", bucket])).unwrap()

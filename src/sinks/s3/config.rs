@@ -7,7 +7,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::creds::{AssumeRole, Base};
-use super::{Layout, ObjectFormat, S3Sink};
+use super::{Layout, ObjectFormat, S3Sink, SecurityLake, SECURITY_LAKE_SOURCES};
 use crate::retry::RetryConfig;
 use crate::settings::PluginSettings;
 use crate::sinks::config::{SinkCheck, SinkConfig};
@@ -48,8 +48,14 @@ struct Section {
     external_id: Option<String>,
     /// STS's URL (default `https://sts.{region}.amazonaws.com`).
     sts_endpoint: Option<String>,
-    /// `ndjson_gzip` (default).
+    /// `ndjson_gzip` (default) or `parquet`.
     object_format: Option<String>,
+    /// `partitioned` (default) or `security_lake`.
+    layout: Option<String>,
+    /// Security Lake: the account id (or external id) the custom sources were made for.
+    account_id: Option<String>,
+    /// Security Lake: the custom source of each OCSF class, `{ 3002 = "name", … }`.
+    security_lake_sources: Option<std::collections::BTreeMap<String, String>>,
     /// Most bytes of events (as queued, before compression) in one object (default 16 MiB).
     max_object_bytes: Option<i64>,
     /// Longest an event waits in the sink's queue before its object is written (default "5m").
@@ -100,7 +106,7 @@ impl Destination for S3Kind {
         "s3"
     }
     fn title(&self) -> &'static str {
-        "S3-compatible object storage (AWS S3, Wasabi, MinIO, …): gzip NDJSON objects"
+        "S3-compatible object storage (AWS S3, Wasabi, MinIO, …) and Amazon Security Lake: gzip NDJSON or Parquet objects"
     }
     fn options(&self) -> &'static [&'static str] {
         crate::settings::fields::<Section>()
@@ -144,6 +150,12 @@ impl Destination for S3Kind {
                 object_bytes(cfg)
             ));
         }
+        if matches!(s.layout, Layout::SecurityLake(_)) && s.max_object_age < MAX_OBJECT_AGE {
+            w.push(format!(
+                "max_object_age ({}) is under 5 minutes: Security Lake asks a custom source for objects every 5 minutes to 1 day (more often only when they are over 256 MB)",
+                humantime::format_duration(s.max_object_age)
+            ));
+        }
         if s.endpoint.scheme() == "http" {
             w.push("endpoint is plain http: the events go out in clear (the signature keeps the secret key off the wire, not the data); use https".to_string());
         }
@@ -169,7 +181,7 @@ fn validate(
     if c.format() == Some("cef") {
         c.fail(
             "format",
-            "cef writes text lines, which an NDJSON object cannot hold; use native, ocsf or ecs",
+            "cef writes text lines, which neither an NDJSON nor a Parquet object can hold; use native, ocsf or ecs",
         );
     }
     let bucket = match s.bucket.as_deref().map(str::trim) {
@@ -308,6 +320,7 @@ fn validate(
             found
         }
     };
+    let layout = security_lake(c, s, region.as_deref(), object_format);
     let max_object_bytes = range(
         c,
         "max_object_bytes",
@@ -355,13 +368,124 @@ fn validate(
         assume,
         sts,
         object_format: object_format?,
-        layout: Layout::Partitioned,
+        layout: layout?,
         max_object_bytes,
         max_object_age,
         part_bytes,
         timeout,
         ca_file: tls.ca_file,
     })
+}
+
+/// `layout`, and what `security_lake` needs: OCSF (`format = "ocsf"`) in Parquet objects, no
+/// `prefix` (Security Lake's keys start with `ext/`), `account_id`, and a custom source per
+/// class (`security_lake_sources`, default [`SECURITY_LAKE_SOURCES`]).
+fn security_lake(
+    c: &mut SinkCheck<'_, '_>,
+    s: &Section,
+    region: Option<&str>,
+    object_format: Option<ObjectFormat>,
+) -> Option<Layout> {
+    let lake = match s.layout.as_deref() {
+        None | Some("partitioned") => {
+            for (key, set) in [
+                ("account_id", s.account_id.is_some()),
+                ("security_lake_sources", s.security_lake_sources.is_some()),
+            ] {
+                if set {
+                    c.fail(key, "is for layout = \"security_lake\" only");
+                }
+            }
+            return Some(Layout::Partitioned);
+        }
+        Some("security_lake") => true,
+        Some(other) => {
+            c.fail(
+                "layout",
+                format_args!("{other:?} is not a layout; use partitioned or security_lake"),
+            );
+            false
+        }
+    };
+    if c.format() != Some("ocsf") {
+        c.fail(
+            "format",
+            "layout = \"security_lake\" takes OCSF only: set format = \"ocsf\"",
+        );
+    }
+    if object_format != Some(ObjectFormat::Parquet) {
+        c.fail(
+            "object_format",
+            "layout = \"security_lake\" takes Parquet objects only: set object_format = \"parquet\"",
+        );
+    }
+    if s.prefix.as_deref().is_some_and(|p| !p.is_empty()) {
+        c.fail(
+            "prefix",
+            "layout = \"security_lake\" writes under ext/{custom source}/, as Security Lake requires: leave prefix out",
+        );
+    }
+    let account_id = match s.account_id.as_deref().map(str::trim) {
+        None | Some("") => {
+            c.fail("account_id", "missing: the AWS account id (or external id) given when the custom sources were made");
+            None
+        }
+        Some(a)
+            if a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Some(a.to_string())
+        }
+        Some(a) => {
+            c.fail(
+                "account_id",
+                format_args!("{a:?}: use letters, digits, - and _ only"),
+            );
+            None
+        }
+    };
+    let mut sources: Vec<(u32, String)> = SECURITY_LAKE_SOURCES
+        .iter()
+        .map(|(uid, n)| (*uid, n.to_string()))
+        .collect();
+    for (class, name) in s.security_lake_sources.iter().flatten() {
+        let Some(at) = sources
+            .iter()
+            .position(|(uid, _)| class.parse() == Ok(*uid))
+        else {
+            c.fail(
+                "security_lake_sources",
+                format_args!(
+                    "{class:?} is not an OCSF class this agent writes; one of {}",
+                    SECURITY_LAKE_SOURCES
+                        .map(|(uid, _)| uid.to_string())
+                        .join(", ")
+                ),
+            );
+            continue;
+        };
+        // Security Lake's rule for a custom source's name.
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b))
+        {
+            c.fail(
+                "security_lake_sources",
+                format_args!("{class}: {name:?} is not a custom source name (1 to 64 letters, digits and -_:.)"),
+            );
+        }
+        sources[at].1 = name.clone();
+    }
+    if !lake {
+        return None;
+    }
+    Some(Layout::SecurityLake(SecurityLake {
+        region: region?.to_string(),
+        account_id: account_id?,
+        sources,
+    }))
 }
 
 /// An integer option within `r`, or `default` when not set.

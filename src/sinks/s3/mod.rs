@@ -13,10 +13,10 @@
 //! of its objects has the same key and is overwritten with the same events or more — never a
 //! second copy beside the first. A partition whose first event is new gets a new key.
 //!
-//! Where the other object formats and layouts plug in: [`ObjectFormat`] (its name, extension,
-//! content type and `encode`) for `object_format = "parquet"`, and [`Layout`] (which
-//! partition an event goes to, and the key of a partition's object) for
-//! `layout = "security_lake"`.
+//! Object formats and layouts: [`ObjectFormat`] (its name, extension, content type, `encode`
+//! and `finish`): `ndjson_gzip` and `parquet`; [`Layout`] (which partition an event goes to,
+//! and the key of a partition's object): `partitioned` and `security_lake` (one OCSF class per
+//! custom source, each object a Parquet file of one class).
 //!
 //! Objects larger than `part_bytes` go up as a multipart upload, aborted if it fails. 503
 //! SlowDown, 500, 429 and transport errors are retried with the agent's backoff (unlimited in
@@ -36,6 +36,7 @@ pub mod sigv4;
 pub use config::{S3Config, S3Kind};
 
 use super::{Probe, Sink, SinkError};
+use crate::encodings::parquet::{class_by_uid, ocsf_class, Parquet};
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
@@ -53,15 +54,19 @@ use client::{Failure, S3};
 pub enum ObjectFormat {
     /// One record per line in the sink's `format`, gzip-compressed (`.ndjson.gz`).
     NdjsonGzip,
+    /// One Parquet file (`.parquet`, zstd) of the sink's `format` under its typed schema
+    /// ([`crate::encodings::parquet`]), records sorted by time.
+    Parquet,
 }
 
 impl ObjectFormat {
     /// Every name `object_format` takes.
-    pub const NAMES: &'static [&'static str] = &["ndjson_gzip"];
+    pub const NAMES: &'static [&'static str] = &["ndjson_gzip", "parquet"];
 
     pub fn by_name(name: &str) -> Option<ObjectFormat> {
         match name {
             "ndjson_gzip" => Some(ObjectFormat::NdjsonGzip),
+            "parquet" => Some(ObjectFormat::Parquet),
             _ => None,
         }
     }
@@ -69,6 +74,7 @@ impl ObjectFormat {
     pub fn name(self) -> &'static str {
         match self {
             ObjectFormat::NdjsonGzip => "ndjson_gzip",
+            ObjectFormat::Parquet => "parquet",
         }
     }
 
@@ -76,6 +82,7 @@ impl ObjectFormat {
     pub fn extension(self) -> &'static str {
         match self {
             ObjectFormat::NdjsonGzip => ".ndjson.gz",
+            ObjectFormat::Parquet => ".parquet",
         }
     }
 
@@ -83,13 +90,18 @@ impl ObjectFormat {
     pub fn content_type(self) -> &'static str {
         match self {
             ObjectFormat::NdjsonGzip => "application/gzip",
+            ObjectFormat::Parquet => "application/vnd.apache.parquet",
         }
     }
 
-    /// The object's content before [`ObjectFormat::finish`]: its records, one a line.
-    pub fn encode(self, writer: &Writer, events: &[&Event]) -> Vec<u8> {
-        match self {
-            ObjectFormat::NdjsonGzip => {
+    /// The object's content before [`ObjectFormat::finish`]: its records, one a line (for
+    /// Parquet, as `schema` decodes them, sorted by time).
+    pub fn encode(self, writer: &Writer, schema: Option<&Parquet>, events: &[&Event]) -> Vec<u8> {
+        match (self, schema) {
+            (ObjectFormat::Parquet, Some(p)) => {
+                p.records(events.iter().copied(), writer.include_raw)
+            }
+            _ => {
                 let mut lines = Vec::with_capacity(events.len() * 512);
                 for e in events {
                     writer.line(e, &mut lines);
@@ -99,11 +111,14 @@ impl ObjectFormat {
         }
     }
 
-    /// The object's bytes from what [`ObjectFormat::encode`] made: compressed. CPU work on
-    /// owned bytes, run off the async thread (the agent's runtime has one).
-    pub fn finish(self, encoded: Vec<u8>) -> std::io::Result<Vec<u8>> {
-        match self {
-            ObjectFormat::NdjsonGzip => crate::sinks::http::client::gzip(&encoded),
+    /// The object's bytes from what [`ObjectFormat::encode`] made: compressed (a Parquet file
+    /// under `schema`). CPU work on owned bytes, run off the async thread (the agent's runtime
+    /// has one).
+    pub fn finish(self, encoded: Vec<u8>, schema: Option<&Parquet>) -> std::io::Result<Vec<u8>> {
+        match (self, schema) {
+            (ObjectFormat::NdjsonGzip, _) => crate::sinks::http::client::gzip(&encoded),
+            (ObjectFormat::Parquet, Some(p)) => p.file(&encoded).map_err(std::io::Error::other),
+            (ObjectFormat::Parquet, None) => Err(std::io::Error::other("parquet without a schema")),
         }
     }
 }
@@ -113,31 +128,81 @@ impl ObjectFormat {
 /// `partition` (any string that groups the events of one object) and `key`; the key must stay a
 /// function of the partition and the object's first event, which is what makes a retried batch
 /// overwrite its objects rather than double them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
     /// `{prefix}{source}/dt=YYYY-MM-DD/hour=HH/{name}`, by the event's UTC time (Hive-style
     /// partitions, which Athena, Spark and Trino read as columns).
     Partitioned,
+    /// Amazon Security Lake's custom sources: one OCSF class per source,
+    /// `ext/{custom_source}/region={region}/accountId={account_id}/eventDay=YYYYMMDD/{name}`,
+    /// by the event's UTC day.
+    SecurityLake(SecurityLake),
+}
+
+/// What `layout = "security_lake"` needs besides the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityLake {
+    /// The region of the custom sources (the sink's `region`).
+    pub region: String,
+    /// `account_id`: the AWS account (or the external id) the custom sources were made for.
+    pub account_id: String,
+    /// The custom source of each OCSF class the OCSF encoder emits, `(class_uid, name)`.
+    pub sources: Vec<(u32, String)>,
+}
+
+/// The custom source of each OCSF class when `security_lake_sources` does not name it.
+pub const SECURITY_LAKE_SOURCES: [(u32, &str); 6] = [
+    (3001, "auditship-account-change"),
+    (3002, "auditship-authentication"),
+    (3004, "auditship-entity-management"),
+    (3005, "auditship-user-access"),
+    (6003, "auditship-api-activity"),
+    (6005, "auditship-datastore-activity"),
+];
+
+impl SecurityLake {
+    /// The custom source of `e`'s OCSF class.
+    fn source(&self, e: &Event) -> &str {
+        let uid = crate::encodings::parquet::ocsf_class(e).uid();
+        self.sources
+            .iter()
+            .find(|(c, _)| *c == uid)
+            .map(|(_, n)| n.as_str())
+            .expect("a source for every class the encoder emits")
+    }
 }
 
 impl Layout {
     /// The partition of an event: the part of its object's key after the prefix and before the
     /// object's name.
-    pub fn partition(self, e: &Event) -> String {
+    pub fn partition(&self, e: &Event) -> String {
+        let t = crate::timefmt::rfc3339_ms(e.time);
         match self {
-            Layout::Partitioned => {
-                let t = crate::timefmt::rfc3339_ms(e.time);
-                // YYYY-MM-DDTHH:…
-                format!("{}/dt={}/hour={}/", e.source, &t[..10], &t[11..13])
-            }
+            // YYYY-MM-DDTHH:…
+            Layout::Partitioned => format!("{}/dt={}/hour={}/", e.source, &t[..10], &t[11..13]),
+            Layout::SecurityLake(lake) => format!(
+                "ext/{}/region={}/accountId={}/eventDay={}{}{}/",
+                lake.source(e),
+                lake.region,
+                lake.account_id,
+                &t[..4],
+                &t[5..7],
+                &t[8..10]
+            ),
         }
     }
 
     /// The key of the object of `partition` whose first event is `first`: the same for the
     /// same first event, in this process or the next.
-    pub fn key(self, prefix: &str, partition: &str, first: &Event, format: ObjectFormat) -> String {
+    pub fn key(
+        &self,
+        prefix: &str,
+        partition: &str,
+        first: &Event,
+        format: ObjectFormat,
+    ) -> String {
         match self {
-            Layout::Partitioned => {
+            Layout::Partitioned | Layout::SecurityLake(_) => {
                 let mut h = blake3::Hasher::new();
                 h.update(first.source.as_bytes());
                 h.update(&[0]);
@@ -164,6 +229,10 @@ pub struct S3Sink {
     format: ObjectFormat,
     layout: Layout,
     writer: Writer,
+    /// `object_format = "parquet"`: the schema of the sink's `format` (OCSF's of all classes),
+    /// and for Security Lake that of each class.
+    parquet: Option<Parquet>,
+    classes: Vec<(u32, Parquet)>,
     part_bytes: usize,
     retry: RetryConfig,
     health: SinkHealth,
@@ -207,7 +276,18 @@ impl S3Sink {
             ),
             prefix: cfg.prefix.clone(),
             format: cfg.object_format,
-            layout: cfg.layout,
+            layout: cfg.layout.clone(),
+            parquet: (cfg.object_format == ObjectFormat::Parquet)
+                .then(|| Parquet::for_format(writer.format.name()))
+                .flatten(),
+            classes: match &cfg.layout {
+                Layout::SecurityLake(lake) => lake
+                    .sources
+                    .iter()
+                    .filter_map(|(uid, _)| Some((*uid, Parquet::ocsf_class(class_by_uid(*uid)?))))
+                    .collect(),
+                Layout::Partitioned => Vec::new(),
+            },
             writer,
             part_bytes: cfg.part_bytes,
             retry: delivery_retry(retry, once),
@@ -237,6 +317,21 @@ impl S3Sink {
                 events,
             })
             .collect()
+    }
+
+    /// The Parquet schema of an object: its OCSF class's under Security Lake's layout (every
+    /// object holds one class), else the sink's.
+    fn schema(&self, o: &Object<'_>) -> Option<&Parquet> {
+        if self.format != ObjectFormat::Parquet {
+            return None;
+        }
+        match self.layout {
+            Layout::SecurityLake(_) => {
+                let uid = ocsf_class(o.events[0]).uid();
+                self.classes.iter().find(|(c, _)| *c == uid).map(|(_, p)| p)
+            }
+            Layout::Partitioned => self.parquet.as_ref(),
+        }
     }
 
     /// Runs `op` with the agent's backoff; how it ended, as the drain wants it.
@@ -444,16 +539,18 @@ impl Sink for S3Sink {
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             for o in self.objects(events) {
-                let encoded = self.format.encode(&self.writer, &o.events);
+                let schema = self.schema(&o).cloned();
+                let encoded = self.format.encode(&self.writer, schema.as_ref(), &o.events);
                 let format = self.format;
-                let body = tokio::task::spawn_blocking(move || format.finish(encoded))
-                    .await
-                    .map_err(std::io::Error::other)
-                    .and_then(|r| r)
-                    .map_err(|e| SinkError::Io {
-                        sink: self.name.clone(),
-                        msg: format!("encoding {}: {e}", o.key),
-                    })?;
+                let body =
+                    tokio::task::spawn_blocking(move || format.finish(encoded, schema.as_ref()))
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|r| r)
+                        .map_err(|e| SinkError::Io {
+                            sink: self.name.clone(),
+                            msg: format!("encoding {}: {e}", o.key),
+                        })?;
                 let bytes = body.len();
                 self.put(&o.key, Bytes::from(body), cancel).await?;
                 tracing::debug!(sink = %self.name, key = %o.key, events = o.events.len(), bytes, "object written");
@@ -561,13 +658,17 @@ mod tests {
         let refs: Vec<&Event> = batch.iter().collect();
         let f = ObjectFormat::NdjsonGzip;
         let gz = f
-            .finish(f.encode(
-                &Writer {
-                    include_raw: true,
-                    ..Writer::default()
-                },
-                &refs,
-            ))
+            .finish(
+                f.encode(
+                    &Writer {
+                        include_raw: true,
+                        ..Writer::default()
+                    },
+                    None,
+                    &refs,
+                ),
+                None,
+            )
             .unwrap();
         let mut text = String::new();
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
