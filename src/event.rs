@@ -307,7 +307,7 @@ impl Event {
                 w.head.extend_from_slice(b",\"time\":\"");
             }
             out.extend_from_slice(&w.head);
-            w.time.push_rfc3339_ms(out, self.time);
+            timefmt::push_rfc3339_ms(out, self.time);
         });
         out.push(b'"');
         if let Some(v) = self.action() {
@@ -378,7 +378,6 @@ struct Writing {
     kind: &'static str,
     vendor: &'static str,
     head: Vec<u8>,
-    time: timefmt::TimeWriter,
 }
 
 thread_local! {
@@ -388,7 +387,6 @@ thread_local! {
         vendor: "",
         // Not yet the head of any event: the first event's differs.
         head: Vec::new(),
-        time: timefmt::TimeWriter::default(),
     });
 }
 
