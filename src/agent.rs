@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SourceConfig};
+use crate::config::Config;
 use crate::health::{Health, SourceHealth};
 use crate::metrics;
 use crate::pipeline::{PollError, Poller};
 use crate::server::{self, Probe};
 use crate::sinks::drain::{drain, DrainCx, Drained};
 use crate::sinks::{self, SinkSlot};
+use crate::sources::config::SourceConfig;
 use crate::sources::pace::Paces;
 use crate::sources::{self, Http};
 use crate::state::{State, StateError};
@@ -731,7 +732,7 @@ fn fresh_settings(path: &Path, src: &SourceConfig) -> crate::sources::VendorSett
 /// `retry_initial` doubling up to `retry_max_delay`, or the cap itself when the API refused us
 /// (it will not change its mind soon); either way with jitter, half of it random, so that many
 /// sources refused at once do not come back at once.
-pub fn restart_delay(retry: &crate::config::RetryConfig, failures: u32, refused: bool) -> Duration {
+pub fn restart_delay(retry: &crate::retry::RetryConfig, failures: u32, refused: bool) -> Duration {
     let cap = retry.max_delay.max(retry.initial);
     let step = if refused {
         cap
@@ -751,7 +752,7 @@ pub fn restart_delay(retry: &crate::config::RetryConfig, failures: u32, refused:
 /// Returns whether the source ended well.
 pub async fn supervise<F, Fut>(
     name: String,
-    retry: crate::config::RetryConfig,
+    retry: crate::retry::RetryConfig,
     once: bool,
     cancel: CancellationToken,
     health: SourceHealth,
@@ -1092,8 +1093,8 @@ mod tests {
         });
     }
 
-    fn policy() -> crate::config::RetryConfig {
-        crate::config::RetryConfig {
+    fn policy() -> crate::retry::RetryConfig {
+        crate::retry::RetryConfig {
             initial: Duration::from_millis(10),
             max_delay: Duration::from_millis(80),
             max_attempts: None,

@@ -149,7 +149,7 @@ fn cleartext_credentials(cfg: &Config) -> Vec<String> {
     let sources = cfg
         .sources
         .iter()
-        .filter(|s| crate::config::cleartext(&s.url))
+        .filter(|s| crate::settings::cleartext(&s.url))
         .map(|s| format!("source {}", s.name));
     let sinks = cfg.sinks.iter().flat_map(|s| {
         s.kind
@@ -159,7 +159,7 @@ fn cleartext_credentials(cfg: &Config) -> Vec<String> {
             .map(|w| format!("sink {}: {w}", s.name))
     });
     sources
-        .map(|who| format!("{who}: {}", crate::config::CLEARTEXT_URL))
+        .map(|who| format!("{who}: {}", crate::settings::CLEARTEXT_URL))
         .chain(sinks)
         .collect()
 }
@@ -568,16 +568,7 @@ pub async fn simulate(args: auditship_sim::SimArgs) -> ExitCode {
     };
     println!("simulator listening on {}", handle.url());
     let start = format!("{:.0}", cfg.start);
-    let (_, mut blocks) = sim_sources(&cfg, &handle.url(), &start);
-    if cfg.domo_time_zone.iana_name() != Some("UTC") {
-        if let Some(zone) = cfg.domo_time_zone.iana_name() {
-            // Domo prints local time: the agent must be told the emulated instance's zone.
-            blocks = blocks.replace(
-                "kind = \"domo\"\n",
-                &format!("kind = \"domo\"\ntime_zone = {zone:?}\n"),
-            );
-        }
-    }
+    let (_, blocks) = sim_sources(&cfg, &handle.url(), &start);
     println!(
         "\n# Ready to paste into a config file: one source per emulated vendor, and a stdout sink.\n\n{blocks}[[sinks]]\nname = \"console\"\nkind = \"stdout\"\n"
     );
@@ -605,9 +596,10 @@ fn sim_sources(
         };
         titles.push(v.title());
         text.push_str(&format!(
-            "[[sources]]\nname = \"{name}\"\nkind = \"{kind}\"\nurl = {url:?}\nstart = {start:?}\n{auth}\n",
+            "[[sources]]\nname = \"{name}\"\nkind = \"{kind}\"\n{reading}url = {url:?}\nstart = {start:?}\n{auth}\n",
             name = v.kind().replace('_', "-"),
             kind = v.kind(),
+            reading = emulated.reading_keys(cfg),
             auth = emulated.source_keys(cfg),
         ));
     }

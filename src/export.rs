@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SinkConfig, SinkKind};
+use crate::config::Config;
 use crate::encodings::{Format, Writer};
 use crate::event::Event;
 use crate::pipeline::Poller;
+use crate::sinks::config::{SinkConfig, SinkKind};
 use crate::sinks::{Sink, SinkError, SinkSlot};
 use crate::sources::{self, Http};
 use crate::timefmt::{self, dur_nanos, Nanos};
@@ -279,7 +280,7 @@ pub async fn export(args: ExportArgs) -> ExitCode {
                 "--filter {f:?} is not KEY=VALUE (a vendor query parameter, as in the source's filters)"
             ));
         };
-        if let Some(why) = crate::config::filter_problem(source.kind.vendor(), k) {
+        if let Some(why) = crate::sources::config::filter_problem(source.kind.vendor(), k) {
             return usage(format_args!("--filter {k}: {why}"));
         }
         source.filters.push((k.to_string(), v.to_string()));
@@ -332,9 +333,9 @@ pub async fn export(args: ExportArgs) -> ExitCode {
             sources: None,
             include_raw: true,
             format: Format::default(),
-            queue_max_bytes: crate::config::QUEUE_MAX_BYTES,
+            queue_max_bytes: crate::sinks::config::QUEUE_MAX_BYTES,
             batch_max_age: std::time::Duration::ZERO,
-            settings: crate::config::PluginSettings::new(()),
+            settings: crate::settings::PluginSettings::new(()),
         },
         Box::new(sink),
         None,

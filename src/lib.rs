@@ -2,17 +2,23 @@
 //! source in SQLite, drops duplicates, normalises four vendor schemas into one, and ships the
 //! result to stdout, files or HTTP endpoints.
 //!
+//! No module imports one that imports it (ARCHITECTURE.md lists them from the bottom).
 //! The map (ARCHITECTURE.md has the data path and how to add a vendor, a sink or an encoding):
 //! - [`cli`]: the commands (`run`, `check`, `state`, `export`, `simulate`, `demo`); `main.rs`
 //!   only parses. [`export`]: one window of one source, no state touched; [`csv`]: its CSV.
-//! - [`config`]: TOML in, validated settings out; `${ENV}` and `X_file` secrets.
+//! - [`config`]: TOML in, validated settings out: the file, `${ENV}`, `[agent]`; each
+//!   `[[sources]]` entry is checked by [`sources::config`], each `[[sinks]]` entry by
+//!   [`sinks::config`], and every section with [`settings`] ([`settings::Check`], which keys
+//!   every problem; [`settings::Secret`] and `X_file` secrets; TLS options).
 //! - [`agent`]: state, sinks and one poller task per source, until shutdown; config reload.
-//! - [`pipeline`]: the generic poller — windows, paging, retries, dedupe, deliver, commit.
-//! - [`sources`]: one file per vendor API, behind the small [`sources::Source`] trait.
-//! - [`json`]: how entries are read — a page's text in, its events out ([`json::entries`]), by
-//!   the canonical scanner and readers that give exactly what serde_json gives.
-//! - [`keys`]: how events are keyed — vendor ids, content hashes, occurrence numbers, the ids of
-//!   events without a vendor id; [`keys::Keyer`] is the one place a page's keys are made.
+//! - [`pipeline`]: the generic poller — windows ([`pipeline::planner`]), paging, retries,
+//!   dedupe, deliver, commit, one file each; [`pipeline::keyer::Keyer`] is the one place a
+//!   page's keys are made.
+//! - [`sources`]: one file per vendor API, behind the small [`sources::Source`] trait;
+//!   [`sources::entries`]: a page's text in, its events out.
+//! - [`json`]: how entries are read, knowing nothing of events: the page walker, the canonical
+//!   scanner and readers that give exactly what serde_json gives.
+//! - [`keys`]: how events are keyed — vendor ids, content hashes, occurrence numbers.
 //! - [`sinks`]: stdout, file (with rotation), HTTP, syslog, OTLP, Kafka, Google SecOps and
 //!   Microsoft Sentinel, each a plugin in its folder listed in
 //!   [`sinks::DESTINATIONS`], behind [`sinks::Sink`];
@@ -20,7 +26,7 @@
 //!   ecs, cef), behind [`encodings::Encoding`].
 //! - [`state`]: SQLite on its own thread: cursors, dedupe keys, sink positions, migrations.
 //! - [`event`], [`timefmt`]: the native event (spans into the page it came in) and time text.
-//! - [`retry`]: the one retry policy of every HTTP call; [`clock`]: what entries placed outside
+//! - [`retry`]: the one retry policy of every HTTP call and its settings; [`clock`]: what entries placed outside
 //!   the range asked for say about a vendor's zone or clock.
 //! - [`metrics`], [`health`], [`server`]: `/metrics`, `/healthz` and `/readyz`; [`signals`]:
 //!   shutdown on SIGTERM/SIGINT for every command that runs until told to stop.
@@ -42,6 +48,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod retry;
 pub mod server;
+pub mod settings;
 pub mod signals;
 pub mod sinks;
 pub mod sources;

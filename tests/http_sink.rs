@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use auditship_sim::{SimConfig, SimHandle, Vendor};
-use common::{agent, sink_queue_row};
+use common::{agent, free_port, sink_queue_row};
 use http_receiver::tls::{Pki, TlsServer};
 use http_receiver::{Canned, Mode, Receiver};
 use jiff::{SignedDuration, Timestamp};
@@ -93,15 +93,6 @@ impl World {
             .map(|s| serde_json::from_str(s).unwrap())
             .collect()
     }
-}
-
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Adds `line` to the `[agent]` table of `config`; returns the new text.
@@ -725,7 +716,7 @@ async fn mutual_tls_with_a_private_ca_and_insecure_skip_verify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_gives_up_on_an_unreachable_sink_and_keeps_its_events_queued() {
     let w = world(800, 1, 47).await;
-    let closed = closed_port();
+    let closed = free_port();
     let sinks = |url: &str| {
         format!("[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{url}/ingest\"\n")
     };
@@ -765,7 +756,7 @@ async fn run_once_gives_up_on_an_unreachable_sink_and_keeps_its_events_queued() 
 async fn run_once_tries_a_dead_sink_once_for_all_sources() {
     const SOURCES: usize = 12;
     let w = world(400, 1, 53).await;
-    let closed = closed_port();
+    let closed = free_port();
     let more = w.tenants(SOURCES);
     let sink = |base: &str| {
         format!("{more}[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{base}/ingest\"\n")

@@ -33,10 +33,12 @@ fi
 rsyslogd -v 2>&1 | sed -n 1p
 
 
-step "OTLP receiver's decoder (tests/otlp_sink.rs): PyPI opentelemetry-proto + protobuf"
+step "OTLP receiver's decoder (tests/otlp_sink.rs): PyPI opentelemetry-proto + protobuf; the S3 API server (tests/s3.rs): PyPI moto[server] + boto3"
 if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
 fi
 bash tests/venv.sh target/otlp-venv tests/otlp/requirements.txt
+bash tests/venv.sh target/s3-venv tests/s3_server/requirements.txt
+

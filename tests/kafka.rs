@@ -228,6 +228,99 @@ async fn every_event_reaches_the_topic_exactly_once() {
     }
 }
 
+/// A record larger than `message_max_bytes` (librdkafka's `message.max.bytes`) is refused
+/// before anything of its batch is produced, named by source and event id, and its page held:
+/// the other pages reach the topic, nothing is retried in a loop, the file sink beside it gets
+/// everything. (Before, librdkafka's refusal was taken for a passing failure: the batch was
+/// produced again until the attempts ran out, and the sink delivered nothing after it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_message_max_bytes_is_named_and_its_page_held() {
+    // Each record's size as librdkafka counts it (key, value, 36 bytes), from a first run.
+    let (sim, cfg, first) = common::four_vendors(40, 295, "page_size = 5\n").await;
+    let c = cluster(&["audit"]);
+    add_kafka_sink(&first, "kafka", &c, "topic = \"audit\"");
+    common::once_ok(&first);
+    let mut sizes: Vec<(usize, String, String)> = read_topic(&c, "audit")
+        .into_iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(&r.value).unwrap();
+            let source = v["source"].as_str().unwrap().to_string();
+            (36 + r.key.len() + r.value.len(), r.key, source)
+        })
+        .collect();
+    sizes.sort();
+    let total = sizes.len();
+    let biggest = sizes[total - 1].0;
+    // The most a record may be: all but the biggest fit.
+    let limit = sizes
+        .iter()
+        .rev()
+        .find(|(n, _, _)| *n < biggest)
+        .unwrap()
+        .0
+        .max(1000);
+    assert!(
+        limit < biggest,
+        "records of {limit}..{biggest} bytes: no limit between"
+    );
+    let refused: Vec<&(usize, String, String)> =
+        sizes.iter().filter(|(n, _, _)| *n > limit).collect();
+
+    // The same events into a new cluster through a sink that takes at most `limit` bytes.
+    let sources: String = Vendor::ALL
+        .iter()
+        .map(|v| common::source_toml(&sim, &cfg, *v, "page_size = 5\n"))
+        .collect();
+    let s = common::setup("", &sources);
+    let c = cluster(&["audit"]);
+    add_kafka_sink(
+        &s,
+        "kafka",
+        &c,
+        &format!("topic = \"audit\"\nmessage_max_bytes = {limit}"),
+    );
+    let started = Instant::now();
+    let out = common::run(
+        &["run", "--once", "--config", s.config.to_str().unwrap()],
+        &[],
+    );
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let named = refused.iter().any(|(_, id, source)| {
+        stderr.contains(&format!(
+            "event {id} of source {source} is too large a record"
+        ))
+    });
+    assert!(named && stderr.contains("held"), "{stderr}");
+    assert!(
+        !stderr.contains("gave up after"),
+        "the refusal was retried as a passing failure: {stderr}"
+    );
+    let by_id = file_events(&sim, &cfg, &s);
+    let records = read_topic(&c, "audit");
+    let on_topic: HashSet<&str> = records.iter().map(|r| r.key.as_str()).collect();
+    for (_, id, _) in &refused {
+        assert!(
+            !on_topic.contains(id.as_str()),
+            "the record {id} over the limit was sent"
+        );
+    }
+    // Only the held pages (5 events each) are missing.
+    assert!(
+        records.len() >= by_id.len() - 5 * refused.len(),
+        "{} of {} events on the topic",
+        records.len(),
+        by_id.len()
+    );
+    let row = common::sink_queue_row(&s.config, "kafka");
+    assert_ne!(row[1], "0", "the held page left the queue: {row:?}");
+    eprintln!(
+        "FIGURES kafka record too large: message_max_bytes {limit}, {} record(s) of {biggest} bytes held with their page, {} of {total} on the topic, run took {took:?}",
+        refused.len(),
+        records.len()
+    );
+}
+
 /// `check --connect` says what it found and fails but for the first: no broker answers
 /// (unreachable), the brokers refuse the topic to this client (auth refused: SASL refusals are
 /// told the same way, but the mock broker has no SASL).
@@ -446,6 +539,7 @@ fn config_problems_name_the_key() {
         (&format!("{ok}\nkey = \"user\""), "sinks[0].key: \"user\" is not a record key; one of id, source"),
         (&format!("{ok}\ncompression = \"snappy\""), "sinks[0].compression: \"snappy\" is not a compression"),
         (&format!("{ok}\nmessage_timeout = \"500ms\""), "sinks[0].message_timeout: must be 1s to 1h"),
+        (&format!("{ok}\nmessage_max_bytes = 999"), "sinks[0].message_max_bytes: 999 is out of range"),
         (&format!("{ok}\nca_file = \"ca.pem\""), "sinks[0].ca_file: only used with tls = true"),
         (&format!("{ok}\nsasl_username = \"u\""), "sinks[0].sasl_username: only used with sasl_mechanism"),
         (&format!("{ok}\nsasl_mechanism = \"GSSAPI\"\nsasl_username = \"u\"\nsasl_password = \"p\""),

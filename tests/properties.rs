@@ -1,6 +1,6 @@
 //! Property tests (issue 18, proptest): the file sink's truncate-on-start, occurrence numbering,
 //! the content hash that keys entries without ids, and the poller's window planning
-//! (`pipeline::Planner`, the code the poller runs, driven through random polls).
+//! (`pipeline::planner::Planner`, the code the poller runs, driven through random polls).
 
 use std::collections::BTreeMap;
 
@@ -186,7 +186,7 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // Window planning: the poller's own `Planner`, driven through polls at random clocks.
 
-use auditship::pipeline::{Planner, Window, WindowStats};
+use auditship::pipeline::planner::{Planner, Window, WindowStats};
 use auditship::sources::domo;
 use jiff::tz::TimeZone;
 

@@ -8,6 +8,7 @@
 mod azure;
 mod common;
 mod http_receiver;
+mod s3_server;
 mod secops_receiver;
 
 use std::path::Path;
@@ -278,6 +279,15 @@ fn minimal_sink(kind: &str, at: Option<&Receivers>) -> String {
         }
         ("sentinel", Some(r)) => r.azure.sink_keys(),
         ("sentinel", None) => azure::keys_at(&format!("http://127.0.0.1:{}", free_port())),
+        ("s3", Some(_)) => {
+            let m = s3_server::moto();
+            m.create("registry");
+            m.sink_keys(&m.url, "registry")
+        }
+        ("s3", None) => format!(
+            "bucket = \"registry\"\nendpoint = \"http://127.0.0.1:{}\"\nforce_path_style = true\naccess_key_id = \"AKIAEXAMPLE\"\nsecret_access_key = \"not-a-secret\"",
+            free_port()
+        ),
         (other, _) => panic!("{other}: add a minimal entry of the new destination to minimal_sink"),
     }
 }
@@ -376,7 +386,7 @@ fn every_destination_refuses_what_is_not_its_own() {
 async fn every_destination_opens_and_probes_its_receiver() {
     let receivers = Receivers::start().await;
     let state = auditship::state::State::open(&receivers.dir.path().join("state.db")).unwrap();
-    let retry = auditship::config::RetryConfig {
+    let retry = auditship::retry::RetryConfig {
         initial: Duration::from_millis(1),
         max_delay: Duration::from_millis(1),
         max_attempts: Some(1),

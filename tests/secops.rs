@@ -22,7 +22,8 @@ use secops_receiver::{Emulator, INSTANCE, PROJECT, REGION};
 use serde_json::Value;
 
 /// A test dir with the service account's key file and a config reading every vendor of `sim`
-/// into a `secops` sink at `emu` with `sink_extra` keys; `page_size` of the agent.
+/// into a `secops` sink at `emu` with `sink_extra` keys; `page_size` of the agent. Without
+/// `key`, no `credentials_file`: the token comes from the metadata server.
 fn config(
     dir: &Path,
     sim: &SimHandle,
@@ -30,18 +31,24 @@ fn config(
     emu: &Emulator,
     page_size: usize,
     sink_extra: &str,
+    key: bool,
 ) -> PathBuf {
     std::fs::write(
         dir.join("key.json"),
         secops_receiver::key_json(&emu.token_uri()),
     )
     .unwrap();
+    let credentials = if key {
+        "credentials_file = \"key.json\"\n"
+    } else {
+        ""
+    };
     let path = dir.join("auditship.toml");
     let text = format!(
         "[agent]\nstate_path = \"state.db\"\nlag = \"1s\"\noverlap = \"10s\"\npoll_interval = \"1s\"\n\
          retry_max_attempts = 20\nretry_initial = \"20ms\"\nretry_max_delay = \"200ms\"\npage_size = {page_size}\n\n\
          {sources}\n[[sinks]]\nname = \"secops\"\nkind = \"secops\"\nproject = {PROJECT:?}\n\
-         region = {REGION:?}\ninstance = {INSTANCE:?}\ncredentials_file = \"key.json\"\n\
+         region = {REGION:?}\ninstance = {INSTANCE:?}\n{credentials}\
          endpoint = {endpoint:?}\n{sink_extra}\n",
         sources = all_sources(sim, cfg),
         endpoint = emu.base(),
@@ -74,8 +81,13 @@ impl World {
         self.sim.shutdown().await;
     }
 
-    /// [`config`] in the world's dir.
+    /// [`config`] in the world's dir, with the key file.
     fn config(&self, page_size: usize, sink_extra: &str) -> PathBuf {
+        self.config_as(page_size, sink_extra, true)
+    }
+
+    /// [`config`] in the world's dir; without `key`, no key file (workload identity).
+    fn config_as(&self, page_size: usize, sink_extra: &str, key: bool) -> PathBuf {
         config(
             self.dir.path(),
             &self.sim,
@@ -83,6 +95,7 @@ impl World {
             &self.emu,
             page_size,
             sink_extra,
+            key,
         )
     }
 }
@@ -96,11 +109,21 @@ fn succeeded(out: &std::process::Output) -> String {
 
 /// `args` and `--config CONFIG`, run off the async threads (the emulators serve on them).
 async fn agent_run(args: &[&str], config: &Path) -> std::process::Output {
+    agent_run_env(args, config, &[]).await
+}
+
+/// [`agent_run`] with `env` set.
+async fn agent_run_env(args: &[&str], config: &Path, env: &[(&str, &str)]) -> std::process::Output {
     let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     args.extend(["--config".to_string(), config.to_str().unwrap().to_string()]);
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(&args, &[])
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run(&args, &env)
     })
     .await
     .unwrap()
@@ -113,7 +136,12 @@ async fn run_once(config: &Path) -> std::process::Output {
 
 /// What `check --connect` says, stdout and stderr.
 async fn check(config: &Path) -> String {
-    let out = agent_run(&["check", "--connect"], config).await;
+    check_env(config, &[]).await
+}
+
+/// [`check`] with `env` set.
+async fn check_env(config: &Path, env: &[(&str, &str)]) -> String {
+    let out = agent_run_env(&["check", "--connect"], config, env).await;
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -325,7 +353,9 @@ async fn an_oversize_record_is_named_and_held() {
 }
 
 /// `check --connect`: reachable with the log type; a missing log type, a denied identity and a
-/// refused key each said as such.
+/// refused key each said as such; without a key file, the metadata server not answering and no
+/// service account attached, each said as such; a workload identity federation file is refused
+/// by its type at `check` (exit 2, naming the key).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_connect_says_which_step_failed() {
     let w = world(&[Vendor::WasabiAir], 5, 34).await;
@@ -352,11 +382,64 @@ async fn check_connect_says_which_step_failed() {
         said.contains("getting a token") && said.contains("invalid_grant"),
         "{said}"
     );
+    emu.shared.revoked.store(false, Ordering::Relaxed);
+    emu.shared
+        .log_types
+        .lock()
+        .unwrap()
+        .insert(secops_receiver::LOG_TYPE.to_string());
+
+    // Without a key file: the metadata server not answering, no service account attached, or
+    // reachable.
+    let config = w.config_as(1000, "", false);
+    let down = format!("127.0.0.1:{}", free_port());
+    let said = check_env(&config, &[("GCE_METADATA_HOST", &down)]).await;
+    assert!(
+        said.contains(&format!(
+            "unreachable: getting a token: metadata server http://{down}/computeMetadata/v1/instance/service-accounts/default/token: "
+        )) && said.contains("Connection refused"),
+        "{said}"
+    );
+    let host = emu.metadata_host();
+    emu.shared.no_service_account.store(true, Ordering::Relaxed);
+    let said = check_env(&config, &[("GCE_METADATA_HOST", &host)]).await;
+    assert!(
+        said.contains("auth refused: getting a token: metadata server")
+            && said.contains("HTTP 404")
+            && said.contains("no service account is attached"),
+        "{said}"
+    );
+    emu.shared
+        .no_service_account
+        .store(false, Ordering::Relaxed);
+    let said = check_env(&config, &[("GCE_METADATA_HOST", &host)]).await;
+    assert!(
+        said.contains("reachable: token from the metadata server"),
+        "{said}"
+    );
+
+    std::fs::write(
+        w.dir.path().join("wif.json"),
+        r#"{"type":"external_account","audience":"//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x","subject_token_type":"urn:ietf:params:oauth:token-type:jwt","token_url":"https://sts.googleapis.com/v1/token","credential_source":{"file":"/var/run/token"}}"#,
+    )
+    .unwrap();
+    let config = w.config_as(1000, "credentials_file = \"wif.json\"", false);
+    let out = agent_run(&["check"], &config).await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("credentials_file")
+            && said.contains(
+                "type \"external_account\" (workload identity federation) is not supported"
+            ),
+        "{said}"
+    );
     w.shutdown().await;
 }
 
 /// The emulator refuses what Google refuses: an assertion whose signature does not verify, a
-/// grant of another type, and an API call without a token, each with Google's error body.
+/// grant of another type, and an API call without a token, each with Google's error body; a
+/// metadata request without `Metadata-Flavor: Google` or with `X-Forwarded-For`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_emulator_refuses_what_google_refuses() {
     let emu = Emulator::start().await;
@@ -397,4 +480,145 @@ async fn the_emulator_refuses_what_google_refuses() {
         assert_eq!(v["error"]["code"], 401, "{v}");
     }
     assert!(emu.logs().is_empty());
+
+    // The metadata server: without `Metadata-Flavor: Google`, or with `X-Forwarded-For`, 403;
+    // a token as JSON, with `Metadata-Flavor: Google` on every answer.
+    let url = format!(
+        "http://{}/computeMetadata/v1/instance/service-accounts/default/token",
+        emu.metadata_host()
+    );
+    for r in [
+        http.get(&url).send().await.unwrap(),
+        http.get(&url)
+            .header("Metadata-Flavor", "Google")
+            .header("X-Forwarded-For", "10.0.0.1")
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()["metadata-flavor"], "Google");
+    }
+    let r = http
+        .get(&url)
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["metadata-flavor"], "Google");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["token_type"], "Bearer");
+    assert!(
+        v["access_token"].is_string() && v["expires_in"].is_u64(),
+        "{v}"
+    );
+    assert_eq!(emu.shared.metadata_refused.load(Ordering::Relaxed), 2);
+}
+
+/// Workload identity: without `credentials_file` the token comes from the metadata server
+/// (`GCE_METADATA_HOST`, as Google's libraries read it, points at the emulator's), is renewed
+/// before it expires, and once at a 401; every event of the four vendors arrives once and the
+/// key's token endpoint is never asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_identity_tokens_come_from_the_metadata_server() {
+    let w = world(&Vendor::ALL, 25, 35).await;
+    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.emu);
+    let s = &emu.shared;
+    *s.token_lifetime.lock().unwrap() = Duration::from_secs(1);
+    // Each 5th request waits a second: the run outlives several tokens.
+    s.throttle_every.store(5, Ordering::Relaxed);
+    // At the 3rd request every token stops working: one 401, renewed at once.
+    s.expire_tokens_at.store(3, Ordering::Relaxed);
+    let config = w.config_as(1000, "batch_max_bytes = 4096", false);
+    let host = emu.metadata_host();
+    let env = [("GCE_METADATA_HOST", host.as_str())];
+    let said = check_env(&config, &env).await;
+    assert!(
+        said.contains(&format!(
+            "reachable: token from the metadata server (http://{host}/computeMetadata/v1/instance/service-accounts/default/token)"
+        )),
+        "{said}"
+    );
+    let out = agent_run_env(&["run", "--once"], &config, &env).await;
+    let stderr = succeeded(&out);
+    let records: Vec<Value> = delivered(emu).into_iter().map(|(v, _, _)| v).collect();
+    assert_every_vendor_exactly(sim, cfg, &records);
+    assert_eq!(s.tokens_issued.load(Ordering::Relaxed), 0, "a key was used");
+    let from_metadata = s.metadata_tokens.load(Ordering::Relaxed);
+    assert!(
+        from_metadata >= 3,
+        "{from_metadata} tokens over a run of seconds"
+    );
+    assert_eq!(s.unauthenticated.load(Ordering::Relaxed), 1, "{stderr}");
+    assert_eq!(s.metadata_refused.load(Ordering::Relaxed), 0);
+    assert!(!stderr.contains("ya29."), "a token was logged: {stderr}");
+    eprintln!(
+        "figures: metadata server: {} logs in {} requests, {from_metadata} tokens (1 s life), 1 401 renewed, {} 429",
+        records.len(),
+        s.imports.load(Ordering::Relaxed),
+        s.throttled_at.lock().unwrap().len()
+    );
+    w.shutdown().await;
+}
+
+/// The daemon started while the metadata server does not answer: the sink retries, `/readyz`
+/// names the metadata server, nothing is dropped; once it answers, every event arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_server_down_at_start_is_waited_for_and_nothing_is_lost() {
+    let w = world(&[Vendor::WasabiAir, Vendor::Domo], 30, 36).await;
+    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.emu);
+    let (metadata_port, listen) = (free_port(), free_port());
+    let config = w.config_as(1000, "", false);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[agent]\n",
+        &format!("[agent]\nlisten = \"127.0.0.1:{listen}\"\nunready_after = \"2s\"\n"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let host = format!("127.0.0.1:{metadata_port}");
+    let child = agent(
+        &["run", "--config", config.to_str().unwrap()],
+        &[("GCE_METADATA_HOST", host.as_str())],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let (_, body) = until(
+        &format!("http://127.0.0.1:{listen}/readyz"),
+        Duration::from_secs(30),
+        |st, b| st == 503 && b.contains("sink secops") && b.contains("metadata server"),
+    )
+    .await;
+    assert!(emu.logs().is_empty(), "{body}");
+    emu.serve_metadata_on(metadata_port).await;
+    let want: usize = [Vendor::WasabiAir, Vendor::Domo]
+        .iter()
+        .map(|v| truth(sim, cfg, *v).len())
+        .sum();
+    wait_until("the queue delivered", Duration::from_secs(30), || {
+        emu.logs().len() >= want
+    })
+    .await;
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let records: Vec<Value> = delivered(emu).into_iter().map(|(v, _, _)| v).collect();
+    for v in [Vendor::WasabiAir, Vendor::Domo] {
+        assert_exactly(&records, &name(v), &truth(sim, cfg, v));
+    }
+    assert!(!stderr.contains("ya29."), "a token was logged");
+    eprintln!(
+        "figures: metadata server down at start: {} logs delivered once after it came up, {} tokens",
+        records.len(),
+        emu.shared.metadata_tokens.load(Ordering::Relaxed)
+    );
+    w.shutdown().await;
 }

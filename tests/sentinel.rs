@@ -109,6 +109,45 @@ async fn every_event_of_the_four_vendors_arrives_once_with_its_time() {
     );
 }
 
+/// Entra ID's token endpoint throttling (429, then 503, each with `Retry-After`): the sink
+/// asks again no sooner than told, then gets its token and delivers every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_endpoint_s_retry_after_is_honoured() {
+    let cfg = backfill(&[Vendor::Domo], 200, 1, 307);
+    let sim = sim(cfg.clone()).await;
+    let az = Azure::start().await;
+    az.faults()
+        .token_canned
+        .extend([Canned::retry_after(429, "2"), Canned::retry_after(503, "1")]);
+    let s = setup("", &all_sources(&sim, &cfg));
+    with_sentinel(&s, &az, "");
+    let out = run_once(&s).await;
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("AADSTS90033"),
+        "the throttling was not said: {err}"
+    );
+    let d = az.data();
+    let statuses: Vec<u16> = d.token_requests.iter().map(|(_, st)| *st).collect();
+    assert_eq!(statuses[..3], [429, 503, 200], "{statuses:?}");
+    let waited = |i: usize| d.token_requests[i + 1].0 - d.token_requests[i].0;
+    let (after_429, after_503) = (waited(0), waited(1));
+    assert!(
+        after_429 >= Duration::from_millis(1950),
+        "asked again {after_429:?} after a 429 with Retry-After: 2"
+    );
+    assert!(
+        after_503 >= Duration::from_millis(950),
+        "asked again {after_503:?} after a 503 with Retry-After: 1"
+    );
+    assert_exactly(&d.records, "domo", &truth(&sim, &cfg, Vendor::Domo));
+    eprintln!(
+        "FIGURES sentinel token throttled: 429 Retry-After 2 waited {after_429:?}, 503 Retry-After 1 waited {after_503:?}, {} records, lost 0, doubled 0",
+        d.records.len()
+    );
+}
+
 /// A batch larger than 1 MB is cut into requests of at most 1 MB before it is sent; a service
 /// that takes less answers 413, and the request is split in halves until it fits. Nothing is
 /// lost or doubled.
@@ -227,6 +266,16 @@ async fn check_connect_says_which_step_failed() {
     );
     assert_eq!(az.data().records.len(), 0);
     assert_eq!(az.data().requests.len(), 1);
+    // Were the service to refuse an empty array (undocumented), the steps before it passed.
+    az.faults().refuse_empty = true;
+    let said = check(az.sink_keys());
+    for want in [
+        "sink siem: reachable (token granted;",
+        "refused only the empty probe batch: HTTP 400 InvalidPayload",
+    ] {
+        assert!(said.contains(want), "no {want:?} in {said}");
+    }
+    az.faults().refuse_empty = false;
     let text = check(az.sink_keys().replace(azure::STREAM, "Custom-Other_CL"));
     assert!(
         text.contains("sink siem: not found (HTTP 404 InvalidStream"),

@@ -42,6 +42,7 @@ struct Received {
     msg: String,
 }
 
+/// A loopback port nobody listens on: UDP, or TCP ([`common::free_port`]).
 fn free_port(udp: bool) -> u16 {
     if udp {
         std::net::UdpSocket::bind("127.0.0.1:0")
@@ -50,11 +51,7 @@ fn free_port(udp: bool) -> u16 {
             .unwrap()
             .port()
     } else {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        common::free_port()
     }
 }
 

@@ -39,21 +39,12 @@ pub struct SimArgs {
     /// Fraction (0–1) of Domo and Domino entries that get an identical twin.
     #[arg(long, default_value_t = 0.02)]
     pub twin_fraction: f64,
-    /// IANA time zone in which Domo prints its wall-clock times.
-    #[arg(long, value_name = "ZONE", default_value = "UTC")]
-    pub domo_time_zone: String,
-    /// Lifetime (`expires_in`) of issued Domo tokens.
-    #[arg(long, value_name = "DURATION", default_value = "3599s", value_parser = humantime::parse_duration)]
-    pub domo_token_ttl: Duration,
+    /// Domo's own flags (zone, tokens, client), which its emulator file declares.
+    #[command(flatten)]
+    domo: crate::domo::DomoArgs,
     /// API key accepted by Domino and Wasabi AiR.
     #[arg(long, default_value = "sim-api-key")]
     pub api_key: String,
-    /// Domo OAuth client id.
-    #[arg(long, default_value = "sim-client")]
-    pub domo_client_id: String,
-    /// Domo OAuth client secret.
-    #[arg(long, default_value = "sim-secret")]
-    pub domo_client_secret: String,
     /// Query end bounds include events at exactly the end instant (the docs do not say).
     #[arg(long)]
     pub inclusive_end: bool,
@@ -103,13 +94,7 @@ impl SimArgs {
                 problems.push(format!("{flag}: must be between 0 and 1, got {v}"));
             }
         }
-        let tz = jiff::tz::TimeZone::get(&self.domo_time_zone);
-        if tz.is_err() {
-            problems.push(format!(
-                "--domo-time-zone: unknown IANA time zone {:?} (e.g. UTC, America/Denver)",
-                self.domo_time_zone
-            ));
-        }
+        let domo = self.domo.check(&mut problems);
         let live = self.live.unwrap_or_default();
         if self.span.is_zero() && live.is_zero() {
             problems.push("--span: must be positive unless --live is given".to_string());
@@ -140,12 +125,12 @@ impl SimArgs {
             late_fraction: self.late_fraction,
             late_max: self.late_max,
             twin_fraction: self.twin_fraction,
-            domo_time_zone: tz.unwrap_or(jiff::tz::TimeZone::UTC),
-            domo_token_ttl: self.domo_token_ttl,
+            domo_time_zone: domo.time_zone,
+            domo_token_ttl: domo.token_ttl,
             api_key: self.api_key.clone(),
             more_api_keys: Vec::new(),
-            domo_client_id: self.domo_client_id.clone(),
-            domo_client_secret: self.domo_client_secret.clone(),
+            domo_client_id: domo.client_id,
+            domo_client_secret: domo.client_secret,
             answers: crate::Answers {
                 inclusive_end: self.inclusive_end,
                 shuffle_ties: self.shuffle_ties,

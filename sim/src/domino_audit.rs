@@ -494,6 +494,8 @@ pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
     salt: 0x0d0a_1111,
     routes,
     source_keys,
+    reading_keys: |_| String::new(),
+    expiring_tokens: false,
     generate: |cfg| Box::new(Data::generate(cfg)),
     events,
 };

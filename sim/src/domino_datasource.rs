@@ -195,6 +195,8 @@ pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
     salt: 0x0d05_2222,
     routes,
     source_keys,
+    reading_keys: |_| String::new(),
+    expiring_tokens: false,
     generate: |cfg| Box::new(Data::generate(cfg)),
     events,
 };

@@ -382,12 +382,60 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// This emulator's entry in the registry ([`crate::EMULATORS`]).
+/// The flags of `auditship simulate` that only this emulator reads (flattened into
+/// [`crate::SimArgs`]).
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct DomoArgs {
+    /// IANA time zone in which Domo prints its wall-clock times.
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
+    domo_time_zone: String,
+    /// Lifetime (`expires_in`) of issued Domo tokens.
+    #[arg(long, value_name = "DURATION", default_value = "3599s", value_parser = humantime::parse_duration)]
+    domo_token_ttl: std::time::Duration,
+    /// Domo OAuth client id.
+    #[arg(long, default_value = "sim-client")]
+    domo_client_id: String,
+    /// Domo OAuth client secret.
+    #[arg(long, default_value = "sim-secret")]
+    domo_client_secret: String,
+}
+
+/// What [`DomoArgs`] set up, checked.
+pub(crate) struct DomoSetup {
+    pub time_zone: jiff::tz::TimeZone,
+    pub token_ttl: std::time::Duration,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl DomoArgs {
+    /// The setup the flags say, each problem added to `problems` (an unknown zone reads as UTC
+    /// meanwhile).
+    pub(crate) fn check(&self, problems: &mut Vec<String>) -> DomoSetup {
+        let tz = jiff::tz::TimeZone::get(&self.domo_time_zone);
+        if tz.is_err() {
+            problems.push(format!(
+                "--domo-time-zone: unknown IANA time zone {:?} (e.g. UTC, America/Denver)",
+                self.domo_time_zone
+            ));
+        }
+        DomoSetup {
+            time_zone: tz.unwrap_or(jiff::tz::TimeZone::UTC),
+            token_ttl: self.domo_token_ttl,
+            client_id: self.domo_client_id.clone(),
+            client_secret: self.domo_client_secret.clone(),
+        }
+    }
+}
+
 pub(crate) const EMULATOR: crate::Emulator = crate::Emulator {
     vendor: Vendor::Domo,
     name: "domo",
     salt: 0x0d00_3333,
     routes,
     source_keys,
+    reading_keys,
+    expiring_tokens: true,
     generate: |cfg| Box::new(Data::generate(cfg)),
     events,
 };
@@ -413,6 +461,15 @@ pub(crate) fn source_keys(cfg: &SimConfig) -> String {
         "client_id = {:?}\nclient_secret = {:?}\n",
         cfg.domo_client_id, cfg.domo_client_secret
     )
+}
+
+/// Domo prints local time: an agent reading an instance in another zone than UTC must be told
+/// it (`time_zone`).
+fn reading_keys(cfg: &SimConfig) -> String {
+    match cfg.domo_time_zone.iana_name() {
+        Some(zone) if zone != "UTC" => format!("time_zone = {zone:?}\n"),
+        _ => String::new(),
+    }
 }
 
 /// `GET|POST /oauth/token`.

@@ -75,6 +75,11 @@ pub(crate) struct Emulator {
     pub routes: fn(axum::Router<Arc<server::Sim>>) -> axum::Router<Arc<server::Sim>>,
     /// The keys of an auditship `[[sources]]` entry that authenticate to it.
     pub source_keys: fn(&SimConfig) -> String,
+    /// The keys of that entry that say how to read its answers as `cfg` set them up (Domo's
+    /// `time_zone` when it prints another zone than UTC); empty when the defaults read them.
+    pub reading_keys: fn(&SimConfig) -> String,
+    /// Whether its tokens expire (chaos then serves "expired_token" faults to it).
+    pub expiring_tokens: bool,
     /// Generates its data for a configuration (on a thread of its own).
     pub generate: fn(&SimConfig) -> Box<dyn std::any::Any + Send + Sync>,
     /// Its generated events.
@@ -118,6 +123,12 @@ impl Vendor {
     /// emulator as `cfg` set it up: what a test or the demo adds to `name`, `kind` and `url`.
     pub fn source_keys(&self, cfg: &SimConfig) -> String {
         (self.emulator().source_keys)(cfg)
+    }
+
+    /// The keys of an auditship `[[sources]]` entry (TOML lines) that say how to read this
+    /// emulator's answers as `cfg` set it up (Domo: `time_zone`); empty for the defaults.
+    pub fn reading_keys(&self, cfg: &SimConfig) -> String {
+        (self.emulator().reading_keys)(cfg)
     }
 
     /// The vendor with this name (see [`Vendor::as_str`]), if any.

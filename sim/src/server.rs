@@ -108,9 +108,9 @@ impl Sim {
             }
             // A token issued after an expiry is not expired again at its first use (Domo's
             // tokens live an hour): the agent renews once on a 401, as the docs say.
-            let may_expire = vendor == Vendor::Domo && !std::mem::take(expired_last);
-            // Only Domo has tokens to expire; it makes fewer requests than the others (one
-            // page a window), so half of its faults are that one.
+            let may_expire = vendor.emulator().expiring_tokens && !std::mem::take(expired_last);
+            // Only a vendor with tokens (Domo) has them expire; it makes fewer requests than the
+            // others (one page a window), so half of its faults are that one.
             let kinds: Vec<&str> = crate::chaos::KINDS
                 .iter()
                 .copied()

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Check;
+use crate::retry::RetryConfig;
+use crate::settings::Check;
+use crate::sources::config::SourceDefaults;
 
 // What the file says.
 
@@ -41,8 +43,6 @@ pub struct RawAgent {
     pub unready_after: Option<String>,
 }
 
-pub use crate::retry::RetryConfig;
-
 /// `[agent]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
@@ -54,19 +54,9 @@ pub struct AgentConfig {
     pub unready_after: Duration,
 }
 
-/// The defaults `[agent]` gives every source (each `None` when not set or not valid).
-#[derive(Debug, Default)]
-pub(super) struct SourceDefaults {
-    pub poll_interval: Option<Duration>,
-    pub lag: Option<Duration>,
-    pub overlap: Option<Duration>,
-    pub window: Option<Duration>,
-    pub page_size: Option<u32>,
-}
-
 /// Validates `[agent]`.
 pub(super) fn validate(c: &mut Check<'_>, a: &RawAgent) -> (AgentConfig, SourceDefaults) {
-    let base = c.base;
+    let base = c.base();
     let defaults = SourceDefaults {
         poll_interval: c.duration("agent.poll_interval", &a.poll_interval, true),
         lag: c.duration("agent.lag", &a.lag, false),

@@ -5,54 +5,23 @@
 //! [`Config`] is what the agent runs on. Validation collects every problem so the user sees them
 //! all at once, each naming its key; a key no section takes is one of them.
 //!
-//! One file a section:
-//! - `file`: TOML text into a tree, a table of it into its serde struct (unknown keys and
-//!   wrong types reported, the rest still read), syntax errors with the line and a caret;
-//! - `secrets`: `${NAME}` expansion and the `X` / `X_file` secret options;
-//! - `agent`: `[agent]`; `sources`: the keys every `[[sources]]` entry takes, the rest going to
-//!   its vendor's plugin (`sources::VENDORS`); `sinks`: the keys every `[[sinks]]` entry takes,
-//!   the rest going to its destination's plugin (`sinks::DESTINATIONS`); `settings`: a plugin's
-//!   validated keys behind one type; `tls`: the TLS options a source and a sink share.
+//! One file a step, the sections' own checks living with their owners:
+//! - `file`: TOML text into a tree, syntax errors with the line and a caret;
+//! - `secrets`: `${NAME}` expansion (the `X` / `X_file` secret options are
+//!   [`crate::settings::Check::secret`]);
+//! - `agent`: `[agent]`; `[[sources]]` entries are checked by [`crate::sources::config`] (the
+//!   keys every source takes, the rest by its vendor's plugin), `[[sinks]]` entries by
+//!   [`crate::sinks::config`]; every section checks its keys with [`crate::settings`].
 
-use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Map, Value};
-use url::Url;
 
-use crate::timefmt::{self, Nanos};
-
-/// A secret value (API key, client secret, header). Never printed: `Debug` shows `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    pub fn new(s: impl Into<Arc<str>>) -> Secret {
-        Secret(s.into())
-    }
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// Whether `u` carries a user name or password over plain `http`: they would go out in clear
-/// with every request (as HTTP Basic authentication).
-pub fn cleartext(u: &Url) -> bool {
-    u.scheme() == "http" && (!u.username().is_empty() || u.password().is_some())
-}
-
-/// What is said of a `url` that is [`cleartext`].
-pub const CLEARTEXT_URL: &str = "its url carries a user name and password over plain http: they go out in clear with every request; use https";
+use crate::settings::section::{fields, read_section, type_name, unknown_key};
+use crate::settings::Check;
+use crate::sinks::config::SinkConfig;
+use crate::sources::config::SourceConfig;
 
 /// A configuration that could not be used: every problem found, each naming its key.
 #[derive(Debug, thiserror::Error)]
@@ -76,20 +45,8 @@ impl fmt::Display for ConfigError {
 mod agent;
 mod file;
 mod secrets;
-mod settings;
-mod sinks;
-mod sources;
-mod tls;
 
-pub use agent::{AgentConfig, RawAgent, RetryConfig};
-pub(crate) use file::fields;
-pub use secrets::SecretValue;
-pub use settings::PluginSettings;
-pub use sinks::{RawSink, SinkCheck, SinkConfig, SinkKind, QUEUE_MAX_BYTES};
-pub use sources::{
-    filter_problem, FilterValue, RawSource, ScalarValue, SourceCheck, SourceConfig, SourceKind,
-};
-pub use tls::TlsConfig;
+pub use agent::{AgentConfig, RawAgent};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -134,16 +91,11 @@ impl Config {
         };
         let tree = file::parse_toml(text).map_err(|e| fail(vec![e]))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut c = Check {
-            problems: Vec::new(),
-            failed: HashSet::new(),
-            base,
-            secrets,
-        };
+        let mut c = Check::new(base, secrets);
         let built = validate(&mut c, tree, path);
         match built {
-            Some(cfg) if c.problems.is_empty() => Ok(cfg),
-            _ => Err(fail(c.problems)),
+            Some(cfg) if c.problems().is_empty() => Ok(cfg),
+            _ => Err(fail(c.problems().to_vec())),
         }
     }
 }
@@ -167,7 +119,7 @@ fn validate(c: &mut Check<'_>, mut tree: Map<String, Value>, path: &Path) -> Opt
                     section,
                     format_args!(
                         "must be an array of tables ([[{section}]]), not {}",
-                        file::type_name(&other)
+                        type_name(&other)
                     ),
                 );
                 Vec::new()
@@ -178,14 +130,14 @@ fn validate(c: &mut Check<'_>, mut tree: Map<String, Value>, path: &Path) -> Opt
     let raw_sinks = take(c, "sinks");
     let raw_agent = tree.remove("agent").unwrap_or(Value::Object(Map::new()));
     for k in tree.keys() {
-        file::unknown_key(c, k, k, &["agent", "sources", "sinks"]);
+        unknown_key(c, k, k, &["agent", "sources", "sinks"]);
     }
-    let raw_agent: RawAgent = file::read_section(c, "agent", raw_agent, |c, key, name| {
-        file::unknown_key(c, key, name, fields::<RawAgent>())
+    let raw_agent: RawAgent = read_section(c, "agent", raw_agent, |c, key, name| {
+        unknown_key(c, key, name, fields::<RawAgent>())
     });
     let (agent, defaults) = agent::validate(c, &raw_agent);
-    let (sources, names) = sources::validate(c, raw_sources, &defaults);
-    let (sinks, sink_entries) = sinks::validate(c, raw_sinks, &names);
+    let (sources, names) = crate::sources::config::validate(c, raw_sources, &defaults);
+    let (sinks, sink_entries) = crate::sinks::config::validate(c, raw_sinks, &names);
     // A source no sink takes would have its cursor advance over events delivered nowhere.
     if !sinks.is_empty() && sinks.len() == sink_entries {
         for (i, src) in sources.iter().enumerate() {
@@ -208,114 +160,10 @@ fn validate(c: &mut Check<'_>, mut tree: Map<String, Value>, path: &Path) -> Opt
     })
 }
 
-pub struct Check<'a> {
-    problems: Vec<String>,
-    /// Keys with a problem reported: one message a key (a `${NAME}` that is not set is not
-    /// also "not a URL").
-    failed: HashSet<String>,
-    /// Where relative paths of the file resolve.
-    base: &'a Path,
-    /// Whether secrets are read and required (see [`Config::load_without_secrets`]).
-    secrets: bool,
-}
-
-impl Check<'_> {
-    pub fn fail(&mut self, key: &str, msg: impl fmt::Display) {
-        if self.failed.insert(key.to_string()) {
-            self.problems.push(format!("{key}: {msg}"));
-        }
-    }
-
-    /// Whether a problem of `key` was reported.
-    fn has_failed(&self, key: &str) -> bool {
-        self.failed.contains(key)
-    }
-
-    fn page_size(&mut self, key: &str, v: Option<i64>) -> Option<u32> {
-        match v {
-            None => None,
-            Some(n) if (1..=1000).contains(&n) => Some(n as u32),
-            Some(n) => {
-                self.fail(
-                    key,
-                    format_args!("{n} is out of range; 1 to 1000 (the vendors' largest page)"),
-                );
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, key: &str, v: &Option<String>, positive: bool) -> Option<Duration> {
-        let s = v.as_deref()?;
-        match humantime::parse_duration(s.trim()) {
-            Ok(d) if positive && d.is_zero() => {
-                self.fail(key, "must be longer than zero");
-                None
-            }
-            Ok(d) => Some(d),
-            Err(e) => {
-                self.fail(
-                    key,
-                    format_args!(
-                        "{s:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\""
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn time(&mut self, key: &str, v: &Option<String>) -> Option<Nanos> {
-        let s = v.as_deref()?;
-        let t = timefmt::parse_rfc3339(s.trim());
-        if t.is_none() {
-            self.fail(
-                key,
-                format_args!("{s:?} is not an RFC 3339 time; write e.g. \"2024-10-18T00:00:00Z\""),
-            );
-        }
-        t
-    }
-
-    fn url(&mut self, key: &str, v: &Option<String>) -> Option<Url> {
-        let s = v.as_deref()?;
-        match Url::parse(s.trim()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
-            Ok(_) => {
-                self.fail(key, format_args!("{s:?} is not an http(s) URL"));
-                None
-            }
-            Err(e) => {
-                self.fail(key, format_args!("{s:?} is not a URL ({e})"));
-                None
-            }
-        }
-    }
-
-    fn name(&mut self, key: &str, v: &Option<String>, seen: &mut HashSet<String>) -> String {
-        let Some(n) = v.clone() else {
-            self.fail(key, "missing: every entry needs a unique name");
-            return String::new();
-        };
-        if n.is_empty()
-            || !n
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
-        {
-            self.fail(key, format_args!("{n:?} must match [a-z0-9_-]+"));
-        } else if !seen.insert(n.clone()) {
-            self.fail(
-                key,
-                format_args!("{n:?} is used twice; names must be unique"),
-            );
-        }
-        n
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/auditship/test.toml"))
@@ -340,11 +188,10 @@ mod tests {
 
     /// The API key of a `wasabi_air` source.
     fn air_key(s: &SourceConfig) -> &str {
-        crate::sources::settings_of::<crate::sources::wasabi_air::Settings>(s, "test")
-            .api_key
-            .as_ref()
-            .unwrap()
-            .expose()
+        match &s.settings {
+            crate::sources::VendorSettings::WasabiAir(w) => w.api_key.as_ref().unwrap().expose(),
+            other => panic!("not wasabi_air settings: {other:?}"),
+        }
     }
 
     #[test]

@@ -1,35 +1,9 @@
-//! Secrets and expansion: `${NAME}` in any string of the file, and the secret options that take
-//! either a value (`X`) or a file holding it (`X_file`).
+//! `${NAME}` expansion in any string of the file, which knows which keys hold secrets (the
+//! secret options themselves, `X` or `X_file`, are read by [`crate::settings::Check::secret`]).
 
 use serde_json::Value;
 
-use super::{Check, Secret};
-
-/// A secret option as read: not given, given but unusable (and already reported), or its value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SecretValue {
-    /// Neither `X` nor `X_file` is set.
-    Absent,
-    /// Set, but it could not be used; the problem is reported under its key.
-    Broken,
-    /// The secret.
-    Given(Secret),
-}
-
-impl SecretValue {
-    /// The secret, when there is one.
-    pub fn get(self) -> Option<Secret> {
-        match self {
-            SecretValue::Given(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// Neither `X` nor `X_file` was set: "missing" is the right thing to say (and only then).
-    pub fn is_absent(&self) -> bool {
-        matches!(self, SecretValue::Absent)
-    }
-}
+use crate::settings::Check;
 
 /// Replaces `${NAME}` with the environment variable in every string of the tree (`$${` stays a
 /// literal `${`). A variable that is not set is an error naming the key — unless secrets are
@@ -38,8 +12,8 @@ pub(super) fn expand_env(v: &mut Value, key: &mut String, c: &mut Check<'_>) {
     match v {
         Value::String(s) if s.contains('$') => match expand_str(s) {
             Ok(e) => *s = e,
-            Err(_) if !c.secrets && is_secret_key(key) => {
-                c.failed.insert(key.clone());
+            Err(_) if !c.secrets() && is_secret_key(key) => {
+                c.mark(key);
             }
             Err(name) => c.fail(
                 key,
@@ -120,64 +94,4 @@ pub(super) fn expand_str(s: &str) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
-}
-
-impl Check<'_> {
-    /// A secret given either inline (`key`) or as a file (`key_file`), not both. The file is
-    /// read (one trailing newline trimmed) unless secrets are not wanted ([`Check::secrets`]):
-    /// then a set option reads as an empty placeholder that is never sent.
-    pub fn secret(
-        &mut self,
-        prefix: &str,
-        key: &str,
-        inline: &Option<String>,
-        file: &Option<String>,
-    ) -> SecretValue {
-        match (inline, file) {
-            (Some(_), Some(_)) => {
-                self.fail(
-                    &format!("{prefix}.{key}"),
-                    format_args!("set either {key} or {key}_file, not both"),
-                );
-                SecretValue::Broken
-            }
-            (Some(_), None) | (None, Some(_)) if !self.secrets => {
-                SecretValue::Given(Secret::new(""))
-            }
-            // Set, but its `${NAME}` is not (said already, or not wanted).
-            (Some(_), None) if self.has_failed(&format!("{prefix}.{key}")) => SecretValue::Broken,
-            (Some(v), None) => {
-                let k = format!("{prefix}.{key}");
-                if v.is_empty() {
-                    self.fail(&k, "is empty");
-                    return SecretValue::Broken;
-                }
-                SecretValue::Given(Secret::new(v.as_str()))
-            }
-            (None, Some(f)) => {
-                let k = format!("{prefix}.{key}_file");
-                if self.has_failed(&k) {
-                    return SecretValue::Broken;
-                }
-                let p = self.base.join(f);
-                match std::fs::read_to_string(&p) {
-                    Ok(s) => {
-                        let s = s.strip_suffix('\n').unwrap_or(&s);
-                        let s = s.strip_suffix('\r').unwrap_or(s);
-                        if s.is_empty() {
-                            self.fail(&k, format_args!("{} is empty", p.display()));
-                            SecretValue::Broken
-                        } else {
-                            SecretValue::Given(Secret::new(s))
-                        }
-                    }
-                    Err(e) => {
-                        self.fail(&k, format_args!("cannot read {}: {e}", p.display()));
-                        SecretValue::Broken
-                    }
-                }
-            }
-            (None, None) => SecretValue::Absent,
-        }
-    }
 }

@@ -1,6 +1,6 @@
 //! The canonical encoding of a JSON value, by direct scan of its text: objects with their
 //! members sorted by key, every value tagged, every string length-prefixed, escapes resolved.
-//! Its hash is an entry's content hash (see `crate::keys`), and the entry readers take a vendor
+//! Its hash is an entry's content hash (see `keys`), and the entry readers take a vendor
 //! shape from it (see [`super::decode`]).
 //!
 //! It produces exactly what encoding a parsed tree produces (the reference in the tests, which
@@ -667,7 +667,7 @@ impl Scanner<'_> {
 /// Encodes the JSON value at the start of `text` (after any whitespace) into `scratch`
 /// ([`Scratch::bytes`]) and returns where in `text` that value ends; `None` if it is not JSON.
 /// A source reads its entries this way (see [`super::decode`]), and
-/// [`crate::keys::hash_canonical`] of the encoding is [`crate::keys::content_hash`] of the
+/// `keys::hash_canonical` of the encoding is `keys::content_hash` of the
 /// entry's text.
 pub fn canonical_value(text: &str, scratch: &mut Scratch) -> Option<usize> {
     encode_value(text, scratch).ok().map(|(_, end)| end)

@@ -1,11 +1,13 @@
 //! How entries are read: everything that looks at JSON text on the way from a page to its events.
+//! It knows nothing of events: `sources::entries`, the entry point the vendor files call, turns
+//! what these read into events.
 //!
-//! - [`entries`]: the entry point — a page's text in, its events out (with their content
-//!   hashes, for a content-keyed source); the vendor files call it.
-//! - [`page`]: walks a page's envelope and array, and hands each entry's text to a reader.
+//! - [`page`]: walks a page's envelope and array, and hands each entry's text to a reader;
+//!   [`PageError`] says why a page's JSON could not be walked, [`Text`] is a string field that
+//!   borrows from the page, [`Shape`] a vendor entry's serde shape.
 //! - [`compact`]: a formatted page made compact before it is read, so every `raw` is one line.
 //! - [`canon`]: the canonical encoding of an entry, by one scan of its text (its hash is the
-//!   content hash, see [`crate::keys`]).
+//!   content hash, see `keys`).
 //! - [`decode`]: reads a vendor shape out of that encoding, so content-keyed entries are
 //!   scanned once.
 //! - [`scan`]: the byte search the scanner, the readers and the event writer share.
@@ -19,8 +21,7 @@
 pub mod canon;
 pub mod compact;
 pub mod decode;
-pub mod entries;
 pub mod page;
 pub mod scan;
 
-pub use entries::{read_entries, read_hashed_entries, Layout, Shape};
+pub use page::{PageError, Shape, Text};

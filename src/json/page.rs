@@ -8,11 +8,72 @@
 //! object's braces, keys and commas, and the array's brackets and commas. Entry values come from
 //! a `StreamDeserializer` or the scanner, which say where a value ends.
 
+use std::borrow::Cow;
+
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::{canon, Shape};
-use crate::sources::{SourceError, Text};
+use super::canon;
+
+/// Why a page's JSON could not be walked: what was expected, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageError(pub String);
+
+impl std::fmt::Display for PageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PageError {}
+
+#[cfg(test)]
+thread_local! {
+    /// How many entries [`Cursor::hashed_value`] read without serde_json, from their canonical
+    /// encoding.
+    pub(crate) static FAST_READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A JSON string field of a vendor entry: borrowed from the page when it holds no escapes.
+/// (serde borrows a bare `Cow<str>` field but never one inside an `Option`; this type borrows
+/// in either place.)
+#[derive(Debug)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// A vendor entry's serde shape, for text of any lifetime: an entry can be read from the page
+/// or from its canonical encoding (see [`read_hashed_entries`]).
+pub trait Shape {
+    type Raw<'a>: serde::Deserialize<'a>;
+}
 
 /// A position in a page's text.
 pub struct Cursor<'p> {
@@ -37,11 +98,11 @@ impl<'p> Cursor<'p> {
         self.text.as_bytes().get(self.pos).copied()
     }
 
-    fn error(&self, what: &str) -> SourceError {
-        SourceError::Body(format!("{what} at byte {}", self.pos))
+    fn error(&self, what: &str) -> PageError {
+        PageError(format!("{what} at byte {}", self.pos))
     }
 
-    fn expect(&mut self, c: u8, what: &str) -> Result<(), SourceError> {
+    fn expect(&mut self, c: u8, what: &str) -> Result<(), PageError> {
         if self.peek() == Some(c) {
             self.pos += 1;
             Ok(())
@@ -51,7 +112,7 @@ impl<'p> Cursor<'p> {
     }
 
     /// The JSON value at the cursor, parsed as `T`, and its text.
-    pub fn value<T: Deserialize<'p>>(&mut self) -> Result<(&'p str, T), SourceError> {
+    pub fn value<T: Deserialize<'p>>(&mut self) -> Result<(&'p str, T), PageError> {
         self.ws();
         let rest = &self.text[self.pos..];
         let mut values = serde_json::Deserializer::from_str(rest).into_iter::<T>();
@@ -82,7 +143,7 @@ impl<'p> Cursor<'p> {
         &mut self,
         scratch: &mut canon::Scratch,
         each: impl for<'a> FnOnce(&'p str, S::Raw<'a>, Option<&[u8]>) -> R,
-    ) -> Result<R, SourceError> {
+    ) -> Result<R, PageError> {
         self.ws();
         let rest = &self.text[self.pos..];
         let mut encoded = None;
@@ -96,7 +157,7 @@ impl<'p> Cursor<'p> {
             ) {
                 self.pos += len;
                 #[cfg(test)]
-                super::entries::tests::FAST_READS.set(super::entries::tests::FAST_READS.get() + 1);
+                FAST_READS.set(FAST_READS.get() + 1);
                 return Ok(each(text, shape, Some(scratch.bytes())));
             }
         }
@@ -111,8 +172,8 @@ impl<'p> Cursor<'p> {
     /// it; returns how many there were.
     pub fn elements(
         &mut self,
-        mut element: impl FnMut(&mut Cursor<'p>) -> Result<(), SourceError>,
-    ) -> Result<usize, SourceError> {
+        mut element: impl FnMut(&mut Cursor<'p>) -> Result<(), PageError>,
+    ) -> Result<usize, PageError> {
         self.expect(b'[', "expected an array")?;
         let mut n = 0;
         if self.peek() == Some(b']') {
@@ -137,8 +198,8 @@ impl<'p> Cursor<'p> {
     /// returns whether it read the value (a value it leaves is checked to be JSON and skipped).
     pub fn object(
         &mut self,
-        mut member: impl FnMut(&str, &mut Cursor<'p>) -> Result<bool, SourceError>,
-    ) -> Result<(), SourceError> {
+        mut member: impl FnMut(&str, &mut Cursor<'p>) -> Result<bool, PageError>,
+    ) -> Result<(), PageError> {
         self.expect(b'{', "expected an object")?;
         if self.peek() == Some(b'}') {
             self.pos += 1;
@@ -165,7 +226,7 @@ impl<'p> Cursor<'p> {
     }
 
     /// Checks that nothing but whitespace follows.
-    pub fn end(&mut self) -> Result<(), SourceError> {
+    pub fn end(&mut self) -> Result<(), PageError> {
         match self.peek() {
             None => Ok(()),
             Some(_) => Err(self.error("trailing characters")),
@@ -236,8 +297,8 @@ fn replace_lone_surrogates(json: &str) -> Option<String> {
 /// Reads a page that is a bare array of entries.
 pub fn bare_array<'p>(
     page: &'p str,
-    element: impl FnMut(&mut Cursor<'p>) -> Result<(), SourceError>,
-) -> Result<usize, SourceError> {
+    element: impl FnMut(&mut Cursor<'p>) -> Result<(), PageError>,
+) -> Result<usize, PageError> {
     let mut c = Cursor::new(page);
     let n = c.elements(element)?;
     c.end()?;
@@ -251,15 +312,15 @@ pub fn enveloped<'p>(
     page: &'p str,
     field: &str,
     total: Option<&str>,
-    mut element: impl FnMut(&mut Cursor<'p>) -> Result<(), SourceError>,
-) -> Result<(usize, Option<u64>), SourceError> {
+    mut element: impl FnMut(&mut Cursor<'p>) -> Result<(), PageError>,
+) -> Result<(usize, Option<u64>), PageError> {
     let mut c = Cursor::new(page);
     let mut entries = None;
     let mut count = None;
     c.object(|key, c| {
         if key == field {
             if entries.is_some() {
-                return Err(SourceError::Body(format!("duplicate field {field:?}")));
+                return Err(PageError(format!("duplicate field {field:?}")));
             }
             entries = Some(c.elements(&mut element)?);
             Ok(true)
@@ -271,7 +332,7 @@ pub fn enveloped<'p>(
         }
     })?;
     c.end()?;
-    let n = entries.ok_or_else(|| SourceError::Body(format!("missing field {field:?}")))?;
+    let n = entries.ok_or_else(|| PageError(format!("missing field {field:?}")))?;
     Ok((n, count))
 }
 
@@ -290,15 +351,15 @@ mod tests {
 
     /// An element reader that parses each element as `T` and passes it on with its text.
     fn each<'p, T: Deserialize<'p>>(
-        mut f: impl FnMut(&'p str, T) -> Result<(), SourceError>,
-    ) -> impl FnMut(&mut Cursor<'p>) -> Result<(), SourceError> {
+        mut f: impl FnMut(&'p str, T) -> Result<(), PageError>,
+    ) -> impl FnMut(&mut Cursor<'p>) -> Result<(), PageError> {
         move |c| {
             let (text, value) = c.value::<T>()?;
             f(text, value)
         }
     }
 
-    fn read(page: &str) -> Result<Read, SourceError> {
+    fn read(page: &str) -> Result<Read, PageError> {
         let mut got = Vec::new();
         let (n, total) = enveloped(
             page,
@@ -368,7 +429,7 @@ mod tests {
             r#"{"events": [] "total": 1}"#,
             r#"{events: []}"#,
         ] {
-            assert!(matches!(read(bad), Err(SourceError::Body(_))), "{bad}");
+            assert!(matches!(read(bad), Err(PageError(_))), "{bad}");
         }
         for bad in ["", "{}", "[", r#"[{"id":"a"}"#, r#"[{"id":"a"}]]"#] {
             assert!(bare_array(bad, each(|_, _: E| Ok(()))).is_err(), "{bad}");

@@ -1,6 +1,6 @@
 //! The byte search that JSON reading and writing share: where a run of plain string bytes ends.
 //! The canonical scanner ([`super::canon`]) looks for the end of every string of an entry with
-//! it, and the event writer ([`crate::event::push_json_str`]) for the first byte to escape.
+//! it, and the event writer (`event::push_json_str`) for the first byte to escape.
 
 /// The first position from `from` on where `b` holds `"`, `\` or a control character (below
 /// 0x20, which JSON does not allow raw in a string): the bytes that end a run of plain string

@@ -8,14 +8,12 @@
 //! - Content hashes: [`content_hash`] of an entry's text, or [`hash_canonical`] of its canonical
 //!   encoding (`crate::json::canon`); a source hashes its page's entries as it reads them
 //!   ([`PageHashes`], side by side in [`lanes`]).
-//! - [`Keyer`]: the poller's one call to key a page — vendor-id keys, occurrence numbers within
-//!   the window, the occurrence keys (and the keys of earlier releases to look up too), and the
-//!   `id` of each event without a vendor id.
+//! - [`occurrence_keys`], [`Occurrences`], [`fold_hash`]: occurrence numbers within a window
+//!   and the keys made of them, which the poller's `Keyer` (`pipeline::keyer`) applies to a page.
 //! - [`hex_bytes`], [`RandomState`]: an id's text, and the hasher of maps keyed by keys.
 
 use std::collections::HashMap;
 
-use crate::event::Event;
 use crate::json::canon::{self, Scratch};
 
 pub mod lanes;
@@ -143,7 +141,7 @@ const HASH_BATCH: usize = 64;
 
 /// The content hashes of a page's events, worked out while the page is read: each event's
 /// canonical encoding is queued as it is read, and hashed side by side with others (see
-/// [`lanes`]) into its event.
+/// [`lanes`]); each hash is handed back with the index of its event.
 pub struct PageHashes {
     batch: lanes::Batch,
     /// Which event each queued encoding is for.
@@ -164,88 +162,23 @@ impl Default for PageHashes {
 }
 
 impl PageHashes {
-    /// Queues `encoding`, that of the last event of `events`; hashes the batch when it is full.
-    pub fn push(&mut self, encoding: &[u8], events: &mut [Event]) {
+    /// Queues `encoding`, that of the event at `index`; when the batch is full, hashes it and
+    /// gives each queued event's hash to `set`.
+    pub fn push(&mut self, encoding: &[u8], index: usize, set: impl FnMut(usize, ContentHash)) {
         self.batch.push(encoding);
-        self.events.push(events.len() - 1);
+        self.events.push(index);
         if self.batch.len() >= HASH_BATCH {
-            self.finish(events);
+            self.finish(set);
         }
     }
 
-    /// Hashes what is queued and sets each hash on its event.
-    pub fn finish(&mut self, events: &mut [Event]) {
+    /// Hashes what is queued and gives each queued event's hash to `set`.
+    pub fn finish(&mut self, mut set: impl FnMut(usize, ContentHash)) {
         self.hashes.clear();
         self.batch.finish(&mut self.hashes);
         for (i, h) in self.events.drain(..).zip(&self.hashes) {
-            events[i].set_content_hash(*h);
+            set(i, *h);
         }
-    }
-}
-
-/// The keys of a page's events, as [`Keyer::key`] gives them.
-#[derive(Debug, Default)]
-pub struct PageKeys {
-    /// The dedupe key of each event, in order.
-    pub keys: Vec<Key>,
-    /// The keys an earlier release gave some of them (see [`fold_hash`]), by index: looked up
-    /// too, so an upgrade delivers none of them twice.
-    pub legacy: Vec<(usize, Key)>,
-}
-
-/// Keys events: the one place where an event's dedupe key, and the `id` of an event without a
-/// vendor id, are made. The poller owns one per source: occurrence numbers count within a
-/// window, and it says where windows begin ([`Keyer::clear`]).
-#[derive(Default)]
-pub struct Keyer {
-    occurrences: Occurrences,
-}
-
-impl Keyer {
-    /// The dedupe key of each event, in order; a content-keyed event gets its `id` from it.
-    /// Fails only on an event whose raw text the canonical encoder cannot read, which its
-    /// source has already read once, so in practice never.
-    pub fn key(
-        &mut self,
-        identity: Identity,
-        events: &mut [Event],
-    ) -> Result<PageKeys, serde_json::Error> {
-        let mut out = PageKeys {
-            keys: Vec::with_capacity(events.len()),
-            legacy: Vec::new(),
-        };
-        if identity == Identity::VendorId {
-            out.keys.extend(events.iter().map(|ev| id_key(ev.id())));
-            return Ok(out);
-        }
-        let mut occurrences = Vec::with_capacity(events.len());
-        for (i, ev) in events.iter().enumerate() {
-            // Hashed where the entry was read (see `PageHashes`), but for entries that only
-            // serde_json could read.
-            let h = match ev.content_hash() {
-                Some(h) => h,
-                None => content_hash(ev.raw())?,
-            };
-            if ev.ambiguous_time() {
-                let folded = fold_hash(&h, ev.time);
-                let n = self.occurrences.next(folded);
-                out.legacy.push((i, occurrence_key(&h, n)));
-                occurrences.push((folded, n));
-            } else {
-                occurrences.push((h, self.occurrences.next(h)));
-            }
-        }
-        occurrence_keys(&occurrences, &mut out.keys);
-        for (ev, k) in events.iter_mut().zip(&out.keys) {
-            ev.set_content_id(k);
-        }
-        Ok(out)
-    }
-
-    /// Forgets the occurrences counted so far: called where a window (or a time unit read by
-    /// offset) begins.
-    pub fn clear(&mut self) {
-        self.occurrences.clear();
     }
 }
 
@@ -365,6 +298,8 @@ mod tests {
             assert_eq!(keys.map(|k| hex(&k)), want);
         }
         // The keyer, the poller's one way to key a page, gives them too, as the events' ids.
+        use crate::event::Event;
+        use crate::pipeline::keyer::Keyer;
         let twin = r#"{"time":"2017-12-13 10:57:35 PM","eventText":"Viewed"}"#;
         let mut events = vec![
             Event::standalone("s", "domo", "domo", 0, twin),

@@ -15,9 +15,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{SinkError, SinkSlot};
-use crate::config::{RetryConfig, SourceKind};
 use crate::event::{queued, Event};
 use crate::metrics;
+use crate::retry::RetryConfig;
+use crate::sources::config::SourceKind;
 use crate::state::{Ack, Chunk, State};
 
 /// How a sink's task ended.

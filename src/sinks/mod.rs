@@ -4,7 +4,7 @@
 //! position (the file's).
 //!
 //! A destination is a plugin: one folder per kind (`stdout`, `file`, `http`, `syslog`, `otlp`, `kafka`,
-//! `secops`, `sentinel`), whose
+//! `secops`, `sentinel`, `s3`), whose
 //! type implements [`Destination`] — its kind name, its own `[[sinks]]` keys (a serde struct in
 //! its `config.rs`), their validation, how to open its [`Sink`] and how `check --connect`
 //! probes its receiver. [`DESTINATIONS`] lists them; nothing else names a kind. A sink frames
@@ -15,20 +15,24 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{PluginSettings, RetryConfig, SinkCheck, SinkConfig};
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
+use crate::retry::RetryConfig;
+use crate::settings::PluginSettings;
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::state::{SinkPosition, State};
 use crate::BoxFuture;
 use std::time::Duration;
 
+pub mod config;
 pub mod drain;
 pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod otlp;
 pub mod queue;
+pub mod s3;
 pub mod secops;
 pub mod sentinel;
 pub mod stdout;
@@ -44,6 +48,7 @@ pub static DESTINATIONS: &[&dyn Destination] = &[
     &kafka::KafkaKind,
     &secops::SecopsKind,
     &sentinel::SentinelKind,
+    &s3::S3Kind,
 ];
 
 /// Sink options whose values are secrets (a `${NAME}` in them is not needed by `state`).
@@ -52,6 +57,10 @@ pub const SECRET_OPTIONS: &[&str] = &[
     "client_secret_file",
     "sasl_password",
     "sasl_password_file",
+    "secret_access_key",
+    "secret_access_key_file",
+    "session_token",
+    "session_token_file",
 ];
 
 /// Everything the agent knows of one kind of sink, besides its [`Sink`]'s delivering.
@@ -61,7 +70,7 @@ pub trait Destination: Sync {
     /// What it is, for people: "a syslog receiver (RFC 5424)".
     fn title(&self) -> &'static str;
     /// The keys of its own section of `[[sinks]]` (the serde field names of its section
-    /// struct, see [`crate::config::fields`]), besides the ones every sink takes.
+    /// struct, see [`crate::settings::fields`]), besides the ones every sink takes.
     fn options(&self) -> &'static [&'static str];
     /// Reads and validates its own keys (`c.section()`), reporting every problem on `c`;
     /// `None` when they cannot be used.
@@ -78,6 +87,16 @@ pub trait Destination: Sync {
     /// `batch_max_age` when it is not set: how long a small batch waits for more.
     fn batch_max_age(&self) -> Duration {
         Duration::ZERO
+    }
+    /// The kind's own key that takes `batch_max_age`'s place (an S3 object's
+    /// `max_object_age`, which may be longer than the minute `batch_max_age` allows); the
+    /// kind then refuses `batch_max_age`.
+    fn batch_max_age_key(&self) -> Option<&'static str> {
+        None
+    }
+    /// What that key says, from the kind's validated settings.
+    fn own_batch_max_age(&self, _settings: &PluginSettings) -> Option<Duration> {
+        None
     }
     /// Most events and bytes one delivery takes from the sink's queue (a page larger than
     /// that goes alone, whole).

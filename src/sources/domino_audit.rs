@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{
-    BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
-};
-use crate::config::{Secret, SecretValue, SourceCheck, SourceConfig};
+use super::{BoxFuture, Http, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::event::{Event, Field, PageText};
+use crate::json::Text;
+use crate::keys::Identity;
+use crate::settings::{Secret, SecretValue};
+use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::NANOS_PER_MS;
 
 pub struct DominoAudit {
@@ -91,24 +92,25 @@ impl super::Vendor for DominoAuditKind {
             }
             _ => {}
         }
-        Some(super::VendorSettings::new(Settings {
+        Some(super::VendorSettings::DominoAudit(Settings {
             api_key: api_key.get(),
             jwt: jwt.get(),
         }))
     }
+}
+
+impl super::Configured for Settings {
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
-        Box::new(DominoAudit::new(cfg, http))
+        Box::new(DominoAudit::new(cfg, self, http))
     }
     fn credential(&self, cfg: &SourceConfig) -> Option<super::CredentialId> {
-        let settings: &Settings = super::settings_of(cfg, KIND);
-        let key = settings.api_key.as_ref().or(settings.jwt.as_ref())?;
+        let key = self.api_key.as_ref().or(self.jwt.as_ref())?;
         Some(super::CredentialId::new(&cfg.url, key.expose()))
     }
 }
 
 impl DominoAudit {
-    pub fn new(cfg: &SourceConfig, http: Http) -> DominoAudit {
-        let settings: &Settings = super::settings_of(cfg, KIND);
+    pub fn new(cfg: &SourceConfig, settings: &Settings, http: Http) -> DominoAudit {
         let auth = match (&settings.api_key, &settings.jwt) {
             (None, Some(j)) => super::credential(
                 reqwest::header::AUTHORIZATION,
@@ -192,9 +194,9 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<Vec<Event>, SourceError> {
-    crate::json::read_hashed_entries::<Entry>(
+    super::entries::read_hashed_entries::<Entry>(
         page,
-        crate::json::Layout::Envelope {
+        super::entries::Layout::Envelope {
             field: "events",
             total: None,
         },

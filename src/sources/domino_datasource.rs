@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{
-    BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
-};
-use crate::config::{Secret, SourceCheck, SourceConfig};
+use super::{BoxFuture, Http, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::event::{Event, Field, PageText};
+use crate::json::Text;
+use crate::keys::Identity;
+use crate::settings::Secret;
+use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::{self, NANOS_PER_MS};
 
 /// Bytes allowed per event in a response before it is treated as too large (entries are a few
@@ -88,25 +89,26 @@ impl super::Vendor for DominoDatasourceKind {
                 5_000
             }
         };
-        Some(super::VendorSettings::new(Settings {
+        Some(super::VendorSettings::DominoDatasource(Settings {
             api_key: api_key.get(),
             max_response_events,
         }))
     }
+}
+
+impl super::Configured for Settings {
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
-        Box::new(DominoDatasource::new(cfg, http))
+        Box::new(DominoDatasource::new(cfg, self, http))
     }
     fn credential(&self, cfg: &SourceConfig) -> Option<super::CredentialId> {
         // The same key reads Domino's audit trail too: one credential for both.
-        let settings: &Settings = super::settings_of(cfg, KIND);
-        let key = settings.api_key.as_ref()?;
+        let key = self.api_key.as_ref()?;
         Some(super::CredentialId::new(&cfg.url, key.expose()))
     }
 }
 
 impl DominoDatasource {
-    pub fn new(cfg: &SourceConfig, http: Http) -> DominoDatasource {
-        let settings: &Settings = super::settings_of(cfg, KIND);
+    pub fn new(cfg: &SourceConfig, settings: &Settings, http: Http) -> DominoDatasource {
         let auth = super::credential(
             reqwest::header::HeaderName::from_static("x-domino-api-key"),
             "",
@@ -165,9 +167,9 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<Vec<Event>, SourceError> {
-    crate::json::read_hashed_entries::<Entry>(
+    super::entries::read_hashed_entries::<Entry>(
         page,
-        crate::json::Layout::Array,
+        super::entries::Layout::Array,
         capacity,
         |raw, e| normalise(source, page, raw, e),
     )

@@ -14,11 +14,12 @@ use reqwest::header::HeaderValue;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::{
-    BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
-};
-use crate::config::{Secret, SourceCheck, SourceConfig};
+use super::{BoxFuture, Http, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::event::{Event, Field, PageText};
+use crate::json::Text;
+use crate::keys::Identity;
+use crate::settings::Secret;
+use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::{Nanos, NANOS_PER_MS, NANOS_PER_SEC};
 
 /// Renew a token this long before the vendor says it expires.
@@ -132,27 +133,28 @@ impl super::Vendor for DomoKind {
                 "must be whole seconds for kind domo (its times have one-second resolution)",
             );
         }
-        Some(super::VendorSettings::new(Settings {
+        Some(super::VendorSettings::Domo(Settings {
             client_id: client_id.get(),
             client_secret: client_secret.get(),
             token_url,
             time_zone,
         }))
     }
+}
+
+impl super::Configured for Settings {
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
-        Box::new(Domo::new(cfg, http))
+        Box::new(Domo::new(cfg, self, http))
     }
     fn credential(&self, cfg: &SourceConfig) -> Option<super::CredentialId> {
         // Every token is its client's: the client is the credential.
-        let settings: &Settings = super::settings_of(cfg, KIND);
-        let id = settings.client_id.as_ref()?;
+        let id = self.client_id.as_ref()?;
         Some(super::CredentialId::new(&cfg.url, id.expose()))
     }
 }
 
 impl Domo {
-    pub fn new(cfg: &SourceConfig, http: Http) -> Domo {
-        let settings: &Settings = super::settings_of(cfg, KIND);
+    pub fn new(cfg: &SourceConfig, settings: &Settings, http: Http) -> Domo {
         let mut token_url = settings
             .token_url
             .clone()
@@ -500,9 +502,9 @@ pub fn read_page(
     capacity: usize,
     (start, end): (Nanos, Nanos),
 ) -> Result<Vec<Event>, SourceError> {
-    crate::json::read_hashed_entries::<Entry>(
+    super::entries::read_hashed_entries::<Entry>(
         page,
-        crate::json::Layout::Array,
+        super::entries::Layout::Array,
         capacity,
         |raw, e| normalise(source, tz, page, raw, e, start, end),
     )

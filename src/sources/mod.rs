@@ -1,46 +1,74 @@
 //! Sources: one file a vendor, each knowing only how to ask for a page of a window and how to
-//! read what comes back. The generic poller (`pipeline.rs`) owns intervals, windows, paging,
+//! read what comes back. The generic poller (`pipeline/`) owns intervals, windows, paging,
 //! retries, dedupe and commits.
 //!
 //! A vendor is a plugin (`vendor.rs`): its file declares its kind, its own `[[sources]]` keys
 //! and their validation, and builds its source; [`VENDORS`] lists them. Adding a vendor is its
 //! file here, its emulator in `sim/`, a line in each registry, and its docs.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Secret, SourceConfig};
 use crate::event::{Event, PageText};
+use crate::keys::Identity;
 use crate::retry::{self, Retryable, Verdict};
+use crate::settings::Secret;
+use crate::sources::config::SourceConfig;
 use crate::timefmt::Nanos;
 
+pub mod config;
 pub mod domino_audit;
 pub mod domino_datasource;
 pub mod domo;
+pub mod entries;
 pub mod pace;
 mod vendor;
 pub mod wasabi_air;
 
 pub use crate::BoxFuture;
 pub use pace::CredentialId;
-pub use vendor::{options_of, settings_of, Vendor, VendorSettings};
+pub use vendor::{options_of, Configured, Vendor};
 
-/// Every kind of source: the one place where vendors are registered.
-pub static VENDORS: &[&dyn Vendor] = &[
-    &domino_audit::DominoAuditKind,
-    &domino_datasource::DominoDatasourceKind,
-    &domo::DomoKind,
-    &wasabi_air::WasabiAirKind,
-];
+/// Registers vendors, one line each (`Variant: module::Kind`): [`VENDORS`], every kind of
+/// source, and [`VendorSettings`], a vendor's validated settings as its own type.
+macro_rules! vendors {
+    ($($variant:ident: $module:ident::$kind:ident),* $(,)?) => {
+        /// Every kind of source: the one place where vendors are registered.
+        pub static VENDORS: &[&dyn Vendor] = &[$(&$module::$kind),*];
+
+        /// A vendor's validated settings (what its plugin read of its own keys), kept in
+        /// [`SourceConfig`](config::SourceConfig): one variant a vendor, each its file's
+        /// `Settings`.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum VendorSettings {
+            $($variant($module::Settings)),*
+        }
+
+        impl VendorSettings {
+            /// What the settings build.
+            pub fn configured(&self) -> &dyn Configured {
+                match self {
+                    $(VendorSettings::$variant(s) => s),*
+                }
+            }
+        }
+    };
+}
+
+vendors! {
+    DominoAudit: domino_audit::DominoAuditKind,
+    DominoDatasource: domino_datasource::DominoDatasourceKind,
+    Domo: domo::DomoKind,
+    WasabiAir: wasabi_air::WasabiAirKind,
+}
 
 /// How a vendor pages through a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Paging {
     /// `limit`/`offset`; the page is full when it holds `limit` entries. The poller reads the
-    /// order from the pages themselves (see `pipeline.rs`): newest first, oldest first, or none.
+    /// order from the pages themselves (see `pipeline/`): newest first, oldest first, or none.
     Offset,
     /// Numbered pages with a total.
     Numbered,
@@ -48,8 +76,6 @@ pub enum Paging {
     /// again in halves.
     Whole { max_events: usize },
 }
-
-pub use crate::keys::Identity;
 
 /// What the poller needs to know about a source.
 #[derive(Debug, Clone, Copy)]
@@ -160,7 +186,7 @@ pub trait Source: Send + Sync {
 /// `http` is the agent's client; a source with TLS options gets its own (see [`Http::for_source`]).
 pub fn build(cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
     let http = http.for_source(cfg);
-    cfg.kind.vendor().build(cfg, http)
+    cfg.settings.configured().build(cfg, http)
 }
 
 /// Largest response body read from a vendor, whatever the page size (a runaway guard).
@@ -399,41 +425,6 @@ pub fn endpoint(base: &url::Url, path: &str) -> url::Url {
 /// The source name as events carry it.
 pub fn source_name(cfg: &SourceConfig) -> Arc<str> {
     Arc::from(cfg.name.as_str())
-}
-
-/// A JSON string field of a vendor entry: borrowed from the page when it holds no escapes.
-/// (serde borrows a bare `Cow<str>` field but never one inside an `Option`; this type borrows
-/// in either place.)
-#[derive(Debug)]
-pub struct Text<'a>(pub Cow<'a, str>);
-
-impl std::ops::Deref for Text<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
 }
 
 /// The first element of a JSON array (the rest are checked to be JSON and skipped): for a field

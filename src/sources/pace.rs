@@ -33,8 +33,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::HeaderMap;
 
-use crate::config::SourceConfig;
 use crate::metrics;
+use crate::sources::config::SourceConfig;
 use crate::state::Requests;
 
 /// Seconds a cut pace takes to climb back, additively, to the rate it was cut from; past that
@@ -86,8 +86,8 @@ impl CredentialId {
 
     /// The credential of source `cfg`, as its vendor names it.
     pub fn of(cfg: &SourceConfig) -> CredentialId {
-        cfg.kind
-            .vendor()
+        cfg.settings
+            .configured()
             .credential(cfg)
             .unwrap_or_else(|| CredentialId::alone(&cfg.name))
     }

@@ -1,9 +1,11 @@
 //! A vendor is a plugin: one type per vendor file implements [`Vendor`] — its kind name, its own
-//! `[[sources]]` keys (a serde struct), their validation, the query parameters the agent sets,
-//! and how to build its [`Source`]. [`super::VENDORS`] lists them; nothing else names a vendor.
+//! `[[sources]]` keys (a serde struct), their validation into its `Settings`, and the query
+//! parameters the agent sets; its `Settings` implement [`Configured`]: how to build its
+//! [`Source`]. The `vendors!` registry in `sources/mod.rs` lists them, one line each; nothing
+//! else names a vendor.
 
 use super::{CredentialId, Http, Source};
-use crate::config::{SourceCheck, SourceConfig};
+use crate::sources::config::{SourceCheck, SourceConfig};
 
 /// Everything the agent knows of one kind of source, besides its file's reading of pages.
 pub trait Vendor: Sync {
@@ -23,30 +25,23 @@ pub trait Vendor: Sync {
     fn filter_params(&self) -> &'static [&'static str];
     /// Reads and validates its own keys (`c.section()`), reporting every problem on `c`;
     /// `None` when they cannot be used.
-    fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<VendorSettings>;
-    /// Builds the source of a validated entry of its kind.
+    fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<super::VendorSettings>;
+}
+
+/// The keys of a vendor's section struct `T`.
+pub fn options_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    crate::settings::fields::<T>()
+}
+
+/// What a vendor's validated settings (its own keys, credentials among them) build: each
+/// vendor's `Settings` type, held in [`SourceConfig`] as its variant of
+/// [`VendorSettings`](super::VendorSettings), so the source is built from the settings' own
+/// type and never from a guess at it.
+pub trait Configured {
+    /// Builds the source of a validated entry.
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source>;
     /// The credential the vendor counts this source's requests against (its host and the
     /// identity its requests authenticate with), which every source with the same one shares
     /// (see `pace.rs`); `None` when it has none (it fails before asking anything).
     fn credential(&self, cfg: &SourceConfig) -> Option<CredentialId>;
-}
-
-/// The keys of a vendor's section struct `T`.
-pub fn options_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
-    crate::config::fields::<T>()
-}
-
-/// A vendor's validated settings, kept in [`SourceConfig`] and read back by its own `build`.
-pub type VendorSettings = crate::config::PluginSettings;
-
-/// The settings of `cfg`, which its vendor made.
-pub fn settings_of<'a, T: 'static>(cfg: &'a SourceConfig, vendor: &str) -> &'a T {
-    cfg.settings.get::<T>().unwrap_or_else(|| {
-        panic!(
-            "source {}: settings of kind {} given to {vendor}",
-            cfg.name,
-            cfg.kind.as_str()
-        )
-    })
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{
-    BoxFuture, Http, Identity, Page, PageRequest, Paging, Source, SourceError, Text, Traits,
-};
-use crate::config::{Secret, SourceCheck, SourceConfig};
+use super::{BoxFuture, Http, Page, PageRequest, Paging, Source, SourceError, Traits};
 use crate::event::{Event, Field, PageText};
+use crate::json::Text;
+use crate::keys::Identity;
+use crate::settings::Secret;
+use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::{self, NANOS_PER_MS};
 
 pub struct WasabiAir {
@@ -72,23 +73,24 @@ impl super::Vendor for WasabiAirKind {
         let s: Section = c.section();
         let api_key = c.secret("api_key", &s.api_key, &s.api_key_file);
         c.require("api_key", &api_key, "api_key (or api_key_file)");
-        Some(super::VendorSettings::new(Settings {
+        Some(super::VendorSettings::WasabiAir(Settings {
             api_key: api_key.get(),
         }))
     }
+}
+
+impl super::Configured for Settings {
     fn build(&self, cfg: &SourceConfig, http: Http) -> Box<dyn Source> {
-        Box::new(WasabiAir::new(cfg, http))
+        Box::new(WasabiAir::new(cfg, self, http))
     }
     fn credential(&self, cfg: &SourceConfig) -> Option<super::CredentialId> {
-        let settings: &Settings = super::settings_of(cfg, KIND);
-        let key = settings.api_key.as_ref()?;
+        let key = self.api_key.as_ref()?;
         Some(super::CredentialId::new(&cfg.url, key.expose()))
     }
 }
 
 impl WasabiAir {
-    pub fn new(cfg: &SourceConfig, http: Http) -> WasabiAir {
-        let settings: &Settings = super::settings_of(cfg, KIND);
+    pub fn new(cfg: &SourceConfig, settings: &Settings, http: Http) -> WasabiAir {
         let auth = super::credential(
             reqwest::header::AUTHORIZATION,
             "Bearer ",
@@ -128,9 +130,9 @@ pub fn read_page(
     page: &PageText,
     capacity: usize,
 ) -> Result<(Vec<Event>, u64), SourceError> {
-    let (events, total) = crate::json::read_entries(
+    let (events, total) = super::entries::read_entries(
         page,
-        crate::json::Layout::Envelope {
+        super::entries::Layout::Envelope {
             field: "audit_events",
             total: Some("total"),
         },

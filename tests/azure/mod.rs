@@ -7,8 +7,9 @@
 //! required, the bearer token checked and an expired one answered 401, a 1 MB limit on the body
 //! before and after gzip answered 413, an unknown DCR or stream 404, a missing role 403, 204 on
 //! success, errors as `{"error":{"code":…,"message":…}}`). Faults are scripted: answers for the
-//! next ingestion requests (429 with `Retry-After`, 503), a revoked credential, a lower size
-//! limit. Records taken are kept for the test to read.
+//! next ingestion requests (429 with `Retry-After`, 503), answers for the next token requests
+//! (Entra's throttling: 429 or 503 with `Retry-After` and a `temporarily_unavailable` error), a
+//! revoked credential, a lower size limit. Records taken are kept for the test to read.
 //!
 //! It lives in `tests/` beside the HTTP receiver rather than in the `sim` crate: it emulates a
 //! destination the agent writes to, not a vendor API it reads, and nothing but the tests uses it.
@@ -42,6 +43,16 @@ pub struct Canned {
     pub retry_after: Option<String>,
 }
 
+impl Canned {
+    /// `status` with `Retry-After: {secs}`.
+    pub fn retry_after(status: u16, secs: &str) -> Canned {
+        Canned {
+            status,
+            retry_after: Some(secs.into()),
+        }
+    }
+}
+
 /// One ingestion request as received.
 #[derive(Clone, Debug)]
 pub struct Seen {
@@ -57,6 +68,8 @@ pub struct Seen {
 pub struct Faults {
     /// Answers for the next ingestion requests, in order.
     pub canned: VecDeque<Canned>,
+    /// Answers for the next token requests, in order (429 or 503, with `Retry-After`).
+    pub token_canned: VecDeque<Canned>,
     /// `expires_in` of the tokens granted.
     pub expires_in: u64,
     /// The client secret is revoked: the token endpoint refuses it and its tokens are invalid.
@@ -65,6 +78,8 @@ pub struct Faults {
     pub no_role: bool,
     /// The body limit (before and after decompression).
     pub limit: usize,
+    /// Answer an empty array 400 rather than 204 (Microsoft does not document which).
+    pub refuse_empty: bool,
     /// The federated token a client assertion must carry, if workload identity is used.
     pub federated_token: Option<String>,
     /// The client certificate registered on the app (its DER, and its RSA public key as PKCS#1
@@ -167,10 +182,12 @@ impl Default for Faults {
     fn default() -> Faults {
         Faults {
             canned: VecDeque::new(),
+            token_canned: VecDeque::new(),
             expires_in: 3599,
             revoked: false,
             no_role: false,
             limit: LIMIT,
+            refuse_empty: false,
             federated_token: None,
             certificate: None,
         }
@@ -183,6 +200,8 @@ pub struct Data {
     /// Every record taken (answered 204), in order.
     pub records: Vec<Value>,
     pub requests: Vec<Seen>,
+    /// Every token request: when, and the status answered.
+    pub token_requests: Vec<(Instant, u16)>,
     /// Token requests granted and refused.
     pub tokens_granted: usize,
     pub tokens_refused: usize,
@@ -282,12 +301,40 @@ fn az_error(status: u16, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// The token endpoint: a canned throttling answer first, if one is scripted; every request's
+/// time and status kept.
 async fn token(
     State(s): State<Arc<Shared>>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let canned = s.faults.lock().unwrap().token_canned.pop_front();
+    let resp = match canned {
+        Some(c) => {
+            let mut r = aad_error(
+                c.status,
+                "temporarily_unavailable",
+                90033,
+                "A transient error has occurred. Please try again.",
+            );
+            if let Some(ra) = c.retry_after {
+                r.headers_mut().insert("retry-after", ra.parse().unwrap());
+            }
+            r
+        }
+        None => grant(&s, &tenant, &headers, &body),
+    };
+    let status = resp.status().as_u16();
+    s.data
+        .lock()
+        .unwrap()
+        .token_requests
+        .push((Instant::now(), status));
+    resp
+}
+
+fn grant(s: &Shared, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Response {
     let refused = |r: Response| {
         s.data.lock().unwrap().tokens_refused += 1;
         r
@@ -304,7 +351,7 @@ async fn token(
             "The request body must contain the following parameter: 'grant_type'.",
         ));
     }
-    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
     if tenant != TENANT {
         return refused(aad_error(
             400,
@@ -588,6 +635,13 @@ fn answer(
             "The request body is not a JSON array of records.",
         ));
     };
+    if records.is_empty() && s.faults.lock().unwrap().refuse_empty {
+        return no(az_error(
+            400,
+            "InvalidPayload",
+            "The request body is an empty array.",
+        ));
+    }
     for r in &records {
         let ok = r
             .get("TimeGenerated")

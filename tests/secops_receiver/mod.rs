@@ -1,6 +1,12 @@
 //! An emulator of Google SecOps for the `secops` sink's tests, following Google's documented
 //! API: the OAuth 2.0 token endpoint of service accounts (a JWT bearer assertion, RS256, checked
-//! against the test key's public key; `{"error","error_description"}` when refused) and the
+//! against the test key's public key; `{"error","error_description"}` when refused), the
+//! Compute Engine / GKE metadata server's token of the attached service account
+//! (`GET /computeMetadata/v1/instance/service-accounts/default/token`, only with
+//! `Metadata-Flavor: Google` and without `X-Forwarded-For`, answered with `Metadata-Flavor:
+//! Google` and `{"access_token","expires_in","token_type"}`; 404 when no service account is
+//! attached; it can also be served on a second port started late, as a metadata server that
+//! was down), and the
 //! Chronicle API's `logTypes/{log_type}` (GET) and `logTypes/{log_type}/logs:import` (POST,
 //! `inlineSource.logs[]`, a bearer token, Google's `{"error":{"code","message","status"}}`
 //! answers). Tokens live a configurable time, so that tests see them expire mid-run; a switch
@@ -80,6 +86,13 @@ pub struct Shared {
     pub largest: AtomicUsize,
     /// Every log taken.
     pub logs: Mutex<Vec<Log>>,
+    /// Tokens the metadata server gave out.
+    pub metadata_tokens: AtomicUsize,
+    /// Metadata requests refused for a missing `Metadata-Flavor: Google` or an
+    /// `X-Forwarded-For`.
+    pub metadata_refused: AtomicUsize,
+    /// No service account is attached to the instance (or the pod's is not bound): 404.
+    pub no_service_account: AtomicBool,
 }
 
 /// A running emulator.
@@ -143,19 +156,27 @@ impl Emulator {
             unauthenticated: AtomicUsize::new(0),
             largest: AtomicUsize::new(0),
             logs: Mutex::new(Vec::new()),
+            metadata_tokens: AtomicUsize::new(0),
+            metadata_refused: AtomicUsize::new(0),
+            no_service_account: AtomicBool::new(false),
         });
-        let app = axum::Router::new()
-            .fallback(handle)
-            .layer(DefaultBodyLimit::disable())
-            .with_state(shared.clone());
         let stop = CancellationToken::new();
-        let s = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(s.cancelled_owned())
-                .await;
-        });
+        serve(listener, shared.clone(), stop.clone());
         Emulator { shared, addr, stop }
+    }
+
+    /// Serves the same emulator on `port` of loopback too, from now on: a metadata server
+    /// that comes up late (`GCE_METADATA_HOST` named the port before anything listened).
+    pub async fn serve_metadata_on(&self, port: u16) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        serve(listener, self.shared.clone(), self.stop.clone());
+    }
+
+    /// `GCE_METADATA_HOST` for this emulator's metadata server.
+    pub fn metadata_host(&self) -> String {
+        self.addr.to_string()
     }
 
     pub fn base(&self) -> String {
@@ -174,6 +195,70 @@ impl Emulator {
     pub fn logs(&self) -> Vec<Log> {
         self.shared.logs.lock().unwrap().clone()
     }
+}
+
+fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    let app = axum::Router::new()
+        .fallback(handle)
+        .layer(DefaultBodyLimit::disable())
+        .with_state(shared);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+}
+
+/// The metadata server's token of the default service account, as Compute Engine documents
+/// it: the request must carry `Metadata-Flavor: Google` and no `X-Forwarded-For` (else 403),
+/// every answer carries `Metadata-Flavor: Google`, the token is JSON.
+fn metadata_token(s: &Shared, method: &Method, headers: &HeaderMap) -> Response {
+    let answer = |status: StatusCode, ctype: &'static str, body: String| {
+        (
+            status,
+            [("metadata-flavor", "Google"), ("content-type", ctype)],
+            body,
+        )
+            .into_response()
+    };
+    let flavor = headers
+        .get("metadata-flavor")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "Google");
+    if !flavor || headers.contains_key("x-forwarded-for") {
+        s.metadata_refused.fetch_add(1, Ordering::Relaxed);
+        return answer(
+            StatusCode::FORBIDDEN,
+            "text/html; charset=UTF-8",
+            "Your client does not have permission to get URL /computeMetadata/v1/instance/service-accounts/default/token from this server. Missing Metadata-Flavor:Google header.".into(),
+        );
+    }
+    if *method != Method::GET {
+        return answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/html; charset=UTF-8",
+            "Method Not Allowed".into(),
+        );
+    }
+    if s.no_service_account.load(Ordering::Relaxed) {
+        return answer(
+            StatusCode::NOT_FOUND,
+            "text/html; charset=UTF-8",
+            "Not Found".into(),
+        );
+    }
+    let (token, lifetime) = issue(s, "ya29.c.metadata");
+    s.metadata_tokens.fetch_add(1, Ordering::Relaxed);
+    answer(
+        StatusCode::OK,
+        "application/json",
+        json!({
+            "access_token": token,
+            "expires_in": lifetime.as_secs().max(1),
+            "token_type": "Bearer",
+        })
+        .to_string(),
+    )
 }
 
 /// Google's error answer.
@@ -215,6 +300,9 @@ async fn handle(
     if path == "/token" && method == Method::POST {
         return token(&s, &body);
     }
+    if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
+        return metadata_token(&s, &method, &headers);
+    }
     let Some(rest) = path.strip_prefix("/v1alpha/") else {
         return google(
             StatusCode::NOT_FOUND,
@@ -252,9 +340,15 @@ async fn handle(
     }
     let (project, location, instance, log_type) = (parts[1], parts[3], parts[5], parts[7]);
     if s.denied.load(Ordering::Relaxed) {
+        // Each method's own permission: logTypes.get and logs.import.
+        let permission = if import {
+            "chronicle.logs.import"
+        } else {
+            "chronicle.logTypes.get"
+        };
         return google(
             StatusCode::FORBIDDEN,
-            &format!("Permission 'chronicle.logs.import' denied on resource '//chronicle.googleapis.com/projects/{project}/locations/{location}/instances/{instance}' (or it may not exist)."),
+            &format!("Permission '{permission}' denied on resource '//chronicle.googleapis.com/projects/{project}/locations/{location}/instances/{instance}' (or it may not exist)."),
         );
     }
     if project != PROJECT || location != REGION || instance != INSTANCE {
@@ -456,12 +550,7 @@ fn token(s: &Shared, body: &[u8]) -> Response {
     if let Some(p) = problem {
         return oauth(StatusCode::BAD_REQUEST, "invalid_grant", p);
     }
-    let lifetime = *s.token_lifetime.lock().unwrap();
-    let token = format!("ya29.test-{:016x}", fastrand_u64());
-    s.tokens
-        .lock()
-        .unwrap()
-        .insert(token.clone(), Instant::now() + lifetime);
+    let (token, lifetime) = issue(s, "ya29.test");
     s.tokens_issued.fetch_add(1, Ordering::Relaxed);
     axum::Json(json!({
         "access_token": token,
@@ -469,6 +558,17 @@ fn token(s: &Shared, body: &[u8]) -> Response {
         "token_type": "Bearer",
     }))
     .into_response()
+}
+
+/// A new access token, `{prefix}-{random}`, good for the configured lifetime.
+fn issue(s: &Shared, prefix: &str) -> (String, Duration) {
+    let lifetime = *s.token_lifetime.lock().unwrap();
+    let token = format!("{prefix}-{:016x}", fastrand_u64());
+    s.tokens
+        .lock()
+        .unwrap()
+        .insert(token.clone(), Instant::now() + lifetime);
+    (token, lifetime)
 }
 
 fn fastrand_u64() -> u64 {

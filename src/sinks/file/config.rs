@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::FileSink;
-use crate::config::{PluginSettings, RetryConfig, SinkCheck, SinkConfig};
+use crate::retry::RetryConfig;
+use crate::settings::PluginSettings;
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
 use crate::state::SinkPosition;
 use crate::BoxFuture;
@@ -66,7 +68,7 @@ impl Destination for FileKind {
         "a local file, one record per line, exactly once"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::config::fields::<Section>()
+        crate::settings::fields::<Section>()
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
         let s: Section = c.section();

@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Secret, TlsConfig};
 use crate::event::Event;
 use crate::health::SinkHealth;
 use crate::retry::{self, Retryable, Verdict};
+use crate::settings::{Secret, TlsConfig};
 use crate::sinks::{Probe, SinkError};
 
 /// How much of an error answer is kept for the log line.
@@ -255,6 +255,32 @@ pub(crate) fn build_client(
     builder
         .build()
         .map_err(|e| fail(format!("cannot build the HTTP client: {}", chain(&e))))
+}
+
+/// [`build_client`] for a sink whose only TLS option is `ca_file` (CAs trusted besides the
+/// system's roots).
+pub(crate) fn build_client_with_ca(
+    name: &str,
+    timeout: Duration,
+    ca_file: &Option<std::path::PathBuf>,
+) -> Result<reqwest::Client, SinkError> {
+    let tls = TlsConfig {
+        ca_file: ca_file.clone(),
+        ..Default::default()
+    };
+    build_client(name, timeout, &tls)
+}
+
+/// The backoff of a sink's deliveries: the agent's, without a limit on attempts in the daemon,
+/// and `retry_max_attempts` in `--once` (`once`), where a run must end.
+pub(crate) fn delivery_retry(
+    retry: &crate::retry::RetryConfig,
+    once: bool,
+) -> crate::retry::RetryConfig {
+    crate::retry::RetryConfig {
+        max_attempts: if once { retry.max_attempts } else { None },
+        ..retry.clone()
+    }
 }
 
 /// The headers of every request: `Content-Type`, then the configured ones (which may replace

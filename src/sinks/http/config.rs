@@ -7,7 +7,9 @@ use std::time::Duration;
 use url::Url;
 
 use super::HttpSink;
-use crate::config::{PluginSettings, RetryConfig, Secret, SinkCheck, SinkConfig};
+use crate::retry::RetryConfig;
+use crate::settings::{PluginSettings, Secret};
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
 use crate::BoxFuture;
 
@@ -49,7 +51,7 @@ macro_rules! http_section {
             /// `https`: whether the url is (TLS options apply).
             fn client(
                 &self,
-                c: &mut $crate::config::SinkCheck<'_, '_>,
+                c: &mut $crate::sinks::config::SinkCheck<'_, '_>,
                 https: bool,
             ) -> $crate::sinks::http::config::ClientSettings {
                 $crate::sinks::http::config::client_settings(
@@ -98,7 +100,7 @@ pub struct ClientSettings {
     /// Timeout of one request, connection included.
     pub timeout: Duration,
     /// CA, client certificate, and whether to verify the receiver's.
-    pub tls: crate::config::TlsConfig,
+    pub tls: crate::settings::TlsConfig,
 }
 
 /// Validates [`ClientKeys`].
@@ -234,7 +236,7 @@ impl Destination for HttpKind {
         "an HTTP receiver: NDJSON, a JSON array, Splunk HEC or Elasticsearch _bulk"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::config::fields::<Section>()
+        crate::settings::fields::<Section>()
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
         let s: Section = c.section();
@@ -266,8 +268,8 @@ impl Destination for HttpKind {
     }
     fn warnings(&self, cfg: &SinkConfig) -> Vec<String> {
         let h: &HttpSinkConfig = cfg.settings();
-        if crate::config::cleartext(&h.url) {
-            vec![crate::config::CLEARTEXT_URL.to_string()]
+        if crate::settings::cleartext(&h.url) {
+            vec![crate::settings::CLEARTEXT_URL.to_string()]
         } else {
             Vec::new()
         }

@@ -37,11 +37,12 @@ use hec::*;
 pub use config::{HttpEncoding, HttpKind, HttpSinkConfig};
 
 use super::{Probe, Sink, SinkError};
-use crate::config::{RetryConfig, Secret, TlsConfig};
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
+use crate::retry::RetryConfig;
 use crate::retry::{self, Gave, Retryable, Verdict};
+use crate::settings::{Secret, TlsConfig};
 use crate::BoxFuture;
 
 /// An HTTP sink: what it sends with, shared with the acknowledgements it waits for, and the

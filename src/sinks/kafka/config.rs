@@ -3,12 +3,17 @@
 use serde::Deserialize;
 
 use super::KafkaSink;
-use crate::config::{PluginSettings, RetryConfig, Secret, SinkCheck, SinkConfig, TlsConfig};
+use crate::retry::RetryConfig;
+use crate::settings::{PluginSettings, Secret, TlsConfig};
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
 use crate::BoxFuture;
 
 /// `kind = "kafka"`.
 pub struct KafkaKind;
+
+/// The default of `message_max_bytes`: librdkafka's own default of `message.max.bytes`.
+pub const MESSAGE_MAX_BYTES: usize = 1_000_000;
 
 /// The keys of `kind = "kafka"`.
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +31,10 @@ struct Section {
     /// How long librdkafka keeps trying to deliver a record (`message.timeout.ms`) before the
     /// batch fails and is produced again with the agent's backoff (default "30s", at least 1s).
     message_timeout: Option<String>,
+    /// Most bytes of one record, key and value and librdkafka's per-record overhead
+    /// (`message.max.bytes`; default 1000000, 1000 to 1000000000). Keep it at most the brokers'
+    /// and the topic's `max.message.bytes`: a larger record is held, not sent.
+    message_max_bytes: Option<i64>,
     /// Connect with TLS (security protocol `SSL`, or `SASL_SSL` with SASL); default false.
     tls: Option<bool>,
     /// `tls = true`: PEM file of the CA certificates that sign the brokers' certificates
@@ -87,6 +96,8 @@ pub struct KafkaSinkConfig {
     pub compression: &'static str,
     /// librdkafka's `message.timeout.ms`.
     pub message_timeout: std::time::Duration,
+    /// librdkafka's `message.max.bytes`: the most a record may be.
+    pub message_max_bytes: usize,
     /// TLS, if `tls = true`.
     pub tls: Option<TlsConfig>,
     pub sasl: Option<Sasl>,
@@ -112,7 +123,7 @@ impl Destination for KafkaKind {
         "a Kafka topic (idempotent producer, acks = all)"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::config::fields::<Section>()
+        crate::settings::fields::<Section>()
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
         let s: Section = c.section();
@@ -245,6 +256,17 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<KafkaSinkConfig> {
         }
         d => d,
     };
+    let message_max_bytes = match s.message_max_bytes {
+        None => Some(MESSAGE_MAX_BYTES),
+        Some(n) if (1000..=1_000_000_000).contains(&n) => Some(n as usize),
+        Some(n) => {
+            c.fail(
+                "message_max_bytes",
+                format_args!("{n} is out of range; 1000 to 1000000000 bytes"),
+            );
+            None
+        }
+    };
     let tls = if s.tls == Some(true) {
         Some(c.tls(
             true,
@@ -274,6 +296,7 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<KafkaSinkConfig> {
         key: key?,
         compression: compression?,
         message_timeout: message_timeout?,
+        message_max_bytes: message_max_bytes?,
         tls,
         sasl: sasl?,
     })

@@ -15,6 +15,14 @@
 //!
 //! A fatal producer error (the idempotent producer's sequence broken beyond repair) drops the
 //! producer; the next attempt makes a new one.
+//!
+//! A record larger than `message_max_bytes` (librdkafka's `message.max.bytes`, counted as
+//! librdkafka counts it: key, value and [`RECORD_OVERHEAD`]) is refused before anything of its
+//! batch is produced: a content refusal ([`SinkError::Rejected`], 413) naming its source and
+//! event id, so the drain holds its page and the others go on. A record the brokers refuse as
+//! too large (`MESSAGE_TOO_LARGE`: their `max.message.bytes` is below the sink's) is refused
+//! the same way, once the batch's other records have their reports (those that landed are on
+//! the topic, and are there again if the held page is sent after a restart).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,13 +38,17 @@ pub mod config;
 pub use config::{KafkaKind, KafkaSinkConfig, KeyBy, Sasl, SASL_MECHANISMS};
 
 use super::{Probe, Sink, SinkError};
-use crate::config::RetryConfig;
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
 use crate::metrics;
+use crate::retry::RetryConfig;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::BoxFuture;
+
+/// librdkafka's most overhead of one record on the wire (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`),
+/// which its size check adds to the key and value before comparing with `message.max.bytes`.
+const RECORD_OVERHEAD: usize = 36;
 
 /// How long `check --connect` waits for the brokers' metadata.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,15 +121,26 @@ enum Failure {
     /// write to): retried all the same in the daemon by the sink's task, but said plainly.
     #[error("{0}")]
     Refused(String),
+    /// The record at this index of the batch is larger than the producer or the brokers take.
+    #[error("{msg}")]
+    TooLarge { index: usize, msg: String },
 }
 
 impl Retryable for Failure {
     fn verdict(&self) -> Verdict {
         match self {
             Failure::Transient(_) => Verdict::Retry { after: None },
-            Failure::Refused(_) => Verdict::Stop,
+            Failure::Refused(_) | Failure::TooLarge { .. } => Verdict::Stop,
         }
     }
+}
+
+/// Whether a delivery error says the record is too large.
+fn too_large(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize
+    )
 }
 
 /// Whether a delivery error is one that retrying the same records cannot cure.
@@ -145,6 +168,7 @@ fn client_config(cfg: &KafkaSinkConfig) -> ClientConfig {
             "message.timeout.ms",
             cfg.message_timeout.as_millis().to_string(),
         )
+        .set("message.max.bytes", cfg.message_max_bytes.to_string())
         .set("security.protocol", cfg.security_protocol());
     if let Some(tls) = &cfg.tls {
         // librdkafka's OpenSSL is built into the binary: its own default paths point at the
@@ -215,6 +239,26 @@ impl KafkaSink {
         })
     }
 
+    /// The refusal of a record too large: a content refusal (413) naming its source and event,
+    /// so that the drain holds its page and delivers the others.
+    fn too_large(&self, e: &Event, why: &str) -> SinkError {
+        let detail = format!(
+            "event {} of source {} is too large a record for topic {}: {why}; it is held in the \
+             queue (not sent, not dropped): raise message_max_bytes (and the brokers' and topic's \
+             max.message.bytes), or use a smaller format or include_raw = false",
+            e.id(),
+            e.source,
+            self.cfg.topic
+        );
+        tracing::error!(sink = %self.name, source = %e.source, id = %e.id(), error = %detail,
+            "a record is larger than the brokers take");
+        SinkError::Rejected {
+            sink: self.name.clone(),
+            status: 413,
+            detail,
+        }
+    }
+
     /// Each event's key and value.
     fn encode(&self, events: &[Event]) -> Vec<(Vec<u8>, Vec<u8>)> {
         events
@@ -237,22 +281,29 @@ impl KafkaSink {
             self.producer = Some(producer(&self.name, &self.cfg).map_err(Failure::Refused)?);
         }
         let p = self.producer.as_ref().expect("made above");
-        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(records.len());
+        let mut pending: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(records.len());
         let mut failure = None;
-        for (key, value) in records {
+        for (index, (key, value)) in records.iter().enumerate() {
             let mut record = FutureRecord::to(&self.cfg.topic)
                 .key(key.as_slice())
                 .payload(value.as_slice());
             loop {
                 match p.send_result(record) {
                     Ok(f) => {
-                        pending.push(f);
+                        pending.push((index, f));
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                         // librdkafka's queue is full: let it send, then hand it the record again.
                         record = r;
                         tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((KafkaError::MessageProduction(code), _)) if too_large(code) => {
+                        failure = Some(Failure::TooLarge {
+                            index,
+                            msg: format!("librdkafka refused to produce it: {code}"),
+                        });
+                        break;
                     }
                     Err((e, _)) => {
                         failure = Some(Failure::Transient(format!("producing a record: {e}")));
@@ -266,15 +317,17 @@ impl KafkaSink {
         }
         // Every report is awaited, failed or not: nothing of this attempt stays in flight
         // when the next one produces the batch again.
-        for f in pending {
+        for (index, f) in pending {
             let err = match f.await {
                 Ok(Ok(_)) => continue,
                 Ok(Err((e, _))) => e,
                 Err(_) => KafkaError::Canceled,
             };
-            if failure.is_none() {
+            // A record too large is said before any other failure: retrying cannot cure it.
+            if failure.is_none() || err.rdkafka_error_code().is_some_and(too_large) {
                 let msg = format!("a record was not acknowledged: {err}");
                 failure = Some(match err.rdkafka_error_code() {
+                    Some(code) if too_large(code) => Failure::TooLarge { index, msg },
                     Some(code) if refused(code) => Failure::Refused(msg),
                     _ => Failure::Transient(msg),
                 });
@@ -309,6 +362,21 @@ impl Sink for KafkaSink {
                 return Ok(());
             }
             let records = self.encode(events);
+            // librdkafka's own size check, made before anything of the batch is produced.
+            let max = self.cfg.message_max_bytes;
+            if let Some(i) = records
+                .iter()
+                .position(|(k, v)| RECORD_OVERHEAD + k.len() + v.len() > max)
+            {
+                let (k, v) = &records[i];
+                return Err(self.too_large(
+                    &events[i],
+                    &format!(
+                        "{} bytes with its key and librdkafka's overhead, over message_max_bytes = {max}",
+                        RECORD_OVERHEAD + k.len() + v.len()
+                    ),
+                ));
+            }
             let name = self.name.clone();
             let health = self.health.clone();
             let retry_cfg = self.retry.clone();
@@ -329,6 +397,9 @@ impl Sink for KafkaSink {
             match result {
                 Ok(()) => Ok(()),
                 Err(Gave::Cancelled) => Err(SinkError::Cancelled { sink: name }),
+                Err(Gave::Up(Failure::TooLarge { index, msg })) => {
+                    Err(self.too_large(&events[index], &msg))
+                }
                 Err(Gave::Up(e)) => {
                     let msg = match e.verdict() {
                         Verdict::Retry { .. } => format!(

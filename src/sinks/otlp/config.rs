@@ -5,7 +5,9 @@ use std::time::Duration;
 use url::Url;
 
 use super::OtlpSink;
-use crate::config::{PluginSettings, RetryConfig, SinkCheck, SinkConfig};
+use crate::retry::RetryConfig;
+use crate::settings::PluginSettings;
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::sinks::http::config::{http_section, ClientSettings};
 use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
 use crate::BoxFuture;
@@ -56,7 +58,7 @@ impl Destination for OtlpKind {
         "an OpenTelemetry collector: OTLP/HTTP logs, protobuf or JSON"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::config::fields::<Section>()
+        crate::settings::fields::<Section>()
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
         let s: Section = c.section();
@@ -84,8 +86,8 @@ impl Destination for OtlpKind {
     }
     fn warnings(&self, cfg: &SinkConfig) -> Vec<String> {
         let o: &OtlpSinkConfig = cfg.settings();
-        if crate::config::cleartext(&o.url) {
-            vec![crate::config::CLEARTEXT_URL.to_string()]
+        if crate::settings::cleartext(&o.url) {
+            vec![crate::settings::CLEARTEXT_URL.to_string()]
         } else {
             Vec::new()
         }

@@ -37,11 +37,13 @@ use super::http::client::{
     status_failure, Failure,
 };
 use super::{Probe, Sink, SinkError};
-use crate::config::{RetryConfig, Secret, SinkConfig};
 use crate::event::Event;
 use crate::health::SinkHealth;
 use crate::metrics;
+use crate::retry::RetryConfig;
 use crate::retry::{self, Gave, Retryable, Verdict};
+use crate::settings::Secret;
+use crate::sinks::config::SinkConfig;
 use crate::BoxFuture;
 use encode::Batcher;
 

@@ -10,7 +10,9 @@ use url::Url;
 
 use super::token::ServiceAccountKey;
 use super::SecopsSink;
-use crate::config::{PluginSettings, RetryConfig, SinkCheck, SinkConfig};
+use crate::retry::RetryConfig;
+use crate::settings::PluginSettings;
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
 use crate::BoxFuture;
 
@@ -21,9 +23,10 @@ pub struct SecopsKind;
 /// (README "Google SecOps").
 pub const DEFAULT_LOG_TYPE: &str = "AUDITSHIP";
 
-/// Most bytes of one `logs:import` request body, and the default of `batch_max_bytes`: Google
-/// documents no larger figure for `logs:import`; 1 MB is the limit of its ingestion methods'
-/// payloads that every endpoint takes.
+/// Most bytes of one `logs:import` request body, and the default of `batch_max_bytes`. Google's
+/// reference of `logs:import` states no request-size limit; 1 MB is the most a log may be in
+/// Google's (legacy) Ingestion API, and the request size other senders of `logs:import` keep to
+/// (a request over Google's limit is answered 400 and its page held).
 pub const REQUEST_MAX_BYTES: usize = 1_000_000;
 
 /// The keys of `kind = "secops"`.
@@ -42,7 +45,8 @@ struct Section {
     /// The log type the records are imported as (default `AUDITSHIP`, a custom log type).
     log_type: Option<String>,
     /// The service account's JSON key file (client_email, private_key, private_key_id,
-    /// token_uri); a secret, never logged.
+    /// token_uri); a secret, never logged. Unset: the metadata server's identity (Workload
+    /// Identity on GKE, the instance's service account on Compute Engine).
     credentials_file: Option<String>,
     /// The API's base URL (default `https://chronicle.{region}.rep.googleapis.com`); any
     /// `http(s)://host:port` for a private endpoint or a test.
@@ -68,9 +72,10 @@ pub struct SecopsConfig {
     pub instance: String,
     /// The log type imported into.
     pub log_type: String,
-    /// The service-account key file, as configured (for messages).
-    pub credentials_file: PathBuf,
-    /// Its content; `None` when secrets are not read (`state`).
+    /// The service-account key file, as configured (for messages); `None`: the metadata
+    /// server's identity.
+    pub credentials_file: Option<PathBuf>,
+    /// Its content; `None` without a key file, or when secrets are not read (`state`).
     pub key: Option<ServiceAccountKey>,
     /// The API's base URL.
     pub endpoint: Url,
@@ -120,7 +125,7 @@ impl Destination for SecopsKind {
         "Google Security Operations (Chronicle API logs:import)"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::config::fields::<Section>()
+        crate::settings::fields::<Section>()
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
         let s: Section = c.section();
@@ -257,16 +262,8 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<SecopsConfig> {
         .unwrap_or(Duration::from_secs(30));
     let https = endpoint.as_ref().is_none_or(|u| u.scheme() == "https");
     let tls = c.tls(https, &s.ca_file, &None, &None, None);
-    let credentials_file = match &s.credentials_file {
-        None => {
-            c.fail(
-                "credentials_file",
-                "missing: the service account's JSON key file (IAM > Service accounts > Keys)",
-            );
-            None
-        }
-        Some(f) => Some(c.base().join(f)),
-    };
+    // Unset: the metadata server's identity, found when the sink opens.
+    let credentials_file = s.credentials_file.as_ref().map(|f| c.base().join(f));
     let key = match &credentials_file {
         Some(path) if c.secrets() => match ServiceAccountKey::read(path) {
             Ok(k) => Some(k),
@@ -277,8 +274,7 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<SecopsConfig> {
         },
         _ => None,
     };
-    if c.secrets() && key.is_none() {
-        credentials_file.as_ref()?;
+    if c.secrets() && credentials_file.is_some() && key.is_none() {
         return None;
     }
     Some(SecopsConfig {
@@ -286,7 +282,7 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<SecopsConfig> {
         region: region?,
         instance: instance?,
         log_type: log_type?,
-        credentials_file: credentials_file?,
+        credentials_file,
         key,
         endpoint: endpoint?,
         forwarder: match (&s.forwarder, forwarder) {

@@ -7,8 +7,9 @@
 //! anything of the batch is sent (HTTP 413, naming its source and id), so the sink's task holds
 //! its page and delivers the others.
 //!
-//! Authentication ([`token`]): an access token from the key file's `token_uri`, renewed before
-//! it expires and once when the API answers 401. Retries go through [`retry::retry`] as the
+//! Authentication ([`token`]): an access token from the key file's `token_uri`, or, without a
+//! key file, from the metadata server (workload identity), renewed before it expires and once
+//! when the API answers 401. Retries go through [`retry::retry`] as the
 //! HTTP sink's do: 429, 5xx and transport failures without limit in the daemon (honouring
 //! `Retry-After`), `retry_max_attempts` in `--once`. 400, 403 and 404 are refusals naming the
 //! project, instance and log type, with Google's message. Delivery is at-least-once: Google
@@ -24,15 +25,15 @@ use base64::Engine as _;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{SecopsConfig, SecopsKind};
-use token::{TokenError, Tokens};
+use token::{Source, TokenError, Tokens};
 
 use super::http::client::{build_client, chain, read_body, status_failure, Failure};
 use super::{Probe, Sink, SinkError};
-use crate::config::RetryConfig;
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
 use crate::metrics;
+use crate::retry::RetryConfig;
 use crate::retry::{self, Gave, Retryable, Verdict};
 use crate::BoxFuture;
 
@@ -72,7 +73,9 @@ impl Retryable for Attempt {
     fn verdict(&self) -> Verdict {
         match self {
             Attempt::Http(f) => f.verdict(),
-            Attempt::Token(TokenError::Unreachable { .. }) => Verdict::Retry { after: None },
+            Attempt::Token(TokenError::Unreachable { retry_after, .. }) => Verdict::Retry {
+                after: *retry_after,
+            },
             Attempt::Token(_) => Verdict::Stop,
             Attempt::Renew => Verdict::Retry {
                 after: Some(Duration::ZERO),
@@ -107,28 +110,37 @@ impl SecopsSink {
             sink: name.to_string(),
             msg,
         };
-        let key = cfg.key.clone().ok_or_else(|| {
-            fail(format!(
-                "credentials_file {}: not read",
-                cfg.credentials_file.display()
-            ))
-        })?;
+        let source = match (&cfg.credentials_file, &cfg.key) {
+            (Some(_), Some(key)) => Source::Key(key.clone()),
+            (Some(path), None) => {
+                return Err(fail(format!(
+                    "credentials_file {}: not read",
+                    path.display()
+                )))
+            }
+            (None, _) => Source::metadata(
+                std::env::var("GCE_METADATA_HOST").ok().as_deref(),
+                cfg.timeout,
+            )
+            .map_err(fail)?,
+        };
         let client = build_client(
             name,
             cfg.timeout,
-            &crate::config::TlsConfig {
+            &crate::settings::TlsConfig {
                 ca_file: cfg.ca_file.clone(),
                 ..Default::default()
             },
         )?;
+        let tokens = Tokens::new(source);
         tracing::info!(sink = %name, endpoint = %cfg.endpoint, target = %cfg.target(),
-            service_account = %key.client_email, "secops sink ready");
+            tokens = %tokens.describe(), "secops sink ready");
         Ok(SecopsSink {
             name: name.to_string(),
             import_url: format!("{}/logs:import", cfg.log_type_url()),
             cfg: cfg.clone(),
             client,
-            tokens: Tokens::new(key),
+            tokens,
             writer,
             retry: RetryConfig {
                 max_attempts: if once { retry.max_attempts } else { None },
@@ -293,7 +305,9 @@ impl SecopsSink {
     }
 
     /// `check --connect`: a token, then `GET` the log type (the cheapest call that proves the
-    /// instance and log type exist and the identity is let in).
+    /// instance and log type exist and the identity is let in to the instance; it needs
+    /// `chronicle.logTypes.get`, which does not prove `chronicle.logs.import`: a role holding one
+    /// and not the other passes here and is refused at the first import, as a 403 naming it).
     pub async fn probe(&self) -> Probe {
         let no = |said: String| Probe { ok: false, said };
         let token = match self.tokens.get(&self.client).await {
@@ -320,7 +334,7 @@ impl SecopsSink {
                 ok: true,
                 said: format!(
                     "reachable: token from {}, log type found ({})",
-                    self.tokens.uri(),
+                    self.tokens.describe(),
                     self.cfg.target()
                 ),
             };
@@ -333,7 +347,8 @@ impl SecopsSink {
         let target = self.cfg.target();
         no(match status {
             401 | 403 => format!(
-                "permission denied (HTTP {status} {body}): the service account needs chronicle.logs.import on the instance ({target})"
+                "permission denied (HTTP {status} {body}): the service account needs chronicle.logTypes.get (this check) \
+                 and chronicle.logs.import (the imports) on the instance ({target})"
             ),
             404 => format!("not found (HTTP 404 {body}): check project, region, instance and log_type ({target})"),
             _ => format!("unreachable (HTTP {status} {body})"),

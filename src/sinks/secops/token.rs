@@ -1,7 +1,14 @@
-//! Google's OAuth 2.0 for service accounts (RFC 7523): a JWT assertion signed RS256 with the
-//! service account's key, exchanged at the key file's `token_uri` for an access token, which is
-//! kept until shortly before it expires. The private key, the assertion and the token are
-//! secrets: none reaches a log line, an error or the state.
+//! Google's access tokens, from one of two sources ([`Source`]):
+//! - a service account's JSON key: OAuth 2.0 for service accounts (RFC 7523), a JWT assertion
+//!   signed RS256 with the key, exchanged at the key file's `token_uri`;
+//! - workload identity: the metadata server of Compute Engine or GKE
+//!   (`GET http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token`
+//!   with `Metadata-Flavor: Google`; the host from `GCE_METADATA_HOST` when set, as Google's client
+//!   libraries read it), which answers the attached service account's token.
+//!
+//! A token is kept until shortly before it expires, and dropped when the API answers 401. The
+//! private key, the assertion and the token are secrets: none reaches a log line, an error or the
+//! state.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -9,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 
-use crate::config::Secret;
+use crate::settings::Secret;
 use crate::sinks::http::client::{chain, read_body, MAX_ERROR_BODY};
 
 /// The scope every Chronicle API method takes.
@@ -57,6 +64,29 @@ impl ServiceAccountKey {
     pub fn read(path: &Path) -> Result<ServiceAccountKey, String> {
         let text =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        // The kind of credential first: Google's credential files share one shape of file.
+        let kind = serde_json::from_slice::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string));
+        match kind.as_deref() {
+            None | Some("service_account") => {}
+            Some("external_account") => {
+                return Err(format!(
+                    "{}: type \"external_account\" (workload identity federation) is not supported: \
+                     on GKE or Compute Engine leave credentials_file unset and the token comes from \
+                     the metadata server (Workload Identity); elsewhere use a service account's key \
+                     (type \"service_account\")",
+                    path.display()
+                ))
+            }
+            Some(other) => {
+                return Err(format!(
+                    "{}: type {other:?} is not a service account's key (type \"service_account\"); \
+                     leave credentials_file unset to use the metadata server's identity",
+                    path.display()
+                ))
+            }
+        }
         let key: ServiceAccountKey = serde_json::from_slice(&text).map_err(|e| {
             // serde_json's message names a missing field or a position, never a value.
             format!(
@@ -129,16 +159,74 @@ pub enum TokenError {
     /// The key cannot sign (read at start: only a key changed under us).
     #[error("credentials_file: {0}")]
     Key(String),
-    /// The token endpoint did not answer, or answered 5xx or 429: worth another try.
-    #[error("token endpoint {uri}: {msg}")]
-    Unreachable { uri: String, msg: String },
-    /// The token endpoint refused the assertion (a deleted or disabled key or account).
-    #[error("token endpoint {uri} refused the service account's key with HTTP {status}: {error}")]
+    /// The source did not answer, or answered 5xx or 429: worth another try, after its
+    /// `Retry-After` if it sent one.
+    #[error("{from}: {msg}")]
+    Unreachable {
+        from: String,
+        msg: String,
+        retry_after: Option<Duration>,
+    },
+    /// The source refused: a deleted or disabled key or account, or no service account
+    /// attached to the instance or pod.
+    #[error("{from} refused {what} with HTTP {status}: {error}")]
     Refused {
-        uri: String,
+        from: String,
+        what: &'static str,
         status: u16,
         error: String,
     },
+}
+
+/// Where the tokens come from.
+#[derive(Debug)]
+pub enum Source {
+    /// A service account's JSON key: a signed assertion exchanged at its `token_uri`.
+    Key(ServiceAccountKey),
+    /// The metadata server's token endpoint (workload identity), with the client that reaches
+    /// it (no proxy: the metadata server is link-local).
+    Metadata {
+        url: String,
+        client: reqwest::Client,
+    },
+}
+
+/// The metadata server's host when `GCE_METADATA_HOST` is not set.
+pub const METADATA_HOST: &str = "metadata.google.internal";
+/// The path of the default service account's access token on the metadata server.
+pub const METADATA_TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
+
+impl Source {
+    /// The metadata server at `host` (`GCE_METADATA_HOST`'s value: `host[:port]`, as Google's
+    /// client libraries take it; `None` or empty: `metadata.google.internal`).
+    pub fn metadata(host: Option<&str>, timeout: Duration) -> Result<Source, String> {
+        let host = host.map(str::trim).filter(|h| !h.is_empty());
+        let host = host.unwrap_or(METADATA_HOST);
+        let base = if host.starts_with("http://") || host.starts_with("https://") {
+            host.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{host}")
+        };
+        let url = format!("{base}{METADATA_TOKEN_PATH}");
+        url::Url::parse(&url).map_err(|e| format!("GCE_METADATA_HOST {host:?}: {e}"))?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the metadata server's client: {}", chain(&e)))?;
+        Ok(Source::Metadata { url, client })
+    }
+
+    /// What the errors name: `token endpoint URL` or `metadata server URL`.
+    fn from(&self) -> String {
+        match self {
+            Source::Key(k) => format!("token endpoint {}", k.token_uri),
+            Source::Metadata { url, .. } => format!("metadata server {url}"),
+        }
+    }
 }
 
 /// An access token and when to renew it.
@@ -147,24 +235,27 @@ struct Held {
     renew_at: Instant,
 }
 
-/// The access token of a service account, fetched when first needed and renewed before it
-/// expires, or when the API says it no longer holds ([`Tokens::forget`]).
+/// The access token, fetched when first needed and renewed before it expires, or when the API
+/// says it no longer holds ([`Tokens::forget`]).
 pub struct Tokens {
-    key: ServiceAccountKey,
+    source: Source,
     held: tokio::sync::Mutex<Option<Held>>,
 }
 
 impl Tokens {
-    pub fn new(key: ServiceAccountKey) -> Tokens {
+    pub fn new(source: Source) -> Tokens {
         Tokens {
-            key,
+            source,
             held: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// The token endpoint.
-    pub fn uri(&self) -> &str {
-        &self.key.token_uri
+    /// Where the tokens come from, for `check --connect` and the start's log line.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            Source::Key(k) => format!("{} (service account {})", k.token_uri, k.client_email),
+            Source::Metadata { url, .. } => format!("the metadata server ({url})"),
+        }
     }
 
     /// The token in hand, or a new one.
@@ -173,7 +264,10 @@ impl Tokens {
         if let Some(h) = held.as_ref().filter(|h| Instant::now() < h.renew_at) {
             return Ok(h.token.clone());
         }
-        let (token, lifetime) = self.fetch(client).await?;
+        let (token, lifetime) = match &self.source {
+            Source::Key(key) => self.fetch(key, client).await?,
+            Source::Metadata { url, client } => self.fetch_metadata(url, client).await?,
+        };
         let margin = RENEW_MARGIN.min(lifetime / 4);
         *held = Some(Held {
             token: token.clone(),
@@ -187,44 +281,75 @@ impl Tokens {
         *self.held.lock().await = None;
     }
 
+    fn unreachable(&self, msg: String, retry_after: Option<Duration>) -> TokenError {
+        TokenError::Unreachable {
+            from: self.source.from(),
+            msg,
+            retry_after,
+        }
+    }
+
+    /// A token answer: its status, `Retry-After` and body (at most [`MAX_ERROR_BODY`]).
+    async fn answer(
+        &self,
+        resp: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<(u16, Option<Duration>, serde_json::Value, String), TokenError> {
+        let resp = resp.map_err(|e| self.unreachable(chain(&e.without_url()), None))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now()));
+        let (text, _) = read_body(resp, MAX_ERROR_BODY)
+            .await
+            .map_err(|e| self.unreachable(chain(&e.without_url()), None))?;
+        let answer: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+        Ok((
+            status,
+            retry_after,
+            answer,
+            String::from_utf8_lossy(&text).into_owned(),
+        ))
+    }
+
+    /// A granted token's `access_token` and `expires_in`.
+    fn granted(&self, answer: &serde_json::Value) -> Result<(Secret, Duration), TokenError> {
+        let token = answer["access_token"].as_str().filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            return Err(self.unreachable("HTTP 200 without an access_token".into(), None));
+        };
+        let secs = answer["expires_in"].as_u64().unwrap_or(3600).max(1);
+        Ok((Secret::new(token), Duration::from_secs(secs)))
+    }
+
     /// Exchanges a new assertion for a token and its lifetime.
-    async fn fetch(&self, client: &reqwest::Client) -> Result<(Secret, Duration), TokenError> {
-        let uri = self.key.token_uri.clone();
+    async fn fetch(
+        &self,
+        key: &ServiceAccountKey,
+        client: &reqwest::Client,
+    ) -> Result<(Secret, Duration), TokenError> {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let assertion = self.key.assertion(now).map_err(TokenError::Key)?;
+        let assertion = key.assertion(now).map_err(TokenError::Key)?;
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", GRANT_TYPE)
             .append_pair("assertion", assertion.expose())
             .finish();
-        let unreachable = |msg: String| TokenError::Unreachable {
-            uri: uri.clone(),
-            msg,
-        };
         let resp = client
-            .post(&uri)
+            .post(&key.token_uri)
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
             .body(body)
             .send()
-            .await
-            .map_err(|e| unreachable(chain(&e.without_url())))?;
-        let status = resp.status().as_u16();
-        let (text, _) = read_body(resp, MAX_ERROR_BODY)
-            .await
-            .map_err(|e| unreachable(chain(&e.without_url())))?;
-        let answer: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+            .await;
+        let (status, retry_after, answer, text) = self.answer(resp).await?;
         if status == 200 {
-            let token = answer["access_token"].as_str().filter(|t| !t.is_empty());
-            let Some(token) = token else {
-                return Err(unreachable("HTTP 200 without an access_token".into()));
-            };
-            let secs = answer["expires_in"].as_u64().unwrap_or(3600).max(1);
-            return Ok((Secret::new(token), Duration::from_secs(secs)));
+            return self.granted(&answer);
         }
         // OAuth's error answer (RFC 6749 5.2): `error` and `error_description`, no secrets.
         let error = match (
@@ -233,12 +358,52 @@ impl Tokens {
         ) {
             (Some(e), Some(d)) => format!("{e}: {d}"),
             (Some(e), None) => e.to_string(),
-            _ => crate::retry::snippet(&String::from_utf8_lossy(&text)),
+            _ => crate::retry::snippet(&text),
         };
         if status == 429 || status >= 500 {
-            return Err(unreachable(format!("HTTP {status}: {error}")));
+            return Err(self.unreachable(format!("HTTP {status}: {error}"), retry_after));
         }
-        Err(TokenError::Refused { uri, status, error })
+        Err(TokenError::Refused {
+            from: self.source.from(),
+            what: "the service account's key",
+            status,
+            error,
+        })
+    }
+
+    /// Asks the metadata server for the attached service account's token.
+    async fn fetch_metadata(
+        &self,
+        url: &str,
+        client: &reqwest::Client,
+    ) -> Result<(Secret, Duration), TokenError> {
+        let resp = client
+            .get(url)
+            .header("Metadata-Flavor", "Google")
+            .send()
+            .await;
+        let (status, retry_after, answer, text) = self.answer(resp).await?;
+        if status == 200 {
+            return self.granted(&answer);
+        }
+        let said = crate::retry::snippet(&text);
+        if status == 429 || status >= 500 {
+            return Err(self.unreachable(format!("HTTP {status}: {said}"), retry_after));
+        }
+        let error = match status {
+            404 => format!(
+                "{said}: no service account is attached (Compute Engine: the instance's service \
+                 account; GKE: the pod's Kubernetes service account, bound to an IAM service \
+                 account through Workload Identity)"
+            ),
+            _ => said,
+        };
+        Err(TokenError::Refused {
+            from: self.source.from(),
+            what: "a token of the workload's service account",
+            status,
+            error,
+        })
     }
 }
 
@@ -257,5 +422,45 @@ mod tests {
         std::fs::write(&p, r#"{"client_email":"a@b"}"#).unwrap();
         let e = ServiceAccountKey::read(&p).unwrap_err();
         assert!(e.contains("missing field"), "{e}");
+    }
+
+    /// A workload identity federation file is named by its type, not taken for a broken key.
+    #[test]
+    fn an_external_account_file_is_refused_by_its_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("wif.json");
+        std::fs::write(&p, r#"{"type":"external_account","audience":"//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x","subject_token_type":"urn:ietf:params:oauth:token-type:jwt","token_url":"https://sts.googleapis.com/v1/token","credential_source":{"file":"/var/run/token"}}"#).unwrap();
+        let e = ServiceAccountKey::read(&p).unwrap_err();
+        assert!(
+            e.contains("type \"external_account\" (workload identity federation) is not supported"),
+            "{e}"
+        );
+        std::fs::write(&p, r#"{"type":"authorized_user","client_secret":"s3cret"}"#).unwrap();
+        let e = ServiceAccountKey::read(&p).unwrap_err();
+        assert!(
+            e.contains("type \"authorized_user\" is not a service account's key"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    /// `GCE_METADATA_HOST` is a host and port, as Google's libraries read it.
+    #[test]
+    fn the_metadata_server_is_found_as_google_s_libraries_find_it() {
+        let t = Duration::from_secs(1);
+        let url = |h: Option<&str>| match Source::metadata(h, t).unwrap() {
+            Source::Metadata { url, .. } => url,
+            Source::Key(_) => unreachable!(),
+        };
+        assert_eq!(
+            url(None),
+            "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token"
+        );
+        assert_eq!(url(Some(" ")), url(None));
+        assert_eq!(
+            url(Some("127.0.0.1:8080")),
+            "http://127.0.0.1:8080/computeMetadata/v1/instance/service-accounts/default/token"
+        );
+        assert!(Source::metadata(Some("a b:x"), t).is_err());
     }
 }

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{SentinelSink, MAX_REQUEST_BYTES};
-use crate::config::{PluginSettings, RetryConfig, Secret, SinkCheck, SinkConfig};
+use crate::retry::RetryConfig;
+use crate::settings::{PluginSettings, Secret};
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
 use crate::BoxFuture;
 
@@ -95,7 +97,7 @@ impl Destination for SentinelKind {
         "Microsoft Sentinel / Azure Monitor Logs Ingestion API (a DCR stream)"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::config::fields::<Section>()
+        crate::settings::fields::<Section>()
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
         let s: Section = c.section();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::config::Credential;
-use crate::config::Secret;
+use crate::settings::Secret;
 use crate::sinks::http::client::{chain, read_body, Failure, MAX_ERROR_BODY};
 
 /// The scope of the Logs Ingestion API.
@@ -69,7 +69,8 @@ impl Tokens {
     }
 
     /// The cached token, or a new one. A refusal by Entra ID is a [`Failure::Refused`] whose
-    /// body is "token refused: {error_description}"; its 5xx and 429 are retried.
+    /// body is "token refused: {error_description}"; its 5xx and 429 are retried, after its
+    /// `Retry-After` when it sends one.
     pub async fn get(&self, client: &reqwest::Client) -> Result<Secret, Failure> {
         if let Some((t, renew)) = &*self.cached.lock().unwrap_or_else(|p| p.into_inner()) {
             if Instant::now() < *renew {
@@ -128,6 +129,12 @@ impl Tokens {
                 Failure::Transport(format!("token request: {}", chain(&e.without_url())))
             })?;
         let status = resp.status().as_u16();
+        // Entra ID throttles with 429 (and says it is busy with 503), each with `Retry-After`.
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| crate::retry::parse_retry_after(v, std::time::SystemTime::now()));
         let (body, _) = read_body(resp, MAX_ERROR_BODY).await.map_err(|e| {
             Failure::Transport(format!("token request: {}", chain(&e.without_url())))
         })?;
@@ -151,10 +158,10 @@ impl Tokens {
             Err(_) => String::from_utf8_lossy(&body).into_owned(),
         };
         let said = crate::retry::snippet(&self.scrub(&said));
-        match crate::retry::classify_status(status, None) {
+        match crate::retry::classify_status(status, retry_after) {
             crate::retry::Verdict::Retry { .. } => Err(Failure::Status {
                 status,
-                retry_after: None,
+                retry_after,
                 body: format!("token endpoint: {said}"),
             }),
             crate::retry::Verdict::Stop => Err(Failure::Refused {

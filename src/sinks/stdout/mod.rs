@@ -5,9 +5,11 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{Destination, OpenCx, Probe, Sink, SinkError};
-use crate::config::{PluginSettings, RetryConfig, SinkCheck, SinkConfig};
 use crate::encodings::Writer;
 use crate::event::Event;
+use crate::retry::RetryConfig;
+use crate::settings::PluginSettings;
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::BoxFuture;
 
 /// `kind = "stdout"`: it takes no keys of its own.
@@ -30,7 +32,7 @@ impl Destination for StdoutKind {
         "standard output, one record per line"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::config::fields::<Section>()
+        crate::settings::fields::<Section>()
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
         let Section {} = c.section();

@@ -3,7 +3,9 @@
 use serde::Deserialize;
 
 use super::SyslogSink;
-use crate::config::{PluginSettings, RetryConfig, SinkCheck, SinkConfig, TlsConfig};
+use crate::retry::RetryConfig;
+use crate::settings::{PluginSettings, TlsConfig};
+use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
 use crate::BoxFuture;
 
@@ -105,7 +107,7 @@ impl Destination for SyslogKind {
         "a syslog receiver (RFC 5424 over TCP, TLS or UDP)"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::config::fields::<Section>()
+        crate::settings::fields::<Section>()
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
         let s: Section = c.section();

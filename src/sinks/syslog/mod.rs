@@ -33,13 +33,14 @@ pub mod config;
 pub use config::{SyslogKind, SyslogSinkConfig, SyslogTransport, FACILITIES};
 
 use super::{Sink, SinkError};
-use crate::config::{RetryConfig, TlsConfig};
 use crate::encodings::cef::Severity;
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
 use crate::metrics;
+use crate::retry::RetryConfig;
 use crate::retry::{self, Gave, Retryable, Verdict};
+use crate::settings::TlsConfig;
 use crate::BoxFuture;
 
 /// Longest wait for a TCP connection or a TLS handshake.

@@ -1,6 +1,6 @@
 //! `[[sources]]`: the keys every source takes are read here; the rest of an entry is its
-//! vendor's section, read and validated by the vendor's plugin (`sources::Vendor`), found by
-//! `kind` in the registry `sources::VENDORS`.
+//! vendor's section, read and validated by the vendor's plugin ([`Vendor`]), found by `kind` in
+//! the registry [`VENDORS`]. `config` hands each entry here.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -10,13 +10,21 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::agent::SourceDefaults;
-use super::file::{fields, read_section, split_entry, unknown_key};
-use super::secrets::SecretValue;
-use super::tls::{self, RawTls, TlsConfig};
-use super::Check;
-use crate::sources::{Vendor, VendorSettings, VENDORS};
+use super::{Vendor, VendorSettings, VENDORS};
+use crate::settings::section::{fields, nearest, read_section, split_entry, unknown_key};
+use crate::settings::tls::{self, RawTls};
+use crate::settings::{Check, SecretValue, TlsConfig};
 use crate::timefmt::{self, Nanos};
+
+/// The defaults `[agent]` gives every source (each `None` when not set or not valid).
+#[derive(Debug, Default)]
+pub struct SourceDefaults {
+    pub poll_interval: Option<Duration>,
+    pub lag: Option<Duration>,
+    pub overlap: Option<Duration>,
+    pub window: Option<Duration>,
+    pub page_size: Option<u32>,
+}
 
 /// The keys of `[[sources]]` that every kind takes.
 #[derive(Debug, Default, Deserialize)]
@@ -209,7 +217,7 @@ fn kinds() -> String {
 }
 
 /// Validates every `[[sources]]` entry; returns the valid ones and the names of all.
-pub(super) fn validate(
+pub(crate) fn validate(
     c: &mut Check<'_>,
     raw: Vec<Value>,
     defaults: &SourceDefaults,
@@ -366,7 +374,7 @@ pub(super) fn validate(
 
 /// Why `key` cannot be a filter of `vendor`: a parameter the agent sets itself, or one its API
 /// does not document (the vendor would ignore it and send every event).
-pub fn filter_problem(vendor: &dyn crate::sources::Vendor, key: &str) -> Option<String> {
+pub fn filter_problem(vendor: &dyn Vendor, key: &str) -> Option<String> {
     if vendor.reserved_params().contains(&key) {
         return Some("is set by the agent itself (from the window and paging); remove it".into());
     }
@@ -374,7 +382,7 @@ pub fn filter_problem(vendor: &dyn crate::sources::Vendor, key: &str) -> Option<
     if known.contains(&key) {
         return None;
     }
-    let hint = super::file::nearest(key, known)
+    let hint = nearest(key, known)
         .map(|k| format!("; did you mean `{k}`?"))
         .unwrap_or_default();
     Some(format!(

@@ -1,6 +1,7 @@
 //! `[[sinks]]`: the keys every sink takes are read here; the rest of an entry is its
 //! destination's section, read and validated by the destination's plugin
-//! (`sinks::Destination`), found by `kind` in the registry `sinks::DESTINATIONS`.
+//! ([`Destination`]), found by `kind` in the registry [`DESTINATIONS`]. `config` hands each
+//! entry here.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -11,10 +12,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::file::{fields, read_section, split_entry, unknown_key};
-use super::tls::{self, RawTls, TlsConfig};
-use super::{Check, PluginSettings};
-use crate::sinks::{Destination, DESTINATIONS};
+use super::{Destination, DESTINATIONS};
+use crate::settings::section::{fields, read_section, split_entry, unknown_key};
+use crate::settings::tls::{self, RawTls};
+use crate::settings::{Check, PluginSettings, SecretValue, TlsConfig};
 
 /// The keys of `[[sinks]]` that every kind takes.
 #[derive(Debug, Default, Deserialize)]
@@ -198,19 +199,19 @@ impl SinkCheck<'_, '_> {
         opt: &str,
         inline: &Option<String>,
         file: &Option<String>,
-    ) -> super::SecretValue {
+    ) -> SecretValue {
         let key = self.key;
         self.check.secret(key, opt, inline, file)
     }
 
     /// Where relative paths of the config file resolve.
     pub fn base(&self) -> &Path {
-        self.check.base
+        self.check.base()
     }
 
     /// Whether secrets are read (not for `state`, which runs where they are not mounted).
     pub fn secrets(&self) -> bool {
-        self.check.secrets
+        self.check.secrets()
     }
 
     /// `format` as written (`None`: the default, `native`).
@@ -235,7 +236,7 @@ fn kinds() -> String {
 
 /// Validates every `[[sinks]]` entry; `names` are the names of the configured sources.
 /// Returns the valid ones and how many entries there were.
-pub(super) fn validate(
+pub(crate) fn validate(
     c: &mut Check<'_>,
     raw: Vec<Value>,
     names: &HashSet<String>,
@@ -337,7 +338,23 @@ pub(super) fn validate(
             }
         };
         let age_key = format!("{key}.batch_max_age");
+        let own_age = settings
+            .as_ref()
+            .and_then(|p| kind.destination().own_batch_max_age(p));
+        let own_key = kind.destination().batch_max_age_key();
         let batch_max_age = match c.duration(&age_key, &s.batch_max_age, false) {
+            Some(_) if own_key.is_some() => {
+                c.fail(
+                    &age_key,
+                    format_args!(
+                        "not an option of kind {}: its own key {} says how long a batch waits",
+                        kind.as_str(),
+                        own_key.unwrap_or_default()
+                    ),
+                );
+                Duration::ZERO
+            }
+            None if own_age.is_some() => own_age.unwrap_or_default(),
             Some(d) if d > Duration::from_secs(60) => {
                 c.fail(&age_key, "is longer than the most, 1 minute");
                 d

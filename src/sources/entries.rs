@@ -1,15 +1,16 @@
 //! The one entry point from a page's text to its events: each entry of the page's array is read
 //! once into its vendor shape (by serde_json, or for a content-keyed source by the canonical
-//! scanner and reader, which give exactly what serde_json would; see [`super`]) and handed,
+//! scanner and reader, which give exactly what serde_json would; see [`crate::json`]) and handed,
 //! with its raw text, to the vendor's normaliser. A content-keyed
 //! source also gets each entry's content hash here, from the same read (see
 //! [`crate::keys::PageHashes`]); what remains of its key (the occurrence number) depends on the
-//! window it is delivered in, and is the poller's [`crate::keys::Keyer`].
+//! window it is delivered in, and is the poller's `Keyer` (`pipeline::keyer`).
 
-use super::{canon, page};
+use super::SourceError;
 use crate::event::Event;
+use crate::json::page::{self, PageError};
+use crate::json::{canon, Shape};
 use crate::keys::PageHashes;
-use crate::sources::SourceError;
 
 /// Where a page keeps its entries.
 #[derive(Debug, Clone, Copy)]
@@ -38,15 +39,9 @@ pub fn read_entries<'p, T: serde::Deserialize<'p>>(
     })
 }
 
-/// A vendor entry's serde shape, for text of any lifetime: an entry can be read from the page
-/// or from its canonical encoding (see [`read_hashed_entries`]).
-pub trait Shape {
-    type Raw<'a>: serde::Deserialize<'a>;
-}
-
 /// [`read_entries`] for a content-keyed source: each entry is read once, by the canonical
 /// scanner, which gives its content hash (set on the event, so the poller does not compute it
-/// again) and its shape `S` (see [`super::decode`]). An entry the encoding cannot give exactly is
+/// again) and its shape `S` (see [`crate::json::decode`]). An entry the encoding cannot give exactly is
 /// parsed by serde_json as `read_entries` would, and behaves as it would there.
 ///
 /// The encodings are hashed as they are read (see [`PageHashes`]).
@@ -66,12 +61,14 @@ pub fn read_hashed_entries<'p, S: Shape>(
         c.hashed_value::<S, _>(&mut scratch, |raw, entry, encoding| {
             events.push(normalise(raw, entry)?);
             if let Some(bytes) = encoding {
-                hashing.push(bytes, events);
+                hashing.push(bytes, events.len() - 1, |i, h| {
+                    events[i].set_content_hash(h)
+                });
             }
             Ok(())
         })
     })?;
-    hashing.finish(&mut events);
+    hashing.finish(|i, h| events[i].set_content_hash(h));
     Ok((events, total))
 }
 
@@ -85,7 +82,7 @@ fn read_elements<'p>(
     mut element: impl FnMut(
         &mut page::Cursor<'p>,
         &mut Vec<Event>,
-    ) -> Result<Result<(), SourceError>, SourceError>,
+    ) -> Result<Result<(), SourceError>, PageError>,
 ) -> Result<(Vec<Event>, Option<u64>), SourceError> {
     let mut events = Vec::with_capacity(capacity.min(10_000));
     // An entry the vendor file refuses is reported as it is; anything wrong with the page's
@@ -95,7 +92,7 @@ fn read_elements<'p>(
         Ok(()) => Ok(()),
         Err(e) => {
             refused = Some(e);
-            Err(SourceError::Body(String::new()))
+            Err(PageError(String::new()))
         }
     };
     let read = match layout {
@@ -113,10 +110,7 @@ fn read_elements<'p>(
                 Layout::Array => "[...]".to_string(),
                 Layout::Envelope { field, .. } => format!("{{\"{field}\": [...]}}"),
             },
-            match e {
-                SourceError::Body(m) => m,
-                other => other.to_string(),
-            }
+            e.0
         ))),
     }
 }
@@ -124,6 +118,7 @@ fn read_elements<'p>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::json::page::FAST_READS;
     use crate::sources::{domino_audit, domino_datasource, domo, wasabi_air};
     use std::cell::Cell;
     use std::sync::Arc;
@@ -132,8 +127,6 @@ pub(crate) mod tests {
         /// Makes [`read_hashed_entries`] read every entry with serde_json alone, as
         /// [`read_entries`] does (and as before the canonical scanner).
         pub(crate) static SERDE_ONLY: Cell<bool> = const { Cell::new(false) };
-        /// How many entries were read without serde_json, from their canonical encoding.
-        pub(crate) static FAST_READS: Cell<usize> = const { Cell::new(0) };
     }
 
     /// JSON that may repeat keys.

@@ -7,7 +7,7 @@ use super::Check;
 
 /// The TLS keys as written.
 #[derive(Debug, Default, Clone)]
-pub(super) struct RawTls {
+pub(crate) struct RawTls {
     pub ca_file: Option<String>,
     pub client_cert: Option<String>,
     pub client_key: Option<String>,
@@ -66,14 +66,14 @@ impl TlsConfig {
 }
 
 /// Validates the TLS keys of the entry at `key`, whose URL is `https` (or not known).
-pub(super) fn validate(c: &mut Check<'_>, key: &str, https: bool, s: &RawTls) -> TlsConfig {
+pub(crate) fn validate(c: &mut Check<'_>, key: &str, https: bool, s: &RawTls) -> TlsConfig {
     let mut tls_file = |opt: &str, v: &Option<String>| -> Option<(PathBuf, Vec<u8>)> {
         let f = v.as_deref()?;
         if !https {
             c.fail(&format!("{key}.{opt}"), "only used with an https:// url");
             return None;
         }
-        let p = c.base.join(f);
+        let p = c.base().join(f);
         match std::fs::read(&p) {
             Ok(b) => Some((p, b)),
             Err(e) => {
