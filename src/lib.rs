@@ -25,6 +25,7 @@
 //!   [`encodings`]: how each event is written inside a sink's framing (`format`: native, ocsf,
 //!   ecs, cef), behind [`encodings::Encoding`].
 //! - [`state`]: SQLite on its own thread: cursors, dedupe keys, sink positions, migrations.
+//!   [`lease`]: sources leased to replicas in PostgreSQL (issue 32; not wired yet).
 //! - [`event`], [`timefmt`]: the native event (spans into the page it came in) and time text.
 //! - [`retry`]: the one retry policy of every HTTP call and its settings; [`clock`]: what entries placed outside
 //!   the range asked for say about a vendor's zone or clock.
@@ -44,6 +45,7 @@ pub mod export;
 pub mod health;
 pub mod json;
 pub mod keys;
+pub mod lease;
 pub mod metrics;
 pub mod pipeline;
 pub mod retry;

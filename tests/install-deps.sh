@@ -42,3 +42,11 @@ fi
 bash tests/venv.sh target/otlp-venv tests/otlp/requirements.txt
 bash tests/venv.sh target/s3-venv tests/s3_server/requirements.txt
 
+
+step "PostgreSQL (tests/replicas.rs: leases between replicas on a real server, started by tests/postgres as the postgres user)"
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! id postgres >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+ls -d /usr/lib/postgresql/*/bin/postgres | sed -n '$p'

@@ -15,8 +15,8 @@ impl Poller {
     ) -> Result<(), PollError> {
         // The page's place among the reads, and its room in the queues, are given back once it
         // is committed (or not): after its real bytes are added.
-        let _read = self.read.take();
-        let _reserved = std::mem::take(&mut self.reserved);
+        let _read = self.turn.read.take();
+        let _reserved = std::mem::take(&mut self.turn.reserved);
         let fresh = self.new_in_page(events, keep, start).await?;
         self.commit_page(fresh, summary).await
     }
@@ -31,10 +31,11 @@ impl Poller {
     ) -> Result<dedupe::Fresh, PollError> {
         dedupe::keep_marked(&mut events, keep);
         let keys = self
+            .seen
             .keyer
             .key(self.traits.identity, &mut events)
             .map_err(|e| SourceError::Body(format!("event is not JSON: {e}")))?;
-        let (asked, owners) = dedupe::lookups(&events, &keys, &self.lookup);
+        let (asked, owners) = dedupe::lookups(&events, &keys, &self.seen.lookup);
         let found = if asked.is_empty() {
             Vec::new()
         } else {
@@ -44,7 +45,7 @@ impl Poller {
         let fresh = dedupe::fresh(events, &keys.keys, &known, self.traits.identity);
         // Keys of entries the vendor placed before their window are kept that much longer (the
         // poll's end says how far off they were).
-        self.skew = dedupe::skew(&fresh.events, start, self.skew);
+        self.seen.skew = dedupe::skew(&fresh.events, start, self.seen.skew);
         Ok(fresh)
     }
 
@@ -114,7 +115,7 @@ impl Poller {
             bytes::Bytes::from(crate::event::queued::encode(&fresh))
         };
         if !records.is_empty() {
-            self.page_bytes = records.len() as u64;
+            self.turn.page_bytes = records.len() as u64;
         }
         let queued = queue_for
             .iter()
@@ -164,9 +165,9 @@ impl Poller {
         if self.pending_cursor == cursor {
             self.pending_cursor = None;
         }
-        self.max_event = self.max_event.max(newest);
+        self.seen.max_event = self.seen.max_event.max(newest);
         if let (Some(lo), Some(hi)) = (oldest, newest) {
-            self.lookup.delivered(lo, hi);
+            self.seen.lookup.delivered(lo, hi);
         }
         self.health.progress();
         summary.delivered += fresh.len() as u64;
@@ -186,7 +187,7 @@ impl Poller {
         cursor
             .saturating_sub(dur_nanos(self.cfg.overlap))
             .saturating_sub(first_window(&self.cfg, &self.traits))
-            .saturating_sub(self.skew)
+            .saturating_sub(self.seen.skew)
     }
 
     /// Commits a cursor that windows which delivered nothing have reached.

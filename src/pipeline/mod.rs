@@ -115,8 +115,10 @@ pub struct Poller {
     cancel: CancellationToken,
     /// Where polls begin and end, and the length of the next sub-window.
     plan: Planner,
-    /// Keys events; counts occurrences of a content within the window being read.
-    keyer: Keyer,
+    /// What is known of the events delivered, to tell new ones from old.
+    seen: Seen,
+    /// A page's turn: its credential's pace, its read permit and its room in the queues.
+    turn: PageTurn,
     /// Set once an answer held entries at exactly the end of the range asked for: from then on
     /// ranges are asked for with an end one millisecond short, which such an API includes.
     inclusive_end: bool,
@@ -124,16 +126,6 @@ pub struct Poller {
     unordered_noted: bool,
     /// Progress and failures, for `/healthz` and `/readyz`.
     health: SourceHealth,
-    /// The newest event time ever delivered (from the state at each poll, then kept current).
-    max_event: Option<Nanos>,
-    /// Which events can have keys already, for the sub-window being read: a key carries its
-    /// event's time, and every key stored before the sub-window is at most `max_event` as it was
-    /// then, every key stored since is within the times delivered since. Anything else (all of a
-    /// backfill, whichever order the API pages in) is not looked up.
-    lookup: Lookup,
-    /// How far before the window it was read for the vendor has placed an event (a clock or
-    /// zone mismatch); keys are kept that much longer, so a re-read still finds them.
-    skew: Nanos,
     /// A cursor reached by windows that delivered nothing, not yet committed: it goes with the
     /// next commit, or is committed at the end of the poll.
     pending_cursor: Option<Nanos>,
@@ -144,6 +136,29 @@ pub struct Poller {
     until: Option<Nanos>,
     /// What the last poll did, including one that failed part-way (for `--once`'s summary).
     last: PollSummary,
+}
+
+/// What the poller knows of the events it delivered, to tell a page's new events from old.
+struct Seen {
+    /// Keys events; counts occurrences of a content within the window being read.
+    keyer: Keyer,
+    /// The newest event time ever delivered (from the state at each poll, then kept current).
+    max_event: Option<Nanos>,
+    /// Which events can have keys already, for the sub-window being read: a key carries its
+    /// event's time, and every key stored before the sub-window is at most `max_event` as it was
+    /// then, every key stored since is within the times delivered since. Anything else (all of a
+    /// backfill, whichever order the API pages in) is not looked up.
+    lookup: Lookup,
+    /// How far before the window it was read for the vendor has placed an event (a clock or
+    /// zone mismatch); keys are kept that much longer, so a re-read still finds them.
+    skew: Nanos,
+}
+
+/// A page's turn: the pace of its credential, then one of the agent's read permits and room in
+/// its sinks' queues, held until it is committed.
+struct PageTurn {
+    /// The pace of the source's credential: a page's turn is taken before its read permit.
+    paced: Option<Paced>,
     /// One of the agent's [`READS_IN_FLIGHT`] permits, held from the request for a page until
     /// that page is committed (or the poll ends).
     read: Option<tokio::sync::SemaphorePermit<'static>>,
@@ -152,8 +167,6 @@ pub struct Poller {
     reserved: Vec<Reserved>,
     /// The bytes of this source's last queued page: what the next one is reckoned to need.
     page_bytes: u64,
-    /// The pace of the source's credential: a page's turn is taken before its read permit.
-    paced: Option<Paced>,
 }
 
 /// Room reserved in a sink's queue for a page being read; given back when dropped.
@@ -196,32 +209,40 @@ impl Poller {
             retry,
             cancel,
             plan,
-            keyer: Keyer::default(),
+            seen: Seen {
+                keyer: Keyer::default(),
+                max_event: None,
+                lookup: Lookup::default(),
+                skew: 0,
+            },
+            turn: PageTurn {
+                paced: None,
+                read: None,
+                reserved: Vec::new(),
+                page_bytes: 64 << 10,
+            },
             inclusive_end: false,
             unordered_noted: false,
             health,
-            max_event: None,
-            lookup: Lookup::default(),
-            skew: 0,
             offset: clock::Offset::default(),
             pending_cursor: None,
             until: None,
             last: PollSummary::default(),
-            read: None,
-            reserved: Vec::new(),
-            page_bytes: 64 << 10,
-            paced: None,
         }
     }
 
     /// What the source's requests met that the state does not hold yet.
     fn unsaved_requests(&self) -> crate::state::Requests {
-        self.paced.as_ref().map(Paced::unsaved).unwrap_or_default()
+        self.turn
+            .paced
+            .as_ref()
+            .map(Paced::unsaved)
+            .unwrap_or_default()
     }
 
     /// `r` is committed.
     fn saved_requests(&self, r: crate::state::Requests) {
-        if let Some(p) = &self.paced {
+        if let Some(p) = &self.turn.paced {
             p.saved(r);
         }
     }
@@ -230,7 +251,7 @@ impl Poller {
     /// given) before one of the agent's read permits: a source waiting for its credential holds
     /// no permit that sources of other credentials need.
     pub fn paced(mut self, paced: Paced) -> Poller {
-        self.paced = Some(paced);
+        self.turn.paced = Some(paced);
         self
     }
 
@@ -286,9 +307,9 @@ impl Poller {
         let mut summary = PollSummary::default();
         let result = self.poll_windows(&mut summary).await;
         // A page a failed or cancelled poll read is dropped: so is its place among the reads.
-        self.read = None;
-        self.reserved.clear();
-        if let Some(p) = &self.paced {
+        self.turn.read = None;
+        self.turn.reserved.clear();
+        if let Some(p) = &self.turn.paced {
             p.unreserve();
         }
         // Entries outside the ranges asked for: one line per poll, with the offset seen.
@@ -313,7 +334,7 @@ impl Poller {
         let now = timefmt::now();
         let row = self.state.source(&self.cfg.name).await?;
         let cursor = row.as_ref().and_then(|r| r.cursor);
-        self.max_event = row.as_ref().and_then(|r| r.max_event);
+        self.seen.max_event = row.as_ref().and_then(|r| r.max_event);
         let mut span = self.plan.span(cursor, self.first_start(now), now);
         if let Some(u) = self.until {
             // Rounded up to the vendor's unit, so nothing before `until` is left out (`export`

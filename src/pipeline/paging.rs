@@ -86,8 +86,8 @@ impl Poller {
         end: Nanos,
         summary: &mut PollSummary,
     ) -> Result<WindowStats, PollError> {
-        self.lookup = Lookup {
-            before: self.max_event,
+        self.seen.lookup = Lookup {
+            before: self.seen.max_event,
             since: None,
         };
         let mut stats = WindowStats::default();
@@ -98,7 +98,7 @@ impl Poller {
                 req.max_events = (end - start > self.traits.time_unit).then_some(max_events);
                 let page = self.fetch_counted(&req, &mut stats, summary).await?;
                 let keep = self.keep(&page, start, end);
-                self.keyer.clear();
+                self.seen.keyer.clear();
                 self.queue_and_commit(page.events, keep, start, summary)
                     .await?;
             }
@@ -255,7 +255,7 @@ impl Poller {
                 .iter()
                 .map(|e| (from..to).contains(&floor_to(e.time, unit)))
                 .collect();
-            self.keyer.clear();
+            self.seen.keyer.clear();
             self.queue_and_commit(page.events, Some(keep), start, summary)
                 .await?;
         }
@@ -276,7 +276,7 @@ impl Poller {
         let unit = self.traits.time_unit;
         tracing::debug!(source = %self.cfg.name, unit = %timefmt::human(lo),
             "one time unit holds more entries than a page; reading it by offset");
-        self.keyer.clear();
+        self.seen.keyer.clear();
         let mut req = self.request(lo, hi);
         let mut page = first;
         loop {
@@ -301,11 +301,11 @@ impl Poller {
     /// read on once it delivers), then for one of the agent's [`READS_IN_FLIGHT`] permits,
     /// unless it holds one already (a range whose page was read and set aside).
     async fn wait_for_room(&mut self) -> Result<(), PollError> {
-        if self.read.is_some() {
+        if self.turn.read.is_some() {
             return Ok(());
         }
         let started = Instant::now();
-        let page = self.page_bytes;
+        let page = self.turn.page_bytes;
         for slot in &self.sinks {
             let room = tokio::select! {
                 r = beating(&self.health, slot.queue.wait_for_room(page)) => r,
@@ -321,12 +321,12 @@ impl Poller {
         }
         // Reserved only once every sink has room: a source waiting for one sink holds no room
         // in another.
-        self.reserved = self
+        self.turn.reserved = self
             .sinks
             .iter()
             .map(|slot| Reserved::new(slot.clone(), page))
             .collect();
-        if let Some(paced) = &self.paced {
+        if let Some(paced) = &self.turn.paced {
             tokio::select! {
                 _ = beating(&self.health, paced.reserve()) => {}
                 _ = self.cancel.cancelled() => return Err(PollError::Cancelled),
@@ -336,7 +336,7 @@ impl Poller {
             p = beating(&self.health, READS.acquire()) => p.expect("the reads semaphore is never closed"),
             _ = self.cancel.cancelled() => return Err(PollError::Cancelled),
         };
-        self.read = Some(permit);
+        self.turn.read = Some(permit);
         let waited = started.elapsed();
         if waited > std::time::Duration::from_secs(1) {
             tracing::debug!(source = %self.cfg.name, waited_ms = waited.as_millis() as u64,
