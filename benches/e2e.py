@@ -12,6 +12,10 @@ is written: CPU share and RSS.
     python3 benches/e2e.py --sizes 100000 --vendors wasabi_air --runs 1
     python3 benches/e2e.py --sizes 100000 --runs 1 --callgrind   # + instructions per event
     python3 benches/e2e.py --no-build --bin /tmp/auditship.old    # an earlier build, same emulator
+    python3 benches/e2e.py --no-build --sizes 300000 --runs 5 \
+        --ab old=/tmp/auditship.old,new=target/release/auditship,ocsf=target/release/auditship:ocsf
+        # an A/B: variants (a binary and the file sink's format) run round by round on one
+        # emulator per vendor, median CPU per event of each
 """
 
 import argparse
@@ -95,7 +99,7 @@ def source_toml(vendor, url, start):
             f'url = "{url}"\nstart = "{start}"\n{auth}\n')
 
 
-def run_once(vendor, sim, start, fsync, callgrind=False):
+def run_once(vendor, sim, start, fsync, callgrind=False, agent=None, fmt=None):
     with tempfile.TemporaryDirectory() as d:
         cfg = os.path.join(d, "c.toml")
         with open(cfg, "w") as f:
@@ -103,12 +107,14 @@ def run_once(vendor, sim, start, fsync, callgrind=False):
             f.write(source_toml(vendor, sim.url, start))
             f.write(f'[[sinks]]\nname = "file"\nkind = "file"\npath = "out.ndjson"\n'
                     f'fsync = {"true" if fsync else "false"}\n')
+            if fmt:
+                f.write(f'format = "{fmt}"\n')
         before_req = sum(stats(sim.url)["requests"].values())
         sim_cpu0 = proc_cpu(sim.p.pid)
         t0 = time.monotonic()
         wrap = (["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
                 if callgrind else [])
-        p = subprocess.Popen(wrap + [AGENT, "run", "--once", "--config", cfg],
+        p = subprocess.Popen(wrap + [agent or AGENT, "run", "--once", "--config", cfg],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              env={**os.environ, "AUDITSHIP_LOG": "warn"})
         # ru_maxrss of a forked child keeps the parent's (Python's) RSS from before exec, so the
@@ -174,6 +180,35 @@ def bench(vendors, sizes, runs, fsync, callgrind=False):
     return rows
 
 
+def ab(variants, vendors, sizes, runs, fsync):
+    """Each variant (name, binary, format) once per round, rounds interleaved, on one emulator
+    per vendor and size; the median CPU per event of each, and its ratio to the first."""
+    rows = []
+    for vendor in vendors:
+        for n in sizes:
+            days = int(os.environ.get("BENCH_DAYS", "30"))
+            sim = Sim([vendor], n, days)
+            start = (datetime.now(timezone.utc) - timedelta(days=days, hours=1)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+            cpu = {name: [] for name, _, _ in variants}
+            try:
+                for _ in range(runs):
+                    for name, agent, fmt in variants:
+                        r = run_once(vendor, sim, start, fsync, agent=agent, fmt=fmt)
+                        cpu[name].append(r["cpu"] / r["events"] * 1e6)
+            finally:
+                sim.close()
+            first = statistics.median(cpu[variants[0][0]])
+            for name, _, _ in variants:
+                med = statistics.median(cpu[name])
+                rows.append({"vendor": vendor, "events": n, "variant": name,
+                             "cpu_us_per_event": med, "runs": cpu[name]})
+                print(f"{vendor:18} {n:>8} {name:>12}  {med:6.2f} us/ev CPU (median)  "
+                      f"{med / first:5.2f}x {variants[0][0]}  runs: "
+                      + " ".join(f"{c:.2f}" for c in cpu[name]), flush=True)
+    return rows
+
+
 def count_lines(path):
     try:
         with open(path, "rb") as f:
@@ -234,16 +269,28 @@ def main():
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--bin", help="measure this agent binary instead of the release build (say, "
                                   "a copy of an earlier build, for an A/B run on the same emulator)")
+    ap.add_argument("--sim-bin", help="run the emulator from this binary (default: the release build)")
+    ap.add_argument("--ab", help="NAME=BINARY[:FORMAT],...: an A/B of these variants (see above)")
     a = ap.parse_args()
-    global AGENT
+    global AGENT, BIN
+    if a.sim_bin:
+        BIN = os.path.abspath(a.sim_bin)
     if a.bin:
         AGENT = os.path.abspath(a.bin)
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     print(f"machine: {os.cpu_count()} cores, {os.uname().release}; fsync={'off' if a.no_fsync else 'on'}; "
           f"median of {a.runs} run(s)", flush=True)
-    rows = bench(a.vendors.split(","), [int(s) for s in a.sizes.split(",")], a.runs,
-                 not a.no_fsync, a.callgrind)
+    vendors, sizes = a.vendors.split(","), [int(s) for s in a.sizes.split(",")]
+    if a.ab:
+        variants = []
+        for v in a.ab.split(","):
+            name, spec = v.split("=", 1)
+            path, _, fmt = spec.partition(":")
+            variants.append((name, os.path.abspath(path), fmt or None))
+        rows = ab(variants, vendors, sizes, a.runs, not a.no_fsync)
+    else:
+        rows = bench(vendors, sizes, a.runs, not a.no_fsync, a.callgrind)
     out = {"rows": rows}
     if a.idle:
         out["idle"] = idle(a.idle)

@@ -307,7 +307,7 @@ impl Event {
                 w.head.extend_from_slice(b",\"time\":\"");
             }
             out.extend_from_slice(&w.head);
-            w.time.push_rfc3339_ms(out, self.time);
+            timefmt::push_rfc3339_ms(out, self.time);
         });
         out.push(b'"');
         if let Some(v) = self.action() {
@@ -378,7 +378,6 @@ struct Writing {
     kind: &'static str,
     vendor: &'static str,
     head: Vec<u8>,
-    time: timefmt::TimeWriter,
 }
 
 thread_local! {
@@ -388,7 +387,6 @@ thread_local! {
         vendor: "",
         // Not yet the head of any event: the first event's differs.
         head: Vec::new(),
-        time: timefmt::TimeWriter::default(),
     });
 }
 
@@ -408,15 +406,17 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// [`push_json_str`] for a string with something to escape, the first at `clean`.
-#[cold]
+/// [`push_json_str`] for a string with something to escape, the first at `clean`: each run of
+/// plain bytes up to the next byte to escape is found by the same search and copied whole (the
+/// vendor's JSON as `raw_data`/`event.original` has a quote every few bytes).
 #[inline(never)]
 fn push_escaped(out: &mut Vec<u8>, bytes: &[u8], clean: usize) {
     out.reserve(bytes.len() + 8);
     out.push(b'"');
-    out.extend_from_slice(&bytes[..clean]);
-    let mut from = clean;
-    for (i, &b) in bytes.iter().enumerate().skip(clean) {
+    let (mut from, mut at) = (0, clean);
+    loop {
+        out.extend_from_slice(&bytes[from..at]);
+        let b = bytes[at];
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -425,10 +425,8 @@ fn push_escaped(out: &mut Vec<u8>, bytes: &[u8], clean: usize) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0..=0x1f => b"",
-            _ => continue,
+            _ => b"",
         };
-        out.extend_from_slice(&bytes[from..i]);
         if esc.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\u00");
@@ -436,7 +434,11 @@ fn push_escaped(out: &mut Vec<u8>, bytes: &[u8], clean: usize) {
         } else {
             out.extend_from_slice(esc);
         }
-        from = i + 1;
+        from = at + 1;
+        match crate::json::scan::find_string_stop(bytes, from) {
+            Some(next) => at = next,
+            None => break,
+        }
     }
     out.extend_from_slice(&bytes[from..]);
     out.push(b'"');

@@ -10,12 +10,10 @@
 //! carries the later read's time; `event.id` stays the same, for de-duplication.
 //! `event.outcome` is `unknown`: none of the four audit APIs says whether an action failed.
 
-use std::cell::RefCell;
-
 use super::siem::{Json, Table};
 use super::Encoding;
 use crate::event::Event;
-use crate::timefmt::{self, TimeWriter};
+use crate::timefmt;
 
 /// The ECS version written in `ecs.version`, whose field reference the tests check against.
 pub const VERSION: &str = "9.4.0";
@@ -23,10 +21,6 @@ pub const VERSION: &str = "9.4.0";
 /// The ECS encoding.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ecs;
-
-thread_local! {
-    static TIMES: RefCell<TimeWriter> = RefCell::new(TimeWriter::default());
-}
 
 impl Encoding for Ecs {
     const NAME: &'static str = "ecs";
@@ -120,7 +114,7 @@ impl Encoding for Ecs {
 /// Appends `"2024-10-18T14:10:04.123Z"`.
 fn time(out: &mut Vec<u8>, t: timefmt::Nanos) {
     out.push(b'"');
-    TIMES.with_borrow_mut(|w| w.push_rfc3339_ms(out, t));
+    timefmt::push_rfc3339_ms(out, t);
     out.push(b'"');
 }
 

@@ -381,18 +381,11 @@ fn resolve_noting_fold(
     start: Nanos,
     end: Nanos,
 ) -> Option<(Nanos, bool)> {
-    // Seconds of the wall-clock time read as if it were UTC; an offset `o` makes it `- o`.
-    let wall = crate::timefmt::civil_seconds(
-        i64::from(local.year()),
-        local.month() as u32,
-        local.day() as u32,
-        local.hour() as u32,
-        local.minute() as u32,
-        local.second() as u32,
-    );
+    // The instant of the wall-clock time at offset `o`; none where nanoseconds cannot hold it
+    // (a damaged page can hold any year).
     let at = |o: jiff::tz::Offset| {
-        wall.checked_sub(i64::from(o.seconds()))?
-            .checked_mul(NANOS_PER_SEC)
+        let t = o.to_timestamp(local).ok()?;
+        i64::try_from(t.as_nanosecond()).ok()
     };
     match tz.to_ambiguous_timestamp(local).offset() {
         AmbiguousOffset::Unambiguous { offset } => at(offset).map(|t| (t, false)),
