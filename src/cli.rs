@@ -152,8 +152,8 @@ fn cleartext_credentials(cfg: &Config) -> Vec<String> {
         .filter(|s| crate::settings::cleartext(&s.url))
         .map(|s| format!("source {}", s.name));
     let sinks = cfg.sinks.iter().flat_map(|s| {
-        s.kind
-            .destination()
+        s.settings
+            .configured()
             .warnings(s)
             .into_iter()
             .map(|w| format!("sink {}: {w}", s.name))
@@ -226,7 +226,7 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
                     let Some((_, pos)) = recorded.iter().find(|(n, _)| *n == s.name) else {
                         continue;
                     };
-                    if let Some(why) = s.kind.destination().preflight(s, pos) {
+                    if let Some(why) = s.settings.configured().preflight(s, pos) {
                         refused = true;
                         println!("sink {}: {why}", s.name);
                     }
@@ -295,7 +295,7 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
         }
     }
     for s in &cfg.sinks {
-        let probe = s.kind.destination().probe(s, &cfg.agent.retry).await;
+        let probe = s.settings.configured().probe(s, &cfg.agent.retry).await;
         ok &= probe.ok;
         println!("sink {}: {}", s.name, probe.said);
     }

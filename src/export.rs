@@ -335,7 +335,7 @@ pub async fn export(args: ExportArgs) -> ExitCode {
             format: Format::default(),
             queue_max_bytes: crate::sinks::config::QUEUE_MAX_BYTES,
             batch_max_age: std::time::Duration::ZERO,
-            settings: crate::settings::PluginSettings::new(()),
+            settings: crate::sinks::stdout::Settings.into(),
         },
         Box::new(sink),
         None,

@@ -20,8 +20,8 @@
 //!   scanner and readers that give exactly what serde_json gives.
 //! - [`keys`]: how events are keyed — vendor ids, content hashes, occurrence numbers.
 //! - [`sinks`]: stdout, file (with rotation), HTTP, syslog, OTLP, Kafka, Google SecOps and
-//!   Microsoft Sentinel, each a plugin in its folder listed in
-//!   [`sinks::DESTINATIONS`], behind [`sinks::Sink`];
+//!   Microsoft Sentinel, each a plugin in its folder listed by one `sinks!` line
+//!   ([`sinks::DESTINATIONS`], [`sinks::SinkSettings`]), behind [`sinks::Sink`];
 //!   [`encodings`]: how each event is written inside a sink's framing (`format`: native, ocsf,
 //!   ecs, cef), behind [`encodings::Encoding`].
 //! - [`state`]: SQLite on its own thread: cursors, dedupe keys, sink positions, migrations.

@@ -559,7 +559,9 @@ fn config_problems_name_the_key() {
         "{ok}\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"u\"\nsasl_password_file = \"pw\""
     ));
     let c = auditship::config::Config::parse(&text, &path).unwrap();
-    let k: &auditship::sinks::kafka::KafkaSinkConfig = c.sinks[0].settings();
+    let auditship::sinks::SinkSettings::Kafka(k) = &c.sinks[0].settings else {
+        panic!("not a kafka sink's settings: {:?}", c.sinks[0].settings);
+    };
     let sasl = k.sasl.as_ref().unwrap();
     assert_eq!(sasl.password.expose(), "s3cret-kafka");
     assert_eq!(k.security_protocol(), "sasl_plaintext");

@@ -400,12 +400,13 @@ async fn every_destination_opens_and_probes_its_receiver() {
         auditship::sinks::open(sink, &state, &retry, true, None)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", d.kind()));
-        let probe = d.probe(sink, &retry).await;
+        let probe = sink.settings.configured().probe(sink, &retry).await;
         assert!(probe.ok, "{}: {probe:?}", d.kind());
         if d.kind() != "stdout" {
             let text = one_sink(d.kind(), &minimal_sink(d.kind(), None));
             let c = Config::parse(&text, Path::new("/etc/auditship/registry.toml")).unwrap();
-            let probe = d.probe(&c.sinks[0], &retry).await;
+            let sink = &c.sinks[0];
+            let probe = sink.settings.configured().probe(sink, &retry).await;
             assert!(!probe.ok, "{}: nothing there, yet {probe:?}", d.kind());
         }
     }

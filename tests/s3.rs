@@ -338,7 +338,10 @@ async fn a_large_object_goes_up_in_parts_and_a_failed_upload_is_aborted() {
         max_delay: Duration::from_millis(50),
         max_attempts: Some(3),
     };
-    let sink = auditship::sinks::s3::S3Sink::build(&c.sinks[0], &retry, true).unwrap();
+    let auditship::sinks::SinkSettings::S3(s3) = &c.sinks[0].settings else {
+        panic!("not an s3 sink's settings: {:?}", c.sinks[0].settings);
+    };
+    let sink = auditship::sinks::s3::S3Sink::build(&c.sinks[0], s3, &retry, true).unwrap();
     // 12 MiB of gzip that holds records: lines of random hex compress to about half.
     let mut rng = fastrand::Rng::with_seed(316);
     let mut lines = String::new();
@@ -635,7 +638,7 @@ fn a_batch_is_at_most_half_the_queue() {
     let c = parse(text(
         "max_object_bytes = 16777216\nqueue_max_bytes = 4194304\n",
     ));
-    let d = c.sinks[0].kind.destination();
+    let d = c.sinks[0].settings.configured();
     assert_eq!(d.take_limits(&c.sinks[0]).1, 2 << 20);
     let w = d.warnings(&c.sinks[0]).join("\n");
     assert!(
@@ -643,7 +646,7 @@ fn a_batch_is_at_most_half_the_queue() {
         "{w}"
     );
     let c = parse(text(""));
-    let d = c.sinks[0].kind.destination();
+    let d = c.sinks[0].settings.configured();
     assert_eq!(d.take_limits(&c.sinks[0]).1, 16 << 20);
     assert_eq!(c.sinks[0].batch_max_age, Duration::from_secs(300));
     assert!(d.warnings(&c.sinks[0]).is_empty());

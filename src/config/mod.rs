@@ -311,10 +311,9 @@ mod tests {
         let file = |mode: &str| {
             format!("{MINIMAL}\n[[sinks]]\nname = \"f\"\nkind = \"file\"\npath = \"/tmp/e.ndjson\"\n{mode}")
         };
-        let mode_of = |text: &str| {
-            parse(text).unwrap().sinks[1]
-                .settings::<crate::sinks::file::FileSettings>()
-                .mode
+        let mode_of = |text: &str| match &parse(text).unwrap().sinks[1].settings {
+            crate::sinks::SinkSettings::File(f) => f.mode,
+            other => panic!("not a file sink's settings: {other:?}"),
         };
         assert_eq!(mode_of(&file("")), 0o600);
         assert_eq!(mode_of(&file("mode = \"0640\"\n")), 0o640);
@@ -382,10 +381,9 @@ mod tests {
         let file = |extra: &str| {
             format!("{MINIMAL}\n[[sinks]]\nname = \"f\"\nkind = \"file\"\npath = \"/tmp/e.ndjson\"\n{extra}")
         };
-        let rotate_of = |text: &str| {
-            parse(text).unwrap().sinks[1]
-                .settings::<crate::sinks::file::FileSettings>()
-                .rotate
+        let rotate_of = |text: &str| match &parse(text).unwrap().sinks[1].settings {
+            crate::sinks::SinkSettings::File(f) => f.rotate,
+            other => panic!("not a file sink's settings: {other:?}"),
         };
         assert_eq!(rotate_of(&file("")), None);
         assert_eq!(

@@ -1,7 +1,7 @@
 //! What every part of the configuration is validated with: [`Check`], which collects each
 //! problem under its key; [`Secret`] and [`SecretValue`], the secret options (`X` or `X_file`);
 //! [`TlsConfig`], the TLS options a source and a sink share; [`section`], a table of the file
-//! into its serde struct; [`PluginSettings`], a plugin's validated keys behind one type.
+//! into its serde struct.
 //!
 //! `config` reads the file and hands each `[[sources]]` and `[[sinks]]` entry to its plugin
 //! (`sources::config`, `sinks::config`); they all check their keys with these.
@@ -16,11 +16,9 @@ use url::Url;
 
 use crate::timefmt::{self, Nanos};
 
-mod plugin;
 pub mod section;
 pub mod tls;
 
-pub use plugin::PluginSettings;
 pub use section::fields;
 pub use tls::TlsConfig;
 

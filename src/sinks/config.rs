@@ -12,10 +12,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::{Destination, DESTINATIONS};
+use super::{Destination, SinkSettings, DESTINATIONS};
 use crate::settings::section::{fields, read_section, split_entry, unknown_key};
 use crate::settings::tls::{self, RawTls};
-use crate::settings::{Check, PluginSettings, SecretValue, TlsConfig};
+use crate::settings::{Check, SecretValue, TlsConfig};
 
 /// The keys of `[[sinks]]` that every kind takes.
 #[derive(Debug, Default, Deserialize)]
@@ -95,7 +95,7 @@ pub struct SinkConfig {
     /// How long a small batch waits for more (`batch_max_age`, with the kind's default).
     pub batch_max_age: Duration,
     /// What the destination's own keys say, as its plugin validated them.
-    pub settings: PluginSettings,
+    pub settings: SinkSettings,
 }
 
 /// `queue_max_bytes` when it is not set: at 40 events a second of about 1 KiB each (four busy
@@ -110,17 +110,6 @@ impl SinkConfig {
         self.sources
             .as_ref()
             .is_none_or(|s| s.iter().any(|n| n == source))
-    }
-
-    /// The destination's settings, which its plugin made: `T` is the plugin's own type.
-    pub fn settings<T: 'static>(&self) -> &T {
-        self.settings.get::<T>().unwrap_or_else(|| {
-            panic!(
-                "sink {}: settings of kind {} read as another kind's",
-                self.name,
-                self.kind.as_str()
-            )
-        })
     }
 }
 
@@ -340,7 +329,7 @@ pub(crate) fn validate(
         let age_key = format!("{key}.batch_max_age");
         let own_age = settings
             .as_ref()
-            .and_then(|p| kind.destination().own_batch_max_age(p));
+            .and_then(|p| p.configured().own_batch_max_age());
         let own_key = kind.destination().batch_max_age_key();
         let batch_max_age = match c.duration(&age_key, &s.batch_max_age, false) {
             Some(_) if own_key.is_some() => {
@@ -379,7 +368,7 @@ pub(crate) fn validate(
     // work.
     let mut claimed = HashSet::new();
     for s in &sinks {
-        if let Some((opt, what)) = s.kind.destination().claims(s) {
+        if let Some((opt, what)) = s.settings.configured().claims(s) {
             if !claimed.insert((s.kind.as_str(), what.clone())) {
                 c.fail(
                     &format!("sinks.{}.{opt}", s.name),

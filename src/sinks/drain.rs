@@ -48,7 +48,7 @@ pub struct DrainCx {
 /// sink's batch, so that a delivery is one request; otherwise a thousand events or a MiB). A
 /// chunk (a page) larger than that goes alone, whole.
 fn take_limits(slot: &SinkSlot) -> (u64, u64) {
-    slot.config.kind.destination().take_limits(&slot.config)
+    slot.config.settings.configured().take_limits(&slot.config)
 }
 
 /// The delay before the `failures`th attempt again: the agent's backoff, doubling to its cap.

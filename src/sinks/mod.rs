@@ -6,8 +6,10 @@
 //! A destination is a plugin: one folder per kind (`stdout`, `file`, `http`, `syslog`, `otlp`, `kafka`,
 //! `secops`, `sentinel`, `s3`), whose
 //! type implements [`Destination`] — its kind name, its own `[[sinks]]` keys (a serde struct in
-//! its `config.rs`), their validation, how to open its [`Sink`] and how `check --connect`
-//! probes its receiver. [`DESTINATIONS`] lists them; nothing else names a kind. A sink frames
+//! its `config.rs`) and their validation into its settings type — and whose settings type
+//! implements [`Configured`]: how to open its [`Sink`] and how `check --connect` probes its
+//! receiver. The `sinks!` registry lists them, one line each ([`DESTINATIONS`],
+//! [`SinkSettings`]); nothing else names a kind. A sink frames
 //! records; what goes inside a frame is the sink's `format`, written by an
 //! [`encodings::Writer`](crate::encodings::Writer) it is handed.
 
@@ -19,7 +21,6 @@ use crate::encodings::Writer;
 use crate::event::Event;
 use crate::health::SinkHealth;
 use crate::retry::RetryConfig;
-use crate::settings::PluginSettings;
 use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::state::{SinkPosition, State};
 use crate::BoxFuture;
@@ -38,18 +39,50 @@ pub mod sentinel;
 pub mod stdout;
 pub mod syslog;
 
-/// Every kind of sink, as `kind = "…"` names it.
-pub static DESTINATIONS: &[&dyn Destination] = &[
-    &stdout::StdoutKind,
-    &file::FileKind,
-    &http::HttpKind,
-    &syslog::SyslogKind,
-    &otlp::OtlpKind,
-    &kafka::KafkaKind,
-    &secops::SecopsKind,
-    &sentinel::SentinelKind,
-    &s3::S3Kind,
-];
+/// Registers destinations, one line each (`Variant: module::Kind => Settings`): [`DESTINATIONS`],
+/// every kind of sink, and [`SinkSettings`], a destination's validated settings as its own type.
+macro_rules! sinks {
+    ($($variant:ident: $module:ident::$kind:ident => $settings:ident),* $(,)?) => {
+        /// Every kind of sink, as `kind = "…"` names it: the one place where kinds are
+        /// registered.
+        pub static DESTINATIONS: &[&dyn Destination] = &[$(&$module::$kind),*];
+
+        /// A destination's validated settings (what its plugin read of its own keys), kept in
+        /// [`SinkConfig`]: one variant a kind, each its folder's settings type (shared: a
+        /// config is cloned for each task that uses it).
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum SinkSettings {
+            $($variant(Arc<$module::$settings>)),*
+        }
+
+        impl SinkSettings {
+            /// What the settings open, probe and say.
+            pub fn configured(&self) -> &dyn Configured {
+                match self {
+                    $(SinkSettings::$variant(s) => &**s),*
+                }
+            }
+        }
+
+        $(impl From<$module::$settings> for SinkSettings {
+            fn from(s: $module::$settings) -> SinkSettings {
+                SinkSettings::$variant(Arc::new(s))
+            }
+        })*
+    };
+}
+
+sinks! {
+    Stdout: stdout::StdoutKind => Settings,
+    File: file::FileKind => FileSettings,
+    Http: http::HttpKind => HttpSinkConfig,
+    Syslog: syslog::SyslogKind => SyslogSinkConfig,
+    Otlp: otlp::OtlpKind => OtlpSinkConfig,
+    Kafka: kafka::KafkaKind => KafkaSinkConfig,
+    Secops: secops::SecopsKind => SecopsConfig,
+    Sentinel: sentinel::SentinelKind => SentinelConfig,
+    S3: s3::S3Kind => S3Config,
+}
 
 /// Sink options whose values are secrets (a `${NAME}` in them is not needed by `state`).
 pub const SECRET_OPTIONS: &[&str] = &[
@@ -74,16 +107,7 @@ pub trait Destination: Sync {
     fn options(&self) -> &'static [&'static str];
     /// Reads and validates its own keys (`c.section()`), reporting every problem on `c`;
     /// `None` when they cannot be used.
-    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings>;
-    /// Opens the sink of a validated entry of its kind.
-    fn open<'a>(
-        &'a self,
-        cfg: &'a SinkConfig,
-        cx: OpenCx<'a>,
-    ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>>;
-    /// `check --connect`: whether the receiver answers (and takes the credentials), without
-    /// delivering anything.
-    fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe>;
+    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings>;
     /// `batch_max_age` when it is not set: how long a small batch waits for more.
     fn batch_max_age(&self) -> Duration {
         Duration::ZERO
@@ -94,19 +118,35 @@ pub trait Destination: Sync {
     fn batch_max_age_key(&self) -> Option<&'static str> {
         None
     }
-    /// What that key says, from the kind's validated settings.
-    fn own_batch_max_age(&self, _settings: &PluginSettings) -> Option<Duration> {
+    /// Whether a poller may hand this sink a page itself while the sink is idle and its queue
+    /// empty (local and cheap: writing costs less than queueing).
+    fn write_through(&self) -> bool {
+        false
+    }
+}
+
+/// What a destination's validated settings (its own keys, credentials among them) open and
+/// say: each kind's settings type, held in [`SinkConfig`] as its variant of [`SinkSettings`],
+/// so a sink is opened from its settings' own type and never from a guess at it. `cfg` is the
+/// entry the settings are part of (its name, format and the keys every sink takes).
+pub trait Configured: Sync {
+    /// Opens the sink of a validated entry of its kind.
+    fn open<'a>(
+        &'a self,
+        cfg: &'a SinkConfig,
+        cx: OpenCx<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>>;
+    /// `check --connect`: whether the receiver answers (and takes the credentials), without
+    /// delivering anything.
+    fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe>;
+    /// What the kind's own [`Destination::batch_max_age_key`] says.
+    fn own_batch_max_age(&self) -> Option<Duration> {
         None
     }
     /// Most events and bytes one delivery takes from the sink's queue (a page larger than
     /// that goes alone, whole).
     fn take_limits(&self, _cfg: &SinkConfig) -> (u64, u64) {
         (1000, 1 << 20)
-    }
-    /// Whether a poller may hand this sink a page itself while the sink is idle and its queue
-    /// empty (local and cheap: writing costs less than queueing).
-    fn write_through(&self) -> bool {
-        false
     }
     /// What the sink owns that no other sink of its kind may (a file sink's path): the option
     /// and its value.
@@ -125,31 +165,40 @@ pub trait Destination: Sync {
 }
 
 /// A sink of a kind that reaches a receiver over the network: built from its entry alone (no
-/// connection yet), and probed by `check --connect`. Its kind's `open` and `probe` are then
+/// connection yet), and probed by `check --connect`. Its settings' `open` and `probe` are then
 /// [`open_built`] and [`probe_built`].
 pub trait Reaches: Sink + Sized + 'static {
-    /// The sink of a validated entry.
-    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<Self, SinkError>;
+    /// Its kind's settings.
+    type Settings;
+    /// The sink of a validated entry (`settings`: its kind's part of `cfg`).
+    fn build(
+        cfg: &SinkConfig,
+        settings: &Self::Settings,
+        retry: &RetryConfig,
+        once: bool,
+    ) -> Result<Self, SinkError>;
     /// Whether its receiver answers (and takes the credentials), without delivering anything.
     fn reach(&self) -> impl std::future::Future<Output = Probe> + Send + '_;
 }
 
-/// [`Destination::open`] of a kind whose sink [`Reaches`].
+/// [`Configured::open`] of a kind whose sink [`Reaches`].
 pub fn open_built<'a, S: Reaches>(
     cfg: &'a SinkConfig,
+    settings: &S::Settings,
     cx: OpenCx<'a>,
 ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-    let sink = S::build(cfg, cx.retry, cx.once);
+    let sink = S::build(cfg, settings, cx.retry, cx.once);
     Box::pin(async move { Ok(Box::new(sink?) as Box<dyn Sink>) })
 }
 
-/// [`Destination::probe`] of a kind whose sink [`Reaches`]: a sink that cannot be built (a TLS
+/// [`Configured::probe`] of a kind whose sink [`Reaches`]: a sink that cannot be built (a TLS
 /// file unreadable, say) is a failed probe saying why.
 pub fn probe_built<'a, S: Reaches>(
     cfg: &'a SinkConfig,
+    settings: &S::Settings,
     retry: &'a RetryConfig,
 ) -> BoxFuture<'a, Probe> {
-    let sink = S::build(cfg, retry, true);
+    let sink = S::build(cfg, settings, retry, true);
     Box::pin(async move {
         match sink {
             Ok(sink) => sink.reach().await,
@@ -278,7 +327,7 @@ pub async fn open(
     queued: Option<&crate::state::QueueTotals>,
 ) -> Result<Arc<SinkSlot>, SinkError> {
     let cx = OpenCx { state, retry, once };
-    let sink = cfg.kind.destination().open(cfg, cx).await?;
+    let sink = cfg.settings.configured().open(cfg, cx).await?;
     Ok(SinkSlot::new(cfg.clone(), sink, queued))
 }
 

@@ -6,9 +6,8 @@ use serde::Deserialize;
 
 use super::FileSink;
 use crate::retry::RetryConfig;
-use crate::settings::PluginSettings;
 use crate::sinks::config::{SinkCheck, SinkConfig};
-use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
+use crate::sinks::{Configured, Destination, OpenCx, Probe, Sink, SinkError, SinkSettings};
 use crate::state::SinkPosition;
 use crate::BoxFuture;
 
@@ -70,7 +69,7 @@ impl Destination for FileKind {
     fn options(&self) -> &'static [&'static str] {
         crate::settings::fields::<Section>()
     }
-    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
+    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();
         let rotate = rotation(c, &s);
         let mode = file_mode(c, s.mode.as_deref());
@@ -81,26 +80,34 @@ impl Destination for FileKind {
             }
             Some(p) => Some(c.base().join(p)),
         };
-        Some(PluginSettings::new(FileSettings {
-            path: path?,
-            fsync: s.fsync.unwrap_or(true),
-            mode: mode?,
-            rotate,
-        }))
+        Some(
+            FileSettings {
+                path: path?,
+                fsync: s.fsync.unwrap_or(true),
+                mode: mode?,
+                rotate,
+            }
+            .into(),
+        )
     }
+    fn write_through(&self) -> bool {
+        true
+    }
+}
+
+impl Configured for FileSettings {
     fn open<'a>(
         &'a self,
         cfg: &'a SinkConfig,
         cx: OpenCx<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
         Box::pin(async move {
-            let f: &FileSettings = cfg.settings();
             let sink = FileSink::open(
                 &cfg.name,
-                f.path.clone(),
-                f.fsync,
-                f.mode,
-                f.rotate,
+                self.path.clone(),
+                self.fsync,
+                self.mode,
+                self.rotate,
                 crate::sinks::writer(cfg),
                 cx.state.clone(),
             )
@@ -108,26 +115,20 @@ impl Destination for FileKind {
             Ok(Box::new(sink) as Box<dyn Sink>)
         })
     }
-    fn probe<'a>(&'a self, cfg: &'a SinkConfig, _retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        let f: &FileSettings = cfg.settings();
-        let probe = match super::writable(&f.path) {
+    fn probe<'a>(&'a self, _cfg: &'a SinkConfig, _retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
+        let probe = match super::writable(&self.path) {
             Ok(said) => Probe { ok: true, said },
             Err(said) => Probe { ok: false, said },
         };
         Box::pin(async move { probe })
     }
-    fn write_through(&self) -> bool {
-        true
+    fn claims(&self, _cfg: &SinkConfig) -> Option<(&'static str, String)> {
+        Some(("path", self.path.display().to_string()))
     }
-    fn claims(&self, cfg: &SinkConfig) -> Option<(&'static str, String)> {
-        let f: &FileSettings = cfg.settings();
-        Some(("path", f.path.display().to_string()))
-    }
-    fn preflight(&self, cfg: &SinkConfig, recorded: &SinkPosition) -> Option<String> {
-        let f: &FileSettings = cfg.settings();
-        match super::refusal(&f.path, recorded) {
+    fn preflight(&self, _cfg: &SinkConfig, recorded: &SinkPosition) -> Option<String> {
+        match super::refusal(&self.path, recorded) {
             Ok(why) => why,
-            Err(e) => Some(format!("cannot read {}: {e}", f.path.display())),
+            Err(e) => Some(format!("cannot read {}: {e}", self.path.display())),
         }
     }
 }

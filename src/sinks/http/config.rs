@@ -8,9 +8,9 @@ use url::Url;
 
 use super::HttpSink;
 use crate::retry::RetryConfig;
-use crate::settings::{PluginSettings, Secret};
+use crate::settings::Secret;
 use crate::sinks::config::{SinkCheck, SinkConfig};
-use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
+use crate::sinks::{Configured, Destination, OpenCx, Probe, Sink, SinkError, SinkSettings};
 use crate::BoxFuture;
 
 /// `kind = "http"`.
@@ -238,37 +238,41 @@ impl Destination for HttpKind {
     fn options(&self) -> &'static [&'static str] {
         crate::settings::fields::<Section>()
     }
-    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
+    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();
-        validate(c, &s).map(PluginSettings::new)
+        validate(c, &s).map(Into::into)
     }
+    fn batch_max_age(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl Configured for HttpSinkConfig {
     fn open<'a>(
         &'a self,
         cfg: &'a SinkConfig,
         cx: OpenCx<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        crate::sinks::open_built::<HttpSink>(cfg, cx)
+        crate::sinks::open_built::<HttpSink>(cfg, self, cx)
     }
     fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        crate::sinks::probe_built::<HttpSink>(cfg, retry)
+        crate::sinks::probe_built::<HttpSink>(cfg, self, retry)
     }
-    fn batch_max_age(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    fn take_limits(&self, cfg: &SinkConfig) -> (u64, u64) {
-        let h: &HttpSinkConfig = cfg.settings();
+    fn take_limits(&self, _cfg: &SinkConfig) -> (u64, u64) {
         // With Splunk's acknowledgements, [`ACKED_BATCHES`] batches: sent one after the other,
         // their acknowledgements awaited together.
-        let n = if h.hec_ack.is_some() {
+        let n = if self.hec_ack.is_some() {
             ACKED_BATCHES
         } else {
             1
         };
-        (n * h.batch_max_events as u64, n * h.batch_max_bytes as u64)
+        (
+            n * self.batch_max_events as u64,
+            n * self.batch_max_bytes as u64,
+        )
     }
-    fn warnings(&self, cfg: &SinkConfig) -> Vec<String> {
-        let h: &HttpSinkConfig = cfg.settings();
-        if crate::settings::cleartext(&h.url) {
+    fn warnings(&self, _cfg: &SinkConfig) -> Vec<String> {
+        if crate::settings::cleartext(&self.url) {
             vec![crate::settings::CLEARTEXT_URL.to_string()]
         } else {
             Vec::new()
@@ -493,14 +497,14 @@ pub(crate) fn bounded(
 }
 
 impl crate::sinks::Reaches for HttpSink {
-    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<HttpSink, SinkError> {
-        HttpSink::new(
-            &cfg.name,
-            cfg.settings(),
-            crate::sinks::writer(cfg),
-            retry,
-            once,
-        )
+    type Settings = HttpSinkConfig;
+    fn build(
+        cfg: &SinkConfig,
+        settings: &HttpSinkConfig,
+        retry: &RetryConfig,
+        once: bool,
+    ) -> Result<HttpSink, SinkError> {
+        HttpSink::new(&cfg.name, settings, crate::sinks::writer(cfg), retry, once)
     }
     fn reach(&self) -> impl std::future::Future<Output = Probe> + Send + '_ {
         self.probe()

@@ -811,7 +811,10 @@ mod tests {
     }
 
     fn http_cfg(c: &crate::config::Config) -> &HttpSinkConfig {
-        c.sinks[0].settings()
+        match &c.sinks[0].settings {
+            crate::sinks::SinkSettings::Http(h) => h,
+            other => panic!("not an http sink's settings: {other:?}"),
+        }
     }
 
     #[test]

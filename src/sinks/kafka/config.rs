@@ -4,9 +4,9 @@ use serde::Deserialize;
 
 use super::KafkaSink;
 use crate::retry::RetryConfig;
-use crate::settings::{PluginSettings, Secret, TlsConfig};
+use crate::settings::{Secret, TlsConfig};
 use crate::sinks::config::{SinkCheck, SinkConfig};
-use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
+use crate::sinks::{Configured, Destination, OpenCx, Probe, Sink, SinkError, SinkSettings};
 use crate::BoxFuture;
 
 /// `kind = "kafka"`.
@@ -125,10 +125,16 @@ impl Destination for KafkaKind {
     fn options(&self) -> &'static [&'static str] {
         crate::settings::fields::<Section>()
     }
-    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
+    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();
-        validate(c, &s).map(PluginSettings::new)
+        validate(c, &s).map(Into::into)
     }
+    fn batch_max_age(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+}
+
+impl Configured for KafkaSinkConfig {
     fn open<'a>(
         &'a self,
         cfg: &'a SinkConfig,
@@ -137,7 +143,7 @@ impl Destination for KafkaKind {
         Box::pin(async move {
             let sink = KafkaSink::new(
                 &cfg.name,
-                cfg.settings(),
+                self,
                 crate::sinks::writer(cfg),
                 cx.retry,
                 cx.once,
@@ -146,15 +152,11 @@ impl Destination for KafkaKind {
         })
     }
     fn probe<'a>(&'a self, cfg: &'a SinkConfig, _retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        Box::pin(super::probe(&cfg.name, cfg.settings()))
+        Box::pin(super::probe(&cfg.name, self))
     }
-    fn batch_max_age(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(1)
-    }
-    fn warnings(&self, cfg: &SinkConfig) -> Vec<String> {
-        let k: &KafkaSinkConfig = cfg.settings();
-        match &k.sasl {
-            Some(s) if s.mechanism == "PLAIN" && k.tls.is_none() => vec![
+    fn warnings(&self, _cfg: &SinkConfig) -> Vec<String> {
+        match &self.sasl {
+            Some(s) if s.mechanism == "PLAIN" && self.tls.is_none() => vec![
                 "sasl_mechanism = \"PLAIN\" without tls = true: the password goes out in clear; \
                  set tls = true or use SCRAM"
                     .to_string(),

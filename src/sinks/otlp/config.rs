@@ -6,10 +6,9 @@ use url::Url;
 
 use super::OtlpSink;
 use crate::retry::RetryConfig;
-use crate::settings::PluginSettings;
 use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::sinks::http::config::{http_section, ClientSettings};
-use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
+use crate::sinks::{Configured, Destination, OpenCx, Probe, Sink, SinkError, SinkSettings};
 use crate::BoxFuture;
 
 /// `kind = "otlp"`.
@@ -60,33 +59,34 @@ impl Destination for OtlpKind {
     fn options(&self) -> &'static [&'static str] {
         crate::settings::fields::<Section>()
     }
-    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
+    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();
-        validate(c, &s).map(PluginSettings::new)
+        validate(c, &s).map(Into::into)
     }
+    fn batch_max_age(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl Configured for OtlpSinkConfig {
     fn open<'a>(
         &'a self,
         cfg: &'a SinkConfig,
         cx: OpenCx<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        crate::sinks::open_built::<OtlpSink>(cfg, cx)
+        crate::sinks::open_built::<OtlpSink>(cfg, self, cx)
     }
     fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        crate::sinks::probe_built::<OtlpSink>(cfg, retry)
+        crate::sinks::probe_built::<OtlpSink>(cfg, self, retry)
     }
-    fn batch_max_age(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    fn take_limits(&self, cfg: &SinkConfig) -> (u64, u64) {
-        let o: &OtlpSinkConfig = cfg.settings();
+    fn take_limits(&self, _cfg: &SinkConfig) -> (u64, u64) {
         (
-            o.client.batch_max_events as u64,
-            o.client.batch_max_bytes as u64,
+            self.client.batch_max_events as u64,
+            self.client.batch_max_bytes as u64,
         )
     }
-    fn warnings(&self, cfg: &SinkConfig) -> Vec<String> {
-        let o: &OtlpSinkConfig = cfg.settings();
-        if crate::settings::cleartext(&o.url) {
+    fn warnings(&self, _cfg: &SinkConfig) -> Vec<String> {
+        if crate::settings::cleartext(&self.url) {
             vec![crate::settings::CLEARTEXT_URL.to_string()]
         } else {
             Vec::new()
@@ -148,8 +148,14 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<OtlpSinkConfig> {
 }
 
 impl crate::sinks::Reaches for OtlpSink {
-    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<OtlpSink, SinkError> {
-        OtlpSink::new(cfg, retry, once)
+    type Settings = OtlpSinkConfig;
+    fn build(
+        cfg: &SinkConfig,
+        settings: &OtlpSinkConfig,
+        retry: &RetryConfig,
+        once: bool,
+    ) -> Result<OtlpSink, SinkError> {
+        OtlpSink::new(cfg, settings, retry, once)
     }
     fn reach(&self) -> impl std::future::Future<Output = Probe> + Send + '_ {
         self.probe()

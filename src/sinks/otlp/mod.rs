@@ -106,9 +106,13 @@ fn otlp_verdict(status: u16, retry_after: Option<Duration>) -> Verdict {
 
 impl OtlpSink {
     /// Builds the client (reading the CA and client certificate files).
-    pub fn new(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<OtlpSink, SinkError> {
+    pub fn new(
+        cfg: &SinkConfig,
+        o: &OtlpSinkConfig,
+        retry: &RetryConfig,
+        once: bool,
+    ) -> Result<OtlpSink, SinkError> {
         let name = cfg.name.as_str();
-        let o: &OtlpSinkConfig = cfg.settings();
         let client = build_client(name, o.client.timeout, &o.client.tls)?;
         let content_type = match o.encoding {
             OtlpEncoding::Protobuf => "application/x-protobuf",

@@ -9,9 +9,8 @@ use url::Url;
 use super::creds::{AssumeRole, Base};
 use super::{Layout, ObjectFormat, S3Sink, SecurityLake, SECURITY_LAKE_SOURCES};
 use crate::retry::RetryConfig;
-use crate::settings::PluginSettings;
 use crate::sinks::config::{SinkCheck, SinkConfig};
-use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
+use crate::sinks::{Configured, Destination, OpenCx, Probe, Sink, SinkError, SinkSettings};
 use crate::BoxFuture;
 
 /// `kind = "s3"`.
@@ -111,19 +110,9 @@ impl Destination for S3Kind {
     fn options(&self) -> &'static [&'static str] {
         crate::settings::fields::<Section>()
     }
-    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
+    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();
-        validate(c, &s, |k| std::env::var(k).ok()).map(PluginSettings::new)
-    }
-    fn open<'a>(
-        &'a self,
-        cfg: &'a SinkConfig,
-        cx: OpenCx<'a>,
-    ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        crate::sinks::open_built::<S3Sink>(cfg, cx)
-    }
-    fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        crate::sinks::probe_built::<S3Sink>(cfg, retry)
+        validate(c, &s, |k| std::env::var(k).ok()).map(Into::into)
     }
     fn batch_max_age(&self) -> Duration {
         MAX_OBJECT_AGE
@@ -131,32 +120,44 @@ impl Destination for S3Kind {
     fn batch_max_age_key(&self) -> Option<&'static str> {
         Some("max_object_age")
     }
-    fn own_batch_max_age(&self, settings: &PluginSettings) -> Option<Duration> {
-        settings.get::<S3Config>().map(|s| s.max_object_age)
+}
+
+impl Configured for S3Config {
+    fn open<'a>(
+        &'a self,
+        cfg: &'a SinkConfig,
+        cx: OpenCx<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
+        crate::sinks::open_built::<S3Sink>(cfg, self, cx)
+    }
+    fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
+        crate::sinks::probe_built::<S3Sink>(cfg, self, retry)
+    }
+    fn own_batch_max_age(&self) -> Option<Duration> {
+        Some(self.max_object_age)
     }
     fn take_limits(&self, cfg: &SinkConfig) -> (u64, u64) {
         // An object's worth of the queue: each delivery writes its objects whole, and the
         // batch leaves the queue once S3 has them all.
-        (u64::MAX, object_bytes(cfg))
+        (u64::MAX, object_bytes(self, cfg))
     }
     fn warnings(&self, cfg: &SinkConfig) -> Vec<String> {
-        let s: &S3Config = cfg.settings();
         let mut w = Vec::new();
-        if s.max_object_bytes > object_bytes(cfg) {
+        if self.max_object_bytes > object_bytes(self, cfg) {
             w.push(format!(
                 "max_object_bytes ({}) is more than half of queue_max_bytes ({}): objects are cut at {} bytes, so that the queue does not fill before an object is written",
-                s.max_object_bytes,
+                self.max_object_bytes,
                 cfg.queue_max_bytes,
-                object_bytes(cfg)
+                object_bytes(self, cfg)
             ));
         }
-        if matches!(s.layout, Layout::SecurityLake(_)) && s.max_object_age < MAX_OBJECT_AGE {
+        if matches!(self.layout, Layout::SecurityLake(_)) && self.max_object_age < MAX_OBJECT_AGE {
             w.push(format!(
                 "max_object_age ({}) is under 5 minutes: Security Lake asks a custom source for objects every 5 minutes to 1 day (more often only when they are over 256 MB)",
-                humantime::format_duration(s.max_object_age)
+                humantime::format_duration(self.max_object_age)
             ));
         }
-        if s.endpoint.scheme() == "http" {
+        if self.endpoint.scheme() == "http" {
             w.push("endpoint is plain http: the events go out in clear (the signature keeps the secret key off the wire, not the data); use https".to_string());
         }
         w
@@ -165,10 +166,8 @@ impl Destination for S3Kind {
 
 /// Most bytes of queued events in one batch: `max_object_bytes`, but at most half the queue,
 /// so that the sources never wait for room while the sink waits for a full object.
-fn object_bytes(cfg: &SinkConfig) -> u64 {
-    cfg.settings::<S3Config>()
-        .max_object_bytes
-        .min(cfg.queue_max_bytes / 2)
+fn object_bytes(s: &S3Config, cfg: &SinkConfig) -> u64 {
+    s.max_object_bytes.min(cfg.queue_max_bytes / 2)
 }
 
 /// Validates a `kind = "s3"` sink; `env` reads the environment (the region's and the
@@ -520,14 +519,14 @@ fn valid_bucket(b: &str) -> bool {
 }
 
 impl crate::sinks::Reaches for S3Sink {
-    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<S3Sink, SinkError> {
-        S3Sink::new(
-            &cfg.name,
-            cfg.settings(),
-            crate::sinks::writer(cfg),
-            retry,
-            once,
-        )
+    type Settings = S3Config;
+    fn build(
+        cfg: &SinkConfig,
+        settings: &S3Config,
+        retry: &RetryConfig,
+        once: bool,
+    ) -> Result<S3Sink, SinkError> {
+        S3Sink::new(&cfg.name, settings, crate::sinks::writer(cfg), retry, once)
     }
     fn reach(&self) -> impl std::future::Future<Output = Probe> + Send + '_ {
         self.probe()

@@ -11,9 +11,8 @@ use url::Url;
 use super::token::ServiceAccountKey;
 use super::SecopsSink;
 use crate::retry::RetryConfig;
-use crate::settings::PluginSettings;
 use crate::sinks::config::{SinkCheck, SinkConfig};
-use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
+use crate::sinks::{Configured, Destination, OpenCx, Probe, Sink, SinkError, SinkSettings};
 use crate::BoxFuture;
 
 /// `kind = "secops"`.
@@ -127,33 +126,41 @@ impl Destination for SecopsKind {
     fn options(&self) -> &'static [&'static str] {
         crate::settings::fields::<Section>()
     }
-    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
+    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();
-        validate(c, &s).map(PluginSettings::new)
+        validate(c, &s).map(Into::into)
     }
+    fn batch_max_age(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl Configured for SecopsConfig {
     fn open<'a>(
         &'a self,
         cfg: &'a SinkConfig,
         cx: OpenCx<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        crate::sinks::open_built::<SecopsSink>(cfg, cx)
+        crate::sinks::open_built::<SecopsSink>(cfg, self, cx)
     }
     fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        crate::sinks::probe_built::<SecopsSink>(cfg, retry)
+        crate::sinks::probe_built::<SecopsSink>(cfg, self, retry)
     }
-    fn batch_max_age(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    fn take_limits(&self, cfg: &SinkConfig) -> (u64, u64) {
-        let s: &SecopsConfig = cfg.settings();
-        (10_000, s.batch_max_bytes as u64)
+    fn take_limits(&self, _cfg: &SinkConfig) -> (u64, u64) {
+        (10_000, self.batch_max_bytes as u64)
     }
 }
 
 impl crate::sinks::Reaches for SecopsSink {
-    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<SecopsSink, SinkError> {
+    type Settings = SecopsConfig;
+    fn build(
+        cfg: &SinkConfig,
+        settings: &SecopsConfig,
+        retry: &RetryConfig,
+        once: bool,
+    ) -> Result<SecopsSink, SinkError> {
         let writer = crate::sinks::writer(cfg);
-        SecopsSink::new(&cfg.name, cfg.settings(), writer, retry, once)
+        SecopsSink::new(&cfg.name, settings, writer, retry, once)
     }
     fn reach(&self) -> impl std::future::Future<Output = Probe> + Send + '_ {
         self.probe()
@@ -326,7 +333,9 @@ mod tests {
             "project = \"p\"\nlocation = \"europe-west2\"\ninstance = \"i-1\"\nforwarder = \"f1\"\n",
         )
         .unwrap();
-        let s: &SecopsConfig = c.sinks[0].settings();
+        let crate::sinks::SinkSettings::Secops(s) = &c.sinks[0].settings else {
+            panic!("not a secops sink's settings: {:?}", c.sinks[0].settings);
+        };
         assert_eq!(s.region, "europe-west2");
         assert_eq!(s.log_type, DEFAULT_LOG_TYPE);
         assert_eq!(
@@ -375,7 +384,11 @@ mod tests {
         )
         .unwrap();
         let retry = c.agent.retry.clone();
-        let sink = <SecopsSink as crate::sinks::Reaches>::build(&c.sinks[0], &retry, true).unwrap();
+        let crate::sinks::SinkSettings::Secops(s) = &c.sinks[0].settings else {
+            panic!("not a secops sink's settings: {:?}", c.sinks[0].settings);
+        };
+        let sink =
+            <SecopsSink as crate::sinks::Reaches>::build(&c.sinks[0], s, &retry, true).unwrap();
         let event = |id: &str, raw_len: usize| {
             let raw = format!("{{\"id\":\"{id}\",\"pad\":\"{}\"}}", "x".repeat(raw_len));
             let mut e = Event::standalone(

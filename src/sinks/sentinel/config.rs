@@ -8,9 +8,9 @@ use url::Url;
 
 use super::{SentinelSink, MAX_REQUEST_BYTES};
 use crate::retry::RetryConfig;
-use crate::settings::{PluginSettings, Secret};
+use crate::settings::Secret;
 use crate::sinks::config::{SinkCheck, SinkConfig};
-use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
+use crate::sinks::{Configured, Destination, OpenCx, Probe, Sink, SinkError, SinkSettings};
 use crate::BoxFuture;
 
 /// `kind = "sentinel"`.
@@ -99,31 +99,33 @@ impl Destination for SentinelKind {
     fn options(&self) -> &'static [&'static str] {
         crate::settings::fields::<Section>()
     }
-    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
+    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();
-        validate(c, &s).map(PluginSettings::new)
+        validate(c, &s).map(Into::into)
     }
+    fn batch_max_age(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl Configured for SentinelConfig {
     fn open<'a>(
         &'a self,
         cfg: &'a SinkConfig,
         cx: OpenCx<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        crate::sinks::open_built::<SentinelSink>(cfg, cx)
+        crate::sinks::open_built::<SentinelSink>(cfg, self, cx)
     }
     fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        crate::sinks::probe_built::<SentinelSink>(cfg, retry)
-    }
-    fn batch_max_age(&self) -> Duration {
-        Duration::from_secs(1)
+        crate::sinks::probe_built::<SentinelSink>(cfg, self, retry)
     }
     fn take_limits(&self, _cfg: &SinkConfig) -> (u64, u64) {
         // About one request's worth: a delivery that fails half-way sends again only what one
         // request held (the API has no idempotency key).
         (10_000, MAX_REQUEST_BYTES as u64)
     }
-    fn warnings(&self, cfg: &SinkConfig) -> Vec<String> {
-        let s: &SentinelConfig = cfg.settings();
-        [("endpoint", &s.ingest_url), ("authority", &s.token_url)]
+    fn warnings(&self, _cfg: &SinkConfig) -> Vec<String> {
+        [("endpoint", &self.ingest_url), ("authority", &self.token_url)]
             .iter()
             .filter(|(_, u)| u.scheme() == "http")
             .map(|(k, _)| {
@@ -293,14 +295,14 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<SentinelConfig> {
 }
 
 impl crate::sinks::Reaches for SentinelSink {
-    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<SentinelSink, SinkError> {
-        SentinelSink::new(
-            &cfg.name,
-            cfg.settings(),
-            crate::sinks::writer(cfg),
-            retry,
-            once,
-        )
+    type Settings = SentinelConfig;
+    fn build(
+        cfg: &SinkConfig,
+        settings: &SentinelConfig,
+        retry: &RetryConfig,
+        once: bool,
+    ) -> Result<SentinelSink, SinkError> {
+        SentinelSink::new(&cfg.name, settings, crate::sinks::writer(cfg), retry, once)
     }
     fn reach(&self) -> impl std::future::Future<Output = Probe> + Send + '_ {
         self.probe()

@@ -4,11 +4,10 @@
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Destination, OpenCx, Probe, Sink, SinkError};
+use super::{Configured, Destination, OpenCx, Probe, Sink, SinkError, SinkSettings};
 use crate::encodings::Writer;
 use crate::event::Event;
 use crate::retry::RetryConfig;
-use crate::settings::PluginSettings;
 use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::BoxFuture;
 
@@ -21,8 +20,8 @@ pub struct StdoutKind;
 struct Section {}
 
 /// Its settings: none.
-#[derive(Debug, PartialEq)]
-struct Settings;
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings;
 
 impl Destination for StdoutKind {
     fn kind(&self) -> &'static str {
@@ -34,10 +33,16 @@ impl Destination for StdoutKind {
     fn options(&self) -> &'static [&'static str] {
         crate::settings::fields::<Section>()
     }
-    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
+    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let Section {} = c.section();
-        Some(PluginSettings::new(Settings))
+        Some(Settings.into())
     }
+    fn write_through(&self) -> bool {
+        true
+    }
+}
+
+impl Configured for Settings {
     fn open<'a>(
         &'a self,
         cfg: &'a SinkConfig,
@@ -52,9 +57,6 @@ impl Destination for StdoutKind {
                 said: "ok".into(),
             }
         })
-    }
-    fn write_through(&self) -> bool {
-        true
     }
 }
 

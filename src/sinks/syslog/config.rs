@@ -4,9 +4,9 @@ use serde::Deserialize;
 
 use super::SyslogSink;
 use crate::retry::RetryConfig;
-use crate::settings::{PluginSettings, TlsConfig};
+use crate::settings::TlsConfig;
 use crate::sinks::config::{SinkCheck, SinkConfig};
-use crate::sinks::{Destination, OpenCx, Probe, Sink, SinkError};
+use crate::sinks::{Configured, Destination, OpenCx, Probe, Sink, SinkError, SinkSettings};
 use crate::BoxFuture;
 
 /// `kind = "syslog"`.
@@ -109,22 +109,25 @@ impl Destination for SyslogKind {
     fn options(&self) -> &'static [&'static str] {
         crate::settings::fields::<Section>()
     }
-    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<PluginSettings> {
+    fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();
-        validate(c, &s).map(PluginSettings::new)
+        validate(c, &s).map(Into::into)
     }
+    fn batch_max_age(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+}
+
+impl Configured for SyslogSinkConfig {
     fn open<'a>(
         &'a self,
         cfg: &'a SinkConfig,
         cx: OpenCx<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        crate::sinks::open_built::<SyslogSink>(cfg, cx)
+        crate::sinks::open_built::<SyslogSink>(cfg, self, cx)
     }
     fn probe<'a>(&'a self, cfg: &'a SinkConfig, retry: &'a RetryConfig) -> BoxFuture<'a, Probe> {
-        crate::sinks::probe_built::<SyslogSink>(cfg, retry)
-    }
-    fn batch_max_age(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(1)
+        crate::sinks::probe_built::<SyslogSink>(cfg, self, retry)
     }
 }
 
@@ -236,14 +239,14 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<SyslogSinkConfig> 
 }
 
 impl crate::sinks::Reaches for SyslogSink {
-    fn build(cfg: &SinkConfig, retry: &RetryConfig, once: bool) -> Result<SyslogSink, SinkError> {
-        SyslogSink::new(
-            &cfg.name,
-            cfg.settings(),
-            crate::sinks::writer(cfg),
-            retry,
-            once,
-        )
+    type Settings = SyslogSinkConfig;
+    fn build(
+        cfg: &SinkConfig,
+        settings: &SyslogSinkConfig,
+        retry: &RetryConfig,
+        once: bool,
+    ) -> Result<SyslogSink, SinkError> {
+        SyslogSink::new(&cfg.name, settings, crate::sinks::writer(cfg), retry, once)
     }
     async fn reach(&self) -> Probe {
         match self.probe().await {
