@@ -498,6 +498,36 @@ mod tests {
         assert_eq!(SourceError::TooLarge(5).verdict(), Verdict::Stop);
     }
 
+    /// A vendor added without SIEM rows would have its OCSF, ECS and CEF records written with
+    /// the generic mapping (everything "Other", product "auditship"): this test fails instead.
+    #[test]
+    fn every_vendor_has_its_own_siem_rows_and_cef_device() {
+        use crate::encodings::{cef, siem};
+        for v in VENDORS {
+            let t = siem::Table::of(v.kind());
+            assert_eq!(
+                t.kind,
+                v.kind(),
+                "vendor {} has no table in encodings/siem.rs's TABLES",
+                v.kind()
+            );
+            assert!(!t.rules.is_empty(), "vendor {} has no SIEM rows", v.kind());
+            assert_ne!(
+                cef::device(v.kind(), ""),
+                ("auditship", "auditship"),
+                "vendor {} has no CEF device in encodings/cef.rs",
+                v.kind()
+            );
+        }
+        for t in &siem::TABLES {
+            assert!(
+                VENDORS.iter().any(|v| v.kind() == t.kind),
+                "SIEM table {} names no registered vendor",
+                t.kind
+            );
+        }
+    }
+
     #[test]
     fn secret_headers_are_sensitive() {
         let h = secret_header("Bearer ", &Secret::new("tok")).unwrap();
