@@ -68,17 +68,18 @@ impl Severity {
     }
 }
 
-/// Device Vendor and Device Product of a source kind.
+/// Device Vendor and Device Product of a source kind: its SIEM table's, or for a kind without
+/// one, the vendor's name.
 pub fn device(kind: &str, vendor: &str) -> (&'static str, &'static str) {
-    match (kind, vendor) {
-        ("domino_audit", _) => ("Domino Data Lab", "Domino Audit Trail"),
-        ("domino_datasource", _) => ("Domino Data Lab", "Domino Data Source Audit"),
-        ("domo", _) => ("Domo", "Domo Activity Log"),
-        ("wasabi_air", _) => ("Wasabi", "Wasabi AiR"),
-        (_, "domino") => ("Domino Data Lab", "Domino"),
-        (_, "domo") => ("Domo", "Domo"),
-        (_, "wasabi") => ("Wasabi", "Wasabi"),
-        _ => ("auditship", "auditship"),
+    let t = super::siem::Table::of(kind);
+    if !t.kind.is_empty() {
+        return t.cef_device;
+    }
+    match vendor {
+        "domino" => ("Domino Data Lab", "Domino"),
+        "domo" => ("Domo", "Domo"),
+        "wasabi" => ("Wasabi", "Wasabi"),
+        _ => t.cef_device,
     }
 }
 

@@ -123,9 +123,7 @@ impl Encoding for Ocsf {
             }
             Class::AccountChange => subject(&mut j, target_user.as_ref().or(actor.as_ref())),
             Class::UserAccess => {
-                let access = (e.kind == "domino_audit")
-                    .then(|| DominoAccess::of(e.raw()))
-                    .flatten();
+                let access = t.access_detail.then(|| DominoAccess::of(e.raw())).flatten();
                 let affected = access
                     .as_ref()
                     .and_then(|a| a.affecting.first())

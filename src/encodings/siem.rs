@@ -114,6 +114,11 @@ pub struct Table {
     pub action_key: Option<&'static str>,
     /// The top-level key of the vendor's time (OCSF `metadata.original_time`).
     pub time_key: &'static str,
+    /// CEF's Device Vendor and Device Product.
+    pub cef_device: (&'static str, &'static str),
+    /// Its User Access Management events carry Domino's `affecting`/`targets` detail (the users
+    /// a privilege change affected and the role given), which OCSF's `user` and `privileges` take.
+    pub access_detail: bool,
     pub rules: &'static [Rule],
     /// What an action no row names is.
     pub other: Rule,
@@ -192,6 +197,8 @@ pub static TABLES: [Table; 4] = [
         dataset: "domino.audit",
         action_key: None,
         time_key: "timestamp",
+        cef_device: ("Domino Data Lab", "Domino Audit Trail"),
+        access_detail: true,
         rules: &[
             rule(
                 "Create Project",
@@ -311,6 +318,8 @@ pub static TABLES: [Table; 4] = [
         dataset: "domino.data_source",
         action_key: None,
         time_key: "timestamp",
+        cef_device: ("Domino Data Lab", "Domino Data Source Audit"),
+        access_detail: false,
         rules: &[
             rule("AccessDataSource", DatastoreActivity, 3, "database", ACCESS),
             rule(
@@ -367,6 +376,8 @@ pub static TABLES: [Table; 4] = [
         dataset: "domo.activity",
         action_key: Some("actionType"),
         time_key: "time",
+        cef_device: ("Domo", "Domo Activity Log"),
+        access_detail: false,
         rules: &[
             rule("LOGGED_IN", Authentication, 1, "authentication", &["start"]),
             rule("LOGGED_OUT", Authentication, 2, "authentication", &["end"]),
@@ -397,6 +408,8 @@ pub static TABLES: [Table; 4] = [
         dataset: "wasabi_air.audit",
         action_key: None,
         time_key: "time",
+        cef_device: ("Wasabi", "Wasabi AiR"),
+        access_detail: false,
         rules: &[
             rule("login", Authentication, 1, "authentication", &["start"]),
             rule("logout", Authentication, 2, "authentication", &["end"]),
@@ -465,6 +478,8 @@ static GENERIC: Table = Table {
     dataset: "auditship.audit",
     action_key: None,
     time_key: "time",
+    cef_device: ("auditship", "auditship"),
+    access_detail: false,
     rules: &[],
     other: rule("(any other)", EntityManagement, 99, "configuration", INFO),
 };
