@@ -49,6 +49,7 @@ pub mod lease;
 pub mod metrics;
 pub mod pipeline;
 pub mod retry;
+pub mod rows;
 pub mod server;
 pub mod settings;
 pub mod signals;
