@@ -300,7 +300,10 @@ fn parquet(c: &mut Criterion) {
         let class = ocsf_class(&evs[0]);
         assert!(evs.iter().all(|e| ocsf_class(e) == class));
         for (name, p) in [
-            ("ocsf", Parquet::ocsf_class(class)),
+            (
+                "ocsf",
+                Parquet::ocsf_class(auditship::sources::SIEM_TABLES, class),
+            ),
             ("native", Parquet::native()),
         ] {
             g.bench_function(format!("{name}_{vendor}"), |b| {

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use crate::rows::{Table, GENERIC};
 use crate::timefmt::{self, Nanos};
 
 pub mod queued;
@@ -90,6 +91,9 @@ pub struct Event {
     pub kind: &'static str,
     /// The vendor (`domino`, `domo`, `wasabi`).
     pub vendor: &'static str,
+    /// Its vendor's SIEM rows (set where the vendor's file makes it, or the queue decodes it);
+    /// the generic table until then.
+    siem: &'static Table,
     /// The event's instant in UTC; written with millisecond precision.
     pub time: Nanos,
     page: PageText,
@@ -125,6 +129,7 @@ impl Event {
             source: source.clone(),
             kind,
             vendor,
+            siem: &GENERIC,
             time,
             page: page.clone(),
             own: String::new(),
@@ -138,6 +143,19 @@ impl Event {
             e.raw = e.span_of(raw);
         }
         e
+    }
+
+    /// The event with its vendor's SIEM rows.
+    #[inline]
+    pub fn with_siem(mut self, siem: &'static Table) -> Event {
+        self.siem = siem;
+        self
+    }
+
+    /// Its vendor's SIEM rows.
+    #[inline]
+    pub fn siem(&self) -> &'static Table {
+        self.siem
     }
 
     /// An event that is its own page: for tests and tools.

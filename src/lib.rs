@@ -23,7 +23,8 @@
 //!   Microsoft Sentinel, each a plugin in its folder listed by one `sinks!` line
 //!   ([`sinks::DESTINATIONS`], [`sinks::SinkSettings`]), behind [`sinks::Sink`];
 //!   [`encodings`]: how each event is written inside a sink's framing (`format`: native, ocsf,
-//!   ecs, cef), behind [`encodings::Encoding`].
+//!   ecs, cef), behind [`encodings::Encoding`]; [`rows`]: the types of a vendor's SIEM rows
+//!   (each vendor's table is in its file, [`sources::SIEM_TABLES`] lists them).
 //! - [`state`]: SQLite on its own thread: cursors, dedupe keys, sink positions, migrations.
 //!   [`lease`]: sources leased to replicas in PostgreSQL (issue 32; not wired yet).
 //! - [`event`], [`timefmt`]: the native event (spans into the page it came in) and time text.
@@ -49,6 +50,7 @@ pub mod lease;
 pub mod metrics;
 pub mod pipeline;
 pub mod retry;
+pub mod rows;
 pub mod server;
 pub mod settings;
 pub mod signals;

@@ -20,9 +20,9 @@ use std::process::Command;
 
 use auditship::encodings::ocsf::Ocsf;
 use auditship::encodings::parquet::{ocsf_class, Parquet, OCSF_CLASSES};
-use auditship::encodings::siem::TABLES;
 use auditship::encodings::Encoding;
 use auditship::event::{Event, Field};
+use auditship::sources::SIEM_TABLES as TABLES;
 use auditship_sim::Vendor;
 use common::*;
 use serde_json::value::RawValue;
@@ -81,14 +81,14 @@ struct Native<'a> {
 /// The event a native record was written from.
 fn event(line: &str) -> Event {
     let n: Native = serde_json::from_str(line).unwrap();
-    let kind = TABLES
+    let table = TABLES
         .iter()
         .find(|t| t.kind == n.kind)
-        .expect("a table per vendor")
-        .kind;
+        .expect("a table per vendor");
+    let kind = table.kind;
     let vendor: &'static str = Box::leak(n.vendor.into_boxed_str());
     let time = auditship::timefmt::parse_rfc3339(&n.time).unwrap();
-    let mut e = Event::standalone(&n.source, kind, vendor, time, n.raw.get());
+    let mut e = Event::standalone(&n.source, kind, vendor, time, n.raw.get()).with_siem(table);
     e.set(Field::Id, Some(&n.id));
     e.set(Field::Action, n.action.as_deref());
     for (map, [k, i, nm]) in [
@@ -180,7 +180,13 @@ async fn every_emulated_event_read_back_by_pyarrow_is_its_ocsf_record_and_valid(
         let mine: Vec<&Event> = events.iter().filter(|e| ocsf_class(e) == class).collect();
         assert!(!mine.is_empty(), "the emulators emit class {}", class.uid());
         let file = dir.join(format!("{}.parquet", class.uid()));
-        std::fs::write(&file, Parquet::ocsf_class(class).write(mine, true).unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            Parquet::ocsf_class(TABLES, class)
+                .write(mine, true)
+                .unwrap(),
+        )
+        .unwrap();
         let got = rows(&file);
         let mut last = i64::MIN;
         for r in &got {
@@ -225,7 +231,7 @@ async fn every_emulated_event_read_back_by_pyarrow_is_its_ocsf_record_and_valid(
 
     // All classes in one file, for a plain archive: the same records.
     let file = dir.join("all.parquet");
-    std::fs::write(&file, Parquet::ocsf().write(&events, true).unwrap()).unwrap();
+    std::fs::write(&file, Parquet::ocsf(TABLES).write(&events, true).unwrap()).unwrap();
     let got = rows(&file);
     assert_eq!(got.len(), events.len());
     for r in &got {

@@ -148,7 +148,7 @@ fn every_vendor_refuses_what_is_not_its_own() {
 }
 
 /// Every vendor validates a config made with its emulator's credentials, builds, and reads the
-/// emulator's events exactly, each with its kind and vendor.
+/// emulator's events exactly, each with its kind, vendor and SIEM table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_vendor_builds_and_reads_its_emulator() {
     let emulated: Vec<Vendor> = VENDORS
@@ -185,6 +185,15 @@ async fn every_vendor_builds_and_reads_its_emulator() {
             "{}: the emulator made no events",
             v.kind()
         );
+        // Each event carries its vendor's SIEM rows (not the generic table): what OCSF, ECS
+        // and CEF write it with.
+        for e in &page.events {
+            assert!(
+                std::ptr::eq(e.siem(), v.siem()),
+                "{}: an event without its vendor's SIEM table",
+                v.kind()
+            );
+        }
         let delivered: Vec<Value> = page
             .events
             .iter()

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use auditship::encodings::siem::TABLES;
 use auditship::event::{Event, Field};
+use auditship::sources::SIEM_TABLES as TABLES;
 use auditship_sim::Vendor;
 use common::*;
 use serde_json::Value;
@@ -174,7 +174,7 @@ async fn every_emulated_event_of_every_vendor_is_valid_ocsf_and_ecs() {
             .unwrap();
         seen.insert((kind.kind, at));
     }
-    for t in &TABLES {
+    for t in TABLES {
         for (i, r) in t.rules.iter().enumerate() {
             assert!(
                 seen.contains(&(t.kind, i)),

@@ -10,7 +10,7 @@
 //! carries the later read's time; `event.id` stays the same, for de-duplication.
 //! `event.outcome` is `unknown`: none of the four audit APIs says whether an action failed.
 
-use super::siem::{Json, Table};
+use super::siem::Json;
 use super::Encoding;
 use crate::event::Event;
 use crate::timefmt;
@@ -27,7 +27,7 @@ impl Encoding for Ecs {
 
     fn write(&self, e: &Event, include_raw: bool, out: &mut Vec<u8>) {
         out.reserve(if include_raw { e.raw().len() + 64 } else { 0 } + 640);
-        let t = Table::of(e.kind);
+        let t = e.siem();
         let r = t.rule(e);
         let mut j = Json::open(out);
         j.key("@timestamp");
@@ -122,6 +122,7 @@ fn time(out: &mut Vec<u8>, t: timefmt::Nanos) {
 mod tests {
     use super::*;
     use crate::event::Field;
+    use crate::sources::siem_of;
     use serde_json::Value;
 
     fn encode(e: &Event, include_raw: bool) -> Value {
@@ -134,7 +135,8 @@ mod tests {
     #[test]
     fn a_full_event_and_its_raw() {
         let raw = r#"{"userName":"ann"}"#;
-        let mut e = Event::standalone("d", "domo", "domo", 1_700_000_000_123_456_789, raw);
+        let mut e = Event::standalone("d", "domo", "domo", 1_700_000_000_123_456_789, raw)
+            .with_siem(siem_of("domo"));
         e.set(Field::Id, Some("ev1"));
         e.set(Field::Action, Some("LOGGED_IN"));
         e.set(Field::ActorKind, Some("USER"));
@@ -165,7 +167,8 @@ mod tests {
 
     #[test]
     fn a_missing_actor_ip_and_action_leave_their_fields_out() {
-        let mut e = Event::standalone("w", "wasabi_air", "wasabi", 0, "{}");
+        let mut e = Event::standalone("w", "wasabi_air", "wasabi", 0, "{}")
+            .with_siem(siem_of("wasabi_air"));
         e.set(Field::SrcIp, Some("bogus"));
         let v = encode(&e, false);
         for k in ["user", "source", "related", "message"] {

@@ -11,7 +11,7 @@
 //! text, and parsed only for Domino's privilege changes (who was affected, which role), a few
 //! in a hundred events.
 
-use super::siem::{top_level, Class, Json, Table};
+use super::siem::{top_level, Class, Json};
 use super::Encoding;
 use crate::event::{Entity, Event};
 
@@ -27,7 +27,7 @@ impl Encoding for Ocsf {
 
     fn write(&self, e: &Event, include_raw: bool, out: &mut Vec<u8>) {
         out.reserve(if include_raw { e.raw().len() + 64 } else { 0 } + 768);
-        let t = Table::of(e.kind);
+        let t = e.siem();
         let r = t.rule(e);
         let action = t.action(e);
         let class = r.class;
@@ -123,9 +123,7 @@ impl Encoding for Ocsf {
             }
             Class::AccountChange => subject(&mut j, target_user.as_ref().or(actor.as_ref())),
             Class::UserAccess => {
-                let access = (e.kind == "domino_audit")
-                    .then(|| DominoAccess::of(e.raw()))
-                    .flatten();
+                let access = t.access_detail.then(|| DominoAccess::of(e.raw())).flatten();
                 let affected = access
                     .as_ref()
                     .and_then(|a| a.affecting.first())
@@ -327,6 +325,7 @@ impl<'a> DominoAccess<'a> {
 mod tests {
     use super::*;
     use crate::event::Field;
+    use crate::sources::siem_of;
     use serde_json::Value;
 
     fn encode(e: &Event, include_raw: bool) -> Value {
@@ -346,7 +345,8 @@ mod tests {
     }
 
     fn event(kind: &'static str, raw: &str, action: Option<&str>) -> Event {
-        let mut e = Event::standalone("src", kind, "v", 1_700_000_000_123_456_789, raw);
+        let mut e = Event::standalone("src", kind, "v", 1_700_000_000_123_456_789, raw)
+            .with_siem(siem_of(kind));
         e.set(Field::Action, action);
         e
     }

@@ -25,7 +25,7 @@ use ::parquet::file::metadata::SortingColumn;
 use ::parquet::file::properties::WriterProperties;
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
-use super::siem::{Class, Table, TABLES};
+use super::siem::{Class, Table, GENERIC};
 use super::{ecs, ocsf, Encoding};
 use crate::event::Event;
 
@@ -71,7 +71,7 @@ pub const OCSF_CLASSES: [Class; 6] = [
 
 /// The OCSF class the OCSF encoder writes `e` as.
 pub fn ocsf_class(e: &Event) -> Class {
-    Table::of(e.kind).rule(e).class
+    e.siem().rule(e).class
 }
 
 /// The OCSF class of `uid`, if the encoder emits it.
@@ -89,41 +89,42 @@ impl Parquet {
         }
     }
 
-    /// OCSF records of one class, as Security Lake takes them.
-    pub fn ocsf_class(class: Class) -> Parquet {
+    /// OCSF records of one class, as Security Lake takes them; `tables` are the vendors' SIEM
+    /// tables (`sources::SIEM_TABLES`), whose namespaces the schema's `unmapped` holds.
+    pub fn ocsf_class(tables: &[&Table], class: Class) -> Parquet {
         Parquet {
             kind: Kind::Ocsf(Some(class)),
-            schema: Arc::new(ocsf_schema(&[class])),
+            schema: Arc::new(ocsf_schema(tables, &[class])),
             name: class.name(),
         }
     }
 
     /// OCSF records of any class: the union of the classes' fields, each record filling those
     /// of its own class.
-    pub fn ocsf() -> Parquet {
+    pub fn ocsf(tables: &[&Table]) -> Parquet {
         Parquet {
             kind: Kind::Ocsf(None),
-            schema: Arc::new(ocsf_schema(&OCSF_CLASSES)),
+            schema: Arc::new(ocsf_schema(tables, &OCSF_CLASSES)),
             name: "ocsf",
         }
     }
 
-    /// The ECS document.
-    pub fn ecs() -> Parquet {
+    /// The ECS document (with a field for each of `tables`' namespaces).
+    pub fn ecs(tables: &[&Table]) -> Parquet {
         Parquet {
             kind: Kind::Ecs,
-            schema: Arc::new(ecs_schema()),
+            schema: Arc::new(ecs_schema(tables)),
             name: "ecs",
         }
     }
 
     /// The schema of a sink's `format` (its name): `None` for one with no Parquet schema (cef,
     /// a line of text).
-    pub fn for_format(format: &str) -> Option<Parquet> {
+    pub fn for_format(tables: &[&Table], format: &str) -> Option<Parquet> {
         match format {
             "native" => Some(Parquet::native()),
-            "ocsf" => Some(Parquet::ocsf()),
-            "ecs" => Some(Parquet::ecs()),
+            "ocsf" => Some(Parquet::ocsf(tables)),
+            "ecs" => Some(Parquet::ecs(tables)),
             _ => None,
         }
     }
@@ -320,10 +321,11 @@ fn native_schema() -> Schema {
 /// The namespaces (`unmapped.<namespace>`, and ECS's top-level vendor fields) of the vendors
 /// with an action of one of `classes` (all of them: `None`), the generic table's included, each
 /// once.
-fn namespaces(classes: Option<&[Class]>) -> Vec<&'static str> {
-    let mut ns: Vec<&'static str> = TABLES
+fn namespaces(tables: &[&Table], classes: Option<&[Class]>) -> Vec<&'static str> {
+    let mut ns: Vec<&'static str> = tables
         .iter()
-        .chain([Table::of("")])
+        .copied()
+        .chain([&GENERIC])
         .filter(|t| {
             classes.is_none_or(|cs| {
                 t.rules
@@ -367,7 +369,7 @@ fn ocsf_class_fields(class: Class) -> Vec<Field> {
 
 /// The schema of records of `classes`: the fields every class has, then each class's own (a
 /// field two classes share, `user`, once).
-fn ocsf_schema(classes: &[Class]) -> Schema {
+fn ocsf_schema(tables: &[&Table], classes: &[Class]) -> Schema {
     let mut fields = vec![
         required(int("class_uid")),
         required(text("class_name")),
@@ -423,7 +425,7 @@ fn ocsf_schema(classes: &[Class]) -> Schema {
     }
     fields.push(object(
         "unmapped",
-        namespaces(Some(classes))
+        namespaces(tables, Some(classes))
             .into_iter()
             .map(|ns| {
                 object(
@@ -441,7 +443,7 @@ fn ocsf_schema(classes: &[Class]) -> Schema {
     Schema::new(fields)
 }
 
-fn ecs_schema() -> Schema {
+fn ecs_schema(tables: &[&Table]) -> Schema {
     let mut fields = vec![
         required(utc_millis("@timestamp")),
         object("ecs", vec![text("version")]),
@@ -470,7 +472,7 @@ fn ecs_schema() -> Schema {
             vec![list("user", DataType::Utf8), list("ip", DataType::Utf8)],
         ),
     ];
-    for ns in namespaces(None) {
+    for ns in namespaces(tables, None) {
         fields.push(object(
             ns,
             vec![
@@ -489,6 +491,7 @@ fn ecs_schema() -> Schema {
 mod tests {
     use super::*;
     use crate::event::Field as F;
+    use crate::sources::SIEM_TABLES;
     use serde_json::Value;
 
     /// Every kind of event the encoders can be given: each row of each vendor's table (and its
@@ -497,16 +500,20 @@ mod tests {
     fn every_shape() -> Vec<Event> {
         let mut out = Vec::new();
         let mut n = 0i64;
-        let mut next = |kind: &'static str, raw: &str| {
+        let mut next = |siem: &'static Table, raw: &str| {
             n += 1;
             // Out of time order on purpose: the writer sorts.
             let t = 1_700_000_000_000_000_000 + ((n * 7919) % 1000) * 1_000_000_000;
-            let mut e = Event::standalone("src-a", kind, "v", t, raw);
+            let kind: &'static str = if siem.kind.is_empty() {
+                "nobody"
+            } else {
+                siem.kind
+            };
+            let mut e = Event::standalone("src-a", kind, "v", t, raw).with_siem(siem);
             e.set(F::Id, Some(&format!("id-{n}")));
             e
         };
-        for t in TABLES.iter().chain([Table::of("")]) {
-            let kind: &'static str = if t.kind.is_empty() { "nobody" } else { t.kind };
+        for t in SIEM_TABLES.iter().copied().chain([&GENERIC]) {
             for r in t.rules.iter().chain([&t.other]) {
                 let action = (r.action != "(any other)").then_some(r.action);
                 let raw = match t.action_key {
@@ -517,7 +524,7 @@ mod tests {
                     None => format!(r#"{{"{}":1729260604123}}"#, t.time_key),
                 };
                 // Everything set.
-                let mut e = next(kind, &raw);
+                let mut e = next(t, &raw);
                 e.set(F::Action, action.or(Some("something else")));
                 for (f, v) in [
                     (F::ActorKind, "person"),
@@ -536,7 +543,7 @@ mod tests {
                 }
                 out.push(e);
                 // Nothing set but the action.
-                let mut e = next(kind, "{}");
+                let mut e = next(t, "{}");
                 e.set(F::Action, action);
                 out.push(e);
                 // A target user; a target of another kind; a project only; a bad IP.
@@ -546,7 +553,7 @@ mod tests {
                     (Some("group"), None),
                     (None, Some("workspace")),
                 ] {
-                    let mut e = next(kind, "{}");
+                    let mut e = next(t, "{}");
                     e.set(F::Action, action);
                     e.set(F::TargetKind, tk);
                     e.set(F::TargetId, tk.map(|_| "t2"));
@@ -560,7 +567,7 @@ mod tests {
             }
         }
         let raw = r#"{"timestamp":1700000000123,"actor":{"id":"a1","name":"ann"},"action":{"eventName":"Change Collaborator Role"},"targets":[{"entity":{"entityType":"user","id":"u2","name":"bob"},"fieldChanges":[{"fieldName":"role","before":"Contributor","after":"Owner","added":[],"removed":[]}]}],"affecting":[{"entityType":"user","id":"u2","name":"bob"}],"metadata":{}}"#;
-        let mut e = next("domino_audit", raw);
+        let mut e = next(&crate::sources::domino_audit::SIEM, raw);
         e.set(F::Action, Some("Change Collaborator Role"));
         out.push(e);
         out
@@ -646,7 +653,7 @@ mod tests {
         let events = every_shape();
         let mut seen = std::collections::BTreeSet::new();
         for class in OCSF_CLASSES {
-            let p = Parquet::ocsf_class(class);
+            let p = Parquet::ocsf_class(SIEM_TABLES, class);
             let mine: Vec<&Event> = events.iter().filter(|e| ocsf_class(e) == class).collect();
             assert!(!mine.is_empty(), "no event of class {}", class.uid());
             for include_raw in [false, true] {
@@ -679,7 +686,7 @@ mod tests {
             );
         }
         // And the union schema holds them all.
-        let all = Parquet::ocsf();
+        let all = Parquet::ocsf(SIEM_TABLES);
         let got = read_back(all.write(&events, true).unwrap());
         assert_eq!(got.len(), events.len());
         let mut cols = std::collections::BTreeSet::new();
@@ -690,7 +697,7 @@ mod tests {
     #[test]
     fn a_field_the_schema_lacks_fails_the_write_instead_of_being_dropped() {
         // The schema of 3004 without `entity.type`: the encoder still writes it.
-        let p = Parquet::ocsf_class(Class::EntityManagement);
+        let p = Parquet::ocsf_class(SIEM_TABLES, Class::EntityManagement);
         let fields: Vec<Field> = p
             .schema()
             .fields()
@@ -739,10 +746,10 @@ mod tests {
         let events = every_shape();
         let of = |c: Class| events.iter().find(|e| ocsf_class(e) == c).unwrap();
         // Fields 3002 lacks.
-        let p = Parquet::ocsf_class(Class::Authentication);
+        let p = Parquet::ocsf_class(SIEM_TABLES, Class::Authentication);
         assert!(p.write([of(Class::EntityManagement)], false).is_err());
         // Fields 3005 has (`user`), of another class.
-        let p = Parquet::ocsf_class(Class::UserAccess);
+        let p = Parquet::ocsf_class(SIEM_TABLES, Class::UserAccess);
         let err = p
             .write([of(Class::UserAccess), of(Class::AccountChange)], false)
             .unwrap_err()
@@ -781,7 +788,7 @@ mod tests {
         }
         assert_eq!(cols, written);
 
-        let p = Parquet::ecs();
+        let p = Parquet::ecs(SIEM_TABLES);
         let got = read_back(p.write(&events, true).unwrap());
         assert_eq!(got.len(), events.len());
         let mut written = std::collections::BTreeSet::new();
@@ -812,7 +819,7 @@ mod tests {
     fn the_file_is_zstd_and_says_it_is_sorted_by_time() {
         use ::parquet::file::reader::{FileReader, SerializedFileReader};
         let events = every_shape();
-        let p = Parquet::ocsf_class(Class::EntityManagement);
+        let p = Parquet::ocsf_class(SIEM_TABLES, Class::EntityManagement);
         let mine = events
             .iter()
             .filter(|e| ocsf_class(e) == Class::EntityManagement);

@@ -91,6 +91,7 @@ pub fn decode(
     source: &Arc<str>,
     kind: &'static str,
     vendor: &'static str,
+    siem: &'static crate::rows::Table,
 ) -> Result<Vec<Event>, String> {
     if chunk.len() < HEADER {
         return Err(format!(
@@ -156,6 +157,7 @@ pub fn decode(
             source: source.clone(),
             kind,
             vendor,
+            siem,
             time,
             page: page.clone(),
             own: String::new(),
@@ -236,7 +238,14 @@ mod tests {
         let events = sample();
         let chunk = encode(&events);
         assert_eq!(count(&chunk), Some(3));
-        let back = decode(&chunk, &Arc::from("s1"), "domino_audit", "domino").unwrap();
+        let back = decode(
+            &chunk,
+            &Arc::from("s1"),
+            "domino_audit",
+            "domino",
+            &crate::rows::GENERIC,
+        )
+        .unwrap();
         assert_eq!(written(&back), written(&events));
         for (a, b) in events.iter().zip(&back) {
             assert_eq!(a.time, b.time);
@@ -261,18 +270,23 @@ mod tests {
         let src: Arc<str> = Arc::from("s1");
         for cut in [0, 3, 9, 20, chunk.len() - 1] {
             assert!(
-                decode(&chunk[..cut], &src, "k", "v").is_err(),
+                decode(&chunk[..cut], &src, "k", "v", &crate::rows::GENERIC).is_err(),
                 "cut at {cut}"
             );
         }
         let mut longer = chunk.clone();
         longer.push(0);
-        assert!(decode(&longer, &src, "k", "v").is_err());
+        assert!(decode(&longer, &src, "k", "v", &crate::rows::GENERIC).is_err());
         let mut other = chunk.clone();
         other[0] = 9;
-        assert!(decode(&other, &src, "k", "v")
+        assert!(decode(&other, &src, "k", "v", &crate::rows::GENERIC)
             .unwrap_err()
             .contains("layout 9"));
-        assert_eq!(decode(&encode(&[]), &src, "k", "v").unwrap().len(), 0);
+        assert_eq!(
+            decode(&encode(&[]), &src, "k", "v", &crate::rows::GENERIC)
+                .unwrap()
+                .len(),
+            0
+        );
     }
 }

@@ -187,9 +187,13 @@ async fn deliver(
             .or_insert_with(|| Arc::from(c.source.as_str()))
             .clone();
         let read = match SourceKind::parse(&c.kind) {
-            Some(kind) => {
-                queued::decode(&c.records, &source, kind.as_str(), kind.vendor().vendor())
-            }
+            Some(kind) => queued::decode(
+                &c.records,
+                &source,
+                kind.as_str(),
+                kind.vendor().vendor(),
+                kind.vendor().siem(),
+            ),
             None => Err(format!(
                 "the source's kind {:?} is not one this release reads",
                 c.kind

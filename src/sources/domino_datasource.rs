@@ -13,6 +13,7 @@ use super::{BoxFuture, Http, Page, PageRequest, Paging, Source, SourceError, Tra
 use crate::event::{Event, Field, PageText};
 use crate::json::Text;
 use crate::keys::Identity;
+use crate::rows::{rule, Class::*, Table, ACCESS, CHANGE, CREATE, DELETE, INFO};
 use crate::settings::Secret;
 use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::{self, NANOS_PER_MS};
@@ -33,6 +34,67 @@ pub struct DominoDatasource {
 
 const KIND: &str = "domino_datasource";
 const VENDOR: &str = "domino";
+
+/// Its SIEM rows: what each of its actions is in OCSF and ECS, and its names in OCSF, ECS and
+/// CEF (`docs/siem-formats.md` shows them).
+pub static SIEM: Table = Table {
+    kind: "domino_datasource",
+    product: "Domino",
+    vendor_name: "Domino Data Lab",
+    feature: "Data Source Audit",
+    namespace: "domino",
+    dataset: "domino.data_source",
+    action_key: None,
+    time_key: "timestamp",
+    cef_device: ("Domino Data Lab", "Domino Data Source Audit"),
+    access_detail: false,
+    rules: &[
+        rule("AccessDataSource", DatastoreActivity, 3, "database", ACCESS),
+        rule(
+            "CreateDataSource",
+            EntityManagement,
+            1,
+            "configuration",
+            CREATE,
+        ),
+        rule(
+            "DeleteDataSource",
+            EntityManagement,
+            4,
+            "configuration",
+            DELETE,
+        ),
+        rule(
+            "EditDataSourcePermissions",
+            EntityManagement,
+            3,
+            "iam",
+            CHANGE,
+        ),
+        rule(
+            "EditDataSourceOwnership",
+            EntityManagement,
+            3,
+            "iam",
+            CHANGE,
+        ),
+        rule(
+            "AddDataSourceToProject",
+            EntityManagement,
+            99,
+            "configuration",
+            CHANGE,
+        ),
+        rule(
+            "RemoveDataSourceFromProject",
+            EntityManagement,
+            99,
+            "configuration",
+            CHANGE,
+        ),
+    ],
+    other: rule("(any other)", EntityManagement, 99, "configuration", INFO),
+};
 
 /// The `domino_datasource` plugin.
 pub struct DominoDatasourceKind;
@@ -56,6 +118,9 @@ pub struct Settings {
 }
 
 impl super::Vendor for DominoDatasourceKind {
+    fn siem(&self) -> &'static Table {
+        &SIEM
+    }
     fn kind(&self) -> &'static str {
         KIND
     }
@@ -189,7 +254,7 @@ fn normalise(
             e.timestamp
         ))
     })?;
-    let mut ev = Event::new(source, KIND, VENDOR, time, page, raw);
+    let mut ev = Event::new(source, KIND, VENDOR, time, page, raw).with_siem(&SIEM);
     ev.set(Field::Action, e.event_kind.as_deref());
     ev.set(Field::ActorId, e.performed_by.as_deref());
     ev.set(

@@ -18,6 +18,7 @@ use super::{BoxFuture, Http, Page, PageRequest, Paging, Source, SourceError, Tra
 use crate::event::{Event, Field, PageText};
 use crate::json::Text;
 use crate::keys::Identity;
+use crate::rows::{on, rule, Class::*, Table, ACCESS, CHANGE, CREATE, DELETE, INFO};
 use crate::settings::Secret;
 use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::{Nanos, NANOS_PER_MS, NANOS_PER_SEC};
@@ -58,6 +59,41 @@ pub struct Domo {
 const KIND: &str = "domo";
 const VENDOR: &str = "domo";
 
+/// Its SIEM rows: what each of its actions is in OCSF and ECS, and its names in OCSF, ECS and
+/// CEF (`docs/siem-formats.md` shows them).
+pub static SIEM: Table = Table {
+    kind: "domo",
+    product: "Domo",
+    vendor_name: "Domo",
+    feature: "Activity Log",
+    namespace: "domo",
+    dataset: "domo.activity",
+    action_key: Some("actionType"),
+    time_key: "time",
+    cef_device: ("Domo", "Domo Activity Log"),
+    access_detail: false,
+    rules: &[
+        rule("LOGGED_IN", Authentication, 1, "authentication", &["start"]),
+        rule("LOGGED_OUT", Authentication, 2, "authentication", &["end"]),
+        rule("VIEWED", ApiActivity, 2, "web", ACCESS),
+        rule("CREATED", ApiActivity, 1, "configuration", CREATE),
+        on(
+            "USER",
+            rule("UPDATED", ApiActivity, 3, "iam", &["user", "change"]),
+        ),
+        on(
+            "GROUP",
+            rule("UPDATED", ApiActivity, 3, "iam", &["group", "change"]),
+        ),
+        rule("UPDATED", ApiActivity, 3, "configuration", CHANGE),
+        rule("DELETED", ApiActivity, 4, "configuration", DELETE),
+        rule("EXPORTED", ApiActivity, 99, "web", ACCESS),
+        rule("SHARED", ApiActivity, 99, "configuration", CHANGE),
+        rule("RAN", ApiActivity, 99, "api", &["start"]),
+    ],
+    other: rule("(any other)", ApiActivity, 99, "api", INFO),
+};
+
 /// The `domo` plugin.
 pub struct DomoKind;
 
@@ -87,6 +123,9 @@ pub struct Settings {
 }
 
 impl super::Vendor for DomoKind {
+    fn siem(&self) -> &'static Table {
+        &SIEM
+    }
     fn kind(&self) -> &'static str {
         KIND
     }
@@ -530,7 +569,7 @@ fn normalise(
     })?;
     let (time, ambiguous) = resolve_noting_fold(tz, local, start, end)
         .ok_or_else(|| SourceError::Body(format!("domo time {:?} is out of range", e.time)))?;
-    let mut ev = Event::new(source, KIND, VENDOR, time, page, raw);
+    let mut ev = Event::new(source, KIND, VENDOR, time, page, raw).with_siem(&SIEM);
     if ambiguous {
         ev.set_ambiguous_time();
     }

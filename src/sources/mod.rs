@@ -38,6 +38,10 @@ macro_rules! vendors {
         /// Every kind of source: the one place where vendors are registered.
         pub static VENDORS: &[&dyn Vendor] = &[$(&$module::$kind),*];
 
+        /// Every vendor's SIEM rows, in the order of [`VENDORS`] (and of
+        /// `docs/siem-formats.md`): each vendor file's `SIEM`.
+        pub static SIEM_TABLES: &[&crate::rows::Table] = &[$(&$module::SIEM),*];
+
         /// A vendor's validated settings (what its plugin read of its own keys), kept in
         /// [`SourceConfig`](config::SourceConfig): one variant a vendor, each its file's
         /// `Settings`.
@@ -55,6 +59,16 @@ macro_rules! vendors {
             }
         }
     };
+}
+
+/// The SIEM rows of the vendor of `kind`, or the generic table for a kind no vendor has (for
+/// tests and tools that make events of a kind; a vendor's own events carry its table).
+pub fn siem_of(kind: &str) -> &'static crate::rows::Table {
+    SIEM_TABLES
+        .iter()
+        .find(|t| t.kind == kind)
+        .copied()
+        .unwrap_or(&crate::rows::GENERIC)
 }
 
 vendors! {
@@ -498,10 +512,81 @@ mod tests {
         assert_eq!(SourceError::TooLarge(5).verdict(), Verdict::Stop);
     }
 
+    /// Each vendor's table is its own (its kind, its CEF device), and its events carry it.
+    #[test]
+    fn every_vendor_has_its_own_siem_rows_and_cef_device() {
+        use crate::encodings::cef;
+        for v in VENDORS {
+            let t = v.siem();
+            assert_eq!(t.kind, v.kind(), "vendor {}'s SIEM table", v.kind());
+            assert!(!t.rules.is_empty(), "vendor {} has no SIEM rows", v.kind());
+            assert!(std::ptr::eq(siem_of(v.kind()), t), "{}", v.kind());
+            let e =
+                crate::event::Event::standalone("s", v.kind(), v.vendor(), 0, "{}").with_siem(t);
+            assert_ne!(
+                cef::device(&e),
+                ("auditship", "auditship"),
+                "vendor {} has no CEF device",
+                v.kind()
+            );
+        }
+        assert_eq!(SIEM_TABLES.len(), VENDORS.len());
+    }
+
     #[test]
     fn secret_headers_are_sensitive() {
         let h = secret_header("Bearer ", &Secret::new("tok")).unwrap();
         assert!(h.is_sensitive());
         assert!(!format!("{h:?}").contains("tok"));
+    }
+
+    #[test]
+    fn every_row_names_an_activity_of_its_class() {
+        for t in SIEM_TABLES.iter().copied().chain([&crate::rows::GENERIC]) {
+            for r in t.rules.iter().chain([&t.other]) {
+                assert!(
+                    r.class.activity_caption(r.activity).is_some(),
+                    "{} {:?}",
+                    t.kind,
+                    r
+                );
+                assert!(!r.types.is_empty(), "{} {:?}", t.kind, r);
+            }
+            assert_eq!(t.other.activity, 99, "{}", t.kind);
+        }
+    }
+
+    #[test]
+    fn readme_holds_the_tables_of_the_code() {
+        let readme = include_str!("../../docs/siem-formats.md");
+        let want = crate::encodings::siem::readme_section(SIEM_TABLES);
+        const BEGIN: &str = "<!-- siem-tables: generated from each vendor's SIEM table (src/sources/<vendor>.rs) -->\n";
+        const END: &str = "<!-- /siem-tables -->";
+        let got = readme
+            .split_once(BEGIN)
+            .and_then(|(_, rest)| rest.split_once(END))
+            .map(|(tables, _)| tables);
+        assert_eq!(
+            got,
+            Some(want.as_str()),
+            "docs/siem-formats.md's tables differ from the code's: put this between the \
+             {BEGIN:?} and {END:?} lines:\n{want}"
+        );
+    }
+
+    #[test]
+    fn the_first_matching_row_wins_and_target_kinds_narrow_a_row() {
+        let mut e = crate::event::Event::standalone("w", "wasabi_air", "wasabi", 0, "{}");
+        e.set(crate::event::Field::Action, Some("create"));
+        e.set(crate::event::Field::TargetKind, Some("user"));
+        let t = siem_of("wasabi_air");
+        assert_eq!(t.rule(&e).types, &["user", "creation"]);
+        e.set(crate::event::Field::TargetKind, Some("location"));
+        assert_eq!(t.rule(&e).types, crate::rows::CREATE);
+        e.set(crate::event::Field::Action, Some("teleport"));
+        assert_eq!(t.rule(&e), &t.other);
+        e.set(crate::event::Field::Action, None);
+        assert_eq!(t.rule(&e), &t.other);
+        assert!(std::ptr::eq(siem_of("nobody"), &crate::rows::GENERIC));
     }
 }

@@ -13,6 +13,10 @@ pub trait Vendor: Sync {
     fn kind(&self) -> &'static str;
     /// `vendor` of every event it reads.
     fn vendor(&self) -> &'static str;
+    /// Its SIEM rows (OCSF, ECS, CEF), in its own file: required, so a vendor without rows does
+    /// not compile (nothing falls back to the generic table). Its events carry it
+    /// (`Event::with_siem`).
+    fn siem(&self) -> &'static crate::rows::Table;
     /// What it is, for people: "Domo activity log".
     fn title(&self) -> &'static str;
     /// The keys of its own section of `[[sources]]` (the serde field names of its section

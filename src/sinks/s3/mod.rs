@@ -278,13 +278,18 @@ impl S3Sink {
             format: cfg.object_format,
             layout: cfg.layout.clone(),
             parquet: (cfg.object_format == ObjectFormat::Parquet)
-                .then(|| Parquet::for_format(writer.format.name()))
+                .then(|| Parquet::for_format(crate::sources::SIEM_TABLES, writer.format.name()))
                 .flatten(),
             classes: match &cfg.layout {
                 Layout::SecurityLake(lake) => lake
                     .sources
                     .iter()
-                    .filter_map(|(uid, _)| Some((*uid, Parquet::ocsf_class(class_by_uid(*uid)?))))
+                    .filter_map(|(uid, _)| {
+                        Some((
+                            *uid,
+                            Parquet::ocsf_class(crate::sources::SIEM_TABLES, class_by_uid(*uid)?),
+                        ))
+                    })
                     .collect(),
                 Layout::Partitioned => Vec::new(),
             },
