@@ -239,6 +239,46 @@ async fn check_connect_finds_the_bucket_and_says_what_failed() {
     eprintln!("FIGURES s3 check --connect: good bucket, missing bucket, wrong secret, denied key told apart");
 }
 
+/// `check --connect` deletes only the probe object it wrote: where another writer put an
+/// object at the probe's key first, the probe neither overwrites nor deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_touches_no_object_it_did_not_write() {
+    let m = moto();
+    m.create("foreign");
+    let proxy = Proxy::start(&m.url).await;
+    let cfg = backfill(&[Vendor::Domo], 10, 1, 319);
+    let sim = sim(cfg.clone()).await;
+    let s = setup("", &all_sources(&sim, &cfg));
+    with_s3(&s, &m.sink_keys(&proxy.url, "foreign"), "");
+    proxy.faults().before_put = Some(Box::new(move |path: &str| {
+        let key = path.strip_prefix("/foreign/").expect(path);
+        m.put("foreign", key, "{\"theirs\":true}");
+    }));
+    let (code, said) = check_connect(&s);
+    assert_ne!(code, Some(0), "{said}");
+    assert!(said.contains("which the probe did not write"), "{said}");
+    let objects = m.dump("foreign");
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert!(objects[0].key.contains(".auditship-probe-"), "{objects:?}");
+    assert_eq!(
+        objects[0].records,
+        vec![serde_json::json!({"theirs": true})],
+        "the other writer's object was overwritten"
+    );
+    assert!(
+        !proxy.faults().seen.iter().any(|r| r.method == "DELETE"),
+        "the probe sent a DELETE for an object it did not write"
+    );
+    // Nobody else there: the probe writes its object and deletes it again.
+    let (code, said) = check_connect(&s);
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(
+        m.dump("foreign").len(),
+        1,
+        "the probe object was left behind"
+    );
+}
+
 /// A run whose key may not put: the run fails naming the bucket and AccessDenied, the events
 /// stay queued; with a key that may, the next run writes them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ keys are in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, but for `setup`.
     bucket.py ENDPOINT fetch BUCKET DIR writes every object as it is to DIR/<n>.bin and prints
         one JSON line an object: {"key": ..., "size": ..., "content_type": ..., "path": ...}
     bucket.py ENDPOINT uploads BUCKET   prints the multipart uploads still open, as a JSON list
+    bucket.py ENDPOINT put BUCKET KEY TEXT  writes TEXT gzipped at KEY (another writer's object)
 """
 
 import gzip
@@ -70,6 +71,9 @@ def main():
                     f.write(got["Body"].read())
                 print(json.dumps({"key": o["Key"], "size": o["Size"],
                                   "content_type": got.get("ContentType"), "path": path}))
+    elif command == "put":
+        key, text = sys.argv[4:6]
+        s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(text.encode("utf-8")))
     elif command == "uploads":
         open_uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
         print(json.dumps([u["Key"] for u in open_uploads]))

@@ -198,6 +198,11 @@ impl Moto {
         .collect()
     }
 
+    /// Writes `text` gzipped at `key`, as another writer of the bucket would.
+    pub fn put(&self, bucket: &str, key: &str, text: &str) {
+        python(&self.url, &self.admin(), &["put", bucket, key, text]);
+    }
+
     /// The keys of the multipart uploads still open in the bucket.
     pub fn open_uploads(&self, bucket: &str) -> Vec<String> {
         serde_json::from_str(&python(&self.url, &self.admin(), &["uploads", bucket])).unwrap()
@@ -227,6 +232,9 @@ pub struct Seen {
     pub bytes: usize,
 }
 
+/// Another writer's put, run by the proxy before it forwards a PutObject to its path.
+pub type BeforePut = Box<dyn FnOnce(&str) + Send>;
+
 /// What the proxy does, set by the test.
 #[derive(Default)]
 pub struct Faults {
@@ -242,6 +250,9 @@ pub struct Faults {
     /// Answer the next CompleteMultipartUpload 404 NoSuchUpload (as S3 may once an upload it
     /// completed is cleaned up), without forwarding it.
     pub gone_complete: bool,
+    /// Called with the path (`/bucket/key`) of the next PutObject before it is forwarded: to
+    /// have another writer put an object at that key first.
+    pub before_put: Option<BeforePut>,
     /// Hold each object write this long before forwarding it.
     pub delay: Duration,
     pub seen: Vec<Seen>,
@@ -328,6 +339,13 @@ async fn forward(
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    if method == Method::PUT && query.is_empty() {
+        let before = faults.lock().unwrap().before_put.take();
+        if let Some(f) = before {
+            let path = uri.path().to_string();
+            tokio::task::spawn_blocking(move || f(&path)).await.unwrap();
+        }
     }
     let complete = method == Method::POST && query.starts_with("uploadId=");
     let (lose, gone) = {

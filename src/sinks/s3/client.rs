@@ -265,6 +265,26 @@ impl S3 {
         .map(drop)
     }
 
+    /// PutObject only where no object is (`If-None-Match: *`): false, and nothing written,
+    /// when one is already there (S3's 412 PreconditionFailed).
+    pub async fn put_new_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<bool, Failure> {
+        let url = self.url(key, &[]);
+        let headers = [
+            ("content-type", content_type.to_string()),
+            ("if-none-match", "*".to_string()),
+        ];
+        match self.call(reqwest::Method::PUT, url, body, &headers).await {
+            Ok(_) => Ok(true),
+            Err(Failure::Status { status: 412, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// CreateMultipartUpload: the upload's id.
     pub async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String, Failure> {
         let url = self.url(key, &[("uploads", "")]);

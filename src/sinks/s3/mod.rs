@@ -496,7 +496,10 @@ impl S3Sink {
         .await
     }
 
-    /// `check --connect`: a zero-byte probe object put, then deleted.
+    /// `check --connect`: a zero-byte probe object put, then deleted. Only an object the probe
+    /// wrote is deleted: its name is new (process, time, a random number) and its put is
+    /// conditional (`If-None-Match: *`), so an object already there is neither overwritten nor
+    /// deleted.
     pub async fn probe(&self) -> Probe {
         let no = |said: String| Probe { ok: false, said };
         let bucket = &self.s3.bucket;
@@ -504,13 +507,23 @@ impl S3Sink {
             return no(format!("credentials ({}): {e}", self.s3.creds.describe()));
         }
         let key = format!(
-            "{}.auditship-probe-{}-{}",
+            "{}.auditship-probe-{}-{}-{:016x}",
             self.prefix,
             std::process::id(),
-            crate::timefmt::now()
+            crate::timefmt::now(),
+            fastrand::u64(..)
         );
-        match self.s3.put_object(&key, Bytes::new(), "application/octet-stream").await {
-            Ok(()) => {}
+        match self
+            .s3
+            .put_new_object(&key, Bytes::new(), "application/octet-stream")
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return no(format!(
+                    "bucket {bucket} already holds an object at {key}, which the probe did not write: left as it is; run check again"
+                ))
+            }
             Err(Failure::Transport(t)) => return no(format!("unreachable ({t})")),
             Err(Failure::Status { status, code, message, .. }) => {
                 return no(match (status, code.as_str()) {
