@@ -78,6 +78,60 @@ const MIGRATIONS: &[&str] = &[
         started timestamptz NOT NULL DEFAULT now(),
         expires timestamptz NOT NULL
     );",
+    // 2: the state store (src/pgstate.rs): the SQLite store's tables at its schema 8, times in
+    // ns as there. Queue ids from a sequence, never handed out twice (SQLite's AUTOINCREMENT).
+    "CREATE TABLE sources (
+        id bigserial PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        kind text NOT NULL,
+        cursor bigint,
+        delivered bigint NOT NULL DEFAULT 0,
+        duplicates bigint NOT NULL DEFAULT 0,
+        updated bigint,
+        max_event bigint,
+        requests bigint NOT NULL DEFAULT 0,
+        rate_limited bigint NOT NULL DEFAULT 0,
+        waited_ms bigint NOT NULL DEFAULT 0
+    );
+    CREATE TABLE key_pages (
+        id bigserial PRIMARY KEY,
+        source bigint NOT NULL REFERENCES sources (id),
+        min_time bigint NOT NULL,
+        max_time bigint NOT NULL,
+        keys bytea NOT NULL
+    );
+    CREATE INDEX key_pages_by_time ON key_pages (source, max_time);
+    CREATE TABLE sinks (
+        name text PRIMARY KEY,
+        position bigint NOT NULL,
+        path text,
+        dev bigint,
+        ino bigint,
+        tail bytea
+    );
+    CREATE TABLE sink_rotated (
+        sink text NOT NULL,
+        generation bigint NOT NULL,
+        dev bigint NOT NULL,
+        ino bigint NOT NULL,
+        PRIMARY KEY (sink, generation)
+    );
+    CREATE TABLE sink_queues (
+        id bigserial PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        delivered bigint NOT NULL DEFAULT 0,
+        updated bigint
+    );
+    CREATE TABLE queue (
+        id bigserial PRIMARY KEY,
+        sink bigint NOT NULL REFERENCES sink_queues (id),
+        source bigint NOT NULL REFERENCES sources (id),
+        events bigint NOT NULL,
+        bytes bigint NOT NULL,
+        enqueued bigint NOT NULL,
+        records bytea NOT NULL
+    );
+    CREATE INDEX queue_by_sink ON queue (sink, id) INCLUDE (events, bytes, enqueued);",
 ];
 
 /// The schema version this build writes.

@@ -48,6 +48,8 @@ pub mod json;
 pub mod keys;
 pub mod lease;
 pub mod metrics;
+pub mod pgstate;
+pub mod pgtls;
 pub mod pipeline;
 pub mod retry;
 pub mod rows;

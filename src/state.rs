@@ -61,6 +61,60 @@ pub enum StateError {
     ReadOnly { path: PathBuf },
     #[error("state: the state thread has stopped")]
     Gone,
+    /// The state database could not be reached or refused a statement. tokio-postgres's text,
+    /// which never includes the password of the URL.
+    #[error("state database: {}", pg_text(.0))]
+    Db(#[from] tokio_postgres::Error),
+    /// TLS to the state database cannot be set up (its `sslrootcert`).
+    #[error("state database: {0}")]
+    DbTls(String),
+    #[error("state database has schema {found}, newer than this auditship knows ({known}); upgrade every replica")]
+    DbTooNew { found: i64, known: i64 },
+    /// The page's lease is no longer this replica's: nothing of the page was committed (the
+    /// source's new holder reads it again from the committed cursor).
+    #[error(
+        "lease {name} (epoch {epoch}) is no longer held by {holder}: the page was not committed"
+    )]
+    LeaseLost {
+        name: String,
+        holder: String,
+        epoch: i64,
+    },
+    /// Something only the SQLite store does.
+    #[error("state: {0} needs the SQLite state (agent.state_path)")]
+    NotSqlite(&'static str),
+}
+
+/// A tokio-postgres error with its causes (its own text is only the kind: "db error"). No
+/// cause quotes the URL or its password.
+pub fn pg_text(e: &tokio_postgres::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+impl From<crate::lease::LeaseError> for StateError {
+    fn from(e: crate::lease::LeaseError) -> StateError {
+        use crate::lease::LeaseError;
+        match e {
+            LeaseError::Db(e) => StateError::Db(e),
+            LeaseError::TooNew { found, known } => StateError::DbTooNew { found, known },
+            LeaseError::Lost {
+                name,
+                holder,
+                epoch,
+            } => StateError::LeaseLost {
+                name,
+                holder,
+                epoch,
+            },
+        }
+    }
 }
 
 impl StateError {
@@ -190,10 +244,10 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// Bytes of one stored key record: the event time, big-endian, then the key.
-const RECORD: usize = 24;
+pub(crate) const RECORD: usize = 24;
 
 /// Encodes keys as the records of one `key_pages` row, sorted by (time, key).
-fn encode_records(keys: &[(Key, Nanos)]) -> Vec<u8> {
+pub(crate) fn encode_records(keys: &[(Key, Nanos)]) -> Vec<u8> {
     // A page's keys come oldest first (the poller delivers a page in time order): they are in
     // order but where events share a time (twins, or the same millisecond).
     let mut sorted: Vec<(Nanos, Key)> = keys.iter().map(|(k, t)| (*t, *k)).collect();
@@ -226,7 +280,7 @@ fn sort_nearly_sorted<T: Ord>(v: &mut [T]) {
 }
 
 /// One record of a `key_pages` row.
-fn record(blob: &[u8], i: usize) -> (Nanos, &[u8]) {
+pub(crate) fn record(blob: &[u8], i: usize) -> (Nanos, &[u8]) {
     let r = &blob[i * RECORD..(i + 1) * RECORD];
     (
         Nanos::from_be_bytes(r[..8].try_into().expect("8 bytes")),
@@ -235,7 +289,7 @@ fn record(blob: &[u8], i: usize) -> (Nanos, &[u8]) {
 }
 
 /// Whether the records of a row hold (time, key): a binary search.
-fn records_hold(blob: &[u8], time: Nanos, key: &Key) -> bool {
+pub(crate) fn records_hold(blob: &[u8], time: Nanos, key: &Key) -> bool {
     let (mut lo, mut hi) = (0, blob.len() / RECORD);
     while lo < hi {
         let mid = (lo + hi) / 2;
@@ -331,6 +385,10 @@ pub struct Commit {
     pub max_event: Option<Nanos>,
     /// What the source's requests met since its last commit.
     pub requests: Requests,
+    /// The lease the page was read under (replicas sharing a PostgreSQL state): checked inside
+    /// the page's transaction, which commits nothing if it is lost
+    /// ([`StateError::LeaseLost`]). The SQLite store has no leases and ignores it.
+    pub lease: Option<crate::lease::Lease>,
 }
 
 /// What a source's requests met at its vendor: sent, answered 429, and time waited for its
@@ -388,14 +446,134 @@ pub struct QueueTotals {
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// A handle to the state thread. Cheap to clone.
+/// The SQLite store: a handle to the state thread. Cheap to clone.
 #[derive(Clone)]
-pub struct State {
+pub struct Sqlite {
     tx: mpsc::Sender<Job>,
     /// The file, for errors that name it.
     path: Arc<Path>,
     /// (device, inode) of the file opened: a commit checks that it is still the one at `path`.
     opened: Option<(u64, u64)>,
+}
+
+/// The state store the agent uses: the SQLite file (the default), or PostgreSQL shared by
+/// several replicas (`agent.state_url`). An enum, not a trait object: the hot path stays
+/// monomorphic and each call is one match. Cheap to clone.
+#[derive(Clone)]
+pub enum State {
+    Sqlite(Sqlite),
+    Postgres(crate::pgstate::Postgres),
+}
+
+/// Calls the same method on whichever backend `$s` is.
+macro_rules! each {
+    ($s:expr, $b:ident => $e:expr) => {
+        match $s {
+            State::Sqlite($b) => $e,
+            State::Postgres($b) => $e,
+        }
+    };
+}
+
+impl State {
+    /// Opens (creating if missing) and migrates the SQLite state file. Blocking: call it
+    /// before the runtime gets busy, or inside `spawn_blocking`.
+    pub fn open(path: &Path) -> Result<State, StateError> {
+        Sqlite::open(path).map(State::Sqlite)
+    }
+
+    /// The SQLite file, for a store that is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            State::Sqlite(s) => Some(s.path()),
+            State::Postgres(_) => None,
+        }
+    }
+
+    /// Runs `f` on the SQLite state thread (tests and tools that need the connection itself).
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StateError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, StateError> + Send + 'static,
+    {
+        match self {
+            State::Sqlite(s) => s.call(f).await,
+            State::Postgres(_) => Err(StateError::NotSqlite("a statement on the SQLite file")),
+        }
+    }
+
+    /// The row of one source, if it has ever committed.
+    pub async fn source(&self, name: &str) -> Result<Option<SourceRow>, StateError> {
+        each!(self, s => s.source(name).await)
+    }
+
+    /// All sources ever seen, by name.
+    pub async fn sources(&self) -> Result<Vec<SourceRow>, StateError> {
+        each!(self, s => s.sources().await)
+    }
+
+    /// For each (key, event time), whether it is already recorded for this source.
+    pub async fn known(
+        &self,
+        source: &str,
+        keys: Vec<(Key, Nanos)>,
+    ) -> Result<Vec<bool>, StateError> {
+        each!(self, s => s.known(source, keys).await)
+    }
+
+    /// Commits one page: keys, counts, queued events, sink positions and perhaps the cursor,
+    /// atomically.
+    pub async fn commit(&self, commit: Commit) -> Result<(), StateError> {
+        each!(self, s => s.commit(commit).await)
+    }
+
+    /// Chunks of `sink`'s queue in order, but those in `skip`: as many as fit in `max_events`
+    /// and `max_bytes`, and always the first (a chunk is never split).
+    pub async fn take(
+        &self,
+        sink: &str,
+        skip: Vec<i64>,
+        max_events: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Chunk>, StateError> {
+        each!(self, s => s.take(sink, skip, max_events, max_bytes).await)
+    }
+
+    /// Removes a sink's delivered chunks and records its position, atomically. Returns when the
+    /// oldest chunk left was committed (`None`: the queue is empty).
+    pub async fn ack(&self, ack: Ack) -> Result<Option<Nanos>, StateError> {
+        each!(self, s => s.ack(ack).await)
+    }
+
+    /// Every sink queue the state knows of, by sink name.
+    pub async fn queue_totals(&self) -> Result<Vec<QueueTotals>, StateError> {
+        each!(self, s => s.queue_totals().await)
+    }
+
+    /// The committed position of a sink, if it has one.
+    pub async fn sink_position(&self, sink: &str) -> Result<Option<SinkPosition>, StateError> {
+        each!(self, s => s.sink_position(sink).await)
+    }
+
+    /// The files a sink's rotation made that are still recorded, oldest first.
+    pub async fn sink_rotated(&self, sink: &str) -> Result<Vec<RotatedFile>, StateError> {
+        each!(self, s => s.sink_rotated(sink).await)
+    }
+
+    /// Records a sink's position outside a page's commit (see [`Sqlite::set_sink_position`]).
+    pub async fn set_sink_position(&self, sink: &str, pos: SinkPosition) -> Result<(), StateError> {
+        each!(self, s => s.set_sink_position(sink, pos).await)
+    }
+
+    /// Rewinds a source's cursor to `to` and forgets its keys at or after `to`.
+    pub async fn reset(
+        &self,
+        source: &str,
+        kind: &'static str,
+        to: Nanos,
+    ) -> Result<(), StateError> {
+        each!(self, s => s.reset(source, kind, to).await)
+    }
 }
 
 /// (device, inode) of the file at `path`, if there is one.
@@ -404,10 +582,10 @@ pub(crate) fn identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-impl State {
+impl Sqlite {
     /// Opens (creating if missing) and migrates the state file. Blocking: call it before the
     /// runtime gets busy, or inside `spawn_blocking`.
-    pub fn open(path: &Path) -> Result<State, StateError> {
+    pub fn open(path: &Path) -> Result<Sqlite, StateError> {
         let conn = open_conn(path)?;
         let opened = identity(path);
         let (tx, rx) = mpsc::channel::<Job>();
@@ -420,7 +598,7 @@ impl State {
                 }
             })
             .expect("spawning the state thread");
-        Ok(State {
+        Ok(Sqlite {
             tx,
             path: path.into(),
             opened,

@@ -140,6 +140,8 @@ impl Poller {
             prune_before: cursor.map(|c| self.prune_before(c)),
             max_event: newest,
             requests: self.unsaved_requests(),
+            // Leases are not wired to the pollers yet (docs/replicas.md).
+            lease: None,
         };
         let requests = commit.requests;
         if let Err(e) = self.state.commit(commit).await {
