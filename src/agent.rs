@@ -125,6 +125,42 @@ impl StateLock {
     }
 }
 
+/// What keeps a second agent off the state while this one runs.
+pub enum StateGuard {
+    /// The SQLite file's lock file.
+    File(StateLock),
+    /// The state database's advisory lock.
+    Db(crate::pgstate::AgentLock),
+}
+
+/// Opens the configured state, and keeps every other agent off it while the guard lives: the
+/// SQLite file (`agent.state_path`) under its lock file, or PostgreSQL (`agent.state_url`),
+/// waited for while it cannot be reached. `None`: `cancel` fired while waiting.
+pub async fn open_configured(
+    agent: &crate::config::AgentConfig,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<(State, StateGuard)>> {
+    let Some(url) = &agent.state_url else {
+        let lock = StateLock::acquire(&agent.state_path)?;
+        lock.check_not_vanished(&agent.state_path)?;
+        let state = open_state(&agent.state_path).await?;
+        lock.claim();
+        return Ok(Some((state, StateGuard::File(lock))));
+    };
+    let pg = match crate::pgstate::Postgres::open_waiting(url.clone(), &agent.retry, cancel).await {
+        Ok(pg) => pg,
+        Err(_) if cancel.is_cancelled() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let lock = pg.lock_exclusive().await?.with_context(|| {
+        format!(
+            "another auditship is running on the state database {url} (it holds the agent's \
+             advisory lock); stop it, or give this one another database"
+        )
+    })?;
+    Ok(Some((State::Postgres(pg), StateGuard::Db(lock))))
+}
+
 /// Opens the state file off the async runtime.
 pub async fn open_state(path: &Path) -> anyhow::Result<State> {
     let p = path.to_path_buf();
@@ -407,10 +443,10 @@ async fn stop(running: Vec<Running>) {
 /// Runs every source until `cancel` fires (or, with `once`, one pass each). The daemon reloads
 /// its configuration when the file changes or on SIGHUP.
 pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow::Result<Outcome> {
-    let lock = StateLock::acquire(&cfg.agent.state_path)?;
-    lock.check_not_vanished(&cfg.agent.state_path)?;
-    let state = open_state(&cfg.agent.state_path).await?;
-    lock.claim();
+    let Some((state, _guard)) = open_configured(&cfg.agent, &cancel).await? else {
+        // Stopped while waiting for the state database: nothing was read.
+        return Ok(Outcome::Completed);
+    };
     let health = Arc::new(Health::default());
     // Every series of the configured sources and sinks from the first scrape on.
     for s in &cfg.sinks {
@@ -565,9 +601,12 @@ async fn reload(shared: &Shared, mut current: Generation, why: &str) -> anyhow::
         }
     };
     let old = &current.config;
-    if new.agent.state_path != old.agent.state_path || new.agent.listen != old.agent.listen {
+    if new.agent.state_path != old.agent.state_path
+        || new.agent.state_url != old.agent.state_url
+        || new.agent.listen != old.agent.listen
+    {
         tracing::error!(trigger = why,
-            "reload refused: agent.state_path and agent.listen cannot change while running; restart to apply them (the running configuration is kept)");
+            "reload refused: agent.state_path and agent.listen cannot change while running (nor agent.state_url); restart to apply them (the running configuration is kept)");
         metrics::reload("refused");
         return Ok(current);
     }

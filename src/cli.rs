@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -112,6 +113,10 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 /// The sinks' queues live in the state file: while sinks are down they may hold up to the sum
 /// of their `queue_max_bytes`. Says so when the state's file system has less room than that.
 fn queue_room(cfg: &Config) -> Option<String> {
+    // In PostgreSQL (agent.state_url) the database's own disk holds them: not seen from here.
+    if cfg.agent.state_url.is_some() {
+        return None;
+    }
     let most: u64 = cfg.sinks.iter().map(|s| s.queue_max_bytes).sum();
     let dir = cfg.agent.state_path.parent().unwrap_or(Path::new("."));
     let dir = dir
@@ -182,11 +187,11 @@ pub async fn run(config: &Path, once: bool) -> ExitCode {
     let cancel = CancellationToken::new();
     crate::signals::spawn_signal_handler(cancel.clone());
     tracing::info!(config = %config.display(), sources = cfg.sources.len(), sinks = cfg.sinks.len(),
-        state = %cfg.agent.state_path.display(), once, "auditship starting");
+        state = %state_name(&cfg), once, "auditship starting");
     for w in cleartext_credentials(&cfg) {
         tracing::warn!("{w}");
     }
-    if !cfg.agent.state_path.exists() {
+    if cfg.agent.state_url.is_none() && !cfg.agent.state_path.exists() {
         tracing::info!(state = %cfg.agent.state_path.display(),
             "no state file yet: creating it (agent.state_path; every source starts at its start)");
     }
@@ -219,7 +224,7 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
     );
     // A file sink whose path holds a file that is not its own would refuse it: say so now.
     let mut refused = false;
-    if cfg.agent.state_path.exists() {
+    if cfg.agent.state_url.is_none() && cfg.agent.state_path.exists() {
         match crate::state::read_sink_positions(&cfg.agent.state_path) {
             Ok(recorded) => {
                 for s in &cfg.sinks {
@@ -299,26 +304,65 @@ pub async fn check(config: &Path, connect: bool) -> ExitCode {
         ok &= probe.ok;
         println!("sink {}: {}", s.name, probe.said);
     }
-    // The state: its directory must take the file (and its -wal, -shm, .lock), the file itself
-    // must be writable if it exists.
-    ok &= report_writable("state", &cfg.agent.state_path);
-    if cfg.agent.state_path.exists() {
-        if let Err(e) = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&cfg.agent.state_path)
-        {
-            ok = false;
-            println!(
-                "state: cannot write {}: {e}",
-                cfg.agent.state_path.display()
-            );
-        }
+    if let Some(url) = &cfg.agent.state_url {
+        ok &= report_database(url).await;
+    } else {
+        ok &= report_state_file(&cfg.agent.state_path);
     }
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Where the state is, for the log: the SQLite file, or the database without its password.
+fn state_name(cfg: &Config) -> String {
+    match &cfg.agent.state_url {
+        Some(url) => url.to_string(),
+        None => cfg.agent.state_path.display().to_string(),
+    }
+}
+
+/// `check --connect` of a PostgreSQL state: connects, and says the schema it holds.
+async fn report_database(url: &crate::pgstate::PgUrl) -> bool {
+    let opened = async {
+        let pg = crate::pgstate::Postgres::open(url.clone()).await?;
+        pg.schema_version().await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(30), opened).await {
+        Ok(Ok(v)) => {
+            println!("state: {url}: ok (schema {v})");
+            true
+        }
+        Ok(Err(e)) => {
+            println!("state: {url}: {e}");
+            false
+        }
+        Err(_) => {
+            println!("state: {url}: no answer within 30s");
+            false
+        }
+    }
+}
+
+/// The SQLite state: its directory must take the file (and its -wal, -shm, .lock), the file
+/// itself must be writable if it exists.
+fn report_state_file(path: &Path) -> bool {
+    let mut ok = report_writable("state", path);
+    if path.exists() {
+        if let Err(e) = std::fs::OpenOptions::new().write(true).open(path) {
+            ok = false;
+            println!("state: cannot write {}: {e}", path.display());
+        }
+    }
+    ok
+}
+
+/// Opens the PostgreSQL state of `state` commands, at once or not at all (no waiting).
+async fn open_database(cfg: &Config) -> anyhow::Result<crate::pgstate::Postgres> {
+    let url = cfg.agent.state_url.clone().context("no agent.state_url")?;
+    Ok(crate::pgstate::Postgres::open(url).await?)
 }
 
 /// Says whether `path` can be created or written, as `who: …`.
@@ -367,8 +411,26 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
                 .unwrap_or(timefmt::now() - 24 * 3600 * NANOS_PER_SEC),
         };
         let result = async {
-            let _lock = agent::StateLock::acquire(path)?;
-            let st = agent::open_state(path).await?;
+            // Kept while the cursor moves: no agent may run on the state meanwhile.
+            let (st, _guard) = match &cfg.agent.state_url {
+                Some(_) => {
+                    let pg = open_database(&cfg).await?;
+                    let lock = pg.lock_exclusive().await?.context(
+                        "an auditship is running on the state database: stop it before a reset",
+                    )?;
+                    (
+                        crate::state::State::Postgres(pg),
+                        agent::StateGuard::Db(lock),
+                    )
+                }
+                None => {
+                    let lock = agent::StateLock::acquire(path)?;
+                    (
+                        agent::open_state(path).await?,
+                        agent::StateGuard::File(lock),
+                    )
+                }
+            };
             let before = st.source(&source).await?.and_then(|r| r.cursor);
             st.reset(&source, src.kind.as_str(), to).await?;
             anyhow::Ok(before)
@@ -389,9 +451,12 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             }
         };
     }
-    let (rows, queues) = if path.exists() {
+    let (rows, queues) = if cfg.agent.state_url.is_some() || path.exists() {
         match async {
-            let st = agent::open_state(path).await?;
+            let st = match &cfg.agent.state_url {
+                Some(_) => crate::state::State::Postgres(open_database(&cfg).await?),
+                None => agent::open_state(path).await?,
+            };
             let rows = st.sources().await?;
             let queues = st.queue_totals().await?;
             anyhow::Ok((rows, queues))

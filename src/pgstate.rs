@@ -27,6 +27,15 @@ use crate::timefmt::Nanos;
 
 pub use crate::pgtls::{PgUrl, SslMode};
 
+/// Any number: the session advisory lock of the one agent running on a database
+/// ([`Postgres::lock_exclusive`]); not the migrations' lock.
+const AGENT_LOCK: i64 = 0x6175_6469_7473_6861; // "auditsha"
+
+/// Holds the agent's advisory lock; dropping it closes its connection, which releases it.
+pub struct AgentLock {
+    _client: Client,
+}
+
 /// The PostgreSQL store. Cheap to clone.
 #[derive(Clone)]
 pub struct Postgres {
@@ -153,6 +162,47 @@ impl Postgres {
             *guard = None;
         }
         r
+    }
+
+    /// One round trip (`SELECT 1`): whether the database answers now.
+    pub async fn ping(&self) -> Result<(), StateError> {
+        self.with(|c| {
+            Box::pin(async move {
+                c.client.query_one("SELECT 1", &[]).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// The schema version the database holds (0 before the first migration).
+    pub async fn schema_version(&self) -> Result<i64, StateError> {
+        self.with(|c| {
+            Box::pin(async move {
+                let row = c
+                    .client
+                    .query_one(
+                        "SELECT COALESCE(MAX(version), 0)::int8 FROM auditship_schema",
+                        &[],
+                    )
+                    .await?;
+                Ok(row.get(0))
+            })
+        })
+        .await
+    }
+
+    /// Keeps every other agent off this database while the returned guard lives: a session
+    /// advisory lock on a connection of its own. Until sources are leased between replicas
+    /// (issue 32), two agents on one database would each read every source and ship every
+    /// event twice; this refuses the second one, as the SQLite store's lock file does.
+    pub async fn lock_exclusive(&self) -> Result<Option<AgentLock>, StateError> {
+        let client = self.inner.url.connect().await?;
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&AGENT_LOCK])
+            .await?
+            .get(0);
+        Ok(got.then_some(AgentLock { _client: client }))
     }
 
     pub async fn source(&self, name: &str) -> Result<Option<SourceRow>, StateError> {

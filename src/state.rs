@@ -502,6 +502,18 @@ impl State {
         }
     }
 
+    /// Whether the store answers now: a `SELECT 1` on the SQLite thread or the database.
+    pub async fn ping(&self) -> Result<(), StateError> {
+        match self {
+            State::Sqlite(s) => {
+                s.call(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+                    .await?;
+                Ok(())
+            }
+            State::Postgres(p) => p.ping().await,
+        }
+    }
+
     /// The row of one source, if it has ever committed.
     pub async fn source(&self, name: &str) -> Result<Option<SourceRow>, StateError> {
         each!(self, s => s.source(name).await)

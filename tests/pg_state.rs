@@ -2,6 +2,8 @@
 //! operations give the same answers as on SQLite, a page commit is all or nothing, a commit
 //! under a lost lease commits nothing, and a database that goes away is waited for.
 
+mod common;
+mod http_receiver;
 mod postgres;
 
 use std::path::Path;
@@ -352,4 +354,474 @@ async fn a_database_down_at_start_is_waited_for() {
     let st = State::Postgres(opening.await.unwrap().unwrap());
     eprintln!("opened {:?} after the database came up", up.elapsed());
     st.commit(page("a", &["http"], 1, 1)).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent on PostgreSQL (`agent.state_url`), as users run it: the real binary, the emulators
+// with live traffic, an HTTP receiver (a file sink is refused beside a shared state).
+
+/// A password in every URL of these tests: the test server trusts loopback, so it is never
+/// checked, but it is in the config and must appear in no output.
+const PASSWORD: &str = "pw-never-shown-7Q";
+
+fn with_password(url: &str) -> String {
+    url.replacen("postgres@", &format!("postgres:{PASSWORD}@"), 1)
+}
+
+/// A config on `url` reading the four vendors of `sim` into `receiver`.
+fn pg_setup(
+    url: &str,
+    sim: &auditship_sim::SimHandle,
+    cfg: &auditship_sim::SimConfig,
+    receiver: &http_receiver::Receiver,
+    agent_extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditship.toml");
+    let text = format!(
+        "[agent]\nstate_url = {:?}\npoll_interval = \"1s\"\nlag = \"2s\"\noverlap = \"30s\"\n\
+         retry_max_attempts = 30\nretry_initial = \"20ms\"\nretry_max_delay = \"300ms\"\n{agent_extra}\n\
+         {}\n[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{}/ingest\"\n",
+        with_password(url),
+        common::all_sources(sim, cfg),
+        receiver.base()
+    );
+    std::fs::write(&config, text).unwrap();
+    (dir, config)
+}
+
+/// The daemon, its log in `dir/agent-N.log`.
+fn pg_daemon(dir: &Path, config: &Path, n: usize) -> std::process::Child {
+    std::process::Command::new(common::bin())
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("AUDITSHIP_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("agent-{n}.log"))).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Every log the daemons of `dir` wrote.
+fn logs(dir: &Path) -> String {
+    let mut all = String::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log") {
+            all.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+        }
+    }
+    all
+}
+
+/// Lost and repeated events of `source` in what the receiver got, against the truth.
+fn lost_repeated(received: &[serde_json::Value], source: &str, truth: &[String]) -> (i64, i64) {
+    let mut want: std::collections::HashMap<String, i64> = Default::default();
+    for t in truth {
+        let v: serde_json::Value = serde_json::from_str(t).unwrap();
+        *want.entry(v.to_string()).or_default() += 1;
+    }
+    for e in received.iter().filter(|e| e["source"] == source) {
+        *want.entry(e["raw"].to_string()).or_default() -= 1;
+    }
+    let lost = want.values().filter(|n| **n > 0).sum();
+    let repeated = -want.values().filter(|n| **n < 0).sum::<i64>();
+    (lost, repeated)
+}
+
+fn live(seed: u64, back: u64, ahead: u64) -> auditship_sim::SimConfig {
+    let now = jiff::Timestamp::now();
+    auditship_sim::SimConfig {
+        seed,
+        start: now - jiff::SignedDuration::from_secs(back as i64),
+        end: now + jiff::SignedDuration::from_secs(ahead as i64),
+        events: 8 * (back + ahead),
+        vendors: auditship_sim::Vendor::ALL.to_vec(),
+        twin_fraction: 0.02,
+        late_fraction: 0.1,
+        late_max: Duration::from_secs(3),
+        ..auditship_sim::SimConfig::default()
+    }
+}
+
+/// Waits past the live span (and its late arrivals), then runs `--once` to the end: the
+/// receiver must then hold every event of the truth. Returns (events, repeats).
+async fn settle_and_count(
+    sim: &auditship_sim::SimHandle,
+    cfg: &auditship_sim::SimConfig,
+    receiver: &http_receiver::Receiver,
+    config: &Path,
+) -> (usize, i64) {
+    let settled = cfg.end
+        + jiff::SignedDuration::try_from(cfg.late_max).unwrap()
+        + jiff::SignedDuration::from_secs(4);
+    while jiff::Timestamp::now() < settled {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = common::run(
+        &["run", "--once", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "run --once failed: {err}");
+    assert!(!err.contains(PASSWORD), "the password is in --once's log");
+    let received = receiver.data().events.clone();
+    let (mut events, mut lost, mut repeats) = (0, 0, 0);
+    for v in auditship_sim::Vendor::ALL {
+        let truth = common::truth(sim, cfg, v);
+        events += truth.len();
+        let (l, r) = lost_repeated(&received, &common::name(v), &truth);
+        lost += l;
+        repeats += r;
+    }
+    assert_eq!(lost, 0, "the receiver lost events ({events} in the truth)");
+    (events, repeats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_postgres_loses_nothing_across_sigkills_under_live_traffic() {
+    let url = postgres::shared().database().await;
+    let cfg = live(3201, 30, 15);
+    let sim = common::sim(cfg.clone()).await;
+    let receiver = http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await;
+    let (dir, config) = pg_setup(&url, &sim, &cfg, &receiver, "");
+    let mut rng = fastrand::Rng::with_seed(3201);
+    let mut kills = 0;
+    while kills < 8 || jiff::Timestamp::now() < cfg.end {
+        let mut child = pg_daemon(dir.path(), &config, kills);
+        tokio::time::sleep(Duration::from_millis(rng.u64(300..2_000))).await;
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the agent exited:\n{}",
+            logs(dir.path())
+        );
+        common::signal(&child, "KILL");
+        let _ = child.wait();
+        kills += 1;
+    }
+    let (events, repeats) = settle_and_count(&sim, &cfg, &receiver, &config).await;
+    // The state says where each source is, from the database, without the password.
+    let out = common::run(&["state", "--config", config.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for v in auditship_sim::Vendor::ALL {
+        assert!(
+            text.contains(&common::name(v)),
+            "state lacks {v:?}:\n{text}"
+        );
+    }
+    assert!(!text.contains(PASSWORD) && !logs(dir.path()).contains(PASSWORD));
+    eprintln!(
+        "FIGURES postgres crash loop: events {events}, kills {kills}, lost 0, repeats {repeats} (HTTP, at-least-once)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restarted_under_a_running_agent_is_waited_for_and_nothing_is_lost() {
+    let pg = std::sync::Arc::new(postgres::Pg::start());
+    let url = pg.database().await;
+    let cfg = live(3202, 20, 20);
+    let sim = common::sim(cfg.clone()).await;
+    let receiver = http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await;
+    let port = common::free_port();
+    let (dir, config) = pg_setup(
+        &url,
+        &sim,
+        &cfg,
+        &receiver,
+        &format!("listen = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut child = pg_daemon(dir.path(), &config, 0);
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    common::until(&ready, Duration::from_secs(60), |s, _| s == 200).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::spawn_blocking({
+        let pg = pg.clone();
+        move || pg.down(true)
+    })
+    .await
+    .unwrap();
+    // Not ready while the database cannot be reached, and saying why.
+    let (_, body) = common::until(&ready, Duration::from_secs(20), |s, _| s == 503).await;
+    assert!(body.contains("state"), "{body}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the agent exited:\n{}",
+        logs(dir.path())
+    );
+    tokio::task::spawn_blocking({
+        let pg = pg.clone();
+        move || pg.up()
+    })
+    .await
+    .unwrap();
+    common::until(&ready, Duration::from_secs(60), |s, _| s == 200).await;
+    while jiff::Timestamp::now() < cfg.end {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the agent exited:\n{}",
+        logs(dir.path())
+    );
+    common::signal(&child, "TERM");
+    let st = common::wait_for(&mut child, Duration::from_secs(30));
+    assert!(st.success(), "{st:?}\n{}", logs(dir.path()));
+    let (events, repeats) = settle_and_count(&sim, &cfg, &receiver, &config).await;
+    assert!(!logs(dir.path()).contains(PASSWORD));
+    eprintln!(
+        "FIGURES postgres restarted under the agent: events {events}, lost 0, repeats {repeats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_agent_per_database_and_config_errors_name_the_key() {
+    let url = postgres::shared().database().await;
+    let cfg = live(3203, 10, 60);
+    let sim = common::sim(cfg.clone()).await;
+    let receiver = http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await;
+    let (dir, config) = pg_setup(&url, &sim, &cfg, &receiver, "");
+    let c = config.to_str().unwrap();
+    // check --connect reaches the database and names it without the password.
+    let out = common::run(&["check", "--connect", "--config", c], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    let shown = url
+        .split('?')
+        .next()
+        .unwrap()
+        .replacen("postgres://", "postgresql://", 1);
+    assert!(text.contains(&format!("state: {shown}?sslmode=")), "{text}");
+    assert!(
+        text.contains(": ok (schema ") && !text.contains(PASSWORD),
+        "{text}"
+    );
+    // A second agent on the same database is refused while the first runs; so is a reset.
+    let mut first = pg_daemon(dir.path(), &config, 0);
+    let until = Instant::now() + Duration::from_secs(30);
+    while !logs(dir.path()).contains("auditship starting") && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = common::run(&["run", "--once", "--config", c], &[]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another auditship is running on the state database"),
+        "{err}"
+    );
+    assert!(!err.contains(PASSWORD), "{err}");
+    let out = common::run(&["state", "reset", "domo", "--config", c], &[]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("an auditship is running on the state database"),
+        "{err}"
+    );
+    common::signal(&first, "TERM");
+    assert!(common::wait_for(&mut first, Duration::from_secs(30)).success());
+    // Stopped: a reset goes through.
+    let out = common::run(&["state", "reset", "domo", "--config", c], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Config errors exit 2 naming the key, never quoting the URL.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            text.replacen("[agent]\n", "[agent]\nstate_path = \"s.db\"\n", 1),
+            "agent.state_url",
+            "not both",
+        ),
+        (
+            format!(
+                "{text}\n[[sinks]]\nname = \"archive\"\nkind = \"file\"\npath = \"out.ndjson\"\n"
+            ),
+            "sinks[1].kind",
+            "a file is per machine",
+        ),
+        (
+            text.replacen("postgres://", "mysql://", 1),
+            "agent.state_url",
+            "",
+        ),
+        (
+            text.replacen("?connect_timeout=5", "?sslmode=sometimes", 1),
+            "agent.state_url",
+            "sslmode",
+        ),
+    ];
+    for (bad, key, why) in cases {
+        std::fs::write(&config, &bad).unwrap();
+        let out = common::run(&["check", "--config", c], &[]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{key}: {err}");
+        assert!(
+            err.contains(key) && err.contains(why),
+            "{key} / {why}: {err}"
+        );
+        assert!(!err.contains(PASSWORD), "{err}");
+    }
+    // The URL in a file (`state_url_file`), the Kubernetes way.
+    let secret = dir.path().join("state-url");
+    std::fs::write(&secret, format!("{}\n", with_password(&url))).unwrap();
+    let line = text.lines().find(|l| l.starts_with("state_url")).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen(
+            line,
+            &format!("state_url_file = {:?}", secret.to_str().unwrap()),
+            1,
+        ),
+    )
+    .unwrap();
+    let out = common::run(&["check", "--connect", "--config", c], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && text.contains(": ok (schema "),
+        "{text}"
+    );
+}
+
+/// `openssl` with `args` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl (Debian's openssl package)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA `NAME-ca.pem` and, when `leaf`, a server certificate for 127.0.0.1 signed by it.
+fn make_ca(dir: &Path, name: &str, leaf: bool) {
+    let ca = format!("{name}-ca");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+        ],
+    );
+    if !leaf {
+        return;
+    }
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.crt",
+        ],
+    );
+}
+
+/// Connects with `url` as the agent would: whether the session is encrypted, or the error.
+async fn session_ssl(url: &str) -> Result<bool, String> {
+    let u = PgUrl::parse(url, Path::new("/")).map_err(|e| e.to_string())?;
+    let client = u.connect().await.map_err(|e| e.to_string())?;
+    let row = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_as_libpq_spells_it() {
+    let pg = postgres::Pg::start();
+    let url = pg.database().await;
+    let with = |q: &str| format!("{url}&{q}");
+    // No TLS on the server yet: `require` refuses to go on in clear, `prefer` falls back.
+    let e = session_ssl(&with("sslmode=require")).await.unwrap_err();
+    assert!(!e.is_empty());
+    assert_eq!(session_ssl(&with("sslmode=prefer")).await, Ok(false));
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "good", true);
+    make_ca(dir.path(), "other", false);
+    pg.enable_tls(
+        &dir.path().join("server.crt"),
+        &dir.path().join("server.key"),
+    )
+    .await;
+    let good = dir.path().join("good-ca.pem");
+    let other = dir.path().join("other-ca.pem");
+    assert_eq!(session_ssl(&with("sslmode=disable")).await, Ok(false));
+    assert_eq!(session_ssl(&with("sslmode=prefer")).await, Ok(true));
+    assert_eq!(session_ssl(&with("sslmode=require")).await, Ok(true));
+    let full = |ca: &Path| with(&format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    assert_eq!(session_ssl(&full(&good)).await, Ok(true));
+    let ca = |ca: &Path| with(&format!("sslmode=verify-ca&sslrootcert={}", ca.display()));
+    assert_eq!(session_ssl(&ca(&good)).await, Ok(true));
+    // A certificate no trusted CA signed is refused, and says why.
+    for url in [full(&other), ca(&other)] {
+        let e = session_ssl(&url).await.unwrap_err();
+        assert!(e.to_lowercase().contains("certificate"), "{e}");
+    }
+    // verify-full checks the name: the certificate is for 127.0.0.1, not localhost.
+    let by_name = full(&good).replacen("127.0.0.1", "localhost", 1);
+    let e = session_ssl(&by_name).await.unwrap_err();
+    assert!(
+        e.to_lowercase().contains("certificate") || e.to_lowercase().contains("name"),
+        "{e}"
+    );
+    // verify-ca does not.
+    let by_name = ca(&good).replacen("127.0.0.1", "localhost", 1);
+    assert_eq!(session_ssl(&by_name).await, Ok(true));
 }

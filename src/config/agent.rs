@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::pgtls::PgUrl;
 use crate::retry::RetryConfig;
 use crate::settings::Check;
 use crate::sources::config::SourceDefaults;
@@ -18,6 +19,10 @@ use crate::sources::config::SourceDefaults;
 pub struct RawAgent {
     /// SQLite file holding cursors, dedupe keys and sink positions; created if missing.
     pub state_path: Option<String>,
+    /// PostgreSQL holding the state instead of `state_path` (a secret: its password).
+    pub state_url: Option<String>,
+    /// A file holding `state_url`.
+    pub state_url_file: Option<String>,
     /// How often each source polls (default 60s).
     pub poll_interval: Option<String>,
     /// Never ask for events newer than now − lag (default 2m).
@@ -46,7 +51,10 @@ pub struct RawAgent {
 /// `[agent]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
+    /// The SQLite file (unused when `state_url` is set).
     pub state_path: PathBuf,
+    /// The state in PostgreSQL instead (`state_url` / `state_url_file`).
+    pub state_url: Option<PgUrl>,
     pub listen: Option<SocketAddr>,
     pub request_timeout: Duration,
     pub retry: RetryConfig,
@@ -110,8 +118,36 @@ pub(super) fn validate(c: &mut Check<'_>, a: &RawAgent) -> (AgentConfig, SourceD
         Some(p) => base.join(p),
         None => PathBuf::from("/var/lib/auditship/state.db"),
     };
+    // Read even by `state`, which reads no other secret: the state is what it shows.
+    let url = c.with_secrets(|c| c.secret("agent", "state_url", &a.state_url, &a.state_url_file));
+    let key = if a.state_url_file.is_some() {
+        "agent.state_url_file"
+    } else {
+        "agent.state_url"
+    };
+    let state_url = match url {
+        crate::settings::SecretValue::Given(u) => {
+            if a.state_path.is_some() {
+                c.fail(
+                    key,
+                    "set either state_url (PostgreSQL) or state_path (SQLite), not both",
+                );
+                None
+            } else {
+                match PgUrl::parse(u.expose(), base) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        c.fail(key, e);
+                        None
+                    }
+                }
+            }
+        }
+        _ => None,
+    };
     let agent = AgentConfig {
         state_path,
+        state_url,
         listen,
         request_timeout,
         retry,

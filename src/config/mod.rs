@@ -138,6 +138,21 @@ fn validate(c: &mut Check<'_>, mut tree: Map<String, Value>, path: &Path) -> Opt
     let (agent, defaults) = agent::validate(c, &raw_agent);
     let (sources, names) = crate::sources::config::validate(c, raw_sources, &defaults);
     let (sinks, sink_entries) = crate::sinks::config::validate(c, raw_sinks, &names);
+    // A file is per machine: replicas sharing a PostgreSQL state would each write their own
+    // file, and a source taken over would go on in another machine's file.
+    if agent.state_url.is_some() {
+        for (i, s) in sinks.iter().enumerate() {
+            if s.kind.as_str() == "file" {
+                c.fail(
+                    &format!("sinks[{i}].kind"),
+                    format_args!(
+                        "a file sink ({}) cannot be used with agent.state_url: a file is per machine, and the state in PostgreSQL is shared by replicas on other machines; send to a network sink, or keep the state in agent.state_path",
+                        s.name
+                    ),
+                );
+            }
+        }
+    }
     // A source no sink takes would have its cursor advance over events delivered nowhere.
     if !sinks.is_empty() && sinks.len() == sink_entries {
         for (i, src) in sources.iter().enumerate() {

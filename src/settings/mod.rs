@@ -112,6 +112,15 @@ impl<'a> Check<'a> {
         self.base
     }
 
+    /// Runs `f` with secrets read and required, whatever this check was made with: for the
+    /// one secret every command needs (`agent.state_url`).
+    pub fn with_secrets<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let was = std::mem::replace(&mut self.secrets, true);
+        let r = f(self);
+        self.secrets = was;
+        r
+    }
+
     /// Whether secrets are read and required.
     pub fn secrets(&self) -> bool {
         self.secrets

@@ -257,6 +257,39 @@ impl Pg {
         }));
     }
 
+    /// Turns TLS on (`ssl = on` with `cert` and `key`, PEM files, copied into the data
+    /// directory for the server's user) and reloads the configuration: new connections may
+    /// then use TLS; connections without it are still accepted (`host` lines of pg_hba).
+    pub async fn enable_tls(&self, cert: &Path, key: &Path) {
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let dest = self.data.join(to);
+            std::fs::copy(from, &dest).unwrap();
+            std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if let Some((uid, gid)) = run_as() {
+                std::os::unix::fs::chown(&dest, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connecting to the test server");
+        let task = tokio::spawn(conn);
+        // One statement at a time: ALTER SYSTEM cannot run in the implicit transaction of a
+        // multi-statement string.
+        for sql in [
+            "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+            "ALTER SYSTEM SET ssl = on",
+            "SELECT pg_reload_conf()",
+        ] {
+            client.batch_execute(sql).await.unwrap();
+        }
+        drop(client);
+        let _ = task.await;
+        // The postmaster applies a reload asynchronously.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     pub fn log(&self) -> PathBuf {
         self.data
             .parent()
