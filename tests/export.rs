@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Output;
 
 use auditship_sim::Vendor;
-use common::{backfill, name, run, setup, sim, source_toml};
+use common::{backfill, name, run, setup, sim, source_toml, stderr};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
@@ -33,10 +33,6 @@ fn window<'a>(src: &'a str, from: &'a str, to: &'a str, more: &[&'a str]) -> Vec
     let mut v = vec!["--source", src, "--from", from, "--to", to];
     v.extend_from_slice(more);
     v
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn lines(out: &Output) -> Vec<Value> {

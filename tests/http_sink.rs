@@ -10,43 +10,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use auditship_sim::{SimConfig, SimHandle, Vendor};
-use common::{agent, free_port, sink_queue_row};
+use auditship_sim::{SimConfig, Vendor};
+use common::{agent, backfill, canon, free_port, run_once_with, sink_queue_row, stderr, World};
 use http_receiver::tls::{Pki, TlsServer};
 use http_receiver::{Canned, Mode, Receiver};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde_json::Value;
 
-/// The emulator with Wasabi AiR events over `days` days ending a minute ago, and a test dir.
-struct World {
-    sim: SimHandle,
-    cfg: SimConfig,
-    dir: tempfile::TempDir,
-}
-
-async fn world(events: u64, days: i64, seed: u64) -> World {
-    let end = Timestamp::now() - SignedDuration::from_mins(1);
-    let cfg = SimConfig {
-        seed,
-        start: end - SignedDuration::from_hours(24 * days),
-        end,
-        events,
-        vendors: vec![Vendor::WasabiAir],
-        late_fraction: 0.0,
-        twin_fraction: 0.0,
-        ..SimConfig::default()
-    };
-    let sim = auditship_sim::start(cfg.clone(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("starting the simulator");
-    World {
-        sim,
-        cfg,
-        dir: tempfile::tempdir().unwrap(),
-    }
-}
+/// How long a `run --once` may take here.
+const ONCE: Duration = Duration::from_secs(60);
 
 impl World {
+    /// The common world with Wasabi AiR events (no twins) over `days` days ending a minute ago.
+    async fn air(events: u64, days: i64, seed: u64) -> World {
+        let cfg = SimConfig {
+            twin_fraction: 0.0,
+            ..backfill(&[Vendor::WasabiAir], events, days, seed)
+        };
+        World::start(cfg, "", "").await
+    }
+
     /// Writes `auditship.toml`: fast retries, one Wasabi AiR source, and `sinks`.
     fn config(&self, sinks: &str) -> PathBuf {
         self.config_in("", sinks)
@@ -54,7 +37,7 @@ impl World {
 
     /// Writes `SUB/auditship.toml`, with its own state file.
     fn config_in(&self, sub: &str, sinks: &str) -> PathBuf {
-        let dir = self.dir.path().join(sub);
+        let dir = self.s.dir.path().join(sub);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("auditship.toml");
         let text = format!(
@@ -104,27 +87,6 @@ fn with_agent_line(config: &Path, line: &str) -> String {
     text
 }
 
-async fn run_once(config: &Path, env: &[(&str, &str)]) -> Output {
-    let started = Instant::now();
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        agent(
-            &["run", "--once", "--config", config.to_str().unwrap()],
-            env,
-        )
-        .output(),
-    )
-    .await
-    .expect("run --once took more than 60s")
-    .expect("running auditship");
-    eprintln!("run --once: {:?} in {:?}", out.status, started.elapsed());
-    out
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn assert_ok(out: &Output) {
     assert!(
         out.status.success(),
@@ -155,26 +117,6 @@ async fn cursor(config: &Path, env: &[(&str, &str)]) -> Option<Timestamp> {
     row["cursor"]
         .as_str()
         .map(|c| c.parse::<Timestamp>().unwrap())
-}
-
-/// JSON text with object keys sorted, so equal values compare equal as strings.
-fn canon(v: &Value) -> String {
-    fn sorted(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<_> = m.keys().collect();
-                keys.sort();
-                let mut out = serde_json::Map::new();
-                for k in keys {
-                    out.insert(k.clone(), sorted(&m[k]));
-                }
-                Value::Object(out)
-            }
-            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
-            x => x.clone(),
-        }
-    }
-    sorted(v).to_string()
 }
 
 /// Asserts every truth event arrived (as `raw` of a delivered native event, found at `native`
@@ -221,7 +163,7 @@ fn event_time(raw: &Value) -> Timestamp {
 /// every event arrives, each HEC object is well-formed, and the run completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn splunk_hec_through_refusals_503s_and_an_outage_loses_nothing() {
-    let w = world(4000, 2, 41).await;
+    let w = World::air(4000, 2, 41).await;
     let mut recv = Receiver::down(Mode::SplunkHec {
         token: "hec-token-0123456789".into(),
     });
@@ -246,7 +188,7 @@ async fn splunk_hec_through_refusals_503s_and_an_outage_loses_nothing() {
     .unwrap();
     let run = tokio::spawn({
         let config = config.clone();
-        async move { run_once(&config, &[]).await }
+        async move { run_once_with(&config, &[], ONCE).await }
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     recv.up().await;
@@ -293,7 +235,7 @@ async fn splunk_hec_through_refusals_503s_and_an_outage_loses_nothing() {
 /// 429/503 items are sent again, alone; no `_id` is created twice. Bodies are gzipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_conflicts_count_as_delivered_and_failed_items_are_resent() {
-    let w = world(3000, 2, 42).await;
+    let w = World::air(3000, 2, 42).await;
     let recv = Receiver::start(Mode::Bulk { api_key: None }).await;
     let truth = w.truth();
     // Every tenth event is already indexed, as after a crash between delivery and commit.
@@ -314,7 +256,7 @@ async fn bulk_conflicts_count_as_delivered_and_failed_items_are_resent() {
          index = \"audit-events\"\ngzip = true\nbatch_max_events = 40\n",
         recv.base()
     ));
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     assert_ok(&out);
     assert!(stderr(&out).contains("not indexed"), "{}", stderr(&out));
 
@@ -366,7 +308,7 @@ async fn bulk_conflicts_count_as_delivered_and_failed_items_are_resent() {
 /// every body parses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ndjson_gzip_and_json_array_bodies_parse_at_two_sinks() {
-    let w = world(2500, 1, 43).await;
+    let w = World::air(2500, 1, 43).await;
     let nd = Receiver::start(Mode::Ndjson).await;
     let arr = Receiver::start(Mode::JsonArray).await;
     let config = w.config(&format!(
@@ -376,7 +318,7 @@ async fn ndjson_gzip_and_json_array_bodies_parse_at_two_sinks() {
         nd.base(),
         arr.base()
     ));
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     assert_ok(&out);
     // The start-up line names each endpoint with its port.
     let log = stderr(&out);
@@ -410,7 +352,7 @@ async fn ndjson_gzip_and_json_array_bodies_parse_at_two_sinks() {
 /// document once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_skips_nothing_and_a_fixed_key_delivers_everything() {
-    let w = world(3000, 2, 44).await;
+    let w = World::air(3000, 2, 44).await;
     let recv = Receiver::start(Mode::Bulk {
         api_key: Some("first-key-8d1f2a".into()),
     })
@@ -422,12 +364,13 @@ async fn a_401_skips_nothing_and_a_fixed_key_delivers_everything() {
          index = \"audit\"\n[sinks.headers]\nAuthorization = \"ApiKey ${{AUDITSHIP_TEST_ES_KEY}}\"\n",
         recv.base()
     ));
-    let out = run_once(
+    let out = run_once_with(
         &config,
         &[
             ("AUDITSHIP_TEST_ES_KEY", "first-key-8d1f2a"),
             ("AUDITSHIP_LOG", "trace"),
         ],
+        ONCE,
     )
     .await;
     let err = stderr(&out);
@@ -454,19 +397,24 @@ async fn a_401_skips_nothing_and_a_fixed_key_delivers_everything() {
         &err[err.len().saturating_sub(3000)..]
     );
     // The file sink is not held back by the refused one: it holds every event, once.
-    let lines: Vec<Value> = std::fs::read_to_string(w.dir.path().join("out.ndjson"))
+    let lines: Vec<Value> = std::fs::read_to_string(w.s.dir.path().join("out.ndjson"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(assert_all_arrived(&lines, |v| v, &truth), 0);
 
-    let out = run_once(&config, &[("AUDITSHIP_TEST_ES_KEY", "second-key-77c0e1")]).await;
+    let out = run_once_with(
+        &config,
+        &[("AUDITSHIP_TEST_ES_KEY", "second-key-77c0e1")],
+        ONCE,
+    )
+    .await;
     assert_ok(&out);
     let d = recv.data();
     assert_eq!(assert_all_arrived(&d.events, |v| v, &truth), 0);
     assert!(d.creates.values().all(|&n| n == 1));
-    let lines = std::fs::read_to_string(w.dir.path().join("out.ndjson")).unwrap();
+    let lines = std::fs::read_to_string(w.s.dir.path().join("out.ndjson")).unwrap();
     let lines: Vec<Value> = lines
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -478,7 +426,7 @@ async fn a_401_skips_nothing_and_a_fixed_key_delivers_everything() {
 /// least two seconds later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_is_waited_out() {
-    let w = world(300, 1, 45).await;
+    let w = World::air(300, 1, 45).await;
     let recv = Receiver::start(Mode::Ndjson).await;
     recv.faults().canned.push_back(Canned {
         status: 429,
@@ -489,7 +437,7 @@ async fn a_429_with_retry_after_is_waited_out() {
         "[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{}/ingest\"\n",
         recv.base()
     ));
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     assert_ok(&out);
     let d = recv.data();
     assert_eq!(d.requests[0].status, 429);
@@ -523,13 +471,13 @@ fn sigterm(pid: u32) {
 /// arrives, and SIGTERM then ends the daemon with exit code 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_outage_keeps_memory_bounded_and_delivery_resumes() {
-    let w = world(20_000, 2, 46).await;
+    let w = World::air(20_000, 2, 46).await;
     let mut recv = Receiver::down(Mode::Ndjson);
     let config = w.config(&format!(
         "[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{}/ingest\"\n",
         recv.base()
     ));
-    let log = std::fs::File::create(w.dir.path().join("agent.log")).unwrap();
+    let log = std::fs::File::create(w.s.dir.path().join("agent.log")).unwrap();
     let mut child = agent(&["run", "--config", config.to_str().unwrap()], &[])
         .stdout(Stdio::null())
         .stderr(log)
@@ -583,7 +531,7 @@ async fn a_sink_outage_keeps_memory_bounded_and_delivery_resumes() {
         .expect("the daemon did not stop within 10s of SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    let log = std::fs::read_to_string(w.dir.path().join("agent.log")).unwrap();
+    let log = std::fs::read_to_string(w.s.dir.path().join("agent.log")).unwrap();
     assert!(log.contains("retrying delivery"), "{log}");
     recv.stop().await;
 }
@@ -592,7 +540,7 @@ async fn a_sink_outage_keeps_memory_bounded_and_delivery_resumes() {
 /// daemon within seconds, with exit code 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_long_retry_after_exits_promptly() {
-    let w = world(200, 1, 47).await;
+    let w = World::air(200, 1, 47).await;
     let recv = Receiver::start(Mode::Ndjson).await;
     recv.faults().canned.push_back(Canned {
         status: 503,
@@ -639,12 +587,12 @@ async fn sigterm_during_a_long_retry_after_exits_promptly() {
 /// retrying; `insecure_skip_verify = true` delivers but warns at start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_with_a_private_ca_and_insecure_skip_verify() {
-    let w = world(300, 1, 48).await;
+    let w = World::air(300, 1, 48).await;
     let pki = Pki::new();
-    pki.write(w.dir.path());
+    pki.write(w.s.dir.path());
     let server = TlsServer::start(&pki).await;
     let truth = w.truth();
-    let file = |f: &str| w.dir.path().join(f).display().to_string();
+    let file = |f: &str| w.s.dir.path().join(f).display().to_string();
     let sink = |extra: &str| {
         format!(
             "[[sinks]]\nname = \"tls\"\nkind = \"http\"\nurl = \"https://127.0.0.1:{}/ingest\"\n\
@@ -659,7 +607,7 @@ async fn mutual_tls_with_a_private_ca_and_insecure_skip_verify() {
         "verified",
         &sink(&format!("ca_file = {:?}\n", file("ca.pem"))),
     );
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     assert_ok(&out);
     assert!(!stderr(&out).contains("NOT verified"));
     {
@@ -670,7 +618,7 @@ async fn mutual_tls_with_a_private_ca_and_insecure_skip_verify() {
     }
 
     let config = w.config_in("unknown-ca", &sink(""));
-    let log = std::fs::File::create(w.dir.path().join("unknown-ca.log")).unwrap();
+    let log = std::fs::File::create(w.s.dir.path().join("unknown-ca.log")).unwrap();
     let mut child = agent(&["run", "--config", config.to_str().unwrap()], &[])
         .stdout(Stdio::null())
         .stderr(log)
@@ -690,7 +638,7 @@ async fn mutual_tls_with_a_private_ca_and_insecure_skip_verify() {
         .expect("the daemon did not stop within 5s of SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    let log = std::fs::read_to_string(w.dir.path().join("unknown-ca.log")).unwrap();
+    let log = std::fs::read_to_string(w.s.dir.path().join("unknown-ca.log")).unwrap();
     assert!(
         log.lines()
             .any(|l| l.contains("retrying delivery") && l.to_lowercase().contains("certificate")),
@@ -699,7 +647,7 @@ async fn mutual_tls_with_a_private_ca_and_insecure_skip_verify() {
     assert!(server.data.lock().unwrap().events.is_empty());
 
     let config = w.config_in("insecure", &sink("insecure_skip_verify = true\n"));
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     assert_ok(&out);
     assert!(
         stderr(&out).contains("insecure_skip_verify = true"),
@@ -715,14 +663,14 @@ async fn mutual_tls_with_a_private_ca_and_insecure_skip_verify() {
 /// sink's queue, and a later run that reaches the receiver delivers everything, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_gives_up_on_an_unreachable_sink_and_keeps_its_events_queued() {
-    let w = world(800, 1, 47).await;
+    let w = World::air(800, 1, 47).await;
     let closed = free_port();
     let sinks = |url: &str| {
         format!("[[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"{url}/ingest\"\n")
     };
     let config = w.config(&sinks(&format!("http://127.0.0.1:{closed}")));
     let text = with_agent_line(&config, "retry_max_attempts = 3");
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(log.contains("gave up after 3 attempts"), "{log}");
@@ -744,7 +692,7 @@ async fn run_once_gives_up_on_an_unreachable_sink_and_keeps_its_events_queued() 
         text.replace(&format!("http://127.0.0.1:{closed}"), &r.base()),
     )
     .unwrap();
-    assert_ok(&run_once(&config, &[]).await);
+    assert_ok(&run_once_with(&config, &[], ONCE).await);
     assert_eq!(assert_all_arrived(&r.data().events, |v| v, &w.truth()), 0);
 }
 
@@ -755,7 +703,7 @@ async fn run_once_gives_up_on_an_unreachable_sink_and_keeps_its_events_queued() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_tries_a_dead_sink_once_for_all_sources() {
     const SOURCES: usize = 12;
-    let w = world(400, 1, 53).await;
+    let w = World::air(400, 1, 53).await;
     let closed = free_port();
     let more = w.tenants(SOURCES);
     let sink = |base: &str| {
@@ -763,7 +711,7 @@ async fn run_once_tries_a_dead_sink_once_for_all_sources() {
     };
     let config = w.config(&sink(&format!("http://127.0.0.1:{closed}")));
     let text = with_agent_line(&config, "retry_max_attempts = 3");
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     let retries = log.matches("retrying delivery").count();
@@ -785,7 +733,7 @@ async fn run_once_tries_a_dead_sink_once_for_all_sources() {
         text.replace(&format!("http://127.0.0.1:{closed}"), &r.base()),
     )
     .unwrap();
-    assert_ok(&run_once(&config, &[]).await);
+    assert_ok(&run_once_with(&config, &[], ONCE).await);
     let d = r.data();
     assert_eq!(d.events.len(), SOURCES * w.truth().len(), "lost or doubled");
 }
@@ -797,7 +745,7 @@ async fn run_once_tries_a_dead_sink_once_for_all_sources() {
 /// stopped every source behind it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_a_page_refused_for_its_content_stops_only_its_source() {
-    let w = world(800, 1, 54).await;
+    let w = World::air(800, 1, 54).await;
     let recv = Receiver::start(Mode::Bulk { api_key: None }).await;
     recv.faults().refuse_source = Some("air-1".into());
     let sink = format!(
@@ -813,7 +761,7 @@ async fn run_once_a_page_refused_for_its_content_stops_only_its_source() {
         .unwrap()
         .replace("page_size = 1000", "page_size = 50");
     std::fs::write(&config, text).unwrap();
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(log.contains("summary: air: completed;"), "{log}");
@@ -838,7 +786,7 @@ async fn run_once_a_page_refused_for_its_content_stops_only_its_source() {
 /// queue, and the log line says what is wrong. Into an index named by the URL, everything arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_target_in_the_url_and_a_data_stream_without_timestamp() {
-    let w = world(300, 1, 48).await;
+    let w = World::air(300, 1, 48).await;
     let recv = Receiver::start(Mode::Bulk { api_key: None }).await;
     recv.faults().data_streams = vec!["logs-auditship-default".into()];
     let sink = |target: &str| {
@@ -849,7 +797,7 @@ async fn bulk_target_in_the_url_and_a_data_stream_without_timestamp() {
         )
     };
     let config = w.config_in("stream", &sink("logs-auditship-default"));
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(
@@ -884,7 +832,7 @@ async fn bulk_target_in_the_url_and_a_data_stream_without_timestamp() {
     }
 
     let config = w.config_in("index", &sink("audit-events"));
-    assert_ok(&run_once(&config, &[]).await);
+    assert_ok(&run_once_with(&config, &[], ONCE).await);
     let d = recv.data();
     assert!(d.malformed.is_empty(), "{:?}", d.malformed);
     assert_eq!(assert_all_arrived(&d.events, |v| v, &w.truth()), 0);
@@ -910,7 +858,7 @@ fn hec_ack_sink(recv: &Receiver, ack_timeout: &str) -> String {
 /// sink's one channel (a UUID), and the run completes with the cursor moved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hec_ack_commits_acknowledged_batches_and_resends_withheld_ones() {
-    let w = world(600, 1, 49).await;
+    let w = World::air(600, 1, 49).await;
     let recv = Receiver::start(Mode::SplunkHec {
         token: "hec-token-0123456789".into(),
     })
@@ -921,7 +869,7 @@ async fn hec_ack_commits_acknowledged_batches_and_resends_withheld_ones() {
         no_ack_id: false,
     });
     let config = w.config(&hec_ack_sink(&recv, "1s"));
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     assert_ok(&out);
     let log = stderr(&out);
     assert!(
@@ -970,7 +918,7 @@ async fn hec_ack_commits_acknowledged_batches_and_resends_withheld_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hec_ack_waits_without_holding_the_sink() {
     const SOURCES: usize = 8;
-    let w = world(800, 1, 52).await;
+    let w = World::air(800, 1, 52).await;
     let recv = Receiver::start(Mode::SplunkHec {
         token: "hec-token-0123456789".into(),
     })
@@ -982,7 +930,7 @@ async fn hec_ack_waits_without_holding_the_sink() {
     });
     let more = w.tenants(SOURCES);
     let config = w.config(&format!("{more}{}", hec_ack_sink(&recv, "60s")));
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     assert_ok(&out);
     let d = recv.data();
     let truth: HashSet<String> = w
@@ -1025,7 +973,7 @@ async fn hec_ack_waits_without_holding_the_sink() {
 /// nothing gives up after `retry_max_attempts` sendings instead of hanging, its events kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hec_ack_without_ack_ids_or_acks_fails_clearly_and_commits_nothing() {
-    let w = world(120, 1, 50).await;
+    let w = World::air(120, 1, 50).await;
     let recv = Receiver::start(Mode::SplunkHec {
         token: "hec-token-0123456789".into(),
     })
@@ -1035,7 +983,7 @@ async fn hec_ack_without_ack_ids_or_acks_fails_clearly_and_commits_nothing() {
         ..Default::default()
     });
     let config = w.config_in("noack", &hec_ack_sink(&recv, "1s"));
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(log.contains("the HEC answer has no ackId"), "{log}");
@@ -1053,7 +1001,7 @@ async fn hec_ack_without_ack_ids_or_acks_fails_clearly_and_commits_nothing() {
         text.replace("[agent]\n", "[agent]\nretry_max_attempts = 2\n"),
     )
     .unwrap();
-    let out = run_once(&config, &[]).await;
+    let out = run_once_with(&config, &[], ONCE).await;
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(
@@ -1070,7 +1018,7 @@ async fn hec_ack_without_ack_ids_or_acks_fails_clearly_and_commits_nothing() {
 /// are reachable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_connect_reaches_each_http_sink_without_sending() {
-    let w = world(50, 1, 51).await;
+    let w = World::air(50, 1, 51).await;
     let hec = Receiver::start(Mode::SplunkHec {
         token: "hec-token-0123456789".into(),
     })
@@ -1131,10 +1079,10 @@ async fn check_connect_reaches_each_http_sink_without_sending() {
     );
 
     // Only the reachable ones: exit 0.
-    let text = std::fs::read_to_string(w.dir.path().join("good/auditship.toml")).unwrap();
+    let text = std::fs::read_to_string(w.s.dir.path().join("good/auditship.toml")).unwrap();
     let cut = text.find("[[sinks]]\nname = \"splunk-old\"").unwrap();
     let end = text[cut..].find("[[sinks]]\nname = \"es\"").unwrap() + cut;
-    let path = w.dir.path().join("good/only-good.toml");
+    let path = w.s.dir.path().join("good/only-good.toml");
     std::fs::write(&path, format!("{}{}", &text[..cut], &text[end..])).unwrap();
     let out = check(path).await;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

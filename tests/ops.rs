@@ -732,10 +732,9 @@ async fn empty_windows_cost_no_commit_of_their_own() {
 }
 
 /// Runs `promtool check metrics` (Prometheus' own linter of the exposition format) on `text`:
-/// its exit status and what it reported. `None` when promtool cannot be run and
-/// `AUDITSHIP_SKIP_PROMTOOL=1` allows that; without it, a missing promtool fails the test (CI
-/// installs it: `.ci/run`, Debian's `prometheus` package).
-fn promtool(text: &str) -> Option<(std::process::ExitStatus, String)> {
+/// its exit status and what it reported. A missing promtool fails the test, saying what to
+/// install (CI installs it: `tests/install-deps.sh`, Debian's `prometheus` package).
+fn promtool(text: &str) -> (std::process::ExitStatus, String) {
     use std::io::Write as _;
     let mut child = match std::process::Command::new("promtool")
         .args(["check", "metrics"])
@@ -745,13 +744,10 @@ fn promtool(text: &str) -> Option<(std::process::ExitStatus, String)> {
         .spawn()
     {
         Ok(c) => c,
-        Err(e) if std::env::var("AUDITSHIP_SKIP_PROMTOOL").is_ok_and(|v| v == "1") => {
-            eprintln!("promtool not run ({e}): AUDITSHIP_SKIP_PROMTOOL=1");
-            return None;
-        }
         Err(e) => panic!(
-            "cannot run promtool ({e}): install it (apt-get install prometheus), or set \
-             AUDITSHIP_SKIP_PROMTOOL=1 to skip this check"
+            "cannot run promtool ({e}): NOT TESTED: install it (`bash tests/install-deps.sh`, or \
+             apt-get install prometheus), or leave this test out on purpose with \
+             `cargo test --test ops -- --skip NAME`"
         ),
     };
     child
@@ -766,7 +762,7 @@ fn promtool(text: &str) -> Option<(std::process::ExitStatus, String)> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Some((out.status, report))
+    (out.status, report)
 }
 
 /// A receiver that refuses every batch for good (HTTP 400): each delivery to it is a sink error.
@@ -905,12 +901,11 @@ async fn metrics_pass_promtool_with_every_family_sampled() {
             "no sample of {family}\n{body}"
         );
     }
-    if let Some((status, report)) = promtool(&body) {
-        assert!(
-            status.success() && report.trim().is_empty(),
-            "promtool check metrics: {status:?}\n{report}\non:\n{body}"
-        );
-    }
+    let (status, report) = promtool(&body);
+    assert!(
+        status.success() && report.trim().is_empty(),
+        "promtool check metrics: {status:?}\n{report}\non:\n{body}"
+    );
 }
 
 /// An HTTP sink whose receiver answers 401 for longer than `unready_after`: `/readyz` is not
@@ -1026,12 +1021,11 @@ async fn a_sink_refused_for_longer_than_unready_after_is_seen_and_counters_start
 fn promtool_refuses_a_broken_exposition() {
     let broken =
         "# HELP auditship_x Things.\n# TYPE auditship_x counter\nauditship_x{source=\"a\"} 1\n";
-    if let Some((status, report)) = promtool(broken) {
-        assert!(
-            !status.success() && report.contains("_total"),
-            "promtool accepted a counter without _total: {status:?} {report}"
-        );
-    }
+    let (status, report) = promtool(broken);
+    assert!(
+        !status.success() && report.contains("_total"),
+        "promtool accepted a counter without _total: {status:?} {report}"
+    );
 }
 
 /// What an operator reads must be true: a misspelt `AUDITSHIP_LOG_FORMAT` is refused (not

@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -92,28 +92,12 @@ impl Receiver {
     }
 }
 
-/// The four vendors' emulator, a setup reading them all, and the emulator's truth by source.
-struct World {
-    _sim: auditship_sim::SimHandle,
-    s: Setup,
-    truth: Vec<(String, Vec<String>)>,
-}
+/// How long a `run --once` may take here.
+const ONCE: Duration = Duration::from_secs(120);
 
-async fn world(events: u64, seed: u64, sinks: &str) -> World {
-    let cfg = backfill(&Vendor::ALL, events, 2, seed);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &all_sources(&sim, &cfg));
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(&s.config, format!("{text}\n{sinks}")).unwrap();
-    let truth = Vendor::ALL
-        .iter()
-        .map(|v| (name(*v), truth(&sim, &cfg, *v)))
-        .collect();
-    World {
-        _sim: sim,
-        s,
-        truth,
-    }
+/// The common world of the four vendors over two days, with `sinks` beside the file sink.
+async fn four(events: u64, seed: u64, sinks: &str) -> World {
+    World::start(backfill(&Vendor::ALL, events, 2, seed), "", sinks).await
 }
 
 fn otlp_sink(name: &str, scope: &str, extra: &str) -> String {
@@ -121,24 +105,6 @@ fn otlp_sink(name: &str, scope: &str, extra: &str) -> String {
         "[[sinks]]\nname = \"{name}\"\nkind = \"otlp\"\nurl = \"{}\"\n{extra}\n",
         receiver().url(scope)
     )
-}
-
-async fn run_once(config: &Path) -> Output {
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        agent(
-            &["run", "--once", "--config", config.to_str().unwrap()],
-            &[],
-        )
-        .output(),
-    )
-    .await
-    .expect("run --once took more than 120s")
-    .expect("running auditship")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn now_ns() -> u64 {
@@ -199,7 +165,7 @@ fn assert_records(records: &[Value], file: &[Value], w: &World, native: bool, si
         );
     }
     if native {
-        for (source, truth) in &w.truth {
+        for (source, truth) in &w.truths() {
             let bodies: Vec<Value> = records.iter().map(|r| r["body"].clone()).collect();
             assert_exactly(&bodies, source, truth);
         }
@@ -231,12 +197,12 @@ async fn every_event_arrives_as_a_log_record_in_protobuf_and_json_plain_and_gzip
         ),
     ]
     .concat();
-    let w = world(300, 71, &sinks).await;
+    let w = four(300, 71, &sinks).await;
     let since = now_ns();
-    let out = run_once(&w.s.config).await;
+    let out = run_once_with(&w.s.config, &[], ONCE).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let file = read_lines(&w.s.out);
-    let total: usize = w.truth.iter().map(|(_, t)| t.len()).sum();
+    let total: usize = w.truths().iter().map(|(_, t)| t.len()).sum();
     assert_eq!(file.len(), total);
     for (scope, encoding, gzip, native) in [
         ("all-pb", "protobuf", false, true),
@@ -279,9 +245,9 @@ async fn refusals_are_retried_as_the_spec_says_and_a_400_holds_the_batch() {
         json!([{"status": 503, "retry_after": "1"}, {"status": 429}]),
     )
     .await;
-    let w = world(100, 72, &otlp_sink("otel", "retry", "")).await;
+    let w = four(100, 72, &otlp_sink("otel", "retry", "")).await;
     let since = now_ns();
-    let out = run_once(&w.s.config).await;
+    let out = run_once_with(&w.s.config, &[], ONCE).await;
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("retrying delivery"), "{log}");
@@ -303,8 +269,8 @@ async fn refusals_are_retried_as_the_spec_says_and_a_400_holds_the_batch() {
     // Every request refused (the sink's task tries the batch's pages one by one, each once).
     r.script("held", json!(vec![json!({"status": 400}); 1000]))
         .await;
-    let w = world(100, 73, &otlp_sink("otel", "held", "")).await;
-    let out = run_once(&w.s.config).await;
+    let w = four(100, 73, &otlp_sink("otel", "held", "")).await;
+    let out = run_once_with(&w.s.config, &[], ONCE).await;
     let log = stderr(&out);
     assert!(log.contains("summary: sink otel: NOT drained;"), "{log}");
     assert!(log.contains("HTTP 400"), "{log}");
@@ -319,7 +285,7 @@ async fn refusals_are_retried_as_the_spec_says_and_a_400_holds_the_batch() {
     let row = sink_queue_row(&w.s.config, "otel");
     assert_eq!(row[1], read_lines(&w.s.out).len().to_string(), "{row:?}");
     let since = now_ns();
-    let out = run_once(&w.s.config).await;
+    let out = run_once_with(&w.s.config, &[], ONCE).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let (records, _) = r.scope("held").await;
     assert_records(&records, &read_lines(&w.s.out), &w, true, since);
@@ -350,7 +316,7 @@ async fn a_partial_success_is_logged_and_counted() {
         otlp_sink("otel-json", "partial-json", "encoding = \"json\""),
     ]
     .concat();
-    let w = world(100, 74, &sinks).await;
+    let w = four(100, 74, &sinks).await;
     let port = free_port();
     let text = std::fs::read_to_string(&w.s.config).unwrap().replace(
         "[agent]\n",

@@ -16,10 +16,6 @@ fn foreign(len: usize) -> Vec<u8> {
     line.iter().copied().cycle().take(len).collect()
 }
 
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// Wasabi AiR and Domo backfills; the config reads Wasabi only until [`add_domo`].
 async fn two_vendors(seed: u64) -> (auditship_sim::SimHandle, SimConfig, Setup) {
     let cfg = backfill(&[Vendor::WasabiAir, Vendor::Domo], 300, 1, seed);

@@ -10,8 +10,8 @@
 //! - random faults at 20% of requests on all four vendors, every kind the emulators have;
 //! - load: many sources in one agent with live traffic, and an HTTP sink outage.
 //!
-//! Tests that need root (mounting a tmpfs, `chattr`) fail without it, unless
-//! `AUDITSHIP_SKIP_ROOT=1` asks to skip them (then they say so loudly).
+//! Tests that need root (mounting a tmpfs, `chattr`) fail without it, saying so: never a
+//! silent pass (`cargo test -- --skip NAME` leaves one out on purpose).
 //! `AUDITSHIP_SOAK=1` runs the long variants (200 sources, a 60 s outage); CI runs small ones.
 
 mod common;
@@ -36,14 +36,12 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A test that cannot run here fails, saying why, unless `AUDITSHIP_SKIP_ROOT=1` asks to skip
-/// what needs root (then it says so loudly and passes): never a silent pass.
-fn cannot_run(test: &str, why: &str) {
-    if std::env::var("AUDITSHIP_SKIP_ROOT").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED {test}: {why}; NOT TESTED HERE (AUDITSHIP_SKIP_ROOT=1)");
-        return;
-    }
-    panic!("{test}: {why}; run as root (CI does), or set AUDITSHIP_SKIP_ROOT=1 to skip it");
+/// A test that cannot run here fails, saying why and what to do: never a silent pass.
+fn cannot_run(test: &str, why: &str) -> ! {
+    panic!(
+        "{test}: {why}; NOT TESTED: run it as root (CI does), or leave it out on purpose with \
+         `cargo test --test reliability -- --skip {test}`"
+    );
 }
 
 /// The daemon on `s`, logging to `agent.log` in its directory: a pipe that the test does not
@@ -120,11 +118,10 @@ fn lost_doubled(lines: &[Value], source: &str, truth: &[String]) -> (usize, usiz
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "1m") on `dir`, or says loudly why not and gives `None`.
-    fn mount(dir: &Path, size: &str, test: &str) -> Option<Tmpfs> {
+    /// Mounts a tmpfs of `size` (e.g. "1m") on `dir`, or fails the test saying why not.
+    fn mount(dir: &Path, size: &str, test: &str) -> Tmpfs {
         if !is_root() {
             cannot_run(test, "mounting a tmpfs needs root");
-            return None;
         }
         std::fs::create_dir_all(dir).unwrap();
         let ok = Command::new("mount")
@@ -137,9 +134,8 @@ impl Tmpfs {
                 test,
                 "cannot mount a tmpfs here (a container without CAP_SYS_ADMIN?)",
             );
-            return None;
         }
-        Some(Tmpfs(dir.to_path_buf()))
+        Tmpfs(dir.to_path_buf())
     }
 
     fn resize(&self, size: &str) {
@@ -463,7 +459,6 @@ async fn a_read_only_state_file_is_refused_by_name() {
                 "a_read_only_state_file_is_refused_by_name",
                 "chattr +i failed on this file system",
             );
-            return;
         }
     } else {
         use std::os::unix::fs::PermissionsExt as _;
@@ -495,9 +490,11 @@ async fn a_full_disk_is_reported_and_the_sink_catches_up_once_there_is_room() {
     let sim = sim(cfg.clone()).await;
     let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
     let mnt = s.dir.path().join("disk");
-    let Some(disk) = Tmpfs::mount(&mnt, "1m", "a_full_disk_is_reported") else {
-        return;
-    };
+    let disk = Tmpfs::mount(
+        &mnt,
+        "1m",
+        "a_full_disk_is_reported_and_the_sink_catches_up_once_there_is_room",
+    );
     let out = mnt.join("out.ndjson");
     let text = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(

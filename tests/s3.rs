@@ -23,24 +23,6 @@ fn with_s3(s: &Setup, keys: &str, extra: &str) {
     std::fs::write(&s.config, text).unwrap();
 }
 
-async fn run_once(s: &Setup) -> std::process::Output {
-    tokio::time::timeout(
-        Duration::from_secs(180),
-        agent(
-            &["run", "--once", "--config", s.config.to_str().unwrap()],
-            &[],
-        )
-        .output(),
-    )
-    .await
-    .expect("run --once took more than 180s")
-    .unwrap()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Every object's key is `arch/{source}/dt=YYYY-MM-DD/hour=HH/{first event's time}Z-{hash}.ndjson.gz`,
 /// and every record in it is of that source, day and hour.
 fn assert_layout(objects: &[Object]) {
@@ -91,7 +73,7 @@ async fn every_event_of_the_four_vendors_is_in_exactly_one_object_through_503s()
     let s = setup("", &all_sources(&sim, &cfg));
     with_s3(&s, &m.sink_keys(&proxy.url, "four-vendors"), "");
     let started = Instant::now();
-    let out = run_once(&s).await;
+    let out = run_once(&s.config).await;
     let took = started.elapsed();
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
@@ -156,7 +138,7 @@ async fn sigkill_during_uploads_loses_nothing_and_doubles_nothing() {
     }
     if !finished {
         proxy.faults().delay = Duration::ZERO;
-        let out = run_once(&s).await;
+        let out = run_once(&s.config).await;
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let objects = m.dump("killed");
@@ -382,7 +364,7 @@ async fn a_refused_put_keeps_the_queue_for_the_next_run() {
         .replace(&m.secret, &m.denied_secret)
         .replace(&m.key_id, &m.denied_key_id);
     with_s3(&s, &denied, "");
-    let out = run_once(&s).await;
+    let out = run_once(&s.config).await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -400,7 +382,7 @@ async fn a_refused_put_keeps_the_queue_for_the_next_run() {
         .replace(&m.denied_secret, &m.secret)
         .replace(&m.denied_key_id, &m.key_id);
     std::fs::write(&s.config, text).unwrap();
-    let out = run_once(&s).await;
+    let out = run_once(&s.config).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let all = records(&m.dump("refused"));
     assert_exactly(&all, "domo", &truth(&sim, &cfg, Vendor::Domo));
@@ -424,7 +406,7 @@ async fn a_role_is_assumed_and_its_temporary_key_writes() {
             m.role_arn, m.url
         ),
     );
-    let out = run_once(&s).await;
+    let out = run_once(&s.config).await;
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(

@@ -57,28 +57,13 @@ fn config(
     path
 }
 
-/// The vendors' emulator, Google's, and a test dir.
-struct World {
-    cfg: SimConfig,
-    sim: SimHandle,
-    emu: Emulator,
-    dir: tempfile::TempDir,
-}
-
-/// `events` of each of `vendors` over a day.
-async fn world(vendors: &[Vendor], events: u64, seed: u64) -> World {
-    let cfg = backfill(vendors, events, 1, seed);
-    World {
-        sim: sim(cfg.clone()).await,
-        cfg,
-        emu: Emulator::start().await,
-        dir: tempfile::tempdir().unwrap(),
-    }
-}
-
-impl World {
-    async fn shutdown(self) {
-        self.sim.shutdown().await;
+impl World<Emulator> {
+    /// The common world with `events` of each of `vendors` over a day, and Google's emulator.
+    async fn secops(vendors: &[Vendor], events: u64, seed: u64) -> World<Emulator> {
+        let cfg = backfill(vendors, events, 1, seed);
+        World::start(cfg, "", "")
+            .await
+            .with(Emulator::start().await)
     }
 
     /// [`config`] in the world's dir, with the key file.
@@ -89,10 +74,10 @@ impl World {
     /// [`config`] in the world's dir; without `key`, no key file (workload identity).
     fn config_as(&self, page_size: usize, sink_extra: &str, key: bool) -> PathBuf {
         config(
-            self.dir.path(),
+            self.s.dir.path(),
             &self.sim,
             &self.cfg,
-            &self.emu,
+            &self.rx,
             page_size,
             sink_extra,
             key,
@@ -127,11 +112,6 @@ async fn agent_run_env(args: &[&str], config: &Path, env: &[(&str, &str)]) -> st
     })
     .await
     .unwrap()
-}
-
-/// `run --once`.
-async fn run_once(config: &Path) -> std::process::Output {
-    agent_run(&["run", "--once"], config).await
 }
 
 /// What `check --connect` says, stdout and stderr.
@@ -171,8 +151,8 @@ fn assert_every_vendor_exactly(sim: &SimHandle, cfg: &SimConfig, records: &[Valu
 /// request-size limit, and 429s are waited out for their `Retry-After`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_arrives_once_through_expiry_throttling_and_splits() {
-    let w = world(&Vendor::ALL, 60, 30).await;
-    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.emu);
+    let w = World::secops(&Vendor::ALL, 60, 30).await;
+    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.rx);
     let limit = 16 * 1024;
     *emu.shared.token_lifetime.lock().unwrap() = Duration::from_secs(2);
     emu.shared.max_request_bytes.store(limit, Ordering::Relaxed);
@@ -241,8 +221,8 @@ async fn every_event_arrives_once_through_expiry_throttling_and_splits() {
 /// Tokens of a short life are renewed before they expire, during a longer run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_expiring_mid_run_are_renewed_ahead() {
-    let w = world(&[Vendor::WasabiAir], 40, 31).await;
-    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.emu);
+    let w = World::secops(&[Vendor::WasabiAir], 40, 31).await;
+    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.rx);
     *emu.shared.token_lifetime.lock().unwrap() = Duration::from_secs(1);
     // Each 5th request waits a second: the run outlives several tokens.
     emu.shared.throttle_every.store(5, Ordering::Relaxed);
@@ -266,8 +246,8 @@ async fn tokens_expiring_mid_run_are_renewed_ahead() {
 /// the queue is kept; once the key is restored, the next run delivers all of it, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_keeps_the_queue_until_it_is_restored() {
-    let w = world(&Vendor::ALL, 20, 32).await;
-    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.emu);
+    let w = World::secops(&Vendor::ALL, 20, 32).await;
+    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.rx);
     emu.shared.revoked.store(true, Ordering::Relaxed);
     let config = w.config(1000, "");
     let out = run_once(&config).await;
@@ -299,10 +279,10 @@ async fn a_revoked_key_keeps_the_queue_until_it_is_restored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_record_is_named_and_held() {
     // The size of each record as a log of a request, from a first delivery.
-    let first = world(&[Vendor::WasabiAir], 30, 33).await;
+    let first = World::secops(&[Vendor::WasabiAir], 30, 33).await;
     succeeded(&run_once(&first.config(1000, "")).await);
     let mut sizes: Vec<(usize, String)> = first
-        .emu
+        .rx
         .logs()
         .iter()
         .map(|l| {
@@ -323,11 +303,11 @@ async fn an_oversize_record_is_named_and_held() {
 
     // The same events (the emulator's content depends on its start), into a new SecOps.
     let w = World {
-        emu: Emulator::start().await,
-        dir: tempfile::tempdir().unwrap(),
+        rx: Emulator::start().await,
+        s: setup("", ""),
         ..first
     };
-    let emu = &w.emu;
+    let emu = &w.rx;
     let config = w.config(5, &format!("batch_max_bytes = {limit}"));
     let out = run_once(&config).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -358,8 +338,8 @@ async fn an_oversize_record_is_named_and_held() {
 /// by its type at `check` (exit 2, naming the key).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_connect_says_which_step_failed() {
-    let w = world(&[Vendor::WasabiAir], 5, 34).await;
-    let emu = &w.emu;
+    let w = World::secops(&[Vendor::WasabiAir], 5, 34).await;
+    let emu = &w.rx;
     let config = w.config(1000, "");
     let said = check(&config).await;
     assert!(said.contains("reachable: token from"), "{said}");
@@ -419,7 +399,7 @@ async fn check_connect_says_which_step_failed() {
     );
 
     std::fs::write(
-        w.dir.path().join("wif.json"),
+        w.s.dir.path().join("wif.json"),
         r#"{"type":"external_account","audience":"//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x","subject_token_type":"urn:ietf:params:oauth:token-type:jwt","token_url":"https://sts.googleapis.com/v1/token","credential_source":{"file":"/var/run/token"}}"#,
     )
     .unwrap();
@@ -522,8 +502,8 @@ async fn the_emulator_refuses_what_google_refuses() {
 /// key's token endpoint is never asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_identity_tokens_come_from_the_metadata_server() {
-    let w = world(&Vendor::ALL, 25, 35).await;
-    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.emu);
+    let w = World::secops(&Vendor::ALL, 25, 35).await;
+    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.rx);
     let s = &emu.shared;
     *s.token_lifetime.lock().unwrap() = Duration::from_secs(1);
     // Each 5th request waits a second: the run outlives several tokens.
@@ -566,8 +546,8 @@ async fn workload_identity_tokens_come_from_the_metadata_server() {
 /// names the metadata server, nothing is dropped; once it answers, every event arrives once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metadata_server_down_at_start_is_waited_for_and_nothing_is_lost() {
-    let w = world(&[Vendor::WasabiAir, Vendor::Domo], 30, 36).await;
-    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.emu);
+    let w = World::secops(&[Vendor::WasabiAir, Vendor::Domo], 30, 36).await;
+    let (sim, cfg, emu) = (&w.sim, &w.cfg, &w.rx);
     let (metadata_port, listen) = (free_port(), free_port());
     let config = w.config_as(1000, "", false);
     let text = std::fs::read_to_string(&config).unwrap().replacen(

@@ -26,24 +26,6 @@ fn with_sentinel_keys(s: &Setup, keys: &str, extra: &str) {
     std::fs::write(&s.config, text).unwrap();
 }
 
-async fn run_once(s: &Setup) -> std::process::Output {
-    tokio::time::timeout(
-        Duration::from_secs(90),
-        agent(
-            &["run", "--once", "--config", s.config.to_str().unwrap()],
-            &[],
-        )
-        .output(),
-    )
-    .await
-    .expect("run --once took more than 90s")
-    .unwrap()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Every record's `TimeGenerated` is its event's `time`.
 fn assert_time_generated(records: &[Value]) {
     for r in records {
@@ -82,7 +64,7 @@ async fn every_event_of_the_four_vendors_arrives_once_with_its_time() {
     }
     let s = setup("", &all_sources(&sim, &cfg));
     with_sentinel(&s, &az, "");
-    let out = run_once(&s).await;
+    let out = run_once(&s.config).await;
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains(azure::CLIENT_SECRET), "the secret was logged");
@@ -121,7 +103,7 @@ async fn the_token_endpoint_s_retry_after_is_honoured() {
         .extend([Canned::retry_after(429, "2"), Canned::retry_after(503, "1")]);
     let s = setup("", &all_sources(&sim, &cfg));
     with_sentinel(&s, &az, "");
-    let out = run_once(&s).await;
+    let out = run_once(&s.config).await;
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -158,7 +140,7 @@ async fn an_oversize_batch_is_cut_and_a_413_splits_it() {
     let az = Azure::start().await;
     let s = setup("", &all_sources(&sim, &cfg));
     with_sentinel(&s, &az, "gzip = false\n");
-    let out = run_once(&s).await;
+    let out = run_once(&s.config).await;
     assert!(out.status.success(), "{}", stderr(&out));
     {
         let d = az.data();
@@ -187,7 +169,7 @@ async fn an_oversize_batch_is_cut_and_a_413_splits_it() {
     az.faults().limit = 150_000;
     let s = setup("", &all_sources(&sim, &cfg));
     with_sentinel(&s, &az, "");
-    let out = run_once(&s).await;
+    let out = run_once(&s.config).await;
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("413"), "{err}");
@@ -222,7 +204,7 @@ async fn a_revoked_credential_keeps_the_queue_until_it_works_again() {
     az.faults().revoked = true;
     let s = setup("", &all_sources(&sim, &cfg));
     with_sentinel(&s, &az, "");
-    let out = run_once(&s).await;
+    let out = run_once(&s.config).await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("token refused"), "{err}");
@@ -235,7 +217,7 @@ async fn a_revoked_credential_keeps_the_queue_until_it_works_again() {
     eprintln!("FIGURES sentinel revoked: {} events kept queued", row[1]);
 
     az.faults().revoked = false;
-    let out = run_once(&s).await;
+    let out = run_once(&s.config).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_exactly(&az.data().records, "domo", &truth(&sim, &cfg, Vendor::Domo));
     assert_eq!(sink_queue_row(&s.config, "siem")[1], "0");
@@ -380,7 +362,7 @@ async fn every_format_fits_the_dcr_in_deploy_azure() {
         let az = Azure::start().await;
         let s = setup("", &all_sources(&sim, &cfg));
         with_sentinel(&s, &az, &format!("format = \"{format}\"\n"));
-        let out = run_once(&s).await;
+        let out = run_once(&s.config).await;
         assert!(out.status.success(), "{}", stderr(&out));
         let columns = dcr_columns(stream);
         assert_eq!(columns["TimeGenerated"], "datetime");

@@ -111,6 +111,110 @@ pub fn sink_queue_row(config: &Path, sink: &str) -> Vec<String> {
         .collect()
 }
 
+/// The standard error of a finished run, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// How long [`run_once`] lets a run take before the test fails.
+pub const ONCE_LIMIT: Duration = Duration::from_secs(180);
+
+/// `run --once --config CONFIG` (the binary as [`agent`] starts it, off the test's threads so
+/// the emulators and receivers in the test keep serving), failing the test after [`ONCE_LIMIT`].
+pub async fn run_once(config: &Path) -> Output {
+    run_once_with(config, &[], ONCE_LIMIT).await
+}
+
+/// [`run_once`] with `env` set, failing the test after `limit`.
+pub async fn run_once_with(config: &Path, env: &[(&str, &str)], limit: Duration) -> Output {
+    let started = Instant::now();
+    let out = tokio::time::timeout(
+        limit,
+        agent(
+            &["run", "--once", "--config", config.to_str().unwrap()],
+            env,
+        )
+        .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("run --once took more than {limit:?}"))
+    .expect("running auditship");
+    eprintln!("run --once: {:?} in {:?}", out.status, started.elapsed());
+    out
+}
+
+/// The opening of most tests: the emulator of `cfg`, and a [`setup`] reading `vendors` from it
+/// (each under its default name) into the file sink.
+pub async fn sim_reading(cfg: &SimConfig, vendors: &[Vendor]) -> (SimHandle, Setup) {
+    let sim = sim(cfg.clone()).await;
+    let sources: String = vendors
+        .iter()
+        .map(|v| source_toml(&sim, cfg, *v, ""))
+        .collect();
+    let s = setup("", &sources);
+    (sim, s)
+}
+
+/// The world of a test: the emulator, what it was started with, a test directory with a config
+/// reading its vendors into the file sink `out.ndjson`, and the test's receiver `rx` (a test
+/// file adds its own methods in an `impl World<ItsReceiver>`).
+pub struct World<R = ()> {
+    pub sim: SimHandle,
+    pub cfg: SimConfig,
+    pub s: Setup,
+    pub rx: R,
+}
+
+impl World {
+    /// The emulator of `cfg`, and a config reading each of its vendors (with `source_extra`
+    /// keys, under its default name) into the file sink, followed by `sinks`.
+    pub async fn start(cfg: SimConfig, source_extra: &str, sinks: &str) -> World {
+        let sim = sim(cfg.clone()).await;
+        let sources: String = cfg
+            .vendors
+            .iter()
+            .map(|v| source_toml(&sim, &cfg, *v, source_extra))
+            .collect();
+        let s = setup("", &sources);
+        if !sinks.is_empty() {
+            let text = std::fs::read_to_string(&s.config).unwrap();
+            std::fs::write(&s.config, format!("{text}\n{sinks}")).unwrap();
+        }
+        World {
+            sim,
+            cfg,
+            s,
+            rx: (),
+        }
+    }
+
+    /// The same world with the test's receiver.
+    pub fn with<R>(self, rx: R) -> World<R> {
+        World {
+            sim: self.sim,
+            cfg: self.cfg,
+            s: self.s,
+            rx,
+        }
+    }
+}
+
+impl<R> World<R> {
+    /// The emulator's truth for each of its vendors, by source name.
+    pub fn truths(&self) -> Vec<(String, Vec<String>)> {
+        self.cfg
+            .vendors
+            .iter()
+            .map(|v| (name(*v), truth(&self.sim, &self.cfg, *v)))
+            .collect()
+    }
+
+    /// Stops the emulator.
+    pub async fn shutdown(self) {
+        self.sim.shutdown().await;
+    }
+}
+
 /// Runs the binary to completion.
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin());
@@ -221,9 +325,25 @@ pub fn read_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Canonical text of a JSON value (object keys sorted).
-fn canon(v: &Value) -> String {
-    v.to_string()
+/// Canonical text of a JSON value: object keys sorted at every depth, so equal values compare
+/// equal as strings.
+pub fn canon(v: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<_> = m.keys().collect();
+                keys.sort();
+                let mut out = serde_json::Map::new();
+                for k in keys {
+                    out.insert(k.clone(), sorted(&m[k]));
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            x => x.clone(),
+        }
+    }
+    sorted(v).to_string()
 }
 
 /// Asserts the events delivered for `source` are exactly the truth: the same multiset of raw
@@ -240,12 +360,12 @@ pub fn assert_exactly(delivered: &[Value], source: &str, truth: &[String]) {
     }
     let mut got: BTreeMap<String, i64> = BTreeMap::new();
     for e in &mine {
-        *got.entry(canon(&e["raw"])).or_default() += 1;
+        *got.entry(e["raw"].to_string()).or_default() += 1;
     }
     let mut want: BTreeMap<String, i64> = BTreeMap::new();
     for t in truth {
         let v: Value = serde_json::from_str(t).unwrap();
-        *want.entry(canon(&v)).or_default() += 1;
+        *want.entry(v.to_string()).or_default() += 1;
     }
     let missing: Vec<_> = want
         .iter()
@@ -365,14 +485,8 @@ pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> b
 /// The emulator with all four vendors (`events` each over three days, `page` the sources'
 /// further keys), and a config with the file sink `out.ndjson`: the world of a sink's tests.
 pub async fn four_vendors(events: u64, seed: u64, page: &str) -> (SimHandle, SimConfig, Setup) {
-    let cfg = backfill(&Vendor::ALL, events, 3, seed);
-    let sim = sim(cfg.clone()).await;
-    let sources: String = Vendor::ALL
-        .iter()
-        .map(|v| source_toml(&sim, &cfg, *v, page))
-        .collect();
-    let s = setup("", &sources);
-    (sim, cfg, s)
+    let w = World::start(backfill(&Vendor::ALL, events, 3, seed), page, "").await;
+    (w.sim, w.cfg, w.s)
 }
 
 /// `check --connect`: its exit code and standard output.
