@@ -45,10 +45,18 @@ bash tests/venv.sh target/s3-venv tests/s3_server/requirements.txt
 step "Parquet reader and OCSF validator (tests/parquet.rs): PyPI pyarrow + ocsf-json-schema + jsonschema"
 bash tests/venv.sh target/parquet-venv tests/parquet/requirements.txt
 
-step "PostgreSQL (tests/replicas.rs: leases between replicas on a real server, started by tests/postgres as the postgres user)"
+step "PostgreSQL (tests/replicas.rs and tests/pg_state.rs: leases and the state store on a real server, started by tests/postgres as the postgres user)"
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! id postgres >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
 ls -d /usr/lib/postgresql/*/bin/postgres | sed -n '$p'
+
+step "openssl (tests/pg_state.rs: the CA and server certificate of the TLS test)"
+if ! command -v openssl >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
+openssl version
