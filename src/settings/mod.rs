@@ -16,6 +16,7 @@ use url::Url;
 
 use crate::timefmt::{self, Nanos};
 
+pub mod kind;
 pub mod section;
 pub mod tls;
 

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::{Destination, SinkSettings, DESTINATIONS};
+use crate::settings::kind::{Kind, Registered};
 use crate::settings::section::{fields, read_section, split_entry, unknown_key};
 use crate::settings::tls::{self, RawTls};
 use crate::settings::{Check, SecretValue, TlsConfig};
@@ -42,40 +43,21 @@ pub struct RawSink {
 }
 
 /// The kind of a sink: its destination's plugin.
-#[derive(Clone, Copy)]
-pub struct SinkKind(&'static dyn Destination);
+pub type SinkKind = Kind<dyn Destination>;
+
+impl Registered for dyn Destination {
+    fn registry() -> &'static [&'static Self] {
+        DESTINATIONS
+    }
+    fn kind_name(&self) -> &'static str {
+        self.kind()
+    }
+}
 
 impl SinkKind {
-    /// The kind named `s` in the registry.
-    pub fn parse(s: &str) -> Option<SinkKind> {
-        DESTINATIONS
-            .iter()
-            .find(|d| d.kind() == s)
-            .map(|d| SinkKind(*d))
-    }
-
-    /// `kind = "…"`.
-    pub fn as_str(self) -> &'static str {
-        self.0.kind()
-    }
-
     /// The plugin.
     pub fn destination(self) -> &'static dyn Destination {
-        self.0
-    }
-}
-
-impl PartialEq for SinkKind {
-    fn eq(&self, other: &SinkKind) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for SinkKind {}
-
-impl fmt::Debug for SinkKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.plugin()
     }
 }
 

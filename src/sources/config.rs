@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::{Vendor, VendorSettings, VENDORS};
+use crate::settings::kind::{Kind, Registered};
 use crate::settings::section::{fields, nearest, read_section, split_entry, unknown_key};
 use crate::settings::tls::{self, RawTls};
 use crate::settings::{Check, SecretValue, TlsConfig};
@@ -86,40 +87,21 @@ impl ScalarValue {
 }
 
 /// The kind of a source: its vendor's plugin.
-#[derive(Clone, Copy)]
-pub struct SourceKind(&'static dyn Vendor);
+pub type SourceKind = Kind<dyn Vendor>;
+
+impl Registered for dyn Vendor {
+    fn registry() -> &'static [&'static Self] {
+        VENDORS
+    }
+    fn kind_name(&self) -> &'static str {
+        self.kind()
+    }
+}
 
 impl SourceKind {
-    /// The kind named `s` in the registry.
-    pub fn parse(s: &str) -> Option<SourceKind> {
-        VENDORS
-            .iter()
-            .find(|v| v.kind() == s)
-            .map(|v| SourceKind(*v))
-    }
-
-    /// `kind = "…"`.
-    pub fn as_str(self) -> &'static str {
-        self.0.kind()
-    }
-
     /// The plugin.
     pub fn vendor(self) -> &'static dyn Vendor {
-        self.0
-    }
-}
-
-impl PartialEq for SourceKind {
-    fn eq(&self, other: &SourceKind) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for SourceKind {}
-
-impl fmt::Debug for SourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.plugin()
     }
 }
 
