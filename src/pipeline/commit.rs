@@ -53,71 +53,93 @@ impl Poller {
     /// other, with their keys, the sinks' positions and the pending cursor, in one transaction.
     async fn commit_page(
         &mut self,
-        fresh: dedupe::Fresh,
+        mut fresh: dedupe::Fresh,
         summary: &mut PollSummary,
     ) -> Result<(), PollError> {
-        let dedupe::Fresh {
-            events: fresh,
-            keys: fresh_keys,
-            duplicates,
-        } = fresh;
         // A page that holds nothing new and nothing known costs no commit (and takes no sink):
         // an empty window's cursor waits for the next commit (or the end of the poll).
-        if fresh.is_empty() && duplicates == 0 {
+        if fresh.events.is_empty() && fresh.duplicates == 0 {
             return Ok(());
         }
-        // A local sink (file, stdout) that is idle with nothing queued takes the page now, its
-        // position going into the page's commit (write-through: no queue row, no second pass).
-        // Holding its lock from the write through the commit keeps its commits in the order of
-        // its writes, and an empty queue means nothing older waits for it. Any other sink, or
-        // one whose write fails, gets the page in its queue, in the same commit.
-        let n = fresh.len() as u32;
-        let mut through = Vec::new();
-        let mut positions = Vec::new();
-        let mut queue_for = Vec::new();
-        for slot in self.sinks.iter().filter(|_| n > 0) {
+        let sinks = self.sinks.clone();
+        let mut placed = self.place(&sinks, &fresh.events).await?;
+        // Written once for every sink that queues it, shared.
+        let records = if placed.queue_for.is_empty() {
+            bytes::Bytes::new()
+        } else {
+            bytes::Bytes::from(crate::event::queued::encode(&fresh.events))
+        };
+        if !records.is_empty() {
+            self.turn.page_bytes = records.len() as u64;
+        }
+        let commit = self.page_commit(&mut fresh, &mut placed, &records);
+        let (cursor, requests) = (commit.cursor, commit.requests);
+        if let Err(e) = self.state.commit(commit).await {
+            placed.rollback();
+            return Err(e.into());
+        }
+        self.saved_requests(requests);
+        metrics::state_commit(&self.cfg.name);
+        placed.committed(
+            &self.cfg.name,
+            fresh.events.len() as u64,
+            records.len() as u64,
+        );
+        self.committed(&fresh, cursor, summary);
+        Ok(())
+    }
+
+    /// Where a page goes. A local sink (file, stdout) that is idle with nothing queued takes it
+    /// now, its position going into the page's commit (write-through: no queue row, no second
+    /// pass). Holding its lock from the write through the commit keeps its commits in the order
+    /// of its writes, and an empty queue means nothing older waits for it. Any other sink, or
+    /// one whose write fails, gets the page in its queue, in the same commit.
+    async fn place<'s>(
+        &self,
+        sinks: &'s [Arc<SinkSlot>],
+        events: &[Event],
+    ) -> Result<Placed<'s>, PollError> {
+        let mut placed = Placed::default();
+        for slot in sinks.iter().filter(|_| !events.is_empty()) {
             let idle = slot.write_through() && slot.queue.level().events == 0;
-            let guard = if idle {
-                slot.sink.try_lock().ok()
-            } else {
-                None
-            };
-            let Some(mut g) = guard else {
-                queue_for.push(slot);
+            let Some(mut g) = idle.then(|| slot.sink.try_lock().ok()).flatten() else {
+                placed.queue_for.push(slot);
                 continue;
             };
-            match beating(&self.health, g.deliver(&fresh, &self.cancel)).await {
+            match beating(&self.health, g.deliver(events, &self.cancel)).await {
                 Ok(()) => {
                     if let Some(p) = g.position() {
-                        positions.push((slot.config.name.clone(), p));
+                        placed.positions.push((slot.config.name.clone(), p));
                     }
-                    through.push((slot, g));
+                    placed.through.push((slot, g));
                 }
                 Err(e) => {
                     g.rollback();
                     if let SinkError::Cancelled { .. } = e {
-                        for (_, g) in through.iter_mut() {
-                            g.rollback();
-                        }
+                        placed.rollback();
                         return Err(PollError::Cancelled);
                     }
                     // Its task retries it from the queue, and says why.
                     tracing::debug!(sink = %slot.config.name, error = %e,
                         "the sink could not take a page directly; it goes into its queue");
-                    queue_for.push(slot);
+                    placed.queue_for.push(slot);
                 }
             }
         }
-        // Written once for every sink that queues it, shared.
-        let records = if queue_for.is_empty() {
-            bytes::Bytes::new()
-        } else {
-            bytes::Bytes::from(crate::event::queued::encode(&fresh))
-        };
-        if !records.is_empty() {
-            self.turn.page_bytes = records.len() as u64;
-        }
-        let queued = queue_for
+        Ok(placed)
+    }
+
+    /// The page's commit: its keys (taken out of `fresh`), the records queued for `placed`'s
+    /// queueing sinks, the written-through sinks' positions and the pending cursor.
+    fn page_commit(
+        &self,
+        fresh: &mut dedupe::Fresh,
+        placed: &mut Placed<'_>,
+        records: &bytes::Bytes,
+    ) -> Commit {
+        let n = fresh.events.len() as u32;
+        let queued = placed
+            .queue_for
             .iter()
             .map(|slot| Queued {
                 sink: slot.config.name.clone(),
@@ -125,62 +147,42 @@ impl Poller {
                 records: records.clone(),
             })
             .collect();
-        let newest = fresh.iter().map(|e| e.time).max();
-        let oldest = fresh.iter().map(|e| e.time).min();
         let cursor = self.pending_cursor;
-        let commit = Commit {
+        Commit {
             source: self.cfg.name.clone(),
             kind: self.cfg.kind.as_str(),
-            delivered: fresh.len() as u64,
-            duplicates,
-            keys: fresh_keys,
+            delivered: n as u64,
+            duplicates: fresh.duplicates,
+            keys: std::mem::take(&mut fresh.keys),
             queued,
-            positions,
+            positions: std::mem::take(&mut placed.positions),
             cursor,
             prune_before: cursor.map(|c| self.prune_before(c)),
-            max_event: newest,
+            max_event: fresh.events.iter().map(|e| e.time).max(),
             requests: self.unsaved_requests(),
             // Leases are not wired to the pollers yet (docs/replicas.md).
             lease: None,
-        };
-        let requests = commit.requests;
-        if let Err(e) = self.state.commit(commit).await {
-            for (_, g) in through.iter_mut() {
-                g.rollback();
-            }
-            return Err(e.into());
         }
-        self.saved_requests(requests);
-        metrics::state_commit(&self.cfg.name);
-        for (slot, mut g) in through {
-            g.committed();
-            drop(g);
-            slot.health.delivered();
-            metrics::sink_batch(&slot.config.name, "delivered");
-            metrics::sink_delivered(&slot.config.name);
-            metrics::delivered(&self.cfg.name, &slot.config.name, n as u64);
-        }
-        let at = timefmt::now();
-        for slot in queue_for {
-            slot.queue.added(n as u64, records.len() as u64, at);
-        }
+    }
+
+    /// After the page's commit: the cursor it carried is no longer pending, its keys' span is
+    /// known to the lookup, and progress is counted.
+    fn committed(&mut self, fresh: &dedupe::Fresh, cursor: Option<Nanos>, s: &mut PollSummary) {
         if self.pending_cursor == cursor {
             self.pending_cursor = None;
         }
+        let newest = fresh.events.iter().map(|e| e.time).max();
+        let oldest = fresh.events.iter().map(|e| e.time).min();
         self.seen.max_event = self.seen.max_event.max(newest);
         if let (Some(lo), Some(hi)) = (oldest, newest) {
             self.seen.lookup.delivered(lo, hi);
         }
         self.health.progress();
-        summary.delivered += fresh.len() as u64;
-        summary.duplicates += duplicates;
-        metrics::queued(
-            &self.cfg.name,
-            self.sinks.iter().map(|s| s.config.name.as_str()),
-            fresh.len() as u64,
-            duplicates,
-        );
-        Ok(())
+        let n = fresh.events.len() as u64;
+        s.delivered += n;
+        s.duplicates += fresh.duplicates;
+        let sinks = self.sinks.iter().map(|s| s.config.name.as_str());
+        metrics::queued(&self.cfg.name, sinks, n, fresh.duplicates);
     }
 
     /// Keys older than this can go once the cursor is at `cursor`: a poll re-reads `overlap`
@@ -213,5 +215,43 @@ impl Poller {
             self.pending_cursor = None;
         }
         Ok(())
+    }
+}
+
+/// Where a page went ([`Poller::place`]): the local sinks that wrote it (locked until its
+/// commit), their positions, and the sinks whose queues take it.
+#[derive(Default)]
+struct Placed<'s> {
+    through: Vec<(
+        &'s SinkSlot,
+        tokio::sync::MutexGuard<'s, Box<dyn crate::sinks::Sink>>,
+    )>,
+    positions: Vec<(String, crate::state::SinkPosition)>,
+    queue_for: Vec<&'s Arc<SinkSlot>>,
+}
+
+impl Placed<'_> {
+    /// The commit failed (or was cancelled): the written-through sinks take back their writes.
+    fn rollback(&mut self) {
+        for (_, g) in self.through.iter_mut() {
+            g.rollback();
+        }
+    }
+
+    /// The commit held: the written-through sinks keep their writes and count them, the
+    /// queues count what they were given.
+    fn committed(self, source: &str, events: u64, bytes: u64) {
+        for (slot, mut g) in self.through {
+            g.committed();
+            drop(g);
+            slot.health.delivered();
+            metrics::sink_batch(&slot.config.name, "delivered");
+            metrics::sink_delivered(&slot.config.name);
+            metrics::delivered(source, &slot.config.name, events);
+        }
+        let at = timefmt::now();
+        for slot in self.queue_for {
+            slot.queue.added(events, bytes, at);
+        }
     }
 }
