@@ -130,7 +130,7 @@ pub enum StateGuard {
     /// The SQLite file's lock file.
     File(StateLock),
     /// The state database's advisory lock.
-    Db(crate::pgstate::AgentLock),
+    Db(crate::state::postgres::AgentLock),
 }
 
 /// Opens the configured state, and keeps every other agent off it while the guard lives: the
@@ -147,7 +147,9 @@ pub async fn open_configured(
         lock.claim();
         return Ok(Some((state, StateGuard::File(lock))));
     };
-    let pg = match crate::pgstate::Postgres::open_waiting(url.clone(), &agent.retry, cancel).await {
+    let pg = match crate::state::postgres::Postgres::open_waiting(url.clone(), &agent.retry, cancel)
+        .await
+    {
         Ok(pg) => pg,
         Err(_) if cancel.is_cancelled() => return Ok(None),
         Err(e) => return Err(e.into()),

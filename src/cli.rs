@@ -325,9 +325,9 @@ fn state_name(cfg: &Config) -> String {
 }
 
 /// `check --connect` of a PostgreSQL state: connects, and says the schema it holds.
-async fn report_database(url: &crate::pgstate::PgUrl) -> bool {
+async fn report_database(url: &crate::state::postgres::PgUrl) -> bool {
     let opened = async {
-        let pg = crate::pgstate::Postgres::open(url.clone()).await?;
+        let pg = crate::state::postgres::Postgres::open(url.clone()).await?;
         pg.schema_version().await
     };
     match tokio::time::timeout(std::time::Duration::from_secs(30), opened).await {
@@ -360,9 +360,9 @@ fn report_state_file(path: &Path) -> bool {
 }
 
 /// Opens the PostgreSQL state of `state` commands, at once or not at all (no waiting).
-async fn open_database(cfg: &Config) -> anyhow::Result<crate::pgstate::Postgres> {
+async fn open_database(cfg: &Config) -> anyhow::Result<crate::state::postgres::Postgres> {
     let url = cfg.agent.state_url.clone().context("no agent.state_url")?;
-    Ok(crate::pgstate::Postgres::open(url).await?)
+    Ok(crate::state::postgres::Postgres::open(url).await?)
 }
 
 /// Says whether `path` can be created or written, as `who: …`.

@@ -78,7 +78,7 @@ const MIGRATIONS: &[&str] = &[
         started timestamptz NOT NULL DEFAULT now(),
         expires timestamptz NOT NULL
     );",
-    // 2: the state store (src/pgstate.rs): the SQLite store's tables at its schema 8, times in
+    // 2: the state store (src/state/postgres.rs): the SQLite store's tables at its schema 8, times in
     // ns as there. Queue ids from a sequence, never handed out twice (SQLite's AUTOINCREMENT).
     "CREATE TABLE sources (
         id bigserial PRIMARY KEY,

@@ -25,8 +25,10 @@
 //!   [`encodings`]: how each event is written inside a sink's framing (`format`: native, ocsf,
 //!   ecs, cef), behind [`encodings::Encoding`]; [`rows`]: the types of a vendor's SIEM rows
 //!   (each vendor's table is in its file, [`sources::SIEM_TABLES`] lists them).
-//! - [`state`]: SQLite on its own thread: cursors, dedupe keys, sink positions, migrations.
-//!   [`lease`]: sources leased to replicas in PostgreSQL (issue 32; not wired yet).
+//! - [`state`]: cursors, dedupe keys, sink positions, the sinks' queues, migrations: SQLite on
+//!   its own thread, or PostgreSQL ([`state::postgres`], `agent.state_url`, its TLS in
+//!   [`state::pgtls`]). [`lease`]: sources leased to replicas in PostgreSQL (issue 32; not wired
+//!   to the pollers yet).
 //! - [`event`], [`timefmt`]: the native event (spans into the page it came in) and time text.
 //! - [`retry`]: the one retry policy of every HTTP call and its settings; [`clock`]: what entries placed outside
 //!   the range asked for say about a vendor's zone or clock.
@@ -48,8 +50,6 @@ pub mod json;
 pub mod keys;
 pub mod lease;
 pub mod metrics;
-pub mod pgstate;
-pub mod pgtls;
 pub mod pipeline;
 pub mod retry;
 pub mod rows;

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use auditship::lease::{self, Leases};
-use auditship::pgstate::{PgUrl, Postgres};
+use auditship::state::postgres::{PgUrl, Postgres};
 use auditship::state::{Ack, Commit, Queued, SinkPosition, State, StateError};
 
 async fn pg_state(url: &str) -> State {

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::pgtls::PgUrl;
 use crate::retry::RetryConfig;
 use crate::settings::Check;
 use crate::sources::config::SourceDefaults;
+use crate::state::pgtls::PgUrl;
 
 // What the file says.
 

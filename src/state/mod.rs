@@ -18,6 +18,9 @@ use tokio::sync::oneshot;
 use crate::keys::Key;
 use crate::timefmt::Nanos;
 
+pub mod pgtls;
+pub mod postgres;
+
 /// Failures of the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -462,7 +465,7 @@ pub struct Sqlite {
 #[derive(Clone)]
 pub enum State {
     Sqlite(Sqlite),
-    Postgres(crate::pgstate::Postgres),
+    Postgres(crate::state::postgres::Postgres),
 }
 
 /// Calls the same method on whichever backend `$s` is.

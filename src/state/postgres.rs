@@ -25,7 +25,7 @@ use crate::state::{
 };
 use crate::timefmt::Nanos;
 
-pub use crate::pgtls::{PgUrl, SslMode};
+pub use crate::state::pgtls::{PgUrl, SslMode};
 
 /// Any number: the session advisory lock of the one agent running on a database
 /// ([`Postgres::lock_exclusive`]); not the migrations' lock.
