@@ -196,6 +196,15 @@ impl Pg {
                     }
                     Control::Stop(sig) => {
                         if let Some(mut c) = child.take() {
+                            // A crash takes the server's backends with it, as a lost node does:
+                            // a postmaster killed alone leaves them serving their connections
+                            // until they notice, and a commit could still go through.
+                            if sig == libc::SIGKILL {
+                                for pid in children_of(c.id()) {
+                                    // SAFETY: kill on a pid; at worst it has exited already.
+                                    unsafe { libc::kill(pid as i32, sig) };
+                                }
+                            }
                             // SAFETY: kill on the pid of a child not yet waited for.
                             unsafe { libc::kill(c.id() as i32, sig) };
                             let _ = c.wait();
@@ -320,4 +329,26 @@ impl Pg {
         let _ = task.await;
         self.url(&name)
     }
+}
+
+/// The processes whose parent is `pid` (from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces, so read after its last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
 }
