@@ -145,7 +145,7 @@ const MIGRATION_LOCK: i64 = 0x6175_6469_7473_6870; // "auditshp"
 pub enum LeaseError {
     /// The database could not be reached or refused a statement. The text is tokio-postgres's,
     /// which never includes the password of the URL.
-    #[error("state database: {0}")]
+    #[error("state database: {}", pg_text(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("state database has schema {found}, newer than this auditship knows ({known}); upgrade every replica")]
     TooNew { found: i64, known: i64 },
@@ -159,13 +159,30 @@ pub enum LeaseError {
     },
 }
 
+/// A tokio-postgres error with its causes (its own text is only the kind: "db error"). No
+/// cause quotes the URL or its password.
+pub fn pg_text(e: &tokio_postgres::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Creates the schema or brings it to [`SCHEMA_VERSION`]; returns the version found before.
 pub async fn migrate(client: &mut Client) -> Result<i64, LeaseError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS auditship_schema (version bigint NOT NULL)")
-        .await?;
+    // Not the "already exists, skipping" NOTICE at every start, in the agent's log at INFO.
+    tx.batch_execute(
+        "SET LOCAL client_min_messages = warning; \
+         CREATE TABLE IF NOT EXISTS auditship_schema (version bigint NOT NULL)",
+    )
+    .await?;
     let found: i64 = match tx
         .query_opt("SELECT version FROM auditship_schema", &[])
         .await?

@@ -624,6 +624,9 @@ async fn one_agent_per_database_and_config_errors_name_the_key() {
     );
     common::signal(&first, "TERM");
     assert!(common::wait_for(&mut first, Duration::from_secs(30)).success());
+    // The schema existed already (check made it): no NOTICE of PostgreSQL's in the log.
+    let log = logs(dir.path());
+    assert!(!log.contains("already exists, skipping"), "{log}");
     // Stopped: a reset goes through.
     let out = common::run(&["state", "reset", "domo", "--config", c], &[]);
     assert!(

@@ -88,18 +88,7 @@ pub enum StateError {
     NotSqlite(&'static str),
 }
 
-/// A tokio-postgres error with its causes (its own text is only the kind: "db error"). No
-/// cause quotes the URL or its password.
-pub fn pg_text(e: &tokio_postgres::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
+pub use crate::lease::pg_text;
 
 impl From<crate::lease::LeaseError> for StateError {
     fn from(e: crate::lease::LeaseError) -> StateError {
