@@ -369,6 +369,7 @@ fn sqlite_commit(c: &mut Criterion) {
                             chunks: taken.iter().map(|c| c.id).collect(),
                             events: PAGE as u64,
                             position: Some(auditship::state::SinkPosition::bare(n)),
+                            lease: None,
                         })
                         .await
                         .unwrap();

@@ -129,13 +129,15 @@ impl StateLock {
 pub enum StateGuard {
     /// The SQLite file's lock file.
     File(StateLock),
-    /// The state database's advisory lock.
-    Db(crate::state::postgres::AgentLock),
+    /// The state database: shared with the other replicas, each source and sink by its lease
+    /// ([`crate::replicas`]).
+    Shared,
 }
 
-/// Opens the configured state, and keeps every other agent off it while the guard lives: the
-/// SQLite file (`agent.state_path`) under its lock file, or PostgreSQL (`agent.state_url`),
-/// waited for while it cannot be reached. `None`: `cancel` fired while waiting.
+/// Opens the configured state: the SQLite file (`agent.state_path`), kept from every other
+/// agent by its lock file while the guard lives; or PostgreSQL (`agent.state_url`), waited for
+/// while it cannot be reached and shared with other replicas by leases. `None`: `cancel` fired
+/// while waiting.
 pub async fn open_configured(
     agent: &crate::config::AgentConfig,
     cancel: &CancellationToken,
@@ -154,13 +156,7 @@ pub async fn open_configured(
         Err(_) if cancel.is_cancelled() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let lock = pg.lock_exclusive().await?.with_context(|| {
-        format!(
-            "another auditship is running on the state database {url} (it holds the agent's \
-             advisory lock); stop it, or give this one another database"
-        )
-    })?;
-    Ok(Some((State::Postgres(pg), StateGuard::Db(lock))))
+    Ok(Some((State::Postgres(pg), StateGuard::Shared)))
 }
 
 /// Opens the state file off the async runtime.
@@ -252,6 +248,14 @@ struct Shared {
     sources_done: Option<CancellationToken>,
     /// One pace per vendor credential, shared by the sources that use it; kept across reloads.
     paces: Arc<Paces>,
+    /// Replicas sharing a PostgreSQL state: what this one holds. Sources and sinks' tasks run
+    /// only under their lease.
+    leases: Option<crate::replicas::LeaseView>,
+    /// The leases' time to live (how long `--once` waits for a lease another replica holds).
+    lease_ttl: Duration,
+    /// The sinks of the running generation (replicas: their queues' counters are set from the
+    /// state, which the other replicas fill and drain too).
+    sinks_now: Arc<std::sync::Mutex<Vec<Arc<SinkSlot>>>>,
 }
 
 /// An error that stops the whole agent: the first one is kept, and the agent's token cancelled.
@@ -296,6 +300,7 @@ impl Shared {
         for s in sinks {
             metrics::init_sink(&s.config.name);
         }
+        *self.sinks_now.lock().unwrap_or_else(|p| p.into_inner()) = sinks.to_vec();
     }
 
     fn start_source(&self, g: &Generation, src: &SourceConfig) -> Running {
@@ -320,24 +325,48 @@ impl Shared {
         );
         let mut cfg = src.clone();
         let (c, h) = (cancel.clone(), health.clone());
-        let task = move |restart: u64| {
+        let (leases, ttl) = (self.leases.clone(), self.lease_ttl);
+        let name = src.name.clone();
+        let task = move |restart: u64| -> crate::BoxFuture<'static, Ended> {
             if restart > 0 {
                 // Secret files are read again, so a rotated secret (a Kubernetes Secret is
                 // updated in place) heals a refused source without a reload.
                 cfg.settings = fresh_settings(&path, &cfg);
             }
-            let paced = paces.paced(&cfg);
-            let poller = Poller::new(
+            let (cfg, state, sinks, retry, h2) = (
                 cfg.clone(),
-                sources::build(&cfg, http.clone().paced(paced.clone())),
                 state.clone(),
                 sinks.clone(),
                 retry.clone(),
-                c.clone(),
                 h.clone(),
-            )
-            .paced(paced);
-            source_loop(poller, once.then(|| reports.clone()), c.clone(), h.clone())
+            );
+            let (http, paces) = (http.clone(), paces.clone());
+            let make = move |cancel: CancellationToken| {
+                let paced = paces.paced(&cfg);
+                Poller::new(
+                    cfg.clone(),
+                    sources::build(&cfg, http.clone().paced(paced.clone())),
+                    state.clone(),
+                    sinks.clone(),
+                    retry.clone(),
+                    cancel,
+                    h2.clone(),
+                )
+                .paced(paced)
+            };
+            let reports = once.then(|| reports.clone());
+            match leases.clone() {
+                None => Box::pin(source_loop(make(c.clone()), reports, c.clone(), h.clone())),
+                Some(view) => Box::pin(leased_source(
+                    name.clone(),
+                    view,
+                    ttl,
+                    make,
+                    reports,
+                    c.clone(),
+                    h.clone(),
+                )),
+            }
         };
         let retry = g.config.agent.retry.clone();
         Running {
@@ -366,7 +395,9 @@ impl Shared {
                     retry: config.agent.retry.clone(),
                     sources_done: self.sources_done.clone(),
                     cancel: cancel.clone(),
+                    lease: None,
                 };
+                let (leases, ttl) = (self.leases.clone(), self.lease_ttl);
                 let name = slot.config.name.clone();
                 let (slot, fatal, retry) =
                     (slot.clone(), self.fatal.clone(), config.agent.retry.clone());
@@ -375,7 +406,13 @@ impl Shared {
                     // is delivered again); the state lost stops the agent.
                     let mut panics = 0;
                     loop {
-                        match tokio::spawn(drain(slot.clone(), cx.clone())).await {
+                        let run = match leases.clone() {
+                            None => tokio::spawn(drain(slot.clone(), cx.clone())),
+                            Some(view) => {
+                                tokio::spawn(leased_drain(view, ttl, slot.clone(), cx.clone()))
+                            }
+                        };
+                        match run.await {
                             Ok(Drained::Fatal(e)) => {
                                 fatal.raise(e.clone());
                                 return Drained::Fatal(e);
@@ -477,6 +514,29 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
             .await
             .with_context(|| format!("cannot listen on {addr} (agent.listen)"))?;
     }
+    // `--once` beside running replicas would read only the share of the sources its leases
+    // gave it, and ship nothing the replicas do not: refused, saying who runs.
+    if let (true, State::Postgres(pg)) = (once, &state) {
+        let mut live = pg.live_replicas().await?;
+        // A previous run of this very replica (a fixed `replica_id`) is not another one.
+        live.retain(|id| Some(id) != cfg.agent.replica_id.as_ref());
+        if !live.is_empty() {
+            anyhow::bail!(
+                "replicas are running on the state database ({}): they read every source; stop them before a --once run, or let them read",
+                live.join(", ")
+            );
+        }
+    }
+    // Replicas sharing a PostgreSQL state: a lease task, which the sources and sinks' tasks
+    // wait on.
+    let replica = cfg.agent.state_url.as_ref().map(|url| {
+        let id = cfg
+            .agent
+            .replica_id
+            .clone()
+            .unwrap_or_else(crate::replicas::default_id);
+        crate::replicas::Replica::start(url.clone(), id, cfg.agent.lease_ttl, lease_names(cfg))
+    });
     let shared = Shared {
         state,
         health,
@@ -486,10 +546,20 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
         reports: PassReports::default(),
         sources_done: once.then(CancellationToken::new),
         paces: Arc::default(),
+        leases: replica.as_ref().map(|r| r.view()),
+        lease_ttl: cfg.agent.lease_ttl,
+        sinks_now: Arc::default(),
     };
     shared.paces.configure(&cfg.sources);
     let mut current = shared.start(cfg.clone()).await?;
     shared.health.mark_started();
+    let resync = replica.as_ref().map(|_| {
+        tokio::spawn(resync_queues(
+            shared.state.clone(),
+            shared.sinks_now.clone(),
+            cancel.clone(),
+        ))
+    });
 
     if !once {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(16);
@@ -519,6 +589,9 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
             }
             text = new_text;
             current = reload(&shared, current, why).await?;
+            if let Some(r) = &replica {
+                r.set_names(lease_names(&current.config));
+            }
         }
     }
 
@@ -539,6 +612,13 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
             .await
             .unwrap_or_else(|e| Drained::GaveUp(e.to_string()));
         drained.push((d.name, end));
+    }
+    // Every task under a lease has stopped: the leases go back to the other replicas now.
+    if let Some(r) = replica {
+        r.stop().await;
+    }
+    if let Some(t) = resync {
+        t.abort();
     }
     if let Some(e) = shared.fatal.error() {
         anyhow::bail!(e);
@@ -568,6 +648,177 @@ pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow:
     } else {
         Outcome::Failed
     })
+}
+
+/// The lease names of `cfg`'s sources and sinks.
+fn lease_names(cfg: &Config) -> Vec<String> {
+    crate::replicas::names(
+        cfg.sources.iter().map(|s| s.name.as_str()),
+        cfg.sinks.iter().map(|s| s.name.as_str()),
+    )
+}
+
+/// Replicas sharing a PostgreSQL state: every second, each sink's queue counters are set to
+/// what the state holds (the other replicas add to and drain the same queues), so that a full
+/// queue holds the sources back on every replica and an emptied one lets them go.
+async fn resync_queues(
+    state: State,
+    sinks: Arc<std::sync::Mutex<Vec<Arc<SinkSlot>>>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = cancel.cancelled() => return,
+        }
+        let Ok(totals) = state.queue_totals().await else {
+            continue;
+        };
+        let slots = sinks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for slot in slots {
+            slot.queue
+                .resync(totals.iter().find(|t| t.sink == slot.config.name));
+        }
+    }
+}
+
+/// Waits for `name`'s lease, beating `health` meanwhile (waiting is not being stuck). With
+/// `once`, waits at most `ttl` (a lease another replica holds may not come back in a pass).
+async fn wait_lease(
+    view: &mut crate::replicas::LeaseView,
+    name: &str,
+    once: Option<Duration>,
+    cancel: &CancellationToken,
+    health: Option<&SourceHealth>,
+) -> Option<crate::lease::Lease> {
+    let beat = async {
+        loop {
+            if let Some(h) = health {
+                h.beat();
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    };
+    let limit = async {
+        match once {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        l = view.acquired(name, cancel) => l,
+        _ = beat => None,
+        _ = limit => None,
+    }
+}
+
+/// A source's task among replicas: it polls only while this replica holds the source's lease.
+/// Once the lease is lost (taken over, given back to a replica that joined, or run out because
+/// the database could not be reached), the poll in flight stops without committing more and
+/// the task waits for the lease again; the replica that holds it goes on from the committed
+/// cursor.
+async fn leased_source<M>(
+    name: String,
+    mut view: crate::replicas::LeaseView,
+    ttl: Duration,
+    make: M,
+    reports: Option<PassReports>,
+    cancel: CancellationToken,
+    health: SourceHealth,
+) -> Ended
+where
+    M: Fn(CancellationToken) -> Poller,
+{
+    let lease_name = crate::replicas::source_lease(&name);
+    loop {
+        let waited = reports.as_ref().map(|_| ttl);
+        let Some(lease) = wait_lease(&mut view, &lease_name, waited, &cancel, Some(&health)).await
+        else {
+            if cancel.is_cancelled() {
+                return Ended::Cancelled;
+            }
+            let why = "its lease is held by another replica, which polls it".to_string();
+            tracing::warn!(source = %name, "{why}; not polled in this run");
+            if let Some(r) = &reports {
+                r.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                    name.clone(),
+                    PassReport {
+                        error: Some(why),
+                        ..PassReport::default()
+                    },
+                );
+            }
+            return Ended::Failed;
+        };
+        tracing::info!(source = %name, epoch = lease.epoch, "lease acquired: polling from the committed cursor");
+        let token = cancel.child_token();
+        let poller = make(token.clone()).leased(lease.clone());
+        let run = source_loop(poller, reports.clone(), token.clone(), health.clone());
+        tokio::pin!(run);
+        let mut v = view.clone();
+        let ended = tokio::select! {
+            e = &mut run => e,
+            _ = v.lost(&lease) => {
+                token.cancel();
+                run.await
+            }
+        };
+        if cancel.is_cancelled() || ended != Ended::Cancelled {
+            return ended;
+        }
+        tracing::info!(source = %name, epoch = lease.epoch,
+            "lease lost or given back: stopped polling; the replica holding it goes on from the committed cursor");
+    }
+}
+
+/// A sink's task among replicas: it drains the sink's queue only while this replica holds the
+/// sink's lease; each ack names it.
+async fn leased_drain(
+    mut view: crate::replicas::LeaseView,
+    ttl: Duration,
+    slot: Arc<SinkSlot>,
+    cx: DrainCx,
+) -> Drained {
+    let lease_name = crate::replicas::sink_lease(&slot.config.name);
+    loop {
+        // `--once`: the queue is drained by whichever replica holds the lease; this run waits
+        // for it until its sources are done, then at most `ttl` more.
+        if let Some(done) = &cx.sources_done {
+            tokio::select! {
+                _ = done.cancelled() => {}
+                _ = view.acquired(&lease_name, &cx.cancel) => {}
+            }
+        }
+        let waited = cx.sources_done.as_ref().map(|_| ttl);
+        let Some(lease) = wait_lease(&mut view, &lease_name, waited, &cx.cancel, None).await else {
+            if cx.cancel.is_cancelled() {
+                return Drained::Stopped;
+            }
+            return Drained::GaveUp(
+                "its lease is held by another replica, which delivers its queue".into(),
+            );
+        };
+        tracing::info!(sink = %slot.config.name, epoch = lease.epoch, "lease acquired: delivering the sink's queue");
+        let token = cx.cancel.child_token();
+        let mut leased = cx.clone();
+        leased.cancel = token.clone();
+        leased.lease = Some(lease.clone());
+        let run = drain(slot.clone(), leased);
+        tokio::pin!(run);
+        let mut v = view.clone();
+        let ended = tokio::select! {
+            e = &mut run => e,
+            _ = v.lost(&lease) => {
+                token.cancel();
+                run.await
+            }
+        };
+        if cx.cancel.is_cancelled() || ended != Drained::Stopped {
+            return ended;
+        }
+        tracing::info!(sink = %slot.config.name, epoch = lease.epoch,
+            "lease lost or given back: stopped delivering; the replica holding it goes on from the queue");
+    }
 }
 
 /// How long a source loop may go without turning before `/healthz` calls it stuck: longer than

@@ -415,13 +415,14 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             let (st, _guard) = match &cfg.agent.state_url {
                 Some(_) => {
                     let pg = open_database(&cfg).await?;
-                    let lock = pg.lock_exclusive().await?.context(
-                        "an auditship is running on the state database: stop it before a reset",
-                    )?;
-                    (
-                        crate::state::State::Postgres(pg),
-                        agent::StateGuard::Db(lock),
-                    )
+                    let live = pg.live_replicas().await?;
+                    if !live.is_empty() {
+                        anyhow::bail!(
+                            "replicas are running on the state database ({}): stop them before a reset",
+                            live.join(", ")
+                        );
+                    }
+                    (crate::state::State::Postgres(pg), agent::StateGuard::Shared)
                 }
                 None => {
                     let lock = agent::StateLock::acquire(path)?;
@@ -451,15 +452,19 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             }
         };
     }
-    let (rows, queues) = if cfg.agent.state_url.is_some() || path.exists() {
+    let (rows, queues, holders) = if cfg.agent.state_url.is_some() || path.exists() {
         match async {
-            let st = match &cfg.agent.state_url {
-                Some(_) => crate::state::State::Postgres(open_database(&cfg).await?),
-                None => agent::open_state(path).await?,
+            let (st, holders) = match &cfg.agent.state_url {
+                Some(_) => {
+                    let pg = open_database(&cfg).await?;
+                    let holders = pg.holders().await?;
+                    (crate::state::State::Postgres(pg), Some(holders))
+                }
+                None => (agent::open_state(path).await?, None),
             };
             let rows = st.sources().await?;
             let queues = st.queue_totals().await?;
-            anyhow::Ok((rows, queues))
+            anyhow::Ok((rows, queues, holders))
         }
         .await
         {
@@ -470,7 +475,13 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             }
         }
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), None)
+    };
+    // Replicas sharing a PostgreSQL state: who holds each source's and sink's lease.
+    let holder = |lease: &str| {
+        holders
+            .as_ref()
+            .and_then(|h| h.iter().find(|h| h.name == lease))
     };
     let now = timefmt::now();
     let mut names: Vec<(String, String)> = cfg
@@ -490,7 +501,7 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             .map(|(n, k)| {
                 let r = rows.iter().find(|r| &r.name == n);
                 let cursor = r.and_then(|r| r.cursor);
-                serde_json::json!({
+                let mut v = serde_json::json!({
                     "source": n,
                     "kind": k,
                     "configured": cfg.sources.iter().any(|s| &s.name == n),
@@ -502,7 +513,13 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
                     "requests": r.map_or(0, |r| r.requests.sent),
                     "rate_limited": r.map_or(0, |r| r.requests.rate_limited),
                     "waited_seconds": r.map_or(0.0, |r| r.requests.waited_ms as f64 / 1000.0),
-                })
+                });
+                if holders.is_some() {
+                    let h = holder(&crate::replicas::source_lease(n));
+                    v["holder"] = h.map(|h| h.holder.clone()).into();
+                    v["held_since"] = h.map(|h| timefmt::rfc3339_ms(h.since)).into();
+                }
+                v
             })
             .collect();
         let _ = writeln!(out, "{}", serde_json::Value::Array(list));
@@ -584,6 +601,31 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             limit.map_or_else(|| "-".into(), |l| l.to_string()),
             q.map_or(0, |q| q.delivered),
         );
+    }
+    if holders.is_some() {
+        let _ = writeln!(
+            out,
+            "\n{:<28} {:<36} {:<24} {:>10}",
+            "LEASE", "HOLDER", "SINCE", "EXPIRES IN"
+        );
+        let leases = crate::replicas::names(
+            names.iter().map(|(n, _)| n.as_str()),
+            cfg.sinks.iter().map(|s| s.name.as_str()),
+        );
+        for lease in leases {
+            let h = holder(&lease);
+            let _ = writeln!(
+                out,
+                "{:<28} {:<36} {:<24} {:>10}",
+                lease,
+                h.map_or("(none: taken at the next tick)", |h| h.holder.as_str()),
+                h.map_or_else(|| "-".into(), |h| timefmt::human(h.since)),
+                h.map_or_else(
+                    || "-".into(),
+                    |h| format!("{:.1}s", h.expires_in_ms as f64 / 1000.0)
+                ),
+            );
+        }
     }
     ExitCode::SUCCESS
 }

@@ -357,6 +357,7 @@ pub async fn export(args: ExportArgs) -> ExitCode {
             retry: cfg.agent.retry.clone(),
             sources_done: Some(done.clone()),
             cancel: cancel.clone(),
+            lease: None,
         },
     ));
     // Paced as the agent paces it (its ceiling, the vendor's 429s and Retry-After).

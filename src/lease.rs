@@ -1,6 +1,6 @@
-//! Leases in PostgreSQL: which replica polls which source (and, later, drains which sink's
-//! queue), for several agents that share one database (issue 32). Not wired to the agent yet:
-//! docs/replicas.md says what is built and what remains.
+//! Leases in PostgreSQL: which replica polls which source and drains which sink's queue, for
+//! several agents that share one database (issue 32). The agent's side (a tick task, the
+//! pollers and sinks' tasks started and stopped by their leases) is `crate::replicas`.
 //!
 //! # How leases move
 //! Every replica runs the same config, so each knows every lease name (`source:<name>`, later
@@ -14,9 +14,11 @@
 //!    are still its own and `expires` is still ahead. A row not renewed is lost: the replica
 //!    stops using it even if nobody took it yet (it takes it again, with a new epoch).
 //! 3. **give back**: its fair share is the number of names ÷ live replicas, rounded up
-//!    ([`fair_share`]); what it holds beyond that is released (`holder = NULL`), so a replica
-//!    that joins finds free rows at its next tick.
-//! 4. **acquire**: up to its fair share, rows that are free or expired (below).
+//!    ([`fair_share`]); what it holds beyond that is set aside — no longer [`Leases::held`],
+//!    so the replica's tasks under it stop — and released (`holder = NULL`) at the next tick,
+//!    once they have; a replica that joins finds free rows then.
+//! 4. **acquire**: up to its fair share, rows that are free or expired (below), or still
+//!    naming this replica's id from a previous run (a restart with a fixed `replica_id`).
 //!
 //! A replica that stops renewing (killed, partitioned, its node lost) loses its rows at
 //! `expires`; its heartbeat expires with them, the others' fair share grows, and their next
@@ -147,6 +149,9 @@ pub enum LeaseError {
     /// which never includes the password of the URL.
     #[error("state database: {}", pg_text(.0))]
     Db(#[from] tokio_postgres::Error),
+    /// Connecting failed before a statement (TLS, or the store's own connect's error text).
+    #[error("{0}")]
+    Connect(String),
     #[error("state database has schema {found}, newer than this auditship knows ({known}); upgrade every replica")]
     TooNew { found: i64, known: i64 },
     /// The lease is no longer this replica's (expired, taken over, released): nothing may be
@@ -245,18 +250,33 @@ pub struct Tick {
     /// The fair share computed from them.
     pub share: usize,
     pub acquired: Vec<String>,
+    /// Given back in the database (set aside by the tick before).
     pub released: Vec<String>,
+    /// Beyond the fair share: no longer held, given back at the next tick.
+    pub set_aside: Vec<String>,
     /// Held before and not renewed: expired or taken over.
     pub lost: Vec<String>,
 }
 
+/// How a replica's lease connection is made.
+enum Connect {
+    /// Plain TCP (the tests' servers).
+    Plain(Config),
+    /// The agent's `state_url`, with its TLS mode.
+    Url(crate::state::pgtls::PgUrl),
+}
+
 /// One replica's leases, over its own connection (reconnected when lost).
 pub struct Leases {
-    config: Config,
+    connect: Connect,
     client: Option<Client>,
     me: String,
     ttl: Duration,
     held: BTreeMap<String, Held>,
+    /// Leases set aside by the last tick to be given back at the next one: no longer
+    /// [`Leases::held`] (so this replica's tasks under them stop), their rows still naming it
+    /// (so nobody else starts on them before they have).
+    releasing: BTreeMap<String, i64>,
     /// The names whose rows this replica made sure exist.
     rows: Vec<String>,
 }
@@ -265,12 +285,22 @@ impl Leases {
     /// A replica named `me` (unique among the replicas sharing the database: a pod's name and
     /// a random suffix), with leases of `ttl`. Connects at the first tick.
     pub fn new(config: Config, me: impl Into<String>, ttl: Duration) -> Leases {
+        Leases::connecting(Connect::Plain(config), me.into(), ttl)
+    }
+
+    /// [`Leases::new`] connecting as the agent's state store does (`state_url`, TLS included).
+    pub fn at(url: crate::state::pgtls::PgUrl, me: impl Into<String>, ttl: Duration) -> Leases {
+        Leases::connecting(Connect::Url(url), me.into(), ttl)
+    }
+
+    fn connecting(connect: Connect, me: String, ttl: Duration) -> Leases {
         Leases {
-            config,
+            connect,
             client: None,
-            me: me.into(),
+            me,
             ttl,
             held: BTreeMap::new(),
+            releasing: BTreeMap::new(),
             rows: Vec::new(),
         }
     }
@@ -281,15 +311,31 @@ impl Leases {
 
     async fn client(&mut self) -> Result<&mut Client, LeaseError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            let (client, conn) = self.config.connect(NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("state database connection ended: {e}");
+            let client = match &self.connect {
+                Connect::Plain(config) => {
+                    let (client, conn) = config.connect(NoTls).await?;
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!("state database connection ended: {e}");
+                        }
+                    });
+                    client
                 }
-            });
+                Connect::Url(url) => url
+                    .connect()
+                    .await
+                    .map_err(|e| LeaseError::Connect(e.to_string()))?,
+            };
             self.client = Some(client);
         }
         Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// Drops the connection (a tick that did not answer in time): the next tick connects again
+    /// and makes sure of the rows. The leases keep their local deadlines.
+    pub fn disconnect(&mut self) {
+        self.client = None;
+        self.rows.clear();
     }
 
     /// The ttl in seconds, for `now() + $n * interval '1 second'`.
@@ -369,6 +415,24 @@ impl Leases {
             self.rows = names.to_vec();
         }
 
+        // Give back what the last tick set aside: the tasks under those leases stopped when
+        // they left `held`, a tick ago.
+        if !self.releasing.is_empty() {
+            let (give, epochs): (Vec<String>, Vec<i64>) =
+                std::mem::take(&mut self.releasing).into_iter().unzip();
+            let client = self.client.as_mut().expect("connected above");
+            let released = client
+                .query(
+                    "UPDATE leases l SET holder = NULL, expires = '-infinity'
+                     FROM unnest($2::text[], $3::bigint[]) AS g(name, epoch)
+                     WHERE l.name = g.name AND l.epoch = g.epoch AND l.holder = $1
+                     RETURNING l.name",
+                    &[&me, &give, &epochs],
+                )
+                .await?;
+            tick.released = released.into_iter().map(|r| r.get(0)).collect();
+        }
+
         // Renew what is held, at the epoch it was taken with.
         let (held_names, held_epochs): (Vec<String>, Vec<i64>) =
             self.held.iter().map(|(n, h)| (n.clone(), h.epoch)).unzip();
@@ -426,40 +490,42 @@ impl Leases {
                     .cloned(),
             );
         }
-        if !give.is_empty() {
-            let epochs: Vec<i64> = give.iter().map(|n| self.held[n].epoch).collect();
-            let released = client
-                .query(
-                    "UPDATE leases l SET holder = NULL, expires = '-infinity'
-                     FROM unnest($2::text[], $3::bigint[]) AS g(name, epoch)
-                     WHERE l.name = g.name AND l.epoch = g.epoch AND l.holder = $1
-                     RETURNING l.name",
-                    &[&me, &give, &epochs],
-                )
-                .await?;
-            // Given back whether or not the row still named this replica.
-            for n in &give {
-                self.held.remove(n);
+        // Set aside now, given back at the next tick (above): in between, this replica's tasks
+        // under them stop, so two replicas never work on one name at once.
+        for n in give {
+            if let Some(h) = self.held.remove(&n) {
+                self.releasing.insert(n.clone(), h.epoch);
+                tick.set_aside.push(n);
             }
-            tick.released = released.into_iter().map(|r| r.get(0)).collect();
         }
 
         let want = tick.share.saturating_sub(self.held.len());
         if want > 0 {
             let want = i64::try_from(want).unwrap_or(i64::MAX);
+            let mine: Vec<String> = self
+                .held
+                .keys()
+                .chain(self.releasing.keys())
+                .cloned()
+                .collect();
+            // Rows still naming this replica but not held here are a previous run's of the
+            // same id (a restart with a fixed `replica_id`): taken back at once, at a new
+            // epoch, so nothing that run had in flight can commit.
             let rows = client
                 .query(
                     "WITH c AS (
                         SELECT name FROM leases
-                        WHERE name = ANY($3::text[]) AND (holder IS NULL OR expires <= now())
+                        WHERE name = ANY($3::text[]) AND NOT name = ANY($5::text[])
+                          AND (holder IS NULL OR expires <= now() OR holder = $1)
                         ORDER BY name LIMIT $4
                         FOR UPDATE SKIP LOCKED)
                      UPDATE leases l
                      SET holder = $1, epoch = l.epoch + 1, since = now(),
                          expires = now() + $2::float8 * interval '1 second'
-                     FROM c WHERE l.name = c.name AND (l.holder IS NULL OR l.expires <= now())
+                     FROM c WHERE l.name = c.name
+                       AND (l.holder IS NULL OR l.expires <= now() OR l.holder = $1)
                      RETURNING l.name, l.epoch",
-                    &[&me, &ttl, &names, &want],
+                    &[&me, &ttl, &names, &want, &mine],
                 )
                 .await?;
             for row in rows {
@@ -483,8 +549,11 @@ impl Leases {
     pub async fn release_all(&mut self) -> Result<(), LeaseError> {
         let held = std::mem::take(&mut self.held);
         let me = self.me.clone();
-        let (names, epochs): (Vec<String>, Vec<i64>) =
-            held.iter().map(|(n, h)| (n.clone(), h.epoch)).unzip();
+        let (names, epochs): (Vec<String>, Vec<i64>) = held
+            .iter()
+            .map(|(n, h)| (n.clone(), h.epoch))
+            .chain(std::mem::take(&mut self.releasing))
+            .unzip();
         let client = self.client().await?;
         client
             .execute(

@@ -27,8 +27,8 @@
 //!   (each vendor's table is in its file, [`sources::SIEM_TABLES`] lists them).
 //! - [`state`]: cursors, dedupe keys, sink positions, the sinks' queues, migrations: SQLite on
 //!   its own thread, or PostgreSQL ([`state::postgres`], `agent.state_url`, its TLS in
-//!   [`state::pgtls`]). [`lease`]: sources leased to replicas in PostgreSQL (issue 32; not wired
-//!   to the pollers yet).
+//!   [`state::pgtls`]). [`lease`]: sources and sinks leased to replicas in PostgreSQL;
+//!   [`replicas`]: a replica's lease task and the view its pollers and sinks' tasks wait on.
 //! - [`event`], [`timefmt`]: the native event (spans into the page it came in) and time text.
 //! - [`retry`]: the one retry policy of every HTTP call and its settings; [`clock`]: what entries placed outside
 //!   the range asked for say about a vendor's zone or clock.
@@ -51,6 +51,7 @@ pub mod keys;
 pub mod lease;
 pub mod metrics;
 pub mod pipeline;
+pub mod replicas;
 pub mod retry;
 pub mod rows;
 pub mod server;
@@ -64,6 +65,26 @@ pub mod timefmt;
 /// A boxed future, so that the traits with async methods ([`sources::Source`], [`sinks::Sink`])
 /// can be used as trait objects.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The User-Agent of every request: `auditship/VERSION`, and the replica's id once
+/// [`set_replica`] named it (replicas sharing a PostgreSQL state), so that a vendor's or a
+/// receiver's logs tell which replica asked.
+pub fn user_agent() -> &'static str {
+    REPLICA_AGENT.get().map_or(
+        concat!("auditship/", env!("CARGO_PKG_VERSION")),
+        String::as_str,
+    )
+}
+
+static REPLICA_AGENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process's replica in [`user_agent`] (once; later calls change nothing).
+pub fn set_replica(id: &str) {
+    let _ = REPLICA_AGENT.set(format!(
+        "auditship/{} (replica {id})",
+        env!("CARGO_PKG_VERSION")
+    ));
+}
 
 /// Returns the heap's free pages to the system. glibc keeps what a poll freed inside its heap
 /// (only free memory at the very top goes back by itself), so an idle agent would hold on to the

@@ -166,6 +166,16 @@ const HELP: &[(&str, &str, &str)] = &[
         "Records a receiver took a batch with but said it dropped (OTLP partial_success); not sent again.",
     ),
     (
+        "auditship_replica_info",
+        "gauge",
+        "1, labelled with this replica's id (replicas sharing a PostgreSQL state).",
+    ),
+    (
+        "auditship_lease_held",
+        "gauge",
+        "1 while this replica holds the lease of the source or sink (replicas sharing a PostgreSQL state), 0 while another does.",
+    ),
+    (
         "auditship_sink_up",
         "gauge",
         "1 while the sink delivers, 0 once it has failed to (refused, unreachable) for longer than unready_after.",
@@ -676,6 +686,29 @@ pub fn source_up(source: &str, up: bool) {
         r.gauges.insert(
             ("auditship_source_up", vec![("source", source.into())]),
             if up { 1.0 } else { 0.0 },
+        );
+    });
+}
+
+/// This replica's id (replicas sharing a PostgreSQL state).
+pub fn replica(id: &str) {
+    with(|r| {
+        r.gauges.insert(
+            ("auditship_replica_info", vec![("replica", id.into())]),
+            1.0,
+        );
+    });
+}
+
+/// Whether this replica holds the lease of `name` (`source` or `sink`: `kind`).
+pub fn lease_held(kind: &'static str, name: &str, held: bool) {
+    with(|r| {
+        r.gauges.insert(
+            (
+                "auditship_lease_held",
+                vec![("kind", kind.into()), ("name", name.into())],
+            ),
+            if held { 1.0 } else { 0.0 },
         );
     });
 }

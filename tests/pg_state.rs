@@ -104,6 +104,7 @@ async fn scenario(st: &State) -> Vec<String> {
             chunks: vec![all[0].id, all[1].id],
             events: 5,
             position: Some(SinkPosition::bare(120)),
+            lease: None,
         })
         .await
         .unwrap();
@@ -120,6 +121,7 @@ async fn scenario(st: &State) -> Vec<String> {
             chunks: vec![left[0].id],
             events: 4,
             position: None,
+            lease: None,
         })
         .await
         .unwrap();
@@ -413,21 +415,6 @@ fn logs(dir: &Path) -> String {
     all
 }
 
-/// Lost and repeated events of `source` in what the receiver got, against the truth.
-fn lost_repeated(received: &[serde_json::Value], source: &str, truth: &[String]) -> (i64, i64) {
-    let mut want: std::collections::HashMap<String, i64> = Default::default();
-    for t in truth {
-        let v: serde_json::Value = serde_json::from_str(t).unwrap();
-        *want.entry(v.to_string()).or_default() += 1;
-    }
-    for e in received.iter().filter(|e| e["source"] == source) {
-        *want.entry(e["raw"].to_string()).or_default() -= 1;
-    }
-    let lost = want.values().filter(|n| **n > 0).sum();
-    let repeated = -want.values().filter(|n| **n < 0).sum::<i64>();
-    (lost, repeated)
-}
-
 fn live(seed: u64, back: u64, ahead: u64) -> auditship_sim::SimConfig {
     let now = jiff::Timestamp::now();
     auditship_sim::SimConfig {
@@ -469,7 +456,7 @@ async fn settle_and_count(
     for v in auditship_sim::Vendor::ALL {
         let truth = common::truth(sim, cfg, v);
         events += truth.len();
-        let (l, r) = lost_repeated(&received, &common::name(v), &truth);
+        let (l, r) = common::lost_repeated(&received, &common::name(v), &truth);
         lost += l;
         repeats += r;
     }
@@ -483,7 +470,7 @@ async fn an_agent_on_postgres_loses_nothing_across_sigkills_under_live_traffic()
     let cfg = live(3201, 30, 15);
     let sim = common::sim(cfg.clone()).await;
     let receiver = http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await;
-    let (dir, config) = pg_setup(&url, &sim, &cfg, &receiver, "");
+    let (dir, config) = pg_setup(&url, &sim, &cfg, &receiver, "replica_id = \"one\"\n");
     let mut rng = fastrand::Rng::with_seed(3201);
     let mut kills = 0;
     while kills < 8 || jiff::Timestamp::now() < cfg.end {
@@ -579,12 +566,12 @@ async fn a_database_restarted_under_a_running_agent_is_waited_for_and_nothing_is
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_agent_per_database_and_config_errors_name_the_key() {
+async fn a_once_run_and_a_reset_are_refused_beside_replicas_and_config_errors_name_the_key() {
     let url = postgres::shared().database().await;
     let cfg = live(3203, 10, 60);
     let sim = common::sim(cfg.clone()).await;
     let receiver = http_receiver::Receiver::start(http_receiver::Mode::Ndjson).await;
-    let (dir, config) = pg_setup(&url, &sim, &cfg, &receiver, "");
+    let (dir, config) = pg_setup(&url, &sim, &cfg, &receiver, "replica_id = \"one\"\n");
     let c = config.to_str().unwrap();
     // check --connect reaches the database and names it without the password.
     let out = common::run(&["check", "--connect", "--config", c], &[]);
@@ -600,18 +587,28 @@ async fn one_agent_per_database_and_config_errors_name_the_key() {
         text.contains(": ok (schema ") && !text.contains(PASSWORD),
         "{text}"
     );
-    // A second agent on the same database is refused while the first runs; so is a reset.
+    // While a replica runs, a `--once` run is refused (it would read only a share of the
+    // sources), and so is a reset; both name the replica, never the password.
     let mut first = pg_daemon(dir.path(), &config, 0);
     let until = Instant::now() + Duration::from_secs(30);
-    while !logs(dir.path()).contains("auditship starting") && Instant::now() < until {
+    while !logs(dir.path()).contains("lease acquired") && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let out = common::run(&["run", "--once", "--config", c], &[]);
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&config).unwrap().replacen(
+            "replica_id = \"one\"",
+            "replica_id = \"two\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = common::run(&["run", "--once", "--config", other.to_str().unwrap()], &[]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("another auditship is running on the state database"),
+        err.contains("replicas are running on the state database (one)"),
         "{err}"
     );
     assert!(!err.contains(PASSWORD), "{err}");
@@ -619,8 +616,24 @@ async fn one_agent_per_database_and_config_errors_name_the_key() {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("an auditship is running on the state database"),
+        err.contains("replicas are running on the state database (one)"),
         "{err}"
+    );
+    // `state` names the holder of each source's and sink's lease.
+    let out = common::run(&["state", "--config", c], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for lease in ["source:domo", "source:wasabi-air", "sink:collector"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(lease) && l.contains(" one ")),
+            "{lease}:\n{text}"
+        );
+    }
+    let out = common::run(&["state", "--json", "--config", c], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v.as_array().unwrap().iter().all(|s| s["holder"] == "one"),
+        "{v}"
     );
     common::signal(&first, "TERM");
     assert!(common::wait_for(&mut first, Duration::from_secs(30)).success());

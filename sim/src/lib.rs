@@ -341,6 +341,23 @@ fn one() -> u32 {
     1
 }
 
+/// A request to a vendor endpoint, as [`SimHandle::record_requests`] noted it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Logged {
+    /// When it came and when it was answered (ns since the epoch, the emulator's clock).
+    pub at_ns: i64,
+    /// When it was answered.
+    pub done_ns: i64,
+    /// Its API key or bearer token (empty without one).
+    pub credential: String,
+    /// Its `User-Agent` (auditship names its replica there).
+    pub user_agent: String,
+    /// The endpoint's path.
+    pub path: String,
+    /// The answer's status.
+    pub status: u16,
+}
+
 /// A running simulator. Dropping it stops the server without waiting; prefer
 /// [`SimHandle::shutdown`].
 pub struct SimHandle {
@@ -389,6 +406,21 @@ impl SimHandle {
     /// Serves random faults from now on ([`Chaos`]); `None` stops them.
     pub fn set_chaos(&self, chaos: Option<Chaos>) {
         self.sim.set_chaos(chaos);
+    }
+
+    /// Notes every vendor request from now on ([`Logged`]), or stops and forgets them.
+    pub fn record_requests(&self, on: bool) {
+        *self.sim.log.lock().expect("log poisoned") = on.then(Vec::new);
+    }
+
+    /// The requests noted since [`SimHandle::record_requests`] was turned on.
+    pub fn requests(&self) -> Vec<Logged> {
+        self.sim
+            .log
+            .lock()
+            .expect("log poisoned")
+            .clone()
+            .unwrap_or_default()
     }
 
     /// Invalidates every Domo token issued so far: the next data call with one gets a 401.

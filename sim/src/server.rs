@@ -48,6 +48,8 @@ pub(crate) struct Sim {
     /// credential was given had passed.
     rate_limited: AtomicU64,
     sent_early: AtomicU64,
+    /// [`crate::SimHandle::record_requests`]: every vendor request, while on.
+    pub(crate) log: Mutex<Option<Vec<crate::Logged>>>,
 }
 
 /// One credential's token bucket.
@@ -89,6 +91,7 @@ impl Sim {
             buckets: Mutex::new(HashMap::new()),
             rate_limited: AtomicU64::new(0),
             sent_early: AtomicU64::new(0),
+            log: Mutex::new(None),
         }
     }
 
@@ -356,12 +359,44 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
         // Only the routes above (the vendors' own, Domo's token endpoint included) wait.
         .route_layer(middleware::from_fn_with_state(sim.clone(), rate_limit))
         .route_layer(middleware::from_fn_with_state(sim.clone(), latency))
+        .route_layer(middleware::from_fn_with_state(sim.clone(), record))
         .route("/_sim/events", get(admin_events))
         .route("/_sim/stats", get(admin_stats))
         .route("/_sim/faults", post(admin_faults))
         .route("/_sim/expire_tokens", post(admin_expire_tokens))
         .fallback(not_found)
         .with_state(sim)
+}
+
+/// [`crate::SimHandle::record_requests`]: notes who asked (the request's key or token, and its
+/// User-Agent), what, when it came and when it was answered.
+async fn record(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
+    if sim.log.lock().expect("log poisoned").is_none() {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let credential = header(headers, "x-domino-api-key")
+        .or_else(|| auth_token(headers, "Bearer"))
+        .unwrap_or_default()
+        .to_string();
+    let user_agent = header(headers, "user-agent")
+        .unwrap_or_default()
+        .to_string();
+    let path = req.uri().path().to_string();
+    let at = gen::now_ns();
+    let resp = next.run(req).await;
+    let logged = crate::Logged {
+        at_ns: at,
+        done_ns: gen::now_ns(),
+        credential,
+        user_agent,
+        path,
+        status: resp.status().as_u16(),
+    };
+    if let Some(log) = sim.log.lock().expect("log poisoned").as_mut() {
+        log.push(logged);
+    }
+    resp
 }
 
 /// Waits the configured per-request latency, holding nothing, before a vendor endpoint answers.

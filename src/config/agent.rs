@@ -23,6 +23,12 @@ pub struct RawAgent {
     pub state_url: Option<String>,
     /// A file holding `state_url`.
     pub state_url_file: Option<String>,
+    /// With `state_url`: how long a replica's lease on a source or sink outlives its last
+    /// renewal (default 30s); a dead replica's sources move to the others after it.
+    pub lease_ttl: Option<String>,
+    /// With `state_url`: this replica's name among those sharing the database (default the
+    /// host name plus a random suffix, unique per start).
+    pub replica_id: Option<String>,
     /// How often each source polls (default 60s).
     pub poll_interval: Option<String>,
     /// Never ask for events newer than now − lag (default 2m).
@@ -55,6 +61,10 @@ pub struct AgentConfig {
     pub state_path: PathBuf,
     /// The state in PostgreSQL instead (`state_url` / `state_url_file`).
     pub state_url: Option<PgUrl>,
+    /// With `state_url`: the leases' time to live.
+    pub lease_ttl: Duration,
+    /// With `state_url`: this replica's id as configured (`None`: made at start).
+    pub replica_id: Option<String>,
     pub listen: Option<SocketAddr>,
     pub request_timeout: Duration,
     pub retry: RetryConfig,
@@ -145,9 +155,40 @@ pub(super) fn validate(c: &mut Check<'_>, a: &RawAgent) -> (AgentConfig, SourceD
         }
         _ => None,
     };
+    let lease_ttl = c
+        .duration("agent.lease_ttl", &a.lease_ttl, true)
+        .unwrap_or(Duration::from_secs(30));
+    if a.lease_ttl.is_some() && lease_ttl < Duration::from_secs(1) {
+        c.fail(
+            "agent.lease_ttl",
+            "must be at least 1s (replicas renew their leases every third of it)",
+        );
+    }
+    let replica_id = a.replica_id.as_deref().map(str::trim).map(str::to_string);
+    if let Some(id) = &replica_id {
+        if id.is_empty() || id.len() > 200 || id.chars().any(|ch| ch.is_control()) {
+            c.fail(
+                "agent.replica_id",
+                "must be 1 to 200 printable characters (or left out: the host name and a random suffix)",
+            );
+        }
+    }
+    for (key, set) in [
+        ("agent.lease_ttl", a.lease_ttl.is_some()),
+        ("agent.replica_id", a.replica_id.is_some()),
+    ] {
+        if set && a.state_url.is_none() && a.state_url_file.is_none() {
+            c.fail(
+                key,
+                "only applies with agent.state_url (replicas sharing a PostgreSQL state); a SQLite state has one agent",
+            );
+        }
+    }
     let agent = AgentConfig {
         state_path,
         state_url,
+        lease_ttl,
+        replica_id,
         listen,
         request_timeout,
         retry,

@@ -188,6 +188,48 @@ mod tests {
         parse(text).unwrap_err().problems.join("\n")
     }
 
+    #[test]
+    fn lease_settings_need_a_shared_state_and_sane_values() {
+        let on_sqlite = MINIMAL.replace(
+            "[agent]\n",
+            "[agent]\nlease_ttl = \"10s\"\nreplica_id = \"a\"\n",
+        );
+        let p = problems(&on_sqlite);
+        assert!(
+            p.contains("agent.lease_ttl") && p.contains("only applies with agent.state_url"),
+            "{p}"
+        );
+        assert!(p.contains("agent.replica_id"), "{p}");
+        let shared = MINIMAL
+            .replace(
+                "state_path = \"/tmp/x.db\"",
+                "state_url = \"postgres://u@db/x\"",
+            )
+            .replace("kind = \"file\"", "kind = \"stdout\"");
+        let c = parse(&shared).unwrap();
+        assert_eq!(c.agent.lease_ttl, Duration::from_secs(30));
+        assert_eq!(c.agent.replica_id, None);
+        let set = shared.replace(
+            "[agent]\n",
+            "[agent]\nlease_ttl = \"6s\"\nreplica_id = \" pod-1 \"\n",
+        );
+        let c = parse(&set).unwrap();
+        assert_eq!(c.agent.lease_ttl, Duration::from_secs(6));
+        assert_eq!(c.agent.replica_id.as_deref(), Some("pod-1"));
+        let p = problems(&shared.replace(
+            "[agent]\n",
+            "[agent]\nlease_ttl = \"500ms\"\nreplica_id = \"\"\n",
+        ));
+        assert!(
+            p.contains("agent.lease_ttl") && p.contains("at least 1s"),
+            "{p}"
+        );
+        assert!(
+            p.contains("agent.replica_id") && p.contains("printable"),
+            "{p}"
+        );
+    }
+
     const MINIMAL: &str = r#"
         [agent]
         state_path = "/tmp/x.db"

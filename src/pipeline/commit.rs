@@ -160,8 +160,7 @@ impl Poller {
             prune_before: cursor.map(|c| self.prune_before(c)),
             max_event: fresh.events.iter().map(|e| e.time).max(),
             requests: self.unsaved_requests(),
-            // Leases are not wired to the pollers yet (docs/replicas.md).
-            lease: None,
+            lease: self.lease.clone(),
         }
     }
 
@@ -205,6 +204,7 @@ impl Poller {
             cursor: Some(cursor),
             prune_before: Some(self.prune_before(cursor)),
             requests: self.unsaved_requests(),
+            lease: self.lease.clone(),
             ..Commit::default()
         };
         let requests = commit.requests;

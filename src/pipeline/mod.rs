@@ -136,6 +136,9 @@ pub struct Poller {
     until: Option<Nanos>,
     /// What the last poll did, including one that failed part-way (for `--once`'s summary).
     last: PollSummary,
+    /// The lease this source is polled under (replicas sharing a PostgreSQL state): every
+    /// commit names it, and the database refuses one whose lease moved.
+    lease: Option<crate::lease::Lease>,
 }
 
 /// What the poller knows of the events it delivered, to tell a page's new events from old.
@@ -228,6 +231,7 @@ impl Poller {
             pending_cursor: None,
             until: None,
             last: PollSummary::default(),
+            lease: None,
         }
     }
 
@@ -252,6 +256,12 @@ impl Poller {
     /// no permit that sources of other credentials need.
     pub fn paced(mut self, paced: Paced) -> Poller {
         self.turn.paced = Some(paced);
+        self
+    }
+
+    /// Polls under `lease` (replicas sharing a PostgreSQL state, [`crate::replicas`]).
+    pub fn leased(mut self, lease: crate::lease::Lease) -> Poller {
+        self.lease = Some(lease);
         self
     }
 

@@ -42,7 +42,14 @@ pub struct DrainCx {
     /// `--once`: cancelled once every source has ended, after which an empty queue ends the task.
     pub sources_done: Option<CancellationToken>,
     pub cancel: CancellationToken,
+    /// The sink's lease this task drains under (replicas sharing a PostgreSQL state): each ack
+    /// names it. Other replicas' pollers fill the queue too, unseen by [`super::SinkQueue::more`],
+    /// so the task then also looks at the queue every [`LOOK_EVERY`].
+    pub lease: Option<crate::lease::Lease>,
 }
+
+/// How often a sink's task drained under a lease looks at its queue with nothing woken it.
+pub const LOOK_EVERY: Duration = Duration::from_millis(500);
 
 /// Most events and bytes of queued chunks one delivery takes: the destination's (an HTTP
 /// sink's batch, so that a delivery is one request; otherwise a thousand events or a MiB). A
@@ -98,8 +105,15 @@ pub async fn drain(slot: Arc<SinkSlot>, cx: DrainCx) -> Drained {
                 if ended {
                     return Drained::Empty;
                 }
+                let look = async {
+                    match cx.lease {
+                        Some(_) => tokio::time::sleep(LOOK_EVERY).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = slot.queue.more() => {}
+                    _ = look => {}
                     _ = cx.cancel.cancelled() => return Drained::Stopped,
                     _ = ended_or_never(&cx.sources_done) => {}
                 }
@@ -330,6 +344,7 @@ async fn send(slot: &SinkSlot, cx: &DrainCx, parts: &[Part]) -> Result<Option<Si
         chunks: parts.iter().map(|p| p.id).collect(),
         events: n,
         position: sink.position(),
+        lease: cx.lease.clone(),
     };
     match cx.state.ack(ack).await {
         Ok(oldest) => {

@@ -149,6 +149,25 @@ impl SinkQueue {
         self.room.notify_waiters();
     }
 
+    /// What the state holds now (replicas sharing a PostgreSQL state: the other replicas fill
+    /// and drain the same queue, which this one's counters cannot see).
+    pub fn resync(&self, totals: Option<&QueueTotals>) {
+        let mut c = self.lock();
+        let before = c.bytes;
+        c.events = totals.map_or(0, |t| t.events);
+        c.bytes = totals.map_or(0, |t| t.bytes);
+        c.oldest = totals.and_then(|t| t.oldest);
+        self.report(&c);
+        drop(c);
+        let after = totals.map_or(0, |t| t.bytes);
+        if after < before {
+            self.room.notify_waiters();
+        }
+        if after > 0 {
+            self.more.notify_one();
+        }
+    }
+
     /// Waits until the queue has room for a page of about `page` bytes besides what it holds
     /// and the pages being read for it ([`SinkQueue::reserve`]), or is empty; or until the sink
     /// gave up in this run (`Err` with why). A queue passes its limit only by how much pages

@@ -240,7 +240,7 @@ impl Http {
         reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::user_agent())
     }
 
     /// The client of source `cfg`: this one, or one of its own with its TLS options (`ca_file`,

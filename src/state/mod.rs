@@ -95,6 +95,7 @@ impl From<crate::lease::LeaseError> for StateError {
         use crate::lease::LeaseError;
         match e {
             LeaseError::Db(e) => StateError::Db(e),
+            LeaseError::Connect(e) => StateError::DbTls(e),
             LeaseError::TooNew { found, known } => StateError::DbTooNew { found, known },
             LeaseError::Lost {
                 name,
@@ -421,6 +422,9 @@ pub struct Ack {
     pub events: u64,
     /// The sink's position after the delivery (a file sink's).
     pub position: Option<SinkPosition>,
+    /// The sink's lease the batch was taken under (replicas sharing a PostgreSQL state):
+    /// checked inside the ack's transaction like a page commit's. SQLite ignores it.
+    pub lease: Option<crate::lease::Lease>,
 }
 
 /// A sink's queue, counted from the index (never from its chunks).
@@ -1626,6 +1630,7 @@ mod tests {
                 chunks: vec![taken[0].id, taken[1].id],
                 events: 4,
                 position: Some(SinkPosition::bare(120)),
+                lease: None,
             })
             .await
             .unwrap();
@@ -1647,6 +1652,7 @@ mod tests {
                 chunks: vec![left[0].id],
                 events: 2,
                 position: None,
+                lease: None,
             })
             .await
             .unwrap();
@@ -1671,6 +1677,7 @@ mod tests {
             chunks: vec![first],
             events: 1,
             position: None,
+            lease: None,
         })
         .await
         .unwrap();

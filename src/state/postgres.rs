@@ -27,13 +27,15 @@ use crate::timefmt::Nanos;
 
 pub use crate::state::pgtls::{PgUrl, SslMode};
 
-/// Any number: the session advisory lock of the one agent running on a database
-/// ([`Postgres::lock_exclusive`]); not the migrations' lock.
-const AGENT_LOCK: i64 = 0x6175_6469_7473_6861; // "auditsha"
-
-/// Holds the agent's advisory lock; dropping it closes its connection, which releases it.
-pub struct AgentLock {
-    _client: Client,
+/// Who holds a lease, for `state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub name: String,
+    pub holder: String,
+    /// Since when (ns since the epoch).
+    pub since: i64,
+    /// How long until it expires unless renewed.
+    pub expires_in_ms: i64,
 }
 
 /// The PostgreSQL store. Cheap to clone.
@@ -192,17 +194,50 @@ impl Postgres {
         .await
     }
 
-    /// Keeps every other agent off this database while the returned guard lives: a session
-    /// advisory lock on a connection of its own. Until sources are leased between replicas
-    /// (issue 32), two agents on one database would each read every source and ship every
-    /// event twice; this refuses the second one, as the SQLite store's lock file does.
-    pub async fn lock_exclusive(&self) -> Result<Option<AgentLock>, StateError> {
-        let client = self.inner.url.connect().await?;
-        let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&AGENT_LOCK])
-            .await?
-            .get(0);
-        Ok(got.then_some(AgentLock { _client: client }))
+    /// The replicas whose heartbeat has not expired (`state reset` refuses to run beside them).
+    pub async fn live_replicas(&self) -> Result<Vec<String>, StateError> {
+        self.with(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .client
+                    .query(
+                        "SELECT id FROM replicas WHERE expires > now() ORDER BY id",
+                        &[],
+                    )
+                    .await?;
+                Ok(rows.into_iter().map(|r| r.get(0)).collect())
+            })
+        })
+        .await
+    }
+
+    /// Who holds each lease (`source:<name>`, `sink:<name>`) and since when (ns), for `state`:
+    /// only leases held and not expired.
+    pub async fn holders(&self) -> Result<Vec<LeaseHolder>, StateError> {
+        self.with(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .client
+                    .query(
+                        "SELECT name, holder,
+                                (extract(epoch FROM since) * 1e9)::bigint,
+                                (extract(epoch FROM expires - now()) * 1e3)::bigint
+                         FROM leases WHERE holder IS NOT NULL AND expires > now() ORDER BY name",
+                        &[],
+                    )
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| LeaseHolder {
+                        name: r.get(0),
+                        holder: r.get(1),
+                        since: r.get(2),
+                        expires_in_ms: r.get(3),
+                    })
+                    .collect())
+            })
+        })
+        .await
     }
 
     pub async fn source(&self, name: &str) -> Result<Option<SourceRow>, StateError> {
@@ -424,6 +459,9 @@ impl Postgres {
             Box::pin(async move {
                 let Conn { client, stmts } = c;
                 let tx = client.transaction().await?;
+                if let Some(lease) = &ack.lease {
+                    crate::lease::check_held(&tx, lease).await?;
+                }
                 let sink = ensure_sink_queue(&tx, stmts, &ack.sink).await?;
                 let s = st(
                     &tx,

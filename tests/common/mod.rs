@@ -500,3 +500,18 @@ pub fn check_connect(s: &Setup) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// Lost and repeated events of `source` in what the receiver got, against the truth.
+pub fn lost_repeated(received: &[serde_json::Value], source: &str, truth: &[String]) -> (i64, i64) {
+    let mut want: std::collections::HashMap<String, i64> = Default::default();
+    for t in truth {
+        let v: serde_json::Value = serde_json::from_str(t).unwrap();
+        *want.entry(v.to_string()).or_default() += 1;
+    }
+    for e in received.iter().filter(|e| e["source"] == source) {
+        *want.entry(e["raw"].to_string()).or_default() -= 1;
+    }
+    let lost = want.values().filter(|n| **n > 0).sum();
+    let repeated = -want.values().filter(|n| **n < 0).sum::<i64>();
+    (lost, repeated)
+}

@@ -329,6 +329,30 @@ impl Pg {
         let _ = task.await;
         self.url(&name)
     }
+
+    /// Transactions committed and rolled back in the database of `url` so far (the server's
+    /// statistics, which it reports with a short delay).
+    pub async fn xacts(&self, url: &str) -> i64 {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connecting to the test server");
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .unwrap();
+        let n: i64 = client
+            .query_one(
+                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        drop(client);
+        let _ = task.await;
+        n
+    }
 }
 
 /// The processes whose parent is `pid` (from /proc).

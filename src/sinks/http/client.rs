@@ -221,7 +221,7 @@ pub(crate) fn build_client(
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
+        .user_agent(crate::user_agent())
         // A redirect of a POST is a misconfigured URL: say so rather than follow it.
         .redirect(reqwest::redirect::Policy::none());
     if let Some(path) = &tls.ca_file {

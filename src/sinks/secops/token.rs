@@ -214,7 +214,7 @@ impl Source {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("auditship/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::user_agent())
             .build()
             .map_err(|e| format!("cannot build the metadata server's client: {}", chain(&e)))?;
         Ok(Source::Metadata { url, client })
