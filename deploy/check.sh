@@ -11,24 +11,29 @@
 # /bin/true.
 #
 # What is checked ("bundles" are what an operator applies together: `kustomize build` of an
-# overlay, plus the Secret it applies once (secret.example.yaml) and `kustomize build` of
-# monitoring/; and each plain manifest deploy/kubernetes/NAME.yaml, plus NAME.secret.example.yaml):
+# overlay or of ha/ (several replicas, the state in PostgreSQL), plus the Secret it applies once
+# (secret.example.yaml) and `kustomize build` of monitoring/; and each plain manifest
+# deploy/kubernetes/NAME.yaml, plus NAME.secret.example.yaml):
 #
 # Steps (each reported as ok/FAIL; the script exits 1 if any failed):
-#   render       `kustomize build` of deploy/kubernetes/base, each overlays/*, and monitoring;
-#                neither an overlay nor a plain manifest may contain a Secret (the operator
-#                creates it once, apart: secret.example.yaml, NAME.secret.example.yaml)
+#   render       `kustomize build` of deploy/kubernetes/base, each overlays/*, ha and monitoring;
+#                neither an overlay, ha nor a plain manifest may contain a Secret (the operator
+#                creates it once, apart: secret.example.yaml, NAME.secret.example.yaml); ha's
+#                copies of the base's ServiceAccount and Service are the base's files
 #   kubernetes   every rendered and plain YAML document against the Kubernetes JSON schemas,
 #                strict (unknown fields are errors), for the oldest (1.29) and newest (1.37)
 #                Kubernetes versions we support; the Prometheus Operator's kinds (no schema there)
 #                are listed as skipped and checked by consistency and rules instead
 #   consistency  cross-references the schemas cannot see, per bundle: volumes, mounts, Secrets,
 #                the embedded auditship.toml (parses, known keys only, paths on the right mounts,
-#                secret files on keys of the Secret, state on a PersistentVolumeClaim, a file
-#                sink rotated and its rotations fitting in its volume), probes (a native
-#                sidecar's readiness on /healthz), securityContext, replicas/strategy; the
+#                secret files on keys of the Secret, the state either in SQLite on a
+#                PersistentVolumeClaim or in PostgreSQL by state_url_file on a key of the
+#                Secret, a file sink rotated and its rotations fitting in its volume, and none
+#                beside a PostgreSQL state), probes (a native sidecar's readiness on /healthz),
+#                securityContext, replicas/strategy (SQLite: 1 replica, Recreate; PostgreSQL:
+#                any, and with more than one a PodDisruptionBudget and a spread over nodes); the
 #                NetworkPolicy (ingress only to the metrics port, egress only by port: DNS and
-#                every source's and sink's URL port); the ServiceMonitor (selects the metrics
+#                every source's and sink's URL port, and the state URL's); the ServiceMonitor (selects the metrics
 #                Service, by a port it has) and the PrometheusRule's fields (the job its alerts
 #                name is that Service's)
 #   consistency-mutants  variants that break one rule each must fail consistency
@@ -191,6 +196,24 @@ step_render() {
             "overlays/$name (+ ${secrets[*]:-no Secret}, + monitoring)" \
             "$out" "${secrets[@]}" "$RENDERED/monitoring.yaml"
     done
+    # Several replicas on one PostgreSQL state: not an overlay of the base (no PVC, another
+    # Deployment), so it carries copies of the base's ServiceAccount and Service (kustomize loads
+    # no file from outside its directory); they must stay the base's.
+    for f in serviceaccount.yaml service.yaml; do
+        if ! cmp -s "$K8S/base/$f" "$K8S/ha/$f"; then
+            diff -u "$K8S/base/$f" "$K8S/ha/$f" || true
+            echo "check.sh: $K8S/ha/$f differs from $K8S/base/$f: keep the copy the same" >&2
+            return 1
+        fi
+    done
+    "$KUSTOMIZE" build "$K8S/ha" >"$RENDERED/ha.yaml"
+    echo "kustomize build $K8S/ha: $(grep -c '^kind:' "$RENDERED/ha.yaml") resources"
+    if grep -q '^kind: Secret$' "$RENDERED/ha.yaml"; then
+        echo "check.sh: ha renders a Secret: keep it out of the kustomization (ha/secret.example.yaml)" >&2
+        return 1
+    fi
+    bundle "$BUNDLES/ha.yaml" "ha (+ $K8S/ha/secret.example.yaml, + monitoring)" \
+        "$RENDERED/ha.yaml" "$K8S/ha/secret.example.yaml" "$RENDERED/monitoring.yaml"
     while read -r f; do
         name=$(basename "$f" .yaml)
         if grep -q '^kind: Secret$' "$f"; then
@@ -219,7 +242,8 @@ validate() {
 
 step_kubernetes() {
     local f
-    for f in "$RENDERED"/base.yaml "$RENDERED"/overlay-*.yaml "$K8S"/*.yaml "$K8S"/overlays/*/secret.example.yaml; do
+    for f in "$RENDERED"/base.yaml "$RENDERED"/overlay-*.yaml "$RENDERED"/ha.yaml "$K8S"/*.yaml \
+             "$K8S"/overlays/*/secret.example.yaml "$K8S"/ha/secret.example.yaml; do
         echo "# $f"
         validate "$f"
     done
@@ -246,11 +270,16 @@ step_consistency() {
 # with the rule's message. Of the sidecar: its state or events on an emptyDir, its readiness on
 # the vendor-dependent /readyz, a file sink without rotation or whose rotations overflow the
 # volume. Of the example overlay: the Splunk port not allowed out, an egress rule open to every
-# port, the ServiceMonitor on a port the Service lacks, the Service renamed under the alerts.
+# port, the ServiceMonitor on a port the Service lacks, the Service renamed under the alerts,
+# three replicas on its SQLite state. Of ha: its state in SQLite (state_path) with its three
+# replicas, no PodDisruptionBudget, one that allows no disruption, no spread over nodes, a file
+# sink beside the PostgreSQL state, the database's port not allowed out.
 MUTANTS=(
     sidecar:state-emptydir sidecar:readiness-readyz sidecar:no-rotation sidecar:rotation-too-big
     overlay-example:netpol-sink-port overlay-example:netpol-any-port
     overlay-example:servicemonitor-port overlay-example:service-renamed
+    overlay-example:sqlite-replicas
+    ha:state-path ha:no-pdb ha:pdb-no-disruption ha:no-spread ha:file-sink ha:netpol-db-port
 )
 
 step_consistency_mutants() {
@@ -259,7 +288,7 @@ step_consistency_mutants() {
         bundle=${m%%:*}
         name=${m#*:}
         "$PY" - "$BUNDLES/$bundle.yaml" "$WORK/$name.yaml" "$name" <<'PYEOF'
-import sys, yaml
+import re, sys, yaml
 src, dst, mutation = sys.argv[1:]
 docs = [d for d in yaml.safe_load_all(open(src)) if d]
 def kind(k):
@@ -274,6 +303,11 @@ for d in kind("Deployment"):
                 v["emptyDir"] = {"sizeLimit": "256Mi"}
     elif mutation == "readiness-readyz":
         agent["readinessProbe"]["httpGet"]["path"] = "/readyz"
+    elif mutation == "sqlite-replicas":
+        d["spec"]["replicas"] = 3
+    elif mutation == "no-spread":
+        pod.pop("affinity", None)
+        pod.pop("topologySpreadConstraints", None)
 for d in kind("ConfigMap"):
     if mutation in ("no-rotation", "rotation-too-big"):
         for k, text in d["data"].items():
@@ -282,10 +316,27 @@ for d in kind("ConfigMap"):
             else:
                 text = text.replace("rotate_keep = 4", "rotate_keep = 40")
             d["data"][k] = text
+    elif mutation in ("state-path", "file-sink"):
+        for k, text in d["data"].items():
+            if mutation == "state-path":
+                text = re.sub(r'(?m)^state_url_file = .*$', 'state_path = "/var/lib/auditship/state.db"', text)
+            else:
+                text += '\n[[sinks]]\nname = "file"\nkind = "file"\npath = "/var/log/auditship/events.ndjson"\n'
+            d["data"][k] = text
+if mutation == "no-pdb":
+    docs = [d for d in docs if d["kind"] != "PodDisruptionBudget"]
+for d in kind("PodDisruptionBudget"):
+    if mutation == "pdb-no-disruption":
+        del d["spec"]["maxUnavailable"]
+        d["spec"]["minAvailable"] = 3
 for d in kind("NetworkPolicy"):
     if mutation == "netpol-sink-port":
         for rule in d["spec"]["egress"]:
             rule["ports"] = [p for p in rule.get("ports", []) if p.get("port") != 8088]
+    elif mutation == "netpol-db-port":
+        for rule in d["spec"]["egress"]:
+            rule["ports"] = [p for p in rule.get("ports", []) if p.get("port") != 5432]
+        d["spec"]["egress"] = [r for r in d["spec"]["egress"] if r["ports"]]
     elif mutation == "netpol-any-port":
         d["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]})
 for d in kind("ServiceMonitor"):
@@ -307,6 +358,13 @@ PYEOF
             netpol-any-port) want="allows every port" ;;
             servicemonitor-port) want="port 'http' is not a port of Service" ;;
             service-renamed) want="but Prometheus names the job after the Service" ;;
+            sqlite-replicas) want="replicas: 3 with the state in SQLite: must be 1" ;;
+            state-path) want="replicas: 3 with the state in SQLite: must be 1" ;;
+            no-pdb) want="replicas: 3 but no PodDisruptionBudget selects its Pods" ;;
+            pdb-no-disruption) want="allows no disruption of 3 Pods" ;;
+            no-spread) want="replicas: 3 may all land on one node" ;;
+            file-sink) want="beside the state in PostgreSQL: a file is per machine" ;;
+            netpol-db-port) want="port 5432 (agent.state_url_file, the database) is not allowed out" ;;
         esac
         if out=$(consistency "$WORK/$name.yaml" 2>&1); then
             echo "$out"
@@ -320,11 +378,11 @@ PYEOF
 
 consistency() {
     "$PY" - "$@" <<'PYEOF'
-import os, posixpath, re, sys, tomllib, urllib.parse, yaml
+import base64, os, posixpath, re, sys, tomllib, urllib.parse, yaml
 
 # The keys config/auditship.toml documents (the agent rejects unknown keys, so a typo here would
 # stop it; agent-check below runs the agent's own check on each config too).
-AGENT_KEYS = {"state_path", "poll_interval", "lag", "overlap", "listen"}
+AGENT_KEYS = {"state_path", "state_url", "poll_interval", "lag", "overlap", "listen"}
 SOURCE_KEYS = {"name", "kind", "url", "api_key", "jwt", "start", "page_size", "window",
                "poll_interval", "lag", "overlap", "filters", "client_id", "client_secret",
                "time_zone"}
@@ -347,6 +405,32 @@ def url_port(url):
     u = urllib.parse.urlsplit(url)
     return u.port or {"https": 443, "http": 80}.get(u.scheme)
 
+def pg_ports(url):
+    """The ports of a libpq URL: postgres://user:pw@host[:port][,host2[:port]]/db?port=...
+    (5432 by default)."""
+    head, _, query = url.partition("?")
+    hosts = head.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    q = dict(urllib.parse.parse_qsl(query))
+    ports = set()
+    for h in hosts.split(","):
+        m = re.search(r":([0-9]+)$", h)
+        ports.add(int(m.group(1)) if m else int(q.get("port", 5432)))
+    return sorted(ports), q
+
+def disruptions(pdb, replicas):
+    """How many of `replicas` Pods a PodDisruptionBudget lets go at once (percentages round up,
+    as Kubernetes does)."""
+    def count(v):
+        if isinstance(v, str) and v.endswith("%"):
+            return -(-replicas * int(v[:-1]) // 100)
+        return int(v)
+    s = pdb["spec"]
+    if "maxUnavailable" in s:
+        return count(s["maxUnavailable"])
+    if "minAvailable" in s:
+        return replicas - count(s["minAvailable"])
+    return replicas
+
 def port_in(ports, port, proto):
     for p in ports:
         if p.get("protocol", "TCP") != proto:
@@ -367,7 +451,7 @@ def quantity(q):
         if str(q).endswith(u):
             return int(float(str(q)[: -len(u)]) * n)
     return int(q)
-SECRET_KEYS = {"api_key", "jwt", "client_secret"}
+SECRET_KEYS = {"api_key", "jwt", "client_secret", "state_url"}
 
 errors = []
 def err(where, msg):
@@ -397,10 +481,9 @@ for path in sys.argv[1:]:
         where = f"{fname}: Deployment/{dname}"
         spec = dep["spec"]
         pod = spec["template"]["spec"]
-        if spec.get("replicas") != 1:
-            err(where, "replicas must be 1 (one agent per state file)")
-        if spec.get("strategy", {}).get("type") != "Recreate":
-            err(where, "strategy must be Recreate (two agents must never share a state file)")
+        # Checked with the config below: they depend on where the state is.
+        replicas = spec.get("replicas", 1)
+        strategy = spec.get("strategy", {}).get("type", "RollingUpdate")
         labels = spec["template"]["metadata"].get("labels", {})
         if any(labels.get(k) != v for k, v in spec["selector"]["matchLabels"].items()):
             err(where, "selector does not match the Pod labels")
@@ -492,28 +575,97 @@ for path in sys.argv[1:]:
         agent = cfg.get("agent", {})
         if agent.get("listen") != "0.0.0.0:9464":
             err(cwhere, 'agent.listen should be "0.0.0.0:9464" in a Pod')
-        sp = agent.get("state_path", "")
-        m = mount_of(posixpath.dirname(sp))
-        if not m or m.get("readOnly") or posixpath.dirname(sp) != m["mountPath"]:
-            err(cwhere, f"state_path {sp!r}: its directory must be a writable volume mount")
-        elif "persistentVolumeClaim" not in volumes.get(m["name"], {}):
-            err(cwhere, f"state_path {sp!r} is not on a PersistentVolumeClaim: every new Pod "
-                        "would start again from `start` and re-ship everything since")
-        state_vol = m["name"] if m else None
-        if not mount_of("/tmp") or mount_of("/tmp").get("readOnly"):
-            err(cwhere, "needs a writable /tmp (SQLite temporary files; read-only root)")
-        def secret_file(k, v):
+        def secret_file(k, v, also=()):
+            """That the file v is a key of a mounted Secret (or of a kind in `also`, e.g.
+            ConfigMap); its value from the bundle, or None."""
             m = mount_of(v)
             vol = volumes.get(m["name"]) if m else None
-            if not vol or "secret" not in vol:
-                err(cwhere, f"{k} = {v!r} is not on a Secret mount")
-                return
-            sec = by_kind.get("Secret", {}).get(vol["secret"]["secretName"], {})
-            keys = set(sec.get("stringData", {})) | set(sec.get("data", {}))
-            if posixpath.relpath(v, m["mountPath"]) not in keys:
-                err(cwhere, f"{k} = {v!r}: no such key in Secret {vol['secret']['secretName']}")
+            kinds = [(key, kind, ref) for key, kind, ref in (("secret", "Secret", "secretName"),
+                                                            ("configMap", "ConfigMap", "name"))
+                     if key == "secret" or kind in also]
+            found = next(((key, kind, ref) for key, kind, ref in kinds if vol and key in vol), None)
+            if not found:
+                err(cwhere, f"{k} = {v!r} is not on a {' or '.join(k for _, k, _ in kinds)} mount")
+                return None
+            key, kind, ref = found
+            obj = by_kind.get(kind, {}).get(vol[key][ref], {})
+            name = posixpath.relpath(v, m["mountPath"])
+            if name in obj.get("stringData", {}):
+                return obj["stringData"][name]
+            if name in obj.get("data", {}):
+                return (base64.b64decode(obj["data"][name]).decode()
+                        if kind == "Secret" else obj["data"][name])
+            err(cwhere, f"{k} = {v!r}: no such key in {kind} {vol[key][ref]}")
+            return None
         # Ports the agent connects to, for the NetworkPolicy below.
         egress_ports = []
+        pod_labels = spec["template"]["metadata"].get("labels", {})
+        # The state: in SQLite (state_path) on a PersistentVolumeClaim, one replica, Recreate; or
+        # in PostgreSQL (state_url_file, the URL holding the password a key of a Secret), which
+        # several replicas may share (leases say which replica polls which source).
+        postgres = "state_url" in agent or "state_url_file" in agent
+        state_vol = None
+        if postgres:
+            if "state_path" in agent:
+                err(cwhere, "set either state_url_file (PostgreSQL) or state_path (SQLite), not both")
+            if "state_url" in agent:
+                err(cwhere, "state_url inline: its password belongs in a Secret: use state_url_file")
+            url = secret_file("agent.state_url_file", agent["state_url_file"]) \
+                if "state_url_file" in agent else None
+            if url is not None:
+                ports, q = pg_ports(url.strip())
+                if q.get("sslrootcert", "").startswith("/"):
+                    secret_file("the state URL's sslrootcert", q["sslrootcert"], also=("ConfigMap",))
+                if q.get("sslmode") not in ("verify-full", "verify-ca"):
+                    err(cwhere, f"the state URL's sslmode={q.get('sslmode', 'prefer')}: the database's "
+                                "certificate is not verified (use verify-full)")
+                # The real URL is the operator's secret; the bundle's Secret is its example
+                # (secret.example.yaml), which the manifests are written for: its port is the one
+                # the NetworkPolicy must let out (the Secret's and the policy's headers say to
+                # change both together).
+                for port in ports:
+                    egress_ports.append((port, "agent.state_url_file, the database"))
+            if replicas > 1:
+                # Voluntary disruptions (node drains, upgrades) take one replica at a time.
+                pdbs = [p for p in by_kind.get("PodDisruptionBudget", {}).values()
+                        if selects(p["spec"].get("selector", {}), pod_labels)]
+                if not pdbs:
+                    err(where, f"replicas: {replicas} but no PodDisruptionBudget selects its Pods: "
+                               "a node drain could evict them all at once")
+                for p in pdbs:
+                    n = disruptions(p, replicas)
+                    if n < 1:
+                        err(f"{fname}: PodDisruptionBudget/{p['metadata']['name']}",
+                            f"allows no disruption of {replicas} Pods: node drains would hang")
+                    elif n >= replicas:
+                        err(f"{fname}: PodDisruptionBudget/{p['metadata']['name']}",
+                            f"lets all {replicas} Pods go at once")
+                anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+                keys = [t.get("podAffinityTerm", {}).get("topologyKey")
+                        for t in anti.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+                keys += [t.get("topologyKey") for t in anti.get("requiredDuringSchedulingIgnoredDuringExecution", [])]
+                keys += [t.get("topologyKey") for t in pod.get("topologySpreadConstraints", [])]
+                if "kubernetes.io/hostname" not in keys:
+                    err(where, f"replicas: {replicas} may all land on one node: podAntiAffinity or a "
+                               "topologySpreadConstraint on kubernetes.io/hostname")
+        else:
+            if replicas != 1:
+                err(where, f"replicas: {replicas} with the state in SQLite: must be 1 (one agent per "
+                           "state file; several replicas need the state in PostgreSQL, "
+                           "agent.state_url_file: deploy/kubernetes/ha)")
+            if strategy != "Recreate":
+                err(where, "strategy must be Recreate with the state in SQLite (two agents must "
+                           "never share a state file)")
+            sp = agent.get("state_path", "")
+            m = mount_of(posixpath.dirname(sp))
+            if not m or m.get("readOnly") or posixpath.dirname(sp) != m["mountPath"]:
+                err(cwhere, f"state_path {sp!r}: its directory must be a writable volume mount")
+            elif "persistentVolumeClaim" not in volumes.get(m["name"], {}):
+                err(cwhere, f"state_path {sp!r} is not on a PersistentVolumeClaim: every new Pod "
+                            "would start again from `start` and re-ship everything since")
+            state_vol = m["name"] if m else None
+            if not mount_of("/tmp") or mount_of("/tmp").get("readOnly"):
+                err(cwhere, "needs a writable /tmp (SQLite temporary files; read-only root)")
         for i, src in enumerate(cfg.get("sources", [])):
             known(f"{cwhere} sources[{i}]", {k: v for k, v in src.items()}, SOURCE_KEYS)
             if src.get("url"):
@@ -531,6 +683,10 @@ for path in sys.argv[1:]:
                 egress_ports.append((url_port(sink["url"]), f"sinks[{i}] {sink.get('name')}"))
             if sink.get("kind") == "syslog" and ":" in sink.get("address", ""):
                 egress_ports.append((int(sink["address"].rsplit(":", 1)[1]), f"sinks[{i}] {sink.get('name')}"))
+            if sink.get("kind") == "file" and postgres:
+                # The agent refuses it too: replicas on other machines share the state.
+                err(cwhere, f"file sink {sink['path']!r} beside the state in PostgreSQL: a file is "
+                            "per machine; use a network sink")
             if sink.get("kind") == "file":
                 m = mount_of(posixpath.dirname(sink["path"]))
                 if not m or m.get("readOnly"):
@@ -560,7 +716,6 @@ for path in sys.argv[1:]:
         # NetworkPolicy: a standalone agent's Pod is its own, so it must have one (a sidecar's Pod
         # is the application's, whose policy is its owner's). In only to the metrics port; out
         # only by port: DNS and each source's and sink's port. Peers are the operator's to narrow.
-        pod_labels = spec["template"]["metadata"].get("labels", {})
         policies = [p for p in by_kind.get("NetworkPolicy", {}).values()
                     if selects(p["spec"].get("podSelector", {}), pod_labels)]
         if not policies and not sidecar:
@@ -692,15 +847,22 @@ import os, re, sys, yaml
 fname, root = sys.argv[1], sys.argv[2]
 docs = [d for d in yaml.safe_load_all(open(fname)) if d]
 text = next(d["data"]["auditship.toml"] for d in docs if d["kind"] == "ConfigMap")
+PATHS = r"(/(?:run/secrets|var/lib|var/log)/auditship)"
 for d in docs:
     if d["kind"] == "Secret":
         for k in list(d.get("stringData", {})) + list(d.get("data", {})):
             os.makedirs(f"{root}/run/secrets/auditship", exist_ok=True)
+            value = d.get("stringData", {}).get(k, "")
             with open(f"{root}/run/secrets/auditship/{k}", "w") as out:
-                out.write("placeholder-secret\n")
+                # A state URL (state_url_file) must parse, and its sslrootcert exist: the
+                # example's own value, its paths moved; any other key, a placeholder.
+                if re.match(r"postgres(ql)?://", value):
+                    out.write(re.sub(r"(?<=[=,])" + PATHS, lambda m: root + m.group(1), value) + "\n")
+                else:
+                    out.write("placeholder-secret\n")
 for p in ("/var/lib/auditship", "/var/log/auditship"):
     os.makedirs(root + p, exist_ok=True)
-print(re.sub(r'"(/(?:run/secrets|var/lib|var/log)/auditship)', lambda m: '"' + root + m.group(1), text))
+print(re.sub(r'"' + PATHS, lambda m: '"' + root + m.group(1), text))
 PYEOF
         echo "auditship check --config $cfg   ($(head -n 1 "$f" | sed 's/^# bundle: //'))"
         "$BIN" check --config "$cfg"
