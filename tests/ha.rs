@@ -67,7 +67,7 @@ impl Cluster {
         let mut text = format!(
             "[agent]\nstate_url = {url:?}\nlease_ttl = \"{}s\"\npoll_interval = \"{}s\"\nlag = \"2s\"\n\
              overlap = \"20s\"\nretry_max_attempts = 30\nretry_initial = \"20ms\"\nretry_max_delay = \"300ms\"\n\
-             replica_id = \"REPLICA\"\n",
+             replica_id = \"REPLICA\"\nlisten = \"127.0.0.1:LISTEN\"\n",
             TTL.as_secs(),
             POLL.as_secs()
         );
@@ -95,9 +95,33 @@ impl Cluster {
     fn config(&self, id: &str) -> PathBuf {
         let path = self.dir.path().join(format!("{id}.toml"));
         if !path.exists() {
-            std::fs::write(&path, self.text.replace("REPLICA", id)).unwrap();
+            let port = common::free_port().to_string();
+            std::fs::write(
+                &path,
+                self.text.replace("REPLICA", id).replace("LISTEN", &port),
+            )
+            .unwrap();
         }
         path
+    }
+
+    /// Replica `id`'s `/metrics`.
+    async fn metrics(&self, id: &str) -> String {
+        let text = std::fs::read_to_string(self.config(id)).unwrap();
+        let listen = text
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_string();
+        let (status, body) = common::until(
+            &format!("http://{listen}/metrics"),
+            Duration::from_secs(10),
+            |s, _| s == 200,
+        )
+        .await;
+        assert_eq!(status, 200);
+        body
     }
 
     fn start(&mut self, id: &str) {
@@ -366,6 +390,22 @@ async fn three_replicas_share_forty_live_sources_and_a_sigkilled_one_is_taken_ov
         .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     c.alive();
+    // Each replica's metrics name it and the leases it holds, as the database says.
+    let holders = c.holders();
+    for id in ["r1", "r2", "r3"] {
+        let m = c.metrics(id).await;
+        assert!(
+            m.contains(&format!("auditship_replica_info{{replica=\"{id}\"}} 1")),
+            "{id}:\n{m}"
+        );
+        for (s, h) in &holders {
+            let line = format!(
+                "auditship_lease_held{{kind=\"source\",name=\"{s}\"}} {}",
+                u8::from(h == id)
+            );
+            assert!(m.contains(&line), "{id} lacks {line}");
+        }
+    }
     let rss: Vec<u64> = c.agents.values().map(|a| peak_rss_kb(a.id())).collect();
 
     // SIGKILL of r1: its sources resume on r2 and r3.
