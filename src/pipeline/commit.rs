@@ -255,3 +255,161 @@ impl Placed<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The commit of a page on its own: a poller over a real SQLite state and a real file sink,
+    //! fed pages directly (no vendor).
+    use super::*;
+    use crate::event::Field;
+    use crate::state::State;
+
+    struct Rig {
+        dir: tempfile::TempDir,
+        poller: Poller,
+        state: State,
+        sink: Arc<SinkSlot>,
+    }
+
+    impl Rig {
+        fn out(&self) -> Vec<String> {
+            std::fs::read_to_string(self.dir.path().join("out.ndjson"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    async fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auditship.toml");
+        std::fs::write(
+            &path,
+            "[agent]\nstate_path = \"state.db\"\n\
+             [[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n\
+             [[sinks]]\nname = \"out\"\nkind = \"file\"\npath = \"out.ndjson\"\nfsync = false\n",
+        )
+        .unwrap();
+        let cfg = crate::config::Config::load(&path).unwrap();
+        let state = State::open(&cfg.agent.state_path).unwrap();
+        let sink = crate::sinks::open(&cfg.sinks[0], &state, &cfg.agent.retry, false, None)
+            .await
+            .unwrap();
+        let src = cfg.sources[0].clone();
+        let http = crate::sources::Http::new(std::time::Duration::from_secs(1)).unwrap();
+        let health = crate::health::Health::default();
+        let poller = Poller::new(
+            src.clone(),
+            crate::sources::build(&src, http),
+            state.clone(),
+            vec![sink.clone()],
+            cfg.agent.retry.clone(),
+            CancellationToken::new(),
+            health.register("air"),
+        );
+        Rig {
+            dir,
+            poller,
+            state,
+            sink,
+        }
+    }
+
+    /// A page of Wasabi AiR events with these ids, a second apart.
+    fn page(ids: &[&str]) -> Vec<Event> {
+        let source: Arc<str> = Arc::from("air");
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let raw = format!(r#"{{"id":"{id}","action_key":"login"}}"#);
+                let text = Arc::new(raw.clone());
+                let mut e = Event::new(
+                    &source,
+                    "wasabi_air",
+                    "wasabi",
+                    1_700_000_000_000_000_000 + i as i64 * 1_000_000_000,
+                    &text,
+                    &text,
+                );
+                e.set(Field::Id, Some(id));
+                e
+            })
+            .collect()
+    }
+
+    async fn commit(r: &mut Rig, ids: &[&str]) -> Result<PollSummary, PollError> {
+        let mut s = PollSummary::default();
+        r.poller
+            .queue_and_commit(page(ids), None, 1_700_000_000_000_000_000, &mut s)
+            .await
+            .map(|_| s)
+    }
+
+    #[tokio::test]
+    async fn an_idle_local_sink_takes_the_page_and_its_position_goes_with_the_commit() {
+        let mut r = rig().await;
+        let s = commit(&mut r, &["a", "b", "c"]).await.unwrap();
+        assert_eq!(s.delivered, 3);
+        assert_eq!(r.out().len(), 3);
+        let len = std::fs::metadata(r.dir.path().join("out.ndjson"))
+            .unwrap()
+            .len();
+        let pos = r.state.sink_position("out").await.unwrap().unwrap();
+        assert_eq!(
+            pos.position, len,
+            "the position committed is the file's end"
+        );
+        let totals = r.state.queue_totals().await.unwrap();
+        assert!(totals.iter().all(|t| t.events == 0), "{totals:?}");
+        let row = r.state.source("air").await.unwrap().unwrap();
+        assert_eq!(row.delivered, 3);
+    }
+
+    #[tokio::test]
+    async fn a_page_read_again_commits_only_what_is_new() {
+        let mut r = rig().await;
+        commit(&mut r, &["a", "b"]).await.unwrap();
+        let s = commit(&mut r, &["a", "b", "c"]).await.unwrap();
+        assert_eq!(s.delivered, 1);
+        assert_eq!(r.out().len(), 3);
+        let row = r.state.source("air").await.unwrap().unwrap();
+        assert_eq!((row.delivered, row.duplicates), (3, 2));
+        // Nothing new and nothing known: no commit at all (the counters do not move).
+        let s = commit(&mut r, &[]).await.unwrap();
+        assert_eq!(s.delivered, 0);
+        let again = r.state.source("air").await.unwrap().unwrap();
+        assert_eq!((again.delivered, again.duplicates), (3, 2));
+    }
+
+    #[tokio::test]
+    async fn a_sink_with_events_queued_gets_the_page_in_its_queue_in_the_same_commit() {
+        let mut r = rig().await;
+        // Something older waits in its queue: writing past it would put this page first.
+        r.sink.queue.added(1, 10, 1);
+        commit(&mut r, &["a", "b"]).await.unwrap();
+        assert!(r.out().is_empty(), "written past an older queued page");
+        let totals = r.state.queue_totals().await.unwrap();
+        let out = totals.iter().find(|t| t.sink == "out").unwrap();
+        assert_eq!(out.events, 2);
+        let row = r.state.source("air").await.unwrap().unwrap();
+        assert_eq!(row.delivered, 2);
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_fails_takes_back_what_the_sink_wrote() {
+        let mut r = rig().await;
+        commit(&mut r, &["a"]).await.unwrap();
+        let before = std::fs::read(r.dir.path().join("out.ndjson")).unwrap();
+        // The state file deleted under the agent: the next commit fails (fatal), and the page
+        // the file sink wrote for it is cut off again.
+        std::fs::remove_file(r.dir.path().join("state.db")).unwrap();
+        let e = commit(&mut r, &["b", "c"]).await.unwrap_err();
+        assert!(matches!(e, PollError::State(ref s) if s.is_fatal()), "{e}");
+        assert_eq!(
+            std::fs::read(r.dir.path().join("out.ndjson")).unwrap(),
+            before,
+            "the uncommitted page stayed in the file"
+        );
+    }
+}
