@@ -11,9 +11,10 @@
 //! text, and parsed only for Domino's privilege changes (who was affected, which role), a few
 //! in a hundred events.
 
-use super::siem::{top_level, Class, Json};
+use super::siem::{Class, Json};
 use super::Encoding;
 use crate::event::{Entity, Event};
+use crate::json::scan::top_level;
 
 /// The OCSF schema version written in `metadata.version`.
 pub const VERSION: &str = "1.8.0";

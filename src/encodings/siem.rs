@@ -25,7 +25,7 @@ impl Table {
     #[inline]
     pub fn action<'e>(&self, e: &'e Event) -> Option<&'e str> {
         self.action_key
-            .and_then(|k| top_level(e.raw(), k))
+            .and_then(|k| crate::json::scan::top_level(e.raw(), k))
             .and_then(|v| v.strip_prefix('"')?.strip_suffix('"'))
             .filter(|v| !v.is_empty() && !v.contains('\\'))
             .or(e.action())
@@ -151,95 +151,5 @@ impl<'o> Json<'o> {
     #[inline]
     pub fn close(self) {
         self.out.push(b'}');
-    }
-}
-
-/// The JSON text of the value of `key` in the top-level object `raw` (a string with its
-/// quotes, or a number), found by one scan that skips strings and nested values: no tree is
-/// built. `None` when the key is absent or its value is an object or array.
-pub fn top_level<'r>(raw: &'r str, key: &str) -> Option<&'r str> {
-    let b = raw.as_bytes();
-    let mut i = b.iter().position(|&c| c == b'{')? + 1;
-    let mut depth = 1usize;
-    let mut want_key = true;
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                let end = string_end(b, i)?;
-                if depth == 1 && want_key {
-                    let mut j = skip_ws(b, end);
-                    if b.get(j) != Some(&b':') {
-                        return None;
-                    }
-                    j = skip_ws(b, j + 1);
-                    if &raw[i + 1..end - 1] == key {
-                        let stop = match b.get(j)? {
-                            b'"' => string_end(b, j)?,
-                            b'{' | b'[' => return None,
-                            _ => {
-                                j + b[j..].iter().position(|c| {
-                                    matches!(c, b',' | b'}' | b']') || c.is_ascii_whitespace()
-                                })?
-                            }
-                        };
-                        return Some(&raw[j..stop]);
-                    }
-                    want_key = false;
-                    i = j;
-                    continue;
-                }
-                i = end;
-                continue;
-            }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth -= 1,
-            b',' if depth == 1 => want_key = true,
-            _ => {}
-        }
-        if depth == 0 {
-            return None;
-        }
-        i += 1;
-    }
-    None
-}
-
-/// The position after the string that opens at `b[at]`.
-fn string_end(b: &[u8], at: usize) -> Option<usize> {
-    let mut j = at + 1;
-    loop {
-        let p = crate::json::scan::find_string_stop(b, j)?;
-        match b[p] {
-            b'"' => return Some(p + 1),
-            b'\\' => j = p + 2,
-            _ => j = p + 1,
-        }
-    }
-}
-
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while b.get(i).is_some_and(u8::is_ascii_whitespace) {
-        i += 1;
-    }
-    i
-}
-
-#[cfg(test)]
-mod top_level_tests {
-    use super::top_level;
-
-    #[test]
-    fn finds_only_top_level_keys() {
-        let raw =
-            r#"{"a":{"time":"inner"},"s":"x\"time\":1","time":"2024-01-02T03:04:05Z","n":17}"#;
-        assert_eq!(top_level(raw, "time"), Some(r#""2024-01-02T03:04:05Z""#));
-        assert_eq!(top_level(raw, "n"), Some("17"));
-        assert_eq!(top_level(raw, "a"), None);
-        assert_eq!(top_level(raw, "missing"), None);
-        assert_eq!(
-            top_level(r#"{"x":[1,{"timestamp":2}],"timestamp" : 3 }"#, "timestamp"),
-            Some("3")
-        );
-        assert_eq!(top_level("not json", "time"), None);
     }
 }
