@@ -191,6 +191,14 @@ pub async fn run(config: &Path, once: bool) -> ExitCode {
     for w in cleartext_credentials(&cfg) {
         tracing::warn!("{w}");
     }
+    if let Ok(v) = std::env::var("AUDITSHIP_TEST_CLOCK") {
+        match timefmt::test_clock() {
+            Some((_, rate)) => tracing::warn!(rate,
+                "AUDITSHIP_TEST_CLOCK is set: event time runs {rate} times as fast as the wall clock; for tests only"),
+            None => tracing::warn!(value = %v,
+                "AUDITSHIP_TEST_CLOCK is not ANCHOR_NS,RATE: ignored, the wall clock is used"),
+        }
+    }
     if cfg.agent.state_url.is_none() && !cfg.agent.state_path.exists() {
         tracing::info!(state = %cfg.agent.state_path.display(),
             "no state file yet: creating it (agent.state_path; every source starts at its start)");

@@ -84,12 +84,31 @@ pub fn human(t: Nanos) -> String {
     }
 }
 
-/// The wall clock now.
+/// The wall clock now — or, for tests, the clock `AUDITSHIP_TEST_CLOCK` gives
+/// ([`test_clock`]).
 pub fn now() -> Nanos {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    d.as_nanos().min(i64::MAX as u128) as i64
+    let wall = d.as_nanos().min(i64::MAX as u128) as i64;
+    match test_clock() {
+        Some((anchor, rate)) => anchor + ((wall - anchor) as f64 * rate) as i64,
+        None => wall,
+    }
+}
+
+/// `AUDITSHIP_TEST_CLOCK=ANCHOR_NS,RATE`: event time runs `RATE` times as fast as the wall
+/// clock from `ANCHOR_NS` on (the emulator's `Clock` in tests, so that live traffic passes in
+/// a fraction of its span). The timers — polls, retries, timeouts — stay on the real clock.
+/// Read once; a value that does not parse is ignored (and said so at start).
+pub fn test_clock() -> Option<(Nanos, f64)> {
+    static CLOCK: std::sync::OnceLock<Option<(Nanos, f64)>> = std::sync::OnceLock::new();
+    *CLOCK.get_or_init(|| {
+        let v = std::env::var("AUDITSHIP_TEST_CLOCK").ok()?;
+        let (a, r) = v.split_once(',')?;
+        let (anchor, rate) = (a.trim().parse().ok()?, r.trim().parse::<f64>().ok()?);
+        (rate.is_finite() && rate > 0.0).then_some((anchor, rate))
+    })
 }
 
 /// Rounds down to a multiple of `unit` nanoseconds.

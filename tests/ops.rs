@@ -24,6 +24,71 @@ fn live(vendors: &[Vendor], events: u64, back: i64, ahead: i64, seed: u64) -> Si
     }
 }
 
+/// [`live`] on a clock that runs `FAST` times as fast as the wall clock from now on, for the
+/// emulator and for the agents started with [`spawn_on`]: `ahead` seconds of live traffic pass
+/// in `ahead / FAST` (the agents' timers — polls, retries, reload debouncing — stay real).
+fn live_fast(vendors: &[Vendor], events: u64, back: i64, ahead: i64, seed: u64) -> SimConfig {
+    SimConfig {
+        clock: Some(auditship_sim::Clock::from_now(FAST)),
+        ..live(vendors, events, back, ahead, seed)
+    }
+}
+
+const FAST: f64 = 4.0;
+
+/// The daemon on `cfg`'s clock.
+fn spawn_on(cfg: &SimConfig, config: &std::path::Path) -> Child {
+    let clock = cfg
+        .clock
+        .as_ref()
+        .map(|c| c.env_value())
+        .unwrap_or_default();
+    spawn_with(
+        &["run", "--config", config.to_str().unwrap()],
+        &[("AUDITSHIP_TEST_CLOCK", &clock)],
+    )
+}
+
+/// Waits until the live span of `cfg` and its lag have passed on its clock, then two polls
+/// more (real seconds: the agents' timers do not run fast) to read its last events.
+async fn past_the_end(cfg: &SimConfig) {
+    while cfg.now() < cfg.end + SignedDuration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+}
+
+/// The daemon's `/metrics` counter of reloads that ended `outcome`.
+async fn reloads(port: u16, outcome: &str) -> u64 {
+    let (_, body) = until(
+        &format!("http://127.0.0.1:{port}/metrics"),
+        Duration::from_secs(10),
+        |s, _| s == 200,
+    )
+    .await;
+    metric(
+        &body,
+        &format!("auditship_reloads_total{{outcome=\"{outcome}\"}}"),
+    )
+}
+
+/// Waits until the daemon on `port` counted a reload that ended `outcome`.
+async fn reloaded(port: u16, outcome: &str, before: u64) {
+    let started = Instant::now();
+    while reloads(port, outcome).await <= before {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no reload {outcome} within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the file at `path` holds more than `n` lines.
+async fn more_lines_than(path: &std::path::Path, n: usize, what: &str) {
+    wait_until(what, Duration::from_secs(30), || lines_so_far(path) > n).await;
+}
+
 fn stop(mut child: Child) -> String {
     signal(&child, "TERM");
     let status = wait_for(&mut child, Duration::from_secs(20));
@@ -156,43 +221,47 @@ fn replace(path: &std::path::Path, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_edits_add_and_remove_sources_live_and_a_broken_edit_is_refused() {
     let vendors = [Vendor::WasabiAir, Vendor::DominoAudit];
-    let cfg = live(&vendors, 3_000, 60, 25, 52);
+    let cfg = live_fast(&vendors, 3_000, 60, 40, 52);
     let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let port = free_port();
+    let s = setup(
+        &format!("listen = \"127.0.0.1:{port}\"\n"),
+        &source_toml(&sim, &cfg, Vendor::WasabiAir, ""),
+    );
     let original = std::fs::read_to_string(&s.config).unwrap();
-    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let child = spawn_on(&cfg, &s.config);
+    more_lines_than(&s.out, 0, "the first source delivered nothing").await;
 
     // Remove wasabi, add domino: live, no restart.
     replace(
         &s.config,
         &config_with(&original, &sim, &cfg, &[Vendor::DominoAudit]),
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let domino_seen = read_lines(&s.out)
-        .iter()
-        .any(|e| e["source"] == "domino-audit");
-    assert!(domino_seen, "the added source delivered nothing");
+    wait_until(
+        "the added source delivered nothing",
+        Duration::from_secs(30),
+        || {
+            read_lines(&s.out)
+                .iter()
+                .any(|e| e["source"] == "domino-audit")
+        },
+    )
+    .await;
 
     // A broken edit is refused; the running configuration keeps delivering.
+    let refused = reloads(port, "refused").await;
     replace(&s.config, "[agent\nthis is not toml");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    reloaded(port, "refused", refused).await;
     let before = lines_so_far(&s.out);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        lines_so_far(&s.out) > before,
-        "nothing flowed after a refused reload"
-    );
+    more_lines_than(&s.out, before, "nothing flowed after a refused reload").await;
 
     // Both again: wasabi resumes from its cursor.
     replace(&s.config, &config_with(&original, &sim, &cfg, &vendors));
-    // Until the live span and its lag have passed.
-    while Timestamp::now() < cfg.end + SignedDuration::from_secs(4) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    past_the_end(&cfg).await;
     let stderr = stop(child);
     assert!(stderr.contains("reload refused"), "{stderr}");
     assert!(stderr.contains("configuration reloaded"), "{stderr}");
+    assert!(stderr.contains("AUDITSHIP_TEST_CLOCK is set"), "{stderr}");
     let lines = read_lines(&s.out);
     for v in vendors {
         assert_exactly(&lines, &name(v), &truth(&sim, &cfg, v));
@@ -201,7 +270,7 @@ async fn config_edits_add_and_remove_sources_live_and_a_broken_edit_is_refused()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configmap_style_symlink_swap_and_sighup_reload() {
-    let cfg = live(&[Vendor::WasabiAir, Vendor::DominoAudit], 1_000, 30, 10, 53);
+    let cfg = live_fast(&[Vendor::WasabiAir, Vendor::DominoAudit], 1_000, 30, 24, 53);
     let sim = sim(cfg.clone()).await;
     let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
     // Kubernetes mounts a ConfigMap as DIR/auditship.toml -> ..data/auditship.toml, with
@@ -216,8 +285,9 @@ async fn a_configmap_style_symlink_swap_and_sighup_reload() {
     std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
     let link = dir.join("cm.toml");
     std::os::unix::fs::symlink("..data/auditship.toml", &link).unwrap();
-    let child = spawn(&["run", "--config", link.to_str().unwrap()]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let child = spawn_on(&cfg, &link);
+    let out = dir.join("out.ndjson");
+    more_lines_than(&out, 0, "nothing delivered before the swap").await;
 
     let v2 = dir.join("..v2");
     std::fs::create_dir(&v2).unwrap();
@@ -233,11 +303,19 @@ async fn a_configmap_style_symlink_swap_and_sighup_reload() {
     std::fs::write(v2.join("auditship.toml"), &text2).unwrap();
     std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The swap alone is a change: the added source delivers before any SIGHUP.
+    wait_until(
+        "the swapped-in source delivered nothing",
+        Duration::from_secs(30),
+        || {
+            read_lines(&out)
+                .iter()
+                .any(|e| e["source"] == "domino-audit")
+        },
+    )
+    .await;
     signal(&child, "HUP");
-    while Timestamp::now() < cfg.end + SignedDuration::from_secs(4) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    past_the_end(&cfg).await;
     let stderr = stop(child);
     assert!(
         stderr.contains("trigger=\"file change\"") || stderr.contains("trigger=file change"),
@@ -254,12 +332,17 @@ async fn a_configmap_style_symlink_swap_and_sighup_reload() {
 async fn a_reload_cannot_move_the_state_file() {
     let cfg = backfill(&[Vendor::WasabiAir], 100, 1, 54);
     let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let port = free_port();
+    let s = setup(
+        &format!("listen = \"127.0.0.1:{port}\"\n"),
+        &source_toml(&sim, &cfg, Vendor::WasabiAir, ""),
+    );
     let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    more_lines_than(&s.out, 0, "nothing delivered").await;
+    let refused = reloads(port, "refused").await;
     let text = std::fs::read_to_string(&s.config).unwrap();
     replace(&s.config, &text.replace("state.db", "other.db"));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    reloaded(port, "refused", refused).await;
     let stderr = stop(child);
     assert!(
         stderr.contains("agent.state_path and agent.listen cannot change"),
@@ -525,7 +608,11 @@ async fn sighup_restarts_a_source_stopped_by_a_permanent_error() {
         body: None,
         count: 1,
     });
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let port = free_port();
+    let s = setup(
+        &format!("listen = \"127.0.0.1:{port}\"\n"),
+        &source_toml(&sim, &cfg, Vendor::WasabiAir, ""),
+    );
     // The supervisor would start the source again by itself at retry_max_delay: make that
     // far off, so that only SIGHUP can have started it.
     let text = std::fs::read_to_string(&s.config).unwrap();
@@ -536,14 +623,25 @@ async fn sighup_restarts_a_source_stopped_by_a_permanent_error() {
     )
     .unwrap();
     let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    until(
+        &format!("http://127.0.0.1:{port}/metrics"),
+        Duration::from_secs(20),
+        |_, b| b.contains("auditship_source_up{source=\"wasabi-air\"} 0"),
+    )
+    .await;
     assert!(
         read_lines(&s.out).is_empty(),
         "the source should have stopped"
     );
     // The file is unchanged: SIGHUP alone starts the stopped source again.
     signal(&child, "HUP");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let want = truth(&sim, &cfg, Vendor::WasabiAir).len();
+    wait_until(
+        "the restarted source delivered",
+        Duration::from_secs(30),
+        || lines_so_far(&s.out) >= want,
+    )
+    .await;
     let stderr = stop(child);
     assert!(stderr.contains("source stopped"), "{stderr}");
     assert_exactly(
@@ -555,12 +653,17 @@ async fn sighup_restarts_a_source_stopped_by_a_permanent_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_whose_sink_cannot_be_opened_is_refused_and_delivery_goes_on() {
-    let cfg = live(&[Vendor::WasabiAir], 1_000, 20, 12, 57);
+    let cfg = live_fast(&[Vendor::WasabiAir], 1_000, 20, 24, 57);
     let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let port = free_port();
+    let s = setup(
+        &format!("listen = \"127.0.0.1:{port}\"\n"),
+        &source_toml(&sim, &cfg, Vendor::WasabiAir, ""),
+    );
     let original = std::fs::read_to_string(&s.config).unwrap();
-    let child = spawn(&["run", "--config", s.config.to_str().unwrap()]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let child = spawn_on(&cfg, &s.config);
+    more_lines_than(&s.out, 0, "nothing delivered").await;
+    let refused = reloads(port, "refused").await;
     // A file sink whose directory cannot be created (its parent is a file): valid config, but
     // the sink cannot open. The reload must not take the agent down.
     std::fs::write(s.dir.path().join("blocker"), "").unwrap();
@@ -568,11 +671,9 @@ async fn a_reload_whose_sink_cannot_be_opened_is_refused_and_delivery_goes_on() 
         &s.config,
         &original.replace("path = \"out.ndjson\"", "path = \"blocker/out.ndjson\""),
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    reloaded(port, "refused", refused).await;
     let before = lines_so_far(&s.out);
-    while Timestamp::now() < cfg.end + SignedDuration::from_secs(4) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    past_the_end(&cfg).await;
     let stderr = stop(child);
     assert!(
         stderr.contains("the new sinks cannot be opened"),

@@ -139,6 +139,7 @@ impl SimArgs {
             latency: self.latency,
             pretty: self.pretty,
             rate_limit: self.rate_limit,
+            clock: None,
         })
     }
 

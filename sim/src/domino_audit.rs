@@ -536,15 +536,14 @@ pub(crate) async fn list(
             "Unauthorized: missing or invalid API key or token",
         );
     }
-    match answer(data(&sim), &Params(q), &sim.cfg.answers) {
+    match answer(data(&sim), &Params(q), &sim.cfg.answers, sim.now_ns()) {
         Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }
 }
 
 /// The response body for a query, or a message for a bad request.
-fn answer(data: &Data, q: &Params, answers: &crate::Answers) -> Result<String, String> {
-    let now = gen::now_ns();
+fn answer(data: &Data, q: &Params, answers: &crate::Answers, now: i64) -> Result<String, String> {
     let from = q.int("startTimestamp")?.map_or(Bound::Unbounded, |ms| {
         Bound::Included(ms.saturating_mul(MS))
     });

@@ -236,15 +236,14 @@ pub(crate) async fn list(
             "Unauthorized: a SysAdmin X-Domino-Api-Key is required",
         );
     }
-    match answer(data(&sim), &Params(q), &sim.cfg.answers) {
+    match answer(data(&sim), &Params(q), &sim.cfg.answers, sim.now_ns()) {
         Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }
 }
 
 /// The response body for a query, or a message for a bad request.
-fn answer(data: &Data, q: &Params, answers: &crate::Answers) -> Result<String, String> {
-    let now = gen::now_ns();
+fn answer(data: &Data, q: &Params, answers: &crate::Answers, now: i64) -> Result<String, String> {
     let instant = |name: &str| -> Result<Option<i64>, String> {
         q.get(name)
             .map(|v| parse_instant(v).ok_or_else(|| format!("invalid value for {name}: {v:?}")))

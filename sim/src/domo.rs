@@ -566,15 +566,14 @@ pub(crate) async fn list(
             PATH,
         );
     }
-    match answer(data(&sim), &Params(q), &sim.cfg.answers) {
+    match answer(data(&sim), &Params(q), &sim.cfg.answers, sim.now_ns()) {
         Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg, PATH),
     }
 }
 
 /// The response body for a query, or a message for a bad request.
-fn answer(data: &Data, q: &Params, answers: &crate::Answers) -> Result<String, String> {
-    let now = gen::now_ns();
+fn answer(data: &Data, q: &Params, answers: &crate::Answers, now: i64) -> Result<String, String> {
     let Some(start) = q.int("start")? else {
         return Err("Required parameter 'start' is not present".to_string());
     };

@@ -202,6 +202,9 @@ pub struct SimConfig {
     /// until a request is allowed again. The credential is the request's key or token (all of
     /// Domo's tokens are its one client's). `None`: no limit.
     pub rate_limit: Option<f64>,
+    /// A clock for tests that runs faster than the wall clock ([`Clock`]): what is visible,
+    /// and when, follows it. `None`: the wall clock.
+    pub clock: Option<Clock>,
 }
 
 /// The choices the vendor docs leave open, which an agent must survive whichever way they fall.
@@ -259,6 +262,7 @@ impl Default for SimConfig {
             latency: Duration::ZERO,
             pretty: false,
             rate_limit: None,
+            clock: None,
         }
     }
 }
@@ -341,6 +345,45 @@ fn one() -> u32 {
     1
 }
 
+/// A clock that runs `rate` times as fast as the wall clock from `anchor` on (and agrees with
+/// it at `anchor`), so that a test's live traffic passes in a fraction of its span. An agent
+/// runs on the same clock with `AUDITSHIP_TEST_CLOCK` set to [`Clock::env_value`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clock {
+    /// Where the two clocks agree.
+    pub anchor: Timestamp,
+    /// How many seconds pass on this clock for each second of the wall clock.
+    pub rate: f64,
+}
+
+impl Clock {
+    /// A clock `rate` times as fast as the wall clock, from now on.
+    pub fn from_now(rate: f64) -> Clock {
+        Clock {
+            anchor: Timestamp::now(),
+            rate,
+        }
+    }
+
+    /// Now on this clock.
+    pub fn now(&self) -> Timestamp {
+        let real = Timestamp::now().duration_since(self.anchor).as_secs_f64();
+        self.anchor + jiff::SignedDuration::from_secs_f64(real * self.rate)
+    }
+
+    /// `AUDITSHIP_TEST_CLOCK`'s value for an agent on this clock: `ANCHOR_NS,RATE`.
+    pub fn env_value(&self) -> String {
+        format!("{},{}", self.anchor.as_nanosecond(), self.rate)
+    }
+}
+
+impl SimConfig {
+    /// Now on the emulator's clock ([`SimConfig::clock`], else the wall clock).
+    pub fn now(&self) -> Timestamp {
+        self.clock.map_or_else(Timestamp::now, |c| c.now())
+    }
+}
+
 /// A request to a vendor endpoint, as [`SimHandle::record_requests`] noted it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Logged {
@@ -381,7 +424,7 @@ impl SimHandle {
     /// visible now, ascending by time (twins adjacent), each exactly as the API renders it.
     pub fn events(&self, vendor: Vendor, from: Timestamp, to: Timestamp) -> Vec<String> {
         self.sim
-            .events(vendor, Some(from), Some(to), gen::now_ns())
+            .events(vendor, Some(from), Some(to), self.sim.now_ns())
             .into_iter()
             .map(str::to_string)
             .collect()

@@ -95,6 +95,14 @@ impl Sim {
         }
     }
 
+    /// Now on the emulator's clock ([`SimConfig::clock`], else the wall clock), in ns.
+    pub fn now_ns(&self) -> i64 {
+        match &self.cfg.clock {
+            Some(c) => gen::to_ns(c.now()),
+            None => gen::now_ns(),
+        }
+    }
+
     /// Serves random faults from now on, or stops them.
     pub fn set_chaos(&self, chaos: Option<Chaos>) {
         *self.chaos.lock().expect("chaos poisoned") =
@@ -383,11 +391,11 @@ async fn record(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Respon
         .unwrap_or_default()
         .to_string();
     let path = req.uri().path().to_string();
-    let at = gen::now_ns();
+    let at = sim.now_ns();
     let resp = next.run(req).await;
     let logged = crate::Logged {
         at_ns: at,
-        done_ns: gen::now_ns(),
+        done_ns: sim.now_ns(),
         credential,
         user_agent,
         path,
@@ -504,7 +512,7 @@ async fn admin_events(
             }
         }
     }
-    let events = sim.events(vendor, bounds[0], bounds[1], gen::now_ns());
+    let events = sim.events(vendor, bounds[0], bounds[1], sim.now_ns());
     let mut body = String::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
     body.push('[');
     for (i, e) in events.iter().enumerate() {

@@ -272,15 +272,14 @@ pub(crate) async fn list(
     if !authorized(&sim, &headers) {
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    match answer(data(&sim), &Params(q), &sim.cfg.answers) {
+    match answer(data(&sim), &Params(q), &sim.cfg.answers, sim.now_ns()) {
         Ok(body) => sim.ok(body),
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }
 }
 
 /// The response body for a query, or a message for a bad request.
-fn answer(data: &Data, q: &Params, answers: &crate::Answers) -> Result<String, String> {
-    let now = gen::now_ns();
+fn answer(data: &Data, q: &Params, answers: &crate::Answers, now: i64) -> Result<String, String> {
     let instant = |name: &str| -> Result<Option<i64>, String> {
         q.get(name)
             .map(|v| parse_instant(v).ok_or_else(|| format!("invalid {name} time {v:?}")))
@@ -332,7 +331,7 @@ pub(crate) async fn one(
     }
     let data = data(&sim);
     match parse_id(&id).and_then(|n| data.by_id.get(&n)) {
-        Some(&i) if data.store.visible(i as usize, gen::now_ns()) => {
+        Some(&i) if data.store.visible(i as usize, sim.now_ns()) => {
             sim.ok(data.store.json(i as usize).to_string())
         }
         _ => error(StatusCode::NOT_FOUND, "audit event not found"),

@@ -275,6 +275,21 @@ pub fn spawn(args: &[&str]) -> Child {
         .expect("spawning auditship")
 }
 
+/// [`spawn`] with more environment variables (an empty value is left out).
+pub fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env("AUDITSHIP_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        if !v.is_empty() {
+            c.env(k, v);
+        }
+    }
+    c.spawn().expect("spawning auditship")
+}
+
 /// Sends a signal to a child.
 pub fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
