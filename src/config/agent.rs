@@ -7,22 +7,22 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::retry::RetryConfig;
-use crate::settings::Check;
+use crate::settings::{Check, SecretFile, SecretText};
 use crate::sources::config::SourceDefaults;
 use crate::state::pgtls::PgUrl;
 
 // What the file says.
 
 /// `[agent]`: settings of the whole agent, and defaults for every source.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, crate::settings::Section)]
 #[serde(deny_unknown_fields)]
 pub struct RawAgent {
     /// SQLite file holding cursors, dedupe keys and sink positions; created if missing.
     pub state_path: Option<String>,
     /// PostgreSQL holding the state instead of `state_path` (a secret: its password).
-    pub state_url: Option<String>,
+    pub state_url: Option<SecretText>,
     /// A file holding `state_url`.
-    pub state_url_file: Option<String>,
+    pub state_url_file: Option<SecretFile>,
     /// With `state_url`: how long a replica's lease on a source or sink outlives its last
     /// renewal (default 30s); a dead replica's sources move to the others after it.
     pub lease_ttl: Option<String>,

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::settings::section::{fields, read_section, type_name, unknown_key};
+use crate::settings::section::{read_section, type_name, unknown_key, Section};
 use crate::settings::Check;
 use crate::sinks::config::SinkConfig;
 use crate::sources::config::SourceConfig;
@@ -133,7 +133,7 @@ fn validate(c: &mut Check<'_>, mut tree: Map<String, Value>, path: &Path) -> Opt
         unknown_key(c, k, k, &["agent", "sources", "sinks"]);
     }
     let raw_agent: RawAgent = read_section(c, "agent", raw_agent, |c, key, name| {
-        unknown_key(c, key, name, fields::<RawAgent>())
+        unknown_key(c, key, name, RawAgent::KEYS)
     });
     let (agent, defaults) = agent::validate(c, &raw_agent);
     let (sources, names) = crate::sources::config::validate(c, raw_sources, &defaults);

@@ -1,7 +1,8 @@
 //! What every part of the configuration is validated with: [`Check`], which collects each
-//! problem under its key; [`Secret`] and [`SecretValue`], the secret options (`X` or `X_file`);
-//! [`TlsConfig`], the TLS options a source and a sink share; [`section`], a table of the file
-//! into its serde struct.
+//! problem under its key; [`Secret`] and [`SecretValue`], the secret options (`X` or `X_file`,
+//! written as [`SecretText`] and [`SecretFile`] fields); [`TlsConfig`], the TLS options a source
+//! and a sink share; [`section`], a table of the file into its serde struct, whose keys and
+//! secrets `#[derive(Section)]` lists ([`Section`]).
 //!
 //! `config` reads the file and hands each `[[sources]]` and `[[sinks]]` entry to its plugin
 //! (`sources::config`, `sinks::config`); they all check their keys with these.
@@ -20,7 +21,7 @@ pub mod kind;
 pub mod section;
 pub mod tls;
 
-pub use section::fields;
+pub use section::Section;
 pub use tls::TlsConfig;
 
 /// A secret value (API key, client secret, header). Never printed: `Debug` shows `***`.
@@ -40,6 +41,38 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// A secret written in the file (`X`): a field of this type (or `Option` of it, or a map of
+/// them) is a secret key of its section ([`Section::SECRETS`]). `Debug` shows `***`.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(String);
+
+impl SecretText {
+    /// The secret as written (after `${NAME}` expansion).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The path of a file holding a secret (`X_file`): a field of this type (or `Option` of it, or
+/// a map of them) is a secret key of its section ([`Section::SECRETS`]), as its `X` is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretFile(String);
+
+impl SecretFile {
+    /// The path as written, relative to the file's directory or absolute.
+    pub fn path(&self) -> &str {
+        &self.0
     }
 }
 
@@ -243,8 +276,8 @@ impl Check<'_> {
         &mut self,
         prefix: &str,
         key: &str,
-        inline: &Option<String>,
-        file: &Option<String>,
+        inline: &Option<SecretText>,
+        file: &Option<SecretFile>,
     ) -> SecretValue {
         match (inline, file) {
             (Some(_), Some(_)) => {
@@ -261,18 +294,18 @@ impl Check<'_> {
             (Some(_), None) if self.has_failed(&format!("{prefix}.{key}")) => SecretValue::Broken,
             (Some(v), None) => {
                 let k = format!("{prefix}.{key}");
-                if v.is_empty() {
+                if v.expose().is_empty() {
                     self.fail(&k, "is empty");
                     return SecretValue::Broken;
                 }
-                SecretValue::Given(Secret::new(v.as_str()))
+                SecretValue::Given(Secret::new(v.expose()))
             }
             (None, Some(f)) => {
                 let k = format!("{prefix}.{key}_file");
                 if self.has_failed(&k) {
                     return SecretValue::Broken;
                 }
-                let p = self.base.join(f);
+                let p = self.base.join(f.path());
                 match std::fs::read_to_string(&p) {
                     Ok(s) => {
                         let s = s.strip_suffix('\n').unwrap_or(&s);

@@ -8,51 +8,34 @@ use serde_json::Value;
 
 use super::Check;
 
-/// The field names serde knows for `T` (a struct): the keys its section takes.
-pub fn fields<T: DeserializeOwned>() -> &'static [&'static str] {
-    struct Fields(Option<&'static [&'static str]>);
-    #[derive(Debug)]
-    struct Stop;
-    impl std::fmt::Display for Stop {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("stop")
-        }
-    }
-    impl std::error::Error for Stop {}
-    impl serde::de::Error for Stop {
-        fn custom<M: std::fmt::Display>(_: M) -> Stop {
-            Stop
-        }
-    }
-    impl<'de> serde::Deserializer<'de> for &mut Fields {
-        type Error = Stop;
-        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-            Err(Stop)
-        }
-        fn deserialize_struct<V: serde::de::Visitor<'de>>(
-            self,
-            _: &'static str,
-            fields: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Stop> {
-            self.0 = Some(fields);
-            Err(Stop)
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
-            ignored_any
-        }
-    }
-    let mut f = Fields(None);
-    let _ = T::deserialize(&mut f);
-    f.0.unwrap_or(&[])
+/// What `#[derive(Section)]` says of a section's serde struct (`crate::settings::Section`, the
+/// derive, is re-exported beside this trait).
+pub trait Section {
+    /// The keys the section takes: its fields' serde names.
+    const KEYS: &'static [&'static str];
+    /// Its keys that hold secrets, known by their fields' types ([`SecretText`](super::SecretText),
+    /// [`SecretFile`](super::SecretFile), an `Option` of one): `X`, or `X.*` for a table whose
+    /// every value is one (the key `X.name` of each entry).
+    const SECRETS: &'static [&'static str];
+}
+
+pub use auditship_macros::Section;
+
+/// Whether the option `opt` of a section (`client_secret`, `headers.Authorization`) is one of
+/// its `secrets` ([`Section::SECRETS`]).
+pub fn is_secret(secrets: &[&str], opt: &str) -> bool {
+    secrets.iter().any(|s| match s.strip_suffix(".*") {
+        Some(table) => opt
+            .strip_prefix(table)
+            .is_some_and(|entry| entry.starts_with('.')),
+        None => opt == *s,
+    })
 }
 
 /// Reads a table of the tree as `T`: a key `T` does not take is reported by `unknown` (which
 /// names it) and dropped, and a value of the wrong type is reported and dropped; what remains
 /// is read. Every field of `T` must be optional (or defaulted), so that dropping one is fine.
-pub fn read_section<T: DeserializeOwned + Default>(
+pub fn read_section<T: DeserializeOwned + Default + Section>(
     c: &mut Check<'_>,
     key: &str,
     value: Value,
@@ -68,7 +51,7 @@ pub fn read_section<T: DeserializeOwned + Default>(
             return T::default();
         }
     };
-    let known = fields::<T>();
+    let known = T::KEYS;
     let strange: Vec<String> = map
         .keys()
         .filter(|k| !known.contains(&k.as_str()))
@@ -198,6 +181,84 @@ pub fn type_name(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::settings::{SecretFile, SecretText};
+    use std::collections::BTreeMap;
+
+    #[allow(dead_code)]
+    #[derive(serde::Deserialize, Section)]
+    #[serde(deny_unknown_fields)]
+    struct Example {
+        plain: Option<String>,
+        #[serde(rename = "renamed-key")]
+        renamed: Option<i64>,
+        #[serde(skip)]
+        skipped: Option<String>,
+        #[serde(default)]
+        token: SecretText,
+        password: Option<SecretText>,
+        password_file: Option<SecretFile>,
+        #[serde(rename = "key_path")]
+        key_file: Option<crate::settings::SecretFile>,
+        headers: Option<BTreeMap<String, SecretText>>,
+        header_files: BTreeMap<String, SecretFile>,
+        table: Option<BTreeMap<String, String>>,
+    }
+
+    #[test]
+    fn the_derive_lists_keys_and_secrets_by_type() {
+        assert_eq!(
+            Example::KEYS,
+            [
+                "plain",
+                "renamed-key",
+                "token",
+                "password",
+                "password_file",
+                "key_path",
+                "headers",
+                "header_files",
+                "table"
+            ]
+        );
+        assert_eq!(
+            Example::SECRETS,
+            [
+                "token",
+                "password",
+                "password_file",
+                "key_path",
+                "headers.*",
+                "header_files.*"
+            ]
+        );
+        // The keys are serde's own (what the struct's `Deserialize` names).
+        let e = serde_json::from_value::<Example>(serde_json::json!({"nope": 1})).err();
+        let e = e.expect("unknown key").to_string();
+        assert!(e.contains("`plain`, `renamed-key`, `token`"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_table_holds_a_secret_in_each_entry() {
+        let secrets = Example::SECRETS;
+        assert!(is_secret(secrets, "password"));
+        assert!(is_secret(secrets, "key_path"));
+        assert!(is_secret(secrets, "headers.Authorization"));
+        assert!(is_secret(secrets, "header_files.X-Key"));
+        assert!(is_secret(secrets, "headers."));
+        assert!(!is_secret(secrets, "headers"));
+        assert!(!is_secret(secrets, "headersX.y"));
+        assert!(!is_secret(secrets, "password.x"));
+        assert!(!is_secret(secrets, "plain"));
+        assert!(!is_secret(secrets, "table.x"));
+    }
+
+    #[test]
+    fn secrets_are_never_shown() {
+        let t: SecretText = serde_json::from_value(serde_json::json!("hunter2")).unwrap();
+        assert_eq!(t.expose(), "hunter2");
+        assert_eq!(format!("{t:?}"), "***");
+    }
 
     #[test]
     fn near_misses_are_suggested() {

@@ -14,12 +14,12 @@ use url::Url;
 
 use super::{Destination, SinkSettings, DESTINATIONS};
 use crate::settings::kind::{Kind, Registered};
-use crate::settings::section::{fields, read_section, split_entry, unknown_key};
+use crate::settings::section::{read_section, split_entry, unknown_key, Section};
 use crate::settings::tls::{self, RawTls};
-use crate::settings::{Check, SecretValue, TlsConfig};
+use crate::settings::{Check, SecretFile, SecretText, SecretValue, TlsConfig};
 
 /// The keys of `[[sinks]]` that every kind takes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Section)]
 #[serde(deny_unknown_fields)]
 pub struct RawSink {
     /// Unique, `[a-z0-9_-]+`; names the sink in logs, metrics and the state.
@@ -108,7 +108,7 @@ pub struct SinkCheck<'c, 'b> {
 
 impl SinkCheck<'_, '_> {
     /// The destination's keys, read as its section struct `T` (every problem reported).
-    pub fn section<T: serde::de::DeserializeOwned + Default>(&mut self) -> T {
+    pub fn section<T: serde::de::DeserializeOwned + Default + Section>(&mut self) -> T {
         let map = self.section.take().unwrap_or_default();
         // Keys `T` does not take were sorted out before (`validate`): none is left.
         read_section(self.check, self.key, Value::Object(map), |c, key, name| {
@@ -168,8 +168,8 @@ impl SinkCheck<'_, '_> {
     pub fn secret(
         &mut self,
         opt: &str,
-        inline: &Option<String>,
-        file: &Option<String>,
+        inline: &Option<SecretText>,
+        file: &Option<SecretFile>,
     ) -> SecretValue {
         let key = self.key;
         self.check.secret(key, opt, inline, file)
@@ -221,7 +221,7 @@ pub(crate) fn validate(
         );
     }
     let entries = raw.len();
-    let common = fields::<RawSink>();
+    let common = RawSink::KEYS;
     for (i, entry) in raw.into_iter().enumerate() {
         let key = format!("sinks[{i}]");
         let Value::Object(mut entry) = entry else {

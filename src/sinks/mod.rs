@@ -84,27 +84,19 @@ sinks! {
     S3: s3::S3Kind => S3Config,
 }
 
-/// Sink options whose values are secrets (a `${NAME}` in them is not needed by `state`).
-pub const SECRET_OPTIONS: &[&str] = &[
-    "client_secret",
-    "client_secret_file",
-    "sasl_password",
-    "sasl_password_file",
-    "secret_access_key",
-    "secret_access_key_file",
-    "session_token",
-    "session_token_file",
-];
-
 /// Everything the agent knows of one kind of sink, besides its [`Sink`]'s delivering.
 pub trait Destination: Sync {
     /// `kind = "…"` in `[[sinks]]`.
     fn kind(&self) -> &'static str;
     /// What it is, for people: "a syslog receiver (RFC 5424)".
     fn title(&self) -> &'static str;
-    /// The keys of its own section of `[[sinks]]` (the serde field names of its section
-    /// struct, see [`crate::settings::fields`]), besides the ones every sink takes.
+    /// The keys of its own section of `[[sinks]]` (its section struct's
+    /// [`Section::KEYS`](crate::settings::Section::KEYS)), besides the ones every sink takes.
     fn options(&self) -> &'static [&'static str];
+    /// Those of its keys that hold secrets (its section struct's
+    /// [`Section::SECRETS`](crate::settings::Section::SECRETS), known by their types): a
+    /// `${NAME}` in one is not needed by `state`, which reads no secrets.
+    fn secrets(&self) -> &'static [&'static str];
     /// Reads and validates its own keys (`c.section()`), reporting every problem on `c`;
     /// `None` when they cannot be used.
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings>;

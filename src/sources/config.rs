@@ -12,9 +12,9 @@ use url::Url;
 
 use super::{Vendor, VendorSettings, VENDORS};
 use crate::settings::kind::{Kind, Registered};
-use crate::settings::section::{fields, nearest, read_section, split_entry, unknown_key};
+use crate::settings::section::{nearest, read_section, split_entry, unknown_key, Section};
 use crate::settings::tls::{self, RawTls};
-use crate::settings::{Check, SecretValue, TlsConfig};
+use crate::settings::{Check, SecretFile, SecretText, SecretValue, TlsConfig};
 use crate::timefmt::{self, Nanos};
 
 /// The defaults `[agent]` gives every source (each `None` when not set or not valid).
@@ -28,7 +28,7 @@ pub struct SourceDefaults {
 }
 
 /// The keys of `[[sources]]` that every kind takes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Section)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     /// Unique, `[a-z0-9_-]+`; `source` of every event.
@@ -146,7 +146,7 @@ pub struct SourceCheck<'c, 'b> {
 
 impl SourceCheck<'_, '_> {
     /// The vendor's keys, read as its section struct `T` (every problem reported).
-    pub fn section<T: serde::de::DeserializeOwned + Default>(&mut self) -> T {
+    pub fn section<T: serde::de::DeserializeOwned + Default + Section>(&mut self) -> T {
         let map = self.section.take().unwrap_or_default();
         // Keys `T` does not take were sorted out before (`validate`): none is left.
         read_section(self.check, self.key, Value::Object(map), |c, key, name| {
@@ -163,8 +163,8 @@ impl SourceCheck<'_, '_> {
     pub fn secret(
         &mut self,
         opt: &str,
-        inline: &Option<String>,
-        file: &Option<String>,
+        inline: &Option<SecretText>,
+        file: &Option<SecretFile>,
     ) -> SecretValue {
         self.check.secret(self.key, opt, inline, file)
     }
@@ -209,7 +209,7 @@ pub(crate) fn validate(
     if raw.is_empty() {
         c.fail("sources", "no [[sources]]: there is nothing to read");
     }
-    let common = fields::<RawSource>();
+    let common = RawSource::KEYS;
     for (i, entry) in raw.into_iter().enumerate() {
         let key = format!("sources[{i}]");
         let Value::Object(mut entry) = entry else {

@@ -12,7 +12,7 @@ use crate::event::{Event, Field, PageText};
 use crate::json::Text;
 use crate::keys::Identity;
 use crate::rows::{rule, Class::*, Table, ACCESS, CHANGE, CREATE, DELETE, INFO};
-use crate::settings::{Secret, SecretValue};
+use crate::settings::{Secret, SecretFile, SecretText, SecretValue};
 use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::NANOS_PER_MS;
 
@@ -157,15 +157,15 @@ pub struct DominoAuditKind;
 
 /// The keys of a `kind = "domino_audit"` source besides those of every source: one of the two
 /// credentials.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, crate::settings::Section)]
 #[serde(deny_unknown_fields)]
 pub struct Section {
     /// Sent as `X-Domino-Api-Key`.
-    pub api_key: Option<String>,
-    pub api_key_file: Option<String>,
+    pub api_key: Option<SecretText>,
+    pub api_key_file: Option<SecretFile>,
     /// Sent as `Authorization: Bearer`.
-    pub jwt: Option<String>,
-    pub jwt_file: Option<String>,
+    pub jwt: Option<SecretText>,
+    pub jwt_file: Option<SecretFile>,
 }
 
 /// A `domino_audit` source's validated keys.
@@ -189,7 +189,10 @@ impl super::Vendor for DominoAuditKind {
         "Domino audit trail"
     }
     fn options(&self) -> &'static [&'static str] {
-        super::options_of::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn reserved_params(&self) -> &'static [&'static str] {
         &["startTimestamp", "endTimestamp", "limit", "offset", "sort"]

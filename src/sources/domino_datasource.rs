@@ -14,7 +14,7 @@ use crate::event::{Event, Field, PageText};
 use crate::json::Text;
 use crate::keys::Identity;
 use crate::rows::{rule, Class::*, Table, ACCESS, CHANGE, CREATE, DELETE, INFO};
-use crate::settings::Secret;
+use crate::settings::{Secret, SecretFile, SecretText};
 use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::{self, NANOS_PER_MS};
 
@@ -100,12 +100,12 @@ pub static SIEM: Table = Table {
 pub struct DominoDatasourceKind;
 
 /// The keys of a `kind = "domino_datasource"` source besides those of every source.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, crate::settings::Section)]
 #[serde(deny_unknown_fields)]
 pub struct Section {
     /// Sent as `X-Domino-Api-Key` (a SysAdmin's key).
-    pub api_key: Option<String>,
-    pub api_key_file: Option<String>,
+    pub api_key: Option<SecretText>,
+    pub api_key_file: Option<SecretFile>,
     /// A response with more events than this is fetched again in halves (default 5000).
     pub max_response_events: Option<i64>,
 }
@@ -131,7 +131,10 @@ impl super::Vendor for DominoDatasourceKind {
         "Domino data-source audit"
     }
     fn options(&self) -> &'static [&'static str] {
-        super::options_of::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn reserved_params(&self) -> &'static [&'static str] {
         &["startTime", "endTime"]

@@ -19,7 +19,7 @@ use crate::event::{Event, Field, PageText};
 use crate::json::Text;
 use crate::keys::Identity;
 use crate::rows::{on, rule, Class::*, Table, ACCESS, CHANGE, CREATE, DELETE, INFO};
-use crate::settings::Secret;
+use crate::settings::{Secret, SecretFile, SecretText};
 use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::{Nanos, NANOS_PER_MS, NANOS_PER_SEC};
 
@@ -98,14 +98,14 @@ pub static SIEM: Table = Table {
 pub struct DomoKind;
 
 /// The keys of a `kind = "domo"` source besides those of every source.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, crate::settings::Section)]
 #[serde(deny_unknown_fields)]
 pub struct Section {
     /// OAuth client credentials with the audit scope.
-    pub client_id: Option<String>,
-    pub client_id_file: Option<String>,
-    pub client_secret: Option<String>,
-    pub client_secret_file: Option<String>,
+    pub client_id: Option<SecretText>,
+    pub client_id_file: Option<SecretFile>,
+    pub client_secret: Option<SecretText>,
+    pub client_secret_file: Option<SecretFile>,
     /// The token endpoint (default `{url}/oauth/token`).
     pub token_url: Option<String>,
     /// The IANA zone Domo prints its wall-clock times in (default UTC).
@@ -136,7 +136,10 @@ impl super::Vendor for DomoKind {
         "Domo activity log"
     }
     fn options(&self) -> &'static [&'static str] {
-        super::options_of::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn reserved_params(&self) -> &'static [&'static str] {
         &["start", "end", "limit", "offset"]

@@ -29,7 +29,7 @@ pub mod wasabi_air;
 
 pub use crate::BoxFuture;
 pub use pace::CredentialId;
-pub use vendor::{options_of, Configured, Vendor};
+pub use vendor::{Configured, Vendor};
 
 /// Registers vendors, one line each (`Variant: module::Kind`): [`VENDORS`], every kind of
 /// source, and [`VendorSettings`], a vendor's validated settings as its own type.

@@ -19,9 +19,13 @@ pub trait Vendor: Sync {
     fn siem(&self) -> &'static crate::rows::Table;
     /// What it is, for people: "Domo activity log".
     fn title(&self) -> &'static str;
-    /// The keys of its own section of `[[sources]]` (the serde field names of its section
-    /// struct, see [`options_of`]), besides the ones every source takes.
+    /// The keys of its own section of `[[sources]]` (its section struct's
+    /// [`Section::KEYS`](crate::settings::Section::KEYS)), besides the ones every source takes.
     fn options(&self) -> &'static [&'static str];
+    /// Those of its keys that hold secrets (its section struct's
+    /// [`Section::SECRETS`](crate::settings::Section::SECRETS), known by their types): a
+    /// `${NAME}` in one is not needed by `state`, which reads no secrets.
+    fn secrets(&self) -> &'static [&'static str];
     /// Query parameters the agent itself sets, which a filter must not override.
     fn reserved_params(&self) -> &'static [&'static str];
     /// The query parameters its API documents as filters: a filter must be one of them (a
@@ -30,11 +34,6 @@ pub trait Vendor: Sync {
     /// Reads and validates its own keys (`c.section()`), reporting every problem on `c`;
     /// `None` when they cannot be used.
     fn settings(&self, c: &mut SourceCheck<'_, '_>) -> Option<super::VendorSettings>;
-}
-
-/// The keys of a vendor's section struct `T`.
-pub fn options_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
-    crate::settings::fields::<T>()
 }
 
 /// What a vendor's validated settings (its own keys, credentials among them) build: each

@@ -12,7 +12,7 @@ use crate::event::{Event, Field, PageText};
 use crate::json::Text;
 use crate::keys::Identity;
 use crate::rows::{on, rule, Class::*, Table, ACCESS, CHANGE, CREATE, DELETE, INFO};
-use crate::settings::Secret;
+use crate::settings::{Secret, SecretFile, SecretText};
 use crate::sources::config::{SourceCheck, SourceConfig};
 use crate::timefmt::{self, NANOS_PER_MS};
 
@@ -101,12 +101,12 @@ pub static SIEM: Table = Table {
 pub struct WasabiAirKind;
 
 /// The keys of a `kind = "wasabi_air"` source besides those of every source.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, crate::settings::Section)]
 #[serde(deny_unknown_fields)]
 pub struct Section {
     /// Sent as `Authorization: Bearer`.
-    pub api_key: Option<String>,
-    pub api_key_file: Option<String>,
+    pub api_key: Option<SecretText>,
+    pub api_key_file: Option<SecretFile>,
 }
 
 /// A `wasabi_air` source's validated keys.
@@ -129,7 +129,10 @@ impl super::Vendor for WasabiAirKind {
         "Wasabi AiR audit"
     }
     fn options(&self) -> &'static [&'static str] {
-        super::options_of::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn reserved_params(&self) -> &'static [&'static str] {
         &["from", "to", "page", "count", "order"]

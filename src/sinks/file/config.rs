@@ -15,7 +15,7 @@ use crate::BoxFuture;
 pub struct FileKind;
 
 /// The keys of `kind = "file"`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, crate::settings::Section)]
 #[serde(deny_unknown_fields)]
 struct Section {
     /// The file events are appended to (relative to the config file's directory).
@@ -67,7 +67,10 @@ impl Destination for FileKind {
         "a local file, one record per line, exactly once"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::settings::fields::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();

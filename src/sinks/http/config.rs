@@ -8,7 +8,7 @@ use url::Url;
 
 use super::HttpSink;
 use crate::retry::RetryConfig;
-use crate::settings::Secret;
+use crate::settings::{Secret, SecretFile, SecretText};
 use crate::sinks::config::{SinkCheck, SinkConfig};
 use crate::sinks::{Configured, Destination, OpenCx, Probe, Sink, SinkError, SinkSettings};
 use crate::BoxFuture;
@@ -22,7 +22,7 @@ pub struct HttpKind;
 macro_rules! http_section {
     ($(#[$m:meta])* struct $name:ident { $($(#[$fm:meta])* $field:ident: $ty:ty,)* }) => {
         $(#[$m])*
-        #[derive(Debug, Default, serde::Deserialize)]
+        #[derive(Debug, Default, serde::Deserialize, crate::settings::Section)]
         #[serde(deny_unknown_fields)]
         struct $name {
             $($(#[$fm])* $field: $ty,)*
@@ -31,9 +31,9 @@ macro_rules! http_section {
             /// Most bytes in one request body, before compression (default 4 MiB).
             batch_max_bytes: Option<i64>,
             /// Extra request headers; the values are secrets, never logged.
-            headers: Option<std::collections::BTreeMap<String, String>>,
+            headers: Option<std::collections::BTreeMap<String, $crate::settings::SecretText>>,
             /// Header name → file whose content (one trailing newline trimmed) is the value.
-            header_files: Option<std::collections::BTreeMap<String, String>>,
+            header_files: Option<std::collections::BTreeMap<String, $crate::settings::SecretFile>>,
             /// Timeout of one request (default 30s).
             timeout: Option<String>,
             /// PEM file of CA certificates trusted besides the system's roots.
@@ -79,8 +79,8 @@ pub(crate) use http_section;
 pub(crate) struct ClientKeys<'a> {
     pub batch_max_events: Option<i64>,
     pub batch_max_bytes: Option<i64>,
-    pub headers: &'a Option<BTreeMap<String, String>>,
-    pub header_files: &'a Option<BTreeMap<String, String>>,
+    pub headers: &'a Option<BTreeMap<String, SecretText>>,
+    pub header_files: &'a Option<BTreeMap<String, SecretFile>>,
     pub timeout: &'a Option<String>,
     pub ca_file: &'a Option<String>,
     pub client_cert: &'a Option<String>,
@@ -236,7 +236,10 @@ impl Destination for HttpKind {
         "an HTTP receiver: NDJSON, a JSON array, Splunk HEC or Elasticsearch _bulk"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::settings::fields::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();
@@ -415,8 +418,8 @@ fn validate(c: &mut SinkCheck<'_, '_>, s: &Section) -> Option<HttpSinkConfig> {
 /// are secrets: no message shows one.
 pub(crate) fn headers(
     c: &mut SinkCheck<'_, '_>,
-    inline: &Option<BTreeMap<String, String>>,
-    files: &Option<BTreeMap<String, String>>,
+    inline: &Option<BTreeMap<String, SecretText>>,
+    files: &Option<BTreeMap<String, SecretFile>>,
     reserved: &[&str],
 ) -> Vec<(String, Secret)> {
     use reqwest::header::{HeaderName, HeaderValue};
@@ -425,13 +428,13 @@ pub(crate) fn headers(
     let inline = inline
         .iter()
         .flatten()
-        .map(|(k, v)| ("headers", k, Ok(v.clone())));
+        .map(|(k, v)| ("headers", k, Ok(v.expose().to_string())));
     let (base, read) = (c.base().to_path_buf(), c.secrets());
     let files = files.iter().flatten().map(|(k, f)| {
         if !read {
             return ("header_files", k, Ok("unread".to_string()));
         }
-        let p = base.join(f);
+        let p = base.join(f.path());
         let v = std::fs::read_to_string(&p)
             .map(|v| {
                 let v = v.strip_suffix('\n').unwrap_or(&v);

@@ -16,7 +16,7 @@ pub struct KafkaKind;
 pub const MESSAGE_MAX_BYTES: usize = 1_000_000;
 
 /// The keys of `kind = "kafka"`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, crate::settings::Section)]
 #[serde(deny_unknown_fields)]
 struct Section {
     /// The bootstrap brokers, each `host:port`: `["kafka-1:9092", "kafka-2:9092"]`.
@@ -51,9 +51,9 @@ struct Section {
     /// The SASL user name.
     sasl_username: Option<String>,
     /// The SASL password (or `sasl_password_file`, a file holding it).
-    sasl_password: Option<String>,
+    sasl_password: Option<crate::settings::SecretText>,
     /// A file holding the SASL password (one trailing newline trimmed).
-    sasl_password_file: Option<String>,
+    sasl_password_file: Option<crate::settings::SecretFile>,
 }
 
 /// The TLS options, which only `tls = true` takes.
@@ -123,7 +123,10 @@ impl Destination for KafkaKind {
         "a Kafka topic (idempotent producer, acks = all)"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::settings::fields::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();

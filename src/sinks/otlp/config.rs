@@ -57,7 +57,10 @@ impl Destination for OtlpKind {
         "an OpenTelemetry collector: OTLP/HTTP logs, protobuf or JSON"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::settings::fields::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();

@@ -17,7 +17,7 @@ use crate::BoxFuture;
 pub struct S3Kind;
 
 /// The keys of `kind = "s3"`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, crate::settings::Section)]
 #[serde(deny_unknown_fields)]
 struct Section {
     /// The bucket.
@@ -36,11 +36,11 @@ struct Section {
     /// An access key id; without it the standard AWS chain is used.
     access_key_id: Option<String>,
     /// Its secret (a secret); or `secret_access_key_file`.
-    secret_access_key: Option<String>,
-    secret_access_key_file: Option<String>,
+    secret_access_key: Option<crate::settings::SecretText>,
+    secret_access_key_file: Option<crate::settings::SecretFile>,
     /// A session token of temporary keys (a secret); or `session_token_file`.
-    session_token: Option<String>,
-    session_token_file: Option<String>,
+    session_token: Option<crate::settings::SecretText>,
+    session_token_file: Option<crate::settings::SecretFile>,
     /// A role to assume (STS AssumeRole) with the credentials found.
     role_arn: Option<String>,
     /// The external id the role's trust policy asks for.
@@ -108,7 +108,10 @@ impl Destination for S3Kind {
         "S3-compatible object storage (AWS S3, Wasabi, MinIO, …) and Amazon Security Lake: gzip NDJSON or Parquet objects"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::settings::fields::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();

@@ -29,7 +29,7 @@ pub const DEFAULT_LOG_TYPE: &str = "AUDITSHIP";
 pub const REQUEST_MAX_BYTES: usize = 1_000_000;
 
 /// The keys of `kind = "secops"`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, crate::settings::Section)]
 #[serde(deny_unknown_fields)]
 struct Section {
     /// The Google Cloud project of the SecOps instance (its id or number).
@@ -124,7 +124,10 @@ impl Destination for SecopsKind {
         "Google Security Operations (Chronicle API logs:import)"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::settings::fields::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();

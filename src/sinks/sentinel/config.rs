@@ -17,7 +17,7 @@ use crate::BoxFuture;
 pub struct SentinelKind;
 
 /// The keys of `kind = "sentinel"`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, crate::settings::Section)]
 #[serde(deny_unknown_fields)]
 struct Section {
     /// The data collection endpoint's logs ingestion URL (or the DCR's own logs ingestion
@@ -32,9 +32,9 @@ struct Section {
     /// The app registration's application (client) id.
     client_id: Option<String>,
     /// The app's client secret (a secret); or `client_secret_file`.
-    client_secret: Option<String>,
+    client_secret: Option<crate::settings::SecretText>,
     /// A file holding the client secret (one trailing newline trimmed).
-    client_secret_file: Option<String>,
+    client_secret_file: Option<crate::settings::SecretFile>,
     /// A PEM file holding a client certificate registered on the app and its RSA private key
     /// (a signed JWT client assertion is sent instead of a secret).
     client_certificate_file: Option<String>,
@@ -97,7 +97,10 @@ impl Destination for SentinelKind {
         "Microsoft Sentinel / Azure Monitor Logs Ingestion API (a DCR stream)"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::settings::fields::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();

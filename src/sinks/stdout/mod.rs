@@ -15,7 +15,7 @@ use crate::BoxFuture;
 pub struct StdoutKind;
 
 /// Its section: nothing.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, crate::settings::Section)]
 #[serde(deny_unknown_fields)]
 struct Section {}
 
@@ -31,7 +31,10 @@ impl Destination for StdoutKind {
         "standard output, one record per line"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::settings::fields::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let Section {} = c.section();

@@ -13,7 +13,7 @@ use crate::BoxFuture;
 pub struct SyslogKind;
 
 /// The keys of `kind = "syslog"`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, crate::settings::Section)]
 #[serde(deny_unknown_fields)]
 struct Section {
     /// The receiver's `host:port`.
@@ -107,7 +107,10 @@ impl Destination for SyslogKind {
         "a syslog receiver (RFC 5424 over TCP, TLS or UDP)"
     }
     fn options(&self) -> &'static [&'static str] {
-        crate::settings::fields::<Section>()
+        <Section as crate::settings::Section>::KEYS
+    }
+    fn secrets(&self) -> &'static [&'static str] {
+        <Section as crate::settings::Section>::SECRETS
     }
     fn settings(&self, c: &mut SinkCheck<'_, '_>) -> Option<SinkSettings> {
         let s: Section = c.section();
