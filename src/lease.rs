@@ -1,6 +1,6 @@
 //! Leases in PostgreSQL: which replica polls which source and drains which sink's queue, for
 //! several agents that share one database (issue 32). The agent's side (a tick task, the
-//! pollers and sinks' tasks started and stopped by their leases) is `crate::replicas`.
+//! pollers and sinks' tasks started and stopped by their leases) is the `replicas` module.
 //!
 //! # How leases move
 //! Every replica runs the same config, so each knows every lease name (`source:<name>`, later
@@ -258,12 +258,19 @@ pub struct Tick {
     pub lost: Vec<String>,
 }
 
+/// Connects as the agent's state store does (its URL and TLS mode), giving the error's text.
+pub type Connector = Box<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Client, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// How a replica's lease connection is made.
 enum Connect {
     /// Plain TCP (the tests' servers).
-    Plain(Config),
+    Plain(Box<Config>),
     /// The agent's `state_url`, with its TLS mode.
-    Url(crate::state::pgtls::PgUrl),
+    With(Connector),
 }
 
 /// One replica's leases, over its own connection (reconnected when lost).
@@ -285,12 +292,12 @@ impl Leases {
     /// A replica named `me` (unique among the replicas sharing the database: a pod's name and
     /// a random suffix), with leases of `ttl`. Connects at the first tick.
     pub fn new(config: Config, me: impl Into<String>, ttl: Duration) -> Leases {
-        Leases::connecting(Connect::Plain(config), me.into(), ttl)
+        Leases::connecting(Connect::Plain(Box::new(config)), me.into(), ttl)
     }
 
-    /// [`Leases::new`] connecting as the agent's state store does (`state_url`, TLS included).
-    pub fn at(url: crate::state::pgtls::PgUrl, me: impl Into<String>, ttl: Duration) -> Leases {
-        Leases::connecting(Connect::Url(url), me.into(), ttl)
+    /// [`Leases::new`] connecting with `connect` (the agent's: `state_url`, TLS included).
+    pub fn connecting_with(connect: Connector, me: impl Into<String>, ttl: Duration) -> Leases {
+        Leases::connecting(Connect::With(connect), me.into(), ttl)
     }
 
     fn connecting(connect: Connect, me: String, ttl: Duration) -> Leases {
@@ -321,10 +328,7 @@ impl Leases {
                     });
                     client
                 }
-                Connect::Url(url) => url
-                    .connect()
-                    .await
-                    .map_err(|e| LeaseError::Connect(e.to_string()))?,
+                Connect::With(connect) => connect().await.map_err(LeaseError::Connect)?,
             };
             self.client = Some(client);
         }

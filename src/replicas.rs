@@ -142,7 +142,11 @@ impl Replica {
         let (tx, rx) = watch::channel(HeldMap::default());
         let (names_tx, names_rx) = watch::channel(names);
         let stop = CancellationToken::new();
-        let leases = Leases::at(url, id.clone(), ttl);
+        let connect: crate::lease::Connector = Box::new(move || {
+            let url = url.clone();
+            Box::pin(async move { url.connect().await.map_err(|e| e.to_string()) })
+        });
+        let leases = Leases::connecting_with(connect, id.clone(), ttl);
         let task = tokio::spawn(run(leases, ttl, tx, names_rx, stop.clone()));
         tracing::info!(replica = %id, lease_ttl_s = ttl.as_secs_f64(),
             "replica started: sources and sinks are shared by lease with the other replicas on the state database");
