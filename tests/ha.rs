@@ -394,6 +394,11 @@ async fn three_replicas_share_forty_live_sources_and_a_sigkilled_one_is_taken_ov
     let holders = c.holders();
     for id in ["r1", "r2", "r3"] {
         let m = c.metrics(id).await;
+        let (status, report) = common::promtool(&m);
+        assert!(
+            status.success() && report.trim().is_empty(),
+            "promtool check metrics on {id}: {report}"
+        );
         assert!(
             m.contains(&format!("auditship_replica_info{{replica=\"{id}\"}} 1")),
             "{id}:\n{m}"

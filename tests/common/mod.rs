@@ -530,3 +530,37 @@ pub fn lost_repeated(received: &[serde_json::Value], source: &str, truth: &[Stri
     let repeated = -want.values().filter(|n| **n < 0).sum::<i64>();
     (lost, repeated)
 }
+
+/// Runs `promtool check metrics` (Prometheus' own linter of the exposition format) on `text`:
+/// its exit status and what it reported. A missing promtool fails the test, saying what to
+/// install (CI installs it: `tests/install-deps.sh`, Debian's `prometheus` package).
+pub fn promtool(text: &str) -> (std::process::ExitStatus, String) {
+    use std::io::Write as _;
+    let mut child = match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "cannot run promtool ({e}): NOT TESTED: install it (`bash tests/install-deps.sh`, or \
+             apt-get install prometheus), or leave this test out on purpose with \
+             `cargo test --test TEST -- --skip NAME`"
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, report)
+}
