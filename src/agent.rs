@@ -140,6 +140,7 @@ pub enum StateGuard {
 /// while waiting.
 pub async fn open_configured(
     agent: &crate::config::AgentConfig,
+    once: bool,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<(State, StateGuard)>> {
     let Some(url) = &agent.state_url else {
@@ -149,12 +150,24 @@ pub async fn open_configured(
         lock.claim();
         return Ok(Some((state, StateGuard::File(lock))));
     };
-    let pg = match crate::state::postgres::Postgres::open_waiting(url.clone(), &agent.retry, cancel)
-        .await
+    // `--once` gives up after the agent's attempts (cron starts it again); the daemon waits.
+    let attempts = once.then(|| agent.retry.max_attempts.unwrap_or(8));
+    let pg = match crate::state::postgres::Postgres::open_waiting(
+        url.clone(),
+        &agent.retry,
+        cancel,
+        attempts,
+    )
+    .await
     {
         Ok(pg) => pg,
         Err(_) if cancel.is_cancelled() => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot open the state database {url} ({} attempts); nothing was read: the next run starts where the last commit left off",
+                attempts.unwrap_or(1)
+            )))
+        }
     };
     Ok(Some((State::Postgres(pg), StateGuard::Shared)))
 }
@@ -482,7 +495,7 @@ async fn stop(running: Vec<Running>) {
 /// Runs every source until `cancel` fires (or, with `once`, one pass each). The daemon reloads
 /// its configuration when the file changes or on SIGHUP.
 pub async fn run(cfg: &Config, once: bool, cancel: CancellationToken) -> anyhow::Result<Outcome> {
-    let Some((state, _guard)) = open_configured(&cfg.agent, &cancel).await? else {
+    let Some((state, _guard)) = open_configured(&cfg.agent, once, &cancel).await? else {
         // Stopped while waiting for the state database: nothing was read.
         return Ok(Outcome::Completed);
     };

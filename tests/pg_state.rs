@@ -340,9 +340,38 @@ async fn a_database_down_at_start_is_waited_for() {
         max_delay: Duration::from_millis(400),
         max_attempts: Some(3),
     };
+    // `run --once` (cron starts it again) gives up after the agent's attempts, saying so.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditship.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_url = {url:?}\nretry_initial = \"50ms\"\nretry_max_delay = \"100ms\"\nretry_max_attempts = 3\n\
+             [[sources]]\nname = \"air\"\nkind = \"wasabi_air\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n\
+             [[sinks]]\nname = \"collector\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/ingest\"\n"
+        ),
+    )
+    .unwrap();
+    let began = Instant::now();
+    let out = common::run(
+        &["run", "--once", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot open the state database") && err.contains("(3 attempts)"),
+        "{err}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        began.elapsed()
+    );
+    // The daemon's opening waits as long as it takes.
     let cancel = tokio_util::sync::CancellationToken::new();
     let opening =
-        tokio::spawn(async move { Postgres::open_waiting(parsed, &retry, &cancel).await });
+        tokio::spawn(async move { Postgres::open_waiting(parsed, &retry, &cancel, None).await });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!opening.is_finished(), "gave up on a database that is down");
     let up = Instant::now();

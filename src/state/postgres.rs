@@ -98,12 +98,14 @@ impl Postgres {
 
     /// [`Postgres::open`], waiting for a database that cannot be reached yet (down, restarting,
     /// not yet created by its operator): tries again with the agent's backoff, saying so in the
-    /// log, until it opens or `cancel` is cancelled. A schema newer than this build knows is
-    /// not waited for.
+    /// log, until it opens or `cancel` is cancelled — or, with `attempts` (`run --once`, which
+    /// cron starts again later), until that many have failed. A schema newer than this build
+    /// knows is not waited for.
     pub async fn open_waiting(
         url: PgUrl,
         retry: &crate::retry::RetryConfig,
         cancel: &tokio_util::sync::CancellationToken,
+        attempts: Option<usize>,
     ) -> Result<Postgres, StateError> {
         let mut delay = retry.initial;
         let mut attempt = 0u32;
@@ -118,6 +120,9 @@ impl Postgres {
                 Err(e @ StateError::DbTooNew { .. }) => return Err(e),
                 Err(e) => {
                     attempt += 1;
+                    if attempts.is_some_and(|n| attempt as usize >= n) {
+                        return Err(e);
+                    }
                     tracing::warn!(state = %url, error = %e, retry_in_ms = delay.as_millis() as u64,
                         "cannot open the state database; waiting for it (nothing is read until it opens)");
                     tokio::select! {
