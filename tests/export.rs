@@ -217,8 +217,7 @@ async fn export_is_exactly_the_window_for_every_vendor_and_touches_no_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_exit_codes_and_an_output_replaced_only_when_complete() {
     let cfg = backfill(&[Vendor::WasabiAir], 200, 1, 62);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     let src = name(Vendor::WasabiAir);
     let (from, to) = (
         (cfg.start + SignedDuration::from_hours(1)).to_string(),

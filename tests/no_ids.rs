@@ -397,8 +397,7 @@ async fn a_domo_zone_mismatch_is_said_once_per_poll_with_its_offset() {
         domo_time_zone: jiff::tz::TimeZone::get("America/Phoenix").unwrap(),
         ..backfill(&[Vendor::Domo], 3_000, 1, 11)
     };
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::Domo, ""));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     let config = s.config.to_str().unwrap();
     let out = run(&["run", "--once", "--config", config], &[]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -354,8 +354,12 @@ async fn a_reload_cannot_move_the_state_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_a_line_with_fields() {
     let cfg = backfill(&[Vendor::WasabiAir], 500, 1, 55);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let common::World {
+        sim: _sim,
+        cfg: _,
+        s,
+        ..
+    } = common::World::start(cfg, "", "").await;
     let out = run(
         &["run", "--once", "--config", s.config.to_str().unwrap()],
         &[("AUDITSHIP_LOG_FORMAT", "json")],
@@ -539,8 +543,12 @@ async fn simulate_prints_blocks_that_work_when_pasted() {
 async fn files_are_created_private_whatever_the_umask_and_mode_is_applied() {
     use std::os::unix::fs::PermissionsExt;
     let cfg = live(&[Vendor::WasabiAir], 2_000, 3_600, 600, 58);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let common::World {
+        sim: _sim,
+        cfg: _,
+        s,
+        ..
+    } = common::World::start(cfg, "", "").await;
     let mut text = std::fs::read_to_string(&s.config).unwrap();
     text.push_str("\n[[sinks]]\nname = \"shared\"\nkind = \"file\"\npath = \"group/readable.ndjson\"\nmode = \"0640\"\nfsync = false\n");
     std::fs::write(&s.config, text).unwrap();

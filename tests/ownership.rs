@@ -399,8 +399,12 @@ async fn rotation_replaces_and_deletes_only_the_files_it_made() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_states_lock_and_wal_are_taken_from_no_one() {
     let cfg = backfill(&[Vendor::WasabiAir], 50, 1, 77);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let common::World {
+        sim: _sim,
+        cfg: _,
+        s,
+        ..
+    } = common::World::start(cfg, "", "").await;
     let lock = s.dir.path().join("state.db.lock");
     std::fs::write(&lock, b"notes of another program\n").unwrap();
     let out = once(&s);
@@ -432,8 +436,7 @@ async fn the_states_lock_and_wal_are_taken_from_no_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_replaces_an_existing_output_only_when_told_to() {
     let cfg = backfill(&[Vendor::WasabiAir], 100, 1, 78);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     let path = s.dir.path().join("report.ndjson");
     let theirs = foreign(3_000);
     std::fs::write(&path, &theirs).unwrap();

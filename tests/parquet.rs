@@ -260,8 +260,7 @@ async fn security_lake_layout_one_valid_ocsf_class_per_custom_source_every_event
     let m = s3_server::moto();
     m.create("lake");
     let cfg = backfill(&Vendor::ALL, 400, 3, 37);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &all_sources(&sim, &cfg));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     let mut text = std::fs::read_to_string(&s.config).unwrap();
     text.push_str(&format!(
         "\n[[sinks]]\nname = \"ocsf\"\nkind = \"file\"\npath = \"ocsf.ndjson\"\nfsync = false\nformat = \"ocsf\"\n\

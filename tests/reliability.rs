@@ -264,8 +264,7 @@ async fn a_refused_source_heals_when_its_secret_file_is_rotated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_agent_on_the_same_state_refuses_with_the_first_ones_pid() {
     let cfg = backfill(&[Vendor::WasabiAir], 200, 1, 1802);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     let first = spawn_daemon(&s);
     wait_until("first agent delivered", Duration::from_secs(20), || {
         lines_so_far(&s.out) == 200
@@ -345,8 +344,12 @@ async fn a_state_file_deleted_while_running_stops_the_agent_and_redelivers_nothi
 /// with `want` in its error and the file named, and delivers nothing again.
 async fn refuses_a_damaged_state(seed: u64, damage: impl Fn(&Path), want: &str) {
     let cfg = backfill(&[Vendor::WasabiAir], 3_000, 1, seed);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let common::World {
+        sim: _sim,
+        cfg: _,
+        s,
+        ..
+    } = common::World::start(cfg, "", "").await;
     once_ok(&s);
     let db = s.dir.path().join("state.db");
     // As after a clean stop: the write-ahead log merged into the file (the last connection
@@ -443,8 +446,12 @@ async fn an_emptied_state_file_is_refused_not_started_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_state_file_is_refused_by_name() {
     let cfg = backfill(&[Vendor::WasabiAir], 300, 1, 1808);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let common::World {
+        sim: _sim,
+        cfg: _,
+        s,
+        ..
+    } = common::World::start(cfg, "", "").await;
     once_ok(&s);
     let db = s.dir.path().join("state.db");
     let immutable = is_root();
@@ -487,8 +494,7 @@ async fn a_read_only_state_file_is_refused_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_reported_and_the_sink_catches_up_once_there_is_room() {
     let cfg = backfill(&[Vendor::WasabiAir], 4_000, 1, 1809);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     let mnt = s.dir.path().join("disk");
     let disk = Tmpfs::mount(
         &mnt,
@@ -538,8 +544,7 @@ async fn a_file_size_limit_is_an_error_not_a_kill() {
     // holds the file sink's queue: 30,000 events (some 13 MiB of output) against 6 MiB, with
     // the sink's queue kept to 1 MiB, reach it in the file sink's file, not in the state.
     let cfg = backfill(&[Vendor::WasabiAir], 30_000, 1, 1810);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &source_toml(&sim, &cfg, Vendor::WasabiAir, ""));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     let text = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(&s.config, format!("{text}queue_max_bytes = 1048576\n")).unwrap();
     let limit: u64 = 6 << 20;

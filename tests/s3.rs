@@ -69,8 +69,7 @@ async fn every_event_of_the_four_vendors_is_in_exactly_one_object_through_503s()
         f.slow_down_every = 7;
     }
     let cfg = backfill(&Vendor::ALL, 500, 1, 311);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &all_sources(&sim, &cfg));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     with_s3(&s, &m.sink_keys(&proxy.url, "four-vendors"), "");
     let started = Instant::now();
     let out = run_once(&s.config).await;
@@ -109,8 +108,7 @@ async fn sigkill_during_uploads_loses_nothing_and_doubles_nothing() {
     let proxy = Proxy::start(&m.url).await;
     proxy.faults().delay = Duration::from_millis(100);
     let cfg = backfill(&Vendor::ALL, 800, 2, 312);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &all_sources(&sim, &cfg));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     with_s3(
         &s,
         &m.sink_keys(&proxy.url, "killed"),
@@ -318,8 +316,12 @@ async fn the_probe_touches_no_object_it_did_not_write() {
     m.create("foreign");
     let proxy = Proxy::start(&m.url).await;
     let cfg = backfill(&[Vendor::Domo], 10, 1, 319);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &all_sources(&sim, &cfg));
+    let common::World {
+        sim: _sim,
+        cfg: _,
+        s,
+        ..
+    } = common::World::start(cfg, "", "").await;
     with_s3(&s, &m.sink_keys(&proxy.url, "foreign"), "");
     proxy.faults().before_put = Some(Box::new(move |path: &str| {
         let key = path.strip_prefix("/foreign/").expect(path);
@@ -357,8 +359,7 @@ async fn a_refused_put_keeps_the_queue_for_the_next_run() {
     let m = moto();
     m.create("refused");
     let cfg = backfill(&[Vendor::Domo], 200, 1, 314);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &all_sources(&sim, &cfg));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     let denied = m
         .sink_keys(&m.url, "refused")
         .replace(&m.secret, &m.denied_secret)
@@ -396,8 +397,7 @@ async fn a_role_is_assumed_and_its_temporary_key_writes() {
     m.create("assumed");
     let proxy = Proxy::start(&m.url).await;
     let cfg = backfill(&[Vendor::WasabiAir], 200, 1, 315);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &all_sources(&sim, &cfg));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     with_s3(
         &s,
         &m.sink_keys(&proxy.url, "assumed"),
@@ -542,8 +542,7 @@ async fn a_web_identity_token_file_is_exchanged_for_the_roles_key() {
     m.create("web-identity");
     let proxy = Proxy::start(&m.url).await;
     let cfg = backfill(&[Vendor::DominoAudit], 150, 1, 317);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &all_sources(&sim, &cfg));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     let keys = format!(
         "bucket = \"web-identity\"\nendpoint = {:?}\nforce_path_style = true\nregion = \"us-east-1\"\nsts_endpoint = {:?}\n",
         proxy.url, m.url
@@ -642,8 +641,7 @@ async fn the_daemon_writes_objects_at_max_object_age() {
     let m = moto();
     m.create("daemon");
     let cfg = backfill(&Vendor::ALL, 100, 1, 318);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &all_sources(&sim, &cfg));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     with_s3(
         &s,
         &m.sink_keys(&m.url, "daemon"),
@@ -691,8 +689,7 @@ async fn the_instance_metadata_service_gives_the_key_when_nothing_else_does() {
     m.create("imds");
     let proxy = Proxy::start(&m.url).await;
     let cfg = backfill(&[Vendor::Domo], 100, 1, 319);
-    let sim = sim(cfg.clone()).await;
-    let s = setup("", &all_sources(&sim, &cfg));
+    let common::World { sim, cfg, s, .. } = common::World::start(cfg, "", "").await;
     let keys = format!(
         "bucket = \"imds\"\nendpoint = {:?}\nforce_path_style = true\nregion = \"us-east-1\"\n",
         proxy.url
