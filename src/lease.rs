@@ -3,7 +3,7 @@
 //! pollers and sinks' tasks started and stopped by their leases) is the `replicas` module.
 //!
 //! # How leases move
-//! Every replica runs the same config, so each knows every lease name (`source:<name>`, later
+//! Every replica runs the same config, so each knows every lease name (`source:<name>` and
 //! `sink:<name>`). One row a name in `leases`: its `holder` (a replica's id, NULL when free),
 //! `epoch` (a fencing number, one more at each change of holder), `since` and `expires`. One row
 //! a replica in `replicas`, its heartbeat. A replica calls [`Leases::tick`] every
