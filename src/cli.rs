@@ -617,7 +617,7 @@ pub async fn state(config: &Path, json: bool, action: Option<StateAction>) -> Ex
             "LEASE", "HOLDER", "SINCE", "EXPIRES IN"
         );
         let leases = crate::replicas::names(
-            names.iter().map(|(n, _)| n.as_str()),
+            cfg.sources.iter().map(|s| s.name.as_str()),
             cfg.sinks.iter().map(|s| s.name.as_str()),
         );
         for lease in leases {
