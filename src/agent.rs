@@ -725,6 +725,25 @@ async fn wait_lease(
     }
 }
 
+/// Runs `task` (cancelled by `token`) until it ends, or until `lease` is lost: then cancels it
+/// and lets it end as it does on shutdown (a page or batch in flight committed or left whole).
+async fn until_lost<F: std::future::Future>(
+    view: &crate::replicas::LeaseView,
+    lease: &crate::lease::Lease,
+    token: &CancellationToken,
+    task: F,
+) -> F::Output {
+    tokio::pin!(task);
+    let mut v = view.clone();
+    tokio::select! {
+        e = &mut task => e,
+        _ = v.lost(lease) => {
+            token.cancel();
+            task.await
+        }
+    }
+}
+
 /// A source's task among replicas: it polls only while this replica holds the source's lease.
 /// Once the lease is lost (taken over, given back to a replica that joined, or run out because
 /// the database could not be reached), the poll in flight stops without committing more and
@@ -767,15 +786,7 @@ where
         let token = cancel.child_token();
         let poller = make(token.clone()).leased(lease.clone());
         let run = source_loop(poller, reports.clone(), token.clone(), health.clone());
-        tokio::pin!(run);
-        let mut v = view.clone();
-        let ended = tokio::select! {
-            e = &mut run => e,
-            _ = v.lost(&lease) => {
-                token.cancel();
-                run.await
-            }
-        };
+        let ended = until_lost(&view, &lease, &token, run).await;
         if cancel.is_cancelled() || ended != Ended::Cancelled {
             return ended;
         }
@@ -816,16 +827,7 @@ async fn leased_drain(
         let mut leased = cx.clone();
         leased.cancel = token.clone();
         leased.lease = Some(lease.clone());
-        let run = drain(slot.clone(), leased);
-        tokio::pin!(run);
-        let mut v = view.clone();
-        let ended = tokio::select! {
-            e = &mut run => e,
-            _ = v.lost(&lease) => {
-                token.cancel();
-                run.await
-            }
-        };
+        let ended = until_lost(&view, &lease, &token, drain(slot.clone(), leased)).await;
         if cx.cancel.is_cancelled() || ended != Drained::Stopped {
             return ended;
         }
