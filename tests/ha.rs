@@ -592,12 +592,7 @@ async fn the_database_restarted_under_three_replicas_they_wait_and_resume_losing
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Down longer than the leases' ttl: every replica stops polling at its local deadline.
-    tokio::task::spawn_blocking({
-        let pg = pg.clone();
-        move || pg.down(true)
-    })
-    .await
-    .unwrap();
+    pg.down_async(true).await;
     let down = jiff::Timestamp::now().as_nanosecond() as i64;
     tokio::time::sleep(TTL + Duration::from_secs(3)).await;
     c.alive();
@@ -615,12 +610,7 @@ async fn the_database_restarted_under_three_replicas_they_wait_and_resume_losing
             "{s} was polled after its lease ran out with the database down"
         );
     }
-    tokio::task::spawn_blocking({
-        let pg = pg.clone();
-        move || pg.up()
-    })
-    .await
-    .unwrap();
+    pg.up_async().await;
     let (back, _) = c
         .until(
             Duration::from_secs(30),

@@ -376,12 +376,7 @@ async fn a_database_down_at_start_is_waited_for() {
     assert!(!opening.is_finished(), "gave up on a database that is down");
     let up = Instant::now();
     let pg = std::sync::Arc::new(pg);
-    tokio::task::spawn_blocking({
-        let pg = pg.clone();
-        move || pg.up()
-    })
-    .await
-    .unwrap();
+    pg.up_async().await;
     let st = State::Postgres(opening.await.unwrap().unwrap());
     eprintln!("opened {:?} after the database came up", up.elapsed());
     st.commit(page("a", &["http"], 1, 1)).await.unwrap();
@@ -554,12 +549,7 @@ async fn a_database_restarted_under_a_running_agent_is_waited_for_and_nothing_is
     let ready = format!("http://127.0.0.1:{port}/readyz");
     common::until(&ready, Duration::from_secs(60), |s, _| s == 200).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    tokio::task::spawn_blocking({
-        let pg = pg.clone();
-        move || pg.down(true)
-    })
-    .await
-    .unwrap();
+    pg.down_async(true).await;
     // Not ready while the database cannot be reached, and saying why.
     let (_, body) = common::until(&ready, Duration::from_secs(20), |s, _| s == 503).await;
     assert!(body.contains("state"), "{body}");
@@ -569,12 +559,7 @@ async fn a_database_restarted_under_a_running_agent_is_waited_for_and_nothing_is
         "the agent exited:\n{}",
         logs(dir.path())
     );
-    tokio::task::spawn_blocking({
-        let pg = pg.clone();
-        move || pg.up()
-    })
-    .await
-    .unwrap();
+    pg.up_async().await;
     common::until(&ready, Duration::from_secs(60), |s, _| s == 200).await;
     while jiff::Timestamp::now() < cfg.end {
         tokio::time::sleep(Duration::from_millis(200)).await;

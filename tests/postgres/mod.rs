@@ -330,6 +330,20 @@ impl Pg {
         self.url(&name)
     }
 
+    /// [`Pg::down`] off the async runtime (it waits for the server's processes).
+    pub async fn down_async(self: &std::sync::Arc<Self>, crash: bool) {
+        let pg = self.clone();
+        tokio::task::spawn_blocking(move || pg.down(crash))
+            .await
+            .unwrap();
+    }
+
+    /// [`Pg::up`] off the async runtime.
+    pub async fn up_async(self: &std::sync::Arc<Self>) {
+        let pg = self.clone();
+        tokio::task::spawn_blocking(move || pg.up()).await.unwrap();
+    }
+
     /// Transactions committed and rolled back in the database of `url` so far (the server's
     /// statistics, which it reports with a short delay).
     pub async fn xacts(&self, url: &str) -> i64 {
